@@ -1,0 +1,132 @@
+//! Reading configuration files with clear errors, and printing their diagnostics.
+
+use std::path::{Path, PathBuf};
+
+use buildit_core::system::{SYSTEM_ENV_VAR, SystemLocation, discover_system};
+use buildit_core::{
+    ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticRecord, Pipeline, SystemConfig,
+};
+
+use crate::exit::Exit;
+use crate::report::{error_line, render_diagnostic, stderr_colors};
+
+/// A file that could not be read, reported as an invalid configuration (exit 3).
+pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, Exit> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes).map_err(|error| {
+            let offset = error.utf8_error().valid_up_to();
+            error_line(
+                &format!(
+                    "{what} `{}` is not valid UTF-8 (first bad byte at offset {offset})",
+                    path.display()
+                ),
+                Some("save the file as UTF-8"),
+            );
+            Exit::InvalidConfig
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let help = if path == Path::new("buildit.kdl") {
+                "run this in a directory with a `buildit.kdl`, or pass the file: `buildit validate path/to/buildit.kdl`".to_owned()
+            } else {
+                format!(
+                    "check the path; the current directory is `{}`",
+                    std::env::current_dir().unwrap_or_default().display()
+                )
+            };
+            error_line(
+                &format!("{what} `{}` not found", path.display()),
+                Some(&help),
+            );
+            Err(Exit::InvalidConfig)
+        }
+        Err(error) => {
+            error_line(
+                &format!("cannot read {what} `{}`: {error}", path.display()),
+                None,
+            );
+            Err(Exit::InvalidConfig)
+        }
+    }
+}
+
+/// Prints diagnostics for people, to stderr.
+pub(crate) fn print_diagnostics(diagnostics: &[ConfigDiagnostic], source: &ConfigSource) {
+    let colors = stderr_colors();
+    for diagnostic in diagnostics {
+        eprint!("{}", render_diagnostic(diagnostic, source, colors));
+        eprintln!();
+    }
+}
+
+/// A pipeline read and parsed; on failure, its diagnostics are already printed (text) or collected (JSON).
+pub(crate) fn load_pipeline(
+    path: &Path,
+    records: Option<&mut Vec<DiagnosticRecord>>,
+) -> Result<Pipeline, Exit> {
+    let text = read_config_file(path, "pipeline file")?;
+    let name = path.display().to_string();
+    match buildit_core::parse_pipeline(&text, &name) {
+        Ok(pipeline) => {
+            report(&pipeline.warnings, &pipeline.source, records);
+            Ok(pipeline)
+        }
+        Err(error) => {
+            report_error(&error, records);
+            Err(Exit::InvalidConfig)
+        }
+    }
+}
+
+/// The system configuration, found as every command finds it; `None` means the defaults.
+pub(crate) fn load_system_config(
+    explicit: Option<&Path>,
+    workspace: &Path,
+    records: Option<&mut Vec<DiagnosticRecord>>,
+) -> Result<SystemConfig, Exit> {
+    let env_value = std::env::var(SYSTEM_ENV_VAR).ok();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let location = discover_system(explicit, env_value.as_deref(), workspace, home.as_deref());
+    let SystemLocation::File(path) = &location else {
+        return Ok(SystemConfig::defaults(workspace));
+    };
+    let text = read_config_file(path, "system configuration")?;
+    match buildit_core::parse_system(&text, &path.display().to_string()) {
+        Ok(mut config) => {
+            let source = ConfigSource::new(path.display().to_string(), text);
+            report(&config.warnings, &source, records);
+            let base = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            config.resolve_paths(base);
+            Ok(config)
+        }
+        Err(error) => {
+            report_error(&error, records);
+            Err(Exit::InvalidConfig)
+        }
+    }
+}
+
+fn report(
+    diagnostics: &[ConfigDiagnostic],
+    source: &ConfigSource,
+    records: Option<&mut Vec<DiagnosticRecord>>,
+) {
+    match records {
+        Some(records) => {
+            records.extend(diagnostics.iter().map(|d| DiagnosticRecord::new(d, source)))
+        }
+        None => print_diagnostics(diagnostics, source),
+    }
+}
+
+fn report_error(error: &ConfigError, records: Option<&mut Vec<DiagnosticRecord>>) {
+    match records {
+        Some(records) => records.extend(error.records()),
+        None => {
+            print_diagnostics(&error.diagnostics, &error.input);
+            eprintln!("error: {error}");
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! `buildit validate`: report every problem in the pipeline and system configuration at once.
+
+use buildit_core::DiagnosticRecord;
+
+use super::load::{load_pipeline, load_system_config};
+use crate::cli::{DiagnosticFormat, ValidateArgs};
+use crate::exit::Exit;
+
+pub(crate) fn run(args: &ValidateArgs) -> Exit {
+    let workspace = std::env::current_dir().unwrap_or_default();
+    let json = args.format == DiagnosticFormat::Json;
+    let mut records: Vec<DiagnosticRecord> = Vec::new();
+    let pipeline = load_pipeline(&args.file, json.then_some(&mut records));
+    let system = load_system_config(
+        args.system.as_deref(),
+        &workspace,
+        json.then_some(&mut records),
+    );
+    let exit = match (&pipeline, &system) {
+        (Ok(_), Ok(_)) => Exit::Success,
+        _ => Exit::InvalidConfig,
+    };
+    if json {
+        // A missing file has no diagnostics to list; its message is already on stderr.
+        match serde_json::to_string_pretty(&records) {
+            Ok(text) => println!("{text}"),
+            Err(error) => eprintln!("error: cannot write JSON: {error}"),
+        }
+        return exit;
+    }
+    if let Ok(pipeline) = &pipeline {
+        let instances: usize = pipeline
+            .stages
+            .iter()
+            .map(|stage| stage.matrix.as_ref().map_or(1, |m| m.instance_count()))
+            .sum();
+        let warnings = pipeline.warnings.len();
+        let mut line = format!(
+            "{} is valid: pipeline `{}`, {} stage{}",
+            args.file.display(),
+            pipeline.name.value,
+            pipeline.stages.len(),
+            if pipeline.stages.len() == 1 { "" } else { "s" },
+        );
+        if instances != pipeline.stages.len() {
+            line.push_str(&format!(" ({instances} after matrix expansion)"));
+        }
+        if warnings > 0 {
+            line.push_str(&format!(
+                ", {warnings} warning{}",
+                if warnings == 1 { "" } else { "s" }
+            ));
+        }
+        println!("{line}");
+    }
+    if let Some(file) = system.as_ref().ok().and_then(|system| system.file.as_ref()) {
+        println!("{} is valid", file.display());
+    }
+    exit
+}

@@ -1,0 +1,26 @@
+//! The pipeline language: parsing KDL into an owned model with spans, and validating it.
+
+mod cron;
+mod duration;
+mod glob;
+mod guard;
+mod model;
+mod pipeline;
+mod reader;
+mod template;
+mod validate;
+
+pub use duration::format_duration;
+pub use glob::Glob;
+pub use model::{
+    CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, Pipeline, Resources,
+    Spanned, Stage, Trigger, When, WhenStatus,
+};
+pub use pipeline::{MAX_RETRY, parse_pipeline};
+pub use reader::MAX_FILE_BYTES;
+pub use template::{Template, TemplatePart, Variable, quote_for_shell};
+pub use validate::{MAX_MATRIX_INSTANCES, MAX_STAGES};
+
+pub(crate) use model::is_valid_name;
+pub(crate) use reader::Reader;
+pub(crate) use template::{TemplateScope, is_env_name};

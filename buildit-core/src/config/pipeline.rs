@@ -1,0 +1,1118 @@
+//! Reads a `buildit.kdl` document into the [`Pipeline`] model, node by node, reporting every problem.
+
+use std::time::Duration;
+
+use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+use miette::SourceSpan;
+
+use super::cron::validate_cron;
+use super::duration::parse_duration;
+use super::glob::Glob;
+use super::model::{
+    CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, Pipeline, Resources,
+    Spanned, Stage, Trigger, When, WhenStatus, is_valid_matrix_value, is_valid_name,
+};
+use super::reader::Reader;
+use super::template::{Template, TemplateScope, is_env_name};
+use super::validate::validate_pipeline;
+use crate::diagnostic::{ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticCode};
+
+const TOP_LEVEL: [&str; 8] = [
+    "pipeline",
+    "on",
+    "trigger",
+    "env",
+    "cache",
+    "defaults",
+    "concurrency",
+    "stage",
+];
+const STAGE_NODES: [&str; 17] = [
+    "needs",
+    "image",
+    "run",
+    "shell",
+    "workdir",
+    "env",
+    "secrets",
+    "cache",
+    "artifacts",
+    "timeout",
+    "retry",
+    "allow-failure",
+    "when",
+    "manual",
+    "matrix",
+    "executor",
+    "resources",
+];
+/// Most extra attempts a stage may ask for.
+pub const MAX_RETRY: u8 = 10;
+
+/// Parses and validates a pipeline. `name` is how the source is shown in diagnostics (usually its path).
+///
+/// Every problem is reported at once in the returned [`ConfigError`]; warnings of a valid pipeline are kept in
+/// [`Pipeline::warnings`].
+pub fn parse_pipeline(source: &str, name: &str) -> Result<Pipeline, ConfigError> {
+    let config_source = ConfigSource::new(name, source);
+    let mut reader = Reader::new(source);
+    let pipeline = reader
+        .parse_document()
+        .map(|document| read_pipeline(&mut reader, &document, config_source.clone()));
+    if let Some(mut pipeline) = pipeline {
+        // Cross-stage checks run even after node-level errors, so that every problem is reported at once.
+        validate_pipeline(&mut reader, &pipeline);
+        if !reader.diagnostics.has_errors() {
+            pipeline.warnings = std::mem::take(&mut reader.diagnostics).into_sorted();
+            return Ok(pipeline);
+        }
+    }
+    Err(ConfigError {
+        input: config_source,
+        diagnostics: reader.diagnostics.into_sorted(),
+    })
+}
+
+/// Reads every node; parts with errors are left out (and reported), so the result is only usable when no
+/// error was recorded.
+fn read_pipeline(
+    reader: &mut Reader<'_>,
+    document: &KdlDocument,
+    source: ConfigSource,
+) -> Pipeline {
+    let mut header: Option<(Spanned<String>, Option<String>, Option<String>)> = None;
+    let mut header_span: Option<SourceSpan> = None;
+    let mut triggers = Vec::new();
+    let mut env = Vec::new();
+    let mut caches = Vec::new();
+    let mut defaults: Option<(Defaults, SourceSpan)> = None;
+    let mut concurrency: Option<Spanned<u32>> = None;
+    let mut stages = Vec::new();
+
+    for node in document.nodes() {
+        reader.reject_type_annotations(node);
+        match node.name().value() {
+            "pipeline" => {
+                if let Some(first) = header_span {
+                    reader.duplicate_node(node, first, "the file");
+                    continue;
+                }
+                header_span = Some(node.name().span());
+                header = read_header(reader, node);
+            }
+            "on" | "trigger" => triggers.extend(read_trigger(reader, node)),
+            "env" => read_env(reader, node, TemplateScope::default(), &mut env),
+            "cache" => caches.extend(read_cache(reader, node)),
+            "defaults" => {
+                if let Some((_, first)) = &defaults {
+                    reader.duplicate_node(node, *first, "the file");
+                    continue;
+                }
+                defaults = Some((read_defaults(reader, node), node.name().span()));
+            }
+            "concurrency" => {
+                reader.props(node, &[], &[]);
+                reader.no_children(node);
+                if let Some(first) = &concurrency {
+                    reader.duplicate_node(node, first.span, "the file");
+                    continue;
+                }
+                concurrency = reader
+                    .integer(node, "concurrency", 1..=4096)
+                    .map(|value| value.map(|v| v as u32));
+            }
+            "stage" => stages.extend(read_stage(reader, node)),
+            _ => reader.unknown_node(node, &TOP_LEVEL, "a pipeline file"),
+        }
+    }
+
+    if header_span.is_none() {
+        let span = document
+            .nodes()
+            .first()
+            .map_or(SourceSpan::from(0..0), |node| node.name().span());
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::MissingPipeline,
+                "the file has no `pipeline` node",
+                span,
+                "expected `pipeline \"name\"` before the stages",
+            )
+            .with_help("start the file with `pipeline \"my-pipeline\"`"),
+        );
+    }
+    if stages.is_empty() && header_span.is_some() {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::EmptyStage,
+                "the pipeline has no stages",
+                header_span.unwrap_or(SourceSpan::from(0..0)),
+                "this pipeline",
+            )
+            .with_help("add `stage \"build\" { run \"make\" }`"),
+        );
+    }
+    let (name, description, repository) = header.unwrap_or_else(|| {
+        (
+            Spanned::new(String::new(), header_span.unwrap_or(SourceSpan::from(0..0))),
+            None,
+            None,
+        )
+    });
+    Pipeline {
+        name,
+        description,
+        repository,
+        triggers,
+        env,
+        caches,
+        defaults: defaults.map(|(defaults, _)| defaults).unwrap_or_default(),
+        concurrency,
+        stages,
+        source,
+        warnings: Vec::new(),
+    }
+}
+
+/// A name following the `[A-Za-z0-9][A-Za-z0-9._-]*` rule, or a report.
+fn name(reader: &mut Reader<'_>, value: Spanned<String>, what: &str) -> Option<Spanned<String>> {
+    if is_valid_name(&value.value) {
+        return Some(value);
+    }
+    let suggestion: String = value
+        .value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .trim_start_matches(['-', '.', '_'])
+        .to_owned();
+    let help = if suggestion.is_empty() {
+        format!(
+            "a {what} name starts with a letter or digit, then letters, digits, `.`, `_` or `-`"
+        )
+    } else {
+        format!(
+            "a {what} name uses letters, digits, `.`, `_` and `-`, starting with a letter or digit: try `{suggestion}`"
+        )
+    };
+    reader.push(
+        ConfigDiagnostic::error(
+            DiagnosticCode::InvalidValue,
+            format!("invalid {what} name `{}`", value.value),
+            value.span,
+            "invalid name",
+        )
+        .with_help(help),
+    );
+    None
+}
+
+fn read_header(
+    reader: &mut Reader<'_>,
+    node: &KdlNode,
+) -> Option<(Spanned<String>, Option<String>, Option<String>)> {
+    let pipeline_name = reader.one_string(node, "the pipeline name");
+    let mut description = None;
+    let mut repository = None;
+    for (key, entry) in reader.props(node, &["description", "repository"], &[]) {
+        let value = reader.string(entry, &format!("`{key}`")).map(|v| v.value);
+        match key {
+            "description" => description = value,
+            _ => repository = value,
+        }
+    }
+    if let Some(children) = node.children() {
+        for child in children.nodes() {
+            reader.reject_type_annotations(child);
+            let key = child.name().value();
+            if !matches!(key, "description" | "repository") {
+                reader.unknown_node(child, &["description", "repository"], "`pipeline`");
+                continue;
+            }
+            reader.props(child, &[], &[]);
+            reader.no_children(child);
+            let value = reader
+                .one_string(child, &format!("the {key}"))
+                .map(|v| v.value);
+            let slot = if key == "description" {
+                &mut description
+            } else {
+                &mut repository
+            };
+            if slot.is_some() {
+                reader.duplicate_node(child, node.name().span(), "`pipeline`");
+            }
+            *slot = value;
+        }
+    }
+    let pipeline_name = name(reader, pipeline_name?, "pipeline")?;
+    Some((pipeline_name, description, repository))
+}
+
+fn read_glob(reader: &mut Reader<'_>, value: Spanned<String>) -> Option<Spanned<Glob>> {
+    match Glob::new(&value.value) {
+        Ok(glob) => Some(Spanned::new(glob, value.span)),
+        Err(problem) => {
+            reader.error(
+                DiagnosticCode::InvalidValue,
+                format!("invalid pattern `{}`: {problem}", value.value),
+                value.span,
+                "invalid pattern",
+            );
+            None
+        }
+    }
+}
+
+fn read_event(reader: &mut Reader<'_>, value: Spanned<String>) -> Option<Spanned<EventKind>> {
+    match value.value.parse::<EventKind>() {
+        Ok(kind) => Some(Spanned::new(kind, value.span)),
+        Err(problem) => {
+            let help = crate::suggest::did_you_mean(
+                &value.value,
+                EventKind::ALL.iter().map(|k| k.as_str()),
+            );
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    problem,
+                    value.span,
+                    "unknown event",
+                )
+                .with_optional_help(help),
+            );
+            None
+        }
+    }
+}
+
+fn read_cron(reader: &mut Reader<'_>, value: Spanned<String>) -> Option<Spanned<String>> {
+    match validate_cron(&value.value) {
+        Ok(()) => Some(value),
+        Err(problem) => {
+            let span = reader.inner_span(&value, problem.range);
+            reader.push(
+                ConfigDiagnostic::error(DiagnosticCode::InvalidValue, problem.message, span, "invalid cron field")
+                    .with_help("cron takes five fields: minute hour day-of-month month day-of-week, e.g. `0 3 * * *`"),
+            );
+            None
+        }
+    }
+}
+
+fn read_trigger(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Trigger> {
+    const FILTERS: [&str; 4] = ["branches", "paths", "pattern", "cron"];
+    let kind = reader
+        .one_string(
+            node,
+            "the event kind (push, pull-request, tag, schedule, manual)",
+        )
+        .and_then(|value| read_event(reader, value));
+    let mut values: Vec<(String, Spanned<String>, SourceSpan)> = Vec::new();
+    for (key, entry) in reader.props(node, &FILTERS, &[]) {
+        if let Some(value) = reader.string(entry, &format!("`{key}`")) {
+            values.push((
+                key.to_owned(),
+                value,
+                entry.name().map_or(entry.span(), |n| n.span()),
+            ));
+        }
+    }
+    if let Some(children) = node.children() {
+        for child in children.nodes() {
+            reader.reject_type_annotations(child);
+            let key = child.name().value();
+            if !FILTERS.contains(&key) {
+                reader.unknown_node(child, &FILTERS, &format!("`{}`", node.name().value()));
+                continue;
+            }
+            reader.props(child, &[], &[]);
+            reader.no_children(child);
+            for value in reader.strings(child, &format!("`{key}` patterns")) {
+                values.push((key.to_owned(), value, child.name().span()));
+            }
+        }
+    }
+    let kind = kind?;
+    let mut trigger = Trigger {
+        kind: kind.value,
+        branches: Vec::new(),
+        paths: Vec::new(),
+        patterns: Vec::new(),
+        cron: None,
+        span: node.span(),
+    };
+    let cron_given = values.iter().any(|(key, _, _)| key == "cron");
+    for (key, value, key_span) in values {
+        let allowed = match (key.as_str(), kind.value) {
+            ("branches" | "paths", EventKind::Push | EventKind::PullRequest) => true,
+            ("pattern", EventKind::Tag) => true,
+            ("cron", EventKind::Schedule) => true,
+            _ => false,
+        };
+        if !allowed {
+            reader.error(
+                DiagnosticCode::UnknownProperty,
+                format!("`{key}` does not apply to `{}` events", kind.value),
+                key_span,
+                "not used by this event",
+            );
+            continue;
+        }
+        match key.as_str() {
+            "branches" => trigger.branches.extend(read_glob(reader, value)),
+            "paths" => trigger.paths.extend(read_glob(reader, value)),
+            "pattern" => trigger.patterns.extend(read_glob(reader, value)),
+            _ => {
+                if trigger.cron.is_some() {
+                    reader.error(
+                        DiagnosticCode::InvalidValue,
+                        "`cron` is given more than once",
+                        value.span,
+                        "second schedule",
+                    );
+                    continue;
+                }
+                trigger.cron = read_cron(reader, value);
+            }
+        }
+    }
+    if kind.value == EventKind::Schedule && !cron_given {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                "a `schedule` trigger needs a `cron` expression",
+                kind.span,
+                "no schedule given",
+            )
+            .with_help("write `on \"schedule\" cron=\"0 3 * * *\"`"),
+        );
+    }
+    Some(trigger)
+}
+
+/// `env { NAME "value" }` or `env "NAME" "value"`, appended to `out`; duplicate names are errors.
+fn read_env(
+    reader: &mut Reader<'_>,
+    node: &KdlNode,
+    scope: TemplateScope<'_>,
+    out: &mut Vec<EnvVar>,
+) {
+    reader.props(node, &[], &[]);
+    let args = reader.args(node);
+    let mut pairs: Vec<(Spanned<String>, Spanned<String>)> = Vec::new();
+    match (args.as_slice(), node.children()) {
+        ([], Some(children)) => {
+            for child in children.nodes() {
+                reader.reject_type_annotations(child);
+                reader.props(child, &[], &[]);
+                reader.no_children(child);
+                let key = Spanned::new(child.name().value().to_owned(), child.name().span());
+                let child_args = reader.args(child);
+                match child_args.as_slice() {
+                    [value] => pairs.extend(env_value(reader, value).map(|value| (key, value))),
+                    _ => reader.error(
+                        DiagnosticCode::InvalidValue,
+                        format!("environment variable `{}` takes one value", key.value),
+                        key.span,
+                        "one value expected",
+                    ),
+                }
+            }
+        }
+        ([name, value], None) => {
+            if let (Some(name), Some(value)) = (reader.string(name, "the variable name"), env_value(reader, value)) {
+                pairs.push((name, value));
+            }
+        }
+        _ => reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                "`env` takes a block `env { NAME \"value\" }` or two values `env \"NAME\" \"value\"`",
+                node.name().span(),
+                "malformed env",
+            )
+            .with_help("write `env { RUST_LOG \"info\" }`"),
+        ),
+    }
+    for (name, value) in pairs {
+        if !is_env_name(&name.value) {
+            reader.error(
+                DiagnosticCode::InvalidValue,
+                format!("invalid environment variable name `{}`", name.value),
+                name.span,
+                "use letters, digits and `_`, not starting with a digit",
+            );
+            continue;
+        }
+        if let Some(first) = out.iter().find(|var| var.name.value == name.value) {
+            let first_span = first.name.span;
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::DuplicateNode,
+                    format!("environment variable `{}` is set twice", name.value),
+                    name.span,
+                    "set again here",
+                )
+                .with_label(first_span, "first set here")
+                .with_help("keep one of them"),
+            );
+            continue;
+        }
+        let value = reader.template(&value, scope);
+        out.push(EnvVar { name, value });
+    }
+}
+
+/// Environment values are strings; numbers and booleans are accepted and written as KDL prints them.
+fn env_value(reader: &mut Reader<'_>, entry: &KdlEntry) -> Option<Spanned<String>> {
+    match entry.value() {
+        KdlValue::String(text) => Some(Spanned::new(text.clone(), entry.span())),
+        KdlValue::Integer(number) => Some(Spanned::new(number.to_string(), entry.span())),
+        KdlValue::Bool(flag) => Some(Spanned::new(flag.to_string(), entry.span())),
+        other => {
+            reader.error(
+                DiagnosticCode::InvalidValue,
+                format!("an environment value must be a string, found `{other}`"),
+                entry.span(),
+                "expected a string",
+            );
+            None
+        }
+    }
+}
+
+fn read_cache(reader: &mut Reader<'_>, node: &KdlNode) -> Option<CacheDef> {
+    const CACHE_NODES: [&str; 3] = ["path", "key", "restore-keys"];
+    reader.props(node, &[], &[]);
+    let cache_name = reader
+        .one_string(node, "the cache name")
+        .and_then(|value| name(reader, value, "cache"));
+    let scope = TemplateScope {
+        any_matrix_axis: true,
+        allow_hash: true,
+        ..TemplateScope::default()
+    };
+    let mut paths = Vec::new();
+    let mut key: Option<Spanned<Template>> = None;
+    let mut restore_keys = Vec::new();
+    let Some(children) = node.children() else {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                "a cache needs a block with `path` and `key`",
+                node.name().span(),
+                "no block",
+            )
+            .with_help(
+                "write `cache \"cargo\" { path \"target\"; key \"cargo-{hash:Cargo.lock}\" }`",
+            ),
+        );
+        return None;
+    };
+    for child in children.nodes() {
+        reader.reject_type_annotations(child);
+        reader.props(child, &[], &[]);
+        reader.no_children(child);
+        match child.name().value() {
+            "path" => {
+                for value in reader.strings(child, "paths to cache") {
+                    paths.push(reader.template(&value, scope));
+                }
+            }
+            "key" => {
+                if let Some(first) = &key {
+                    reader.duplicate_node(child, first.span, "a cache");
+                    continue;
+                }
+                key = reader
+                    .one_string(child, "the cache key")
+                    .map(|value| reader.template(&value, scope));
+            }
+            "restore-keys" => {
+                for value in reader.strings(child, "key prefixes") {
+                    restore_keys.push(reader.template(&value, scope));
+                }
+            }
+            _ => reader.unknown_node(child, &CACHE_NODES, "`cache`"),
+        }
+    }
+    let missing = |reader: &mut Reader<'_>, what: &str| {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                format!("the cache has no `{what}`"),
+                node.name().span(),
+                format!("`{what}` missing"),
+            )
+            .with_help(
+                "write `cache \"cargo\" { path \"target\"; key \"cargo-{hash:Cargo.lock}\" }`",
+            ),
+        );
+    };
+    if paths.is_empty() {
+        missing(reader, "path");
+    }
+    if key.is_none() {
+        missing(reader, "key");
+    }
+    Some(CacheDef {
+        name: cache_name?,
+        paths,
+        key: key?,
+        restore_keys,
+        span: node.span(),
+    })
+}
+
+fn read_duration(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Spanned<Duration>> {
+    let value = reader.one_string(node, "a duration such as \"90s\", \"10m\" or \"1h30m\"")?;
+    match parse_duration(&value.value) {
+        Ok(duration) => Some(Spanned::new(duration, value.span)),
+        Err(problem) => {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    format!("invalid duration: {problem}"),
+                    value.span,
+                    "invalid duration",
+                )
+                .with_help("write durations like \"90s\", \"10m\" or \"1h30m\""),
+            );
+            None
+        }
+    }
+}
+
+fn read_retry(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Spanned<u8>> {
+    reader
+        .integer(node, "`retry`", 0..=i128::from(MAX_RETRY))
+        .map(|value| value.map(|v| v as u8))
+}
+
+fn read_shell(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Spanned<String>> {
+    let value = reader.one_string(node, "the shell program, e.g. \"bash\"")?;
+    if value.value.is_empty() || value.value.contains(char::is_whitespace) {
+        reader.error(
+            DiagnosticCode::InvalidValue,
+            format!(
+                "invalid shell `{}`: give one program name or path",
+                value.value
+            ),
+            value.span,
+            "invalid shell",
+        );
+        return None;
+    }
+    Some(value)
+}
+
+fn read_defaults(reader: &mut Reader<'_>, node: &KdlNode) -> Defaults {
+    const DEFAULT_NODES: [&str; 4] = ["image", "timeout", "retry", "shell"];
+    reader.props(node, &[], &[]);
+    reader.no_args(node);
+    let mut defaults = Defaults::default();
+    let mut seen: Vec<(&str, SourceSpan)> = Vec::new();
+    for child in node.children().map(KdlDocument::nodes).unwrap_or_default() {
+        reader.reject_type_annotations(child);
+        let key = child.name().value();
+        if !DEFAULT_NODES.contains(&key) {
+            reader.unknown_node(child, &DEFAULT_NODES, "`defaults`");
+            continue;
+        }
+        reader.props(child, &[], &[]);
+        reader.no_children(child);
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+            reader.duplicate_node(child, *first, "`defaults`");
+            continue;
+        }
+        seen.push((key, child.name().span()));
+        match key {
+            "image" => {
+                defaults.image = reader
+                    .one_string(child, "the container image")
+                    .map(|value| reader.template(&value, TemplateScope::default()))
+            }
+            "timeout" => defaults.timeout = read_duration(reader, child),
+            "retry" => defaults.retry = read_retry(reader, child),
+            _ => defaults.shell = read_shell(reader, child),
+        }
+    }
+    defaults
+}
+
+fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
+    reader.props(node, &[], &[]);
+    reader.no_args(node);
+    let mut axes: Vec<MatrixAxis> = Vec::new();
+    for child in node.children().map(KdlDocument::nodes).unwrap_or_default() {
+        reader.reject_type_annotations(child);
+        reader.props(child, &[], &[]);
+        reader.no_children(child);
+        let axis_name = Spanned::new(child.name().value().to_owned(), child.name().span());
+        let Some(axis_name) = name(reader, axis_name, "matrix axis") else {
+            continue;
+        };
+        if let Some(first) = axes.iter().find(|axis| axis.name.value == axis_name.value) {
+            let first_span = first.name.span;
+            reader.duplicate_node(child, first_span, "`matrix`");
+            continue;
+        }
+        let mut values: Vec<Spanned<String>> = Vec::new();
+        for entry in reader.args(child) {
+            let value = match entry.value() {
+                KdlValue::String(text) => text.clone(),
+                KdlValue::Integer(number) => number.to_string(),
+                other => {
+                    reader.error(
+                        DiagnosticCode::InvalidValue,
+                        format!("matrix values are strings, found `{other}`"),
+                        entry.span(),
+                        "expected a string",
+                    );
+                    continue;
+                }
+            };
+            if !is_valid_matrix_value(&value) {
+                reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::InvalidValue,
+                        format!("invalid matrix value `{value}`"),
+                        entry.span(),
+                        "invalid value",
+                    )
+                    .with_help("matrix values use letters, digits, `.`, `_`, `-`, `/`, `:` and `+`, starting with a letter or digit"),
+                );
+                continue;
+            }
+            if let Some(first) = values.iter().find(|v| v.value == value) {
+                let first_span = first.span;
+                reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::InvalidValue,
+                        format!(
+                            "matrix value `{value}` is listed twice in axis `{}`",
+                            axis_name.value
+                        ),
+                        entry.span(),
+                        "listed again here",
+                    )
+                    .with_label(first_span, "first listed here"),
+                );
+                continue;
+            }
+            values.push(Spanned::new(value, entry.span()));
+        }
+        if reader.args(child).is_empty() {
+            reader.error(
+                DiagnosticCode::InvalidValue,
+                format!("matrix axis `{}` has no values", axis_name.value),
+                axis_name.span,
+                "no values",
+            );
+            continue;
+        }
+        axes.push(MatrixAxis {
+            name: axis_name,
+            values,
+        });
+    }
+    if axes.is_empty() {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                "the matrix has no axes",
+                node.name().span(),
+                "empty matrix",
+            )
+            .with_help("write `matrix { rust \"1.80\" \"1.82\" }`"),
+        );
+        return None;
+    }
+    Some(Matrix {
+        axes,
+        span: node.span(),
+    })
+}
+
+fn read_when(reader: &mut Reader<'_>, node: &KdlNode) -> Option<When> {
+    reader.no_args(node);
+    reader.no_children(node);
+    let props = reader.props(node, &["branch", "tag", "event", "status"], &[]);
+    if props.is_empty() && reader.args(node).is_empty() {
+        reader.push(
+            ConfigDiagnostic::error(DiagnosticCode::InvalidValue, "`when` has no condition", node.name().span(), "empty condition")
+                .with_help("write `when branch=\"main\"`, `when tag=\"v*\"`, `when event=\"push\"` or `when status=\"always\"`"),
+        );
+        return None;
+    }
+    let mut when = When {
+        branch: None,
+        tag: None,
+        event: None,
+        status: WhenStatus::Success,
+        span: node.span(),
+    };
+    let mut ok = true;
+    for (key, entry) in props {
+        let Some(value) = reader.string(entry, &format!("`{key}`")) else {
+            ok = false;
+            continue;
+        };
+        match key {
+            "branch" => when.branch = read_glob(reader, value),
+            "tag" => when.tag = read_glob(reader, value),
+            "event" => when.event = read_event(reader, value),
+            _ => match value.value.parse::<WhenStatus>() {
+                Ok(status) => when.status = status,
+                Err(problem) => {
+                    let help = crate::suggest::did_you_mean(
+                        &value.value,
+                        ["success", "failure", "always"],
+                    );
+                    reader.push(
+                        ConfigDiagnostic::error(
+                            DiagnosticCode::InvalidValue,
+                            problem,
+                            value.span,
+                            "unknown status",
+                        )
+                        .with_optional_help(help),
+                    );
+                    ok = false;
+                }
+            },
+        }
+    }
+    ok.then_some(when)
+}
+
+fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Spanned<ExecutorKind>> {
+    let value = reader.one_string(node, "local, docker or kubernetes")?;
+    match value.value.parse::<ExecutorKind>() {
+        Ok(kind) => Some(Spanned::new(kind, value.span)),
+        Err(problem) => {
+            let help = crate::suggest::did_you_mean(
+                &value.value,
+                ExecutorKind::ALL.iter().map(|k| k.as_str()),
+            );
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    problem,
+                    value.span,
+                    "unknown executor",
+                )
+                .with_optional_help(help),
+            );
+            None
+        }
+    }
+}
+
+/// A Kubernetes-style quantity: CPU (`500m`, `2`, `0.5`) in millicores, memory (`512Mi`, `1G`, `1000`) in bytes.
+fn parse_quantity(text: &str, cpu: bool) -> Option<u64> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    if number.is_empty()
+        || number.starts_with('.')
+        || number.ends_with('.')
+        || number.matches('.').count() > 1
+    {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let scale: f64 = match (suffix, cpu) {
+        ("", true) => 1000.0,
+        ("m", true) => 1.0,
+        ("", false) => 1.0,
+        ("k", false) => 1e3,
+        ("M", false) => 1e6,
+        ("G", false) => 1e9,
+        ("T", false) => 1e12,
+        ("Ki", false) => 1024.0,
+        ("Mi", false) => 1024.0 * 1024.0,
+        ("Gi", false) => 1024.0 * 1024.0 * 1024.0,
+        ("Ti", false) => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let scaled = value * scale;
+    (scaled >= 1.0 && scaled < 1e19).then_some(scaled.round() as u64)
+}
+
+fn read_resources(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Resources> {
+    reader.no_args(node);
+    reader.no_children(node);
+    let mut resources = Resources::default();
+    for (key, entry) in reader.props(node, &["cpu", "memory"], &[]) {
+        let text = match entry.value() {
+            KdlValue::String(text) => text.clone(),
+            KdlValue::Integer(number) => number.to_string(),
+            other => {
+                reader.error(
+                    DiagnosticCode::InvalidValue,
+                    format!("`{key}` must be a string, found `{other}`"),
+                    entry.span(),
+                    "expected a string",
+                );
+                continue;
+            }
+        };
+        let cpu = key == "cpu";
+        match parse_quantity(&text, cpu) {
+            Some(amount) if cpu => {
+                resources.cpu = Some(text);
+                resources.cpu_millis = Some(amount);
+            }
+            Some(amount) => {
+                resources.memory = Some(text);
+                resources.memory_bytes = Some(amount);
+            }
+            None => reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    format!("invalid {key} quantity `{text}`"),
+                    entry.span(),
+                    "invalid quantity",
+                )
+                .with_help(if cpu {
+                    "write CPU as cores (\"2\", \"0.5\") or millicores (\"500m\")"
+                } else {
+                    "write memory as bytes with a unit: \"512Mi\", \"2Gi\", \"1G\""
+                }),
+            ),
+        }
+    }
+    Some(resources)
+}
+
+/// The value of a string argument as a relative path template, or a report of why it leaves the workspace.
+fn relative_path_escapes(path: &str) -> bool {
+    if path.starts_with('/') || path.starts_with('\\') || path.starts_with('~') {
+        return true;
+    }
+    let mut depth: i64 = 0;
+    for component in path.split(['/', '\\']) {
+        match component {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
+    let stage_name = reader
+        .one_string(node, "the stage name")
+        .and_then(|value| name(reader, value, "stage"));
+    let mut needs: Vec<Spanned<String>> = Vec::new();
+    for (_, entry) in reader.props(node, &["needs"], &["needs"]) {
+        needs.extend(reader.string(entry, "`needs`"));
+    }
+    let children: &[KdlNode] = node.children().map(KdlDocument::nodes).unwrap_or_default();
+    // The matrix decides which `{matrix.AXIS}` references are valid, so it is read first.
+    let mut matrix: Option<Matrix> = None;
+    for child in children
+        .iter()
+        .filter(|child| child.name().value() == "matrix")
+    {
+        reader.reject_type_annotations(child);
+        match &matrix {
+            Some(first) => reader.duplicate_node(child, first.span, "a stage"),
+            None => matrix = read_matrix(reader, child),
+        }
+    }
+    let axes = matrix.as_ref().map(Matrix::axis_names).unwrap_or_default();
+    let scope = TemplateScope {
+        matrix_axes: Some(&axes),
+        ..TemplateScope::default()
+    };
+
+    let mut stage = Stage {
+        name: stage_name
+            .clone()
+            .unwrap_or_else(|| Spanned::new(String::new(), node.span())),
+        needs,
+        image: None,
+        run: Vec::new(),
+        shell: None,
+        workdir: None,
+        env: Vec::new(),
+        secrets: Vec::new(),
+        caches: Vec::new(),
+        artifacts: Vec::new(),
+        timeout: None,
+        retry: None,
+        allow_failure: false,
+        when: Vec::new(),
+        manual: false,
+        matrix,
+        executor: None,
+        resources: None,
+        span: node.span(),
+    };
+    let context = match &stage_name {
+        Some(name) => format!("stage `{}`", name.value),
+        None => "a stage".to_owned(),
+    };
+    let mut singles: Vec<(&str, SourceSpan)> = Vec::new();
+    for child in children {
+        let key = child.name().value();
+        if key == "matrix" {
+            continue;
+        }
+        reader.reject_type_annotations(child);
+        let Some(known) = STAGE_NODES.iter().copied().find(|k| *k == key) else {
+            reader.unknown_node(child, &STAGE_NODES, &context);
+            continue;
+        };
+        let single = !matches!(
+            known,
+            "needs" | "run" | "env" | "secrets" | "cache" | "artifacts" | "when"
+        );
+        if single {
+            if let Some((_, first)) = singles.iter().find(|(k, _)| *k == known) {
+                reader.duplicate_node(child, *first, &context);
+                continue;
+            }
+            singles.push((known, child.name().span()));
+        }
+        match known {
+            "env" => {
+                read_env(reader, child, scope, &mut stage.env);
+                continue;
+            }
+            "when" => {
+                stage.when.extend(read_when(reader, child));
+                continue;
+            }
+            "resources" => {
+                stage.resources = read_resources(reader, child);
+                continue;
+            }
+            _ => {}
+        }
+        reader.props(child, &[], &[]);
+        reader.no_children(child);
+        match known {
+            "needs" => stage
+                .needs
+                .extend(reader.strings(child, "names of stages this one needs")),
+            "image" => {
+                stage.image = reader
+                    .one_string(child, "the container image")
+                    .map(|value| reader.template(&value, scope))
+            }
+            "run" => {
+                if let Some(value) = reader.one_string(child, "a shell command") {
+                    stage.run.push(reader.template(&value, scope));
+                }
+            }
+            "shell" => stage.shell = read_shell(reader, child),
+            "workdir" => {
+                if let Some(value) =
+                    reader.one_string(child, "a directory relative to the workspace")
+                {
+                    if relative_path_escapes(&value.value) {
+                        reader.push(
+                            ConfigDiagnostic::error(
+                                DiagnosticCode::WorkdirEscape,
+                                format!("workdir `{}` leaves the workspace", value.value),
+                                value.span,
+                                "outside the workspace",
+                            )
+                            .with_help(
+                                "`workdir` is relative to the workspace and cannot go above it",
+                            ),
+                        );
+                    } else {
+                        stage.workdir = Some(reader.template(&value, scope));
+                    }
+                }
+            }
+            "secrets" => {
+                for value in reader.strings(child, "names of secrets") {
+                    if is_env_name(&value.value) {
+                        stage.secrets.push(value);
+                    } else {
+                        reader.error(
+                            DiagnosticCode::InvalidValue,
+                            format!("invalid secret name `{}`", value.value),
+                            value.span,
+                            "secrets are injected as environment variables: use letters, digits and `_`",
+                        );
+                    }
+                }
+            }
+            "cache" => stage
+                .caches
+                .extend(reader.strings(child, "names of pipeline caches")),
+            "artifacts" => {
+                for value in reader.strings(child, "paths or globs relative to the workspace") {
+                    if relative_path_escapes(&value.value) {
+                        reader.push(
+                            ConfigDiagnostic::error(
+                                DiagnosticCode::InvalidValue,
+                                format!("artifact path `{}` leaves the workspace", value.value),
+                                value.span,
+                                "outside the workspace",
+                            )
+                            .with_help("artifacts are collected from inside the workspace: use a relative path without `..`"),
+                        );
+                        continue;
+                    }
+                    stage.artifacts.push(reader.template(&value, scope));
+                }
+            }
+            "timeout" => stage.timeout = read_duration(reader, child),
+            "retry" => stage.retry = read_retry(reader, child),
+            "allow-failure" => stage.allow_failure = reader.flag(child).unwrap_or(false),
+            "manual" => stage.manual = reader.flag(child).unwrap_or(false),
+            _ => stage.executor = read_executor(reader, child),
+        }
+    }
+    stage_name?;
+    Some(stage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("500m", true), Some(500));
+        assert_eq!(parse_quantity("2", true), Some(2000));
+        assert_eq!(parse_quantity("0.5", true), Some(500));
+        assert_eq!(parse_quantity("512Mi", false), Some(512 * 1024 * 1024));
+        assert_eq!(parse_quantity("1G", false), Some(1_000_000_000));
+        for bad in ["", "m", "1x", "1.", ".5", "1..2", "500m"] {
+            assert_eq!(parse_quantity(bad, false), None, "{bad}");
+        }
+        assert_eq!(parse_quantity("0", true), None);
+    }
+
+    #[test]
+    fn workdir_escapes() {
+        for escaping in ["..", "../x", "a/../..", "/abs", "~/x"] {
+            assert!(relative_path_escapes(escaping), "{escaping}");
+        }
+        for inside in ["a", "a/b/..", "./a", "a/../b"] {
+            assert!(!relative_path_escapes(inside), "{inside}");
+        }
+    }
+}

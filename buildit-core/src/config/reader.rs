@@ -1,0 +1,483 @@
+//! Reading KDL nodes into typed values while collecting every problem, shared by the pipeline and system files.
+
+use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
+use miette::SourceSpan;
+
+use super::guard::check_parser_limits;
+use super::model::Spanned;
+use super::template::{Template, TemplateProblemKind, TemplateScope};
+use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode, Diagnostics};
+use crate::suggest::did_you_mean;
+
+/// Largest configuration file accepted: bounds parse time (the `kdl` crate reads about 1 MB/s).
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// Reads one document, collecting diagnostics.
+#[derive(Debug)]
+pub(crate) struct Reader<'s> {
+    pub(crate) text: &'s str,
+    pub(crate) diagnostics: Diagnostics,
+}
+
+impl<'s> Reader<'s> {
+    pub(crate) fn new(text: &'s str) -> Self {
+        Self {
+            text,
+            diagnostics: Diagnostics::default(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, diagnostic: ConfigDiagnostic) {
+        self.diagnostics.push(diagnostic);
+    }
+
+    pub(crate) fn error(
+        &mut self,
+        code: DiagnosticCode,
+        message: impl Into<String>,
+        span: SourceSpan,
+        label: impl Into<String>,
+    ) {
+        self.push(ConfigDiagnostic::error(code, message, span, label));
+    }
+
+    /// Parses the KDL text, or records why it cannot be parsed (size, nesting, syntax).
+    pub(crate) fn parse_document(&mut self) -> Option<KdlDocument> {
+        if self.text.len() > MAX_FILE_BYTES {
+            self.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::Limit,
+                    format!(
+                        "the file is {} bytes; at most {MAX_FILE_BYTES} bytes (1 MiB) are accepted",
+                        self.text.len()
+                    ),
+                    SourceSpan::from(0..0),
+                    "file starts here",
+                )
+                .with_help("split the pipeline, or generate fewer stages with a `matrix`"),
+            );
+            return None;
+        }
+        if let Some(diagnostic) = check_parser_limits(self.text) {
+            self.push(diagnostic);
+            return None;
+        }
+        // The parser is third-party code fed with user input: a panic in it must become a diagnostic, not a crash.
+        let parsed = std::panic::catch_unwind(|| KdlDocument::parse(self.text));
+        match parsed {
+            Ok(Ok(document)) => Some(document),
+            Ok(Err(error)) => {
+                let mut seen = Vec::new();
+                for diagnostic in error.diagnostics {
+                    let message = diagnostic
+                        .message
+                        .unwrap_or_else(|| "invalid KDL".to_owned());
+                    let key = (diagnostic.span.offset(), message.clone());
+                    if seen.contains(&key) {
+                        continue;
+                    }
+                    seen.push(key);
+                    let span = clamp_span(diagnostic.span, self.text.len());
+                    self.push(
+                        ConfigDiagnostic::error(
+                            DiagnosticCode::Syntax,
+                            lowercase_first(message.trim_end_matches('.')),
+                            span,
+                            diagnostic.label.unwrap_or_else(|| "here".to_owned()),
+                        )
+                        .with_optional_help(diagnostic.help),
+                    );
+                }
+                if seen.is_empty() {
+                    self.error(
+                        DiagnosticCode::Syntax,
+                        "invalid KDL document",
+                        SourceSpan::from(0..0),
+                        "here",
+                    );
+                }
+                None
+            }
+            Err(_) => {
+                self.error(
+                    DiagnosticCode::Syntax,
+                    "the KDL parser failed on this document",
+                    SourceSpan::from(0..0),
+                    "here",
+                );
+                None
+            }
+        }
+    }
+
+    /// Records type annotations, which BuildIt files do not use, on a node and its entries.
+    pub(crate) fn reject_type_annotations(&mut self, node: &KdlNode) {
+        if let Some(ty) = node.ty() {
+            self.error(
+                DiagnosticCode::InvalidValue,
+                format!(
+                    "type annotation `({})` is not used in BuildIt files",
+                    ty.value()
+                ),
+                ty.span(),
+                "remove this annotation",
+            );
+        }
+        for entry in node.entries() {
+            if let Some(ty) = entry.ty() {
+                self.error(
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "type annotation `({})` is not used in BuildIt files",
+                        ty.value()
+                    ),
+                    ty.span(),
+                    "remove this annotation",
+                );
+            }
+        }
+    }
+
+    /// The node's positional arguments.
+    pub(crate) fn args<'n>(&self, node: &'n KdlNode) -> Vec<&'n KdlEntry> {
+        node.entries()
+            .iter()
+            .filter(|entry| entry.name().is_none())
+            .collect()
+    }
+
+    /// The node's properties. Unknown names are reported (with a suggestion); a repeated name is an error unless
+    /// it is in `repeatable`, where it is accepted with a `repeated_property` warning.
+    pub(crate) fn props<'n>(
+        &mut self,
+        node: &'n KdlNode,
+        allowed: &[&str],
+        repeatable: &[&str],
+    ) -> Vec<(&'n str, &'n KdlEntry)> {
+        let mut out: Vec<(&'n str, &'n KdlEntry)> = Vec::new();
+        let node_name = node.name().value();
+        for entry in node.entries() {
+            let Some(name) = entry.name() else { continue };
+            let key = name.value();
+            if !allowed.contains(&key) {
+                let help = did_you_mean(key, allowed.iter().copied()).or_else(|| {
+                    Some(if allowed.is_empty() {
+                        format!("`{node_name}` takes no properties")
+                    } else {
+                        format!("`{node_name}` takes: {}", allowed.join(", "))
+                    })
+                });
+                self.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::UnknownProperty,
+                        format!("unknown property `{key}` on `{node_name}`"),
+                        name.span(),
+                        "unknown property",
+                    )
+                    .with_optional_help(help),
+                );
+                continue;
+            }
+            if let Some((_, first)) = out.iter().find(|(k, _)| *k == key) {
+                let first_span = first.span();
+                if repeatable.contains(&key) {
+                    self.push(
+                        ConfigDiagnostic::warning(
+                            DiagnosticCode::RepeatedProperty,
+                            format!("property `{key}` is repeated"),
+                            entry.span(),
+                            "repeated here",
+                        )
+                        .with_label(first_span, "first given here")
+                        .with_help(format!(
+                            "BuildIt reads every `{key}=`, but other KDL tools keep only the last one; write `{key} \"a\" \"b\"` as a child node instead"
+                        )),
+                    );
+                } else {
+                    self.push(
+                        ConfigDiagnostic::error(
+                            DiagnosticCode::InvalidValue,
+                            format!("property `{key}` is given more than once"),
+                            entry.span(),
+                            "given again here",
+                        )
+                        .with_label(first_span, "first given here")
+                        .with_help("keep one of them"),
+                    );
+                    continue;
+                }
+            }
+            out.push((key, entry));
+        }
+        out
+    }
+
+    /// Reports a children block on a node that takes none.
+    pub(crate) fn no_children(&mut self, node: &KdlNode) {
+        if let Some(children) = node.children() {
+            self.error(
+                DiagnosticCode::InvalidValue,
+                format!("`{}` takes no children block", node.name().value()),
+                children.span(),
+                "unexpected block",
+            );
+        }
+    }
+
+    /// Reports positional arguments on a node that takes none.
+    pub(crate) fn no_args(&mut self, node: &KdlNode) {
+        if let Some(first) = self.args(node).first() {
+            self.error(
+                DiagnosticCode::InvalidValue,
+                format!("`{}` takes no arguments", node.name().value()),
+                first.span(),
+                "unexpected argument",
+            );
+        }
+    }
+
+    /// Reports a node this context does not know, with the closest known name.
+    pub(crate) fn unknown_node(&mut self, node: &KdlNode, known: &[&str], context: &str) {
+        let name = node.name().value();
+        let help = did_you_mean(name, known.iter().copied())
+            .unwrap_or_else(|| format!("{context} takes: {}", known.join(", ")));
+        self.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::UnknownNode,
+                format!("unknown node `{name}` in {context}"),
+                node.name().span(),
+                "unknown node",
+            )
+            .with_help(help),
+        );
+    }
+
+    /// A node that may appear once appeared again.
+    pub(crate) fn duplicate_node(&mut self, node: &KdlNode, first: SourceSpan, context: &str) {
+        self.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::DuplicateNode,
+                format!(
+                    "`{}` is given more than once in {context}",
+                    node.name().value()
+                ),
+                node.name().span(),
+                "given again here",
+            )
+            .with_label(first, "first given here")
+            .with_help("keep one of them"),
+        );
+    }
+
+    /// A string value, or a report that it is not one.
+    pub(crate) fn string(&mut self, entry: &KdlEntry, what: &str) -> Option<Spanned<String>> {
+        match entry.value() {
+            KdlValue::String(text) => Some(Spanned::new(text.clone(), entry.span())),
+            other => {
+                self.error(
+                    DiagnosticCode::InvalidValue,
+                    format!("{what} must be a string, found `{other}`"),
+                    entry.span(),
+                    "expected a string",
+                );
+                None
+            }
+        }
+    }
+
+    /// Exactly one string argument.
+    pub(crate) fn one_string(&mut self, node: &KdlNode, what: &str) -> Option<Spanned<String>> {
+        let args = self.args(node);
+        match args.as_slice() {
+            [only] => self.string(only, what),
+            [] => {
+                self.error(
+                    DiagnosticCode::InvalidValue,
+                    format!("`{}` needs a value: {what}", node.name().value()),
+                    node.name().span(),
+                    "value missing",
+                );
+                None
+            }
+            [first, .., last] => {
+                let span = span_between(first.span(), last.span());
+                self.error(
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "`{}` takes one value, found {}",
+                        node.name().value(),
+                        args.len()
+                    ),
+                    span,
+                    "one value expected",
+                );
+                None
+            }
+        }
+    }
+
+    /// One or more string arguments.
+    pub(crate) fn strings(&mut self, node: &KdlNode, what: &str) -> Vec<Spanned<String>> {
+        let args = self.args(node);
+        if args.is_empty() {
+            self.error(
+                DiagnosticCode::InvalidValue,
+                format!("`{}` needs at least one value: {what}", node.name().value()),
+                node.name().span(),
+                "values missing",
+            );
+        }
+        args.into_iter()
+            .filter_map(|entry| self.string(entry, what))
+            .collect()
+    }
+
+    /// A flag: no argument means true, or one boolean.
+    pub(crate) fn flag(&mut self, node: &KdlNode) -> Option<bool> {
+        let args = self.args(node);
+        match args.as_slice() {
+            [] => Some(true),
+            [only] => match only.value() {
+                KdlValue::Bool(value) => Some(*value),
+                other => {
+                    self.error(
+                        DiagnosticCode::InvalidValue,
+                        format!("`{}` is a flag: write it alone, or with `#true` or `#false`; found `{other}`", node.name().value()),
+                        only.span(),
+                        "expected `#true` or `#false`",
+                    );
+                    None
+                }
+            },
+            [_, second, ..] => {
+                self.error(
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "`{}` is a flag and takes at most one value",
+                        node.name().value()
+                    ),
+                    second.span(),
+                    "unexpected value",
+                );
+                None
+            }
+        }
+    }
+
+    /// One integer argument within `range`.
+    pub(crate) fn integer(
+        &mut self,
+        node: &KdlNode,
+        what: &str,
+        range: std::ops::RangeInclusive<i128>,
+    ) -> Option<Spanned<i128>> {
+        let args = self.args(node);
+        let [only] = args.as_slice() else {
+            let span = args.get(1).map_or(node.name().span(), |entry| entry.span());
+            self.error(
+                DiagnosticCode::InvalidValue,
+                format!("`{}` takes one number: {what}", node.name().value()),
+                span,
+                "one number expected",
+            );
+            return None;
+        };
+        match only.value() {
+            KdlValue::Integer(value) if range.contains(value) => {
+                Some(Spanned::new(*value, only.span()))
+            }
+            KdlValue::Integer(value) => {
+                self.error(
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "{what} must be from {} to {}, found {value}",
+                        range.start(),
+                        range.end()
+                    ),
+                    only.span(),
+                    "out of range",
+                );
+                None
+            }
+            other => {
+                self.error(
+                    DiagnosticCode::InvalidValue,
+                    format!("{what} must be a whole number, found `{other}`"),
+                    only.span(),
+                    "expected a number",
+                );
+                None
+            }
+        }
+    }
+
+    /// Parses `value` as a template, reporting unknown and secret references at their exact place.
+    pub(crate) fn template(
+        &mut self,
+        value: &Spanned<String>,
+        scope: TemplateScope<'_>,
+    ) -> Spanned<Template> {
+        let (template, problems) = Template::parse(&value.value, scope);
+        for problem in problems {
+            let span = self.inner_span(value, problem.range.clone());
+            let code = match problem.kind {
+                TemplateProblemKind::Unknown => DiagnosticCode::UnknownVariable,
+                TemplateProblemKind::Secret(_) => DiagnosticCode::SecretInterpolation,
+            };
+            let label = match problem.kind {
+                TemplateProblemKind::Unknown => "unknown variable",
+                TemplateProblemKind::Secret(_) => "secret interpolated here",
+            };
+            self.push(
+                ConfigDiagnostic::error(code, problem.message, span, label)
+                    .with_optional_help(problem.help),
+            );
+        }
+        Spanned::new(template, value.span)
+    }
+
+    /// The source span of `range` within the string value written at `value.span`. Exact for plain quoted
+    /// strings; for strings with escapes it finds the same text in the source, else falls back to the whole value.
+    pub(crate) fn inner_span(
+        &self,
+        value: &Spanned<String>,
+        range: std::ops::Range<usize>,
+    ) -> SourceSpan {
+        let start = value.span.offset();
+        let end = (start + value.span.len()).min(self.text.len());
+        let Some(raw) = self.text.get(start..end) else {
+            return value.span;
+        };
+        let needle = &value.value[range.clone()];
+        let quoted = format!("\"{}\"", value.value);
+        if let Some(position) = raw.find(&quoted) {
+            return SourceSpan::from(
+                start + position + 1 + range.start..start + position + 1 + range.end,
+            );
+        }
+        match raw.find(needle) {
+            Some(position) => SourceSpan::from(start + position..start + position + needle.len()),
+            None => value.span,
+        }
+    }
+}
+
+/// A span from the start of `first` to the end of `last`.
+pub(crate) fn span_between(first: SourceSpan, last: SourceSpan) -> SourceSpan {
+    let end = last.offset() + last.len();
+    SourceSpan::from(first.offset()..end.max(first.offset()))
+}
+
+fn clamp_span(span: SourceSpan, len: usize) -> SourceSpan {
+    let start = span.offset().min(len);
+    let end = (span.offset() + span.len()).min(len);
+    SourceSpan::from(start..end)
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,309 @@
+//! Whole-pipeline checks that need every stage at hand: names, needs, cycles, caches, executors and limits.
+
+use std::collections::HashMap;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use super::model::{ExecutorKind, Pipeline, Stage};
+use super::reader::Reader;
+use super::template::Variable;
+use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode};
+use crate::suggest::did_you_mean;
+
+/// Most stages a pipeline may have after matrix expansion.
+pub const MAX_STAGES: usize = 10_000;
+/// Most instances one matrix may expand to.
+pub const MAX_MATRIX_INSTANCES: usize = 256;
+
+pub(crate) fn validate_pipeline(reader: &mut Reader<'_>, pipeline: &Pipeline) {
+    let index = stage_index(reader, pipeline);
+    check_needs(reader, pipeline, &index);
+    check_cycles(reader, pipeline, &index);
+    for stage in &pipeline.stages {
+        check_stage(reader, pipeline, stage);
+    }
+    check_limits(reader, pipeline);
+}
+
+/// Stage name -> position of its first declaration; later duplicates are reported.
+fn stage_index<'p>(reader: &mut Reader<'_>, pipeline: &'p Pipeline) -> HashMap<&'p str, usize> {
+    let mut index: HashMap<&'p str, usize> = HashMap::with_capacity(pipeline.stages.len());
+    for (position, stage) in pipeline.stages.iter().enumerate() {
+        if let Some(&first) = index.get(stage.name.value.as_str()) {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::DuplicateStage,
+                    format!("stage `{}` is defined twice", stage.name.value),
+                    stage.name.span,
+                    "defined again here",
+                )
+                .with_label(pipeline.stages[first].name.span, "first defined here")
+                .with_help("rename one of the stages"),
+            );
+            continue;
+        }
+        index.insert(stage.name.value.as_str(), position);
+    }
+    index
+}
+
+fn check_needs(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<&str, usize>) {
+    for stage in &pipeline.stages {
+        let mut seen: Vec<&str> = Vec::new();
+        for need in &stage.needs {
+            if need.value == stage.name.value {
+                reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::SelfNeeds,
+                        format!("stage `{}` needs itself", stage.name.value),
+                        need.span,
+                        "a stage cannot need itself",
+                    )
+                    .with_help("remove it from `needs`"),
+                );
+            } else if !index.contains_key(need.value.as_str()) {
+                let help = did_you_mean(
+                    &need.value,
+                    pipeline.stages.iter().map(|s| s.name.value.as_str()),
+                )
+                .unwrap_or_else(|| "`needs` takes names of stages defined in this file".to_owned());
+                reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::UnknownNeeds,
+                        format!(
+                            "stage `{}` needs `{}`, which does not exist",
+                            stage.name.value, need.value
+                        ),
+                        need.span,
+                        "unknown stage",
+                    )
+                    .with_help(help),
+                );
+            } else if seen.contains(&need.value.as_str()) {
+                reader.push(ConfigDiagnostic::warning(
+                    DiagnosticCode::RepeatedProperty,
+                    format!("stage `{}` needs `{}` twice", stage.name.value, need.value),
+                    need.span,
+                    "listed again here",
+                ));
+            }
+            seen.push(&need.value);
+        }
+    }
+}
+
+/// Reports every loop of needs, naming it `a -> b -> a` and labelling each stage on it.
+fn check_cycles(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<&str, usize>) {
+    let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(pipeline.stages.len(), 0);
+    let nodes: Vec<NodeIndex> = (0..pipeline.stages.len())
+        .map(|i| graph.add_node(i))
+        .collect();
+    for (position, stage) in pipeline.stages.iter().enumerate() {
+        for need in &stage.needs {
+            if let Some(&target) = index.get(need.value.as_str())
+                && target != position
+            {
+                graph.update_edge(nodes[position], nodes[target], ());
+            }
+        }
+    }
+    let mut cycles: Vec<Vec<usize>> = tarjan_scc(&graph)
+        .into_iter()
+        .filter(|component| component.len() > 1)
+        .filter_map(|component| cycle_in(&graph, &component))
+        .collect();
+    cycles.sort();
+    for cycle in cycles {
+        let names: Vec<&str> = cycle
+            .iter()
+            .map(|&i| pipeline.stages[i].name.value.as_str())
+            .collect();
+        let mut loop_text = names.join(" -> ");
+        loop_text.push_str(" -> ");
+        loop_text.push_str(names[0]);
+        let mut diagnostic: Option<ConfigDiagnostic> = None;
+        for (step, &position) in cycle.iter().enumerate() {
+            let stage = &pipeline.stages[position];
+            let next = names[(step + 1) % names.len()];
+            let label = format!("`{}` needs `{next}`", stage.name.value);
+            diagnostic = Some(match diagnostic {
+                None => ConfigDiagnostic::error(
+                    DiagnosticCode::Cycle,
+                    format!("stages need each other in a loop: {loop_text}"),
+                    stage.name.span,
+                    label,
+                ),
+                Some(diagnostic) => diagnostic.with_label(stage.name.span, label),
+            });
+        }
+        if let Some(diagnostic) = diagnostic {
+            reader.push(diagnostic.with_help("remove one of these `needs` to break the loop"));
+        }
+    }
+}
+
+/// One simple cycle through a strongly connected component, starting at its earliest stage.
+fn cycle_in(graph: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Option<Vec<usize>> {
+    let start = *component.iter().min_by_key(|node| graph[**node])?;
+    let inside = |node: NodeIndex| component.contains(&node);
+    // Breadth-first search from `start` back to `start` within the component gives a shortest loop.
+    let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        let mut neighbors: Vec<NodeIndex> = graph.neighbors(node).filter(|n| inside(*n)).collect();
+        neighbors.sort_by_key(|n| graph[*n]);
+        for next in neighbors {
+            if next == start {
+                let mut path = vec![graph[node]];
+                let mut current = node;
+                while let Some(&previous) = parent.get(&current) {
+                    path.push(graph[previous]);
+                    current = previous;
+                }
+                path.reverse();
+                return Some(path);
+            }
+            if next != start && !parent.contains_key(&next) {
+                parent.insert(next, node);
+                queue.push_back(next);
+            }
+        }
+    }
+    None
+}
+
+fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
+    if stage.run.is_empty() {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::EmptyStage,
+                format!("stage `{}` has no `run` command", stage.name.value),
+                stage.name.span,
+                "nothing to run",
+            )
+            .with_help("add `run \"make\"` (several `run` nodes run in order, in one shell)"),
+        );
+    }
+    for cache in &stage.caches {
+        match pipeline.cache(&cache.value) {
+            None => {
+                let help = did_you_mean(&cache.value, pipeline.caches.iter().map(|c| c.name.value.as_str()))
+                    .unwrap_or_else(|| format!("define it at the top level: `cache \"{}\" {{ path \"...\"; key \"...\" }}`", cache.value));
+                reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::UnknownCache,
+                        format!(
+                            "stage `{}` uses cache `{}`, which is not defined",
+                            stage.name.value, cache.value
+                        ),
+                        cache.span,
+                        "unknown cache",
+                    )
+                    .with_help(help),
+                );
+            }
+            Some(definition) => {
+                // A cache key may use `{matrix.AXIS}`; every stage using the cache must have that axis.
+                let axes = stage
+                    .matrix
+                    .as_ref()
+                    .map(|m| m.axis_names())
+                    .unwrap_or_default();
+                let templates = std::iter::once(&definition.key)
+                    .chain(&definition.paths)
+                    .chain(&definition.restore_keys);
+                for template in templates {
+                    for (variable, range) in template.value.variables() {
+                        if let Variable::Matrix(axis) = variable
+                            && !axes.contains(axis)
+                        {
+                            let as_text =
+                                Spanned::new(template.value.as_str().to_owned(), template.span);
+                            let span = reader.inner_span(&as_text, range.clone());
+                            reader.push(
+                                ConfigDiagnostic::error(
+                                    DiagnosticCode::UnknownVariable,
+                                    format!("cache `{}` uses `{{matrix.{axis}}}`, but stage `{}` has no such matrix axis", cache.value, stage.name.value),
+                                    span,
+                                    "unknown matrix axis",
+                                )
+                                .with_label(cache.span, "used here"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let has_image = stage.image.is_some() || pipeline.defaults.image.is_some();
+    if let Some(executor) = &stage.executor {
+        match executor.value {
+            ExecutorKind::Docker | ExecutorKind::Kubernetes if !has_image => reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "stage `{}` runs on `{}` but has no image",
+                        stage.name.value, executor.value
+                    ),
+                    executor.span,
+                    "needs an image",
+                )
+                .with_help("add `image \"...\"` to the stage or to `defaults`"),
+            ),
+            ExecutorKind::Local if stage.image.is_some() => {
+                let image_span = stage
+                    .image
+                    .as_ref()
+                    .map_or(executor.span, |image| image.span);
+                reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::InvalidValue,
+                        format!(
+                            "stage `{}` runs on the host (`local`) but names an image",
+                            stage.name.value
+                        ),
+                        executor.span,
+                        "runs on the host",
+                    )
+                    .with_label(image_span, "this image would be ignored")
+                    .with_help("remove the `image`, or the `executor \"local\"`"),
+                );
+            }
+            _ => {}
+        }
+    }
+    if let Some(matrix) = &stage.matrix {
+        let instances = matrix.instance_count();
+        if instances > MAX_MATRIX_INSTANCES {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::Limit,
+                    format!("the matrix of stage `{}` expands to {instances} instances; at most {MAX_MATRIX_INSTANCES} are allowed", stage.name.value),
+                    matrix.span,
+                    "too many combinations",
+                )
+                .with_help("split the stage, or drop values from an axis"),
+            );
+        }
+    }
+}
+
+use super::model::Spanned;
+
+fn check_limits(reader: &mut Reader<'_>, pipeline: &Pipeline) {
+    let total = pipeline.stages.iter().fold(0usize, |total, stage| {
+        total.saturating_add(stage.matrix.as_ref().map_or(1, |m| m.instance_count()))
+    });
+    if total > MAX_STAGES {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::Limit,
+                format!("the pipeline has {total} stages after matrix expansion; at most {MAX_STAGES} are allowed"),
+                pipeline.name.span,
+                "this pipeline",
+            )
+            .with_help("split it into several pipelines"),
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! Configuration diagnostics: stable codes, spans, help lines, and the error that carries them all at once.
+
+use std::fmt;
+use std::sync::Arc;
+
+use miette::{LabeledSpan, NamedSource, Severity, SourceCode, SourceSpan};
+use serde::Serialize;
+
+/// The stable identity of a configuration problem. Tools match on [`DiagnosticCode::as_str`], so a code never
+/// changes meaning once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
+pub enum DiagnosticCode {
+    /// The text is not valid KDL.
+    Syntax,
+    /// The document has no `pipeline` node.
+    MissingPipeline,
+    /// A node that the language does not define here.
+    UnknownNode,
+    /// A property that the node does not take.
+    UnknownProperty,
+    /// A value of the wrong type or shape (durations, cron, names, retry range, globs, ...).
+    InvalidValue,
+    /// A node that may appear once appears again.
+    DuplicateNode,
+    /// Two stages share a name.
+    DuplicateStage,
+    /// `needs` names a stage that does not exist.
+    UnknownNeeds,
+    /// A stage needs itself.
+    SelfNeeds,
+    /// Stages need each other in a loop.
+    Cycle,
+    /// A stage without any `run` command.
+    EmptyStage,
+    /// A `{variable}` that does not exist.
+    UnknownVariable,
+    /// A stage names a cache the pipeline does not define.
+    UnknownCache,
+    /// `{secrets.X}` interpolation, which would leak the secret into command lines.
+    SecretInterpolation,
+    /// A `workdir` that leaves the workspace.
+    WorkdirEscape,
+    /// A size limit was exceeded (stages, matrix instances, file size, nesting).
+    Limit,
+    /// A property given more than once, kept for compatibility (warning).
+    RepeatedProperty,
+}
+
+impl DiagnosticCode {
+    /// Every code, in documentation order.
+    pub const ALL: [DiagnosticCode; 17] = [
+        Self::Syntax,
+        Self::MissingPipeline,
+        Self::UnknownNode,
+        Self::UnknownProperty,
+        Self::InvalidValue,
+        Self::DuplicateNode,
+        Self::DuplicateStage,
+        Self::UnknownNeeds,
+        Self::SelfNeeds,
+        Self::Cycle,
+        Self::EmptyStage,
+        Self::UnknownVariable,
+        Self::UnknownCache,
+        Self::SecretInterpolation,
+        Self::WorkdirEscape,
+        Self::Limit,
+        Self::RepeatedProperty,
+    ];
+
+    /// The full code, e.g. `buildit::config::unknown_needs`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Syntax => "buildit::config::syntax",
+            Self::MissingPipeline => "buildit::config::missing_pipeline",
+            Self::UnknownNode => "buildit::config::unknown_node",
+            Self::UnknownProperty => "buildit::config::unknown_property",
+            Self::InvalidValue => "buildit::config::invalid_value",
+            Self::DuplicateNode => "buildit::config::duplicate_node",
+            Self::DuplicateStage => "buildit::config::duplicate_stage",
+            Self::UnknownNeeds => "buildit::config::unknown_needs",
+            Self::SelfNeeds => "buildit::config::self_needs",
+            Self::Cycle => "buildit::config::cycle",
+            Self::EmptyStage => "buildit::config::empty_stage",
+            Self::UnknownVariable => "buildit::config::unknown_variable",
+            Self::UnknownCache => "buildit::config::unknown_cache",
+            Self::SecretInterpolation => "buildit::config::secret_interpolation",
+            Self::WorkdirEscape => "buildit::config::workdir_escape",
+            Self::Limit => "buildit::config::limit",
+            Self::RepeatedProperty => "buildit::config::repeated_property",
+        }
+    }
+}
+
+impl fmt::Display for DiagnosticCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How bad a diagnostic is: errors stop the pipeline from running, warnings do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiagnosticSeverity {
+    /// The configuration cannot be used.
+    Error,
+    /// The configuration works but probably not as intended.
+    Warning,
+}
+
+/// One labelled span of a diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiagnosticLabel {
+    /// Byte range in the source.
+    pub span: SourceSpan,
+    /// Short text shown under the span.
+    pub text: String,
+}
+
+/// One problem found in a configuration file. The first label is the primary one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigDiagnostic {
+    /// Stable code.
+    pub code: DiagnosticCode,
+    /// Error or warning.
+    pub severity: DiagnosticSeverity,
+    /// Lowercase message fragment, e.g. "unknown stage `biuld` in `needs`".
+    pub message: String,
+    /// Labelled spans; the first is the primary one.
+    pub labels: Vec<DiagnosticLabel>,
+    /// A hint on how to fix it.
+    pub help: Option<String>,
+}
+
+impl ConfigDiagnostic {
+    /// A new error with one primary label.
+    pub fn error(
+        code: DiagnosticCode,
+        message: impl Into<String>,
+        span: SourceSpan,
+        label: impl Into<String>,
+    ) -> Self {
+        Self {
+            code,
+            severity: DiagnosticSeverity::Error,
+            message: message.into(),
+            labels: vec![DiagnosticLabel {
+                span,
+                text: label.into(),
+            }],
+            help: None,
+        }
+    }
+
+    /// A new warning with one primary label.
+    pub fn warning(
+        code: DiagnosticCode,
+        message: impl Into<String>,
+        span: SourceSpan,
+        label: impl Into<String>,
+    ) -> Self {
+        Self {
+            severity: DiagnosticSeverity::Warning,
+            ..Self::error(code, message, span, label)
+        }
+    }
+
+    /// Adds a help line.
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Adds a help line when there is one.
+    pub fn with_optional_help(mut self, help: Option<String>) -> Self {
+        self.help = help;
+        self
+    }
+
+    /// Adds a secondary label.
+    pub fn with_label(mut self, span: SourceSpan, text: impl Into<String>) -> Self {
+        self.labels.push(DiagnosticLabel {
+            span,
+            text: text.into(),
+        });
+        self
+    }
+
+    /// Whether this diagnostic stops the configuration from being used.
+    pub fn is_error(&self) -> bool {
+        self.severity == DiagnosticSeverity::Error
+    }
+
+    /// The primary span (the first label), if any.
+    pub fn primary_span(&self) -> Option<SourceSpan> {
+        self.labels.first().map(|label| label.span)
+    }
+
+    /// Attaches the source text, for rendering with `miette`.
+    pub fn with_source<'a>(&'a self, source: &'a ConfigSource) -> SourcedDiagnostic<'a> {
+        SourcedDiagnostic {
+            diagnostic: self,
+            source,
+        }
+    }
+}
+
+impl fmt::Display for ConfigDiagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigDiagnostic {}
+
+impl miette::Diagnostic for ConfigDiagnostic {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.code.as_str()))
+    }
+
+    fn severity(&self) -> Option<Severity> {
+        Some(match self.severity {
+            DiagnosticSeverity::Error => Severity::Error,
+            DiagnosticSeverity::Warning => Severity::Warning,
+        })
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|help| Box::new(help) as Box<dyn fmt::Display>)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(self.labels.iter().enumerate().map(
+            |(i, label)| {
+                let text = Some(label.text.clone());
+                if i == 0 {
+                    LabeledSpan::new_primary_with_span(text, label.span)
+                } else {
+                    LabeledSpan::new_with_span(text, label.span)
+                }
+            },
+        )))
+    }
+}
+
+/// The named text a configuration was parsed from, shared cheaply between diagnostics.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    inner: Arc<NamedSource<String>>,
+}
+
+impl ConfigSource {
+    /// Wraps a file's text and its display name.
+    pub fn new(name: impl AsRef<str>, text: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(NamedSource::new(name, text.into())),
+        }
+    }
+
+    /// The display name (usually the path).
+    pub fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    /// The whole text.
+    pub fn text(&self) -> &str {
+        self.inner.inner()
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        line_column(self.text(), offset)
+    }
+}
+
+/// 1-based line and column (counted in characters) of a byte offset into `text`; offsets past the end or
+/// inside a character are clamped.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+/// A diagnostic together with its source, ready for a `miette` report handler.
+#[derive(Debug)]
+pub struct SourcedDiagnostic<'a> {
+    diagnostic: &'a ConfigDiagnostic,
+    source: &'a ConfigSource,
+}
+
+impl fmt::Display for SourcedDiagnostic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.diagnostic, f)
+    }
+}
+
+impl std::error::Error for SourcedDiagnostic<'_> {}
+
+impl miette::Diagnostic for SourcedDiagnostic<'_> {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.diagnostic.code()
+    }
+    fn severity(&self) -> Option<Severity> {
+        self.diagnostic.severity()
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.diagnostic.help()
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        self.diagnostic.labels()
+    }
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(self.source.inner.as_ref())
+    }
+}
+
+/// A diagnostic flattened for machines: what `buildit validate --format json` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiagnosticRecord {
+    /// The file the diagnostic is about.
+    pub file: String,
+    /// Stable code.
+    pub code: &'static str,
+    /// `error` or `warning`.
+    pub severity: DiagnosticSeverity,
+    /// The message.
+    pub message: String,
+    /// 1-based line of the primary label.
+    pub line: usize,
+    /// 1-based column (in characters) of the primary label.
+    pub column: usize,
+    /// The help line, if any.
+    pub help: Option<String>,
+}
+
+impl DiagnosticRecord {
+    /// Flattens `diagnostic`, resolving its primary span against `source`.
+    pub fn new(diagnostic: &ConfigDiagnostic, source: &ConfigSource) -> Self {
+        let (line, column) =
+            source.line_column(diagnostic.primary_span().map_or(0, |s| s.offset()));
+        Self {
+            file: source.name().to_owned(),
+            code: diagnostic.code.as_str(),
+            severity: diagnostic.severity,
+            message: diagnostic.message.clone(),
+            line,
+            column,
+            help: diagnostic.help.clone(),
+        }
+    }
+}
+
+/// A configuration that cannot be used: every diagnostic found (errors and warnings), with the source.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid configuration in `{}`: {}", input.name(), summary(diagnostics))]
+pub struct ConfigError {
+    /// The text that was parsed.
+    pub input: ConfigSource,
+    /// Every problem found, in source order; at least one is an error.
+    pub diagnostics: Vec<ConfigDiagnostic>,
+}
+
+fn summary(diagnostics: &[ConfigDiagnostic]) -> String {
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    if warnings == 0 {
+        plural(errors, "error")
+    } else {
+        format!(
+            "{}, {}",
+            plural(errors, "error"),
+            plural(warnings, "warning")
+        )
+    }
+}
+
+impl ConfigError {
+    /// The diagnostics as machine records.
+    pub fn records(&self) -> Vec<DiagnosticRecord> {
+        self.diagnostics
+            .iter()
+            .map(|d| DiagnosticRecord::new(d, &self.input))
+            .collect()
+    }
+}
+
+impl miette::Diagnostic for ConfigError {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("buildit::config"))
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(self.input.inner.as_ref())
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        Some(Box::new(
+            self.diagnostics
+                .iter()
+                .map(|d| d as &dyn miette::Diagnostic),
+        ))
+    }
+}
+
+/// Collects diagnostics while a document is read, in the order they are found.
+#[derive(Debug, Default)]
+pub(crate) struct Diagnostics {
+    items: Vec<ConfigDiagnostic>,
+}
+
+impl Diagnostics {
+    pub(crate) fn push(&mut self, diagnostic: ConfigDiagnostic) {
+        self.items.push(diagnostic);
+    }
+
+    pub(crate) fn has_errors(&self) -> bool {
+        self.items.iter().any(ConfigDiagnostic::is_error)
+    }
+
+    /// Sorted by position so that a reader meets them in file order.
+    pub(crate) fn into_sorted(mut self) -> Vec<ConfigDiagnostic> {
+        self.items
+            .sort_by_key(|d| d.primary_span().map_or(0, |s| s.offset()));
+        self.items
+    }
+}

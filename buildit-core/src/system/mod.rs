@@ -1,0 +1,15 @@
+//! The system configuration (`buildit-system.kdl`): which store, executors, artifact store, secret store and
+//! deployers a runner uses, and how a command finds it.
+
+mod discover;
+mod model;
+mod parse;
+
+pub use discover::{
+    LoadError, SYSTEM_ENV_VAR, SYSTEM_FILE_NAME, SystemLocation, discover_system, load_system,
+};
+pub use model::{
+    ArtifactStoreConfig, DeployerConfig, ExecutorConfig, PullPolicy, SecretStoreConfig,
+    StoreConfig, SystemConfig,
+};
+pub use parse::parse_system;

@@ -1,0 +1,221 @@
+//! The owned model of a system configuration, with BuildIt's embedded defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{ExecutorKind, Template};
+use crate::diagnostic::ConfigDiagnostic;
+
+/// Where runs, stage results and logs are recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StoreConfig {
+    /// An embedded SQLite file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A PostgreSQL server.
+    Postgres {
+        /// Connection URL; may use `{env.NAME}`.
+        url: Template,
+    },
+}
+
+/// When a Docker executor pulls images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Before every stage.
+    Always,
+    /// Only when the image is not on the host (the default).
+    #[default]
+    IfNotPresent,
+    /// Never: a missing image is an error.
+    Never,
+}
+
+impl PullPolicy {
+    /// The name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::IfNotPresent => "if-not-present",
+            Self::Never => "never",
+        }
+    }
+}
+
+/// One configured executor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ExecutorConfig {
+    /// Processes on the host.
+    Local,
+    /// A Docker Engine.
+    Docker {
+        /// Engine address; `DOCKER_HOST` or the local socket when unset.
+        host: Option<String>,
+        /// Pull policy.
+        pull: PullPolicy,
+        /// Network to attach containers to.
+        network: Option<String>,
+    },
+    /// A Kubernetes cluster.
+    Kubernetes {
+        /// Namespace for stage pods.
+        namespace: Option<String>,
+        /// kubeconfig context.
+        context: Option<String>,
+        /// Service account of stage pods.
+        service_account: Option<String>,
+    },
+}
+
+impl ExecutorConfig {
+    /// Which executor this configures.
+    pub fn kind(&self) -> ExecutorKind {
+        match self {
+            Self::Local => ExecutorKind::Local,
+            Self::Docker { .. } => ExecutorKind::Docker,
+            Self::Kubernetes { .. } => ExecutorKind::Kubernetes,
+        }
+    }
+}
+
+/// Where artifacts are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ArtifactStoreConfig {
+    /// A directory.
+    Filesystem {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An S3-compatible bucket.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix.
+        prefix: Option<String>,
+        /// Endpoint URL for S3-compatible services.
+        endpoint: Option<String>,
+        /// Region.
+        region: Option<String>,
+    },
+}
+
+/// Where secret values come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SecretStoreConfig {
+    /// Environment variables: secret `X` is read from `{prefix}X`.
+    Env {
+        /// Variable name prefix.
+        prefix: String,
+    },
+    /// A KDL file of `NAME "value"` nodes.
+    File {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A named deployment target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeployerConfig {
+    /// Kind of target (`kubernetes`).
+    pub kind: String,
+    /// Its name, used by pipelines.
+    pub name: String,
+    /// Namespace.
+    pub namespace: Option<String>,
+    /// kubeconfig context.
+    pub context: Option<String>,
+}
+
+/// A runner's system configuration.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct SystemConfig {
+    /// The store.
+    pub store: StoreConfig,
+    /// Configured executors.
+    pub executors: Vec<ExecutorConfig>,
+    /// Executor for stages with an image that name none.
+    pub default_executor: Option<ExecutorKind>,
+    /// The artifact store.
+    pub artifacts: ArtifactStoreConfig,
+    /// The secret store.
+    pub secrets: SecretStoreConfig,
+    /// Deployment targets.
+    pub deployers: Vec<DeployerConfig>,
+    /// The file it was read from, if any.
+    pub file: Option<PathBuf>,
+    /// Warnings found while parsing.
+    #[serde(skip)]
+    pub warnings: Vec<ConfigDiagnostic>,
+}
+
+/// Default SQLite file, relative to the workspace.
+pub const DEFAULT_DATABASE: &str = ".buildit/buildit.db";
+/// Default artifact directory, relative to the workspace.
+pub const DEFAULT_ARTIFACTS: &str = ".buildit/artifacts";
+/// Default prefix of secret environment variables.
+pub const DEFAULT_SECRET_PREFIX: &str = "BUILDIT_SECRET_";
+
+impl SystemConfig {
+    /// The embedded defaults: SQLite and filesystem artifacts under `.buildit/` in `workspace`, local and docker
+    /// executors, secrets from `BUILDIT_SECRET_*` environment variables.
+    pub fn defaults(workspace: &Path) -> Self {
+        Self {
+            store: StoreConfig::Sqlite {
+                path: workspace.join(DEFAULT_DATABASE),
+            },
+            executors: vec![
+                ExecutorConfig::Local,
+                ExecutorConfig::Docker {
+                    host: None,
+                    pull: PullPolicy::default(),
+                    network: None,
+                },
+            ],
+            default_executor: None,
+            artifacts: ArtifactStoreConfig::Filesystem {
+                path: workspace.join(DEFAULT_ARTIFACTS),
+            },
+            secrets: SecretStoreConfig::Env {
+                prefix: DEFAULT_SECRET_PREFIX.to_owned(),
+            },
+            deployers: Vec::new(),
+            file: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The configuration of one executor kind, if it is enabled.
+    pub fn executor(&self, kind: ExecutorKind) -> Option<&ExecutorConfig> {
+        self.executors
+            .iter()
+            .find(|executor| executor.kind() == kind)
+    }
+
+    /// Makes relative paths relative to `base` (the directory of the file they were written in).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        if let StoreConfig::Sqlite { path } = &mut self.store {
+            resolve(path);
+        }
+        if let ArtifactStoreConfig::Filesystem { path } = &mut self.artifacts {
+            resolve(path);
+        }
+        if let SecretStoreConfig::File { path } = &mut self.secrets {
+            resolve(path);
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! Reads `buildit-system.kdl` into a [`SystemConfig`], reporting every problem with its span.
+
+use std::path::{Path, PathBuf};
+
+use kdl::{KdlDocument, KdlEntry, KdlNode};
+use miette::SourceSpan;
+
+use super::model::{
+    ArtifactStoreConfig, DeployerConfig, ExecutorConfig, PullPolicy, SecretStoreConfig,
+    StoreConfig, SystemConfig,
+};
+use crate::config::{ExecutorKind, Reader, Spanned, TemplateScope, is_env_name, is_valid_name};
+use crate::diagnostic::{ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticCode};
+use crate::suggest::did_you_mean;
+
+const TOP_LEVEL: [&str; 6] = [
+    "store",
+    "executor",
+    "default-executor",
+    "artifacts",
+    "secrets",
+    "deployer",
+];
+
+/// Parses and validates a system configuration. Parts it does not set keep their defaults; relative paths are
+/// kept as written (see [`SystemConfig::resolve_paths`] and [`super::load_system`], which resolves them against
+/// the file's directory).
+pub fn parse_system(source: &str, name: &str) -> Result<SystemConfig, ConfigError> {
+    let config_source = ConfigSource::new(name, source);
+    let mut reader = Reader::new(source);
+    let mut config = SystemConfig::defaults(Path::new(""));
+    config.file = Some(PathBuf::from(name));
+    if let Some(document) = reader.parse_document() {
+        read_system(&mut reader, &document, &mut config);
+    }
+    if reader.diagnostics.has_errors() {
+        return Err(ConfigError {
+            input: config_source,
+            diagnostics: reader.diagnostics.into_sorted(),
+        });
+    }
+    config.warnings = reader.diagnostics.into_sorted();
+    Ok(config)
+}
+
+/// Tracks nodes that may appear once.
+#[derive(Default)]
+struct Seen(Vec<(String, SourceSpan)>);
+
+impl Seen {
+    /// True the first time; reports a duplicate afterwards.
+    fn first(&mut self, reader: &mut Reader<'_>, key: &str, node: &KdlNode) -> bool {
+        if let Some((_, span)) = self.0.iter().find(|(k, _)| k == key) {
+            reader.duplicate_node(node, *span, "the system configuration");
+            return false;
+        }
+        self.0.push((key.to_owned(), node.name().span()));
+        true
+    }
+}
+
+fn read_system(reader: &mut Reader<'_>, document: &KdlDocument, config: &mut SystemConfig) {
+    let mut seen = Seen::default();
+    let mut executors: Vec<ExecutorConfig> = Vec::new();
+    let mut default_executor: Option<Spanned<ExecutorKind>> = None;
+    for node in document.nodes() {
+        reader.reject_type_annotations(node);
+        let key = node.name().value();
+        match key {
+            "store" if seen.first(reader, key, node) => {
+                config.store = read_store(reader, node).unwrap_or(config.store.clone())
+            }
+            "executor" => {
+                if let Some(executor) = read_executor(reader, node) {
+                    if executors.iter().any(|e| e.kind() == executor.kind()) {
+                        reader.push(
+                            ConfigDiagnostic::error(
+                                DiagnosticCode::DuplicateNode,
+                                format!("executor `{}` is configured twice", executor.kind()),
+                                node.span(),
+                                "configured again here",
+                            )
+                            .with_help("keep one of them"),
+                        );
+                    } else {
+                        executors.push(executor);
+                    }
+                }
+            }
+            "default-executor" if seen.first(reader, key, node) => {
+                reader.props(node, &[], &[]);
+                reader.no_children(node);
+                default_executor = reader
+                    .one_string(node, "local, docker or kubernetes")
+                    .and_then(|value| {
+                        executor_kind(reader, &value).map(|kind| Spanned::new(kind, value.span))
+                    });
+            }
+            "artifacts" if seen.first(reader, key, node) => {
+                if let Some(artifacts) = read_artifacts(reader, node) {
+                    config.artifacts = artifacts;
+                }
+            }
+            "secrets" if seen.first(reader, key, node) => {
+                if let Some(secrets) = read_secrets(reader, node) {
+                    config.secrets = secrets;
+                }
+            }
+            "deployer" => config
+                .deployers
+                .extend(read_deployer(reader, node, &config.deployers)),
+            "store" | "default-executor" | "artifacts" | "secrets" => {}
+            _ => reader.unknown_node(node, &TOP_LEVEL, "the system configuration"),
+        }
+    }
+    if !executors.is_empty() {
+        config.executors = executors;
+    }
+    if let Some(default) = default_executor {
+        if default.value == ExecutorKind::Local {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    "`default-executor` must be `docker` or `kubernetes`",
+                    default.span,
+                    "stages with an image cannot run on the host",
+                )
+                .with_help("it chooses where stages with an `image` run; stages without one always run locally"),
+            );
+        } else if config.executor(default.value).is_none() {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "`default-executor` is `{}`, which is not configured",
+                        default.value
+                    ),
+                    default.span,
+                    "not configured",
+                )
+                .with_help(format!("add `executor \"{}\"`", default.value)),
+            );
+        } else {
+            config.default_executor = Some(default.value);
+        }
+    }
+}
+
+fn executor_kind(reader: &mut Reader<'_>, value: &Spanned<String>) -> Option<ExecutorKind> {
+    match value.value.parse::<ExecutorKind>() {
+        Ok(kind) => Some(kind),
+        Err(problem) => {
+            let help = did_you_mean(&value.value, ExecutorKind::ALL.iter().map(|k| k.as_str()));
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    problem,
+                    value.span,
+                    "unknown executor",
+                )
+                .with_optional_help(help),
+            );
+            None
+        }
+    }
+}
+
+/// The kind argument of a node like `store "sqlite"`, checked against `kinds`.
+fn kind_arg(reader: &mut Reader<'_>, node: &KdlNode, kinds: &[&str]) -> Option<String> {
+    let value = reader.one_string(node, &format!("one of: {}", kinds.join(", ")))?;
+    if kinds.contains(&value.value.as_str()) {
+        return Some(value.value);
+    }
+    let help = did_you_mean(&value.value, kinds.iter().copied())
+        .unwrap_or_else(|| format!("expected one of: {}", kinds.join(", ")));
+    reader.push(
+        ConfigDiagnostic::error(
+            DiagnosticCode::InvalidValue,
+            format!("unknown {} kind `{}`", node.name().value(), value.value),
+            value.span,
+            "unknown kind",
+        )
+        .with_help(help),
+    );
+    None
+}
+
+/// String properties of a node, by name.
+fn string_props(
+    reader: &mut Reader<'_>,
+    node: &KdlNode,
+    allowed: &[&str],
+) -> Vec<(String, Spanned<String>)> {
+    let props: Vec<(&str, &KdlEntry)> = reader.props(node, allowed, &[]);
+    props
+        .into_iter()
+        .filter_map(|(key, entry)| {
+            reader
+                .string(entry, &format!("`{key}`"))
+                .map(|value| (key.to_owned(), value))
+        })
+        .collect()
+}
+
+fn take(values: &mut Vec<(String, Spanned<String>)>, key: &str) -> Option<Spanned<String>> {
+    let position = values.iter().position(|(k, _)| k == key)?;
+    Some(values.remove(position).1)
+}
+
+fn required(
+    reader: &mut Reader<'_>,
+    node: &KdlNode,
+    value: Option<Spanned<String>>,
+    key: &str,
+    example: &str,
+) -> Option<Spanned<String>> {
+    if value.is_none() {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                format!("`{}` needs `{key}`", node.name().value()),
+                node.name().span(),
+                format!("`{key}` missing"),
+            )
+            .with_help(format!("write `{example}`")),
+        );
+    }
+    value
+}
+
+fn read_store(reader: &mut Reader<'_>, node: &KdlNode) -> Option<StoreConfig> {
+    reader.no_children(node);
+    let kind = kind_arg(reader, node, &["sqlite", "postgres"]);
+    let mut props = string_props(reader, node, &["path", "url"]);
+    let kind = kind?;
+    if kind == "sqlite" {
+        if let Some(url) = take(&mut props, "url") {
+            reader.error(
+                DiagnosticCode::UnknownProperty,
+                "`url` is for `postgres` stores; SQLite takes `path`",
+                url.span,
+                "not used by sqlite",
+            );
+        }
+        let path = take(&mut props, "path").map_or_else(
+            || PathBuf::from(super::model::DEFAULT_DATABASE),
+            |p| PathBuf::from(p.value),
+        );
+        return Some(StoreConfig::Sqlite { path });
+    }
+    if let Some(path) = take(&mut props, "path") {
+        reader.error(
+            DiagnosticCode::UnknownProperty,
+            "`path` is for `sqlite` stores; PostgreSQL takes `url`",
+            path.span,
+            "not used by postgres",
+        );
+    }
+    let url = required(
+        reader,
+        node,
+        take(&mut props, "url"),
+        "url",
+        "store \"postgres\" url=\"postgres://user@host/db\"",
+    )?;
+    let scope = TemplateScope {
+        env_only: true,
+        ..TemplateScope::default()
+    };
+    let template = reader.template(&url, scope);
+    let scheme_ok = url.value.starts_with("postgres://")
+        || url.value.starts_with("postgresql://")
+        || url.value.starts_with('{');
+    if !scheme_ok {
+        reader.push(
+            ConfigDiagnostic::error(DiagnosticCode::InvalidValue, "a PostgreSQL url starts with `postgres://`", url.span, "not a PostgreSQL url")
+                .with_help("write `url=\"postgres://user:password@host:5432/db\"` or `url=\"{env.DATABASE_URL}\"`"),
+        );
+    }
+    Some(StoreConfig::Postgres {
+        url: template.value,
+    })
+}
+
+fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<ExecutorConfig> {
+    reader.props(node, &[], &[]);
+    let kind = kind_arg(reader, node, &["local", "docker", "kubernetes"])?;
+    let allowed: &[&str] = match kind.as_str() {
+        "local" => &[],
+        "docker" => &["host", "pull", "network"],
+        _ => &["namespace", "context", "service-account"],
+    };
+    let mut values: Vec<(String, Spanned<String>)> = Vec::new();
+    let mut seen = Seen::default();
+    for child in node.children().map(KdlDocument::nodes).unwrap_or_default() {
+        reader.reject_type_annotations(child);
+        let key = child.name().value();
+        if !allowed.contains(&key) {
+            reader.unknown_node(child, allowed, &format!("executor `{kind}`"));
+            continue;
+        }
+        reader.props(child, &[], &[]);
+        reader.no_children(child);
+        if seen.first(reader, key, child)
+            && let Some(value) = reader.one_string(child, key)
+        {
+            values.push((key.to_owned(), value));
+        }
+    }
+    Some(match kind.as_str() {
+        "local" => ExecutorConfig::Local,
+        "docker" => {
+            let host = take(&mut values, "host");
+            if let Some(host) = &host {
+                let schemes = [
+                    "unix://", "tcp://", "http://", "https://", "npipe://", "ssh://",
+                ];
+                if !schemes.iter().any(|scheme| host.value.starts_with(scheme)) {
+                    reader.push(
+                        ConfigDiagnostic::error(
+                            DiagnosticCode::InvalidValue,
+                            format!("invalid Docker host `{}`", host.value),
+                            host.span,
+                            "unknown scheme",
+                        )
+                        .with_help("write `unix:///var/run/docker.sock` or `tcp://host:2375`"),
+                    );
+                }
+            }
+            let pull = match take(&mut values, "pull") {
+                None => PullPolicy::default(),
+                Some(value) => match value.value.as_str() {
+                    "always" => PullPolicy::Always,
+                    "if-not-present" => PullPolicy::IfNotPresent,
+                    "never" => PullPolicy::Never,
+                    other => {
+                        let help = did_you_mean(other, ["always", "if-not-present", "never"])
+                            .unwrap_or_else(|| {
+                                "expected one of: always, if-not-present, never".to_owned()
+                            });
+                        reader.push(
+                            ConfigDiagnostic::error(
+                                DiagnosticCode::InvalidValue,
+                                format!("unknown pull policy `{other}`"),
+                                value.span,
+                                "unknown policy",
+                            )
+                            .with_help(help),
+                        );
+                        PullPolicy::default()
+                    }
+                },
+            };
+            ExecutorConfig::Docker {
+                host: host.map(|h| h.value),
+                pull,
+                network: take(&mut values, "network").map(|n| n.value),
+            }
+        }
+        _ => ExecutorConfig::Kubernetes {
+            namespace: take(&mut values, "namespace").map(|n| n.value),
+            context: take(&mut values, "context").map(|c| c.value),
+            service_account: take(&mut values, "service-account").map(|s| s.value),
+        },
+    })
+}
+
+fn read_artifacts(reader: &mut Reader<'_>, node: &KdlNode) -> Option<ArtifactStoreConfig> {
+    reader.no_children(node);
+    let kind = kind_arg(reader, node, &["filesystem", "s3"]);
+    let mut props = string_props(
+        reader,
+        node,
+        &["path", "bucket", "prefix", "endpoint", "region"],
+    );
+    let kind = kind?;
+    let misplaced: &[&str] = if kind == "filesystem" {
+        &["bucket", "prefix", "endpoint", "region"]
+    } else {
+        &["path"]
+    };
+    for key in misplaced {
+        if let Some(value) = take(&mut props, key) {
+            reader.error(
+                DiagnosticCode::UnknownProperty,
+                format!("`{key}` does not apply to `{kind}` artifact stores"),
+                value.span,
+                "not used here",
+            );
+        }
+    }
+    if kind == "filesystem" {
+        let path = take(&mut props, "path").map_or_else(
+            || PathBuf::from(super::model::DEFAULT_ARTIFACTS),
+            |p| PathBuf::from(p.value),
+        );
+        return Some(ArtifactStoreConfig::Filesystem { path });
+    }
+    let bucket = required(
+        reader,
+        node,
+        take(&mut props, "bucket"),
+        "bucket",
+        "artifacts \"s3\" bucket=\"my-bucket\"",
+    )?;
+    Some(ArtifactStoreConfig::S3 {
+        bucket: bucket.value,
+        prefix: take(&mut props, "prefix").map(|v| v.value),
+        endpoint: take(&mut props, "endpoint").map(|v| v.value),
+        region: take(&mut props, "region").map(|v| v.value),
+    })
+}
+
+fn read_secrets(reader: &mut Reader<'_>, node: &KdlNode) -> Option<SecretStoreConfig> {
+    reader.no_children(node);
+    let kind = kind_arg(reader, node, &["env", "file"]);
+    let mut props = string_props(reader, node, &["prefix", "path"]);
+    let kind = kind?;
+    if kind == "env" {
+        if let Some(path) = take(&mut props, "path") {
+            reader.error(
+                DiagnosticCode::UnknownProperty,
+                "`path` is for `file` secret stores",
+                path.span,
+                "not used here",
+            );
+        }
+        let prefix = take(&mut props, "prefix").map_or_else(
+            || super::model::DEFAULT_SECRET_PREFIX.to_owned(),
+            |p| p.value,
+        );
+        if !prefix.is_empty() && !is_env_name(&prefix) {
+            reader.error(
+                DiagnosticCode::InvalidValue,
+                format!("invalid environment variable prefix `{prefix}`"),
+                node.span(),
+                "use letters, digits and `_`",
+            );
+        }
+        return Some(SecretStoreConfig::Env { prefix });
+    }
+    if let Some(prefix) = take(&mut props, "prefix") {
+        reader.error(
+            DiagnosticCode::UnknownProperty,
+            "`prefix` is for `env` secret stores",
+            prefix.span,
+            "not used here",
+        );
+    }
+    let path = required(
+        reader,
+        node,
+        take(&mut props, "path"),
+        "path",
+        "secrets \"file\" path=\"secrets.kdl\"",
+    )?;
+    Some(SecretStoreConfig::File {
+        path: PathBuf::from(path.value),
+    })
+}
+
+fn read_deployer(
+    reader: &mut Reader<'_>,
+    node: &KdlNode,
+    existing: &[DeployerConfig],
+) -> Option<DeployerConfig> {
+    let kind = kind_arg(reader, node, &["kubernetes"]);
+    let mut props = string_props(reader, node, &["name"]);
+    let name = required(
+        reader,
+        node,
+        take(&mut props, "name"),
+        "name",
+        "deployer \"kubernetes\" name=\"production\" { namespace \"prod\" }",
+    );
+    let mut values: Vec<(String, Spanned<String>)> = Vec::new();
+    let mut seen = Seen::default();
+    for child in node.children().map(KdlDocument::nodes).unwrap_or_default() {
+        reader.reject_type_annotations(child);
+        let key = child.name().value();
+        if !matches!(key, "namespace" | "context") {
+            reader.unknown_node(child, &["namespace", "context"], "a deployer");
+            continue;
+        }
+        reader.props(child, &[], &[]);
+        reader.no_children(child);
+        if seen.first(reader, key, child)
+            && let Some(value) = reader.one_string(child, key)
+        {
+            values.push((key.to_owned(), value));
+        }
+    }
+    let name = name?;
+    if !is_valid_name(&name.value) {
+        reader.error(
+            DiagnosticCode::InvalidValue,
+            format!("invalid deployer name `{}`", name.value),
+            name.span,
+            "use letters, digits, `.`, `_` and `-`",
+        );
+        return None;
+    }
+    if existing.iter().any(|d| d.name == name.value) {
+        reader.error(
+            DiagnosticCode::DuplicateNode,
+            format!("deployer `{}` is defined twice", name.value),
+            name.span,
+            "defined again here",
+        );
+        return None;
+    }
+    Some(DeployerConfig {
+        kind: kind?,
+        name: name.value,
+        namespace: take(&mut values, "namespace").map(|v| v.value),
+        context: take(&mut values, "context").map(|v| v.value),
+    })
+}
