@@ -297,7 +297,7 @@ pub struct When {
 pub struct Matrix {
     /// Axes in the order written; instances vary the last axis fastest.
     pub axes: Vec<MatrixAxis>,
-    /// The whole node.
+    /// The `matrix` keyword.
     #[serde(skip)]
     pub span: SourceSpan,
 }

@@ -141,7 +141,11 @@ fn read_pipeline(
             .with_help("start the file with `pipeline \"my-pipeline\"`"),
         );
     }
-    if stages.is_empty() && header_span.is_some() {
+    let has_stage_nodes = document
+        .nodes()
+        .iter()
+        .any(|node| node.name().value() == "stage");
+    if !has_stage_nodes && header_span.is_some() {
         reader.push(
             ConfigDiagnostic::error(
                 DiagnosticCode::EmptyStage,
@@ -737,7 +741,7 @@ fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
     }
     Some(Matrix {
         axes,
-        span: node.span(),
+        span: node.name().span(),
     })
 }
 

@@ -269,15 +269,37 @@ impl<'s> Reader<'s> {
         );
     }
 
+    /// The span of an entry's value: for a property `key=value`, only `value`.
+    pub(crate) fn value_span(&self, entry: &KdlEntry) -> SourceSpan {
+        let span = entry.span();
+        if entry.name().is_none() {
+            return span;
+        }
+        let start = span.offset();
+        let end = (start + span.len()).min(self.text.len());
+        let Some(raw) = self.text.get(start..end) else {
+            return span;
+        };
+        match raw.find('=') {
+            Some(equals) => {
+                let value_start = raw[equals + 1..]
+                    .find(|c: char| !c.is_whitespace())
+                    .map_or(raw.len(), |offset| equals + 1 + offset);
+                SourceSpan::from(start + value_start..end)
+            }
+            None => span,
+        }
+    }
+
     /// A string value, or a report that it is not one.
     pub(crate) fn string(&mut self, entry: &KdlEntry, what: &str) -> Option<Spanned<String>> {
         match entry.value() {
-            KdlValue::String(text) => Some(Spanned::new(text.clone(), entry.span())),
+            KdlValue::String(text) => Some(Spanned::new(text.clone(), self.value_span(entry))),
             other => {
                 self.error(
                     DiagnosticCode::InvalidValue,
                     format!("{what} must be a string, found `{other}`"),
-                    entry.span(),
+                    self.value_span(entry),
                     "expected a string",
                 );
                 None

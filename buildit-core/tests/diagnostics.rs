@@ -1,0 +1,381 @@
+//! Every diagnostic code, produced by a hand-written case, at the right line and column, rendered for people.
+
+use buildit_core::diagnostic::{ConfigDiagnostic, DiagnosticCode, DiagnosticRecord};
+use buildit_core::{ConfigSource, parse_pipeline, parse_system};
+use miette::{GraphicalReportHandler, GraphicalTheme};
+
+/// A case: a name for its snapshot, the text, and the code/line/column of one diagnostic it must produce.
+struct Case {
+    name: &'static str,
+    text: &'static str,
+    code: DiagnosticCode,
+    line: usize,
+    column: usize,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "syntax",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\n}\n",
+        code: DiagnosticCode::Syntax,
+        line: 3,
+        column: 9,
+    },
+    Case {
+        name: "syntax_nested_slashdash",
+        text: "pipeline \"p\"\nstage \"a\" /-{ x /-{ y /-{ z } } } { run \"x\" }\n",
+        code: DiagnosticCode::Syntax,
+        line: 2,
+        column: 25,
+    },
+    Case {
+        name: "missing_pipeline",
+        text: "stage \"a\" { run \"x\" }\n",
+        code: DiagnosticCode::MissingPipeline,
+        line: 1,
+        column: 1,
+    },
+    Case {
+        name: "unknown_node",
+        text: "pipeline \"p\"\nstage \"a\" {\n    imgae \"rust\"\n    run \"x\"\n}\n",
+        code: DiagnosticCode::UnknownNode,
+        line: 3,
+        column: 5,
+    },
+    Case {
+        name: "unknown_node_top_level",
+        text: "pipeline \"p\"\nstages \"a\" { run \"x\" }\n",
+        code: DiagnosticCode::UnknownNode,
+        line: 2,
+        column: 1,
+    },
+    Case {
+        name: "unknown_property",
+        text: "pipeline \"p\" descripton=\"x\"\nstage \"a\" { run \"x\" }\n",
+        code: DiagnosticCode::UnknownProperty,
+        line: 1,
+        column: 14,
+    },
+    Case {
+        name: "invalid_value_duration",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    timeout \"10x\"\n}\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 4,
+        column: 13,
+    },
+    Case {
+        name: "invalid_value_cron",
+        text: "pipeline \"p\"\non \"schedule\" cron=\"0 25 * * *\"\nstage \"a\" { run \"x\" }\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 2,
+        column: 23,
+    },
+    Case {
+        name: "invalid_value_name",
+        text: "pipeline \"p\"\nstage \"my stage\" { run \"x\" }\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 2,
+        column: 7,
+    },
+    Case {
+        name: "invalid_value_retry",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    retry 11\n}\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 4,
+        column: 11,
+    },
+    Case {
+        name: "invalid_value_glob",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    when branch=\"release/[0-9\"\n}\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 4,
+        column: 17,
+    },
+    Case {
+        name: "duplicate_node",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    image \"a\"\n    image \"b\"\n}\n",
+        code: DiagnosticCode::DuplicateNode,
+        line: 5,
+        column: 5,
+    },
+    Case {
+        name: "duplicate_stage",
+        text: "pipeline \"p\"\nstage \"a\" { run \"x\" }\nstage \"a\" { run \"y\" }\n",
+        code: DiagnosticCode::DuplicateStage,
+        line: 3,
+        column: 7,
+    },
+    Case {
+        name: "unknown_needs",
+        text: "pipeline \"p\"\nstage \"build\" { run \"x\" }\nstage \"test\" {\n    needs \"biuld\"\n    run \"y\"\n}\n",
+        code: DiagnosticCode::UnknownNeeds,
+        line: 4,
+        column: 11,
+    },
+    Case {
+        name: "self_needs",
+        text: "pipeline \"p\"\nstage \"a\" {\n    needs \"a\"\n    run \"x\"\n}\n",
+        code: DiagnosticCode::SelfNeeds,
+        line: 3,
+        column: 11,
+    },
+    Case {
+        name: "cycle",
+        text: "pipeline \"p\"\nstage \"a\" { needs \"c\"; run \"x\" }\nstage \"b\" { needs \"a\"; run \"x\" }\nstage \"c\" { needs \"b\"; run \"x\" }\n",
+        code: DiagnosticCode::Cycle,
+        line: 2,
+        column: 7,
+    },
+    Case {
+        name: "empty_stage",
+        text: "pipeline \"p\"\nstage \"a\" {\n    image \"alpine\"\n}\n",
+        code: DiagnosticCode::EmptyStage,
+        line: 2,
+        column: 7,
+    },
+    Case {
+        name: "unknown_variable",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"git checkout {git.brnch}\"\n}\n",
+        code: DiagnosticCode::UnknownVariable,
+        line: 3,
+        column: 23,
+    },
+    Case {
+        name: "unknown_variable_matrix",
+        text: "pipeline \"p\"\nstage \"a\" {\n    matrix { rust \"1.80\" }\n    image \"rust:{matrix.rsut}\"\n    run \"x\"\n}\n",
+        code: DiagnosticCode::UnknownVariable,
+        line: 4,
+        column: 17,
+    },
+    Case {
+        name: "unknown_cache",
+        text: "pipeline \"p\"\ncache \"cargo\" { path \"target\"; key \"k\" }\nstage \"a\" {\n    run \"x\"\n    cache \"carg\"\n}\n",
+        code: DiagnosticCode::UnknownCache,
+        line: 5,
+        column: 11,
+    },
+    Case {
+        name: "secret_interpolation",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"curl -H {secrets.TOKEN}\"\n}\n",
+        code: DiagnosticCode::SecretInterpolation,
+        line: 3,
+        column: 18,
+    },
+    Case {
+        name: "workdir_escape",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    workdir \"src/../../etc\"\n}\n",
+        code: DiagnosticCode::WorkdirEscape,
+        line: 4,
+        column: 13,
+    },
+    Case {
+        name: "limit_matrix",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    matrix {\n        a \"1\" \"2\" \"3\" \"4\" \"5\" \"6\" \"7\" \"8\" \"9\" \"10\" \"11\" \"12\" \"13\" \"14\" \"15\" \"16\" \"17\"\n        b \"1\" \"2\" \"3\" \"4\" \"5\" \"6\" \"7\" \"8\" \"9\" \"10\" \"11\" \"12\" \"13\" \"14\" \"15\" \"16\"\n    }\n}\n",
+        code: DiagnosticCode::Limit,
+        line: 4,
+        column: 5,
+    },
+    Case {
+        name: "repeated_property",
+        text: "pipeline \"p\"\nstage \"a\" { run \"x\" }\nstage \"b\" { run \"x\" }\nstage \"c\" needs=\"a\" needs=\"b\" { run \"y\" }\n",
+        code: DiagnosticCode::RepeatedProperty,
+        line: 4,
+        column: 21,
+    },
+];
+
+fn diagnostics_of(text: &str) -> (ConfigSource, Vec<ConfigDiagnostic>) {
+    match parse_pipeline(text, "buildit.kdl") {
+        Ok(pipeline) => (pipeline.source.clone(), pipeline.warnings.clone()),
+        Err(error) => (error.input.clone(), error.diagnostics),
+    }
+}
+
+fn render(diagnostic: &ConfigDiagnostic, source: &ConfigSource) -> String {
+    let handler =
+        GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+    let mut out = String::new();
+    if let Err(error) = handler.render_report(&mut out, &diagnostic.with_source(source)) {
+        panic!("rendering failed: {error}");
+    }
+    out
+}
+
+#[test]
+fn every_case_reports_its_code_at_the_right_place() {
+    for case in CASES {
+        let (source, diagnostics) = diagnostics_of(case.text);
+        let found = diagnostics.iter().find(|d| d.code == case.code);
+        let Some(diagnostic) = found else {
+            panic!(
+                "{}: expected {}, got {:#?}",
+                case.name, case.code, diagnostics
+            );
+        };
+        let record = DiagnosticRecord::new(diagnostic, &source);
+        assert_eq!(
+            (record.line, record.column),
+            (case.line, case.column),
+            "{}: {} at the wrong place: {}",
+            case.name,
+            case.code,
+            diagnostic.message
+        );
+    }
+}
+
+#[test]
+fn every_code_has_a_case() {
+    for code in DiagnosticCode::ALL {
+        assert!(
+            CASES.iter().any(|case| case.code == code),
+            "no case produces {code}"
+        );
+    }
+}
+
+#[test]
+fn rendered_diagnostics() {
+    for case in CASES {
+        let (source, diagnostics) = diagnostics_of(case.text);
+        let rendered: String = diagnostics
+            .iter()
+            .map(|d| render(d, &source))
+            .collect::<Vec<_>>()
+            .join("\n");
+        insta::assert_snapshot!(case.name, rendered);
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = "pipeline \"p\"\nstage \"a\" {\n    imgae \"x\"\n    run \"{git.shaa}\"\n    retry 99\n}\nstage \"b\" { needs \"zzz\"; run \"x\" }\nstage \"c\" {}\n";
+    let (_, diagnostics) = diagnostics_of(text);
+    let codes: Vec<DiagnosticCode> = diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(
+        codes,
+        [
+            DiagnosticCode::UnknownNode,
+            DiagnosticCode::UnknownVariable,
+            DiagnosticCode::InvalidValue,
+            DiagnosticCode::UnknownNeeds,
+            DiagnosticCode::EmptyStage
+        ]
+    );
+}
+
+#[test]
+fn cycle_names_the_loop_and_labels_each_stage() {
+    let (_, diagnostics) = diagnostics_of(
+        CASES
+            .iter()
+            .find(|c| c.name == "cycle")
+            .map_or("", |c| c.text),
+    );
+    let cycle: Vec<&ConfigDiagnostic> = diagnostics
+        .iter()
+        .filter(|d| d.code == DiagnosticCode::Cycle)
+        .collect();
+    assert_eq!(cycle.len(), 1);
+    assert_eq!(
+        cycle[0].message,
+        "stages need each other in a loop: a -> c -> b -> a"
+    );
+    assert_eq!(cycle[0].labels.len(), 3);
+}
+
+#[test]
+fn warnings_keep_the_pipeline_valid() {
+    let case = CASES.iter().find(|c| c.name == "repeated_property");
+    let parsed = parse_pipeline(case.map_or("", |c| c.text), "buildit.kdl");
+    let pipeline = match parsed {
+        Ok(pipeline) => pipeline,
+        Err(error) => panic!("a warning must not fail parsing: {error}"),
+    };
+    let needs: Vec<&str> = pipeline.stages[2]
+        .needs
+        .iter()
+        .map(|n| n.value.as_str())
+        .collect();
+    assert_eq!(needs, ["a", "b"]);
+    assert_eq!(pipeline.warnings.len(), 1);
+}
+
+#[test]
+fn pathological_kdl_is_refused_quickly() {
+    // kdl-rs issue 177: this line repeated 22 times takes the parser over a minute.
+    let text = "a /-{\n".repeat(22);
+    let started = std::time::Instant::now();
+    let (_, diagnostics) = diagnostics_of(&text);
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    assert_eq!(diagnostics.len(), 1);
+    assert_eq!(diagnostics[0].code, DiagnosticCode::Syntax);
+    assert!(diagnostics[0].message.contains("commented out with `/-`"));
+}
+
+#[test]
+fn oversized_files_are_refused_before_parsing() {
+    let text = format!(
+        "pipeline \"p\"\n{}",
+        "// padding padding padding padding\n".repeat(40_000)
+    );
+    let (_, diagnostics) = diagnostics_of(&text);
+    assert_eq!(diagnostics.len(), 1);
+    assert_eq!(diagnostics[0].code, DiagnosticCode::Limit);
+}
+
+#[test]
+fn too_many_stages_after_expansion() {
+    let mut text = String::from("pipeline \"p\"\n");
+    let values: Vec<String> = (0..200).map(|i| format!("\"{i}\"")).collect();
+    for stage in 0..51 {
+        text.push_str(&format!(
+            "stage \"s{stage}\" {{ run \"x\"; matrix {{ n {} }} }}\n",
+            values.join(" ")
+        ));
+    }
+    let (_, diagnostics) = diagnostics_of(&text);
+    let limit = diagnostics.iter().find(|d| d.code == DiagnosticCode::Limit);
+    assert!(
+        limit.is_some_and(|d| d.message.contains("10200 stages")),
+        "{diagnostics:#?}"
+    );
+}
+
+#[test]
+fn system_configuration_errors_have_spans() {
+    let text =
+        "store \"sqlit\"\nexecutor \"docker\" { pul \"never\" }\ndefault-executor \"kubernetes\"\n";
+    let error = match parse_system(text, "buildit-system.kdl") {
+        Ok(_) => panic!("invalid system configuration accepted"),
+        Err(error) => error,
+    };
+    let found: Vec<(&str, usize, usize, Option<String>)> = error
+        .records()
+        .into_iter()
+        .map(|r| (r.code, r.line, r.column, r.help))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "buildit::config::invalid_value",
+                1,
+                7,
+                Some("did you mean `sqlite`?".to_owned())
+            ),
+            (
+                "buildit::config::unknown_node",
+                2,
+                21,
+                Some("did you mean `pull`?".to_owned())
+            ),
+            (
+                "buildit::config::invalid_value",
+                3,
+                18,
+                Some("add `executor \"kubernetes\"`".to_owned())
+            ),
+        ]
+    );
+}
