@@ -1,1 +1,75 @@
-//! b
+//! Generators of large pipelines for BuildIt's benchmarks and comparison scripts.
+
+use std::fmt::Write as _;
+
+/// The shape of a generated pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Each stage needs the one before it.
+    Linear,
+    /// One root; every other stage needs it.
+    FanOut,
+    /// Layers of `width` stages; each needs 2-3 stages of the layer before.
+    Layered {
+        /// Stages per layer.
+        width: usize,
+    },
+}
+
+impl Shape {
+    /// Parses `linear`, `fan-out` or `layered` (width 100).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "linear" => Some(Self::Linear),
+            "fan-out" => Some(Self::FanOut),
+            "layered" => Some(Self::Layered { width: 100 }),
+            _ => None,
+        }
+    }
+
+    /// The names the shapes go by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::FanOut => "fan-out",
+            Self::Layered { .. } => "layered",
+        }
+    }
+
+    /// Indices of the stages that stage `index` needs.
+    pub fn needs(self, index: usize) -> Vec<usize> {
+        match self {
+            Self::Linear if index > 0 => vec![index - 1],
+            Self::FanOut if index > 0 => vec![0],
+            Self::Layered { width } if index >= width => {
+                let layer_start = (index / width - 1) * width;
+                let position = index % width;
+                // 2 or 3 needs, spread over the previous layer, deterministic.
+                let count = 2 + index % 2;
+                (0..count)
+                    .map(|k| layer_start + (position + k * 7) % width)
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A `buildit.kdl` with `count` stages of `shape`, each running `command`.
+pub fn pipeline_text(shape: Shape, count: usize, command: &str) -> String {
+    let mut text = String::with_capacity(count * 80);
+    let _ = writeln!(text, "pipeline \"generated-{}-{count}\"", shape.name());
+    for index in 0..count {
+        let _ = write!(text, "stage \"s{index}\" {{\n    run \"{command}\"\n");
+        let needs = shape.needs(index);
+        if !needs.is_empty() {
+            text.push_str("    needs");
+            for need in needs {
+                let _ = write!(text, " \"s{need}\"");
+            }
+            text.push('\n');
+        }
+        text.push_str("}\n");
+    }
+    text
+}

@@ -29,10 +29,35 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
                 continue;
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = skip_block_comment(bytes, i);
+                match skip_block_comment(bytes, i) {
+                    Ok(end) => i = end,
+                    Err(too_deep) => {
+                        return Some(
+                            ConfigDiagnostic::error(
+                                DiagnosticCode::Syntax,
+                                format!("`/* */` comments are nested more than {MAX_NESTING} deep"),
+                                SourceSpan::from(too_deep..too_deep + 2),
+                                "this comment is too deep",
+                            )
+                            .with_help("KDL block comments nest: every `/*` needs its own `*/`"),
+                        );
+                    }
+                }
                 continue;
             }
             b'/' if bytes.get(i + 1) == Some(&b'-') => {
+                if pending_slashdash {
+                    // `/- /- x`: the parser's time grows exponentially with chains of these.
+                    return Some(
+                        ConfigDiagnostic::error(
+                            DiagnosticCode::Syntax,
+                            "`/-` must be followed by a node, a value or a block, not another `/-`",
+                            SourceSpan::from(i..i + 2),
+                            "second `/-`",
+                        )
+                        .with_help("remove the extra `/-`"),
+                    );
+                }
                 pending_slashdash = true;
                 i += 2;
                 continue;
@@ -104,27 +129,31 @@ fn find_from(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
         .map(|position| from + position)
 }
 
-/// Skips a (nesting) `/* */` comment starting at `start`; returns the index after it.
-fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
+/// Skips a (nesting) `/* */` comment starting at `start`; returns the index after it, or the offset of an opening
+/// `/*` nested too deep (the parser recurses once per level).
+fn skip_block_comment(bytes: &[u8], start: usize) -> Result<usize, usize> {
     let mut depth = 0usize;
     let mut i = start;
     while i + 1 < bytes.len() {
         match (bytes[i], bytes[i + 1]) {
             (b'/', b'*') => {
                 depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(i);
+                }
                 i += 2;
             }
             (b'*', b'/') => {
                 depth -= 1;
                 i += 2;
                 if depth == 0 {
-                    return i;
+                    return Ok(i);
                 }
             }
             _ => i += 1,
         }
     }
-    bytes.len()
+    Ok(bytes.len())
 }
 
 /// Skips a quoted (or `"""` multi-line) string starting at the quote `start`; returns the index after it.
@@ -217,6 +246,26 @@ mod tests {
             stage "b" /-{ run "x" } { run "y" }
         "##;
         assert_eq!(check_parser_limits(text), None);
+    }
+
+    #[test]
+    fn refuses_chained_slashdashes() {
+        assert!(check_parser_limits("a /- /- b").is_some());
+        assert!(check_parser_limits("a /-\n  /- b").is_some());
+        assert!(check_parser_limits("a /-b /-c").is_none());
+    }
+
+    #[test]
+    fn refuses_deeply_nested_comments() {
+        assert!(check_parser_limits(&"/* ".repeat(MAX_NESTING + 1)).is_some());
+        assert!(
+            check_parser_limits(&format!(
+                "{}{}",
+                "/* ".repeat(MAX_NESTING),
+                "*/ ".repeat(MAX_NESTING)
+            ))
+            .is_none()
+        );
     }
 
     #[test]

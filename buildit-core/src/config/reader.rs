@@ -62,8 +62,7 @@ impl<'s> Reader<'s> {
             self.push(diagnostic);
             return None;
         }
-        // The parser is third-party code fed with user input: a panic in it must become a diagnostic, not a crash.
-        let parsed = std::panic::catch_unwind(|| KdlDocument::parse(self.text));
+        let parsed = parse_on_large_stack(self.text);
         match parsed {
             Ok(Ok(document)) => Some(document),
             Ok(Err(error)) => {
@@ -98,7 +97,7 @@ impl<'s> Reader<'s> {
                 }
                 None
             }
-            Err(_) => {
+            Err(()) => {
                 self.error(
                     DiagnosticCode::Syntax,
                     "the KDL parser failed on this document",
@@ -482,6 +481,35 @@ impl<'s> Reader<'s> {
             None => value.span,
         }
     }
+}
+
+/// Stack given to the parser per byte of input, and its bounds.
+const PARSER_STACK_PER_BYTE: usize = 1536;
+const PARSER_STACK_MIN: usize = 16 << 20;
+const PARSER_STACK_MAX: usize = PARSER_STACK_PER_BYTE * MAX_FILE_BYTES + PARSER_STACK_MIN;
+
+/// Runs the `kdl` parser on its own thread with a stack sized to the input.
+///
+/// Its error recovery recurses once per misplaced token (`= = = ...`, a line of `\` continuations), so a
+/// 20 KB file can overflow a 2 MB thread stack and abort the process. Measured need is under 1 KiB of stack per
+/// input byte; the reservation is virtual, and only what the recursion touches is ever committed. A panic in
+/// the parser (third-party code fed with user input) becomes an `Err` instead of unwinding into the caller.
+fn parse_on_large_stack(text: &str) -> Result<Result<KdlDocument, kdl::KdlError>, ()> {
+    let stack = text
+        .len()
+        .saturating_mul(PARSER_STACK_PER_BYTE)
+        .clamp(PARSER_STACK_MIN, PARSER_STACK_MAX);
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("buildit-kdl-parser".into())
+            .stack_size(stack)
+            .spawn_scoped(scope, || KdlDocument::parse(text));
+        match worker {
+            Ok(handle) => handle.join().map_err(|_| ()),
+            // No thread available: parse here, still guarded against panics.
+            Err(_) => std::panic::catch_unwind(|| KdlDocument::parse(text)).map_err(|_| ()),
+        }
+    })
 }
 
 /// A span from the start of `first` to the end of `last`.

@@ -1,0 +1,171 @@
+//! Properties: any DAG plans in an order that respects every edge; no input panics the parser or makes it slow.
+
+use std::time::{Duration, Instant};
+
+use buildit_core::{Plan, RunContext, parse_pipeline};
+use proptest::prelude::*;
+
+/// A random DAG as "stage i needs these earlier stages", then written in a shuffled order.
+fn dag() -> impl Strategy<Value = (Vec<Vec<usize>>, Vec<usize>)> {
+    (1usize..60).prop_flat_map(|count| {
+        let needs = (0..count)
+            .map(|i| {
+                proptest::collection::vec(0..i.max(1), 0..4.min(i + 1))
+                    .prop_map(move |v| if i == 0 { vec![] } else { v })
+            })
+            .collect::<Vec<_>>();
+        (
+            needs,
+            Just((0..count).collect::<Vec<usize>>()).prop_shuffle(),
+        )
+    })
+}
+
+fn pipeline_text(needs: &[Vec<usize>], written_order: &[usize]) -> String {
+    let mut text = String::from("pipeline \"random\"\n");
+    for &stage in written_order {
+        text.push_str(&format!("stage \"s{stage}\" {{\n"));
+        if !needs[stage].is_empty() {
+            let names: Vec<String> = needs[stage].iter().map(|n| format!("\"s{n}\"")).collect();
+            text.push_str(&format!("    needs {}\n", names.join(" ")));
+        }
+        text.push_str("    run \"true\"\n}\n");
+    }
+    text
+}
+
+/// Pieces of KDL and of the BuildIt language, glued at random: mostly invalid, sometimes nearly valid.
+const VOCABULARY: &[&str] = &[
+    "pipeline",
+    "stage",
+    "\"a\"",
+    "\"b\"",
+    "{",
+    "}",
+    "{",
+    "}",
+    "/-",
+    "/-",
+    ";",
+    "\n",
+    " ",
+    "needs",
+    "run",
+    "\"x\"",
+    "=",
+    "#true",
+    "#false",
+    "#null",
+    "matrix",
+    "when",
+    "branch=",
+    "\"main\"",
+    "image",
+    "env",
+    "cache",
+    "artifacts",
+    "\"{git.sha}\"",
+    "\"{secrets.X}\"",
+    "\"\"\"\n",
+    "#\"",
+    "\"#",
+    "/*",
+    "*/",
+    "//",
+    "r#\"",
+    "(ty)",
+    "1",
+    "1.5",
+    "timeout",
+    "\"10m\"",
+    "retry",
+    "on",
+    "\"push\"",
+    "\\",
+    "\"",
+    "'",
+    "é",
+    "\u{feff}",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn plan_order_respects_every_edge((needs, written_order) in dag()) {
+        let text = pipeline_text(&needs, &written_order);
+        let pipeline = parse_pipeline(&text, "random.kdl").map_err(|e| TestCaseError::fail(format!("{e}: {:?}", e.diagnostics)))?;
+        let plan = Plan::build(&pipeline, &RunContext::new()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let position: std::collections::HashMap<&str, usize> =
+            plan.order().enumerate().map(|(i, stage)| (stage.name(), i)).collect();
+        prop_assert_eq!(position.len(), needs.len());
+        for (stage, stage_needs) in needs.iter().enumerate() {
+            let stage_name = format!("s{stage}");
+            let planned = plan.stages().iter().find(|s| s.name() == stage_name).ok_or_else(|| TestCaseError::fail("stage missing"))?;
+            for need in stage_needs {
+                let need_name = format!("s{need}");
+                prop_assert!(position[need_name.as_str()] < position[stage_name.as_str()], "{} before {}", need_name, stage_name);
+                let need_level = plan.stages().iter().find(|s| s.name() == need_name).map_or(0, |s| s.level());
+                prop_assert!(need_level < planned.level());
+            }
+            if stage_needs.is_empty() {
+                prop_assert_eq!(planned.level(), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn random_strings_never_panic(text in "\\PC{0,400}") {
+        let _ = parse_pipeline(&text, "random.kdl");
+        let _ = buildit_core::parse_system(&text, "random-system.kdl");
+    }
+
+    #[test]
+    fn random_kdl_never_panics_and_stays_fast(pieces in proptest::collection::vec(0..VOCABULARY.len(), 0..300)) {
+        let text: String = pieces.iter().map(|&i| VOCABULARY[i]).collect::<Vec<_>>().join(" ");
+        let started = Instant::now();
+        let result = parse_pipeline(&text, "random.kdl");
+        prop_assert!(started.elapsed() < Duration::from_secs(2), "took {:?} on {:?}", started.elapsed(), text);
+        if let Err(error) = result {
+            prop_assert!(error.diagnostics.iter().any(|d| d.is_error()));
+        }
+    }
+}
+
+/// The bound the daemon relies on: no input under 64 KiB takes longer than 2 s (in an optimised build; debug
+/// builds of the parser are several times slower, so they get a looser bound).
+#[test]
+fn large_adversarial_inputs_stay_under_the_time_bound() {
+    let bound = if cfg!(debug_assertions) {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(2)
+    };
+    let shapes = [
+        "a /-{\n",
+        "a /-{ b {\n",
+        "a /- {\n",
+        "stage \"x\" /-{ run \"y\" }\n",
+        "a {\n",
+        "x \"\n",
+        "/* ",
+        "a { b /-{ c } }\n",
+        "/- ",
+        "= ",
+        "a==",
+        "=a ",
+        "\\\n",
+        "a 1 2 3 =\n",
+    ];
+    for shape in shapes {
+        let text = shape.repeat(64 * 1024 / shape.len());
+        let started = Instant::now();
+        let _ = parse_pipeline(&text, "big.kdl");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < bound,
+            "{shape:?} x {} took {elapsed:?}",
+            64 * 1024 / shape.len()
+        );
+    }
+}
