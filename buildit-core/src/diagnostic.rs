@@ -274,6 +274,34 @@ impl ConfigSource {
     pub fn line_column(&self, offset: usize) -> (usize, usize) {
         line_column(self.text(), offset)
     }
+
+    /// An index of line starts, for resolving many offsets without rescanning the text each time.
+    pub fn line_index(&self) -> LineIndex<'_> {
+        let text = self.text();
+        let mut starts = vec![0];
+        starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        LineIndex { text, starts }
+    }
+}
+
+/// Line starts of a text: resolves offsets to lines and columns in logarithmic time.
+#[derive(Debug)]
+pub struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl LineIndex<'_> {
+    /// 1-based line and column (in characters) of a byte offset, as [`line_column`] computes it.
+    pub fn line_column(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let start = self.starts[line - 1];
+        (line, self.text[start..offset].chars().count() + 1)
+    }
 }
 
 /// 1-based line and column (counted in characters) of a byte offset into `text`; offsets past the end or
@@ -345,8 +373,16 @@ pub struct DiagnosticRecord {
 impl DiagnosticRecord {
     /// Flattens `diagnostic`, resolving its primary span against `source`.
     pub fn new(diagnostic: &ConfigDiagnostic, source: &ConfigSource) -> Self {
-        let (line, column) =
-            source.line_column(diagnostic.primary_span().map_or(0, |s| s.offset()));
+        Self::with_index(diagnostic, source, &source.line_index())
+    }
+
+    /// Like [`DiagnosticRecord::new`], with a line index built once for many diagnostics.
+    pub fn with_index(
+        diagnostic: &ConfigDiagnostic,
+        source: &ConfigSource,
+        index: &LineIndex<'_>,
+    ) -> Self {
+        let (line, column) = index.line_column(diagnostic.primary_span().map_or(0, |s| s.offset()));
         Self {
             file: source.name().to_owned(),
             code: diagnostic.code.as_str(),
@@ -387,9 +423,10 @@ fn summary(diagnostics: &[ConfigDiagnostic]) -> String {
 impl ConfigError {
     /// The diagnostics as machine records.
     pub fn records(&self) -> Vec<DiagnosticRecord> {
+        let index = self.input.line_index();
         self.diagnostics
             .iter()
-            .map(|d| DiagnosticRecord::new(d, &self.input))
+            .map(|d| DiagnosticRecord::with_index(d, &self.input, &index))
             .collect()
     }
 }
@@ -432,5 +469,21 @@ impl Diagnostics {
         self.items
             .sort_by_key(|d| d.primary_span().map_or(0, |s| s.offset()));
         self.items
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_index_agrees_with_the_direct_scan() {
+        let source = ConfigSource::new("x", "ab\né\n\nxyz");
+        let index = source.line_index();
+        for offset in 0..=source.text().len() + 2 {
+            assert_eq!(index.line_column(offset), source.line_column(offset), "offset {offset}");
+        }
+        assert_eq!(index.line_column(4), (2, 1));
+        assert_eq!(index.line_column(5), (2, 2));
     }
 }

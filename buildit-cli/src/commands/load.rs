@@ -49,12 +49,32 @@ pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, Exit> 
     }
 }
 
+/// Checks the pipeline against the runner's system configuration (executors it enables); false on errors.
+pub(crate) fn check_against_system(
+    pipeline: &Pipeline,
+    system: &SystemConfig,
+    records: Option<&mut Vec<DiagnosticRecord>>,
+) -> bool {
+    let diagnostics = system.check_pipeline(pipeline);
+    report(&diagnostics, &pipeline.source, records);
+    !diagnostics.iter().any(ConfigDiagnostic::is_error)
+}
+
+/// Most diagnostics rendered with source excerpts; each one rescans the source, and nobody reads thousands.
+const MAX_RENDERED: usize = 100;
+
 /// Prints diagnostics for people, to stderr.
 pub(crate) fn print_diagnostics(diagnostics: &[ConfigDiagnostic], source: &ConfigSource) {
     let colors = stderr_colors();
-    for diagnostic in diagnostics {
+    for diagnostic in diagnostics.iter().take(MAX_RENDERED) {
         eprint!("{}", render_diagnostic(diagnostic, source, colors));
         eprintln!();
+    }
+    if diagnostics.len() > MAX_RENDERED {
+        eprintln!(
+            "... and {} more; `buildit validate --format json` lists them all\n",
+            diagnostics.len() - MAX_RENDERED
+        );
     }
 }
 
@@ -98,7 +118,7 @@ pub(crate) fn load_system_config(
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            config.resolve_paths(base);
+            config.resolve_paths(base, workspace);
             Ok(config)
         }
         Err(error) => {
@@ -115,7 +135,12 @@ fn report(
 ) {
     match records {
         Some(records) => {
-            records.extend(diagnostics.iter().map(|d| DiagnosticRecord::new(d, source)))
+            let index = source.line_index();
+            records.extend(
+                diagnostics
+                    .iter()
+                    .map(|d| DiagnosticRecord::with_index(d, source, &index)),
+            );
         }
         None => print_diagnostics(diagnostics, source),
     }

@@ -4,7 +4,7 @@ use buildit_core::config::EventKind;
 use buildit_core::plan::PlanFormat;
 use buildit_core::{Plan, RunContext};
 
-use super::load::{load_pipeline, load_system_config};
+use super::load::{check_against_system, load_pipeline, load_system_config};
 use crate::cli::{ContextArgs, EventArg, PlanArgs, PlanOutput};
 use crate::exit::Exit;
 use crate::report::error_line;
@@ -19,6 +19,9 @@ pub(crate) fn run(args: &PlanArgs) -> Exit {
         Ok(system) => system,
         Err(exit) => return exit,
     };
+    if !check_against_system(&pipeline, &system, None) {
+        return Exit::InvalidConfig;
+    }
     let mut context = match run_context(&args.context, &workspace) {
         Ok(context) => context,
         Err(exit) => return exit,

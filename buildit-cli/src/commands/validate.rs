@@ -2,7 +2,7 @@
 
 use buildit_core::DiagnosticRecord;
 
-use super::load::{load_pipeline, load_system_config};
+use super::load::{check_against_system, load_pipeline, load_system_config};
 use crate::cli::{DiagnosticFormat, ValidateArgs};
 use crate::exit::Exit;
 
@@ -17,7 +17,9 @@ pub(crate) fn run(args: &ValidateArgs) -> Exit {
         json.then_some(&mut records),
     );
     let exit = match (&pipeline, &system) {
-        (Ok(_), Ok(_)) => Exit::Success,
+        (Ok(pipeline), Ok(system)) if check_against_system(pipeline, system, json.then_some(&mut records)) => {
+            Exit::Success
+        }
         _ => Exit::InvalidConfig,
     };
     if json {
@@ -28,7 +30,7 @@ pub(crate) fn run(args: &ValidateArgs) -> Exit {
         }
         return exit;
     }
-    if let Ok(pipeline) = &pipeline {
+    if let (Ok(pipeline), Exit::Success) = (&pipeline, exit) {
         let instances: usize = pipeline
             .stages
             .iter()

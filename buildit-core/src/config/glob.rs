@@ -113,6 +113,11 @@ fn matches_at(tokens: &[Token], text: &[char]) -> bool {
         }
         let result = match tokens.get(t) {
             None => p == text.len(),
+            // `**/` also matches no directory at all: `src/**/*.rs` matches `src/main.rs`.
+            Some(Token::DoubleStar) if tokens.get(t + 1) == Some(&Token::Literal('/')) => {
+                go(tokens, t + 2, text, p, failed)
+                    || (p..=text.len()).any(|q| go(tokens, t + 1, text, q, failed))
+            }
             Some(Token::DoubleStar) => (p..=text.len()).any(|q| go(tokens, t + 1, text, q, failed)),
             Some(Token::Star) => {
                 let end = text[p..]
@@ -172,6 +177,9 @@ mod tests {
         assert!(glob("main").is_match("main"));
         assert!(!glob("main").is_match("main2"));
         assert!(glob("src/**/*.rs").is_match("src/a/b/c.rs"));
+        assert!(glob("src/**/*.rs").is_match("src/main.rs"));
+        assert!(glob("**/*.rs").is_match("main.rs"));
+        assert!(!glob("src/**/*.rs").is_match("srcmain.rs"));
     }
 
     #[test]

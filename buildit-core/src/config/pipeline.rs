@@ -87,6 +87,7 @@ fn read_pipeline(
     let mut caches = Vec::new();
     let mut defaults: Option<(Defaults, SourceSpan)> = None;
     let mut concurrency: Option<Spanned<u32>> = None;
+    let mut concurrency_span: Option<SourceSpan> = None;
     let mut stages = Vec::new();
 
     for node in document.nodes() {
@@ -102,7 +103,23 @@ fn read_pipeline(
             }
             "on" | "trigger" => triggers.extend(read_trigger(reader, node)),
             "env" => read_env(reader, node, TemplateScope::default(), &mut env),
-            "cache" => caches.extend(read_cache(reader, node)),
+            "cache" => {
+                if let Some(cache) = read_cache(reader, node) {
+                    match caches.iter().find(|c: &&CacheDef| c.name.value == cache.name.value) {
+                        Some(first) => reader.push(
+                            ConfigDiagnostic::error(
+                                DiagnosticCode::DuplicateNode,
+                                format!("cache `{}` is defined twice", cache.name.value),
+                                cache.name.span,
+                                "defined again here",
+                            )
+                            .with_label(first.name.span, "first defined here")
+                            .with_help("rename one of the caches"),
+                        ),
+                        None => caches.push(cache),
+                    }
+                }
+            }
             "defaults" => {
                 if let Some((_, first)) = &defaults {
                     reader.duplicate_node(node, *first, "the file");
@@ -113,10 +130,11 @@ fn read_pipeline(
             "concurrency" => {
                 reader.props(node, &[], &[]);
                 reader.no_children(node);
-                if let Some(first) = &concurrency {
-                    reader.duplicate_node(node, first.span, "the file");
+                if let Some(first) = concurrency_span {
+                    reader.duplicate_node(node, first, "the file");
                     continue;
                 }
+                concurrency_span = Some(node.name().span());
                 concurrency = reader
                     .integer(node, "concurrency", 1..=4096)
                     .map(|value| value.map(|v| v as u32));
@@ -224,11 +242,14 @@ fn read_header(
     let pipeline_name = reader.one_string(node, "the pipeline name");
     let mut description = None;
     let mut repository = None;
+    let mut description_span: Option<SourceSpan> = None;
+    let mut repository_span: Option<SourceSpan> = None;
     for (key, entry) in reader.props(node, &["description", "repository"], &[]) {
         let value = reader.string(entry, &format!("`{key}`")).map(|v| v.value);
+        let span = entry.name().map_or(entry.span(), |name| name.span());
         match key {
-            "description" => description = value,
-            _ => repository = value,
+            "description" => (description, description_span) = (value, Some(span)),
+            _ => (repository, repository_span) = (value, Some(span)),
         }
     }
     if let Some(children) = node.children() {
@@ -244,14 +265,16 @@ fn read_header(
             let value = reader
                 .one_string(child, &format!("the {key}"))
                 .map(|v| v.value);
-            let slot = if key == "description" {
-                &mut description
+            let (slot, first) = if key == "description" {
+                (&mut description, &mut description_span)
             } else {
-                &mut repository
+                (&mut repository, &mut repository_span)
             };
-            if slot.is_some() {
-                reader.duplicate_node(child, node.name().span(), "`pipeline`");
+            if let Some(first) = first {
+                reader.duplicate_node(child, *first, "`pipeline`");
+                continue;
             }
+            *first = Some(child.name().span());
             *slot = value;
         }
     }
@@ -498,10 +521,14 @@ fn read_cache(reader: &mut Reader<'_>, node: &KdlNode) -> Option<CacheDef> {
     let cache_name = reader
         .one_string(node, "the cache name")
         .and_then(|value| name(reader, value, "cache"));
+    // `{matrix.AXIS}` is checked against each stage that uses the cache; `{hash:GLOB}` belongs in the key only.
     let scope = TemplateScope {
         any_matrix_axis: true,
-        allow_hash: true,
         ..TemplateScope::default()
+    };
+    let key_scope = TemplateScope {
+        allow_hash: true,
+        ..scope
     };
     let mut paths = Vec::new();
     let mut key: Option<Spanned<Template>> = None;
@@ -537,7 +564,7 @@ fn read_cache(reader: &mut Reader<'_>, node: &KdlNode) -> Option<CacheDef> {
                 }
                 key = reader
                     .one_string(child, "the cache key")
-                    .map(|value| reader.template(&value, scope));
+                    .map(|value| reader.template(&value, key_scope));
             }
             "restore-keys" => {
                 for value in reader.strings(child, "key prefixes") {

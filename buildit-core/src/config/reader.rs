@@ -66,16 +66,18 @@ impl<'s> Reader<'s> {
         match parsed {
             Ok(Ok(document)) => Some(document),
             Ok(Err(error)) => {
-                let mut seen = Vec::new();
+                let total = error.diagnostics.len();
+                let mut seen = std::collections::HashSet::new();
                 for diagnostic in error.diagnostics {
+                    if seen.len() == MAX_SYNTAX_DIAGNOSTICS {
+                        break;
+                    }
                     let message = diagnostic
                         .message
                         .unwrap_or_else(|| "invalid KDL".to_owned());
-                    let key = (diagnostic.span.offset(), message.clone());
-                    if seen.contains(&key) {
+                    if !seen.insert((diagnostic.span.offset(), message.clone())) {
                         continue;
                     }
-                    seen.push(key);
                     let span = clamp_span(diagnostic.span, self.text.len());
                     self.push(
                         ConfigDiagnostic::error(
@@ -88,12 +90,15 @@ impl<'s> Reader<'s> {
                     );
                 }
                 if seen.is_empty() {
-                    self.error(
+                    self.error(DiagnosticCode::Syntax, "invalid KDL document", SourceSpan::from(0..0), "here");
+                } else if total > seen.len() {
+                    // Thousands of errors from one broken file help nobody and cost time to render.
+                    self.push(ConfigDiagnostic::error(
                         DiagnosticCode::Syntax,
-                        "invalid KDL document",
-                        SourceSpan::from(0..0),
-                        "here",
-                    );
+                        format!("{} more syntax errors not shown; fix the first ones and validate again", total - seen.len()),
+                        SourceSpan::from(self.text.len()..self.text.len()),
+                        "end of file",
+                    ));
                 }
                 None
             }
@@ -483,33 +488,28 @@ impl<'s> Reader<'s> {
     }
 }
 
+/// Most KDL syntax errors reported for one file; the rest are counted.
+const MAX_SYNTAX_DIAGNOSTICS: usize = 100;
+
 /// Stack given to the parser per byte of input, and its bounds.
 const PARSER_STACK_PER_BYTE: usize = 1536;
 const PARSER_STACK_MIN: usize = 16 << 20;
 const PARSER_STACK_MAX: usize = PARSER_STACK_PER_BYTE * MAX_FILE_BYTES + PARSER_STACK_MIN;
 
-/// Runs the `kdl` parser on its own thread with a stack sized to the input.
+/// Runs the `kdl` parser on a fresh stack sized to the input.
 ///
 /// Its error recovery recurses once per misplaced token (`= = = ...`, a line of `\` continuations), so a
 /// 20 KB file can overflow a 2 MB thread stack and abort the process. Measured need is under 1 KiB of stack per
-/// input byte; the reservation is virtual, and only what the recursion touches is ever committed. A panic in
-/// the parser (third-party code fed with user input) becomes an `Err` instead of unwinding into the caller.
+/// input byte. The stack is switched on the same thread (no thread hand-off, so allocations stay in the
+/// caller's arena and the parse costs the same as a direct call); the reservation is virtual, and only what
+/// the recursion touches is ever committed. A panic in the parser (third-party code fed with user input)
+/// becomes an `Err` instead of unwinding into the caller.
 fn parse_on_large_stack(text: &str) -> Result<Result<KdlDocument, kdl::KdlError>, ()> {
     let stack = text
         .len()
         .saturating_mul(PARSER_STACK_PER_BYTE)
         .clamp(PARSER_STACK_MIN, PARSER_STACK_MAX);
-    std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("buildit-kdl-parser".into())
-            .stack_size(stack)
-            .spawn_scoped(scope, || KdlDocument::parse(text));
-        match worker {
-            Ok(handle) => handle.join().map_err(|_| ()),
-            // No thread available: parse here, still guarded against panics.
-            Err(_) => std::panic::catch_unwind(|| KdlDocument::parse(text)).map_err(|_| ()),
-        }
-    })
+    std::panic::catch_unwind(|| stacker::grow(stack, || KdlDocument::parse(text))).map_err(|_| ())
 }
 
 /// A span from the start of `first` to the end of `last`.

@@ -303,6 +303,13 @@ fn resolve(content: &str, scope: TemplateScope<'_>) -> Resolution {
         Some((root, member)) => (root, Some(member)),
         None => (content, None),
     };
+    if root == "secrets" && scope.env_only {
+        return Err((
+            TemplateProblemKind::Secret(member.unwrap_or("NAME").to_owned()),
+            format!("secrets cannot be interpolated: `{{{content}}}`"),
+            Some("use `{env.NAME}` and set the variable in the runner's environment".into()),
+        ));
+    }
     if root == "secrets" {
         let name = member.unwrap_or("NAME");
         return Err((

@@ -82,7 +82,7 @@ fn check_needs(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<&st
                 );
             } else if seen.contains(&need.value.as_str()) {
                 reader.push(ConfigDiagnostic::warning(
-                    DiagnosticCode::RepeatedProperty,
+                    DiagnosticCode::DuplicateNode,
                     format!("stage `{}` needs `{}` twice", stage.name.value, need.value),
                     need.span,
                     "listed again here",

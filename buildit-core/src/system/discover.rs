@@ -83,7 +83,7 @@ pub fn load_system(location: &SystemLocation, workspace: &Path) -> Result<System
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            config.resolve_paths(base);
+            config.resolve_paths(base, workspace);
             config.file = Some(path.clone());
             Ok(config)
         }

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{ExecutorKind, Template};
-use crate::diagnostic::ConfigDiagnostic;
+use crate::config::{ExecutorKind, Pipeline, Template};
+use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode};
 
 /// Where runs, stage results and logs are recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -156,6 +156,16 @@ pub struct SystemConfig {
     /// Warnings found while parsing.
     #[serde(skip)]
     pub warnings: Vec<ConfigDiagnostic>,
+    /// Which paths were written in the file (resolved against it) rather than defaulted (against the workspace).
+    #[serde(skip)]
+    pub(crate) written_paths: WrittenPaths,
+}
+
+/// Which relative paths of a system configuration came from its file.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct WrittenPaths {
+    pub(crate) store: bool,
+    pub(crate) artifacts: bool,
 }
 
 /// Default SQLite file, relative to the workspace.
@@ -191,6 +201,7 @@ impl SystemConfig {
             deployers: Vec::new(),
             file: None,
             warnings: Vec::new(),
+            written_paths: WrittenPaths::default(),
         }
     }
 
@@ -201,21 +212,53 @@ impl SystemConfig {
             .find(|executor| executor.kind() == kind)
     }
 
-    /// Makes relative paths relative to `base` (the directory of the file they were written in).
-    pub fn resolve_paths(&mut self, base: &Path) {
-        let resolve = |path: &mut PathBuf| {
+    /// Makes relative paths absolute: those written in the file against `file_dir` (the file's directory),
+    /// defaulted ones against `workspace`.
+    pub fn resolve_paths(&mut self, file_dir: &Path, workspace: &Path) {
+        let written = self.written_paths;
+        let resolve = |path: &mut PathBuf, from_file: bool| {
             if path.is_relative() {
-                *path = base.join(&*path);
+                *path = if from_file { file_dir } else { workspace }.join(&*path);
             }
         };
         if let StoreConfig::Sqlite { path } = &mut self.store {
-            resolve(path);
+            resolve(path, written.store);
         }
         if let ArtifactStoreConfig::Filesystem { path } = &mut self.artifacts {
-            resolve(path);
+            resolve(path, written.artifacts);
         }
         if let SecretStoreConfig::File { path } = &mut self.secrets {
-            resolve(path);
+            resolve(path, true);
         }
+    }
+
+    /// Problems of `pipeline` on this runner: stages sent to an executor that is not enabled here.
+    pub fn check_pipeline(&self, pipeline: &Pipeline) -> Vec<ConfigDiagnostic> {
+        let mut diagnostics = Vec::new();
+        let file = self.file.as_ref().map_or_else(|| "the default system configuration".to_owned(), |f| format!("`{}`", f.display()));
+        for stage in &pipeline.stages {
+            let has_image = stage.image.is_some() || pipeline.defaults.image.is_some();
+            let (kind, span) = match &stage.executor {
+                Some(executor) => (executor.value, executor.span),
+                None if has_image => (
+                    self.default_executor.unwrap_or(ExecutorKind::Docker),
+                    stage.image.as_ref().or(pipeline.defaults.image.as_ref()).map_or(stage.name.span, |i| i.span),
+                ),
+                None => (ExecutorKind::Local, stage.name.span),
+            };
+            if self.executor(kind).is_none() {
+                let enabled: Vec<&str> = self.executors.iter().map(|e| e.kind().as_str()).collect();
+                diagnostics.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::InvalidValue,
+                        format!("stage `{}` runs on `{kind}`, which {file} does not enable", stage.name.value),
+                        span,
+                        format!("needs executor `{kind}`"),
+                    )
+                    .with_help(format!("add `executor \"{kind}\"` to the system configuration (enabled: {})", enabled.join(", "))),
+                );
+            }
+        }
+        diagnostics
     }
 }

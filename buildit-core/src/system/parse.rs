@@ -68,6 +68,7 @@ fn read_system(reader: &mut Reader<'_>, document: &KdlDocument, config: &mut Sys
         let key = node.name().value();
         match key {
             "store" if seen.first(reader, key, node) => {
+                config.written_paths.store = true;
                 config.store = read_store(reader, node).unwrap_or(config.store.clone())
             }
             "executor" => {
@@ -97,6 +98,7 @@ fn read_system(reader: &mut Reader<'_>, document: &KdlDocument, config: &mut Sys
                     });
             }
             "artifacts" if seen.first(reader, key, node) => {
+                config.written_paths.artifacts = true;
                 if let Some(artifacts) = read_artifacts(reader, node) {
                     config.artifacts = artifacts;
                 }
@@ -296,7 +298,16 @@ fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<ExecutorConf
         reader.reject_type_annotations(child);
         let key = child.name().value();
         if !allowed.contains(&key) {
-            reader.unknown_node(child, allowed, &format!("executor `{kind}`"));
+            if allowed.is_empty() {
+                reader.error(
+                    DiagnosticCode::UnknownNode,
+                    format!("unknown node `{key}`: executor `{kind}` takes no settings"),
+                    child.name().span(),
+                    "unknown node",
+                );
+            } else {
+                reader.unknown_node(child, allowed, &format!("executor `{kind}`"));
+            }
             continue;
         }
         reader.props(child, &[], &[]);
