@@ -279,7 +279,12 @@ impl ConfigSource {
     pub fn line_index(&self) -> LineIndex<'_> {
         let text = self.text();
         let mut starts = vec![0];
-        starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
         LineIndex { text, starts }
     }
 }
@@ -481,7 +486,11 @@ mod tests {
         let source = ConfigSource::new("x", "ab\né\n\nxyz");
         let index = source.line_index();
         for offset in 0..=source.text().len() + 2 {
-            assert_eq!(index.line_column(offset), source.line_column(offset), "offset {offset}");
+            assert_eq!(
+                index.line_column(offset),
+                source.line_column(offset),
+                "offset {offset}"
+            );
         }
         assert_eq!(index.line_column(4), (2, 1));
         assert_eq!(index.line_column(5), (2, 2));

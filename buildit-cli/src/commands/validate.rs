@@ -17,7 +17,9 @@ pub(crate) fn run(args: &ValidateArgs) -> Exit {
         json.then_some(&mut records),
     );
     let exit = match (&pipeline, &system) {
-        (Ok(pipeline), Ok(system)) if check_against_system(pipeline, system, json.then_some(&mut records)) => {
+        (Ok(pipeline), Ok(system))
+            if check_against_system(pipeline, system, json.then_some(&mut records)) =>
+        {
             Exit::Success
         }
         _ => Exit::InvalidConfig,

@@ -105,7 +105,10 @@ fn read_pipeline(
             "env" => read_env(reader, node, TemplateScope::default(), &mut env),
             "cache" => {
                 if let Some(cache) = read_cache(reader, node) {
-                    match caches.iter().find(|c: &&CacheDef| c.name.value == cache.name.value) {
+                    match caches
+                        .iter()
+                        .find(|c: &&CacheDef| c.name.value == cache.name.value)
+                    {
                         Some(first) => reader.push(
                             ConfigDiagnostic::error(
                                 DiagnosticCode::DuplicateNode,
@@ -377,12 +380,14 @@ fn read_trigger(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Trigger> {
     };
     let cron_given = values.iter().any(|(key, _, _)| key == "cron");
     for (key, value, key_span) in values {
-        let allowed = match (key.as_str(), kind.value) {
-            ("branches" | "paths", EventKind::Push | EventKind::PullRequest) => true,
-            ("pattern", EventKind::Tag) => true,
-            ("cron", EventKind::Schedule) => true,
-            _ => false,
-        };
+        let allowed = matches!(
+            (key.as_str(), kind.value),
+            (
+                "branches" | "paths",
+                EventKind::Push | EventKind::PullRequest
+            ) | ("pattern", EventKind::Tag)
+                | ("cron", EventKind::Schedule)
+        );
         if !allowed {
             reader.error(
                 DiagnosticCode::UnknownProperty,
@@ -876,7 +881,9 @@ fn parse_quantity(text: &str, cpu: bool) -> Option<u64> {
         _ => return None,
     };
     let scaled = value * scale;
-    (scaled >= 1.0 && scaled < 1e19).then_some(scaled.round() as u64)
+    (1.0..1e19)
+        .contains(&scaled)
+        .then_some(scaled.round() as u64)
 }
 
 fn read_resources(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Resources> {

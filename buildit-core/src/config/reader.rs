@@ -90,7 +90,12 @@ impl<'s> Reader<'s> {
                     );
                 }
                 if seen.is_empty() {
-                    self.error(DiagnosticCode::Syntax, "invalid KDL document", SourceSpan::from(0..0), "here");
+                    self.error(
+                        DiagnosticCode::Syntax,
+                        "invalid KDL document",
+                        SourceSpan::from(0..0),
+                        "here",
+                    );
                 } else if total > seen.len() {
                     // Thousands of errors from one broken file help nobody and cost time to render.
                     self.push(ConfigDiagnostic::error(

@@ -337,11 +337,18 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
                 format!("{} ({})", stage.name.value, values.join(", "))
             };
             let image_template = stage.image.as_ref().or(pipeline.defaults.image.as_ref());
-            let executor = stage.executor.as_ref().map(|e| e.value).unwrap_or(if image_template.is_some() {
-                context.default_image_executor.unwrap_or(ExecutorKind::Docker)
-            } else {
-                ExecutorKind::Local
-            });
+            let executor =
+                stage
+                    .executor
+                    .as_ref()
+                    .map(|e| e.value)
+                    .unwrap_or(if image_template.is_some() {
+                        context
+                            .default_image_executor
+                            .unwrap_or(ExecutorKind::Docker)
+                    } else {
+                        ExecutorKind::Local
+                    });
             // A stage sent to the host by `executor "local"` does not use the default image.
             let image = image_template
                 .filter(|_| executor != ExecutorKind::Local)

@@ -235,14 +235,21 @@ impl SystemConfig {
     /// Problems of `pipeline` on this runner: stages sent to an executor that is not enabled here.
     pub fn check_pipeline(&self, pipeline: &Pipeline) -> Vec<ConfigDiagnostic> {
         let mut diagnostics = Vec::new();
-        let file = self.file.as_ref().map_or_else(|| "the default system configuration".to_owned(), |f| format!("`{}`", f.display()));
+        let file = self.file.as_ref().map_or_else(
+            || "the default system configuration".to_owned(),
+            |f| format!("`{}`", f.display()),
+        );
         for stage in &pipeline.stages {
             let has_image = stage.image.is_some() || pipeline.defaults.image.is_some();
             let (kind, span) = match &stage.executor {
                 Some(executor) => (executor.value, executor.span),
                 None if has_image => (
                     self.default_executor.unwrap_or(ExecutorKind::Docker),
-                    stage.image.as_ref().or(pipeline.defaults.image.as_ref()).map_or(stage.name.span, |i| i.span),
+                    stage
+                        .image
+                        .as_ref()
+                        .or(pipeline.defaults.image.as_ref())
+                        .map_or(stage.name.span, |i| i.span),
                 ),
                 None => (ExecutorKind::Local, stage.name.span),
             };
@@ -251,11 +258,17 @@ impl SystemConfig {
                 diagnostics.push(
                     ConfigDiagnostic::error(
                         DiagnosticCode::InvalidValue,
-                        format!("stage `{}` runs on `{kind}`, which {file} does not enable", stage.name.value),
+                        format!(
+                            "stage `{}` runs on `{kind}`, which {file} does not enable",
+                            stage.name.value
+                        ),
                         span,
                         format!("needs executor `{kind}`"),
                     )
-                    .with_help(format!("add `executor \"{kind}\"` to the system configuration (enabled: {})", enabled.join(", "))),
+                    .with_help(format!(
+                        "add `executor \"{kind}\"` to the system configuration (enabled: {})",
+                        enabled.join(", ")
+                    )),
                 );
             }
         }
