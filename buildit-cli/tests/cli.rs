@@ -1,0 +1,328 @@
+//! The `buildit` binary end to end: outputs, JSON shapes and the exit-code table.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `buildit` in `dir` with a clean environment for the variables it reads.
+fn buildit(dir: &Path, args: &[&str]) -> Output {
+    let result = Command::new(env!("CARGO_BIN_EXE_buildit"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("BUILDIT_SYSTEM")
+        .env("HOME", dir)
+        .env("NO_COLOR", "1")
+        .output();
+    match result {
+        Ok(output) => output,
+        Err(error) => panic!("cannot run buildit: {error}"),
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("cannot create a temporary directory: {error}"),
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    if let Err(error) = std::fs::write(dir.join(name), text) {
+        panic!("cannot write {name}: {error}");
+    }
+}
+
+fn json(text: &str) -> serde_json::Value {
+    match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(error) => panic!("not JSON ({error}): {text}"),
+    }
+}
+
+#[test]
+fn every_example_pipeline_validates() {
+    let examples = repo_root().join("examples");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&examples).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "kdl") {
+            let output = buildit(&examples, &["validate", &path.display().to_string()]);
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                stderr(&output)
+            );
+            count += 1;
+        }
+    }
+    assert!(count >= 1, "no example pipelines found");
+}
+
+#[test]
+fn plan_json_has_the_documented_shape() {
+    let output = buildit(
+        &repo_root(),
+        &[
+            "plan",
+            "examples/hello.kdl",
+            "--format",
+            "json",
+            "--branch",
+            "feature/x",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plan = json(&stdout(&output));
+    assert_eq!(plan["pipeline"], "hello");
+    let order: Vec<&str> = plan["order"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(order.len(), 7);
+    for stage in plan["stages"].as_array().into_iter().flatten() {
+        for key in [
+            "name",
+            "needs",
+            "level",
+            "skipped",
+            "skip_reason",
+            "matrix",
+            "image",
+            "executor",
+        ] {
+            assert!(stage.get(key).is_some(), "stage lacks `{key}`: {stage}");
+        }
+        let position = order.iter().position(|name| *name == stage["name"]);
+        for need in stage["needs"].as_array().into_iter().flatten() {
+            let need_position = order.iter().position(|name| *name == need);
+            assert!(
+                need_position < position,
+                "{need} must come before {}",
+                stage["name"]
+            );
+        }
+    }
+    let release = plan["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "release");
+    assert_eq!(
+        release.map(|r| r["skipped"].clone()),
+        Some(serde_json::Value::Bool(true))
+    );
+}
+
+#[test]
+fn plan_text_dot_and_mermaid() {
+    let root = repo_root();
+    let text = buildit(
+        &root,
+        &[
+            "plan",
+            "examples/hello.kdl",
+            "--branch",
+            "main",
+            "--event",
+            "push",
+        ],
+    );
+    assert!(
+        stdout(&text).starts_with("pipeline `hello`: 7 stages, 4 levels\n"),
+        "{}",
+        stdout(&text)
+    );
+    let dot = buildit(&root, &["plan", "examples/hello.kdl", "--format", "dot"]);
+    assert!(stdout(&dot).starts_with("digraph \"hello\" {"));
+    assert!(stdout(&dot).contains("s0 -> s1;"));
+    let mermaid = buildit(
+        &root,
+        &["plan", "examples/hello.kdl", "--format", "mermaid"],
+    );
+    assert!(stdout(&mermaid).starts_with("flowchart LR\n"));
+}
+
+#[test]
+fn invalid_configuration_exits_3_with_json_diagnostics() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" {\n    imgae \"x\"\n    run \"y\"\n}\n",
+    );
+    let output = buildit(dir.path(), &["validate", "--format", "json"]);
+    assert_eq!(output.status.code(), Some(3));
+    let diagnostics = json(&stdout(&output));
+    let first = &diagnostics[0];
+    assert_eq!(first["code"], "buildit::config::unknown_node");
+    assert_eq!(first["severity"], "error");
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_eq!(first["help"], "did you mean `image`?");
+    assert!(
+        first["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("imgae"))
+    );
+
+    let text = buildit(dir.path(), &["validate"]);
+    assert_eq!(text.status.code(), Some(3));
+    let rendered = stderr(&text);
+    assert!(
+        rendered.contains("buildit::config::unknown_node"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("buildit.kdl:3:5"), "{rendered}");
+    assert!(
+        !rendered.contains('\u{1b}'),
+        "NO_COLOR output must have no escape codes"
+    );
+    let plan = buildit(dir.path(), &["plan"]);
+    assert_eq!(plan.status.code(), Some(3));
+}
+
+#[test]
+fn warnings_exit_0() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" { run \"x\" }\nstage \"b\" { run \"x\" }\nstage \"c\" needs=\"a\" needs=\"b\" { run \"x\" }\n",
+    );
+    let output = buildit(dir.path(), &["validate", "--format", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(json(&stdout(&output))[0]["severity"], "warning");
+}
+
+#[test]
+fn missing_files_exit_3_with_a_clear_message() {
+    let dir = temp_dir();
+    let output = buildit(dir.path(), &["validate"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output).contains("pipeline file `buildit.kdl` not found"),
+        "{}",
+        stderr(&output)
+    );
+    let system = buildit(
+        &repo_root(),
+        &["validate", "examples/hello.kdl", "--system", "nope.kdl"],
+    );
+    assert_eq!(system.status.code(), Some(3));
+    assert!(
+        stderr(&system).contains("system configuration `nope.kdl` not found"),
+        "{}",
+        stderr(&system)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let root = repo_root();
+    assert_eq!(buildit(&root, &["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        buildit(&root, &["plan", "examples/hello.kdl", "--format", "yaml"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let unknown_stage = buildit(&root, &["plan", "examples/hello.kdl", "--stage", "pakage"]);
+    assert_eq!(unknown_stage.status.code(), Some(2));
+    assert!(
+        stderr(&unknown_stage).contains("did you mean `package`?"),
+        "{}",
+        stderr(&unknown_stage)
+    );
+    assert_eq!(
+        buildit(&root, &["plan", "examples/hello.kdl", "--env", "novalue"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(buildit(&root, &["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn system_configuration_is_found_and_checked_against_the_pipeline() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" {\n    image \"alpine\"\n    run \"x\"\n}\n",
+    );
+    // Found in the workspace without `--system`: only kubernetes is enabled, so the docker stage is refused.
+    write(
+        dir.path(),
+        "buildit-system.kdl",
+        "executor \"kubernetes\" { namespace \"ci\" }\n",
+    );
+    let output = buildit(dir.path(), &["validate", "--format", "json"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stdout(&output));
+    let diagnostics = json(&stdout(&output));
+    assert!(
+        diagnostics[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("runs on `docker`")),
+        "{diagnostics}"
+    );
+    assert_eq!(
+        (
+            diagnostics[0]["line"].as_u64(),
+            diagnostics[0]["column"].as_u64()
+        ),
+        (Some(3), Some(11))
+    );
+    // With kubernetes as the default executor for image stages, the same pipeline is valid and plans there.
+    write(
+        dir.path(),
+        "buildit-system.kdl",
+        "executor \"local\"\nexecutor \"kubernetes\"\ndefault-executor \"kubernetes\"\n",
+    );
+    let valid = buildit(dir.path(), &["validate"]);
+    assert_eq!(valid.status.code(), Some(0), "{}", stderr(&valid));
+    let plan = json(&stdout(&buildit(dir.path(), &["plan", "--format", "json"])));
+    assert_eq!(plan["stages"][0]["executor"], "kubernetes");
+    // An invalid system file is reported with its own name.
+    write(dir.path(), "buildit-system.kdl", "store \"sqlit\"\n");
+    let invalid = buildit(dir.path(), &["validate", "--format", "json"]);
+    assert_eq!(invalid.status.code(), Some(3));
+    assert_eq!(json(&stdout(&invalid))[0]["help"], "did you mean `sqlite`?");
+}
+
+#[test]
+fn branch_values_are_never_shell_syntax() {
+    // `{branch}` is only substituted at run time, but the plan already evaluates `when` against hostile names.
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" { when branch=\"main\"; run \"echo {branch}\" }\n",
+    );
+    let output = buildit(
+        dir.path(),
+        &["plan", "--format", "json", "--branch", "x;rm -rf ~"],
+    );
+    assert_eq!(output.status.code(), Some(0));
+    let plan = json(&stdout(&output));
+    assert_eq!(
+        plan["stages"][0]["skip_reason"],
+        "branch `x;rm -rf ~` does not match `main`"
+    );
+}
