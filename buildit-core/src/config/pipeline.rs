@@ -300,26 +300,12 @@ fn read_glob(reader: &mut Reader<'_>, value: Spanned<String>) -> Option<Spanned<
     }
 }
 
+const EVENT_NAMES: [&str; 5] = ["push", "pull-request", "tag", "schedule", "manual"];
+const EXECUTOR_NAMES: [&str; 3] = ["local", "docker", "kubernetes"];
+
 fn read_event(reader: &mut Reader<'_>, value: Spanned<String>) -> Option<Spanned<EventKind>> {
-    match value.value.parse::<EventKind>() {
-        Ok(kind) => Some(Spanned::new(kind, value.span)),
-        Err(problem) => {
-            let help = crate::suggest::did_you_mean(
-                &value.value,
-                EventKind::ALL.iter().map(|k| k.as_str()),
-            );
-            reader.push(
-                ConfigDiagnostic::error(
-                    DiagnosticCode::InvalidValue,
-                    problem,
-                    value.span,
-                    "unknown event",
-                )
-                .with_optional_help(help),
-            );
-            None
-        }
-    }
+    let kind = reader.keyword(&value, &EVENT_NAMES, "unknown event")?;
+    Some(Spanned::new(kind, value.span))
 }
 
 fn read_cron(reader: &mut Reader<'_>, value: Spanned<String>) -> Option<Spanned<String>> {
@@ -805,25 +791,12 @@ fn read_when(reader: &mut Reader<'_>, node: &KdlNode) -> Option<When> {
             "branch" => when.branch = read_glob(reader, value),
             "tag" => when.tag = read_glob(reader, value),
             "event" => when.event = read_event(reader, value),
-            _ => match value.value.parse::<WhenStatus>() {
-                Ok(status) => when.status = status,
-                Err(problem) => {
-                    let help = crate::suggest::did_you_mean(
-                        &value.value,
-                        ["success", "failure", "always"],
-                    );
-                    reader.push(
-                        ConfigDiagnostic::error(
-                            DiagnosticCode::InvalidValue,
-                            problem,
-                            value.span,
-                            "unknown status",
-                        )
-                        .with_optional_help(help),
-                    );
-                    ok = false;
+            _ => {
+                match reader.keyword(&value, &["success", "failure", "always"], "unknown status") {
+                    Some(status) => when.status = status,
+                    None => ok = false,
                 }
-            },
+            }
         }
     }
     ok.then_some(when)
@@ -831,25 +804,8 @@ fn read_when(reader: &mut Reader<'_>, node: &KdlNode) -> Option<When> {
 
 fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Spanned<ExecutorKind>> {
     let value = reader.one_string(node, "local, docker or kubernetes")?;
-    match value.value.parse::<ExecutorKind>() {
-        Ok(kind) => Some(Spanned::new(kind, value.span)),
-        Err(problem) => {
-            let help = crate::suggest::did_you_mean(
-                &value.value,
-                ExecutorKind::ALL.iter().map(|k| k.as_str()),
-            );
-            reader.push(
-                ConfigDiagnostic::error(
-                    DiagnosticCode::InvalidValue,
-                    problem,
-                    value.span,
-                    "unknown executor",
-                )
-                .with_optional_help(help),
-            );
-            None
-        }
-    }
+    let kind = reader.keyword(&value, &EXECUTOR_NAMES, "unknown executor")?;
+    Some(Spanned::new(kind, value.span))
 }
 
 /// A Kubernetes-style quantity: CPU (`500m`, `2`, `0.5`) in millicores, memory (`512Mi`, `1G`, `1000`) in bytes.

@@ -121,7 +121,11 @@ impl<'s> Reader<'s> {
 
     /// Records type annotations, which BuildIt files do not use, on a node and its entries.
     pub(crate) fn reject_type_annotations(&mut self, node: &KdlNode) {
-        if let Some(ty) = node.ty() {
+        let annotations = node
+            .ty()
+            .into_iter()
+            .chain(node.entries().iter().filter_map(KdlEntry::ty));
+        for ty in annotations {
             self.error(
                 DiagnosticCode::InvalidValue,
                 format!(
@@ -131,19 +135,6 @@ impl<'s> Reader<'s> {
                 ty.span(),
                 "remove this annotation",
             );
-        }
-        for entry in node.entries() {
-            if let Some(ty) = entry.ty() {
-                self.error(
-                    DiagnosticCode::InvalidValue,
-                    format!(
-                        "type annotation `({})` is not used in BuildIt files",
-                        ty.value()
-                    ),
-                    ty.span(),
-                    "remove this annotation",
-                );
-            }
         }
     }
 
@@ -310,6 +301,31 @@ impl<'s> Reader<'s> {
                     format!("{what} must be a string, found `{other}`"),
                     self.value_span(entry),
                     "expected a string",
+                );
+                None
+            }
+        }
+    }
+
+    /// A keyword value (`push`, `docker`, `always`, ...) parsed into `T`, or a report with the closest of `names`.
+    pub(crate) fn keyword<T: std::str::FromStr<Err = String>>(
+        &mut self,
+        value: &Spanned<String>,
+        names: &[&str],
+        label: &str,
+    ) -> Option<T> {
+        match value.value.parse::<T>() {
+            Ok(parsed) => Some(parsed),
+            Err(problem) => {
+                let help = did_you_mean(&value.value, names.iter().copied());
+                self.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::InvalidValue,
+                        problem,
+                        value.span,
+                        label,
+                    )
+                    .with_optional_help(help),
                 );
                 None
             }

@@ -149,22 +149,11 @@ fn read_system(reader: &mut Reader<'_>, document: &KdlDocument, config: &mut Sys
 }
 
 fn executor_kind(reader: &mut Reader<'_>, value: &Spanned<String>) -> Option<ExecutorKind> {
-    match value.value.parse::<ExecutorKind>() {
-        Ok(kind) => Some(kind),
-        Err(problem) => {
-            let help = did_you_mean(&value.value, ExecutorKind::ALL.iter().map(|k| k.as_str()));
-            reader.push(
-                ConfigDiagnostic::error(
-                    DiagnosticCode::InvalidValue,
-                    problem,
-                    value.span,
-                    "unknown executor",
-                )
-                .with_optional_help(help),
-            );
-            None
-        }
-    }
+    reader.keyword(
+        value,
+        &["local", "docker", "kubernetes"],
+        "unknown executor",
+    )
 }
 
 /// The kind argument of a node like `store "sqlite"`, checked against `kinds`.
@@ -204,6 +193,23 @@ fn string_props(
         .collect()
 }
 
+/// Reports a property that belongs to another kind of the same node (`url` on a SQLite store).
+fn misplaced(
+    reader: &mut Reader<'_>,
+    props: &mut Vec<(String, Spanned<String>)>,
+    key: &str,
+    message: impl Into<String>,
+) {
+    if let Some(value) = take(props, key) {
+        reader.error(
+            DiagnosticCode::UnknownProperty,
+            message,
+            value.span,
+            "not used by this kind",
+        );
+    }
+}
+
 fn take(values: &mut Vec<(String, Spanned<String>)>, key: &str) -> Option<Spanned<String>> {
     let position = values.iter().position(|(k, _)| k == key)?;
     Some(values.remove(position).1)
@@ -236,28 +242,24 @@ fn read_store(reader: &mut Reader<'_>, node: &KdlNode) -> Option<StoreConfig> {
     let mut props = string_props(reader, node, &["path", "url"]);
     let kind = kind?;
     if kind == "sqlite" {
-        if let Some(url) = take(&mut props, "url") {
-            reader.error(
-                DiagnosticCode::UnknownProperty,
-                "`url` is for `postgres` stores; SQLite takes `path`",
-                url.span,
-                "not used by sqlite",
-            );
-        }
+        misplaced(
+            reader,
+            &mut props,
+            "url",
+            "`url` is for `postgres` stores; SQLite takes `path`",
+        );
         let path = take(&mut props, "path").map_or_else(
             || PathBuf::from(super::model::DEFAULT_DATABASE),
             |p| PathBuf::from(p.value),
         );
         return Some(StoreConfig::Sqlite { path });
     }
-    if let Some(path) = take(&mut props, "path") {
-        reader.error(
-            DiagnosticCode::UnknownProperty,
-            "`path` is for `sqlite` stores; PostgreSQL takes `url`",
-            path.span,
-            "not used by postgres",
-        );
-    }
+    misplaced(
+        reader,
+        &mut props,
+        "path",
+        "`path` is for `sqlite` stores; PostgreSQL takes `url`",
+    );
     let url = required(
         reader,
         node,
@@ -385,20 +387,18 @@ fn read_artifacts(reader: &mut Reader<'_>, node: &KdlNode) -> Option<ArtifactSto
         &["path", "bucket", "prefix", "endpoint", "region"],
     );
     let kind = kind?;
-    let misplaced: &[&str] = if kind == "filesystem" {
+    let foreign: &[&str] = if kind == "filesystem" {
         &["bucket", "prefix", "endpoint", "region"]
     } else {
         &["path"]
     };
-    for key in misplaced {
-        if let Some(value) = take(&mut props, key) {
-            reader.error(
-                DiagnosticCode::UnknownProperty,
-                format!("`{key}` does not apply to `{kind}` artifact stores"),
-                value.span,
-                "not used here",
-            );
-        }
+    for key in foreign {
+        misplaced(
+            reader,
+            &mut props,
+            key,
+            format!("`{key}` does not apply to `{kind}` artifact stores"),
+        );
     }
     if kind == "filesystem" {
         let path = take(&mut props, "path").map_or_else(
@@ -428,14 +428,12 @@ fn read_secrets(reader: &mut Reader<'_>, node: &KdlNode) -> Option<SecretStoreCo
     let mut props = string_props(reader, node, &["prefix", "path"]);
     let kind = kind?;
     if kind == "env" {
-        if let Some(path) = take(&mut props, "path") {
-            reader.error(
-                DiagnosticCode::UnknownProperty,
-                "`path` is for `file` secret stores",
-                path.span,
-                "not used here",
-            );
-        }
+        misplaced(
+            reader,
+            &mut props,
+            "path",
+            "`path` is for `file` secret stores",
+        );
         let prefix = take(&mut props, "prefix").map_or_else(
             || super::model::DEFAULT_SECRET_PREFIX.to_owned(),
             |p| p.value,
@@ -450,14 +448,12 @@ fn read_secrets(reader: &mut Reader<'_>, node: &KdlNode) -> Option<SecretStoreCo
         }
         return Some(SecretStoreConfig::Env { prefix });
     }
-    if let Some(prefix) = take(&mut props, "prefix") {
-        reader.error(
-            DiagnosticCode::UnknownProperty,
-            "`prefix` is for `env` secret stores",
-            prefix.span,
-            "not used here",
-        );
-    }
+    misplaced(
+        reader,
+        &mut props,
+        "prefix",
+        "`prefix` is for `env` secret stores",
+    );
     let path = required(
         reader,
         node,
