@@ -15,6 +15,8 @@
 
 pub mod config;
 pub mod diagnostic;
+pub mod events;
+pub mod exec;
 pub mod plan;
 mod suggest;
 pub mod system;

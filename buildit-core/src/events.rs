@@ -1,0 +1,209 @@
+//! The one event stream of a run: owned, serialisable events with a per-run sequence number, fanned out to
+//! lossless subscribers (the store) and lossy ones (displays).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStreamKind {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// How one attempt of a stage, or a stage that never started, ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StageOutcome {
+    /// Every command exited 0.
+    Succeeded,
+    /// A command failed.
+    Failed,
+    /// It failed, but `allow-failure` keeps the run green.
+    FailedAllowed,
+    /// It ran out of time (a failure).
+    TimedOut,
+    /// It was stopped by cancellation.
+    Cancelled,
+    /// It did not run.
+    Skipped,
+}
+
+impl StageOutcome {
+    /// Whether this outcome fails the stage (and, unless allowed, the run).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::TimedOut)
+    }
+
+    /// The name used in events and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::FailedAllowed => "failed-allowed",
+            Self::TimedOut => "timed-out",
+            Self::Cancelled => "cancelled",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// How a whole run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every stage that ran succeeded (or was allowed to fail).
+    Succeeded,
+    /// A stage failed.
+    Failed,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum RunEventKind {
+    /// The run began.
+    RunStarted {
+        /// Pipeline name.
+        pipeline: String,
+        /// Stage instances in the plan.
+        stages: usize,
+    },
+    /// A stage is waiting for its needs or a slot.
+    StageQueued {
+        /// Instance name.
+        stage: String,
+    },
+    /// An attempt started.
+    StageStarted {
+        /// Instance name.
+        stage: String,
+        /// 1 for the first attempt.
+        attempt: u32,
+    },
+    /// One line of output.
+    LogLine {
+        /// Instance name.
+        stage: String,
+        /// Attempt the line belongs to.
+        attempt: u32,
+        /// stdout or stderr.
+        stream: LogStreamKind,
+        /// The text, without its line ending, secrets masked.
+        text: String,
+    },
+    /// An attempt (or a stage that never ran) finished.
+    StageFinished {
+        /// Instance name.
+        stage: String,
+        /// Attempt number; 0 for a stage that never started.
+        attempt: u32,
+        /// How it ended.
+        outcome: StageOutcome,
+        /// Exit code of the shell, when it exited.
+        exit_code: Option<i32>,
+        /// Wall time of the attempt in milliseconds.
+        duration_ms: u64,
+        /// Why (skip reasons, timeouts, infrastructure errors).
+        reason: Option<String>,
+    },
+    /// The run ended.
+    RunFinished {
+        /// How.
+        status: RunStatus,
+        /// Wall time in milliseconds.
+        duration_ms: u64,
+    },
+}
+
+/// One event of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// Gapless, starting at 1, per run.
+    pub seq: u64,
+    /// The run.
+    pub run_id: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: RunEventKind,
+}
+
+/// Capacity of the display channel; a display that falls this far behind skips lines (and is told how many).
+const DISPLAY_CAPACITY: usize = 4096;
+
+/// Fans events out. Lossless subscribers (the store) get every event and slow the run down when they fall
+/// behind (bounded back-pressure); display subscribers never slow it down and may skip, with a count of what
+/// they missed ([`broadcast::error::RecvError::Lagged`]).
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    run_id: Arc<str>,
+    /// The last sequence number; held while an event is handed out, so every subscriber sees them in order.
+    seq: Arc<tokio::sync::Mutex<u64>>,
+    lossless: Vec<mpsc::Sender<RunEvent>>,
+    display: broadcast::Sender<RunEvent>,
+}
+
+impl EventBus {
+    /// A bus for one run.
+    pub fn new(run_id: impl Into<String>) -> Self {
+        let (display, _) = broadcast::channel(DISPLAY_CAPACITY);
+        Self {
+            run_id: Arc::from(run_id.into()),
+            seq: Arc::new(tokio::sync::Mutex::new(0)),
+            lossless: Vec::new(),
+            display,
+        }
+    }
+
+    /// A subscriber that receives every event; it must keep reading, or the run waits for it.
+    pub fn subscribe_lossless(&mut self, capacity: usize) -> mpsc::Receiver<RunEvent> {
+        let (sender, receiver) = mpsc::channel(capacity.max(1));
+        self.lossless.push(sender);
+        receiver
+    }
+
+    /// A display subscriber: never slows the run; lags are reported to it as skipped counts.
+    pub fn subscribe_display(&self) -> broadcast::Receiver<RunEvent> {
+        self.display.subscribe()
+    }
+
+    /// The run this bus belongs to.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Stamps and sends an event to every subscriber.
+    pub async fn emit(&self, kind: RunEventKind) {
+        let mut seq = self.seq.lock().await;
+        *seq += 1;
+        let event = RunEvent {
+            seq: *seq,
+            run_id: self.run_id.to_string(),
+            at_ms: now_ms(),
+            kind,
+        };
+        for subscriber in &self.lossless {
+            // A subscriber that hung up has stopped listening on purpose; the others still get everything.
+            let _ = subscriber.send(event.clone()).await;
+        }
+        let _ = self.display.send(event);
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}

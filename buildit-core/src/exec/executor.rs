@@ -1,0 +1,189 @@
+//! The `Executor` trait: the one seam between the scheduler and where commands run (host, Docker, Kubernetes).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::Resources;
+use crate::events::LogStreamKind;
+
+/// Everything an executor needs to run one attempt of one stage, fully resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StageSpec {
+    /// Container image; `None` runs on the host.
+    pub image: Option<String>,
+    /// Commands, run in order in one shell session; the first failure stops the stage.
+    pub commands: Vec<String>,
+    /// Shell program (`sh`, `bash`).
+    pub shell: String,
+    /// Working directory (the workspace, plus the stage's `workdir`).
+    pub workdir: PathBuf,
+    /// Environment on top of the executor's base environment (pipeline env, stage env, `BUILDIT_*`).
+    pub env: BTreeMap<String, String>,
+    /// Secrets, injected as environment variables (never written into commands).
+    pub secrets: BTreeMap<String, String>,
+    /// Time limit of the attempt.
+    pub timeout: Option<Duration>,
+    /// Resource requests.
+    pub resources: Option<Resources>,
+    /// Labels identifying run, stage and attempt (`buildit.run`, `buildit.stage`, `buildit.attempt`).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl StageSpec {
+    /// A spec for `commands` run by `sh` in `workdir`.
+    pub fn new(commands: Vec<String>, workdir: impl Into<PathBuf>) -> Self {
+        Self {
+            image: None,
+            commands,
+            shell: "sh".to_owned(),
+            workdir: workdir.into(),
+            env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            timeout: None,
+            resources: None,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// The shell script that runs the commands in one session, echoing each as `$ cmd` before it runs and
+    /// stopping at the first that fails (with its exit code).
+    pub fn script(&self) -> String {
+        let mut script = String::new();
+        for command in &self.commands {
+            let echo = crate::config::quote_for_shell(&format!("$ {command}")).into_owned();
+            script.push_str(&format!("printf '%s\\n' {echo}\n{command}\n"));
+            script.push_str("__buildit_status=$?; [ \"$__buildit_status\" -eq 0 ] || exit \"$__buildit_status\"\n");
+        }
+        script
+    }
+}
+
+/// A chunk of raw output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// Which stream.
+    pub stream: LogStreamKind,
+    /// The bytes, as read.
+    pub bytes: Vec<u8>,
+}
+
+/// The output of a running stage, in the order each stream produced it; ends when every stream is closed.
+#[derive(Debug)]
+pub struct LogStream {
+    receiver: mpsc::Receiver<LogChunk>,
+}
+
+impl LogStream {
+    /// Wraps a channel that executors fill.
+    pub fn new(receiver: mpsc::Receiver<LogChunk>) -> Self {
+        Self { receiver }
+    }
+
+    /// The next chunk, or `None` once all output has been read.
+    pub async fn next(&mut self) -> Option<LogChunk> {
+        self.receiver.recv().await
+    }
+}
+
+/// How a stage's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Exit code, when it exited.
+    pub code: Option<i32>,
+    /// Signal that killed it, when one did.
+    pub signal: Option<i32>,
+    /// Killed for using too much memory.
+    pub oom_killed: bool,
+}
+
+impl ExitStatus {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Where a stage is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageStatus {
+    /// Still running.
+    Running,
+    /// Finished.
+    Exited(ExitStatus),
+}
+
+/// An executor could not do its job: an infrastructure error, never "the command failed".
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum ExecError {
+    /// The process could not be started.
+    #[error("failed to start `{program}` in `{}`: {source}", workdir.display())]
+    #[diagnostic(code(buildit::exec::spawn))]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Its working directory.
+        workdir: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A signal could not be delivered.
+    #[error("failed to signal stage process group {pid}: {message}")]
+    #[diagnostic(code(buildit::exec::signal))]
+    Signal {
+        /// The process group.
+        pid: i32,
+        /// Why.
+        message: String,
+    },
+    /// Waiting for the process failed.
+    #[error("failed to wait for the stage process: {0}")]
+    #[diagnostic(code(buildit::exec::wait))]
+    Wait(String),
+    /// The backend is unavailable or refused the request.
+    #[error("{0}")]
+    #[diagnostic(code(buildit::exec::backend))]
+    Backend(String),
+}
+
+/// Runs stage attempts somewhere. Docker and Kubernetes backends implement the same five operations.
+pub trait Executor: Send + Sync + 'static {
+    /// A running attempt.
+    type Handle: Send + Sync + 'static;
+
+    /// Starts an attempt.
+    fn spawn(
+        &self,
+        spec: StageSpec,
+    ) -> impl Future<Output = Result<Self::Handle, ExecError>> + Send;
+
+    /// Its output; may be taken once.
+    fn logs(
+        &self,
+        handle: &Self::Handle,
+    ) -> impl Future<Output = Result<LogStream, ExecError>> + Send;
+
+    /// Whether it is still running.
+    fn status(
+        &self,
+        handle: &Self::Handle,
+    ) -> impl Future<Output = Result<StageStatus, ExecError>> + Send;
+
+    /// Waits until it ends.
+    fn wait(
+        &self,
+        handle: &Self::Handle,
+    ) -> impl Future<Output = Result<ExitStatus, ExecError>> + Send;
+
+    /// Stops it: a graceful signal first, then a kill after `grace`. Returns once it has ended.
+    fn cancel(
+        &self,
+        handle: &Self::Handle,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send;
+}

@@ -1,0 +1,192 @@
+//! Running stages on the host: one shell per attempt, in its own process group, stopped by signals.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, watch};
+
+use super::executor::{
+    ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus,
+};
+use crate::events::LogStreamKind;
+
+/// Runs stages as host processes. The environment is the host's, plus the spec's variables and secrets.
+#[derive(Debug, Clone, Default)]
+pub struct LocalExecutor {
+    _private: (),
+}
+
+impl LocalExecutor {
+    /// A local executor.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+/// A running host attempt.
+#[derive(Debug)]
+pub struct LocalHandle {
+    /// Process id of the shell, which is also the id of its process group.
+    pid: i32,
+    exit: watch::Receiver<Option<Result<ExitStatus, String>>>,
+    logs: Mutex<Option<mpsc::Receiver<LogChunk>>>,
+}
+
+impl LocalHandle {
+    /// The process group of the attempt.
+    pub fn process_group(&self) -> i32 {
+        self.pid
+    }
+}
+
+/// Sends `signal` to the whole group; a group that is already gone is not an error.
+fn signal_group(pid: i32, signal: Signal) -> Result<(), ExecError> {
+    match killpg(Pid::from_raw(pid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(errno) => Err(ExecError::Signal {
+            pid,
+            message: errno.desc().to_owned(),
+        }),
+    }
+}
+
+async fn pump(
+    mut reader: impl AsyncRead + Unpin,
+    stream: LogStreamKind,
+    sender: mpsc::Sender<LogChunk>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => {
+                let chunk = LogChunk {
+                    stream,
+                    bytes: buffer[..read].to_vec(),
+                };
+                if sender.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl LocalExecutor {
+    async fn wait_for_exit(handle: &LocalHandle) -> Result<ExitStatus, ExecError> {
+        let mut exit = handle.exit.clone();
+        let result = exit
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ExecError::Wait("the process watcher stopped".to_owned()))?;
+        match result.as_ref() {
+            Some(Ok(status)) => Ok(*status),
+            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
+            None => Err(ExecError::Wait("no exit status".to_owned())),
+        }
+    }
+}
+
+impl Executor for LocalExecutor {
+    type Handle = LocalHandle;
+
+    async fn spawn(&self, spec: StageSpec) -> Result<LocalHandle, ExecError> {
+        let mut command = tokio::process::Command::new(&spec.shell);
+        command
+            .arg("-c")
+            .arg(spec.script())
+            .current_dir(&spec.workdir)
+            .envs(&spec.env)
+            .envs(&spec.secrets)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so that cancel reaches every process the commands start.
+            .process_group(0)
+            // Stopped by signal, never by dropping a future.
+            .kill_on_drop(false);
+        let spawn_error = |source| ExecError::Spawn {
+            program: spec.shell.clone(),
+            workdir: spec.workdir.clone(),
+            source,
+        };
+        let mut child = command.spawn().map_err(spawn_error)?;
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| {
+                ExecError::Wait("the process exited before it could be watched".to_owned())
+            })?;
+        let (sender, receiver) = mpsc::channel(64);
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(pump(stdout, LogStreamKind::Stdout, sender.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(pump(stderr, LogStreamKind::Stderr, sender));
+        }
+        let (exit_sender, exit) = watch::channel(None);
+        tokio::spawn(async move {
+            let result = child
+                .wait()
+                .await
+                .map(|status| ExitStatus {
+                    code: status.code(),
+                    signal: status.signal(),
+                    oom_killed: false,
+                })
+                .map_err(|error| error.to_string());
+            // Whatever the commands left running in the background goes with the shell: no orphans.
+            let _ = signal_group(pid, Signal::SIGKILL);
+            let _ = exit_sender.send(Some(result));
+        });
+        Ok(LocalHandle {
+            pid,
+            exit,
+            logs: Mutex::new(Some(receiver)),
+        })
+    }
+
+    async fn logs(&self, handle: &LocalHandle) -> Result<LogStream, ExecError> {
+        let receiver = handle
+            .logs
+            .lock()
+            .map_err(|_| ExecError::Backend("log state poisoned".to_owned()))?
+            .take()
+            .ok_or_else(|| {
+                ExecError::Backend("the logs of this attempt were already taken".to_owned())
+            })?;
+        Ok(LogStream::new(receiver))
+    }
+
+    async fn status(&self, handle: &LocalHandle) -> Result<StageStatus, ExecError> {
+        match handle.exit.borrow().as_ref() {
+            None => Ok(StageStatus::Running),
+            Some(Ok(status)) => Ok(StageStatus::Exited(*status)),
+            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
+        }
+    }
+
+    async fn wait(&self, handle: &LocalHandle) -> Result<ExitStatus, ExecError> {
+        Self::wait_for_exit(handle).await
+    }
+
+    async fn cancel(&self, handle: &LocalHandle, grace: Duration) -> Result<(), ExecError> {
+        if handle.exit.borrow().is_some() {
+            return Ok(());
+        }
+        signal_group(handle.pid, Signal::SIGTERM)?;
+        if tokio::time::timeout(grace, Self::wait_for_exit(handle))
+            .await
+            .is_err()
+        {
+            signal_group(handle.pid, Signal::SIGKILL)?;
+        }
+        Self::wait_for_exit(handle).await.map(|_| ())
+    }
+}

@@ -1,0 +1,144 @@
+//! Secret masking: every secret value, each line of a multi-line secret, and their base64 and URL-encoded forms
+//! become `***` before any subscriber sees a line.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+
+/// What a secret is replaced with.
+pub const MASK: &str = "***";
+/// Shorter pieces are not masked on their own: masking `a` or `on` would destroy every log without hiding much.
+pub const MIN_MASKED_LEN: usize = 4;
+
+/// Replaces secrets in log lines.
+#[derive(Debug, Clone, Default)]
+pub struct SecretMasker {
+    /// Longest first, so that a secret is masked whole before any of its lines.
+    needles: Vec<String>,
+}
+
+impl SecretMasker {
+    /// A masker for these secret values.
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut needles: Vec<String> = Vec::new();
+        for secret in secrets {
+            let mut pieces: Vec<&str> = vec![secret];
+            if secret.contains('\n') {
+                pieces.extend(secret.lines().map(|line| line.trim_end_matches('\r')));
+            }
+            for piece in pieces {
+                if piece.len() < MIN_MASKED_LEN {
+                    continue;
+                }
+                needles.push(piece.to_owned());
+                needles.extend(base64_forms(piece.as_bytes()));
+                let encoded = url_encode(piece);
+                if encoded != piece {
+                    needles.push(encoded);
+                }
+            }
+        }
+        needles.retain(|needle| needle.len() >= MIN_MASKED_LEN);
+        needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
+        needles.dedup();
+        Self { needles }
+    }
+
+    /// Whether there is anything to mask.
+    pub fn is_empty(&self) -> bool {
+        self.needles.is_empty()
+    }
+
+    /// The line with every secret form replaced by `***`.
+    pub fn mask(&self, line: &str) -> String {
+        let mut out = line.to_owned();
+        for needle in &self.needles {
+            if out.contains(needle.as_str()) {
+                out = out.replace(needle.as_str(), MASK);
+            }
+        }
+        out
+    }
+}
+
+/// The parts of the base64 encoding of `secret` that do not depend on what precedes it, for each of the three
+/// alignments it can have inside a longer encoded text, in the standard and URL-safe alphabets.
+fn base64_forms(secret: &[u8]) -> Vec<String> {
+    let mut forms = Vec::new();
+    for offset in 0..3usize {
+        let mut data = vec![0u8; offset];
+        data.extend_from_slice(secret);
+        // Character i covers bits [6i, 6i + 6); keep those made only of the secret's bits.
+        let start = (offset * 8).div_ceil(6);
+        let end = (data.len() * 8) / 6;
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let encoded = engine.encode(&data);
+            if let Some(stable) = encoded.get(start..end) {
+                forms.push(stable.to_owned());
+            }
+        }
+    }
+    forms
+}
+
+/// Percent-encoding of everything but unreserved characters (RFC 3986), as URLs and form bodies carry it.
+fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_values_and_their_lines() {
+        let masker = SecretMasker::new(["hunter2!", "line-one\nab\nline-three"]);
+        assert_eq!(masker.mask("password: hunter2!"), "password: ***");
+        assert_eq!(masker.mask("key line-one"), "key ***");
+        assert_eq!(
+            masker.mask("ab stays"),
+            "ab stays",
+            "pieces under 4 bytes are not masked alone"
+        );
+        assert_eq!(masker.mask("x line-three y"), "x *** y");
+    }
+
+    #[test]
+    fn masks_base64_in_every_alignment() {
+        let secret = "s3cr3t-token-value";
+        let masker = SecretMasker::new([secret]);
+        for prefix in ["", "a", "ab", "abc"] {
+            let encoded = STANDARD_NO_PAD.encode(format!("{prefix}{secret} and more"));
+            let masked = masker.mask(&encoded);
+            assert!(
+                masked.contains(MASK),
+                "prefix {prefix:?}: {encoded} -> {masked}"
+            );
+            assert!(
+                !masked.contains(&STANDARD_NO_PAD.encode(secret)[..8]),
+                "{masked}"
+            );
+        }
+    }
+
+    #[test]
+    fn masks_url_encoded_forms() {
+        let masker = SecretMasker::new(["p@ss word/1"]);
+        assert_eq!(
+            masker.mask("https://x/?p=p%40ss%20word%2F1&q=1"),
+            "https://x/?p=***&q=1"
+        );
+    }
+
+    #[test]
+    fn short_secrets_are_not_masked_alone() {
+        assert!(SecretMasker::new(["abc", ""]).is_empty());
+    }
+}

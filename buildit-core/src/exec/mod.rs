@@ -1,0 +1,15 @@
+//! Execution: the `Executor` trait, the host executor, log lines and secret masking, and the scheduler.
+
+mod executor;
+mod lines;
+mod local;
+mod mask;
+mod scheduler;
+mod spec;
+
+pub use executor::{ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus};
+pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
+pub use local::{LocalExecutor, LocalHandle};
+pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker};
+pub use scheduler::{RunOptions, RunReport, StageReport, execute};
+pub use spec::{DEFAULT_GRACE, RunIdentity, SpecError, retries, stage_spec};

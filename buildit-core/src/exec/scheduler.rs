@@ -1,0 +1,556 @@
+//! The scheduler: in-degree readiness, a concurrency limit, retries, timeouts, skips, fail-fast and cancellation.
+//! It never prints; everything it does is an event.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::executor::{Executor, ExitStatus};
+use super::lines::LineSplitter;
+use super::mask::SecretMasker;
+use super::spec::{DEFAULT_GRACE, RunIdentity, retries, stage_spec};
+use crate::config::WhenStatus;
+use crate::events::{EventBus, LogStreamKind, RunEventKind, RunStatus, StageOutcome};
+use crate::plan::Plan;
+
+/// How a run is executed.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Most stages running at once; `None` uses the pipeline's `concurrency`, else the number of CPUs.
+    pub concurrency: Option<usize>,
+    /// Cancel everything still running at the first failure (instead of only skipping dependents).
+    pub fail_fast: bool,
+    /// Time between the graceful stop and the kill.
+    pub grace: Duration,
+    /// How long to wait for output after a stage's process ended (a daemonised child may hold its pipes).
+    pub log_drain: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: None,
+            fail_fast: false,
+            grace: DEFAULT_GRACE,
+            log_drain: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What happened to one stage instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageReport {
+    /// Instance name.
+    pub name: String,
+    /// Final outcome.
+    pub outcome: StageOutcome,
+    /// Attempts made (0 if it never started).
+    pub attempts: u32,
+    /// Exit code of the last attempt.
+    pub exit_code: Option<i32>,
+    /// Why, for skips, timeouts and errors.
+    pub reason: Option<String>,
+    /// When its first attempt started, from the start of the run.
+    pub started: Option<Duration>,
+    /// When it finished, from the start of the run.
+    pub finished: Duration,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// How it ended.
+    pub status: RunStatus,
+    /// Every stage, in plan order of positions ([`Plan::stages`]).
+    pub stages: Vec<StageReport>,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+impl RunReport {
+    /// The chain of needs that ended last: the stages that decided the run's duration.
+    pub fn critical_path(&self, plan: &Plan) -> Vec<usize> {
+        let ran = |position: usize| self.stages[position].started.is_some();
+        let Some(mut current) = (0..self.stages.len())
+            .filter(|&p| ran(p))
+            .max_by_key(|&p| self.stages[p].finished)
+        else {
+            return Vec::new();
+        };
+        let mut path = vec![current];
+        while let Some(previous) = plan.stages()[current]
+            .needs()
+            .iter()
+            .copied()
+            .filter(|&need| ran(need))
+            .max_by_key(|&need| self.stages[need].finished)
+        {
+            path.push(previous);
+            current = previous;
+        }
+        path.reverse();
+        path
+    }
+}
+
+/// The end of one attempt.
+struct Attempt {
+    outcome: StageOutcome,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+}
+
+/// Runs `plan` on `executor`. `cancel` stops the run gracefully: nothing new starts, running stages are
+/// cancelled with the grace period, and the run ends `cancelled`.
+pub async fn execute<E: Executor>(
+    plan: &Plan,
+    executor: Arc<E>,
+    run: &RunIdentity,
+    options: &RunOptions,
+    bus: &EventBus,
+    cancel: &CancellationToken,
+) -> RunReport {
+    let started = Instant::now();
+    let stages = plan.stages();
+    let count = stages.len();
+    let concurrency = options
+        .concurrency
+        .or_else(|| plan.concurrency().map(|c| c as usize))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    // The run's own stop: the user's cancel, or fail-fast.
+    let stop = cancel.child_token();
+    let masker = Arc::new(SecretMasker::new(run.secrets.values().map(String::as_str)));
+    let order_index: HashMap<usize, usize> = plan
+        .order_positions()
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| (p, i))
+        .collect();
+
+    bus.emit(RunEventKind::RunStarted {
+        pipeline: plan.pipeline().name.value.clone(),
+        stages: count,
+    })
+    .await;
+    for stage in plan.order() {
+        bus.emit(RunEventKind::StageQueued {
+            stage: stage.name().to_owned(),
+        })
+        .await;
+    }
+
+    let mut reports: Vec<Option<StageReport>> = vec![None; count];
+    let mut waiting_needs: Vec<usize> = stages.iter().map(|stage| stage.needs().len()).collect();
+    // Ready stages, by their place in the plan's order.
+    let mut ready: BTreeSet<(usize, usize)> = (0..count)
+        .filter(|&p| waiting_needs[p] == 0)
+        .map(|p| (order_index[&p], p))
+        .collect();
+    let mut running: JoinSet<(usize, StageReport)> = JoinSet::new();
+    let mut fail_fast_triggered = false;
+
+    loop {
+        while running.len() < concurrency {
+            let Some((order, position)) = ready.pop_first() else {
+                break;
+            };
+            let stage = &stages[position];
+            let decision = if stop.is_cancelled() {
+                Err(if cancel.is_cancelled() {
+                    "run cancelled"
+                } else {
+                    "fail-fast: another stage failed"
+                }
+                .to_owned())
+            } else if let Some(reason) = stage.skip_reason() {
+                Err(reason.to_string())
+            } else {
+                decide(plan, position, &reports)
+            };
+            match decision {
+                Err(reason) => {
+                    let report = StageReport {
+                        name: stage.name().to_owned(),
+                        outcome: StageOutcome::Skipped,
+                        attempts: 0,
+                        exit_code: None,
+                        reason: Some(reason.clone()),
+                        started: None,
+                        finished: started.elapsed(),
+                    };
+                    bus.emit(RunEventKind::StageFinished {
+                        stage: report.name.clone(),
+                        attempt: 0,
+                        outcome: StageOutcome::Skipped,
+                        exit_code: None,
+                        duration_ms: 0,
+                        reason: Some(reason),
+                    })
+                    .await;
+                    complete(
+                        plan,
+                        position,
+                        report,
+                        &mut reports,
+                        &mut waiting_needs,
+                        &mut ready,
+                        &order_index,
+                    );
+                }
+                Ok(()) => {
+                    let _ = order;
+                    let task = StageTask {
+                        plan: plan.clone(),
+                        position,
+                        executor: Arc::clone(&executor),
+                        run: run.clone(),
+                        options: options.clone(),
+                        bus: bus.clone(),
+                        stop: stop.clone(),
+                        masker: Arc::clone(&masker),
+                        run_started: started,
+                    };
+                    running.spawn(async move { (position, task.run().await) });
+                }
+            }
+        }
+        let Some(joined) = running.join_next().await else {
+            if ready.is_empty() {
+                break;
+            }
+            continue;
+        };
+        let Ok((position, report)) = joined else {
+            // A stage task panicked: nothing to record for it but the stop of the run.
+            stop.cancel();
+            continue;
+        };
+        if report.outcome.is_failure() && options.fail_fast && !fail_fast_triggered {
+            fail_fast_triggered = true;
+            stop.cancel();
+        }
+        complete(
+            plan,
+            position,
+            report,
+            &mut reports,
+            &mut waiting_needs,
+            &mut ready,
+            &order_index,
+        );
+    }
+
+    let stages: Vec<StageReport> = reports
+        .into_iter()
+        .enumerate()
+        .map(|(position, report)| {
+            report.unwrap_or_else(|| StageReport {
+                name: plan.stages()[position].name().to_owned(),
+                outcome: StageOutcome::Skipped,
+                attempts: 0,
+                exit_code: None,
+                reason: Some("never became ready".to_owned()),
+                started: None,
+                finished: started.elapsed(),
+            })
+        })
+        .collect();
+    let status = if cancel.is_cancelled() {
+        RunStatus::Cancelled
+    } else if stages
+        .iter()
+        .any(|s| s.outcome.is_failure() || s.outcome == StageOutcome::Cancelled)
+    {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    let duration = started.elapsed();
+    bus.emit(RunEventKind::RunFinished {
+        status,
+        duration_ms: millis(duration),
+    })
+    .await;
+    RunReport {
+        status,
+        stages,
+        duration,
+    }
+}
+
+/// Records a finished stage and releases the dependents whose needs are now all done.
+fn complete(
+    plan: &Plan,
+    position: usize,
+    report: StageReport,
+    reports: &mut [Option<StageReport>],
+    waiting_needs: &mut [usize],
+    ready: &mut BTreeSet<(usize, usize)>,
+    order_index: &HashMap<usize, usize>,
+) {
+    reports[position] = Some(report);
+    for dependent in plan.dependents(position) {
+        waiting_needs[dependent] -= 1;
+        if waiting_needs[dependent] == 0 {
+            ready.insert((order_index[&dependent], dependent));
+        }
+    }
+}
+
+/// Whether a stage whose needs are all done runs, from their outcomes and its `when` statuses.
+fn decide(plan: &Plan, position: usize, reports: &[Option<StageReport>]) -> Result<(), String> {
+    let stage = &plan.stages()[position];
+    let outcomes: Vec<StageOutcome> = stage
+        .needs()
+        .iter()
+        .filter_map(|&need| reports[need].as_ref().map(|report| report.outcome))
+        .collect();
+    let failed = outcomes.iter().any(|outcome| outcome.is_failure());
+    let cancelled = outcomes.contains(&StageOutcome::Cancelled);
+    let skipped = outcomes.contains(&StageOutcome::Skipped);
+    let all_succeeded = !failed && !cancelled && !skipped;
+    let runs = stage.run_on().iter().any(|status| match status {
+        WhenStatus::Success => all_succeeded,
+        WhenStatus::Failure => failed,
+        WhenStatus::Always => true,
+    });
+    if runs {
+        return Ok(());
+    }
+    Err(
+        if failed && !stage.run_on().contains(&WhenStatus::Failure) {
+            "dependency failed"
+        } else if cancelled {
+            "dependency cancelled"
+        } else if skipped {
+            "dependency skipped"
+        } else {
+            "no dependency failed"
+        }
+        .to_owned(),
+    )
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One stage instance, with everything its attempts need.
+struct StageTask<E> {
+    plan: Plan,
+    position: usize,
+    executor: Arc<E>,
+    run: RunIdentity,
+    options: RunOptions,
+    bus: EventBus,
+    stop: CancellationToken,
+    masker: Arc<SecretMasker>,
+    run_started: Instant,
+}
+
+impl<E: Executor> StageTask<E> {
+    async fn run(self) -> StageReport {
+        let stage = &self.plan.stages()[self.position];
+        let name = stage.name().to_owned();
+        let attempts_allowed = 1 + retries(&self.plan, stage);
+        let allow_failure = self.plan.definition(stage).allow_failure;
+        let first_start = self.run_started.elapsed();
+        let mut last = Attempt {
+            outcome: StageOutcome::Cancelled,
+            exit_code: None,
+            reason: None,
+        };
+        let mut attempts = 0;
+        for attempt in 1..=attempts_allowed {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            attempts = attempt;
+            self.bus
+                .emit(RunEventKind::StageStarted {
+                    stage: name.clone(),
+                    attempt,
+                })
+                .await;
+            let attempt_started = Instant::now();
+            last = self.attempt(attempt).await;
+            let retrying = last.outcome.is_failure()
+                && attempt < attempts_allowed
+                && !self.stop.is_cancelled();
+            if last.outcome.is_failure() && !retrying && allow_failure {
+                last.outcome = StageOutcome::FailedAllowed;
+            }
+            self.bus
+                .emit(RunEventKind::StageFinished {
+                    stage: name.clone(),
+                    attempt,
+                    outcome: last.outcome,
+                    exit_code: last.exit_code,
+                    duration_ms: millis(attempt_started.elapsed()),
+                    reason: last.reason.clone(),
+                })
+                .await;
+            if !retrying {
+                break;
+            }
+        }
+        StageReport {
+            name,
+            outcome: last.outcome,
+            attempts,
+            exit_code: last.exit_code,
+            reason: last.reason,
+            started: Some(first_start),
+            finished: self.run_started.elapsed(),
+        }
+    }
+
+    async fn attempt(&self, attempt: u32) -> Attempt {
+        let stage = &self.plan.stages()[self.position];
+        let failed = |reason: String| Attempt {
+            outcome: StageOutcome::Failed,
+            exit_code: None,
+            reason: Some(reason),
+        };
+        let spec = match stage_spec(&self.plan, stage, &self.run, attempt) {
+            Ok(spec) => spec,
+            Err(error) => return failed(error.0),
+        };
+        let timeout = spec.timeout;
+        let handle = match self.executor.spawn(spec).await {
+            Ok(handle) => handle,
+            Err(error) => return failed(error.to_string()),
+        };
+        // Without its output an attempt still runs to its end; the log says why it is missing.
+        let logs = match self.executor.logs(&handle).await {
+            Ok(logs) => Some(logs),
+            Err(error) => {
+                self.bus
+                    .emit(RunEventKind::LogLine {
+                        stage: stage.name().to_owned(),
+                        attempt,
+                        stream: LogStreamKind::Stderr,
+                        text: format!("buildit: cannot read the output of this attempt: {error}"),
+                    })
+                    .await;
+                None
+            }
+        };
+        let pump = logs.map(|logs| {
+            tokio::spawn(pump_lines(
+                logs,
+                self.bus.clone(),
+                stage.name().to_owned(),
+                attempt,
+                Arc::clone(&self.masker),
+            ))
+        });
+        enum Ended {
+            Exited(Result<ExitStatus, String>),
+            TimedOut,
+            Cancelled,
+        }
+        let ended = tokio::select! {
+            status = self.executor.wait(&handle) => Ended::Exited(status.map_err(|e| e.to_string())),
+            () = sleep_or_forever(timeout) => Ended::TimedOut,
+            () = self.stop.cancelled() => Ended::Cancelled,
+        };
+        if matches!(ended, Ended::TimedOut | Ended::Cancelled)
+            && let Err(error) = self.executor.cancel(&handle, self.options.grace).await
+        {
+            return failed(format!("cannot stop the stage: {error}"));
+        }
+        if let Some(pump) = pump {
+            // Output is complete once every pipe has closed; a daemonised child may hold one open forever.
+            let _ = tokio::time::timeout(self.options.log_drain, pump).await;
+        }
+        match ended {
+            Ended::Exited(Ok(status)) if status.success() => Attempt {
+                outcome: StageOutcome::Succeeded,
+                exit_code: Some(0),
+                reason: None,
+            },
+            Ended::Exited(Ok(status)) => Attempt {
+                outcome: StageOutcome::Failed,
+                exit_code: status.code,
+                reason: Some(match (status.code, status.signal, status.oom_killed) {
+                    (_, _, true) => "killed: out of memory".to_owned(),
+                    (Some(code), _, _) => format!("exited with code {code}"),
+                    (None, Some(signal), _) => format!("killed by signal {signal}"),
+                    (None, None, _) => "ended without an exit code".to_owned(),
+                }),
+            },
+            Ended::Exited(Err(error)) => failed(error),
+            Ended::TimedOut => Attempt {
+                outcome: StageOutcome::TimedOut,
+                exit_code: None,
+                reason: timeout
+                    .map(|t| format!("timed out after {}", crate::config::format_duration(t))),
+            },
+            Ended::Cancelled => Attempt {
+                outcome: StageOutcome::Cancelled,
+                exit_code: None,
+                reason: Some("cancelled".to_owned()),
+            },
+        }
+    }
+}
+
+async fn sleep_or_forever(timeout: Option<Duration>) {
+    match timeout {
+        Some(timeout) => tokio::time::sleep(timeout).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Turns raw output into masked log-line events, flushing partial last lines when the output ends.
+async fn pump_lines(
+    mut logs: super::executor::LogStream,
+    bus: EventBus,
+    stage: String,
+    attempt: u32,
+    masker: Arc<SecretMasker>,
+) {
+    let mut stdout = LineSplitter::new();
+    let mut stderr = LineSplitter::new();
+    let emit = |stream: LogStreamKind, text: String| {
+        let bus = bus.clone();
+        let stage = stage.clone();
+        let masker = Arc::clone(&masker);
+        async move {
+            let text = if masker.is_empty() {
+                text
+            } else {
+                masker.mask(&text)
+            };
+            bus.emit(RunEventKind::LogLine {
+                stage,
+                attempt,
+                stream,
+                text,
+            })
+            .await;
+        }
+    };
+    while let Some(chunk) = logs.next().await {
+        let splitter = match chunk.stream {
+            LogStreamKind::Stdout => &mut stdout,
+            LogStreamKind::Stderr => &mut stderr,
+        };
+        for line in splitter.push(&chunk.bytes) {
+            emit(chunk.stream, line).await;
+        }
+    }
+    for (stream, splitter) in [
+        (LogStreamKind::Stdout, &mut stdout),
+        (LogStreamKind::Stderr, &mut stderr),
+    ] {
+        if let Some(line) = splitter.finish() {
+            emit(stream, line).await;
+        }
+    }
+}

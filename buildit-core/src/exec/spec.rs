@@ -1,0 +1,215 @@
+//! Resolving a planned stage into a [`StageSpec`]: variables, environment, `BUILDIT_*`, secrets, limits.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::executor::StageSpec;
+use crate::config::{Template, Variable};
+use crate::plan::{Plan, PlannedStage};
+
+/// What a run knows beyond the plan: identity, workspace and secret values.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunIdentity {
+    /// Unique id of the run.
+    pub run_id: String,
+    /// Number of the run within its pipeline.
+    pub run_number: u64,
+    /// The workspace directory.
+    pub workspace: PathBuf,
+    /// Secret values by name (from the secret store).
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl RunIdentity {
+    /// A run with this id and number in `workspace`, with no secrets.
+    pub fn new(run_id: impl Into<String>, run_number: u64, workspace: impl Into<PathBuf>) -> Self {
+        Self {
+            run_id: run_id.into(),
+            run_number,
+            workspace: workspace.into(),
+            secrets: BTreeMap::new(),
+        }
+    }
+}
+
+/// A stage that cannot start, for a reason that is the pipeline's or the runner's, not the command's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError(pub String);
+
+/// The values of template variables for one stage instance of a run.
+struct Values<'a> {
+    plan: &'a Plan,
+    stage: &'a PlannedStage,
+    run: &'a RunIdentity,
+}
+
+impl Values<'_> {
+    fn get(&self, variable: &Variable) -> Option<String> {
+        let context = self.plan.context();
+        match variable {
+            Variable::GitSha => context.sha.clone(),
+            Variable::GitShortSha => context
+                .sha
+                .as_ref()
+                .map(|sha| sha.chars().take(8).collect()),
+            Variable::GitBranch => context.branch.clone(),
+            Variable::GitTag => context.tag.clone(),
+            Variable::GitRef => context.git_ref(),
+            Variable::Event => context.event.map(|event| event.as_str().to_owned()),
+            Variable::PipelineName => Some(self.plan.pipeline().name.value.clone()),
+            Variable::RunId => Some(self.run.run_id.clone()),
+            Variable::RunNumber => Some(self.run.run_number.to_string()),
+            Variable::StageName => Some(self.plan.definition(self.stage).name.value.clone()),
+            Variable::Matrix(axis) => self
+                .stage
+                .matrix()
+                .iter()
+                .find(|(a, _)| a == axis)
+                .map(|(_, v)| v.clone()),
+            Variable::Env(name) => context
+                .env
+                .get(name)
+                .cloned()
+                .or_else(|| std::env::var(name).ok()),
+            Variable::Hash(_) => None,
+        }
+    }
+
+    /// Missing values render as empty strings at run time: the plan showed them as written, the shell gets
+    /// nothing.
+    fn render(&self, template: &Template, shell_quote: bool) -> String {
+        template.render(
+            |variable| Some(Cow::Owned(self.get(variable).unwrap_or_default())),
+            shell_quote,
+        )
+    }
+}
+
+/// Resolves one attempt of `stage`.
+pub fn stage_spec(
+    plan: &Plan,
+    stage: &PlannedStage,
+    run: &RunIdentity,
+    attempt: u32,
+) -> Result<StageSpec, SpecError> {
+    let definition = plan.definition(stage);
+    let pipeline = plan.pipeline();
+    let values = Values { plan, stage, run };
+    let commands: Vec<String> = definition
+        .run
+        .iter()
+        .map(|command| values.render(&command.value, true))
+        .collect();
+    let workdir = match &definition.workdir {
+        Some(workdir) => {
+            let relative = values.render(&workdir.value, false);
+            if relative.split('/').any(|part| part == "..") || relative.starts_with('/') {
+                return Err(SpecError(format!(
+                    "workdir `{relative}` leaves the workspace"
+                )));
+            }
+            run.workspace.join(relative)
+        }
+        None => run.workspace.clone(),
+    };
+    let mut spec = StageSpec::new(commands, workdir);
+    spec.image = stage.image().map(str::to_owned);
+    spec.shell = definition
+        .shell
+        .as_ref()
+        .or(pipeline.defaults.shell.as_ref())
+        .map_or_else(|| "sh".to_owned(), |shell| shell.value.clone());
+    spec.timeout = definition
+        .timeout
+        .as_ref()
+        .or(pipeline.defaults.timeout.as_ref())
+        .map(|t| t.value);
+    spec.resources = definition.resources.clone();
+    for var in pipeline.env.iter().chain(&definition.env) {
+        spec.env.insert(
+            var.name.value.clone(),
+            values.render(&var.value.value, false),
+        );
+    }
+    let context = plan.context();
+    let mut standard: Vec<(String, String)> = vec![
+        ("CI".into(), "true".into()),
+        ("BUILDIT".into(), "true".into()),
+        ("BUILDIT_RUN_ID".into(), run.run_id.clone()),
+        ("BUILDIT_RUN_NUMBER".into(), run.run_number.to_string()),
+        ("BUILDIT_PIPELINE".into(), pipeline.name.value.clone()),
+        ("BUILDIT_STAGE".into(), stage.name().to_owned()),
+        ("BUILDIT_STAGE_ATTEMPT".into(), attempt.to_string()),
+        (
+            "BUILDIT_WORKSPACE".into(),
+            run.workspace.display().to_string(),
+        ),
+    ];
+    let optional = [
+        ("BUILDIT_SHA", context.sha.clone()),
+        (
+            "BUILDIT_SHORT_SHA",
+            context
+                .sha
+                .as_ref()
+                .map(|sha| sha.chars().take(8).collect()),
+        ),
+        ("BUILDIT_BRANCH", context.branch.clone()),
+        ("BUILDIT_TAG", context.tag.clone()),
+        ("BUILDIT_REF", context.git_ref()),
+        (
+            "BUILDIT_EVENT",
+            context.event.map(|event| event.as_str().to_owned()),
+        ),
+    ];
+    standard.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name.to_owned(), v))),
+    );
+    for (axis, value) in stage.matrix() {
+        let name: String = axis
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        standard.push((format!("BUILDIT_MATRIX_{name}"), value.clone()));
+    }
+    spec.env.extend(standard);
+    for secret in &definition.secrets {
+        let value = run.secrets.get(&secret.value).ok_or_else(|| {
+            SpecError(format!(
+                "secret `{}` is not set in the runner's secret store",
+                secret.value
+            ))
+        })?;
+        spec.secrets.insert(secret.value.clone(), value.clone());
+    }
+    spec.labels.insert("buildit.run".into(), run.run_id.clone());
+    spec.labels
+        .insert("buildit.stage".into(), stage.name().to_owned());
+    spec.labels
+        .insert("buildit.attempt".into(), attempt.to_string());
+    Ok(spec)
+}
+
+/// Extra attempts allowed after a failure (stage, else defaults, else 0).
+pub fn retries(plan: &Plan, stage: &PlannedStage) -> u32 {
+    let definition = plan.definition(stage);
+    definition
+        .retry
+        .as_ref()
+        .or(plan.pipeline().defaults.retry.as_ref())
+        .map_or(0, |retry| u32::from(retry.value))
+}
+
+/// Default grace period between the graceful stop and the kill.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);

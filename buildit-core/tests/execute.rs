@@ -1,0 +1,450 @@
+//! The scheduler and the host executor, on real processes: outcomes, skips, retries, timeouts, cancellation,
+//! concurrency, logs and secret masking.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use buildit_core::events::{
+    EventBus, LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome,
+};
+use buildit_core::exec::{LocalExecutor, RunIdentity, RunOptions, RunReport, execute};
+use buildit_core::{Plan, RunContext, parse_pipeline};
+use tokio_util::sync::CancellationToken;
+
+struct Run {
+    report: RunReport,
+    events: Vec<RunEvent>,
+}
+
+impl Run {
+    fn outcome(&self, stage: &str) -> StageOutcome {
+        match self.report.stages.iter().find(|s| s.name == stage) {
+            Some(report) => report.outcome,
+            None => panic!("no stage {stage}"),
+        }
+    }
+
+    fn reason(&self, stage: &str) -> Option<&str> {
+        self.report
+            .stages
+            .iter()
+            .find(|s| s.name == stage)
+            .and_then(|s| s.reason.as_deref())
+    }
+
+    fn lines(&self, stage: &str) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|event| match &event.kind {
+                RunEventKind::LogLine {
+                    stage: s,
+                    text,
+                    stream: LogStreamKind::Stdout,
+                    ..
+                } if s == stage => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn plan(text: &str, context: RunContext) -> Plan {
+    let pipeline = match parse_pipeline(text, "buildit.kdl") {
+        Ok(pipeline) => pipeline,
+        Err(error) => panic!("{error}: {:#?}", error.diagnostics),
+    };
+    match Plan::build(&pipeline, &context) {
+        Ok(plan) => plan,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+async fn run_with(
+    text: &str,
+    workspace: &Path,
+    options: RunOptions,
+    cancel: CancellationToken,
+    secrets: &[(&str, &str)],
+) -> Run {
+    let plan = plan(
+        text,
+        RunContext::new()
+            .with_branch("main")
+            .with_sha("0123456789abcdef"),
+    );
+    let mut bus = EventBus::new("run-1");
+    let mut receiver = bus.subscribe_lossless(1024);
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(event) = receiver.recv().await {
+            events.push(event);
+        }
+        events
+    });
+    let mut run = RunIdentity::new("run-1", 7, workspace);
+    for (name, value) in secrets {
+        run.secrets.insert((*name).to_owned(), (*value).to_owned());
+    }
+    let report = execute(
+        &plan,
+        Arc::new(LocalExecutor::new()),
+        &run,
+        &options,
+        &bus,
+        &cancel,
+    )
+    .await;
+    drop(bus);
+    let events = match collector.await {
+        Ok(events) => events,
+        Err(error) => panic!("collector failed: {error}"),
+    };
+    Run { report, events }
+}
+
+async fn run(text: &str) -> Run {
+    let dir = workspace();
+    run_with(
+        text,
+        dir.path(),
+        RunOptions::default(),
+        CancellationToken::new(),
+        &[],
+    )
+    .await
+}
+
+fn workspace() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+#[tokio::test]
+async fn commands_share_one_shell_and_stop_at_the_first_failure() {
+    let run = run(r#"
+pipeline "p"
+env { GREETING "hello" }
+stage "a" {
+    env { WHO "world" }
+    run "mkdir sub && cd sub"
+    run "echo \"$GREETING $WHO from $(basename $(pwd)) as $BUILDIT_STAGE run $BUILDIT_RUN_NUMBER on {branch}\""
+    run "exit 3"
+    run "echo never"
+}
+"#)
+    .await;
+    assert_eq!(run.outcome("a"), StageOutcome::Failed);
+    assert_eq!(run.report.stages[0].exit_code, Some(3));
+    assert_eq!(
+        run.lines("a"),
+        [
+            "$ mkdir sub && cd sub",
+            "$ echo \"$GREETING $WHO from $(basename $(pwd)) as $BUILDIT_STAGE run $BUILDIT_RUN_NUMBER on main\"",
+            "hello world from sub as a run 7 on main",
+            "$ exit 3",
+        ]
+    );
+    assert_eq!(run.report.status, RunStatus::Failed);
+}
+
+#[tokio::test]
+async fn a_failure_skips_dependents_and_independent_stages_go_on() {
+    let run = run(r#"
+pipeline "p"
+stage "bad" { run "false" }
+stage "after-bad" { needs "bad"; run "echo no" }
+stage "later" { needs "after-bad"; run "echo no" }
+stage "independent" { run "echo yes" }
+stage "on-failure" { needs "bad"; when status="failure"; run "echo cleanup" }
+stage "always" { needs "later"; when status="always"; run "echo always" }
+"#)
+    .await;
+    assert_eq!(run.outcome("bad"), StageOutcome::Failed);
+    assert_eq!(run.outcome("after-bad"), StageOutcome::Skipped);
+    assert_eq!(run.reason("after-bad"), Some("dependency failed"));
+    assert_eq!(run.reason("later"), Some("dependency skipped"));
+    assert_eq!(run.outcome("independent"), StageOutcome::Succeeded);
+    assert_eq!(run.outcome("on-failure"), StageOutcome::Succeeded);
+    assert_eq!(run.outcome("always"), StageOutcome::Succeeded);
+    assert_eq!(run.report.status, RunStatus::Failed);
+}
+
+#[tokio::test]
+async fn allow_failure_keeps_the_run_green_and_dependents_run() {
+    let run = run(r#"
+pipeline "p"
+stage "flaky" { allow-failure; run "exit 1" }
+stage "next" { needs "flaky"; run "echo ok" }
+stage "if-failed" { needs "flaky"; when status="failure"; run "echo no" }
+"#)
+    .await;
+    assert_eq!(run.outcome("flaky"), StageOutcome::FailedAllowed);
+    assert_eq!(run.outcome("next"), StageOutcome::Succeeded);
+    assert_eq!(run.outcome("if-failed"), StageOutcome::Skipped);
+    assert_eq!(run.report.status, RunStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn retry_runs_new_attempts_each_with_its_own_record() {
+    let run = run(r#"
+pipeline "p"
+stage "flaky" {
+    retry 2
+    run "n=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) > count; echo attempt $BUILDIT_STAGE_ATTEMPT"
+    run "[ $(cat count) -ge 2 ]"
+}
+"#)
+    .await;
+    assert_eq!(run.outcome("flaky"), StageOutcome::Succeeded);
+    assert_eq!(run.report.stages[0].attempts, 2);
+    let finished: Vec<(u32, StageOutcome)> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            RunEventKind::StageFinished {
+                attempt, outcome, ..
+            } => Some((*attempt, *outcome)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        finished,
+        [(1, StageOutcome::Failed), (2, StageOutcome::Succeeded)]
+    );
+    assert!(run.lines("flaky").contains(&"attempt 2"));
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_process_group() {
+    let dir = workspace();
+    let started = Instant::now();
+    let run = run_with(
+        r#"
+pipeline "p"
+stage "slow" {
+    timeout "1s"
+    run "sleep 30 & echo $! > child.pid; wait"
+}
+"#,
+        dir.path(),
+        RunOptions::default(),
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(run.outcome("slow"), StageOutcome::TimedOut);
+    assert_eq!(run.reason("slow"), Some("timed out after 1s"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_process_gone(&dir.path().join("child.pid"));
+}
+
+fn assert_process_gone(pid_file: &Path) {
+    let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
+    let pid = pid.trim();
+    assert!(!pid.is_empty(), "the stage did not record its child");
+    // Give the kernel a moment to reap.
+    for _ in 0..50 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if status.is_empty() || status.contains(") Z ") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("process {pid} survived its stage");
+}
+
+#[tokio::test]
+async fn background_processes_do_not_outlive_their_stage() {
+    let dir = workspace();
+    let run = run_with(
+        "pipeline \"p\"\nstage \"a\" { run \"sleep 60 >/dev/null 2>&1 & echo $! > bg.pid\" }\n",
+        dir.path(),
+        RunOptions::default(),
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(run.outcome("a"), StageOutcome::Succeeded);
+    assert_process_gone(&dir.path().join("bg.pid"));
+}
+
+#[tokio::test]
+async fn cancellation_stops_running_stages_gracefully_and_starts_nothing_new() {
+    let dir = workspace();
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        trigger.cancel();
+    });
+    let started = Instant::now();
+    let run = run_with(
+        r#"
+pipeline "p"
+stage "long" { run "trap 'echo got-term > term.txt; exit 143' TERM; sleep 30 & wait" }
+stage "next" { needs "long"; run "echo never" }
+"#,
+        dir.path(),
+        RunOptions::default(),
+        cancel,
+        &[],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.report.status, RunStatus::Cancelled);
+    assert_eq!(run.outcome("long"), StageOutcome::Cancelled);
+    assert_eq!(run.outcome("next"), StageOutcome::Skipped);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("term.txt")).unwrap_or_default(),
+        "got-term\n"
+    );
+}
+
+#[tokio::test]
+async fn fail_fast_cancels_what_is_still_running() {
+    let dir = workspace();
+    let options = RunOptions {
+        fail_fast: true,
+        concurrency: Some(2),
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    let run = run_with(
+        "pipeline \"p\"\nstage \"slow\" { run \"sleep 30\" }\nstage \"bad\" { run \"sleep 0.2; false\" }\nstage \"waiting\" { run \"true\" }\n",
+        dir.path(),
+        options,
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(run.outcome("bad"), StageOutcome::Failed);
+    assert_eq!(run.outcome("slow"), StageOutcome::Cancelled);
+    assert_eq!(run.outcome("waiting"), StageOutcome::Skipped);
+    assert_eq!(
+        run.reason("waiting"),
+        Some("fail-fast: another stage failed")
+    );
+    assert_eq!(run.report.status, RunStatus::Failed);
+}
+
+#[tokio::test]
+async fn concurrency_limit_is_respected() {
+    let dir = workspace();
+    let options = RunOptions {
+        concurrency: Some(2),
+        ..RunOptions::default()
+    };
+    let stages: String = (0..6)
+        .map(|i| format!("stage \"s{i}\" {{ run \"sleep 0.2\" }}\n"))
+        .collect();
+    let run = run_with(
+        &format!("pipeline \"p\"\n{stages}"),
+        dir.path(),
+        options,
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    let mut running = 0i32;
+    let mut most = 0;
+    for event in &run.events {
+        match event.kind {
+            RunEventKind::StageStarted { .. } => running += 1,
+            RunEventKind::StageFinished { attempt, .. } if attempt > 0 => running -= 1,
+            _ => {}
+        }
+        most = most.max(running);
+    }
+    assert_eq!(most, 2);
+    assert!(run.report.duration >= Duration::from_millis(600));
+}
+
+#[tokio::test]
+async fn secrets_are_injected_and_masked_in_every_form() {
+    let dir = workspace();
+    let run = run_with(
+        r#"
+pipeline "p"
+stage "a" {
+    secrets "TOKEN"
+    run "echo token=$TOKEN"
+    run "printf 'x%s' \"$TOKEN\" | base64"
+    run "echo \"$TOKEN\" >&2"
+}
+"#,
+        dir.path(),
+        RunOptions::default(),
+        CancellationToken::new(),
+        &[("TOKEN", "s3cr3t-v4lue-123")],
+    )
+    .await;
+    assert_eq!(run.outcome("a"), StageOutcome::Succeeded);
+    let all: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            RunEventKind::LogLine { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(all.contains(&"token=***"), "{all:?}");
+    assert!(all.iter().all(|line| !line.contains("s3cr3t")), "{all:?}");
+    assert!(
+        all.iter()
+            .any(|line| line.starts_with('e') && line.contains("***")),
+        "base64 not masked: {all:?}"
+    );
+    let missing = run_with(
+        "pipeline \"p\"\nstage \"a\" { secrets \"NOPE\"; run \"true\" }\n",
+        dir.path(),
+        RunOptions::default(),
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(missing.outcome("a"), StageOutcome::Failed);
+    assert_eq!(
+        missing.reason("a"),
+        Some("secret `NOPE` is not set in the runner's secret store")
+    );
+}
+
+#[tokio::test]
+async fn every_line_reaches_a_lossless_subscriber_in_order() {
+    let run = run("pipeline \"p\"\nstage \"a\" { run \"seq 1 20000; printf tail\" }\n").await;
+    let lines = run.lines("a");
+    assert_eq!(lines.len(), 1 + 20000 + 1);
+    for (i, line) in lines[1..20001].iter().enumerate() {
+        assert_eq!(*line, (i + 1).to_string());
+    }
+    assert_eq!(lines[20001], "tail", "the partial last line is flushed");
+    let seqs: Vec<u64> = run.events.iter().map(|event| event.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gapless, in order"
+    );
+}
+
+#[tokio::test]
+async fn plan_skips_and_matrix_values_reach_the_stage() {
+    let run = run(r#"
+pipeline "p"
+stage "m" { matrix { n "1" "2" }; run "echo n={matrix.n} env=$BUILDIT_MATRIX_N" }
+stage "tag-only" { when tag="v*"; run "echo no" }
+stage "manual" { manual; run "echo no" }
+"#)
+    .await;
+    assert_eq!(run.lines("m (n=2)")[1], "n=2 env=2");
+    assert_eq!(run.outcome("tag-only"), StageOutcome::Skipped);
+    assert_eq!(run.outcome("manual"), StageOutcome::Skipped);
+    assert_eq!(run.report.status, RunStatus::Succeeded);
+}
