@@ -18,6 +18,8 @@ pub(crate) enum Command {
     Validate(ValidateArgs),
     /// Show the stages a run would execute, in order, with what would be skipped.
     Plan(PlanArgs),
+    /// Run a pipeline here, with live logs.
+    Run(RunArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +95,41 @@ pub(crate) struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = PlanOutput::Text)]
     pub(crate) format: PlanOutput,
+    /// The system configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) system: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) context: ContextArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RunOutput {
+    /// Prefixed log lines and a summary for people.
+    Text,
+    /// Every event as one JSON object per line, for tools.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The pipeline file.
+    #[arg(default_value = "buildit.kdl")]
+    pub(crate) file: PathBuf,
+    /// Most stages running at once (default: the pipeline's `concurrency`, else the number of CPUs).
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) jobs: Option<u32>,
+    /// Cancel everything still running at the first failure.
+    #[arg(long)]
+    pub(crate) fail_fast: bool,
+    /// The directory stages run in (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) workspace: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RunOutput::Text)]
+    pub(crate) format: RunOutput,
+    /// Plain prefixed lines without colors or progress, even on a terminal.
+    #[arg(long)]
+    pub(crate) plain: bool,
     /// The system configuration file.
     #[arg(long, value_name = "FILE")]
     pub(crate) system: Option<PathBuf>,

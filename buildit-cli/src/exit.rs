@@ -6,26 +6,14 @@ pub(crate) enum Exit {
     /// Everything worked.
     Success,
     /// A run failed (a stage failed that was not allowed to).
-    #[expect(
-        dead_code,
-        reason = "used once `buildit run` lands; listed here so the table is complete"
-    )]
     RunFailed,
     /// The command line was wrong.
     Usage,
     /// A configuration file is invalid or missing.
     InvalidConfig,
     /// Docker, the store or the network failed.
-    #[expect(
-        dead_code,
-        reason = "used once executors and stores land; listed here so the table is complete"
-    )]
     Infrastructure,
     /// Interrupted by Ctrl-C.
-    #[expect(
-        dead_code,
-        reason = "used once `buildit run` lands; listed here so the table is complete"
-    )]
     Interrupted,
 }
 

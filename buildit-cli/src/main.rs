@@ -5,6 +5,7 @@ mod commands;
 mod exit;
 mod git;
 mod report;
+mod reporter;
 
 fn main() -> std::process::ExitCode {
     let code = commands::main_impl();

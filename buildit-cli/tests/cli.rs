@@ -326,3 +326,121 @@ fn branch_values_are_never_shell_syntax() {
         "branch `x;rm -rf ~` does not match `main`"
     );
 }
+
+#[test]
+fn run_executes_the_example_and_summarises_it() {
+    let dir = temp_dir();
+    let example = repo_root().join("examples/hello.kdl").display().to_string();
+    let output = buildit(
+        dir.path(),
+        &["run", &example, "--branch", "main", "--plain"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let text = stdout(&output);
+    assert!(text.contains("test (shard=2) | running shard 2"), "{text}");
+    assert!(text.contains("release        | releasing main"), "{text}");
+    assert!(text.contains("run succeeded in"), "{text}");
+    assert!(text.contains("critical path: prepare -> "), "{text}");
+    assert!(!text.contains('\u{1b}'), "plain output has no escape codes");
+    assert!(dir.path().join("out/hello.tar").is_file());
+}
+
+#[test]
+fn run_exit_codes_and_json_events() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" { run \"echo hi\" }\nstage \"b\" { needs \"a\"; run \"exit 4\" }\n",
+    );
+    let output = buildit(dir.path(), &["run", "--format", "json"]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a failed run exits 1: {}",
+        stderr(&output)
+    );
+    let events: Vec<serde_json::Value> = stdout(&output).lines().map(json).collect();
+    assert_eq!(
+        events.first().map(|e| e["type"].clone()),
+        Some("run-started".into())
+    );
+    assert_eq!(
+        events.last().map(|e| e["status"].clone()),
+        Some("failed".into())
+    );
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "log-line" && e["text"] == "hi" && e["stream"] == "stdout")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "stage-finished" && e["stage"] == "b" && e["exit_code"] == 4)
+    );
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" { image \"alpine\"; run \"true\" }\n",
+    );
+    let docker = buildit(dir.path(), &["run"]);
+    assert_eq!(docker.status.code(), Some(4), "{}", stderr(&docker));
+}
+
+#[test]
+fn ctrl_c_stops_the_run_gracefully_with_exit_130() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"long\" { run \"echo $$ > shell.pid; trap 'echo stopped > stopped.txt; exit 143' TERM; sleep 30 & wait\" }\n",
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_buildit"))
+        .args(["run", "--plain"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => panic!("cannot start buildit: {error}"),
+    };
+    let pid_file = dir.path().join("shell.pid");
+    for _ in 0..100 {
+        if pid_file.is_file() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(interrupted.is_ok_and(|status| status.success()));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "buildit did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("stopped.txt")).unwrap_or_default(),
+        "stopped\n"
+    );
+}

@@ -2,6 +2,7 @@
 
 mod load;
 mod plan;
+mod run;
 mod validate;
 
 use clap::Parser;
@@ -26,5 +27,6 @@ pub(crate) fn main_impl() -> Exit {
     match cli.command {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
+        Command::Run(args) => run::run(&args),
     }
 }

@@ -27,6 +27,8 @@ pub struct RunOptions {
     pub grace: Duration,
     /// How long to wait for output after a stage's process ended (a daemonised child may hold its pipes).
     pub log_drain: Duration,
+    /// Cancelled to cut every grace period short: stages being stopped are killed at once (a second Ctrl-C).
+    pub kill: CancellationToken,
 }
 
 impl Default for RunOptions {
@@ -36,6 +38,7 @@ impl Default for RunOptions {
             fail_fast: false,
             grace: DEFAULT_GRACE,
             log_drain: Duration::from_secs(5),
+            kill: CancellationToken::new(),
         }
     }
 }
@@ -459,10 +462,19 @@ impl<E: Executor> StageTask<E> {
             () = sleep_or_forever(timeout) => Ended::TimedOut,
             () = self.stop.cancelled() => Ended::Cancelled,
         };
-        if matches!(ended, Ended::TimedOut | Ended::Cancelled)
-            && let Err(error) = self.executor.cancel(&handle, self.options.grace).await
-        {
-            return failed(format!("cannot stop the stage: {error}"));
+        if matches!(ended, Ended::TimedOut | Ended::Cancelled) {
+            let grace = if self.options.kill.is_cancelled() {
+                Duration::ZERO
+            } else {
+                self.options.grace
+            };
+            let stopped = tokio::select! {
+                result = self.executor.cancel(&handle, grace) => result,
+                () = self.options.kill.cancelled() => self.executor.cancel(&handle, Duration::ZERO).await,
+            };
+            if let Err(error) = stopped {
+                return failed(format!("cannot stop the stage: {error}"));
+            }
         }
         if let Some(pump) = pump {
             // Output is complete once every pipe has closed; a daemonised child may hold one open forever.

@@ -4,6 +4,7 @@
 mod discover;
 mod model;
 mod parse;
+mod secrets;
 
 pub use discover::{
     LoadError, SYSTEM_ENV_VAR, SYSTEM_FILE_NAME, SystemLocation, discover_system, load_system,
@@ -13,3 +14,4 @@ pub use model::{
     StoreConfig, SystemConfig,
 };
 pub use parse::parse_system;
+pub use secrets::SecretError;

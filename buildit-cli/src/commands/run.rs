@@ -1,0 +1,182 @@
+//! `buildit run`: execute a pipeline on this machine, streaming its logs, and summarise it.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use buildit_core::config::ExecutorKind;
+use buildit_core::events::{EventBus, RunStatus};
+use buildit_core::exec::{LocalExecutor, RunIdentity, RunOptions, execute};
+use buildit_core::{Plan, PlanError};
+use tokio_util::sync::CancellationToken;
+
+use super::load::{check_against_system, load_pipeline, load_system_config};
+use super::plan::run_context;
+use crate::cli::{RunArgs, RunOutput};
+use crate::exit::Exit;
+use crate::report::error_line;
+use crate::reporter::{LineReporter, json_line, print_line, summary};
+
+pub(crate) fn run(args: &RunArgs) -> Exit {
+    let workspace = match &args.workspace {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    };
+    if !workspace.is_dir() {
+        error_line(
+            &format!("workspace `{}` is not a directory", workspace.display()),
+            None,
+        );
+        return Exit::Usage;
+    }
+    let pipeline = match load_pipeline(&args.file, None) {
+        Ok(pipeline) => pipeline,
+        Err(exit) => return exit,
+    };
+    let system = match load_system_config(args.system.as_deref(), &workspace, None) {
+        Ok(system) => system,
+        Err(exit) => return exit,
+    };
+    if !check_against_system(&pipeline, &system, None) {
+        return Exit::InvalidConfig;
+    }
+    let mut context = match run_context(&args.context, &workspace) {
+        Ok(context) => context,
+        Err(exit) => return exit,
+    };
+    context.default_image_executor = system.default_executor;
+    let plan = match Plan::build(&pipeline, &context) {
+        Ok(plan) => plan,
+        Err(error) => {
+            let help = match &error {
+                PlanError::UnknownStage { help, .. } => help.clone(),
+                _ => None,
+            };
+            error_line(&error.to_string(), help.as_deref());
+            return Exit::Usage;
+        }
+    };
+    if let Some(stage) = plan
+        .order()
+        .find(|s| !s.is_skipped() && s.executor() != ExecutorKind::Local)
+    {
+        error_line(
+            &format!(
+                "stage `{}` needs the `{}` executor, which this version of BuildIt cannot run yet",
+                stage.name(),
+                stage.executor()
+            ),
+            Some("only stages without an image (the `local` executor) can run for now"),
+        );
+        return Exit::Infrastructure;
+    }
+    let names: Vec<&str> = plan
+        .order()
+        .filter(|s| !s.is_skipped())
+        .flat_map(|s| {
+            plan.definition(s)
+                .secrets
+                .iter()
+                .map(|secret| secret.value.as_str())
+        })
+        .collect();
+    let secrets = match system.load_secrets(names, |name| std::env::var(name).ok()) {
+        Ok(secrets) => secrets,
+        Err(error) => {
+            error_line(&error.to_string(), None);
+            return Exit::Infrastructure;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            error_line(&format!("cannot start the async runtime: {error}"), None);
+            return Exit::Infrastructure;
+        }
+    };
+    let run_id = new_run_id();
+    let mut identity = RunIdentity::new(run_id.clone(), 1, workspace);
+    identity.secrets = secrets;
+    let options = RunOptions {
+        concurrency: args.jobs.map(|jobs| jobs as usize),
+        fail_fast: args.fail_fast,
+        ..RunOptions::default()
+    };
+    let colors = !args.plain
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    runtime.block_on(run_plan(plan, identity, options, args.format, colors))
+}
+
+async fn run_plan(
+    plan: Plan,
+    identity: RunIdentity,
+    options: RunOptions,
+    format: RunOutput,
+    colors: bool,
+) -> Exit {
+    let cancel = CancellationToken::new();
+    let kill = options.kill.clone();
+    // Only the binary installs signal handlers: the first Ctrl-C stops gracefully, the second kills.
+    let signals = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping running stages (Ctrl-C again to kill them now)");
+                cancel.cancel();
+            }
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("killing running stages");
+                kill.cancel();
+            }
+        })
+    };
+    let mut bus = EventBus::new(identity.run_id.clone());
+    // Printing every line matters more than speed: the printer is a lossless subscriber.
+    let mut events = bus.subscribe_lossless(1024);
+    let printer_plan = plan.clone();
+    let printer = tokio::spawn(async move {
+        let mut reporter = LineReporter::new(&printer_plan, colors);
+        while let Some(event) = events.recv().await {
+            let line = match format {
+                RunOutput::Json => Some(json_line(&event)),
+                RunOutput::Text => reporter.line(&event),
+            };
+            if let Some(line) = line {
+                print_line(&line);
+            }
+        }
+    });
+    let report = execute(
+        &plan,
+        Arc::new(LocalExecutor::new()),
+        &identity,
+        &options,
+        &bus,
+        &cancel,
+    )
+    .await;
+    drop(bus);
+    let _ = printer.await;
+    signals.abort();
+    match format {
+        RunOutput::Text => print!("{}", summary(&plan, &report)),
+        RunOutput::Json => eprint!("{}", summary(&plan, &report)),
+    }
+    match report.status {
+        RunStatus::Succeeded => Exit::Success,
+        RunStatus::Failed => Exit::RunFailed,
+        RunStatus::Cancelled => Exit::Interrupted,
+    }
+}
+
+/// A run id unique on this machine: time and process, in hex.
+fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("{nanos:x}-{:x}", std::process::id())
+}
