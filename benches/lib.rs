@@ -9,7 +9,7 @@ pub enum Shape {
     Linear,
     /// One root; every other stage needs it.
     FanOut,
-    /// Layers of `width` stages; each needs 2-3 stages of the layer before.
+    /// Layers of `width` stages; each needs 2-3 distinct stages of the layer before.
     Layered {
         /// Stages per layer.
         width: usize,
@@ -46,13 +46,39 @@ impl Shape {
                 let position = index % width;
                 // 2 or 3 needs, spread over the previous layer, deterministic.
                 let count = 2 + index % 2;
-                (0..count)
+                let mut needs: Vec<usize> = (0..count)
                     .map(|k| layer_start + (position + k * 7) % width)
-                    .collect()
+                    .collect();
+                needs.sort_unstable();
+                needs.dedup();
+                needs
             }
             _ => Vec::new(),
         }
     }
+}
+
+/// A `build.ninja` with the same stages and needs as [`pipeline_text`], each running `command`.
+pub fn ninja_text(shape: Shape, count: usize, command: &str) -> String {
+    let mut text = String::with_capacity(count * 40);
+    let _ = write!(text, "rule run\n  command = {command}\n\n");
+    for index in 0..count {
+        let _ = write!(text, "build s{index}: run");
+        let needs = shape.needs(index);
+        if !needs.is_empty() {
+            text.push_str(" |");
+            for need in needs {
+                let _ = write!(text, " s{need}");
+            }
+        }
+        text.push('\n');
+    }
+    text.push_str("build all: phony");
+    for index in 0..count {
+        let _ = write!(text, " s{index}");
+    }
+    text.push_str("\ndefault all\n");
+    text
 }
 
 /// A `buildit.kdl` with `count` stages of `shape`, each running `command`.

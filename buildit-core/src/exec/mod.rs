@@ -1,6 +1,7 @@
 //! Execution: the `Executor` trait, the host executor, log lines and secret masking, and the scheduler.
 
 mod executor;
+mod fake;
 mod lines;
 mod local;
 mod mask;
@@ -8,6 +9,7 @@ mod scheduler;
 mod spec;
 
 pub use executor::{ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus};
+pub use fake::{NoopExecutor, NoopHandle};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
 pub use local::{LocalExecutor, LocalHandle};
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker};

@@ -126,6 +126,9 @@ pub async fn execute<E: Executor>(
         .max(1);
     // The run's own stop: the user's cancel, or fail-fast.
     let stop = cancel.child_token();
+    // Shared by every stage task; cloning the plan per task would cost O(stages) each.
+    let shared_plan = Arc::new(plan.clone());
+    let run = Arc::new(run.clone());
     let masker = Arc::new(SecretMasker::new(run.secrets.values().map(String::as_str)));
     let order_index: HashMap<usize, usize> = plan
         .order_positions()
@@ -207,10 +210,10 @@ pub async fn execute<E: Executor>(
                 Ok(()) => {
                     let _ = order;
                     let task = StageTask {
-                        plan: plan.clone(),
+                        plan: Arc::clone(&shared_plan),
                         position,
                         executor: Arc::clone(&executor),
-                        run: run.clone(),
+                        run: Arc::clone(&run),
                         options: options.clone(),
                         bus: bus.clone(),
                         stop: stop.clone(),
@@ -344,10 +347,10 @@ fn millis(duration: Duration) -> u64 {
 
 /// One stage instance, with everything its attempts need.
 struct StageTask<E> {
-    plan: Plan,
+    plan: Arc<Plan>,
     position: usize,
     executor: Arc<E>,
-    run: RunIdentity,
+    run: Arc<RunIdentity>,
     options: RunOptions,
     bus: EventBus,
     stop: CancellationToken,

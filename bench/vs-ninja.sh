@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Whole-process comparison of scheduling speed: the SAME layered DAG (N stages, width W, each stage needing 2-3
+# stages of the layer before, command `true`) as a buildit.kdl and as a build.ninja, run with -j2 by
+# `buildit run` and by ninja, alternately, several times in one go. Prints the median ratio buildit/ninja.
+#
+# Usage: bench/vs-ninja.sh [STAGES] [WIDTH] [ROUNDS]     (default: 1000 50 7)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stages="${1:-1000}"
+width="${2:-50}"
+rounds="${3:-7}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+if ! command -v ninja >/dev/null; then
+    echo "installing ninja from PyPI" >&2
+    python3 -m pip install --quiet ninja
+fi
+
+cargo build --release --locked -q -p buildit-cli -p buildit-benches
+target="$(pwd)/${CARGO_TARGET_DIR:-target}/release"
+mkdir -p "$work/buildit" "$work/ninja"
+"$target/gen-pipeline" layered "$stages" true --width "$width" > "$work/buildit/buildit.kdl"
+"$target/gen-pipeline" layered "$stages" true --width "$width" --ninja > "$work/ninja/build.ninja"
+echo "graph: $stages stages, width $width; ninja $(ninja --version)"
+
+python3 - "$target/buildit" "$work" "$rounds" <<'PY'
+import statistics, subprocess, sys, time
+buildit, work, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+commands = {
+    "buildit": [buildit, "run", "-j2", "--plain", "--workspace", f"{work}/buildit", f"{work}/buildit/buildit.kdl"],
+    # -d keepdepfile is harmless; what matters is that every edge's output is missing, so every run runs all.
+    "ninja": ["ninja", "-j2", "-C", f"{work}/ninja"],
+}
+times = {name: [] for name in commands}
+for _ in range(rounds):
+    for name, command in commands.items():  # alternately, so that both see the same machine state
+        started = time.perf_counter()
+        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        elapsed = time.perf_counter() - started
+        if result.returncode != 0:
+            sys.exit(f"{name} failed: {result.stderr.decode()[-2000:]}")
+        times[name].append(elapsed)
+medians = {name: statistics.median(values) for name, values in times.items()}
+for name, median in medians.items():
+    print(f"{name:8} median {median:.3f} s over {rounds} runs")
+print(f"ratio buildit/ninja (medians): {medians['buildit'] / medians['ninja']:.2f}")
+PY

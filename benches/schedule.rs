@@ -1,0 +1,52 @@
+//! The scheduler alone: layered DAGs of 1,000 and 10,000 stages on the in-process fake executor, so that only
+//! readiness tracking, task hand-off and events are measured.
+
+use std::sync::Arc;
+
+use buildit_benches::{Shape, pipeline_text};
+use buildit_core::events::EventBus;
+use buildit_core::exec::{NoopExecutor, RunIdentity, RunOptions, execute};
+use buildit_core::{Plan, RunContext, parse_pipeline};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use tokio_util::sync::CancellationToken;
+
+fn schedule(c: &mut Criterion) {
+    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let mut group = c.benchmark_group("schedule/layered");
+    group.sample_size(10);
+    for count in [1_000usize, 10_000] {
+        let text = pipeline_text(Shape::Layered { width: 100 }, count, "true");
+        let Ok(pipeline) = parse_pipeline(&text, "bench.kdl") else {
+            continue;
+        };
+        let Ok(plan) = Plan::build(&pipeline, &RunContext::new()) else {
+            continue;
+        };
+        let executor = Arc::new(NoopExecutor::new());
+        let run = RunIdentity::new("bench", 1, std::env::temp_dir());
+        let options = RunOptions {
+            concurrency: Some(2),
+            ..RunOptions::default()
+        };
+        group.bench_with_input(BenchmarkId::from_parameter(count), &plan, |b, plan| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let bus = EventBus::new("bench");
+                    let cancel = CancellationToken::new();
+                    execute(plan, Arc::clone(&executor), &run, &options, &bus, &cancel)
+                        .await
+                        .status
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, schedule);
+criterion_main!(benches);
