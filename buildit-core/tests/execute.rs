@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use buildit_core::events::{
     EventBus, LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome,
 };
-use buildit_core::exec::{LocalExecutor, RunIdentity, RunOptions, RunReport, execute};
+use buildit_core::exec::{
+    ArtifactStore, LocalExecutor, RunIdentity, RunOptions, RunReport, execute,
+};
 use buildit_core::{Plan, RunContext, parse_pipeline};
 use tokio_util::sync::CancellationToken;
 
@@ -447,4 +449,43 @@ stage "manual" { manual; run "echo no" }
     assert_eq!(run.outcome("tag-only"), StageOutcome::Skipped);
     assert_eq!(run.outcome("manual"), StageOutcome::Skipped);
     assert_eq!(run.report.status, RunStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn artifacts_are_collected_and_restored_for_dependents() {
+    let dir = workspace();
+    let store_root = dir.path().join(".buildit/artifacts");
+    let options = RunOptions {
+        artifacts: Some(ArtifactStore::new(&store_root)),
+        concurrency: Some(1),
+        ..RunOptions::default()
+    };
+    let run = run_with(
+        r#"
+pipeline "p"
+stage "make" { run "mkdir -p out && echo built > out/app.txt && echo junk > out/junk.log"; artifacts "out/*.txt" }
+stage "wipe" { needs "make"; run "rm -rf out" }
+stage "use" { needs "make" "wipe"; run "cat out/app.txt; test ! -e out/junk.log" }
+stage "empty" { run "true"; artifacts "dist/**" }
+"#,
+        dir.path(),
+        options,
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(run.outcome("make"), StageOutcome::Succeeded);
+    assert_eq!(
+        run.outcome("use"),
+        StageOutcome::Succeeded,
+        "{:?}",
+        run.reason("use")
+    );
+    assert_eq!(run.lines("use")[1], "built");
+    assert!(store_root.join("run-1/make/out/app.txt").is_file());
+    assert_eq!(run.outcome("empty"), StageOutcome::Failed);
+    assert_eq!(
+        run.reason("empty"),
+        Some("artifact `dist/**` matched no files")
+    );
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use buildit_core::config::ExecutorKind;
 use buildit_core::events::{EventBus, RunStatus};
-use buildit_core::exec::{LocalExecutor, RunIdentity, RunOptions, execute};
+use buildit_core::exec::{ArtifactStore, LocalExecutor, RunIdentity, RunOptions, execute};
+use buildit_core::system::ArtifactStoreConfig;
 use buildit_core::{Plan, PlanError};
 use tokio_util::sync::CancellationToken;
 
@@ -100,9 +101,24 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let run_id = new_run_id();
     let mut identity = RunIdentity::new(run_id.clone(), 1, workspace);
     identity.secrets = secrets;
+    let uses_artifacts = plan
+        .order()
+        .any(|s| !s.is_skipped() && !plan.definition(s).artifacts.is_empty());
+    let artifacts = match &system.artifacts {
+        ArtifactStoreConfig::Filesystem { path } => Some(ArtifactStore::new(path)),
+        ArtifactStoreConfig::S3 { .. } if uses_artifacts => {
+            error_line(
+                "the `s3` artifact store is not supported by this version of BuildIt yet",
+                Some("use `artifacts \"filesystem\"` in the system configuration"),
+            );
+            return Exit::Infrastructure;
+        }
+        ArtifactStoreConfig::S3 { .. } => None,
+    };
     let options = RunOptions {
         concurrency: args.jobs.map(|jobs| jobs as usize),
         fail_fast: args.fail_fast,
+        artifacts,
         ..RunOptions::default()
     };
     let colors = !args.plain

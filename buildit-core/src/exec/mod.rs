@@ -1,5 +1,6 @@
 //! Execution: the `Executor` trait, the host executor, log lines and secret masking, and the scheduler.
 
+mod artifacts;
 mod executor;
 mod fake;
 mod lines;
@@ -8,6 +9,7 @@ mod mask;
 mod scheduler;
 mod spec;
 
+pub use artifacts::{ArtifactError, ArtifactStore};
 pub use executor::{ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus};
 pub use fake::{NoopExecutor, NoopHandle};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::artifacts::ArtifactStore;
 use super::executor::{Executor, ExitStatus};
 use super::lines::LineSplitter;
 use super::mask::SecretMasker;
-use super::spec::{DEFAULT_GRACE, RunIdentity, retries, stage_spec};
+use super::spec::{DEFAULT_GRACE, RunIdentity, artifact_patterns, retries, stage_spec};
 use crate::config::WhenStatus;
 use crate::events::{EventBus, LogStreamKind, RunEventKind, RunStatus, StageOutcome};
 use crate::plan::Plan;
@@ -29,6 +30,9 @@ pub struct RunOptions {
     pub log_drain: Duration,
     /// Cancelled to cut every grace period short: stages being stopped are killed at once (a second Ctrl-C).
     pub kill: CancellationToken,
+    /// Where artifacts are collected after a stage succeeds and restored from before its dependents run;
+    /// `None` leaves them where the stages wrote them.
+    pub artifacts: Option<ArtifactStore>,
 }
 
 impl Default for RunOptions {
@@ -39,6 +43,7 @@ impl Default for RunOptions {
             grace: DEFAULT_GRACE,
             log_drain: Duration::from_secs(5),
             kill: CancellationToken::new(),
+            artifacts: None,
         }
     }
 }
@@ -427,6 +432,9 @@ impl<E: Executor> StageTask<E> {
             Err(error) => return failed(error.0),
         };
         let timeout = spec.timeout;
+        if let Err(reason) = self.restore_artifacts().await {
+            return failed(reason);
+        }
         let handle = match self.executor.spawn(spec).await {
             Ok(handle) => handle,
             Err(error) => return failed(error.to_string()),
@@ -484,10 +492,17 @@ impl<E: Executor> StageTask<E> {
             let _ = tokio::time::timeout(self.options.log_drain, pump).await;
         }
         match ended {
-            Ended::Exited(Ok(status)) if status.success() => Attempt {
-                outcome: StageOutcome::Succeeded,
-                exit_code: Some(0),
-                reason: None,
+            Ended::Exited(Ok(status)) if status.success() => match self.collect_artifacts().await {
+                Ok(()) => Attempt {
+                    outcome: StageOutcome::Succeeded,
+                    exit_code: Some(0),
+                    reason: None,
+                },
+                Err(reason) => Attempt {
+                    outcome: StageOutcome::Failed,
+                    exit_code: Some(0),
+                    reason: Some(reason),
+                },
             },
             Ended::Exited(Ok(status)) => Attempt {
                 outcome: StageOutcome::Failed,
@@ -512,6 +527,58 @@ impl<E: Executor> StageTask<E> {
                 reason: Some("cancelled".to_owned()),
             },
         }
+    }
+}
+
+impl<E: Executor> StageTask<E> {
+    /// Copies the artifacts of every stage this one needs into the workspace.
+    async fn restore_artifacts(&self) -> Result<(), String> {
+        let Some(store) = self.options.artifacts.clone() else {
+            return Ok(());
+        };
+        let needs: Vec<String> = self.plan.stages()[self.position]
+            .needs()
+            .iter()
+            .map(|&need| self.plan.stages()[need].name().to_owned())
+            .collect();
+        if needs.is_empty() {
+            return Ok(());
+        }
+        let run = Arc::clone(&self.run);
+        let restored = tokio::task::spawn_blocking(move || {
+            for need in needs {
+                store
+                    .restore(&run.run_id, &need, &run.workspace)
+                    .map_err(|error| {
+                        format!("cannot restore the artifacts of `{need}`: {error}")
+                    })?;
+            }
+            Ok(())
+        })
+        .await;
+        restored.unwrap_or_else(|error| Err(format!("artifact restore failed: {error}")))
+    }
+
+    /// Collects the stage's artifacts after it succeeded; a pattern that matches nothing fails the stage.
+    async fn collect_artifacts(&self) -> Result<(), String> {
+        let Some(store) = self.options.artifacts.clone() else {
+            return Ok(());
+        };
+        let stage = &self.plan.stages()[self.position];
+        let patterns = artifact_patterns(&self.plan, stage, &self.run);
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        let run = Arc::clone(&self.run);
+        let name = stage.name().to_owned();
+        let collected = tokio::task::spawn_blocking(move || {
+            store
+                .collect(&run.run_id, &name, &run.workspace, &patterns)
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        })
+        .await;
+        collected.unwrap_or_else(|error| Err(format!("artifact collection failed: {error}")))
     }
 }
 

@@ -201,6 +201,16 @@ pub fn stage_spec(
     Ok(spec)
 }
 
+/// The stage's `artifacts` patterns with variables filled in.
+pub fn artifact_patterns(plan: &Plan, stage: &PlannedStage, run: &RunIdentity) -> Vec<String> {
+    let values = Values { plan, stage, run };
+    plan.definition(stage)
+        .artifacts
+        .iter()
+        .map(|pattern| values.render(&pattern.value, false))
+        .collect()
+}
+
 /// Extra attempts allowed after a failure (stage, else defaults, else 0).
 pub fn retries(plan: &Plan, stage: &PlannedStage) -> u32 {
     let definition = plan.definition(stage);
