@@ -489,3 +489,80 @@ stage "empty" { run "true"; artifacts "dist/**" }
         Some("artifact `dist/**` matched no files")
     );
 }
+
+#[tokio::test]
+async fn caches_are_saved_once_and_restored_by_key_or_prefix() {
+    let dir = workspace();
+    let options = || RunOptions {
+        caches: Some(buildit_core::exec::CacheStore::new(
+            dir.path().join(".buildit/cache"),
+        )),
+        ..RunOptions::default()
+    };
+    let pipeline = r#"
+pipeline "p"
+cache "deps" { path "deps"; key "deps-{hash:lock.txt}"; restore-keys "deps-" }
+stage "build" { cache "deps"; run "test -f deps/fetched && echo warm || { mkdir -p deps; echo v1 > deps/fetched; echo cold; }" }
+"#;
+    let _ = std::fs::write(dir.path().join("lock.txt"), "1");
+    let first = run_with(
+        pipeline,
+        dir.path(),
+        options(),
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(first.lines("build").last().copied(), Some("cold"));
+    let notes: Vec<String> = first
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            RunEventKind::LogLine {
+                text,
+                stream: LogStreamKind::Stderr,
+                ..
+            } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("buildit: cache `deps` not found")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("buildit: cache `deps` saved")),
+        "{notes:?}"
+    );
+    // A fresh workspace state: the cache brings `deps` back.
+    let _ = std::fs::remove_dir_all(dir.path().join("deps"));
+    let second = run_with(
+        pipeline,
+        dir.path(),
+        options(),
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(second.lines("build").last().copied(), Some("warm"));
+    // A changed lock file changes the key; the prefix still restores the newest archive.
+    let _ = std::fs::remove_dir_all(dir.path().join("deps"));
+    let _ = std::fs::write(dir.path().join("lock.txt"), "2");
+    let third = run_with(
+        pipeline,
+        dir.path(),
+        options(),
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(third.lines("build").last().copied(), Some("warm"));
+    let archives = std::fs::read_dir(dir.path().join(".buildit/cache"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(archives, 2, "one archive per key");
+}

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use buildit_core::config::ExecutorKind;
 use buildit_core::events::{EventBus, RunStatus};
-use buildit_core::exec::{ArtifactStore, LocalExecutor, RunIdentity, RunOptions, execute};
+use buildit_core::exec::{
+    ArtifactStore, CacheStore, LocalExecutor, RunIdentity, RunOptions, execute,
+};
 use buildit_core::system::ArtifactStoreConfig;
 use buildit_core::{Plan, PlanError};
 use tokio_util::sync::CancellationToken;
@@ -99,6 +101,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         }
     };
     let run_id = new_run_id();
+    let caches = CacheStore::new(workspace.join(".buildit/cache"));
     let mut identity = RunIdentity::new(run_id.clone(), 1, workspace);
     identity.secrets = secrets;
     let uses_artifacts = plan
@@ -119,6 +122,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         concurrency: args.jobs.map(|jobs| jobs as usize),
         fail_fast: args.fail_fast,
         artifacts,
+        caches: Some(caches),
         ..RunOptions::default()
     };
     let colors = !args.plain

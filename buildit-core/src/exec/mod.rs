@@ -1,6 +1,7 @@
 //! Execution: the `Executor` trait, the host executor, log lines and secret masking, and the scheduler.
 
 mod artifacts;
+mod cache;
 mod executor;
 mod fake;
 mod lines;
@@ -10,6 +11,7 @@ mod scheduler;
 mod spec;
 
 pub use artifacts::{ArtifactError, ArtifactStore};
+pub use cache::{CacheError, CacheHit, CacheStore, ResolvedCache, hash_files};
 pub use executor::{ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus};
 pub use fake::{NoopExecutor, NoopHandle};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};

@@ -2,6 +2,7 @@
 //! It never prints; everything it does is an event.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,10 +10,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::artifacts::ArtifactStore;
+use super::cache::{CacheHit, CacheStore, ResolvedCache};
 use super::executor::{Executor, ExitStatus};
 use super::lines::LineSplitter;
 use super::mask::SecretMasker;
-use super::spec::{DEFAULT_GRACE, RunIdentity, artifact_patterns, retries, stage_spec};
+use super::spec::{
+    DEFAULT_GRACE, RunIdentity, artifact_patterns, resolve_caches, retries, stage_spec,
+};
 use crate::config::WhenStatus;
 use crate::events::{EventBus, LogStreamKind, RunEventKind, RunStatus, StageOutcome};
 use crate::plan::Plan;
@@ -33,6 +37,10 @@ pub struct RunOptions {
     /// Where artifacts are collected after a stage succeeds and restored from before its dependents run;
     /// `None` leaves them where the stages wrote them.
     pub artifacts: Option<ArtifactStore>,
+    /// Where caches are kept; `None` disables them.
+    pub caches: Option<CacheStore>,
+    /// The home directory, for cache paths written `~/...`.
+    pub home: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -44,6 +52,8 @@ impl Default for RunOptions {
             log_drain: Duration::from_secs(5),
             kill: CancellationToken::new(),
             artifacts: None,
+            caches: None,
+            home: std::env::var_os("HOME").map(PathBuf::from),
         }
     }
 }
@@ -376,7 +386,22 @@ impl<E: Executor> StageTask<E> {
             reason: None,
         };
         let mut attempts = 0;
+        let caches = match self.restore_caches().await {
+            Ok(caches) => caches,
+            Err(reason) => {
+                last = Attempt {
+                    outcome: StageOutcome::Failed,
+                    exit_code: None,
+                    reason: Some(reason),
+                };
+                Vec::new()
+            }
+        };
+        let cache_failed = last.reason.is_some();
         for attempt in 1..=attempts_allowed {
+            if cache_failed {
+                break;
+            }
             if self.stop.is_cancelled() {
                 break;
             }
@@ -389,6 +414,10 @@ impl<E: Executor> StageTask<E> {
                 .await;
             let attempt_started = Instant::now();
             last = self.attempt(attempt).await;
+            if last.outcome == StageOutcome::Succeeded && !caches.is_empty() {
+                // Before the stage is reported finished, so that its cache notes belong to its log.
+                self.save_caches(caches.clone(), attempt).await;
+            }
             let retrying = last.outcome.is_failure()
                 && attempt < attempts_allowed
                 && !self.stop.is_cancelled();
@@ -408,6 +437,18 @@ impl<E: Executor> StageTask<E> {
             if !retrying {
                 break;
             }
+        }
+        if cache_failed {
+            self.bus
+                .emit(RunEventKind::StageFinished {
+                    stage: name.clone(),
+                    attempt: 0,
+                    outcome: last.outcome,
+                    exit_code: None,
+                    duration_ms: 0,
+                    reason: last.reason.clone(),
+                })
+                .await;
         }
         StageReport {
             name,
@@ -531,6 +572,85 @@ impl<E: Executor> StageTask<E> {
 }
 
 impl<E: Executor> StageTask<E> {
+    /// A line in the stage's log from BuildIt itself (cache hits and misses), on stderr.
+    async fn note(&self, attempt: u32, text: String) {
+        self.bus
+            .emit(RunEventKind::LogLine {
+                stage: self.plan.stages()[self.position].name().to_owned(),
+                attempt,
+                stream: LogStreamKind::Stderr,
+                text,
+            })
+            .await;
+    }
+
+    /// Restores the stage's caches before its first attempt; returns them, resolved, for saving afterwards.
+    async fn restore_caches(&self) -> Result<Vec<ResolvedCache>, String> {
+        let Some(store) = self.options.caches.clone() else {
+            return Ok(Vec::new());
+        };
+        let plan = Arc::clone(&self.plan);
+        let run = Arc::clone(&self.run);
+        let position = self.position;
+        let home = self.options.home.clone();
+        let restored = tokio::task::spawn_blocking(move || {
+            let caches = resolve_caches(&plan, &plan.stages()[position], &run).map_err(|error| error.0)?;
+            let mut notes = Vec::new();
+            for cache in &caches {
+                let hit = store
+                    .restore(cache, &run.workspace, home.as_deref())
+                    .map_err(|error| error.to_string())?;
+                notes.push(match hit {
+                    CacheHit::Exact => format!("buildit: cache `{}` restored (key `{}`)", cache.name, cache.key),
+                    CacheHit::Prefix(prefix) => {
+                        format!("buildit: cache `{}` restored from the newest key starting with `{prefix}`", cache.name)
+                    }
+                    CacheHit::Miss => format!("buildit: cache `{}` not found (key `{}`)", cache.name, cache.key),
+                });
+            }
+            Ok::<_, String>((caches, notes))
+        })
+        .await
+        .unwrap_or_else(|error| Err(format!("cache restore failed: {error}")))?;
+        for note in restored.1 {
+            self.note(1, note).await;
+        }
+        Ok(restored.0)
+    }
+
+    /// Saves caches whose key is new, after the stage succeeded. A cache that cannot be saved is reported, not
+    /// fatal: the stage's own work succeeded.
+    async fn save_caches(&self, caches: Vec<ResolvedCache>, attempt: u32) {
+        let Some(store) = self.options.caches.clone() else {
+            return;
+        };
+        let run = Arc::clone(&self.run);
+        let home = self.options.home.clone();
+        let notes = tokio::task::spawn_blocking(move || {
+            caches
+                .iter()
+                .filter_map(
+                    |cache| match store.save(cache, &run.workspace, home.as_deref()) {
+                        Ok(true) => Some(format!(
+                            "buildit: cache `{}` saved (key `{}`)",
+                            cache.name, cache.key
+                        )),
+                        Ok(false) => None,
+                        Err(error) => Some(format!(
+                            "buildit: cache `{}` not saved: {error}",
+                            cache.name
+                        )),
+                    },
+                )
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for note in notes {
+            self.note(attempt, note).await;
+        }
+    }
+
     /// Copies the artifacts of every stage this one needs into the workspace.
     async fn restore_artifacts(&self) -> Result<(), String> {
         let Some(store) = self.options.artifacts.clone() else {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::cache::{ResolvedCache, hash_files};
 use super::executor::StageSpec;
 use crate::config::{Template, Variable};
 use crate::plan::{Plan, PlannedStage};
@@ -209,6 +210,57 @@ pub fn artifact_patterns(plan: &Plan, stage: &PlannedStage, run: &RunIdentity) -
         .iter()
         .map(|pattern| values.render(&pattern.value, false))
         .collect()
+}
+
+/// The caches the stage uses, with keys resolved (`{hash:GLOB}` computed over the workspace).
+pub fn resolve_caches(
+    plan: &Plan,
+    stage: &PlannedStage,
+    run: &RunIdentity,
+) -> Result<Vec<ResolvedCache>, SpecError> {
+    let values = Values { plan, stage, run };
+    let mut resolved = Vec::new();
+    for name in &plan.definition(stage).caches {
+        let Some(cache) = plan.pipeline().cache(&name.value) else {
+            return Err(SpecError(format!("cache `{}` is not defined", name.value)));
+        };
+        // The renderer takes a plain `Fn`; the first hashing error is kept aside.
+        let hash_error = std::cell::RefCell::new(None);
+        let key = cache.key.value.render(
+            |variable| match variable {
+                Variable::Hash(glob) => match hash_files(&run.workspace, glob) {
+                    Ok(hash) => Some(Cow::Owned(hash)),
+                    Err(error) => {
+                        *hash_error.borrow_mut() = Some(format!(
+                            "cannot compute `{{hash:{glob}}}` for cache `{}`: {error}",
+                            name.value
+                        ));
+                        Some(Cow::Borrowed(""))
+                    }
+                },
+                other => Some(Cow::Owned(values.get(other).unwrap_or_default())),
+            },
+            false,
+        );
+        if let Some(error) = hash_error.into_inner() {
+            return Err(SpecError(error));
+        }
+        resolved.push(ResolvedCache {
+            name: name.value.clone(),
+            key,
+            restore_keys: cache
+                .restore_keys
+                .iter()
+                .map(|k| values.render(&k.value, false))
+                .collect(),
+            paths: cache
+                .paths
+                .iter()
+                .map(|p| values.render(&p.value, false))
+                .collect(),
+        });
+    }
+    Ok(resolved)
 }
 
 /// Extra attempts allowed after a failure (stage, else defaults, else 0).

@@ -1,0 +1,428 @@
+//! Caches: before a stage, restore the archive for its key (or the newest match of a `restore-keys` prefix);
+//! after it succeeds, save one if the key is new. Archives are written to a temporary file and renamed, so a
+//! crash never leaves a corrupt cache.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read as _};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use crate::config::Glob;
+
+/// Why a cache could not be restored or saved.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// Reading or writing failed.
+    #[error("cache `{key}`: {message}")]
+    #[diagnostic(code(buildit::cache::io))]
+    Io {
+        /// The key.
+        key: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Where a cache was restored from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheHit {
+    /// The exact key.
+    Exact,
+    /// The newest key starting with this `restore-keys` prefix.
+    Prefix(String),
+    /// Nothing matched.
+    Miss,
+}
+
+/// A directory of cache archives, one `<encoded key>.tar` per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheStore {
+    root: PathBuf,
+}
+
+/// A cache as a stage uses it: resolved key, prefixes and paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedCache {
+    /// The cache's name.
+    pub name: String,
+    /// Its key, variables and `{hash:GLOB}` filled in.
+    pub key: String,
+    /// Prefixes to fall back on.
+    pub restore_keys: Vec<String>,
+    /// Paths: relative to the workspace, `~/` for the home directory, or absolute.
+    pub paths: Vec<String>,
+}
+
+impl CacheStore {
+    /// A store under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn archive(&self, key: &str) -> PathBuf {
+        self.root.join(format!("{}.tar", encode_key(key)))
+    }
+
+    /// Restores the cache into place; `home` resolves `~/` paths.
+    pub fn restore(
+        &self,
+        cache: &ResolvedCache,
+        workspace: &Path,
+        home: Option<&Path>,
+    ) -> Result<CacheHit, CacheError> {
+        let error = |message: String| CacheError::Io {
+            key: cache.key.clone(),
+            message,
+        };
+        let exact = self.archive(&cache.key);
+        let (archive, hit) = if exact.is_file() {
+            (exact, CacheHit::Exact)
+        } else {
+            match self.newest_with_prefix(&cache.restore_keys) {
+                Some((archive, prefix)) => (archive, CacheHit::Prefix(prefix)),
+                None => return Ok(CacheHit::Miss),
+            }
+        };
+        let file = File::open(&archive)
+            .map_err(|e| error(format!("cannot open `{}`: {e}", archive.display())))?;
+        let mut tar = tar::Archive::new(BufReader::new(file));
+        let entries = tar
+            .entries()
+            .map_err(|e| error(format!("cannot read `{}`: {e}", archive.display())))?;
+        for entry in entries {
+            let mut entry = entry
+                .map_err(|e| error(format!("corrupt archive `{}`: {e}", archive.display())))?;
+            let stored = entry.path().map_err(|e| error(e.to_string()))?.into_owned();
+            let Some(target) = unpack_target(&stored, workspace, home) else {
+                return Err(error(format!(
+                    "archive entry `{}` has an unsafe path",
+                    stored.display()
+                )));
+            };
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| error(format!("cannot create `{}`: {e}", parent.display())))?;
+            }
+            entry
+                .unpack(&target)
+                .map_err(|e| error(format!("cannot write `{}`: {e}", target.display())))?;
+        }
+        Ok(hit)
+    }
+
+    /// Saves the cache unless an archive for its key exists; returns whether it saved one.
+    pub fn save(
+        &self,
+        cache: &ResolvedCache,
+        workspace: &Path,
+        home: Option<&Path>,
+    ) -> Result<bool, CacheError> {
+        let error = |message: String| CacheError::Io {
+            key: cache.key.clone(),
+            message,
+        };
+        let archive = self.archive(&cache.key);
+        if archive.is_file() {
+            return Ok(false);
+        }
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| error(format!("cannot create `{}`: {e}", self.root.display())))?;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let temporary = self.root.join(format!(
+            ".{}.tmp-{}-{}",
+            encode_key(&cache.key),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = (|| -> Result<(), String> {
+            let file = File::create(&temporary)
+                .map_err(|e| format!("cannot create `{}`: {e}", temporary.display()))?;
+            let mut builder = tar::Builder::new(BufWriter::new(file));
+            builder.follow_symlinks(false);
+            for path in &cache.paths {
+                let (prefix, source) = locate(path, workspace, home)
+                    .ok_or_else(|| format!("path `{path}` cannot be cached"))?;
+                if !source.exists() {
+                    continue;
+                }
+                let name =
+                    Path::new(prefix).join(path.trim_start_matches("~/").trim_start_matches('/'));
+                let added = if source.is_dir() {
+                    builder.append_dir_all(&name, &source)
+                } else {
+                    builder.append_path_with_name(&source, &name)
+                };
+                added.map_err(|e| format!("cannot archive `{}`: {e}", source.display()))?;
+            }
+            let writer = builder
+                .into_inner()
+                .map_err(|e| format!("cannot finish the archive: {e}"))?;
+            let file = writer
+                .into_inner()
+                .map_err(|e| format!("cannot finish the archive: {e}"))?;
+            file.sync_all()
+                .map_err(|e| format!("cannot flush the archive: {e}"))
+        })();
+        if let Err(message) = written {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(error(message));
+        }
+        std::fs::rename(&temporary, &archive)
+            .map_err(|e| error(format!("cannot store `{}`: {e}", archive.display())))?;
+        Ok(true)
+    }
+
+    /// The most recently written archive whose key starts with one of `prefixes`, tried in order.
+    fn newest_with_prefix(&self, prefixes: &[String]) -> Option<(PathBuf, String)> {
+        let entries: Vec<(String, PathBuf, std::time::SystemTime)> = std::fs::read_dir(&self.root)
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let key = decode_key(name.strip_suffix(".tar")?)?;
+                let modified = entry.metadata().ok()?.modified().ok()?;
+                Some((key, entry.path(), modified))
+            })
+            .collect();
+        prefixes.iter().find_map(|prefix| {
+            entries
+                .iter()
+                .filter(|(key, _, _)| key.starts_with(prefix.as_str()))
+                .max_by_key(|(_, _, modified)| *modified)
+                .map(|(_, path, _)| (path.clone(), prefix.clone()))
+        })
+    }
+}
+
+/// Where a cached path lives, and the archive prefix that records it: `w` workspace, `h` home, `a` absolute.
+fn locate(path: &str, workspace: &Path, home: Option<&Path>) -> Option<(&'static str, PathBuf)> {
+    if Path::new(path)
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return None;
+    }
+    if let Some(rest) = path.strip_prefix("~/") {
+        return home.map(|home| ("h", home.join(rest)));
+    }
+    if path.starts_with('/') {
+        return Some(("a", PathBuf::from(path)));
+    }
+    Some(("w", workspace.join(path)))
+}
+
+/// The place an archive entry is restored to; `None` for entries that would escape their base.
+fn unpack_target(stored: &Path, workspace: &Path, home: Option<&Path>) -> Option<PathBuf> {
+    let mut components = stored.components();
+    let base = match components.next()? {
+        Component::Normal(prefix) if prefix == "w" => workspace.to_path_buf(),
+        Component::Normal(prefix) if prefix == "h" => home?.to_path_buf(),
+        Component::Normal(prefix) if prefix == "a" => PathBuf::from("/"),
+        _ => return None,
+    };
+    let rest = components.as_path();
+    if rest
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return None;
+    }
+    Some(base.join(rest))
+}
+
+/// File-name-safe, reversible: letters, digits, `.`, `_` and `-` stay, everything else becomes `%XX`.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || b"._-".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn decode_key(encoded: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut iter = encoded.bytes();
+    while let Some(byte) = iter.next() {
+        if byte == b'%' {
+            let high = char::from(iter.next()?).to_digit(16)?;
+            let low = char::from(iter.next()?).to_digit(16)?;
+            bytes.push(u8::try_from(high * 16 + low).ok()?);
+        } else {
+            bytes.push(byte);
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// `{hash:GLOB}`: sha256 over the workspace files matching `glob`, in path order (paths and contents), hex.
+pub fn hash_files(workspace: &Path, glob: &str) -> Result<String, String> {
+    let pattern = Glob::new(glob)?;
+    let mut files = Vec::new();
+    collect_files(workspace, Path::new(""), &pattern, &mut files).map_err(|e| e.to_string())?;
+    files.sort();
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    for relative in files {
+        hasher.update(relative.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        let mut file = File::open(workspace.join(&relative))
+            .map_err(|e| format!("cannot read `{}`: {e}", relative.display()))?;
+        loop {
+            let read = file
+                .read(&mut buffer)
+                .map_err(|e| format!("cannot read `{}`: {e}", relative.display()))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+fn collect_files(
+    workspace: &Path,
+    dir: &Path,
+    glob: &Glob,
+    found: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(workspace.join(dir))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let relative = dir.join(&name);
+        let file_type = entry.file_type()?;
+        if file_type.is_dir() {
+            if dir.as_os_str().is_empty() && (name == ".git" || name == ".buildit") {
+                continue;
+            }
+            collect_files(workspace, &relative, glob, found)?;
+        } else if file_type.is_file() && glob.is_match(&relative.to_string_lossy()) {
+            found.push(relative);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(key: &str, restore: &[&str]) -> ResolvedCache {
+        ResolvedCache {
+            name: "deps".into(),
+            key: key.into(),
+            restore_keys: restore.iter().map(|s| (*s).to_owned()).collect(),
+            paths: vec!["target".into(), "~/.tool/registry".into()],
+        }
+    }
+
+    #[test]
+    fn saves_once_and_restores_exact_and_prefix_matches() {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(error) => panic!("{error}"),
+        };
+        let (workspace, home) = (dir.path().join("ws"), dir.path().join("home"));
+        let _ = std::fs::create_dir_all(workspace.join("target/debug"));
+        let _ = std::fs::create_dir_all(home.join(".tool/registry"));
+        let _ = std::fs::write(workspace.join("target/debug/app"), "binary");
+        let _ = std::fs::write(home.join(".tool/registry/index"), "index");
+        let store = CacheStore::new(dir.path().join("cache"));
+        assert_eq!(
+            store
+                .save(&cache("deps-linux-abc", &[]), &workspace, Some(&home))
+                .ok(),
+            Some(true)
+        );
+        assert_eq!(
+            store
+                .save(&cache("deps-linux-abc", &[]), &workspace, Some(&home))
+                .ok(),
+            Some(false),
+            "existing keys are kept"
+        );
+        let _ = std::fs::remove_dir_all(&workspace);
+        let _ = std::fs::remove_dir_all(&home);
+        let hit = store.restore(&cache("deps-linux-abc", &[]), &workspace, Some(&home));
+        assert_eq!(hit.ok(), Some(CacheHit::Exact));
+        assert_eq!(
+            std::fs::read_to_string(workspace.join("target/debug/app"))
+                .ok()
+                .as_deref(),
+            Some("binary")
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.join(".tool/registry/index"))
+                .ok()
+                .as_deref(),
+            Some("index")
+        );
+        let hit = store.restore(
+            &cache("deps-linux-new", &["deps-mac-", "deps-linux-"]),
+            &workspace,
+            Some(&home),
+        );
+        assert_eq!(hit.ok(), Some(CacheHit::Prefix("deps-linux-".into())));
+        assert_eq!(
+            store
+                .restore(&cache("other", &["zzz"]), &workspace, Some(&home))
+                .ok(),
+            Some(CacheHit::Miss)
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "no temporary archives are left behind"
+        );
+    }
+
+    #[test]
+    fn keys_round_trip_and_paths_cannot_escape() {
+        for key in ["cargo-{x}/y z", "plain-key.1", "ünï"] {
+            assert_eq!(decode_key(&encode_key(key)).as_deref(), Some(key));
+        }
+        assert_eq!(
+            unpack_target(Path::new("w/../etc/passwd"), Path::new("/ws"), None),
+            None
+        );
+        assert_eq!(
+            unpack_target(Path::new("x/file"), Path::new("/ws"), None),
+            None
+        );
+        assert_eq!(
+            unpack_target(Path::new("w/a/b"), Path::new("/ws"), None),
+            Some(PathBuf::from("/ws/a/b"))
+        );
+        assert_eq!(locate("../x", Path::new("/ws"), None), None);
+    }
+
+    #[test]
+    fn hashes_change_with_contents() {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(error) => panic!("{error}"),
+        };
+        let _ = std::fs::write(dir.path().join("Cargo.lock"), "a");
+        let first = hash_files(dir.path(), "Cargo.lock");
+        let _ = std::fs::write(dir.path().join("Cargo.lock"), "b");
+        let second = hash_files(dir.path(), "Cargo.lock");
+        assert!(first.is_ok() && second.is_ok() && first != second);
+        assert_eq!(first.map(|h| h.len()).ok(), Some(64));
+    }
+}
