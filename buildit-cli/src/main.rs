@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod exit;
 mod git;
+mod progress;
 mod report;
 mod reporter;
 

@@ -444,3 +444,34 @@ fn ctrl_c_stops_the_run_gracefully_with_exit_130() {
         "stopped\n"
     );
 }
+
+#[test]
+fn run_on_a_terminal_shows_a_progress_display() {
+    // `script` gives the command a pseudo-terminal, as a user's shell would.
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" { run \"echo from-a\" }\nstage \"b\" { needs \"a\"; run \"echo from-b\" }\n",
+    );
+    let command = format!("{} run", env!("CARGO_BIN_EXE_buildit"));
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .env_remove("NO_COLOR")
+        .env("HOME", dir.path())
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => panic!("`script` (util-linux) is needed for this test: {error}"),
+    };
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.contains("from-a") && text.contains("from-b"), "{text}");
+    assert!(
+        text.contains("2/2"),
+        "the bar counts finished stages: {text}"
+    );
+    assert!(text.contains('\u{1b}'), "a terminal gets colors");
+    assert!(text.contains("critical path: a -> b"), "{text}");
+}

@@ -138,6 +138,7 @@ async fn run_plan(
     format: RunOutput,
     colors: bool,
 ) -> Exit {
+    let interactive = colors && format == RunOutput::Text;
     let cancel = CancellationToken::new();
     let kill = options.kill.clone();
     // Only the binary installs signal handlers: the first Ctrl-C stops gracefully, the second kills.
@@ -155,21 +156,26 @@ async fn run_plan(
         })
     };
     let mut bus = EventBus::new(identity.run_id.clone());
-    // Printing every line matters more than speed: the printer is a lossless subscriber.
-    let mut events = bus.subscribe_lossless(1024);
-    let printer_plan = plan.clone();
-    let printer = tokio::spawn(async move {
-        let mut reporter = LineReporter::new(&printer_plan, colors);
-        while let Some(event) = events.recv().await {
-            let line = match format {
-                RunOutput::Json => Some(json_line(&event)),
-                RunOutput::Text => reporter.line(&event),
-            };
-            if let Some(line) = line {
-                print_line(&line);
+    let printer = if interactive {
+        // On a terminal, the display never slows the run; it says so when it skips.
+        tokio::spawn(crate::progress::show(plan.clone(), bus.subscribe_display()))
+    } else {
+        // In logs and pipes, every line matters more than speed: the printer is a lossless subscriber.
+        let mut events = bus.subscribe_lossless(1024);
+        let printer_plan = plan.clone();
+        tokio::spawn(async move {
+            let mut reporter = LineReporter::new(&printer_plan, colors);
+            while let Some(event) = events.recv().await {
+                let line = match format {
+                    RunOutput::Json => Some(json_line(&event)),
+                    RunOutput::Text => reporter.line(&event),
+                };
+                if let Some(line) = line {
+                    print_line(&line);
+                }
             }
-        }
-    });
+        })
+    };
     let report = execute(
         &plan,
         Arc::new(LocalExecutor::new()),

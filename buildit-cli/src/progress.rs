@@ -1,0 +1,71 @@
+//! The terminal display of `buildit run`: one progress bar listing the running stages with their elapsed time,
+//! live log lines printed above it. It is a lossy subscriber: when it falls behind, it says how much it skipped.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use buildit_core::Plan;
+use buildit_core::events::{RunEvent, RunEventKind};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::reporter::LineReporter;
+
+/// Draws the run until its `run-finished` event (or the bus closes).
+pub(crate) async fn show(plan: Plan, mut events: broadcast::Receiver<RunEvent>) {
+    let total = plan.stages().len() as u64;
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
+    let style =
+        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} [{elapsed}] {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
+    let mut reporter = LineReporter::new(&plan, true);
+    let mut running: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) => {
+                    match &event.kind {
+                        RunEventKind::StageStarted { stage, .. } => {
+                            // A retry starts the stage again: it is not done until its last attempt.
+                            finished.remove(stage);
+                            running.insert(stage.clone(), Instant::now());
+                        }
+                        RunEventKind::StageFinished { stage, .. } => {
+                            running.remove(stage);
+                            finished.insert(stage.clone());
+                            bar.set_position(finished.len() as u64);
+                        }
+                        RunEventKind::RunFinished { .. } => break,
+                        _ => {}
+                    }
+                    if let Some(line) = reporter.line(&event) {
+                        bar.println(line);
+                    }
+                    bar.set_message(describe(&running));
+                }
+                Err(RecvError::Lagged(skipped)) => {
+                    bar.println(format!("… {skipped} events skipped: the display could not keep up (`--format json` or `--plain` show every line)"));
+                }
+                Err(RecvError::Closed) => break,
+            },
+            _ = ticker.tick() => bar.set_message(describe(&running)),
+        }
+    }
+    bar.finish_and_clear();
+}
+
+fn describe(running: &BTreeMap<String, Instant>) -> String {
+    let parts: Vec<String> = running
+        .iter()
+        .map(|(stage, started)| format!("{stage} {}s", started.elapsed().as_secs()))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("running: {}", parts.join(", "))
+    }
+}
