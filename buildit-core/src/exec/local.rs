@@ -1,8 +1,10 @@
 //! Running stages on the host: one shell per attempt, in its own process group, stopped by signals.
 
+use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -19,13 +21,42 @@ use crate::events::LogStreamKind;
 /// Runs stages as host processes. The environment is the host's, plus the spec's variables and secrets.
 #[derive(Debug, Clone, Default)]
 pub struct LocalExecutor {
-    _private: (),
+    /// Shell names resolved through `PATH` once per executor: otherwise every spawn would try each `PATH`
+    /// entry in turn (eight failed `execve` calls per stage on a typical machine).
+    shells: Arc<Mutex<HashMap<String, PathBuf>>>,
 }
 
 impl LocalExecutor {
     /// A local executor.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The program to start for `shell`: a path as given, a bare name looked up in `PATH` (and remembered).
+    fn shell_program(&self, shell: &str) -> PathBuf {
+        if shell.contains('/') {
+            return PathBuf::from(shell);
+        }
+        if let Ok(known) = self.shells.lock()
+            && let Some(path) = known.get(shell)
+        {
+            return path.clone();
+        }
+        let found = std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(shell))
+                .find(|candidate| candidate.is_file())
+        });
+        match found {
+            Some(path) => {
+                if let Ok(mut known) = self.shells.lock() {
+                    known.insert(shell.to_owned(), path.clone());
+                }
+                path
+            }
+            // Not found: let the spawn fail with the name the user wrote.
+            None => PathBuf::from(shell),
+        }
     }
 }
 
@@ -97,7 +128,7 @@ impl Executor for LocalExecutor {
     type Handle = LocalHandle;
 
     async fn spawn(&self, spec: StageSpec) -> Result<LocalHandle, ExecError> {
-        let mut command = tokio::process::Command::new(&spec.shell);
+        let mut command = tokio::process::Command::new(self.shell_program(&spec.shell));
         command
             .arg("-c")
             .arg(spec.script())

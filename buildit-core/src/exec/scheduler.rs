@@ -589,6 +589,14 @@ impl<E: Executor> StageTask<E> {
         let Some(store) = self.options.caches.clone() else {
             return Ok(Vec::new());
         };
+        if self
+            .plan
+            .definition(&self.plan.stages()[self.position])
+            .caches
+            .is_empty()
+        {
+            return Ok(Vec::new());
+        }
         let plan = Arc::clone(&self.plan);
         let run = Arc::clone(&self.run);
         let position = self.position;
@@ -656,10 +664,14 @@ impl<E: Executor> StageTask<E> {
         let Some(store) = self.options.artifacts.clone() else {
             return Ok(());
         };
+        // Only needs that declare artifacts have any to restore; skipping the others keeps file-system work (and
+        // a blocking-pool hop) off the path of the many stages that have none.
         let needs: Vec<String> = self.plan.stages()[self.position]
             .needs()
             .iter()
-            .map(|&need| self.plan.stages()[need].name().to_owned())
+            .map(|&need| &self.plan.stages()[need])
+            .filter(|need| !self.plan.definition(need).artifacts.is_empty())
+            .map(|need| need.name().to_owned())
             .collect();
         if needs.is_empty() {
             return Ok(());
