@@ -566,3 +566,75 @@ stage "build" { cache "deps"; run "test -f deps/fetched && echo warm || { mkdir 
         .unwrap_or(0);
     assert_eq!(archives, 2, "one archive per key");
 }
+
+#[tokio::test]
+async fn a_secret_split_across_reads_is_still_masked() {
+    let dir = workspace();
+    let run = run_with(
+        "pipeline \"p\"\nstage \"a\" { run \"printf 'token: s3cr'; sleep 0.2; printf 'et-value\\\\n'\" }\n",
+        dir.path(),
+        RunOptions::default(),
+        CancellationToken::new(),
+        &[("UNUSED", "s3cret-value")],
+    )
+    .await;
+    assert_eq!(run.lines("a")[1], "token: ***");
+}
+
+#[tokio::test]
+async fn a_timed_out_attempt_is_retried_when_retry_allows() {
+    let run = run(r#"
+pipeline "p"
+stage "slow-once" {
+    timeout "1s"
+    retry 1
+    run "if [ -f marker ]; then echo fast; else touch marker; sleep 30; fi"
+}
+"#)
+    .await;
+    assert_eq!(run.outcome("slow-once"), StageOutcome::Succeeded);
+    let finished: Vec<StageOutcome> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            RunEventKind::StageFinished { outcome, .. } => Some(*outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, [StageOutcome::TimedOut, StageOutcome::Succeeded]);
+}
+
+#[tokio::test]
+async fn the_kill_token_cuts_the_grace_period_short() {
+    let dir = workspace();
+    let cancel = CancellationToken::new();
+    let options = RunOptions {
+        grace: Duration::from_secs(60),
+        ..RunOptions::default()
+    };
+    let kill = options.kill.clone();
+    let trigger = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.cancel();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        kill.cancel();
+    });
+    let started = Instant::now();
+    // The stage ignores SIGTERM: only the kill stops it, long before the 60 s grace period.
+    let run = run_with(
+        "pipeline \"p\"\nstage \"stubborn\" { run \"trap '' TERM; sleep 30 & wait; sleep 30\" }\n",
+        dir.path(),
+        options,
+        cancel,
+        &[],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.outcome("stubborn"), StageOutcome::Cancelled);
+    assert_eq!(run.report.status, RunStatus::Cancelled);
+}
