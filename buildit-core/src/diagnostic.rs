@@ -454,25 +454,63 @@ impl miette::Diagnostic for ConfigError {
     }
 }
 
+/// Most diagnostics kept for one file. A generated file can have a problem per line; past this many nobody
+/// reads them, and rendering each one costs time.
+pub const MAX_DIAGNOSTICS: usize = 500;
+
 /// Collects diagnostics while a document is read, in the order they are found.
 #[derive(Debug, Default)]
 pub(crate) struct Diagnostics {
     items: Vec<ConfigDiagnostic>,
+    dropped: usize,
+    dropped_errors: bool,
 }
 
 impl Diagnostics {
     pub(crate) fn push(&mut self, diagnostic: ConfigDiagnostic) {
+        if self.items.len() >= MAX_DIAGNOSTICS {
+            self.dropped += 1;
+            self.dropped_errors |= diagnostic.is_error();
+            return;
+        }
         self.items.push(diagnostic);
     }
 
     pub(crate) fn has_errors(&self) -> bool {
-        self.items.iter().any(ConfigDiagnostic::is_error)
+        self.dropped_errors || self.items.iter().any(ConfigDiagnostic::is_error)
     }
 
-    /// Sorted by position so that a reader meets them in file order.
+    /// Whether more diagnostics are being dropped: expensive hints can be skipped.
+    pub(crate) fn is_full(&self) -> bool {
+        self.items.len() >= MAX_DIAGNOSTICS
+    }
+
+    /// Sorted by position so that a reader meets them in file order; a last one counts those not kept.
     pub(crate) fn into_sorted(mut self) -> Vec<ConfigDiagnostic> {
         self.items
             .sort_by_key(|d| d.primary_span().map_or(0, |s| s.offset()));
+        if self.dropped > 0 {
+            let code = self.items.last().map_or(DiagnosticCode::Syntax, |d| d.code);
+            let span = self
+                .items
+                .last()
+                .and_then(ConfigDiagnostic::primary_span)
+                .unwrap_or(SourceSpan::from(0..0));
+            let make = if self.dropped_errors {
+                ConfigDiagnostic::error
+            } else {
+                ConfigDiagnostic::warning
+            };
+            self.items.push(make(
+                code,
+                format!(
+                    "{} more problems not shown; fix these and validate again",
+                    self.dropped
+                ),
+                span,
+                "last problem shown",
+            ));
+        }
         self.items
     }
 }

@@ -156,6 +156,8 @@ fn large_adversarial_inputs_stay_under_the_time_bound() {
         "=a ",
         "\\\n",
         "a 1 2 3 =\n",
+        "#\"\"\" ",
+        "#\" ",
     ];
     for shape in shapes {
         let text = shape.repeat(64 * 1024 / shape.len());
@@ -166,6 +168,60 @@ fn large_adversarial_inputs_stay_under_the_time_bound() {
             elapsed < bound,
             "{shape:?} x {} took {elapsed:?}",
             64 * 1024 / shape.len()
+        );
+    }
+}
+
+/// Inputs that are valid KDL but make validation itself do work per problem: it must stay linear.
+#[test]
+fn many_problems_stay_under_the_time_bound() {
+    let bound = if cfg!(debug_assertions) {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(2)
+    };
+    let mut inputs = Vec::new();
+    // Thousands of unknown variables in one string.
+    inputs.push(format!(
+        "pipeline \"p\"\nstage \"a\" {{ run \"{}\" }}\n",
+        "{a}".repeat(20_000)
+    ));
+    // A cache key with many matrix axes used by many stages without them.
+    let axes: String = (0..300).map(|i| format!("{{matrix.a{i}}}")).collect();
+    let mut text = format!("pipeline \"p\"\ncache \"c\" {{ path \"x\"; key \"{axes}\" }}\n");
+    for i in 0..300 {
+        text.push_str(&format!("stage \"s{i}\" {{ cache \"c\"; run \"x\" }}\n"));
+    }
+    inputs.push(text);
+    // Many unknown needs among many stages ("did you mean" compares names).
+    let mut text = String::from("pipeline \"p\"\n");
+    for i in 0..1000 {
+        text.push_str(&format!(
+            "stage \"s{i}\" {{ needs \"t{i}\" \"u{i}\"; run \"x\" }}\n"
+        ));
+    }
+    inputs.push(text);
+    // The guard bypasses found in review: a v1-style `r"` and a `"""` without a newline before nested blocks.
+    inputs.push(format!(
+        "x /**/r\"\\\"\n{}{}",
+        "a /-{\n".repeat(14),
+        "}\n".repeat(14)
+    ));
+    inputs.push(format!("x \"\"\" \"\n{}", "a /-{\n".repeat(18)));
+    for text in inputs {
+        assert!(text.len() < 64 * 1024 * 4);
+        let started = Instant::now();
+        let result = parse_pipeline(&text, "many.kdl");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < bound,
+            "took {elapsed:?} on {}...",
+            &text[..80.min(text.len())]
+        );
+        let diagnostics = result.err().map(|e| e.diagnostics.len()).unwrap_or(0);
+        assert!(
+            (1..=buildit_core::diagnostic::MAX_DIAGNOSTICS + 1).contains(&diagnostics),
+            "{diagnostics}"
         );
     }
 }

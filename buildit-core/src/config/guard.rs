@@ -2,7 +2,9 @@
 //!
 //! The `kdl` crate's v2 parser re-parses a child block commented out with `/-` once per alternative it tries,
 //! so each slash-dashed block nested in another doubles the work (kdl-rs issue 177: `a /-{` repeated 22 times,
-//! 132 bytes, takes over a minute). Deep nesting of any kind recurses once per level. This scan tracks braces
+//! 132 bytes, takes over a minute), and it searches for the end of every unclosed raw string (`#"`) up to the end
+//! of the file, so a run of them is quadratic (2,000 `#" ` take seconds). Deep nesting of any kind recurses once
+//! per level. The scan lexes like the KDL v2 parser (where those costs are) and tracks braces
 //! outside strings and comments and reports both shapes as precise syntax errors before parsing starts.
 
 use miette::SourceSpan;
@@ -106,16 +108,40 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
                 }
                 pending_slashdash = false;
             }
-            // Whitespace, newlines and line continuations keep a pending `/-` alive.
-            b' ' | b'\t' | b'\n' | b'\r' | b'\\' => {}
-            b'#' | b'r' => {
+            // Line continuations keep a pending `/-` alive, like whitespace.
+            b'\\' => {}
+            b'#' => {
                 pending_slashdash = false;
                 if let Some((hashes, quote)) = raw_string_hashes(bytes, i) {
-                    i = skip_raw_string(bytes, quote, hashes);
-                    continue;
+                    match skip_raw_string(bytes, quote, hashes) {
+                        Some(end) => {
+                            i = end;
+                            continue;
+                        }
+                        None => {
+                            let closing = format!("\"{}", "#".repeat(hashes));
+                            return Some(
+                                ConfigDiagnostic::error(
+                                    DiagnosticCode::Syntax,
+                                    format!("raw string is never closed with `{closing}`"),
+                                    SourceSpan::from(i..quote + 1),
+                                    "raw string starts here",
+                                )
+                                .with_help(format!("end the string with `{closing}`")),
+                            );
+                        }
+                    }
                 }
             }
-            _ => pending_slashdash = false,
+            _ => {
+                // KDL v2 whitespace and newlines (Unicode ones too) keep a pending `/-` alive; anything else ends it.
+                let ch = text[i..].chars().next().unwrap_or(' ');
+                if !is_kdl_space(ch) {
+                    pending_slashdash = false;
+                }
+                i += ch.len_utf8();
+                continue;
+            }
         }
         i += 1;
     }
@@ -158,12 +184,14 @@ fn skip_block_comment(bytes: &[u8], start: usize) -> Result<usize, usize> {
 
 /// Skips a quoted (or `"""` multi-line) string starting at the quote `start`; returns the index after it.
 fn skip_string(bytes: &[u8], start: usize) -> usize {
-    let triple = bytes[start..].starts_with(b"\"\"\"");
+    let triple = opens_multiline(bytes, start);
     let mut i = start + if triple { 3 } else { 1 };
     while i < bytes.len() {
         match bytes[i] {
             b'\\' => i += 2,
             b'"' if !triple => return i + 1,
+            // A single-line string cannot hold a newline: the parser reports it and reads on after it.
+            b'\n' | b'\r' if !triple => return i,
             b'"' if bytes[i..].starts_with(b"\"\"\"") => return i + 3,
             _ => i += 1,
         }
@@ -171,47 +199,64 @@ fn skip_string(bytes: &[u8], start: usize) -> usize {
     bytes.len()
 }
 
-/// For a raw string (`#"..."#` in KDL v2, `r#"..."#` in v1) starting at `start`: the number of `#` and the index
-/// of its opening quote.
+/// For a KDL v2 raw string (`#"..."#`, `##"..."##`) starting at `start`: the number of `#` and the index of its
+/// opening quote. (KDL v1's `r"..."` is not special here: the costs this scan guards against are the v2
+/// parser's, and v2 reads `r` as a name.)
 fn raw_string_hashes(bytes: &[u8], start: usize) -> Option<(usize, usize)> {
-    let mut i = start;
-    if bytes[i] == b'r' {
-        // Only a token start counts: `bar"` is not a raw string.
-        let token_start = start == 0
-            || matches!(
-                bytes[start - 1],
-                b' ' | b'\t' | b'\n' | b'\r' | b'=' | b'(' | b')' | b'{' | b';'
-            );
-        if !token_start {
-            return None;
-        }
-        i += 1;
-    }
-    let hashes = bytes[i..].iter().take_while(|&&b| b == b'#').count();
-    let quote = i + hashes;
-    (bytes.get(quote) == Some(&b'"') && (hashes > 0 || bytes[start] == b'r'))
-        .then_some((hashes, quote))
+    let hashes = bytes[start..].iter().take_while(|&&b| b == b'#').count();
+    let quote = start + hashes;
+    (hashes > 0 && bytes.get(quote) == Some(&b'"')).then_some((hashes, quote))
 }
 
-/// Skips a raw string whose opening quote is at `quote`; it ends at `"` followed by `hashes` times `#`.
-fn skip_raw_string(bytes: &[u8], quote: usize, hashes: usize) -> usize {
-    let triple = bytes[quote..].starts_with(b"\"\"\"");
-    let mut i = quote + if triple { 3 } else { 1 };
-    let closing_quotes = if triple { 3 } else { 1 };
+/// Whitespace and newlines as KDL v2 defines them.
+fn is_kdl_space(ch: char) -> bool {
+    matches!(
+        ch,
+        '\t' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+                | '\n'
+                | '\r'
+                | '\u{b}'
+                | '\u{c}'
+                | '\u{85}'
+                | '\u{2028}'
+                | '\u{2029}'
+    )
+}
+
+/// Whether a `"""` at `start` opens a multi-line string: in KDL v2 only when a newline follows (after spaces).
+fn opens_multiline(bytes: &[u8], start: usize) -> bool {
+    bytes[start..].starts_with(b"\"\"\"")
+        && bytes[start + 3..]
+            .iter()
+            .find(|&&b| b != b' ' && b != b'\t')
+            .is_some_and(|&b| b == b'\n' || b == b'\r')
+}
+
+/// Skips a raw string whose opening quote is at `quote`; it ends at `"` followed by `hashes` times `#` (or at
+/// `"""` and the hashes for a multi-line one). `None` when it is never closed.
+fn skip_raw_string(bytes: &[u8], quote: usize, hashes: usize) -> Option<usize> {
+    let triple = opens_multiline(bytes, quote);
+    let quotes = if triple { 3 } else { 1 };
+    let mut i = quote + quotes;
     while i < bytes.len() {
-        if bytes[i..].starts_with(&b"\"\"\""[..closing_quotes])
-            && bytes[i + closing_quotes..]
+        if bytes[i..].starts_with(&b"\"\"\""[..quotes])
+            && bytes[i + quotes..]
                 .iter()
                 .take(hashes)
                 .filter(|&&b| b == b'#')
                 .count()
                 == hashes
         {
-            return i + closing_quotes + hashes;
+            return Some(i + quotes + hashes);
         }
         i += 1;
     }
-    bytes.len()
+    None
 }
 
 #[cfg(test)]
@@ -237,15 +282,44 @@ mod tests {
 
     #[test]
     fn allows_ordinary_documents() {
-        let text = r##"
+        let text = r###"
             pipeline "p" /* a /-{ /-{ /-{ */
             stage "a" { run "echo '/-{ /-{ /-{'"; run #"raw /-{ /-{ /-{ "#; run """
                 /-{ /-{ /-{
-                """ }
+                """; run ##"a "# /-{ /-{ /-{"## }
             // /-{ /-{ /-{
             stage "b" /-{ run "x" } { run "y" }
-        "##;
+        "###;
         assert_eq!(check_parser_limits(text), None);
+    }
+
+    #[test]
+    fn lexes_like_the_v2_parser() {
+        // KDL v1's `r"` is a name and a string in v2: the guard must not be fooled into reading on as a string.
+        let bypass = format!(
+            "x /**/r\"\\\"\n{}{}",
+            "a /-{\n".repeat(13),
+            "}\n".repeat(13)
+        );
+        assert!(check_parser_limits(&bypass).is_some());
+        // `"""` not followed by a newline is no multi-line string.
+        let bypass = format!("x \"\"\" \"\n{}", "a /-{\n".repeat(17));
+        assert!(check_parser_limits(&bypass).is_some());
+        // Unicode whitespace between `/-` and `{` still makes a slash-dashed block.
+        assert!(check_parser_limits("a /-\u{a0}{ b /-\u{3000}{ c /-\u{feff}{ } } }").is_some());
+    }
+
+    #[test]
+    fn refuses_unclosed_raw_strings() {
+        let diagnostic = check_parser_limits("a #\" never closed\n#\" again");
+        assert_eq!(
+            diagnostic
+                .and_then(|d| d.primary_span())
+                .map(|s| s.offset()),
+            Some(2)
+        );
+        assert!(check_parser_limits(&"#\"\"\" ".repeat(2000)).is_some());
+        assert!(check_parser_limits("a #\"closed\"# ##\"also \"# closed\"##").is_none());
     }
 
     #[test]

@@ -465,8 +465,9 @@ impl<'s> Reader<'s> {
         scope: TemplateScope<'_>,
     ) -> Spanned<Template> {
         let (template, problems) = Template::parse(&value.value, scope);
+        let mut locator = ValueLocator::new(self.text, value);
         for problem in problems {
-            let span = self.inner_span(value, problem.range.clone());
+            let span = locator.locate(&value.value, problem.range.clone());
             let code = match problem.kind {
                 TemplateProblemKind::Unknown => DiagnosticCode::UnknownVariable,
                 TemplateProblemKind::Secret(_) => DiagnosticCode::SecretInterpolation,
@@ -483,28 +484,66 @@ impl<'s> Reader<'s> {
         Spanned::new(template, value.span)
     }
 
-    /// The source span of `range` within the string value written at `value.span`. Exact for plain quoted
-    /// strings; for strings with escapes it finds the same text in the source, else falls back to the whole value.
+    /// The source span of `range` within the string value written at `value.span`.
     pub(crate) fn inner_span(
         &self,
         value: &Spanned<String>,
         range: std::ops::Range<usize>,
     ) -> SourceSpan {
+        ValueLocator::new(self.text, value).locate(&value.value, range)
+    }
+}
+
+/// Finds where pieces of a string value sit in the source: by offset when the value is written plainly
+/// (`"..."` without escapes), else by searching the written text, left to right, so that repeated pieces get
+/// their own places. Built once per value, so many problems in one value cost linear time.
+#[derive(Debug)]
+pub(crate) struct ValueLocator<'s> {
+    whole: SourceSpan,
+    /// Source offset of the value's first byte when written plainly.
+    plain_start: Option<usize>,
+    /// The written text and how far the search has got, otherwise.
+    raw: &'s str,
+    raw_start: usize,
+    cursor: usize,
+}
+
+impl<'s> ValueLocator<'s> {
+    pub(crate) fn new(text: &'s str, value: &Spanned<String>) -> Self {
         let start = value.span.offset();
-        let end = (start + value.span.len()).min(self.text.len());
-        let Some(raw) = self.text.get(start..end) else {
-            return value.span;
-        };
-        let needle = &value.value[range.clone()];
-        let quoted = format!("\"{}\"", value.value);
-        if let Some(position) = raw.find(&quoted) {
-            return SourceSpan::from(
-                start + position + 1 + range.start..start + position + 1 + range.end,
-            );
+        let end = (start + value.span.len()).min(text.len());
+        let raw = text.get(start..end).unwrap_or("");
+        let plain = raw.len() == value.value.len() + 2
+            && raw.starts_with('"')
+            && raw.ends_with('"')
+            && raw.get(1..raw.len() - 1) == Some(value.value.as_str());
+        Self {
+            whole: value.span,
+            plain_start: plain.then_some(start + 1),
+            raw,
+            raw_start: start,
+            cursor: 0,
         }
-        match raw.find(needle) {
-            Some(position) => SourceSpan::from(start + position..start + position + needle.len()),
-            None => value.span,
+    }
+
+    pub(crate) fn locate(&mut self, value: &str, range: std::ops::Range<usize>) -> SourceSpan {
+        if let Some(start) = self.plain_start {
+            return SourceSpan::from(start + range.start..start + range.end);
+        }
+        let Some(needle) = value.get(range) else {
+            return self.whole;
+        };
+        match self
+            .raw
+            .get(self.cursor..)
+            .and_then(|rest| rest.find(needle))
+        {
+            Some(position) => {
+                let found = self.cursor + position;
+                self.cursor = found + needle.len();
+                SourceSpan::from(self.raw_start + found..self.raw_start + found + needle.len())
+            }
+            None => self.whole,
         }
     }
 }

@@ -49,6 +49,7 @@ fn stage_index<'p>(reader: &mut Reader<'_>, pipeline: &'p Pipeline) -> HashMap<&
 }
 
 fn check_needs(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<&str, usize>) {
+    let mut suggestions_left: usize = 100;
     for stage in &pipeline.stages {
         let mut seen: Vec<&str> = Vec::new();
         for need in &stage.needs {
@@ -63,11 +64,20 @@ fn check_needs(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<&st
                     .with_help("remove it from `needs`"),
                 );
             } else if !index.contains_key(need.value.as_str()) {
-                let help = did_you_mean(
-                    &need.value,
-                    pipeline.stages.iter().map(|s| s.name.value.as_str()),
-                )
-                .unwrap_or_else(|| "`needs` takes names of stages defined in this file".to_owned());
+                // Each suggestion compares against every stage; past a budget, a generated file with thousands of
+                // bad needs would cost seconds for hints nobody reads.
+                suggestions_left = suggestions_left.saturating_sub(1);
+                let suggestion = (suggestions_left > 0 && !reader.diagnostics.is_full())
+                    .then(|| {
+                        did_you_mean(
+                            &need.value,
+                            pipeline.stages.iter().map(|s| s.name.value.as_str()),
+                        )
+                    })
+                    .flatten();
+                let help = suggestion.unwrap_or_else(|| {
+                    "`needs` takes names of stages defined in this file".to_owned()
+                });
                 reader.push(
                     ConfigDiagnostic::error(
                         DiagnosticCode::UnknownNeeds,
@@ -213,25 +223,47 @@ fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
                 let templates = std::iter::once(&definition.key)
                     .chain(&definition.paths)
                     .chain(&definition.restore_keys);
+                let mut missing: Vec<&str> = Vec::new();
+                let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
                 for template in templates {
-                    for (variable, range) in template.value.variables() {
+                    for (variable, _) in template.value.variables() {
                         if let Variable::Matrix(axis) = variable
                             && !axes.contains(axis)
+                            && seen.insert(axis.as_str())
                         {
-                            let as_text =
-                                Spanned::new(template.value.as_str().to_owned(), template.span);
-                            let span = reader.inner_span(&as_text, range.clone());
-                            reader.push(
-                                ConfigDiagnostic::error(
-                                    DiagnosticCode::UnknownVariable,
-                                    format!("cache `{}` uses `{{matrix.{axis}}}`, but stage `{}` has no such matrix axis", cache.value, stage.name.value),
-                                    span,
-                                    "unknown matrix axis",
-                                )
-                                .with_label(cache.span, "used here"),
-                            );
+                            missing.push(axis);
                         }
                     }
+                }
+                // One diagnostic per stage and cache, however many axes are missing: cheap for any file size.
+                if !missing.is_empty() {
+                    let shown: Vec<String> = missing
+                        .iter()
+                        .take(5)
+                        .map(|axis| format!("`{{matrix.{axis}}}`"))
+                        .collect();
+                    let more = if missing.len() > 5 {
+                        format!(" and {} more", missing.len() - 5)
+                    } else {
+                        String::new()
+                    };
+                    reader.push(
+                        ConfigDiagnostic::error(
+                            DiagnosticCode::UnknownVariable,
+                            format!(
+                                "cache `{}` uses {}{more}, but stage `{}` has no such matrix axis",
+                                cache.value,
+                                shown.join(", "),
+                                stage.name.value
+                            ),
+                            cache.span,
+                            "unknown matrix axis",
+                        )
+                        .with_label(definition.key.span, "the cache's key")
+                        .with_help(
+                            "add the axis to the stage's `matrix`, or remove it from the cache",
+                        ),
+                    );
                 }
             }
         }
@@ -288,8 +320,6 @@ fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
         }
     }
 }
-
-use super::model::Spanned;
 
 fn check_limits(reader: &mut Reader<'_>, pipeline: &Pipeline) {
     let total = pipeline.stages.iter().fold(0usize, |total, stage| {
