@@ -307,6 +307,33 @@ fn system_configuration_is_found_and_checked_against_the_pipeline() {
 }
 
 #[test]
+fn hostile_branch_names_reach_the_shell_as_text() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" {\n    run \"echo \\\"building {branch}\\\"\"\n    run \"echo 'in single {branch}'\"\n    run \"echo bare {branch}\"\n}\n",
+    );
+    let branch = "x$(touch${IFS}pwned)`touch${IFS}pwned2`'\\\";rm";
+    let output = buildit(dir.path(), &["run", "--plain", "--branch", branch]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        !dir.path().join("pwned").exists() && !dir.path().join("pwned2").exists(),
+        "the branch name was executed"
+    );
+    let text = stdout(&output);
+    assert!(text.contains(&format!("a | building {branch}")), "{text}");
+    assert!(text.contains(&format!("a | in single {branch}")), "{text}");
+    assert!(text.contains(&format!("a | bare {branch}")), "{text}");
+}
+
+#[test]
 fn branch_values_are_never_shell_syntax() {
     // `{branch}` is only substituted at run time, but the plan already evaluates `when` against hostile names.
     let dir = temp_dir();

@@ -204,20 +204,30 @@ impl Template {
     }
 
     /// Renders the template. Variables that `lookup` cannot resolve stay as written (`{run.id}`), so a plan
-    /// shown before a run still reads well. With `shell_quote`, every substituted value that holds anything
-    /// outside `[A-Za-z0-9_./:@%+=,-]` is single-quoted, so a branch named `x;rm -rf ~` reaches the shell as
-    /// one literal word.
+    /// shown before a run still reads well.
+    ///
+    /// With `shell_quote`, every substituted value reaches the shell as literal text, whatever it holds (this is
+    /// the script-injection hole other CI systems have): outside quotes, a value that holds anything but
+    /// `[A-Za-z0-9_./:@%+=,-]` is single-quoted (`x;rm -rf ~` becomes `'x;rm -rf ~'`); inside the command's own
+    /// double quotes, `\`, `"`, `$` and `` ` `` are backslash-escaped; inside its single quotes, a `'` closes,
+    /// escapes and reopens the quote.
     pub fn render<'v>(
         &self,
         lookup: impl Fn(&Variable) -> Option<Cow<'v, str>>,
         shell_quote: bool,
     ) -> String {
         let mut out = String::with_capacity(self.text.len());
+        let mut quoting = ShellQuoting::default();
         for part in &self.parts {
             match part {
-                TemplatePart::Literal(text) => out.push_str(text),
+                TemplatePart::Literal(text) => {
+                    if shell_quote {
+                        quoting.advance(text);
+                    }
+                    out.push_str(text);
+                }
                 TemplatePart::Variable { variable, range } => match lookup(variable) {
-                    Some(value) if shell_quote => out.push_str(&quote_for_shell(&value)),
+                    Some(value) if shell_quote => out.push_str(&quoting.quote(&value)),
                     Some(value) => out.push_str(&value),
                     None => out.push_str(&self.text[range.clone()]),
                 },
@@ -230,6 +240,53 @@ impl Template {
 impl Serialize for Template {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.text)
+    }
+}
+
+/// Where a POSIX shell command is, quote-wise, at the end of the text seen so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum ShellQuoting {
+    #[default]
+    Unquoted,
+    Single,
+    Double,
+}
+
+impl ShellQuoting {
+    /// Follows the quotes and backslash escapes of `text`.
+    fn advance(&mut self, text: &str) {
+        let mut chars = text.chars();
+        while let Some(ch) = chars.next() {
+            *self = match (*self, ch) {
+                (Self::Unquoted | Self::Double, '\\') => {
+                    chars.next();
+                    *self
+                }
+                (Self::Unquoted, '\'') => Self::Single,
+                (Self::Unquoted, '"') => Self::Double,
+                (Self::Single, '\'') | (Self::Double, '"') => Self::Unquoted,
+                (state, _) => state,
+            };
+        }
+    }
+
+    /// `value` as literal text at this point of the command.
+    fn quote<'a>(self, value: &'a str) -> Cow<'a, str> {
+        match self {
+            Self::Unquoted => quote_for_shell(value),
+            Self::Single if value.contains('\'') => Cow::Owned(value.replace('\'', r"'\''")),
+            Self::Double if value.contains(['\\', '"', '$', '`']) => {
+                let mut escaped = String::with_capacity(value.len() + 8);
+                for ch in value.chars() {
+                    if matches!(ch, '\\' | '"' | '$' | '`') {
+                        escaped.push('\\');
+                    }
+                    escaped.push(ch);
+                }
+                Cow::Owned(escaped)
+            }
+            Self::Single | Self::Double => Cow::Borrowed(value),
+        }
     }
 }
 
@@ -461,6 +518,37 @@ mod tests {
         );
         assert_eq!(quote_for_shell("it's"), r"'it'\''s'");
         assert_eq!(quote_for_shell(""), "''");
+    }
+
+    #[test]
+    fn values_stay_literal_inside_the_commands_own_quotes() {
+        let hostile = "x$(touch pwned)`id`\\\"'y";
+        let render = |text: &str| {
+            let (template, problems) = parse(text);
+            assert!(problems.is_empty());
+            template.render(|_| Some(Cow::Borrowed(hostile)), true)
+        };
+        assert_eq!(
+            render("echo \"building {branch}\""),
+            r#"echo "building x\$(touch pwned)\`id\`\\\"'y""#
+        );
+        assert_eq!(
+            render("echo 'building {branch}'"),
+            r#"echo 'building x$(touch pwned)`id`\"'\''y'"#
+        );
+        assert_eq!(
+            render("echo {branch}"),
+            r#"echo 'x$(touch pwned)`id`\"'\''y'"#
+        );
+        // Escaped quotes do not open a quote; a closed quote is closed.
+        assert_eq!(
+            render("echo \\\" {branch}"),
+            r#"echo \" 'x$(touch pwned)`id`\"'\''y'"#
+        );
+        assert_eq!(
+            render("echo \"a\" {branch}"),
+            r#"echo "a" 'x$(touch pwned)`id`\"'\''y'"#
+        );
     }
 
     #[test]
