@@ -167,8 +167,15 @@ pub(crate) fn summary(plan: &Plan, report: &RunReport) -> String {
     out
 }
 
-/// Writes a line to stdout, ignoring a closed pipe (`buildit run | head`).
+/// Writes a line to stdout, ignoring a closed pipe (`buildit plan | head`): the reader has what it wanted.
 pub(crate) fn print_line(line: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}");
+}
+
+/// Writes text to stdout as it is, ignoring a closed pipe.
+pub(crate) fn print_text(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }

@@ -502,3 +502,38 @@ fn run_on_a_terminal_shows_a_progress_display() {
     assert!(text.contains('\u{1b}'), "a terminal gets colors");
     assert!(text.contains("critical path: a -> b"), "{text}");
 }
+
+#[test]
+fn a_closed_output_pipe_is_not_a_crash() {
+    use std::io::Read as _;
+    let dir = temp_dir();
+    let stages: String = (0..2000)
+        .map(|i| format!("stage \"s{i}\" {{ run \"true\" }}\n"))
+        .collect();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        &format!("pipeline \"p\"\n{stages}"),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_buildit"))
+        .args(["plan", "--format", "json"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => panic!("cannot start buildit: {error}"),
+    };
+    let mut first = [0u8; 16];
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_exact(&mut first);
+        // Dropping our end closes the pipe while buildit is still writing.
+    }
+    let output = match child.wait_with_output() {
+        Ok(output) => output,
+        Err(error) => panic!("{error}"),
+    };
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(0));
+}

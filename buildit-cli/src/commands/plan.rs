@@ -8,6 +8,7 @@ use super::load::{check_against_system, load_pipeline, load_system_config};
 use crate::cli::{ContextArgs, EventArg, PlanArgs, PlanOutput};
 use crate::exit::Exit;
 use crate::report::error_line;
+use crate::reporter::print_text;
 
 pub(crate) fn run(args: &PlanArgs) -> Exit {
     let workspace = std::env::current_dir().unwrap_or_default();
@@ -44,7 +45,7 @@ pub(crate) fn run(args: &PlanArgs) -> Exit {
         PlanOutput::Dot => PlanFormat::Dot,
         PlanOutput::Mermaid => PlanFormat::Mermaid,
     };
-    print!("{}", plan.render(format));
+    print_text(&plan.render(format));
     Exit::Success
 }
 

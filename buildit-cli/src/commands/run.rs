@@ -18,7 +18,7 @@ use super::plan::run_context;
 use crate::cli::{RunArgs, RunOutput};
 use crate::exit::Exit;
 use crate::report::error_line;
-use crate::reporter::{LineReporter, json_line, print_line, summary};
+use crate::reporter::{LineReporter, json_line, print_line, print_text, summary};
 
 pub(crate) fn run(args: &RunArgs) -> Exit {
     let workspace = match &args.workspace {
@@ -189,7 +189,7 @@ async fn run_plan(
     let _ = printer.await;
     signals.abort();
     match format {
-        RunOutput::Text => print!("{}", summary(&plan, &report)),
+        RunOutput::Text => print_text(&summary(&plan, &report)),
         RunOutput::Json => eprint!("{}", summary(&plan, &report)),
     }
     match report.status {

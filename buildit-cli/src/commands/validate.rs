@@ -5,6 +5,7 @@ use buildit_core::DiagnosticRecord;
 use super::load::{check_against_system, load_pipeline, load_system_config};
 use crate::cli::{DiagnosticFormat, ValidateArgs};
 use crate::exit::Exit;
+use crate::reporter::print_line;
 
 pub(crate) fn run(args: &ValidateArgs) -> Exit {
     let workspace = std::env::current_dir().unwrap_or_default();
@@ -27,7 +28,7 @@ pub(crate) fn run(args: &ValidateArgs) -> Exit {
     if json {
         // A missing file has no diagnostics to list; its message is already on stderr.
         match serde_json::to_string_pretty(&records) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => print_line(&text),
             Err(error) => eprintln!("error: cannot write JSON: {error}"),
         }
         return exit;
@@ -55,10 +56,10 @@ pub(crate) fn run(args: &ValidateArgs) -> Exit {
                 if warnings == 1 { "" } else { "s" }
             ));
         }
-        println!("{line}");
+        print_line(&line);
     }
     if let Some(file) = system.as_ref().ok().and_then(|system| system.file.as_ref()) {
-        println!("{} is valid", file.display());
+        print_line(&format!("{} is valid", file.display()));
     }
     exit
 }
