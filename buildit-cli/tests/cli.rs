@@ -537,3 +537,26 @@ fn a_closed_output_pipe_is_not_a_crash() {
     assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
     assert_eq!(output.status.code(), Some(0));
 }
+
+#[test]
+fn unreadable_files_are_json_records_too() {
+    let dir = temp_dir();
+    let missing = buildit(dir.path(), &["validate", "--format", "json"]);
+    assert_eq!(missing.status.code(), Some(3));
+    let records = json(&stdout(&missing));
+    assert_eq!(records[0]["code"], "buildit::config::unreadable");
+    assert_eq!(records[0]["file"], "buildit.kdl");
+    if let Err(error) = std::fs::write(
+        dir.path().join("buildit.kdl"),
+        b"pipeline \"p\"\nstage \"\xff\"\n",
+    ) {
+        panic!("{error}");
+    }
+    let invalid = buildit(dir.path(), &["validate", "--format", "json"]);
+    assert_eq!(invalid.status.code(), Some(3));
+    let records = json(&stdout(&invalid));
+    assert_eq!(
+        (records[0]["line"].as_u64(), records[0]["column"].as_u64()),
+        (Some(2), Some(8))
+    );
+}

@@ -476,6 +476,16 @@ impl Diagnostics {
         self.items.push(diagnostic);
     }
 
+    /// Gives the last diagnostic a help line, unless it has one (or was not kept).
+    pub(crate) fn help_last(&mut self, help: String) {
+        if self.dropped == 0
+            && let Some(last) = self.items.last_mut()
+            && last.help.is_none()
+        {
+            last.help = Some(help);
+        }
+    }
+
     pub(crate) fn has_errors(&self) -> bool {
         self.dropped_errors || self.items.iter().any(ConfigDiagnostic::is_error)
     }

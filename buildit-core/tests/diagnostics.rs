@@ -169,6 +169,20 @@ const CASES: &[Case] = &[
         column: 13,
     },
     Case {
+        name: "workdir_escape_matrix",
+        text: "pipeline \"p\"\nstage \"a\" {\n    matrix { d \"ok\" \"a/../..\" }\n    workdir \"{matrix.d}\"\n    run \"x\"\n}\n",
+        code: DiagnosticCode::WorkdirEscape,
+        line: 4,
+        column: 13,
+    },
+    Case {
+        name: "invalid_value_hash",
+        text: "pipeline \"p\"\ncache \"c\" { path \"t\"; key \"k-{hash:[}\" }\nstage \"a\" { run \"x\"; cache \"c\" }\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 2,
+        column: 30,
+    },
+    Case {
         name: "limit_matrix",
         text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    matrix {\n        a \"1\" \"2\" \"3\" \"4\" \"5\" \"6\" \"7\" \"8\" \"9\" \"10\" \"11\" \"12\" \"13\" \"14\" \"15\" \"16\" \"17\"\n        b \"1\" \"2\" \"3\" \"4\" \"5\" \"6\" \"7\" \"8\" \"9\" \"10\" \"11\" \"12\" \"13\" \"14\" \"15\" \"16\"\n    }\n}\n",
         code: DiagnosticCode::Limit,
@@ -213,6 +227,12 @@ fn every_case_reports_its_code_at_the_right_place() {
             );
         };
         let record = DiagnosticRecord::new(diagnostic, &source);
+        assert!(
+            record.help.is_some(),
+            "{}: {} has no help line",
+            case.name,
+            diagnostic.message
+        );
         assert_eq!(
             (record.line, record.column),
             (case.line, case.column),

@@ -198,3 +198,12 @@ fn rendered_formats() {
     assert_eq!(json["stages"][0]["executor"], "local");
     assert_eq!(json["stages"][4]["level"], 2);
 }
+
+#[test]
+fn a_manual_stage_needed_by_a_requested_stage_runs() {
+    let text = "pipeline \"p\"\nstage \"approve\" { manual; run \"x\" }\nstage \"deploy\" { needs \"approve\"; manual; run \"x\" }\nstage \"other\" { manual; run \"x\" }\n";
+    let selected = plan(text, &RunContext::new().with_selected("deploy"));
+    assert_eq!(skip_of(&selected, "approve"), None);
+    assert_eq!(skip_of(&selected, "deploy"), None);
+    assert_eq!(skip_of(&selected, "other"), Some(&SkipReason::Manual));
+}

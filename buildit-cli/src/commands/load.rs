@@ -10,19 +10,52 @@ use buildit_core::{
 use crate::exit::Exit;
 use crate::report::{error_line, render_diagnostic, stderr_colors};
 
-/// A file that could not be read, reported as an invalid configuration (exit 3).
-pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, Exit> {
+/// A configuration file that could not be read (exit 3).
+pub(crate) struct FileProblem {
+    message: String,
+    help: Option<String>,
+    /// Byte offset of the problem (the first invalid UTF-8 byte), when there is one.
+    offset: Option<(usize, Vec<u8>)>,
+}
+
+impl FileProblem {
+    /// Reports it: a JSON record when records are collected, else a line on stderr.
+    fn report(self, path: &Path, records: Option<&mut Vec<DiagnosticRecord>>) -> Exit {
+        match records {
+            Some(records) => {
+                let (line, column) = self.offset.map_or((1, 1), |(offset, bytes)| {
+                    let text = String::from_utf8_lossy(&bytes[..offset]).into_owned();
+                    buildit_core::diagnostic::line_column(&text, offset.min(text.len()))
+                });
+                records.push(DiagnosticRecord {
+                    file: path.display().to_string(),
+                    code: "buildit::config::unreadable",
+                    severity: buildit_core::DiagnosticSeverity::Error,
+                    message: self.message,
+                    line,
+                    column,
+                    help: self.help,
+                });
+            }
+            None => error_line(&self.message, self.help.as_deref()),
+        }
+        Exit::InvalidConfig
+    }
+}
+
+/// Reads a configuration file as UTF-8 text.
+pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, FileProblem> {
     match std::fs::read(path) {
         Ok(bytes) => String::from_utf8(bytes).map_err(|error| {
             let offset = error.utf8_error().valid_up_to();
-            error_line(
-                &format!(
+            FileProblem {
+                message: format!(
                     "{what} `{}` is not valid UTF-8 (first bad byte at offset {offset})",
                     path.display()
                 ),
-                Some("save the file as UTF-8"),
-            );
-            Exit::InvalidConfig
+                help: Some("save the file as UTF-8".to_owned()),
+                offset: Some((offset, error.into_bytes())),
+            }
         }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             let help = if path == Path::new("buildit.kdl") {
@@ -33,19 +66,17 @@ pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, Exit> 
                     std::env::current_dir().unwrap_or_default().display()
                 )
             };
-            error_line(
-                &format!("{what} `{}` not found", path.display()),
-                Some(&help),
-            );
-            Err(Exit::InvalidConfig)
+            Err(FileProblem {
+                message: format!("{what} `{}` not found", path.display()),
+                help: Some(help),
+                offset: None,
+            })
         }
-        Err(error) => {
-            error_line(
-                &format!("cannot read {what} `{}`: {error}", path.display()),
-                None,
-            );
-            Err(Exit::InvalidConfig)
-        }
+        Err(error) => Err(FileProblem {
+            message: format!("cannot read {what} `{}`: {error}", path.display()),
+            help: None,
+            offset: None,
+        }),
     }
 }
 
@@ -83,7 +114,10 @@ pub(crate) fn load_pipeline(
     path: &Path,
     records: Option<&mut Vec<DiagnosticRecord>>,
 ) -> Result<Pipeline, Exit> {
-    let text = read_config_file(path, "pipeline file")?;
+    let text = match read_config_file(path, "pipeline file") {
+        Ok(text) => text,
+        Err(problem) => return Err(problem.report(path, records)),
+    };
     let name = path.display().to_string();
     match buildit_core::parse_pipeline(&text, &name) {
         Ok(pipeline) => {
@@ -109,7 +143,10 @@ pub(crate) fn load_system_config(
     let SystemLocation::File(path) = &location else {
         return Ok(SystemConfig::defaults(workspace));
     };
-    let text = read_config_file(path, "system configuration")?;
+    let text = match read_config_file(path, "system configuration") {
+        Ok(text) => text,
+        Err(problem) => return Err(problem.report(path, records)),
+    };
     match buildit_core::parse_system(&text, &path.display().to_string()) {
         Ok(mut config) => {
             let source = ConfigSource::new(path.display().to_string(), text);

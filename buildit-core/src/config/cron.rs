@@ -87,8 +87,8 @@ fn validate_field(field: &str, min: u32, max: u32, names: &[&str]) -> Result<(),
             None => (part, None),
         };
         if let Some(step) = step {
-            match step.parse::<u32>() {
-                Ok(step) if step >= 1 && step <= max => {}
+            match digits(step).and_then(|step| step.parse::<u32>().ok()) {
+                Some(step) if step >= 1 && step <= max => {}
                 _ => return Err(format!("step `{step}` must be a number from 1 to {max}")),
             }
         }
@@ -119,12 +119,17 @@ fn value(text: &str, min: u32, max: u32, names: &[&str]) -> Result<u32, String> 
         // Month names start at 1, weekday names at 0 (Sunday).
         return Ok(index as u32 + min);
     }
-    match text.parse::<u32>() {
-        Ok(number) if (min..=max).contains(&number) => Ok(number),
-        Ok(number) => Err(format!("{number} is outside {min}-{max}")),
-        Err(_) if text.is_empty() => Err("empty value".into()),
-        Err(_) => Err(format!("`{text}` is not a number")),
+    match digits(text).map(str::parse::<u32>) {
+        Some(Ok(number)) if (min..=max).contains(&number) => Ok(number),
+        Some(Ok(number)) => Err(format!("{number} is outside {min}-{max}")),
+        _ if text.is_empty() => Err("empty value".into()),
+        _ => Err(format!("`{text}` is not a number")),
     }
+}
+
+/// `text` when it is made of ASCII digits only (Rust's parser would also take a leading `+`).
+fn digits(text: &str) -> Option<&str> {
+    (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())).then_some(text)
 }
 
 #[cfg(test)]
@@ -160,6 +165,8 @@ mod tests {
             "*/0 * * * *",
             "5-1 * * * *",
             "@often",
+            "+5 * * * *",
+            "*/+2 * * * *",
             "a * * * *",
         ] {
             assert!(validate_cron(bad).is_err(), "{bad} should be rejected");

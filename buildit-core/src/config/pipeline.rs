@@ -295,6 +295,7 @@ fn read_glob(reader: &mut Reader<'_>, value: Spanned<String>) -> Option<Spanned<
                 value.span,
                 "invalid pattern",
             );
+            reader.help_last("globs use `*` (within a path segment), `**`, `?` and `[a-z]`; see the pipeline reference");
             None
         }
     }
@@ -381,6 +382,7 @@ fn read_trigger(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Trigger> {
                 key_span,
                 "not used by this event",
             );
+            reader.help_last("branches and paths filter push and pull-request events, pattern filters tag events, cron is for schedule");
             continue;
         }
         match key.as_str() {
@@ -395,6 +397,7 @@ fn read_trigger(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Trigger> {
                         value.span,
                         "second schedule",
                     );
+                    reader.help_last("give one `cron` per `on \"schedule\"`; add another `on \"schedule\"` for a second schedule");
                     continue;
                 }
                 trigger.cron = read_cron(reader, value);
@@ -435,12 +438,15 @@ fn read_env(
                 let child_args = reader.args(child);
                 match child_args.as_slice() {
                     [value] => pairs.extend(env_value(reader, value).map(|value| (key, value))),
-                    _ => reader.error(
-                        DiagnosticCode::InvalidValue,
-                        format!("environment variable `{}` takes one value", key.value),
-                        key.span,
-                        "one value expected",
-                    ),
+                    _ => {
+                        reader.error(
+                            DiagnosticCode::InvalidValue,
+                            format!("environment variable `{}` takes one value", key.value),
+                            key.span,
+                            "one value expected",
+                        );
+                        reader.help_last("write `NAME \"value\"`");
+                    }
                 }
             }
         }
@@ -466,6 +472,9 @@ fn read_env(
                 format!("invalid environment variable name `{}`", name.value),
                 name.span,
                 "use letters, digits and `_`, not starting with a digit",
+            );
+            reader.help_last(
+                "use letters, digits and `_`, not starting with a digit, e.g. `RUST_LOG`",
             );
             continue;
         }
@@ -501,6 +510,7 @@ fn env_value(reader: &mut Reader<'_>, entry: &KdlEntry) -> Option<Spanned<String
                 entry.span(),
                 "expected a string",
             );
+            reader.help_last("write the value in quotes");
             None
         }
     }
@@ -630,6 +640,7 @@ fn read_shell(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Spanned<String>
             value.span,
             "invalid shell",
         );
+        reader.help_last("write `shell \"bash\"`; put options in the commands instead");
         return None;
     }
     Some(value)
@@ -698,6 +709,7 @@ fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
                         entry.span(),
                         "expected a string",
                     );
+                    reader.help_last("write matrix values in quotes, e.g. `rust \"1.80\"`");
                     continue;
                 }
             };
@@ -738,6 +750,7 @@ fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
                 axis_name.span,
                 "no values",
             );
+            reader.help_last("list the values after the axis name: `rust \"1.80\" \"1.82\"`");
             continue;
         }
         axes.push(MatrixAxis {
@@ -857,6 +870,7 @@ fn read_resources(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Resources> 
                     entry.span(),
                     "expected a string",
                 );
+                reader.help_last("write the quantity in quotes, e.g. `cpu=\"500m\"`");
                 continue;
             }
         };
@@ -889,8 +903,13 @@ fn read_resources(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Resources> 
 }
 
 /// The value of a string argument as a relative path template, or a report of why it leaves the workspace.
-fn relative_path_escapes(path: &str) -> bool {
+pub(crate) fn relative_path_escapes(path: &str) -> bool {
     if path.starts_with('/') || path.starts_with('\\') || path.starts_with('~') {
+        return true;
+    }
+    // `C:/x` or `C:\x`: absolute on Windows.
+    let bytes = path.as_bytes();
+    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
         return true;
     }
     let mut depth: i64 = 0;
@@ -910,9 +929,10 @@ fn relative_path_escapes(path: &str) -> bool {
 }
 
 fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
+    // An invalid name is reported, but the stage keeps it: stages that need it are not told it does not exist.
     let stage_name = reader
         .one_string(node, "the stage name")
-        .and_then(|value| name(reader, value, "stage"));
+        .map(|value| name(reader, value.clone(), "stage").unwrap_or(value));
     let mut needs: Vec<Spanned<String>> = Vec::new();
     for (_, entry) in reader.props(node, &["needs"], &["needs"]) {
         needs.extend(reader.string(entry, "`needs`"));
@@ -920,14 +940,18 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
     let children: &[KdlNode] = node.children().map(KdlDocument::nodes).unwrap_or_default();
     // The matrix decides which `{matrix.AXIS}` references are valid, so it is read first.
     let mut matrix: Option<Matrix> = None;
+    let mut first_matrix: Option<SourceSpan> = None;
     for child in children
         .iter()
         .filter(|child| child.name().value() == "matrix")
     {
         reader.reject_type_annotations(child);
-        match &matrix {
-            Some(first) => reader.duplicate_node(child, first.span, "a stage"),
-            None => matrix = read_matrix(reader, child),
+        match first_matrix {
+            Some(first) => reader.duplicate_node(child, first, "a stage"),
+            None => {
+                first_matrix = Some(child.name().span());
+                matrix = read_matrix(reader, child);
+            }
         }
     }
     let axes = matrix.as_ref().map(Matrix::axis_names).unwrap_or_default();
@@ -1011,11 +1035,13 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
                     .one_string(child, "the container image")
                     .map(|value| reader.template(&value, scope))
             }
-            "run" => {
-                if let Some(value) = reader.one_string(child, "a shell command") {
-                    stage.run.push(reader.template(&value, scope));
-                }
-            }
+            "run" => match reader.one_string(child, "a shell command") {
+                Some(value) => stage.run.push(reader.template(&value, scope)),
+                // Reported already; a placeholder keeps "has no `run` command" from being reported too.
+                None => stage
+                    .run
+                    .push(Spanned::new(Template::literal(""), child.span())),
+            },
             "shell" => stage.shell = read_shell(reader, child),
             "workdir" => {
                 if let Some(value) =
@@ -1049,6 +1075,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
                             value.span,
                             "secrets are injected as environment variables: use letters, digits and `_`",
                         );
+                        reader.help_last("secrets are injected as environment variables; name them like `DEPLOY_TOKEN`");
                     }
                 }
             }

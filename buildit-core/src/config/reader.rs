@@ -41,6 +41,11 @@ impl<'s> Reader<'s> {
         self.push(ConfigDiagnostic::error(code, message, span, label));
     }
 
+    /// Gives the diagnostic just pushed a help line, unless it has one.
+    pub(crate) fn help_last(&mut self, help: impl Into<String>) {
+        self.diagnostics.help_last(help.into());
+    }
+
     /// Parses the KDL text, or records why it cannot be parsed (size, nesting, syntax).
     pub(crate) fn parse_document(&mut self) -> Option<KdlDocument> {
         if self.text.len() > MAX_FILE_BYTES {
@@ -302,6 +307,10 @@ impl<'s> Reader<'s> {
                     self.value_span(entry),
                     "expected a string",
                 );
+                self.help_last(format!(
+                    "write it in quotes: `\"{}\"`",
+                    other.to_string().trim_matches('"')
+                ));
                 None
             }
         }
@@ -317,7 +326,8 @@ impl<'s> Reader<'s> {
         match value.value.parse::<T>() {
             Ok(parsed) => Some(parsed),
             Err(problem) => {
-                let help = did_you_mean(&value.value, names.iter().copied());
+                let help = did_you_mean(&value.value, names.iter().copied())
+                    .or_else(|| Some(format!("expected one of: {}", names.join(", "))));
                 self.push(
                     ConfigDiagnostic::error(
                         DiagnosticCode::InvalidValue,
@@ -393,6 +403,10 @@ impl<'s> Reader<'s> {
                         only.span(),
                         "expected `#true` or `#false`",
                     );
+                    self.help_last(format!(
+                        "write `{}` alone to turn it on",
+                        node.name().value()
+                    ));
                     None
                 }
             },
@@ -444,6 +458,11 @@ impl<'s> Reader<'s> {
                     only.span(),
                     "out of range",
                 );
+                self.help_last(format!(
+                    "use a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ));
                 None
             }
             other => {
@@ -453,6 +472,10 @@ impl<'s> Reader<'s> {
                     only.span(),
                     "expected a number",
                 );
+                self.help_last(format!(
+                    "write a whole number without quotes, e.g. `{}`",
+                    range.start()
+                ));
                 None
             }
         }
@@ -468,13 +491,15 @@ impl<'s> Reader<'s> {
         let mut locator = ValueLocator::new(self.text, value);
         for problem in problems {
             let span = locator.locate(&value.value, problem.range.clone());
-            let code = match problem.kind {
-                TemplateProblemKind::Unknown => DiagnosticCode::UnknownVariable,
-                TemplateProblemKind::Secret(_) => DiagnosticCode::SecretInterpolation,
-            };
-            let label = match problem.kind {
-                TemplateProblemKind::Unknown => "unknown variable",
-                TemplateProblemKind::Secret(_) => "secret interpolated here",
+            let (code, label) = match problem.kind {
+                TemplateProblemKind::Unknown => {
+                    (DiagnosticCode::UnknownVariable, "unknown variable")
+                }
+                TemplateProblemKind::Invalid => (DiagnosticCode::InvalidValue, "invalid pattern"),
+                TemplateProblemKind::Secret(_) => (
+                    DiagnosticCode::SecretInterpolation,
+                    "secret interpolated here",
+                ),
             };
             self.push(
                 ConfigDiagnostic::error(code, problem.message, span, label)

@@ -75,6 +75,8 @@ pub(crate) struct TemplateScope<'a> {
 pub(crate) enum TemplateProblemKind {
     /// Not a known variable.
     Unknown,
+    /// A known variable with an invalid argument (`{hash:[}`).
+    Invalid,
     /// `{secrets.X}`.
     Secret(String),
 }
@@ -349,7 +351,20 @@ fn resolve(content: &str, scope: TemplateScope<'_>) -> Resolution {
         |message: String, help: Option<String>| Err((TemplateProblemKind::Unknown, message, help));
     if let Some(glob) = content.strip_prefix("hash:") {
         if scope.allow_hash {
-            return Ok(Variable::Hash(glob.to_owned()));
+            let escapes = glob.starts_with('/') || glob.split('/').any(|part| part == "..");
+            return match super::glob::Glob::new(glob) {
+                Ok(_) if !escapes => Ok(Variable::Hash(glob.to_owned())),
+                Ok(_) => Err((
+                    TemplateProblemKind::Invalid,
+                    format!("`{{{content}}}` looks outside the workspace"),
+                    Some("`{hash:GLOB}` hashes files in the workspace: use a relative pattern without `..`".into()),
+                )),
+                Err(problem) => Err((
+                    TemplateProblemKind::Invalid,
+                    format!("invalid pattern in `{{{content}}}`: {problem}"),
+                    Some("write a glob such as `{hash:Cargo.lock}` or `{hash:**/package-lock.json}`".into()),
+                )),
+            };
         }
         return unknown(
             format!("`{{{content}}}` is only available in cache keys"),

@@ -268,6 +268,7 @@ fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
             }
         }
     }
+    check_matrix_paths(reader, stage);
     let has_image = stage.image.is_some() || pipeline.defaults.image.is_some();
     if let Some(executor) = &stage.executor {
         match executor.value {
@@ -335,5 +336,78 @@ fn check_limits(reader: &mut Reader<'_>, pipeline: &Pipeline) {
             )
             .with_help("split it into several pipelines"),
         );
+    }
+}
+
+/// `workdir` and `artifacts` were checked as written; with `{matrix.AXIS}` in them, every instance's value is
+/// known now too, and one like `a/../..` must not take an instance out of the workspace.
+fn check_matrix_paths(reader: &mut Reader<'_>, stage: &Stage) {
+    if stage.matrix.is_none() {
+        return;
+    }
+    let uses_matrix = |template: &super::template::Template| {
+        template
+            .variables()
+            .any(|(variable, _)| matches!(variable, Variable::Matrix(_)))
+    };
+    let workdir = stage.workdir.as_ref().filter(|w| uses_matrix(&w.value));
+    let artifacts: Vec<&super::model::Spanned<super::template::Template>> = stage
+        .artifacts
+        .iter()
+        .filter(|a| uses_matrix(&a.value))
+        .collect();
+    if workdir.is_none() && artifacts.is_empty() {
+        return;
+    }
+    for combination in crate::plan::combinations(stage) {
+        let render = |template: &super::template::Template| {
+            template.render(
+                |variable| match variable {
+                    Variable::Matrix(axis) => combination
+                        .iter()
+                        .find(|(a, _)| a == axis)
+                        .map(|(_, value)| std::borrow::Cow::Borrowed(value.as_str())),
+                    _ => None,
+                },
+                false,
+            )
+        };
+        let instance: Vec<String> = combination
+            .iter()
+            .map(|(a, v)| format!("{a}={v}"))
+            .collect();
+        if let Some(workdir) = workdir {
+            let rendered = render(&workdir.value);
+            if super::pipeline::relative_path_escapes(&rendered) {
+                reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::WorkdirEscape,
+                        format!(
+                            "workdir `{rendered}` of instance ({}) leaves the workspace",
+                            instance.join(", ")
+                        ),
+                        workdir.span,
+                        "outside the workspace for this instance",
+                    )
+                    .with_help("matrix values used in `workdir` must keep it inside the workspace"),
+                );
+                return;
+            }
+        }
+        for artifact in &artifacts {
+            let rendered = render(&artifact.value);
+            if super::pipeline::relative_path_escapes(&rendered) {
+                reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::InvalidValue,
+                        format!("artifact path `{rendered}` of instance ({}) leaves the workspace", instance.join(", ")),
+                        artifact.span,
+                        "outside the workspace for this instance",
+                    )
+                    .with_help("artifacts are collected from inside the workspace: use a relative path without `..`"),
+                );
+                return;
+            }
+        }
     }
 }

@@ -182,6 +182,9 @@ impl Plan {
             .collect();
         for stage in &mut stages {
             let definition = &pipeline.stages[stage.definition];
+            // Distinct definitions first: their instances are distinct by construction, so no per-instance
+            // search is needed (a matrix needing a matrix has 256 x 256 edges).
+            let mut targets: Vec<usize> = Vec::with_capacity(definition.needs.len());
             for need in &definition.needs {
                 let Some(&target) = by_name.get(need.value.as_str()) else {
                     return Err(PlanError::UnknownNeeds {
@@ -189,11 +192,12 @@ impl Plan {
                         need: need.value.clone(),
                     });
                 };
-                for &instance in &instances_of[target] {
-                    if !stage.needs.contains(&instance) {
-                        stage.needs.push(instance);
-                    }
+                if !targets.contains(&target) {
+                    targets.push(target);
                 }
+            }
+            for target in targets {
+                stage.needs.extend_from_slice(&instances_of[target]);
             }
         }
         for (position, stage) in stages.iter().enumerate() {
@@ -373,7 +377,7 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
 }
 
 /// Every combination of the stage's matrix axes (the last axis varies fastest); one empty combination without.
-fn combinations(stage: &Stage) -> Vec<Vec<(String, String)>> {
+pub(crate) fn combinations(stage: &Stage) -> Vec<Vec<(String, String)>> {
     let mut combinations: Vec<Vec<(String, String)>> = vec![Vec::new()];
     for axis in stage.matrix.iter().flat_map(|matrix| &matrix.axes) {
         combinations = combinations
@@ -545,7 +549,13 @@ fn apply_selection(
             continue;
         }
         let manual = pipeline.stages[stage.definition].manual;
-        if manual && !named[position] {
+        // A manual stage runs when it is requested: named, or needed by a named stage.
+        let requested = if context.selected.is_empty() {
+            false
+        } else {
+            included[position]
+        };
+        if manual && !requested {
             stage.skip = Some(SkipReason::Manual);
         } else if !context.selected.is_empty() && !included[position] {
             stage.skip = Some(SkipReason::NotSelected);

@@ -4,6 +4,7 @@ mod build;
 mod context;
 mod render;
 
+pub(crate) use build::combinations;
 pub use build::{Plan, PlanError, PlannedStage, SkipReason};
 pub use context::RunContext;
 pub use render::{PlanFormat, PlanJson, PlanStageJson};
