@@ -2,7 +2,7 @@
 
 use buildit_core::config::EventKind;
 use buildit_core::plan::PlanFormat;
-use buildit_core::{Plan, RunContext};
+use buildit_core::{Plan, RunContext, SystemConfig};
 
 use super::load::{check_against_system, load_pipeline, load_system_config};
 use crate::cli::{ContextArgs, EventArg, PlanArgs, PlanOutput};
@@ -12,32 +12,14 @@ use crate::reporter::print_text;
 
 pub(crate) fn run(args: &PlanArgs) -> Exit {
     let workspace = std::env::current_dir().unwrap_or_default();
-    let pipeline = match load_pipeline(&args.file, None) {
-        Ok(pipeline) => pipeline,
+    let (plan, _) = match load_plan(
+        &args.file,
+        args.system.as_deref(),
+        &args.context,
+        &workspace,
+    ) {
+        Ok(loaded) => loaded,
         Err(exit) => return exit,
-    };
-    let system = match load_system_config(args.system.as_deref(), &workspace, None) {
-        Ok(system) => system,
-        Err(exit) => return exit,
-    };
-    if !check_against_system(&pipeline, &system, None) {
-        return Exit::InvalidConfig;
-    }
-    let mut context = match run_context(&args.context, &workspace) {
-        Ok(context) => context,
-        Err(exit) => return exit,
-    };
-    context.default_image_executor = system.default_executor;
-    let plan = match Plan::build(&pipeline, &context) {
-        Ok(plan) => plan,
-        Err(error) => {
-            let help = match &error {
-                buildit_core::PlanError::UnknownStage { help, .. } => help.clone(),
-                _ => None,
-            };
-            error_line(&error.to_string(), help.as_deref());
-            return Exit::Usage;
-        }
     };
     let format = match args.format {
         PlanOutput::Text => PlanFormat::Text,
@@ -47,6 +29,34 @@ pub(crate) fn run(args: &PlanArgs) -> Exit {
     };
     print_text(&plan.render(format));
     Exit::Success
+}
+
+/// Reads the pipeline and the system configuration, checks one against the other, and plans the run that
+/// the context flags describe. Every problem is reported before this returns its exit code.
+pub(crate) fn load_plan(
+    file: &std::path::Path,
+    system: Option<&std::path::Path>,
+    context: &ContextArgs,
+    workspace: &std::path::Path,
+) -> Result<(Plan, SystemConfig), Exit> {
+    let pipeline = load_pipeline(file, None)?;
+    let system = load_system_config(system, workspace, None)?;
+    if !check_against_system(&pipeline, &system, None) {
+        return Err(Exit::InvalidConfig);
+    }
+    let mut context = run_context(context, workspace)?;
+    context.default_image_executor = system.default_executor;
+    match Plan::build(&pipeline, &context) {
+        Ok(plan) => Ok((plan, system)),
+        Err(error) => {
+            let help = match &error {
+                buildit_core::PlanError::UnknownStage { help, .. } => help.clone(),
+                _ => None,
+            };
+            error_line(&error.to_string(), help.as_deref());
+            Err(Exit::Usage)
+        }
+    }
 }
 
 /// The run context from flags, with branch and sha read from git when not given.

@@ -4,17 +4,16 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use buildit_core::Plan;
 use buildit_core::config::ExecutorKind;
 use buildit_core::events::{EventBus, RunStatus};
 use buildit_core::exec::{
     ArtifactStore, CacheStore, LocalExecutor, RunIdentity, RunOptions, execute,
 };
 use buildit_core::system::ArtifactStoreConfig;
-use buildit_core::{Plan, PlanError};
 use tokio_util::sync::CancellationToken;
 
-use super::load::{check_against_system, load_pipeline, load_system_config};
-use super::plan::run_context;
+use super::plan::load_plan;
 use crate::cli::{RunArgs, RunOutput};
 use crate::exit::Exit;
 use crate::report::error_line;
@@ -32,32 +31,14 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         );
         return Exit::Usage;
     }
-    let pipeline = match load_pipeline(&args.file, None) {
-        Ok(pipeline) => pipeline,
+    let (plan, system) = match load_plan(
+        &args.file,
+        args.system.as_deref(),
+        &args.context,
+        &workspace,
+    ) {
+        Ok(loaded) => loaded,
         Err(exit) => return exit,
-    };
-    let system = match load_system_config(args.system.as_deref(), &workspace, None) {
-        Ok(system) => system,
-        Err(exit) => return exit,
-    };
-    if !check_against_system(&pipeline, &system, None) {
-        return Exit::InvalidConfig;
-    }
-    let mut context = match run_context(&args.context, &workspace) {
-        Ok(context) => context,
-        Err(exit) => return exit,
-    };
-    context.default_image_executor = system.default_executor;
-    let plan = match Plan::build(&pipeline, &context) {
-        Ok(plan) => plan,
-        Err(error) => {
-            let help = match &error {
-                PlanError::UnknownStage { help, .. } => help.clone(),
-                _ => None,
-            };
-            error_line(&error.to_string(), help.as_deref());
-            return Exit::Usage;
-        }
     };
     if let Some(stage) = plan
         .order()

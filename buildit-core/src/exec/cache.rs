@@ -235,15 +235,7 @@ fn unpack_target(stored: &Path, workspace: &Path, home: Option<&Path>) -> Option
 
 /// File-name-safe, reversible: letters, digits, `.`, `_` and `-` stay, everything else becomes `%XX`.
 fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        if byte.is_ascii_alphanumeric() || b"._-".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    super::mask::percent_encode(key, b"._-")
 }
 
 fn decode_key(encoded: &str) -> Option<String> {

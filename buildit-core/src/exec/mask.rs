@@ -82,9 +82,14 @@ fn base64_forms(secret: &[u8]) -> Vec<String> {
 
 /// Percent-encoding of everything but unreserved characters (RFC 3986), as URLs and form bodies carry it.
 fn url_encode(text: &str) -> String {
+    percent_encode(text, b"-._~")
+}
+
+/// `%XX` for every byte that is not an ASCII letter or digit or in `keep`.
+pub(crate) fn percent_encode(text: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
             out.push(char::from(byte));
         } else {
             out.push_str(&format!("%{byte:02X}"));
