@@ -46,6 +46,8 @@ const STAGE_NODES: [&str; 17] = [
     "executor",
     "resources",
 ];
+/// Longest `timeout`: anything longer is a typo, and timers must stay far from overflowing.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
 /// Most extra attempts a stage may ask for.
 pub const MAX_RETRY: u8 = 10;
 
@@ -606,7 +608,19 @@ fn read_cache(reader: &mut Reader<'_>, node: &KdlNode) -> Option<CacheDef> {
 fn read_duration(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Spanned<Duration>> {
     let value = reader.one_string(node, "a duration such as \"90s\", \"10m\" or \"1h30m\"")?;
     match parse_duration(&value.value) {
-        Ok(duration) => Some(Spanned::new(duration, value.span)),
+        Ok(duration) if duration <= MAX_TIMEOUT => Some(Spanned::new(duration, value.span)),
+        Ok(_) => {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    format!("timeout `{}` is longer than 30 days", value.value),
+                    value.span,
+                    "too long",
+                )
+                .with_help("leave `timeout` out for no limit, or use at most \"30d\""),
+            );
+            None
+        }
         Err(problem) => {
             reader.push(
                 ConfigDiagnostic::error(
