@@ -560,3 +560,35 @@ fn unreadable_files_are_json_records_too() {
         (Some(2), Some(8))
     );
 }
+
+#[test]
+fn secret_store_variables_never_reach_stages_unmasked() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" {\n    secrets \"TOKEN\"\n    run \"env | grep -c BUILDIT_SECRET_ || true\"\n    run \"echo env=[{env.BUILDIT_SECRET_OTHER}] token=$TOKEN\"\n}\n",
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_buildit"))
+        .args(["run", "--plain"])
+        .current_dir(dir.path())
+        .env("BUILDIT_SECRET_TOKEN", "tok-3n-value")
+        .env("BUILDIT_SECRET_OTHER", "other-secret-value")
+        .env("NO_COLOR", "1")
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => panic!("{error}"),
+    };
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}{}", stderr(&output));
+    assert!(
+        text.contains("a | 0"),
+        "no BUILDIT_SECRET_* variable is inherited: {text}"
+    );
+    assert!(text.contains("a | env=[] token=***"), "{text}");
+    assert!(
+        !text.contains("other-secret-value") && !text.contains("tok-3n-value"),
+        "{text}"
+    );
+}

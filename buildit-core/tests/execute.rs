@@ -638,3 +638,76 @@ async fn the_kill_token_cuts_the_grace_period_short() {
     assert_eq!(run.outcome("stubborn"), StageOutcome::Cancelled);
     assert_eq!(run.report.status, RunStatus::Cancelled);
 }
+
+#[tokio::test]
+async fn children_get_the_grace_period_when_a_stage_is_stopped() {
+    let dir = workspace();
+    // The child cleans up for half a second after SIGTERM; the shell dies at once. The grace period is the
+    // group's, not the shell's.
+    let run = run_with(
+        "pipeline \"p\"\nstage \"a\" {\n    timeout \"1s\"\n    run \"sh -c 'trap \\\"sleep 0.5; echo cleaned > cleanup.txt; exit 0\\\" TERM; sleep 30 & wait' & wait\"\n}\n",
+        dir.path(),
+        RunOptions::default(),
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(run.outcome("a"), StageOutcome::TimedOut);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("cleanup.txt")).unwrap_or_default(),
+        "cleaned\n"
+    );
+}
+
+#[tokio::test]
+async fn output_held_open_by_an_escaped_process_does_not_hang_the_run() {
+    let dir = workspace();
+    let options = RunOptions {
+        log_drain: Duration::from_millis(500),
+        ..RunOptions::default()
+    };
+    let started = Instant::now();
+    let run = run_with(
+        "pipeline \"p\"\nstage \"a\" { run \"setsid sleep 5 & echo done\" }\nstage \"b\" { needs \"a\"; run \"echo next\" }\n",
+        dir.path(),
+        options,
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.outcome("b"), StageOutcome::Succeeded);
+    let finished_at = run
+        .events
+        .iter()
+        .position(|e| matches!(e.kind, RunEventKind::RunFinished { .. }));
+    assert_eq!(
+        finished_at,
+        Some(run.events.len() - 1),
+        "nothing arrives after run-finished"
+    );
+}
+
+#[tokio::test]
+async fn workdir_that_climbs_back_inside_is_fine() {
+    let dir = workspace();
+    let _ = std::fs::create_dir_all(dir.path().join("a/b"));
+    let run = run_with(
+        "pipeline \"p\"\nstage \"s\" { workdir \"a/../a/b\"; run \"pwd\" }\n",
+        dir.path(),
+        RunOptions::default(),
+        CancellationToken::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        run.outcome("s"),
+        StageOutcome::Succeeded,
+        "{:?}",
+        run.reason("s")
+    );
+}

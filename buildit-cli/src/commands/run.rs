@@ -10,7 +10,7 @@ use buildit_core::events::{EventBus, RunStatus};
 use buildit_core::exec::{
     ArtifactStore, CacheStore, LocalExecutor, RunIdentity, RunOptions, execute,
 };
-use buildit_core::system::ArtifactStoreConfig;
+use buildit_core::system::{ArtifactStoreConfig, SecretStoreConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::plan::load_plan;
@@ -24,13 +24,17 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
     };
-    if !workspace.is_dir() {
-        error_line(
-            &format!("workspace `{}` is not a directory", workspace.display()),
-            None,
-        );
-        return Exit::Usage;
-    }
+    // Absolute, so that `BUILDIT_WORKSPACE` means the same from any stage's working directory.
+    let workspace = match workspace.canonicalize() {
+        Ok(workspace) if workspace.is_dir() => workspace,
+        _ => {
+            error_line(
+                &format!("workspace `{}` is not a directory", workspace.display()),
+                None,
+            );
+            return Exit::Usage;
+        }
+    };
     let (plan, system) = match load_plan(
         &args.file,
         args.system.as_deref(),
@@ -85,6 +89,14 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let caches = CacheStore::new(workspace.join(".buildit/cache"));
     let mut identity = RunIdentity::new(run_id.clone(), 1, workspace);
     identity.secrets = secrets;
+    if let SecretStoreConfig::Env { prefix } = &system.secrets
+        && !prefix.is_empty()
+    {
+        identity.scrub_env = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .filter(|name| name.starts_with(prefix.as_str()))
+            .collect();
+    }
     let uses_artifacts = plan
         .order()
         .any(|s| !s.is_skipped() && !plan.definition(s).artifacts.is_empty());
@@ -126,14 +138,21 @@ async fn run_plan(
     let signals = {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping running stages (Ctrl-C again to kill them now)");
-                cancel.cancel();
-            }
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("killing running stages");
-                kill.cancel();
-            }
+            // SIGTERM and SIGHUP (a CI job cancelled, a terminal closed) stop the run like Ctrl-C: a runner
+            // that dies on them would leave its stages running.
+            let mut stops = match StopSignals::new() {
+                Ok(stops) => stops,
+                Err(error) => {
+                    eprintln!("warning: cannot watch for SIGTERM and SIGHUP: {error}");
+                    return;
+                }
+            };
+            stops.next().await;
+            eprintln!("\ninterrupted: stopping running stages (Ctrl-C again to kill them now)");
+            cancel.cancel();
+            stops.next().await;
+            eprintln!("killing running stages");
+            kill.cancel();
         })
     };
     let mut bus = EventBus::new(identity.run_id.clone());
@@ -186,4 +205,31 @@ fn new_run_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_nanos());
     format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// The signals that stop a run: SIGINT (Ctrl-C), SIGTERM and SIGHUP.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Waits for the next one.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
+    }
 }

@@ -22,5 +22,6 @@ pub use template::{Template, TemplatePart, Variable, quote_for_shell};
 pub use validate::{MAX_MATRIX_INSTANCES, MAX_STAGES};
 
 pub(crate) use model::is_valid_name;
+pub(crate) use pipeline::relative_path_escapes;
 pub(crate) use reader::Reader;
 pub(crate) use template::{TemplateScope, is_env_name};

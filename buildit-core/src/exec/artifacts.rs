@@ -24,6 +24,13 @@ pub enum ArtifactError {
         /// The offending path.
         path: String,
     },
+    /// A match is neither a regular file nor a directory (a FIFO or socket would block or mean nothing).
+    #[error("artifact `{path}` is not a regular file or directory")]
+    #[diagnostic(code(buildit::artifacts::special_file))]
+    NotRegular {
+        /// The offending path.
+        path: String,
+    },
     /// A pattern is not a valid glob.
     #[error("invalid artifact pattern `{pattern}`: {problem}")]
     #[diagnostic(code(buildit::artifacts::pattern))]
@@ -62,17 +69,8 @@ impl ArtifactStore {
     /// Where one stage's artifacts of one run are kept. Stage instance names (`test (shard=1)`) are made safe
     /// as directory names.
     pub fn stage_dir(&self, run_id: &str, stage: &str) -> PathBuf {
-        let safe = |text: &str| -> String {
-            text.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "._=-,".contains(c) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect()
-        };
+        // Percent-encoding is reversible, so two instances (`v=a/b`, `v=a:b`) never share a directory.
+        let safe = |text: &str| super::mask::percent_encode(text, b"._=-,");
         self.root.join(safe(run_id)).join(safe(stage))
     }
 
@@ -86,6 +84,15 @@ impl ArtifactStore {
     ) -> Result<usize, ArtifactError> {
         let workspace_real = canonical(workspace)?;
         let destination = self.stage_dir(run_id, stage);
+        // Never collected, even through `artifacts "."`: BuildIt's own state (the store itself may live there)
+        // and version control.
+        let mut skip: Vec<PathBuf> = SKIPPED_DIRS
+            .iter()
+            .map(|dir| workspace_real.join(dir))
+            .collect();
+        if let Ok(root) = self.root.canonicalize() {
+            skip.push(root);
+        }
         let mut copied = 0;
         for pattern in patterns {
             let relative = Path::new(pattern);
@@ -117,8 +124,12 @@ impl ArtifactStore {
                 });
             }
             for path in matches {
+                let inside = Inside {
+                    workspace: &workspace_real,
+                    skip: &skip,
+                };
                 copied += copy_inside(
-                    &workspace_real,
+                    &inside,
                     &workspace.join(&path),
                     &destination.join(&path),
                     &path,
@@ -183,20 +194,30 @@ fn walk(
     Ok(())
 }
 
+/// Where collection may read: inside the workspace, outside the skipped directories.
+struct Inside<'a> {
+    workspace: &'a Path,
+    skip: &'a [PathBuf],
+}
+
 /// Copies `source` (a file, a directory, or a symlink that stays inside the workspace) to `destination`.
 fn copy_inside(
-    workspace_real: &Path,
+    inside: &Inside<'_>,
     source: &Path,
     destination: &Path,
     shown: &Path,
 ) -> Result<usize, ArtifactError> {
     let real = canonical(source)?;
-    if !real.starts_with(workspace_real) {
+    if !real.starts_with(inside.workspace) {
         return Err(ArtifactError::Escape {
             path: shown.display().to_string(),
         });
     }
-    if real.is_dir() {
+    if inside.skip.iter().any(|skipped| real.starts_with(skipped)) {
+        return Ok(0);
+    }
+    let metadata = std::fs::metadata(&real).map_err(io(&real))?;
+    if metadata.is_dir() {
         let mut copied = 0;
         let mut entries: Vec<_> = std::fs::read_dir(source)
             .map_err(io(source))?
@@ -206,13 +227,18 @@ fn copy_inside(
         for entry in entries {
             let name = entry.file_name();
             copied += copy_inside(
-                workspace_real,
+                inside,
                 &source.join(&name),
                 &destination.join(&name),
                 &shown.join(&name),
             )?;
         }
         return Ok(copied);
+    }
+    if !metadata.is_file() {
+        return Err(ArtifactError::NotRegular {
+            path: shown.display().to_string(),
+        });
     }
     copy_file(&real, destination)?;
     Ok(1)
@@ -321,6 +347,12 @@ mod tests {
         let error = store.collect("r", "s", &workspace, &["../x".into()]);
         assert!(
             matches!(error, Err(ArtifactError::Escape { .. })),
+            "{error:?}"
+        );
+        let _ = nix::unistd::mkfifo(&workspace.join("out/pipe"), nix::sys::stat::Mode::S_IRWXU);
+        let error = store.collect("r", "s", &workspace, &["out/pipe".into()]);
+        assert!(
+            matches!(error, Err(ArtifactError::NotRegular { .. })),
             "{error:?}"
         );
         let error = store.collect("r", "s", &workspace, &["nothing/*.so".into()]);

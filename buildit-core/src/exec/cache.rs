@@ -86,6 +86,11 @@ impl CacheStore {
                 None => return Ok(CacheHit::Miss),
             }
         };
+        let roots: Vec<PathBuf> = cache
+            .paths
+            .iter()
+            .filter_map(|path| locate(path, workspace, home).map(|(_, at)| at))
+            .collect();
         let file = File::open(&archive)
             .map_err(|e| error(format!("cannot open `{}`: {e}", archive.display())))?;
         let mut tar = tar::Archive::new(BufReader::new(file));
@@ -102,6 +107,33 @@ impl CacheStore {
                     stored.display()
                 )));
             };
+            // An archive only restores what the cache declares, only as files, directories and symlinks, and
+            // never through a symlink (an earlier entry `dir -> /etc` must not redirect `dir/x`).
+            if !roots.iter().any(|root| target.starts_with(root)) {
+                return Err(error(format!(
+                    "archive entry `{}` is outside the cache's paths",
+                    stored.display()
+                )));
+            }
+            let kind = entry.header().entry_type();
+            if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
+                return Err(error(format!(
+                    "archive entry `{}` is not a file, directory or symlink",
+                    stored.display()
+                )));
+            }
+            if kind.is_symlink() && roots.contains(&target) {
+                return Err(error(format!(
+                    "archive entry `{}` would replace a cached path with a symlink",
+                    stored.display()
+                )));
+            }
+            if through_symlink(&target, &roots) {
+                return Err(error(format!(
+                    "archive entry `{}` would be written through a symlink",
+                    stored.display()
+                )));
+            }
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| error(format!("cannot create `{}`: {e}", parent.display())))?;
@@ -126,6 +158,14 @@ impl CacheStore {
         };
         let archive = self.archive(&cache.key);
         if archive.is_file() {
+            return Ok(false);
+        }
+        // Nothing to save: an empty archive would pin the key to nothing forever.
+        let any_path = cache
+            .paths
+            .iter()
+            .any(|path| locate(path, workspace, home).is_some_and(|(_, at)| at.exists()));
+        if !any_path {
             return Ok(false);
         }
         std::fs::create_dir_all(&self.root)
@@ -195,6 +235,28 @@ impl CacheStore {
                 .map(|(_, path, _)| (path.clone(), prefix.clone()))
         })
     }
+}
+
+/// Whether any directory between the cache root that holds `target` and `target` itself is a symlink.
+fn through_symlink(target: &Path, roots: &[PathBuf]) -> bool {
+    let Some(root) = roots.iter().find(|root| target.starts_with(root)) else {
+        return true;
+    };
+    let mut current = target.parent();
+    while let Some(dir) = current {
+        if !dir.starts_with(root) || dir == root.as_path() {
+            break;
+        }
+        if dir
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return true;
+        }
+        current = dir.parent();
+    }
+    // The root itself may be a symlink the user made; what matters is that the archive cannot add one.
+    false
 }
 
 /// Where a cached path lives, and the archive prefix that records it: `w` workspace, `h` home, `a` absolute.
@@ -382,6 +444,64 @@ mod tests {
             leftovers.is_empty(),
             "no temporary archives are left behind"
         );
+    }
+
+    #[test]
+    fn hostile_archives_cannot_write_outside_the_cache_paths() {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(error) => panic!("{error}"),
+        };
+        let (workspace, victim) = (dir.path().join("ws"), dir.path().join("victim"));
+        let _ = std::fs::create_dir_all(&workspace);
+        let _ = std::fs::create_dir_all(&victim);
+        let store = CacheStore::new(dir.path().join("cache"));
+        let _ = std::fs::create_dir_all(dir.path().join("cache"));
+        let hostile = |key: &str, build: &dyn Fn(&mut tar::Builder<File>)| {
+            let file = File::create(store.archive(key)).ok();
+            if let Some(file) = file {
+                let mut builder = tar::Builder::new(file);
+                build(&mut builder);
+                let _ = builder.finish();
+            }
+        };
+        let data = b"pwned";
+        hostile("symlink", &|builder| {
+            let mut link = tar::Header::new_gnu();
+            link.set_entry_type(tar::EntryType::Symlink);
+            link.set_size(0);
+            let _ = builder.append_link(&mut link, "w/cdir", &victim);
+            let mut file = tar::Header::new_gnu();
+            file.set_size(data.len() as u64);
+            file.set_mode(0o644);
+            let _ = builder.append_data(&mut file, "w/cdir/x", &data[..]);
+        });
+        hostile("hardlink", &|builder| {
+            let mut link = tar::Header::new_gnu();
+            link.set_entry_type(tar::EntryType::Link);
+            link.set_size(0);
+            let _ = builder.append_link(&mut link, "w/cdir/y", victim.join("orig"));
+        });
+        hostile("elsewhere", &|builder| {
+            let mut file = tar::Header::new_gnu();
+            file.set_size(data.len() as u64);
+            file.set_mode(0o644);
+            let _ = builder.append_data(&mut file, "w/other/z", &data[..]);
+        });
+        for key in ["symlink", "hardlink", "elsewhere"] {
+            let cache = ResolvedCache {
+                name: "c".into(),
+                key: key.into(),
+                restore_keys: Vec::new(),
+                paths: vec!["cdir".into()],
+            };
+            assert!(
+                store.restore(&cache, &workspace, None).is_err(),
+                "{key} was restored"
+            );
+        }
+        assert!(!victim.join("x").exists() && !victim.join("orig").exists());
+        assert!(!workspace.join("other").exists());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct StageSpec {
     pub env: BTreeMap<String, String>,
     /// Secrets, injected as environment variables (never written into commands).
     pub secrets: BTreeMap<String, String>,
+    /// Variables of the executor's base environment the stage must not see (the secret store's).
+    pub env_remove: Vec<String>,
     /// Time limit of the attempt.
     pub timeout: Option<Duration>,
     /// Resource requests.
@@ -44,6 +46,7 @@ impl StageSpec {
             workdir: workdir.into(),
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            env_remove: Vec::new(),
             timeout: None,
             resources: None,
             labels: BTreeMap::new(),

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,6 +68,9 @@ pub struct LocalHandle {
     pid: i32,
     exit: watch::Receiver<Option<Result<ExitStatus, String>>>,
     logs: Mutex<Option<mpsc::Receiver<LogChunk>>>,
+    /// Set while `cancel` stops the group: the exit watcher must not kill it early then, or the commands'
+    /// children would lose their grace period when the shell dies first.
+    cancelling: Arc<AtomicBool>,
 }
 
 impl LocalHandle {
@@ -85,6 +89,11 @@ fn signal_group(pid: i32, signal: Signal) -> Result<(), ExecError> {
             message: errno.desc().to_owned(),
         }),
     }
+}
+
+/// Whether any process of the group is still there (zombies of its own children included).
+fn group_alive(pid: i32) -> bool {
+    killpg(Pid::from_raw(pid), None).is_ok()
 }
 
 async fn pump(
@@ -129,6 +138,9 @@ impl Executor for LocalExecutor {
 
     async fn spawn(&self, spec: StageSpec) -> Result<LocalHandle, ExecError> {
         let mut command = tokio::process::Command::new(self.shell_program(&spec.shell));
+        for name in &spec.env_remove {
+            command.env_remove(name);
+        }
         command
             .arg("-c")
             .arg(spec.script())
@@ -162,6 +174,8 @@ impl Executor for LocalExecutor {
             tokio::spawn(pump(stderr, LogStreamKind::Stderr, sender));
         }
         let (exit_sender, exit) = watch::channel(None);
+        let cancelling = Arc::new(AtomicBool::new(false));
+        let watcher_cancelling = Arc::clone(&cancelling);
         tokio::spawn(async move {
             let result = child
                 .wait()
@@ -172,14 +186,18 @@ impl Executor for LocalExecutor {
                     oom_killed: false,
                 })
                 .map_err(|error| error.to_string());
-            // Whatever the commands left running in the background goes with the shell: no orphans.
-            let _ = signal_group(pid, Signal::SIGKILL);
+            // Whatever the commands left running in the background goes with the shell: no orphans. During a
+            // cancel, `cancel` gives the group its grace period and kills it itself.
+            if !watcher_cancelling.load(Ordering::SeqCst) {
+                let _ = signal_group(pid, Signal::SIGKILL);
+            }
             let _ = exit_sender.send(Some(result));
         });
         Ok(LocalHandle {
             pid,
             exit,
             logs: Mutex::new(Some(receiver)),
+            cancelling,
         })
     }
 
@@ -211,13 +229,15 @@ impl Executor for LocalExecutor {
         if handle.exit.borrow().is_some() {
             return Ok(());
         }
+        handle.cancelling.store(true, Ordering::SeqCst);
         signal_group(handle.pid, Signal::SIGTERM)?;
-        if tokio::time::timeout(grace, Self::wait_for_exit(handle))
-            .await
-            .is_err()
-        {
-            signal_group(handle.pid, Signal::SIGKILL)?;
+        // The whole group gets the grace period, not only the shell: a child cleaning up after SIGTERM is
+        // waited for until the group is empty.
+        let deadline = tokio::time::Instant::now() + grace;
+        while group_alive(handle.pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        signal_group(handle.pid, Signal::SIGKILL)?;
         Self::wait_for_exit(handle).await.map(|_| ())
     }
 }

@@ -31,16 +31,28 @@ impl SecretMasker {
                 }
                 needles.push(piece.to_owned());
                 needles.extend(base64_forms(piece.as_bytes()));
-                let encoded = url_encode(piece);
-                if encoded != piece {
+                // URL encodings as libraries write them: strict, keeping `/`, and with `+` for spaces.
+                for keep in [&b"-._~"[..], b"-._~/"] {
+                    let encoded = percent_encode(piece, keep);
+                    needles.push(encoded.replace("%20", "+"));
                     needles.push(encoded);
+                }
+                // `set -x` traces show values shell-quoted: `it'\''s` for `it's`.
+                if piece.contains('\'') {
+                    needles.push(piece.replace('\'', r"'\''"));
                 }
             }
         }
         needles.retain(|needle| needle.len() >= MIN_MASKED_LEN);
+        needles.retain(|needle| needle != MASK);
         needles.sort_by_key(|needle| std::cmp::Reverse(needle.len()));
         needles.dedup();
         Self { needles }
+    }
+
+    /// The longest text that is masked: a line cut must keep this much together.
+    pub fn longest(&self) -> usize {
+        self.needles.first().map_or(0, String::len)
     }
 
     /// Whether there is anything to mask.
@@ -78,11 +90,6 @@ fn base64_forms(secret: &[u8]) -> Vec<String> {
         }
     }
     forms
-}
-
-/// Percent-encoding of everything but unreserved characters (RFC 3986), as URLs and form bodies carry it.
-fn url_encode(text: &str) -> String {
-    percent_encode(text, b"-._~")
 }
 
 /// `%XX` for every byte that is not an ASCII letter or digit or in `keep`.
@@ -140,6 +147,14 @@ mod tests {
             masker.mask("https://x/?p=p%40ss%20word%2F1&q=1"),
             "https://x/?p=***&q=1"
         );
+        assert_eq!(masker.mask("quote: p%40ss%20word/1"), "quote: ***");
+        assert_eq!(masker.mask("form: p=p%40ss+word%2F1"), "form: p=***");
+    }
+
+    #[test]
+    fn masks_shell_traces() {
+        let masker = SecretMasker::new(["it's-a-secret"]);
+        assert_eq!(masker.mask(r"+ echo 'it'\''s-a-secret'"), "+ echo '***'");
     }
 
     #[test]

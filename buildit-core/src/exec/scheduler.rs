@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -173,6 +174,7 @@ pub async fn execute<E: Executor>(
         .collect();
     let mut running: JoinSet<(usize, StageReport)> = JoinSet::new();
     let mut fail_fast_triggered = false;
+    let mut task_positions: HashMap<tokio::task::Id, usize> = HashMap::new();
 
     loop {
         while running.len() < concurrency {
@@ -235,7 +237,8 @@ pub async fn execute<E: Executor>(
                         masker: Arc::clone(&masker),
                         run_started: started,
                     };
-                    running.spawn(async move { (position, task.run().await) });
+                    let handle = running.spawn(async move { (position, task.run().await) });
+                    task_positions.insert(handle.id(), position);
                 }
             }
         }
@@ -245,10 +248,26 @@ pub async fn execute<E: Executor>(
             }
             continue;
         };
-        let Ok((position, report)) = joined else {
-            // A stage task panicked: nothing to record for it but the stop of the run.
-            stop.cancel();
-            continue;
+        let (position, report) = match joined {
+            Ok(joined) => joined,
+            Err(error) => {
+                // A stage task panicked: the stage failed for BuildIt's reasons, and the run stops.
+                let Some(&position) = task_positions.get(&error.id()) else {
+                    stop.cancel();
+                    continue;
+                };
+                let report = StageReport {
+                    name: plan.stages()[position].name().to_owned(),
+                    outcome: StageOutcome::Failed,
+                    attempts: 0,
+                    exit_code: None,
+                    reason: Some(format!("internal error: {error}")),
+                    started: None,
+                    finished: started.elapsed(),
+                };
+                stop.cancel();
+                (position, report)
+            }
         };
         if report.outcome.is_failure() && options.fail_fast && !fail_fast_triggered {
             fail_fast_triggered = true;
@@ -383,25 +402,11 @@ impl<E: Executor> StageTask<E> {
         let mut last = Attempt {
             outcome: StageOutcome::Cancelled,
             exit_code: None,
-            reason: None,
+            reason: Some("run cancelled".to_owned()),
         };
         let mut attempts = 0;
-        let caches = match self.restore_caches().await {
-            Ok(caches) => caches,
-            Err(reason) => {
-                last = Attempt {
-                    outcome: StageOutcome::Failed,
-                    exit_code: None,
-                    reason: Some(reason),
-                };
-                Vec::new()
-            }
-        };
-        let cache_failed = last.reason.is_some();
+        let mut caches: Vec<ResolvedCache> = Vec::new();
         for attempt in 1..=attempts_allowed {
-            if cache_failed {
-                break;
-            }
             if self.stop.is_cancelled() {
                 break;
             }
@@ -413,7 +418,22 @@ impl<E: Executor> StageTask<E> {
                 })
                 .await;
             let attempt_started = Instant::now();
-            last = self.attempt(attempt).await;
+            // Caches are restored once, as part of the first attempt (its log says what was restored).
+            let restored = if attempt == 1 {
+                self.restore_caches()
+                    .await
+                    .map(|restored| caches = restored)
+            } else {
+                Ok(())
+            };
+            last = match restored {
+                Ok(()) => self.attempt(attempt).await,
+                Err(reason) => Attempt {
+                    outcome: StageOutcome::Failed,
+                    exit_code: None,
+                    reason: Some(reason),
+                },
+            };
             if last.outcome == StageOutcome::Succeeded && !caches.is_empty() {
                 // Before the stage is reported finished, so that its cache notes belong to its log.
                 self.save_caches(caches.clone(), attempt).await;
@@ -424,6 +444,7 @@ impl<E: Executor> StageTask<E> {
             if last.outcome.is_failure() && !retrying && allow_failure {
                 last.outcome = StageOutcome::FailedAllowed;
             }
+            last.reason = last.reason.map(|reason| self.masker.mask(&reason));
             self.bus
                 .emit(RunEventKind::StageFinished {
                     stage: name.clone(),
@@ -438,17 +459,19 @@ impl<E: Executor> StageTask<E> {
                 break;
             }
         }
-        if cache_failed {
+        if attempts == 0 {
+            // Stopped before its first attempt: still reported, so that every queued stage finishes.
             self.bus
                 .emit(RunEventKind::StageFinished {
                     stage: name.clone(),
                     attempt: 0,
-                    outcome: last.outcome,
+                    outcome: StageOutcome::Skipped,
                     exit_code: None,
                     duration_ms: 0,
                     reason: last.reason.clone(),
                 })
                 .await;
+            last.outcome = StageOutcome::Skipped;
         }
         StageReport {
             name,
@@ -456,7 +479,7 @@ impl<E: Executor> StageTask<E> {
             attempts,
             exit_code: last.exit_code,
             reason: last.reason,
-            started: Some(first_start),
+            started: (attempts > 0).then_some(first_start),
             finished: self.run_started.elapsed(),
         }
     }
@@ -495,6 +518,7 @@ impl<E: Executor> StageTask<E> {
                 None
             }
         };
+        let progress = Arc::new(AtomicU64::new(0));
         let pump = logs.map(|logs| {
             tokio::spawn(pump_lines(
                 logs,
@@ -502,6 +526,7 @@ impl<E: Executor> StageTask<E> {
                 stage.name().to_owned(),
                 attempt,
                 Arc::clone(&self.masker),
+                Arc::clone(&progress),
             ))
         });
         enum Ended {
@@ -528,9 +553,29 @@ impl<E: Executor> StageTask<E> {
                 return failed(format!("cannot stop the stage: {error}"));
             }
         }
-        if let Some(pump) = pump {
-            // Output is complete once every pipe has closed; a daemonised child may hold one open forever.
-            let _ = tokio::time::timeout(self.options.log_drain, pump).await;
+        if let Some(mut pump) = pump {
+            // Output is complete once every pipe has closed. A slow subscriber only slows this down (every line
+            // still arrives before the stage is reported finished); but a process that left the stage's
+            // process group (`setsid`) may hold a pipe open forever, so reading stops once no output has moved
+            // for the drain period.
+            loop {
+                let before = progress.load(Ordering::Relaxed);
+                if tokio::time::timeout(self.options.log_drain, &mut pump)
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                if progress.load(Ordering::Relaxed) == before {
+                    pump.abort();
+                    self.note(
+                        attempt,
+                        "buildit: stopped reading this stage's output: a process that left its process group still holds it open".to_owned(),
+                    )
+                    .await;
+                    break;
+                }
+            }
         }
         match ended {
             Ended::Exited(Ok(status)) if status.success() => match self.collect_artifacts().await {
@@ -579,7 +624,7 @@ impl<E: Executor> StageTask<E> {
                 stage: self.plan.stages()[self.position].name().to_owned(),
                 attempt,
                 stream: LogStreamKind::Stderr,
-                text,
+                text: self.masker.mask(&text),
             })
             .await;
     }
@@ -605,9 +650,15 @@ impl<E: Executor> StageTask<E> {
             let caches = resolve_caches(&plan, &plan.stages()[position], &run).map_err(|error| error.0)?;
             let mut notes = Vec::new();
             for cache in &caches {
-                let hit = store
-                    .restore(cache, &run.workspace, home.as_deref())
-                    .map_err(|error| error.to_string())?;
+                // A cache is an optimisation: one that cannot be restored is reported, and the stage runs
+                // without it.
+                let hit = match store.restore(cache, &run.workspace, home.as_deref()) {
+                    Ok(hit) => hit,
+                    Err(error) => {
+                        notes.push(format!("buildit: cache `{}` not restored: {error}", cache.name));
+                        continue;
+                    }
+                };
                 notes.push(match hit {
                     CacheHit::Exact => format!("buildit: cache `{}` restored (key `{}`)", cache.name, cache.key),
                     CacheHit::Prefix(prefix) => {
@@ -728,19 +779,15 @@ async fn pump_lines(
     stage: String,
     attempt: u32,
     masker: Arc<SecretMasker>,
+    progress: Arc<AtomicU64>,
 ) {
-    let mut stdout = LineSplitter::new();
-    let mut stderr = LineSplitter::new();
+    // The splitters mask, before lines are cut, so that no secret straddles a cut.
+    let mut stdout = LineSplitter::with_masker(Arc::clone(&masker));
+    let mut stderr = LineSplitter::with_masker(Arc::clone(&masker));
     let emit = |stream: LogStreamKind, text: String| {
         let bus = bus.clone();
         let stage = stage.clone();
-        let masker = Arc::clone(&masker);
         async move {
-            let text = if masker.is_empty() {
-                text
-            } else {
-                masker.mask(&text)
-            };
             bus.emit(RunEventKind::LogLine {
                 stage,
                 attempt,
@@ -751,6 +798,7 @@ async fn pump_lines(
         }
     };
     while let Some(chunk) = logs.next().await {
+        progress.fetch_add(1, Ordering::Relaxed);
         let splitter = match chunk.stream {
             LogStreamKind::Stdout => &mut stdout,
             LogStreamKind::Stderr => &mut stderr,

@@ -22,6 +22,9 @@ pub struct RunIdentity {
     pub workspace: PathBuf,
     /// Secret values by name (from the secret store).
     pub secrets: BTreeMap<String, String>,
+    /// Host environment variables stages must not inherit, nor read through `{env.NAME}` (the secret store's
+    /// `BUILDIT_SECRET_*` variables).
+    pub scrub_env: Vec<String>,
 }
 
 impl RunIdentity {
@@ -32,6 +35,7 @@ impl RunIdentity {
             run_number,
             workspace: workspace.into(),
             secrets: BTreeMap::new(),
+            scrub_env: Vec::new(),
         }
     }
 }
@@ -70,11 +74,12 @@ impl Values<'_> {
                 .iter()
                 .find(|(a, _)| a == axis)
                 .map(|(_, v)| v.clone()),
-            Variable::Env(name) => context
-                .env
-                .get(name)
-                .cloned()
-                .or_else(|| std::env::var(name).ok()),
+            Variable::Env(name) => context.env.get(name).cloned().or_else(|| {
+                // Never a secret store variable: `{env.BUILDIT_SECRET_X}` would put a secret into a command.
+                (!self.run.scrub_env.contains(name))
+                    .then(|| std::env::var(name).ok())
+                    .flatten()
+            }),
             Variable::Hash(_) => None,
         }
     }
@@ -107,7 +112,7 @@ pub fn stage_spec(
     let workdir = match &definition.workdir {
         Some(workdir) => {
             let relative = values.render(&workdir.value, false);
-            if relative.split('/').any(|part| part == "..") || relative.starts_with('/') {
+            if crate::config::relative_path_escapes(&relative) {
                 return Err(SpecError(format!(
                     "workdir `{relative}` leaves the workspace"
                 )));
@@ -194,6 +199,7 @@ pub fn stage_spec(
         })?;
         spec.secrets.insert(secret.value.clone(), value.clone());
     }
+    spec.env_remove = run.scrub_env.clone();
     spec.labels.insert("buildit.run".into(), run.run_id.clone());
     spec.labels
         .insert("buildit.stage".into(), stage.name().to_owned());
