@@ -3,28 +3,35 @@
 use std::path::Path;
 use std::process::Command;
 
-/// `git rev-parse` of `what` in `dir`, or `None` outside a repository or without git.
-fn rev_parse(dir: &Path, args: &[&str]) -> Option<String> {
+/// What the repository's HEAD is.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// The current branch (none on a detached HEAD).
+    pub(crate) branch: Option<String>,
+    /// The HEAD commit.
+    pub(crate) sha: Option<String>,
+}
+
+/// HEAD's commit and branch from one `git rev-parse` (it runs before every run, so one process, not two);
+/// empty outside a repository, in one without commits, or without git.
+pub(crate) fn head(dir: &Path) -> Head {
     let output = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .arg("rev-parse")
-        .args(args)
-        .output()
-        .ok()?;
+        .args(["rev-parse", "HEAD", "--abbrev-ref", "HEAD"])
+        .output();
+    let Ok(output) = output else {
+        return Head::default();
+    };
     if !output.status.success() {
-        return None;
+        return Head::default();
     }
-    let text = String::from_utf8(output.stdout).ok()?.trim().to_owned();
-    (!text.is_empty() && text != "HEAD").then_some(text)
-}
-
-/// The current branch (none on a detached HEAD).
-pub(crate) fn current_branch(dir: &Path) -> Option<String> {
-    rev_parse(dir, &["--abbrev-ref", "HEAD"])
-}
-
-/// The HEAD commit.
-pub(crate) fn head_sha(dir: &Path) -> Option<String> {
-    rev_parse(dir, &["HEAD"])
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+    let sha = lines.next().map(str::to_owned);
+    let branch = lines
+        .next()
+        .filter(|branch| *branch != "HEAD")
+        .map(str::to_owned);
+    Head { branch, sha }
 }

@@ -66,15 +66,20 @@ pub(crate) fn run_context(
 ) -> Result<RunContext, Exit> {
     let mut context = RunContext::new();
     context.tag = args.tag.clone();
+    let head = if args.sha.is_none() || (args.branch.is_none() && args.tag.is_none()) {
+        crate::git::head(workspace)
+    } else {
+        crate::git::Head::default()
+    };
+    // A tag build has no branch unless one is given.
     context.branch = args.branch.clone().or_else(|| {
-        // A tag build has no branch unless one is given.
         if args.tag.is_some() {
             None
         } else {
-            crate::git::current_branch(workspace)
+            head.branch.clone()
         }
     });
-    context.sha = args.sha.clone().or_else(|| crate::git::head_sha(workspace));
+    context.sha = args.sha.clone().or(head.sha);
     context.event = Some(match args.event {
         Some(EventArg::Push) => EventKind::Push,
         Some(EventArg::PullRequest) => EventKind::PullRequest,

@@ -1,6 +1,6 @@
 //! `buildit run`: execute a pipeline on this machine, streaming its logs, and summarise it.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use super::plan::load_plan;
 use crate::cli::{RunArgs, RunOutput};
 use crate::exit::Exit;
 use crate::report::error_line;
-use crate::reporter::{LineReporter, json_line, print_line, print_text, summary};
+use crate::reporter::{LineReporter, json_line, print_text, summary};
 
 pub(crate) fn run(args: &RunArgs) -> Exit {
     let workspace = match &args.workspace {
@@ -75,7 +75,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Infrastructure;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -165,15 +165,22 @@ async fn run_plan(
         let printer_plan = plan.clone();
         tokio::spawn(async move {
             let mut reporter = LineReporter::new(&printer_plan, colors);
+            // Buffered, and flushed whenever the printer has caught up: live output without a write per line.
+            let mut out = std::io::BufWriter::new(std::io::stdout());
             while let Some(event) = events.recv().await {
                 let line = match format {
                     RunOutput::Json => Some(json_line(&event)),
                     RunOutput::Text => reporter.line(&event),
                 };
                 if let Some(line) = line {
-                    print_line(&line);
+                    // A closed pipe (`buildit run | head`) is the reader's choice, not a failure of the run.
+                    let _ = writeln!(out, "{line}");
+                }
+                if events.is_empty() {
+                    let _ = out.flush();
                 }
             }
+            let _ = out.flush();
         })
     };
     let report = execute(
