@@ -13,25 +13,33 @@ rounds="${3:-7}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-if ! command -v ninja >/dev/null; then
+# The real ninja binary: a version manager's shim in front of it (pyenv) would add tens of milliseconds to every
+# ninja run and flatter BuildIt.
+ninja_bin() {
+    python3 -c 'import ninja, os; print(os.path.join(ninja.BIN_DIR, "ninja"))' 2>/dev/null && return
+    command -v ninja
+}
+if ! ninja_bin >/dev/null; then
     echo "installing ninja from PyPI" >&2
     python3 -m pip install --quiet ninja
 fi
+ninja="$(ninja_bin)"
+ninja="$(readlink -f "$ninja")"
 
 cargo build --release --locked -q -p buildit-cli -p buildit-benches
 target="$(pwd)/${CARGO_TARGET_DIR:-target}/release"
 mkdir -p "$work/buildit" "$work/ninja"
 "$target/gen-pipeline" layered "$stages" true --width "$width" > "$work/buildit/buildit.kdl"
 "$target/gen-pipeline" layered "$stages" true --width "$width" --ninja > "$work/ninja/build.ninja"
-echo "graph: $stages stages, width $width; ninja $(ninja --version)"
+echo "graph: $stages stages, width $width; ninja $("$ninja" --version) at $ninja"
 
-python3 - "$target/buildit" "$work" "$rounds" <<'PY'
+python3 - "$target/buildit" "$work" "$rounds" "$ninja" <<'PY'
 import statistics, subprocess, sys, time
-buildit, work, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+buildit, work, rounds, ninja = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 commands = {
     "buildit": [buildit, "run", "-j2", "--plain", "--workspace", f"{work}/buildit", f"{work}/buildit/buildit.kdl"],
     # -d keepdepfile is harmless; what matters is that every edge's output is missing, so every run runs all.
-    "ninja": ["ninja", "-j2", "-C", f"{work}/ninja"],
+    "ninja": [ninja, "-j2", "-C", f"{work}/ninja"],
 }
 times = {name: [] for name in commands}
 for _ in range(rounds):

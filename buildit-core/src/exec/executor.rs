@@ -54,15 +54,30 @@ impl StageSpec {
     }
 
     /// The shell script that runs the commands in one session, echoing each as `$ cmd` before it runs and
-    /// stopping at the first that fails (with its exit code).
+    /// stopping at the first that fails (with its exit code). The echo of the first command is not in it: the
+    /// executor writes that line itself ([`StageSpec::first_echo`]), which saves the shell a write and keeps
+    /// one-command stages as cheap as a bare `sh -c` (a stage of `true` is the hot path of large DAGs).
     pub fn script(&self) -> String {
         let mut script = String::new();
-        for command in &self.commands {
-            let echo = crate::config::quote_for_shell(&format!("$ {command}")).into_owned();
-            script.push_str(&format!("printf '%s\\n' {echo}\n{command}\n"));
-            script.push_str("__buildit_status=$?; [ \"$__buildit_status\" -eq 0 ] || exit \"$__buildit_status\"\n");
+        for (index, command) in self.commands.iter().enumerate() {
+            if index > 0 {
+                // Stop at the first failure, with its exit code; the last command's status is the shell's.
+                script.push_str("__buildit_status=$?; [ \"$__buildit_status\" -eq 0 ] || exit \"$__buildit_status\"\n");
+                let echo = crate::config::quote_for_shell(&format!("$ {command}")).into_owned();
+                script.push_str(&format!("printf '%s\\n' {echo}\n"));
+            }
+            script.push_str(command);
+            script.push('\n');
         }
         script
+    }
+
+    /// The `$ cmd` line of the first command, which the executor writes to the stage's stdout before starting
+    /// the shell.
+    pub fn first_echo(&self) -> Option<String> {
+        self.commands
+            .first()
+            .map(|command| format!("$ {command}\n"))
     }
 }
 
@@ -189,4 +204,25 @@ pub trait Executor: Send + Sync + 'static {
         handle: &Self::Handle,
         grace: Duration,
     ) -> impl Future<Output = Result<(), ExecError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_echo_later_commands_and_stop_at_failures() {
+        let one = StageSpec::new(vec!["true".into()], "/w");
+        assert_eq!(
+            one.script(),
+            "true\n",
+            "a one-command stage is a bare command"
+        );
+        assert_eq!(one.first_echo().as_deref(), Some("$ true\n"));
+        let two = StageSpec::new(vec!["make".into(), "make test".into()], "/w");
+        assert_eq!(
+            two.script(),
+            "make\n__buildit_status=$?; [ \"$__buildit_status\" -eq 0 ] || exit \"$__buildit_status\"\nprintf '%s\\n' '$ make test'\nmake test\n"
+        );
+    }
 }

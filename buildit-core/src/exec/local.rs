@@ -167,6 +167,13 @@ impl Executor for LocalExecutor {
                 ExecError::Wait("the process exited before it could be watched".to_owned())
             })?;
         let (sender, receiver) = mpsc::channel(64);
+        if let Some(echo) = spec.first_echo() {
+            // The channel is new and empty: this cannot fail or wait.
+            let _ = sender.try_send(LogChunk {
+                stream: LogStreamKind::Stdout,
+                bytes: echo.into_bytes(),
+            });
+        }
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(pump(stdout, LogStreamKind::Stdout, sender.clone()));
         }
