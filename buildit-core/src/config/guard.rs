@@ -17,7 +17,17 @@ pub(crate) const MAX_NESTING: usize = 32;
 pub(crate) const MAX_SLASHDASHED_NESTING: usize = 2;
 
 /// Scans `text` and reports the first shape the parser cannot handle in bounded time.
+#[cfg(test)]
 pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
+    scan(text).err()
+}
+
+/// Scans `text`: the first shape the parser cannot handle in bounded time, or else the offsets just after every
+/// newline that ends a top-level node (outside blocks, strings and comments, not continued with `\` nor
+/// following a `/-`), where the document can be cut into pieces that parse on their own.
+pub(crate) fn scan(text: &str) -> Result<Vec<usize>, ConfigDiagnostic> {
+    let mut boundaries = Vec::new();
+    let mut continuation = false;
     let bytes = text.as_bytes();
     // For every open brace: whether it was commented out with `/-`.
     let mut open: Vec<bool> = Vec::new();
@@ -34,15 +44,13 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
                 match skip_block_comment(bytes, i) {
                     Ok(end) => i = end,
                     Err(too_deep) => {
-                        return Some(
-                            ConfigDiagnostic::error(
-                                DiagnosticCode::Syntax,
-                                format!("`/* */` comments are nested more than {MAX_NESTING} deep"),
-                                SourceSpan::from(too_deep..too_deep + 2),
-                                "this comment is too deep",
-                            )
-                            .with_help("KDL block comments nest: every `/*` needs its own `*/`"),
-                        );
+                        return Err(ConfigDiagnostic::error(
+                            DiagnosticCode::Syntax,
+                            format!("`/* */` comments are nested more than {MAX_NESTING} deep"),
+                            SourceSpan::from(too_deep..too_deep + 2),
+                            "this comment is too deep",
+                        )
+                        .with_help("KDL block comments nest: every `/*` needs its own `*/`"));
                     }
                 }
                 continue;
@@ -50,15 +58,13 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
             b'/' if bytes.get(i + 1) == Some(&b'-') => {
                 if pending_slashdash {
                     // `/- /- x`: the parser's time grows exponentially with chains of these.
-                    return Some(
-                        ConfigDiagnostic::error(
-                            DiagnosticCode::Syntax,
-                            "`/-` must be followed by a node, a value or a block, not another `/-`",
-                            SourceSpan::from(i..i + 2),
-                            "second `/-`",
-                        )
-                        .with_help("remove the extra `/-`"),
-                    );
+                    return Err(ConfigDiagnostic::error(
+                        DiagnosticCode::Syntax,
+                        "`/-` must be followed by a node, a value or a block, not another `/-`",
+                        SourceSpan::from(i..i + 2),
+                        "second `/-`",
+                    )
+                    .with_help("remove the extra `/-`"));
                 }
                 pending_slashdash = true;
                 i += 2;
@@ -76,18 +82,18 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
                 }
                 pending_slashdash = false;
                 if open.len() > MAX_NESTING {
-                    return Some(
-                        ConfigDiagnostic::error(
-                            DiagnosticCode::Syntax,
-                            format!("child blocks are nested more than {MAX_NESTING} deep"),
-                            SourceSpan::from(i..i + 1),
-                            "this block is too deep",
-                        )
-                        .with_help("BuildIt files need only a few levels of `{ }`; check for unclosed braces"),
-                    );
+                    return Err(ConfigDiagnostic::error(
+                        DiagnosticCode::Syntax,
+                        format!("child blocks are nested more than {MAX_NESTING} deep"),
+                        SourceSpan::from(i..i + 1),
+                        "this block is too deep",
+                    )
+                    .with_help(
+                        "BuildIt files need only a few levels of `{ }`; check for unclosed braces",
+                    ));
                 }
                 if slashdashed_open > MAX_SLASHDASHED_NESTING {
-                    return Some(
+                    return Err(
                         ConfigDiagnostic::error(
                             DiagnosticCode::Syntax,
                             format!(
@@ -109,7 +115,7 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
                 pending_slashdash = false;
             }
             // Line continuations keep a pending `/-` alive, like whitespace.
-            b'\\' => {}
+            b'\\' => continuation = true,
             b'#' => {
                 pending_slashdash = false;
                 if let Some((hashes, quote)) = raw_string_hashes(bytes, i) {
@@ -120,15 +126,13 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
                         }
                         None => {
                             let closing = format!("\"{}", "#".repeat(hashes));
-                            return Some(
-                                ConfigDiagnostic::error(
-                                    DiagnosticCode::Syntax,
-                                    format!("raw string is never closed with `{closing}`"),
-                                    SourceSpan::from(i..quote + 1),
-                                    "raw string starts here",
-                                )
-                                .with_help(format!("end the string with `{closing}`")),
-                            );
+                            return Err(ConfigDiagnostic::error(
+                                DiagnosticCode::Syntax,
+                                format!("raw string is never closed with `{closing}`"),
+                                SourceSpan::from(i..quote + 1),
+                                "raw string starts here",
+                            )
+                            .with_help(format!("end the string with `{closing}`")));
                         }
                     }
                 }
@@ -136,8 +140,14 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
             _ => {
                 // KDL v2 whitespace and newlines (Unicode ones too) keep a pending `/-` alive; anything else ends it.
                 let ch = text[i..].chars().next().unwrap_or(' ');
-                if !is_kdl_space(ch) {
+                if ch == '\n' {
+                    if open.is_empty() && !pending_slashdash && !continuation {
+                        boundaries.push(i + 1);
+                    }
+                    continuation = false;
+                } else if !is_kdl_space(ch) {
                     pending_slashdash = false;
+                    continuation = false;
                 }
                 i += ch.len_utf8();
                 continue;
@@ -145,7 +155,7 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
         }
         i += 1;
     }
-    None
+    Ok(boundaries)
 }
 
 fn find_from(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {

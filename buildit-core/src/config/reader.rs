@@ -3,7 +3,7 @@
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
-use super::guard::check_parser_limits;
+use super::guard::scan;
 use super::model::Spanned;
 use super::template::{Template, TemplateProblemKind, TemplateScope};
 use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode, Diagnostics};
@@ -63,9 +63,15 @@ impl<'s> Reader<'s> {
             );
             return None;
         }
-        if let Some(diagnostic) = check_parser_limits(self.text) {
-            self.push(diagnostic);
-            return None;
+        let boundaries = match scan(self.text) {
+            Ok(boundaries) => boundaries,
+            Err(diagnostic) => {
+                self.push(diagnostic);
+                return None;
+            }
+        };
+        if let Some(document) = parse_in_two(self.text, &boundaries) {
+            return Some(document);
         }
         let parsed = parse_on_large_stack(self.text);
         match parsed {
@@ -581,6 +587,82 @@ const PARSER_STACK_PER_BYTE: usize = 1536;
 const PARSER_STACK_MIN: usize = 16 << 20;
 const PARSER_STACK_MAX: usize = PARSER_STACK_PER_BYTE * MAX_FILE_BYTES + PARSER_STACK_MIN;
 
+/// Files at least this large are parsed in two halves on two threads.
+const PARALLEL_PARSE_BYTES: usize = 32 * 1024;
+
+/// Parses a large, valid document in two halves at once, cut at the top-level node boundary nearest its middle:
+/// the `kdl` parser reads about 1 MB/s, and reading the pipeline is most of what `buildit run` does before the
+/// first stage starts. `None` when the file is small, one core is all there is, or either half does not parse
+/// as KDL v2 on its own; the caller then parses the whole file, which also gives exact errors and the KDL v1
+/// fallback.
+fn parse_in_two(text: &str, boundaries: &[usize]) -> Option<KdlDocument> {
+    if text.len() < PARALLEL_PARSE_BYTES
+        || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2
+    {
+        return None;
+    }
+    let middle = text.len() / 2;
+    let after = boundaries.partition_point(|&boundary| boundary < middle);
+    let cut = [after.checked_sub(1), Some(after)]
+        .into_iter()
+        .flatten()
+        .filter_map(|index| boundaries.get(index).copied())
+        .filter(|&cut| cut > 0 && cut < text.len())
+        .min_by_key(|&cut| cut.abs_diff(middle))?;
+    let (first, second) = text.split_at(cut);
+    let stack = |len: usize| {
+        len.saturating_mul(PARSER_STACK_PER_BYTE)
+            .clamp(PARSER_STACK_MIN, PARSER_STACK_MAX)
+    };
+    let (head, tail) = std::thread::scope(|scope| {
+        let other = std::thread::Builder::new()
+            .name("buildit-kdl-parser".into())
+            .stack_size(stack(second.len()))
+            .spawn_scoped(scope, || KdlDocument::parse_v2(second))
+            .ok()?;
+        let head = std::panic::catch_unwind(|| {
+            stacker::grow(stack(first.len()), || KdlDocument::parse_v2(first))
+        });
+        Some((head, other.join()))
+    })?;
+    let (Ok(Ok(mut head)), Ok(Ok(mut tail))) = (head, tail) else {
+        return None;
+    };
+    let nodes: Vec<KdlNode> = tail.nodes_mut().drain(..).collect();
+    for mut node in nodes {
+        shift_node(&mut node, cut);
+        head.nodes_mut().push(node);
+    }
+    head.set_span(SourceSpan::from(0..text.len()));
+    Some(head)
+}
+
+/// Moves every span of `node` (and of everything in it) `by` bytes later.
+fn shift_node(node: &mut KdlNode, by: usize) {
+    let shift = |span: SourceSpan| SourceSpan::new((span.offset() + by).into(), span.len());
+    node.set_span(shift(node.span()));
+    let name_span = shift(node.name().span());
+    node.name_mut().set_span(name_span);
+    if let Some(ty) = node.ty_mut() {
+        ty.set_span(shift(ty.span()));
+    }
+    for entry in node.entries_mut() {
+        entry.set_span(shift(entry.span()));
+        if let Some(name) = entry.name_mut() {
+            name.set_span(shift(name.span()));
+        }
+        if let Some(ty) = entry.ty_mut() {
+            ty.set_span(shift(ty.span()));
+        }
+    }
+    if let Some(children) = node.children_mut() {
+        children.set_span(shift(children.span()));
+        for child in children.nodes_mut() {
+            shift_node(child, by);
+        }
+    }
+}
+
 /// Runs the `kdl` parser on a fresh stack sized to the input.
 ///
 /// Its error recovery recurses once per misplaced token (`= = = ...`, a line of `\` continuations), so a
@@ -614,5 +696,73 @@ fn lowercase_first(text: &str) -> String {
     match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every node, entry and span of a document, in order.
+    fn flatten(document: &KdlDocument, out: &mut Vec<String>) {
+        for node in document.nodes() {
+            out.push(format!(
+                "node {} {:?} {:?}",
+                node.name().value(),
+                node.span(),
+                node.name().span()
+            ));
+            for entry in node.entries() {
+                let name = entry.name().map(|n| (n.value().to_owned(), n.span()));
+                out.push(format!(
+                    "entry {name:?} {:?} {:?}",
+                    entry.value(),
+                    entry.span()
+                ));
+            }
+            if let Some(children) = node.children() {
+                out.push(format!("children {:?}", children.span()));
+                flatten(children, out);
+            }
+        }
+    }
+
+    #[test]
+    fn halves_parse_exactly_like_the_whole() {
+        let mut text = String::new();
+        for i in 0..800 {
+            text.push_str(&format!(
+                "stage \"s{i}\" {{\n    run \"echo {{ }} \\\" ; x\"\n    // a comment }} {{\n    run \"\"\"\n    multi {{\n    \"\"\"\n    needs \"a\" \\\n        \"b\"\n}}\n/-\nstage \"gone{i}\" {{ run \"x\" }}\n/* block\n}} */\nenv K{i}=\"v\" ; on \"push\"\n"
+            ));
+        }
+        assert!(text.len() > PARALLEL_PARSE_BYTES);
+        let boundaries = match scan(&text) {
+            Ok(boundaries) => boundaries,
+            Err(diagnostic) => panic!("{diagnostic:?}"),
+        };
+        let Some(halves) = parse_in_two(&text, &boundaries) else {
+            // One core: nothing to compare.
+            assert!(std::thread::available_parallelism().map_or(1, |n| n.get()) < 2);
+            return;
+        };
+        let whole = match KdlDocument::parse_v2(&text) {
+            Ok(whole) => whole,
+            Err(error) => panic!("{error:?}"),
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        flatten(&halves, &mut a);
+        flatten(&whole, &mut b);
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x, y);
+        }
+    }
+
+    #[test]
+    fn a_broken_half_falls_back_to_the_whole_file() {
+        let mut text = "stage \"a\" { run \"x\" }\n".repeat(2000);
+        text.push_str("stage \"b\" { run \"unclosed }\n");
+        let boundaries = scan(&text).unwrap_or_default();
+        assert!(parse_in_two(&text, &boundaries).is_none());
     }
 }
