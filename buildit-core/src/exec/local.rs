@@ -96,25 +96,49 @@ fn group_alive(pid: i32) -> bool {
     killpg(Pid::from_raw(pid), None).is_ok()
 }
 
+/// Reads both output pipes until both are closed, sending chunks in the order each pipe produced them.
 async fn pump(
-    mut reader: impl AsyncRead + Unpin,
-    stream: LogStreamKind,
+    mut stdout: Option<tokio::process::ChildStdout>,
+    mut stderr: Option<tokio::process::ChildStderr>,
     sender: mpsc::Sender<LogChunk>,
 ) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
+    let mut out_buffer = vec![0u8; 16 * 1024];
+    let mut err_buffer = vec![0u8; 16 * 1024];
+    while stdout.is_some() || stderr.is_some() {
+        // Reads are cancel-safe: the one that loses the race has read nothing.
+        let (stream, read) = tokio::select! {
+            read = read_from(&mut stdout, &mut out_buffer), if stdout.is_some() => (LogStreamKind::Stdout, read),
+            read = read_from(&mut stderr, &mut err_buffer), if stderr.is_some() => (LogStreamKind::Stderr, read),
+        };
+        let buffer = match stream {
+            LogStreamKind::Stdout => &out_buffer,
+            LogStreamKind::Stderr => &err_buffer,
+        };
+        match read {
+            Ok(0) | Err(_) => match stream {
+                LogStreamKind::Stdout => stdout = None,
+                LogStreamKind::Stderr => stderr = None,
+            },
             Ok(read) => {
                 let chunk = LogChunk {
                     stream,
                     bytes: buffer[..read].to_vec(),
                 };
                 if sender.send(chunk).await.is_err() {
-                    break;
+                    return;
                 }
             }
         }
+    }
+}
+
+async fn read_from(
+    pipe: &mut Option<impl AsyncRead + Unpin>,
+    buffer: &mut [u8],
+) -> std::io::Result<usize> {
+    match pipe {
+        Some(pipe) => pipe.read(buffer).await,
+        None => Ok(0),
     }
 }
 
@@ -174,12 +198,8 @@ impl Executor for LocalExecutor {
                 bytes: echo.into_bytes(),
             });
         }
-        if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(pump(stdout, LogStreamKind::Stdout, sender.clone()));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(pump(stderr, LogStreamKind::Stderr, sender));
-        }
+        // One task reads both pipes: a task fewer per stage on the hot path of large DAGs.
+        tokio::spawn(pump(child.stdout.take(), child.stderr.take(), sender));
         let (exit_sender, exit) = watch::channel(None);
         let cancelling = Arc::new(AtomicBool::new(false));
         let watcher_cancelling = Arc::clone(&cancelling);
