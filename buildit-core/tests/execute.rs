@@ -105,16 +105,21 @@ async fn run_with(
     Run { report, events }
 }
 
-async fn run(text: &str) -> Run {
-    let dir = workspace();
+/// A run with default options, no cancellation and no secrets, in `workspace`.
+async fn run_in(text: &str, workspace: &Path) -> Run {
     run_with(
         text,
-        dir.path(),
+        workspace,
         RunOptions::default(),
         CancellationToken::new(),
         &[],
     )
     .await
+}
+
+async fn run(text: &str) -> Run {
+    let dir = workspace();
+    run_in(text, dir.path()).await
 }
 
 fn workspace() -> tempfile::TempDir {
@@ -261,12 +266,9 @@ fn assert_process_gone(pid_file: &Path) {
 #[tokio::test]
 async fn background_processes_do_not_outlive_their_stage() {
     let dir = workspace();
-    let run = run_with(
+    let run = run_in(
         "pipeline \"p\"\nstage \"a\" { run \"sleep 60 >/dev/null 2>&1 & echo $! > bg.pid\" }\n",
         dir.path(),
-        RunOptions::default(),
-        CancellationToken::new(),
-        &[],
     )
     .await;
     assert_eq!(run.outcome("a"), StageOutcome::Succeeded);
@@ -404,12 +406,9 @@ stage "a" {
             .any(|line| line.starts_with('e') && line.contains("***")),
         "base64 not masked: {all:?}"
     );
-    let missing = run_with(
+    let missing = run_in(
         "pipeline \"p\"\nstage \"a\" { secrets \"NOPE\"; run \"true\" }\n",
         dir.path(),
-        RunOptions::default(),
-        CancellationToken::new(),
-        &[],
     )
     .await;
     assert_eq!(missing.outcome("a"), StageOutcome::Failed);
@@ -644,12 +643,9 @@ async fn children_get_the_grace_period_when_a_stage_is_stopped() {
     let dir = workspace();
     // The child cleans up for half a second after SIGTERM; the shell dies at once. The grace period is the
     // group's, not the shell's.
-    let run = run_with(
+    let run = run_in(
         "pipeline \"p\"\nstage \"a\" {\n    timeout \"1s\"\n    run \"sh -c 'trap \\\"sleep 0.5; echo cleaned > cleanup.txt; exit 0\\\" TERM; sleep 30 & wait' & wait\"\n}\n",
         dir.path(),
-        RunOptions::default(),
-        CancellationToken::new(),
-        &[],
     )
     .await;
     assert_eq!(run.outcome("a"), StageOutcome::TimedOut);
@@ -696,12 +692,9 @@ async fn output_held_open_by_an_escaped_process_does_not_hang_the_run() {
 async fn workdir_that_climbs_back_inside_is_fine() {
     let dir = workspace();
     let _ = std::fs::create_dir_all(dir.path().join("a/b"));
-    let run = run_with(
+    let run = run_in(
         "pipeline \"p\"\nstage \"s\" { workdir \"a/../a/b\"; run \"pwd\" }\n",
         dir.path(),
-        RunOptions::default(),
-        CancellationToken::new(),
-        &[],
     )
     .await;
     assert_eq!(
