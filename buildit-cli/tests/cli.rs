@@ -7,15 +7,21 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Runs `buildit` in `dir` with a clean environment for the variables it reads.
-fn buildit(dir: &Path, args: &[&str]) -> Output {
-    let result = Command::new(env!("CARGO_BIN_EXE_buildit"))
+/// `buildit` in `dir`, with a clean environment for the variables it reads.
+fn buildit_command(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_buildit"));
+    command
         .args(args)
         .current_dir(dir)
         .env_remove("BUILDIT_SYSTEM")
         .env("HOME", dir)
-        .env("NO_COLOR", "1")
-        .output();
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// Runs `buildit` in `dir` and collects its output.
+fn buildit(dir: &Path, args: &[&str]) -> Output {
+    let result = buildit_command(dir, args).output();
     match result {
         Ok(output) => output,
         Err(error) => panic!("cannot run buildit: {error}"),
@@ -431,10 +437,7 @@ fn ctrl_c_stops_the_run_gracefully_with_exit_130() {
         "buildit.kdl",
         "pipeline \"p\"\nstage \"long\" { run \"echo $$ > shell.pid; trap 'echo stopped > stopped.txt; exit 143' TERM; sleep 30 & wait\" }\n",
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_buildit"))
-        .args(["run", "--plain"])
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
+    let child = buildit_command(dir.path(), &["run", "--plain"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
@@ -515,9 +518,7 @@ fn a_closed_output_pipe_is_not_a_crash() {
         "buildit.kdl",
         &format!("pipeline \"p\"\n{stages}"),
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_buildit"))
-        .args(["plan", "--format", "json"])
-        .current_dir(dir.path())
+    let child = buildit_command(dir.path(), &["plan", "--format", "json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn();
@@ -569,12 +570,9 @@ fn secret_store_variables_never_reach_stages_unmasked() {
         "buildit.kdl",
         "pipeline \"p\"\nstage \"a\" {\n    secrets \"TOKEN\"\n    run \"env | grep -c BUILDIT_SECRET_ || true\"\n    run \"echo env=[{env.BUILDIT_SECRET_OTHER}] token=$TOKEN\"\n}\n",
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_buildit"))
-        .args(["run", "--plain"])
-        .current_dir(dir.path())
+    let output = buildit_command(dir.path(), &["run", "--plain"])
         .env("BUILDIT_SECRET_TOKEN", "tok-3n-value")
         .env("BUILDIT_SECRET_OTHER", "other-secret-value")
-        .env("NO_COLOR", "1")
         .output();
     let output = match output {
         Ok(output) => output,
