@@ -78,6 +78,21 @@ pub struct StageReport {
     pub finished: Duration,
 }
 
+impl StageReport {
+    /// A stage that made no attempt (skipped, or lost to an internal error), with why.
+    fn not_run(name: &str, outcome: StageOutcome, reason: String, finished: Duration) -> Self {
+        Self {
+            name: name.to_owned(),
+            outcome,
+            attempts: 0,
+            exit_code: None,
+            reason: Some(reason),
+            started: None,
+            finished,
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -196,15 +211,12 @@ pub async fn execute<E: Executor>(
             };
             match decision {
                 Err(reason) => {
-                    let report = StageReport {
-                        name: stage.name().to_owned(),
-                        outcome: StageOutcome::Skipped,
-                        attempts: 0,
-                        exit_code: None,
-                        reason: Some(reason.clone()),
-                        started: None,
-                        finished: started.elapsed(),
-                    };
+                    let report = StageReport::not_run(
+                        stage.name(),
+                        StageOutcome::Skipped,
+                        reason.clone(),
+                        started.elapsed(),
+                    );
                     bus.emit(RunEventKind::StageFinished {
                         stage: report.name.clone(),
                         attempt: 0,
@@ -256,15 +268,12 @@ pub async fn execute<E: Executor>(
                     stop.cancel();
                     continue;
                 };
-                let report = StageReport {
-                    name: plan.stages()[position].name().to_owned(),
-                    outcome: StageOutcome::Failed,
-                    attempts: 0,
-                    exit_code: None,
-                    reason: Some(format!("internal error: {error}")),
-                    started: None,
-                    finished: started.elapsed(),
-                };
+                let report = StageReport::not_run(
+                    plan.stages()[position].name(),
+                    StageOutcome::Failed,
+                    format!("internal error: {error}"),
+                    started.elapsed(),
+                );
                 stop.cancel();
                 (position, report)
             }
@@ -288,14 +297,13 @@ pub async fn execute<E: Executor>(
         .into_iter()
         .enumerate()
         .map(|(position, report)| {
-            report.unwrap_or_else(|| StageReport {
-                name: plan.stages()[position].name().to_owned(),
-                outcome: StageOutcome::Skipped,
-                attempts: 0,
-                exit_code: None,
-                reason: Some("never became ready".to_owned()),
-                started: None,
-                finished: started.elapsed(),
+            report.unwrap_or_else(|| {
+                StageReport::not_run(
+                    plan.stages()[position].name(),
+                    StageOutcome::Skipped,
+                    "never became ready".to_owned(),
+                    started.elapsed(),
+                )
             })
         })
         .collect();
