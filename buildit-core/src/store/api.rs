@@ -1,0 +1,81 @@
+//! The `Store` trait: the one contract every backend (SQLite, PostgreSQL) implements.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::batch::RecordBatch;
+use super::model::{
+    AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewRun, RunFilter,
+    RunOwner, RunRecord, RunRef, StoreError,
+};
+
+/// Where runs, their stages, their logs and the job queue live. Every call works within the store's tenant.
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// The tenant this handle works in.
+    fn tenant(&self) -> &str;
+
+    /// The same store, working in `tenant` (create it first with [`Store::create_tenant`]).
+    fn for_tenant(&self, tenant: &str) -> std::sync::Arc<dyn Store>;
+
+    /// Adds a tenant (idempotent).
+    async fn create_tenant(&self, tenant: &str) -> Result<(), StoreError>;
+
+    /// Records a new run as `running` and gives it the next number of its pipeline (race-free).
+    async fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError>;
+
+    /// Writes a batch of a run's events in one transaction.
+    async fn write_batch(&self, run_id: &str, batch: &RecordBatch) -> Result<(), StoreError>;
+
+    /// Tells the store the run's owner is alive.
+    async fn heartbeat_run(&self, run_id: &str) -> Result<(), StoreError>;
+
+    /// Marks as `interrupted` every running run whose owner is gone: a process of this host (`here`) that no
+    /// longer exists, or any owner whose heartbeat is older than `stale_after`. Returns the ids marked.
+    async fn mark_interrupted(
+        &self,
+        here: &RunOwner,
+        stale_after: Duration,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Runs, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// One run by id or number.
+    async fn find_run(&self, run: &RunRef) -> Result<RunRecord, StoreError>;
+
+    /// Every attempt of a run, by stage and attempt.
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// A page of a run's log lines, in the order they were written.
+    async fn logs(&self, query: &LogQuery) -> Result<LogPage, StoreError>;
+
+    /// Adds a job to a queue; returns its id.
+    async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError>;
+
+    /// Claims the oldest claimable job of `queue` (queued, or running with an expired lease and claims left) for
+    /// `lease`. Jobs whose leases expired `max_attempts` times are failed as lost on the way.
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedJob>, StoreError>;
+
+    /// Extends a held lease by `lease` from now; returns the new end (ms since the epoch).
+    async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<i64, StoreError>;
+
+    /// Completes a held job. Fails with [`StoreError::LeaseLost`] if the lease is no longer held.
+    async fn complete(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Fails a held job for good, with why.
+    async fn fail(&self, lease: &Lease, error: &str) -> Result<(), StoreError>;
+
+    /// One job.
+    async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError>;
+}

@@ -1,0 +1,461 @@
+//! The store's domain types: runs, attempts, log lines and jobs, free of any database type.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::events::{LogStreamKind, RunStatus, StageOutcome};
+
+/// The tenant a store works in when none is chosen.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Everything a store can fail with. A stage's failure is never one of these: only the store's own.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be reached or opened.
+    #[error("cannot open the store at {location}: {message}")]
+    #[diagnostic(code(buildit::store::open))]
+    Open {
+        /// Where (a path, or a URL without its password).
+        location: String,
+        /// Why.
+        message: String,
+    },
+    /// The schema could not be brought up to date.
+    #[error("cannot migrate the store: {0}")]
+    #[diagnostic(code(buildit::store::migrate))]
+    Migrate(String),
+    /// A query failed.
+    #[error("store query failed: {0}")]
+    #[diagnostic(code(buildit::store::query))]
+    Query(String),
+    /// A job's lease is no longer this worker's: it expired and was taken over, or the job ended.
+    #[error("the lease on job {job} (claim {attempt}) is no longer held")]
+    #[diagnostic(
+        code(buildit::store::lease_lost),
+        help("the lease expired and another worker may have claimed the job; stop working on it")
+    )]
+    LeaseLost {
+        /// The job.
+        job: i64,
+        /// The claim (fencing token) that was presented.
+        attempt: i64,
+    },
+    /// A run reference matched nothing.
+    #[error("no run `{0}`")]
+    #[diagnostic(
+        code(buildit::store::no_such_run),
+        help("`buildit runs list` shows the recorded runs")
+    )]
+    NoSuchRun(String),
+    /// A run number that several pipelines have.
+    #[error("run number {number} exists in several pipelines: {}", pipelines.join(", "))]
+    #[diagnostic(
+        code(buildit::store::ambiguous_run),
+        help("name the pipeline: `--pipeline NAME`, or write the run as `PIPELINE#{number}`")
+    )]
+    AmbiguousRun {
+        /// The number.
+        number: u64,
+        /// The pipelines that have it.
+        pipelines: Vec<String>,
+    },
+    /// The store URL is not one BuildIt knows.
+    #[error("unsupported store `{0}`")]
+    #[diagnostic(
+        code(buildit::store::unsupported),
+        help("use a `postgres://` URL, or a `sqlite:` path")
+    )]
+    Unsupported(String),
+}
+
+impl StoreError {
+    pub(crate) fn query(error: impl std::fmt::Display) -> Self {
+        Self::Query(error.to_string())
+    }
+}
+
+/// How a recorded run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Its runner is working on it.
+    Running,
+    /// Every stage that ran succeeded (or was allowed to fail).
+    Succeeded,
+    /// A stage failed.
+    Failed,
+    /// It was cancelled.
+    Cancelled,
+    /// Its runner died before it ended (killed, crashed, lost its machine).
+    Interrupted,
+}
+
+impl RunState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Self {
+        match text {
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            "interrupted" => Self::Interrupted,
+            _ => Self::Running,
+        }
+    }
+}
+
+impl From<RunStatus> for RunState {
+    fn from(status: RunStatus) -> Self {
+        match status {
+            RunStatus::Succeeded => Self::Succeeded,
+            RunStatus::Failed => Self::Failed,
+            RunStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// How one recorded attempt stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptState {
+    /// Still running (or its runner has not been seen to die yet).
+    Running,
+    /// Its runner died while it ran.
+    Interrupted,
+    /// It ended.
+    Finished(StageOutcome),
+}
+
+impl Serialize for AttemptState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl AttemptState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Interrupted => "interrupted",
+            Self::Finished(outcome) => outcome.as_str(),
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Self {
+        match text {
+            "succeeded" => Self::Finished(StageOutcome::Succeeded),
+            "failed" => Self::Finished(StageOutcome::Failed),
+            "failed-allowed" => Self::Finished(StageOutcome::FailedAllowed),
+            "timed-out" => Self::Finished(StageOutcome::TimedOut),
+            "cancelled" => Self::Finished(StageOutcome::Cancelled),
+            "skipped" => Self::Finished(StageOutcome::Skipped),
+            "interrupted" => Self::Interrupted,
+            _ => Self::Running,
+        }
+    }
+}
+
+/// The process that runs a run: how a later runner tells that it died.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunOwner {
+    /// Host name.
+    pub host: String,
+    /// Process id on that host.
+    pub pid: u32,
+}
+
+impl RunOwner {
+    /// This process.
+    pub fn this_process() -> Self {
+        Self {
+            host: nix::unistd::gethostname()
+                .ok()
+                .and_then(|name| name.into_string().ok())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Whether this owner is known to be gone: on this host, and no process with its id exists.
+    pub(crate) fn is_dead_here(&self, here: &RunOwner) -> bool {
+        if self.host != here.host || self.pid == here.pid {
+            return false;
+        }
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return true;
+        };
+        matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
+    }
+}
+
+/// A run about to start.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Unique id.
+    pub id: String,
+    /// Pipeline name (its run numbers count from 1).
+    pub pipeline: String,
+    /// Who runs it.
+    pub owner: RunOwner,
+    /// Commit.
+    pub sha: Option<String>,
+    /// Branch.
+    pub branch: Option<String>,
+    /// What started it.
+    pub event: Option<String>,
+}
+
+/// One recorded run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    /// Unique id.
+    pub id: String,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Number within the pipeline, from 1.
+    pub number: u64,
+    /// How it stands.
+    pub state: RunState,
+    /// Why it is interrupted, when it is.
+    pub reason: Option<String>,
+    /// Stage instances in its plan, once it started.
+    pub stage_count: Option<u64>,
+    /// When it was created (ms since the Unix epoch).
+    pub created_at_ms: i64,
+    /// When it ended.
+    pub finished_at_ms: Option<i64>,
+    /// Wall time.
+    pub duration_ms: Option<u64>,
+    /// Commit.
+    pub sha: Option<String>,
+    /// Branch.
+    pub branch: Option<String>,
+    /// What started it.
+    pub event: Option<String>,
+}
+
+/// One recorded attempt of a stage instance (attempt 0: it never started).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRecord {
+    /// Instance name.
+    pub stage: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// How it stands.
+    pub state: AttemptState,
+    /// Exit code of its shell.
+    pub exit_code: Option<i32>,
+    /// Why (skips, timeouts, errors).
+    pub reason: Option<String>,
+    /// When it started.
+    pub started_at_ms: Option<i64>,
+    /// When it ended.
+    pub finished_at_ms: Option<i64>,
+    /// Wall time.
+    pub duration_ms: Option<u64>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    /// Only this pipeline's.
+    pub pipeline: Option<String>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// How a run is named: its id, or its number within a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunRef {
+    /// The run's id.
+    Id(String),
+    /// A pipeline-scoped number; with no pipeline, the number must be unique across pipelines.
+    Number {
+        /// The pipeline, if known.
+        pipeline: Option<String>,
+        /// The number.
+        number: u64,
+    },
+}
+
+impl RunRef {
+    /// Reads `ID`, `N` or `PIPELINE#N`; `pipeline` names the pipeline of a bare number.
+    pub fn parse(text: &str, pipeline: Option<&str>) -> Self {
+        if let Ok(number) = text.parse::<u64>() {
+            return Self::Number {
+                pipeline: pipeline.map(str::to_owned),
+                number,
+            };
+        }
+        if let Some((name, number)) = text.rsplit_once('#')
+            && let Ok(number) = number.parse::<u64>()
+        {
+            return Self::Number {
+                pipeline: Some(name.to_owned()),
+                number,
+            };
+        }
+        Self::Id(text.to_owned())
+    }
+}
+
+/// One stored log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLineRecord {
+    /// Instance name.
+    pub stage: String,
+    /// Attempt.
+    pub attempt: u32,
+    /// Line number within the attempt, from 1, without gaps.
+    pub line: u64,
+    /// stdout or stderr.
+    pub stream: LogStreamKind,
+    /// When it was read (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// The text (secrets already masked).
+    pub text: String,
+}
+
+/// Which log lines to read, a page at a time.
+#[derive(Debug, Clone)]
+pub struct LogQuery {
+    /// The run's id.
+    pub run_id: String,
+    /// Only this stage instance's.
+    pub stage: Option<String>,
+    /// Only this attempt's.
+    pub attempt: Option<u32>,
+    /// Continue after this point (from the previous page); `None` starts at the beginning.
+    pub after: Option<LogCursor>,
+    /// At most this many stored chunks per page.
+    pub chunks: u32,
+}
+
+/// Where a page of log lines ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCursor {
+    /// Sequence number of the last chunk read.
+    pub(crate) seq: u64,
+}
+
+/// A page of log lines and where to continue (`None`: that was the last page).
+#[derive(Debug, Clone)]
+pub struct LogPage {
+    /// The lines, in the order they were written.
+    pub lines: Vec<LogLineRecord>,
+    /// Pass as [`LogQuery::after`] for the next page.
+    pub next: Option<LogCursor>,
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The queue (e.g. `runs`).
+    pub queue: String,
+    /// What to do, for the worker (usually JSON).
+    pub payload: String,
+    /// Claims allowed before a job whose leases keep expiring is failed as lost.
+    pub max_attempts: u32,
+}
+
+/// A job a worker holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    /// The job.
+    pub id: i64,
+    /// What to do.
+    pub payload: String,
+    /// The lease: present it to heartbeat, complete or fail the job.
+    pub lease: Lease,
+    /// Claims allowed.
+    pub max_attempts: u32,
+    /// When the lease ends unless extended (ms since the Unix epoch, the database's clock).
+    pub lease_until_ms: i64,
+}
+
+/// Proof of holding a job: its id and the claim number, which only grows (a fencing token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The job.
+    pub job: i64,
+    /// Which claim of the job this is (1 for the first).
+    pub attempt: i64,
+}
+
+/// How a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// Claimed; the lease may have expired without anyone noticing yet.
+    Running,
+    /// Done.
+    Completed,
+    /// Failed by its worker, or lost (leases expired `max_attempts` times).
+    Failed,
+}
+
+impl JobState {
+    /// The name stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Self {
+        match text {
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            _ => Self::Queued,
+        }
+    }
+}
+
+/// One job as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRecord {
+    /// The job.
+    pub id: i64,
+    /// Its queue.
+    pub queue: String,
+    /// What to do.
+    pub payload: String,
+    /// How it stands.
+    pub state: JobState,
+    /// Claims so far.
+    pub attempts: u32,
+    /// Claims allowed.
+    pub max_attempts: u32,
+    /// The last worker that claimed it.
+    pub worker: Option<String>,
+    /// Why it failed (`lost` when its leases kept expiring).
+    pub error: Option<String>,
+}
+
+/// The reason stored for a job whose leases expired `max_attempts` times.
+pub const LOST: &str = "lost";
+
+/// A lease's length.
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

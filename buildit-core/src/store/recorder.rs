@@ -1,0 +1,104 @@
+//! The store recorder: a lossless event subscriber that writes a run's events in batches, with back-pressure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::api::Store;
+use super::batch::BatchBuilder;
+use super::model::StoreError;
+use crate::events::RunEvent;
+
+/// Most events written in one transaction.
+pub const MAX_BATCH_EVENTS: usize = 8192;
+/// How often a recording run tells the store its runner is alive.
+pub const RUN_HEARTBEAT: Duration = Duration::from_secs(10);
+/// A running run whose heartbeat is older than this is taken for interrupted.
+pub const RUN_STALE_AFTER: Duration = Duration::from_secs(60);
+/// Writes of one batch before the recorder gives up.
+const WRITE_TRIES: u32 = 5;
+
+/// What the recorder did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordSummary {
+    /// Events written.
+    pub events: u64,
+    /// Transactions.
+    pub batches: u64,
+}
+
+/// Writes every event of `events` (subscribe it with [`crate::events::EventBus::subscribe_lossless`]) for run
+/// `run_id`, batching what has piled up while the previous write ran, until the bus is dropped. The channel's
+/// bound is the back-pressure: while the store is slow, the run waits rather than dropping lines.
+///
+/// A write that keeps failing ends the recording with the error; the remaining events are still drained so the
+/// run is not blocked, and the caller must report the record as incomplete.
+pub async fn record_run(
+    store: Arc<dyn Store>,
+    run_id: String,
+    mut events: mpsc::Receiver<RunEvent>,
+) -> Result<RecordSummary, StoreError> {
+    let mut builder = BatchBuilder::default();
+    let mut summary = RecordSummary::default();
+    let mut heartbeat = tokio::time::interval(RUN_HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let mut pending: Vec<RunEvent> = Vec::with_capacity(MAX_BATCH_EVENTS);
+    let mut failure: Option<StoreError> = None;
+    loop {
+        tokio::select! {
+            received = events.recv_many(&mut pending, MAX_BATCH_EVENTS) => {
+                if received == 0 {
+                    break;
+                }
+            }
+            _ = heartbeat.tick() => {
+                if failure.is_none() {
+                    // A missed heartbeat is not lost data; the next one (or the run's end) catches up.
+                    let _ = store.heartbeat_run(&run_id).await;
+                }
+                continue;
+            }
+        }
+        if failure.is_some() {
+            pending.clear();
+            continue;
+        }
+        let batch = builder.build(&pending);
+        match write_with_retries(store.as_ref(), &run_id, &batch).await {
+            Ok(()) => {
+                summary.events += pending.len() as u64;
+                summary.batches += 1;
+            }
+            Err(error) => failure = Some(error),
+        }
+        pending.clear();
+    }
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(summary),
+    }
+}
+
+async fn write_with_retries(
+    store: &dyn Store,
+    run_id: &str,
+    batch: &super::batch::RecordBatch,
+) -> Result<(), StoreError> {
+    let mut delay = Duration::from_millis(50);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match store.write_batch(run_id, batch).await {
+            Ok(()) => return Ok(()),
+            // A busy or briefly unreachable database gets a few chances; the batch is one transaction, so a
+            // failed try wrote nothing and is safe to repeat.
+            Err(_) if tries < WRITE_TRIES => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}

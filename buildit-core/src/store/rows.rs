@@ -1,0 +1,120 @@
+//! Reading rows into domain types, shared by the SQL backends (each keeps its own SQL).
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use super::model::{
+    AttemptRecord, AttemptState, JobRecord, JobState, LogLineRecord, RunRecord, RunState,
+};
+
+/// A row type whose columns decode as BuildIt's two column types: 64-bit integers and text.
+pub(crate) trait StoreRow: Row
+where
+    for<'a> &'a str: ColumnIndex<Self>,
+{
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error>;
+    fn text(&self, column: &str) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error>;
+}
+
+impl<R> StoreRow for R
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn int(&self, column: &str) -> Result<i64, sqlx::Error> {
+        self.try_get::<i64, _>(column)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, sqlx::Error> {
+        self.try_get::<Option<i64>, _>(column)
+    }
+    fn text(&self, column: &str) -> Result<String, sqlx::Error> {
+        self.try_get::<String, _>(column)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, sqlx::Error> {
+        self.try_get::<Option<String>, _>(column)
+    }
+}
+
+fn unsigned(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Columns: id, pipeline, number, status, reason, stage_count, created_at_ms, finished_at_ms, duration_ms, sha,
+/// branch, event.
+pub(crate) fn run_record<R: StoreRow>(row: &R) -> Result<RunRecord, sqlx::Error>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(RunRecord {
+        id: row.text("id")?,
+        pipeline: row.text("pipeline")?,
+        number: unsigned(row.int("number")?),
+        state: RunState::parse(&row.text("status")?),
+        reason: row.opt_text("reason")?,
+        stage_count: row.opt_int("stage_count")?.map(unsigned),
+        created_at_ms: row.int("created_at_ms")?,
+        finished_at_ms: row.opt_int("finished_at_ms")?,
+        duration_ms: row.opt_int("duration_ms")?.map(unsigned),
+        sha: row.opt_text("sha")?,
+        branch: row.opt_text("branch")?,
+        event: row.opt_text("event")?,
+    })
+}
+
+/// Columns: stage, attempt, status, exit_code, reason, started_at_ms, finished_at_ms, duration_ms.
+pub(crate) fn attempt_record<R: StoreRow>(row: &R) -> Result<AttemptRecord, sqlx::Error>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(AttemptRecord {
+        stage: row.text("stage")?,
+        attempt: u32::try_from(row.int("attempt")?).unwrap_or(0),
+        state: AttemptState::parse(&row.text("status")?),
+        exit_code: row
+            .opt_int("exit_code")?
+            .and_then(|code| i32::try_from(code).ok()),
+        reason: row.opt_text("reason")?,
+        started_at_ms: row.opt_int("started_at_ms")?,
+        finished_at_ms: row.opt_int("finished_at_ms")?,
+        duration_ms: row.opt_int("duration_ms")?.map(unsigned),
+    })
+}
+
+/// Columns: id, queue, payload, status, attempts, max_attempts, worker, error.
+pub(crate) fn job_record<R: StoreRow>(row: &R) -> Result<JobRecord, sqlx::Error>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(JobRecord {
+        id: row.int("id")?,
+        queue: row.text("queue")?,
+        payload: row.text("payload")?,
+        state: JobState::parse(&row.text("status")?),
+        attempts: u32::try_from(row.int("attempts")?).unwrap_or(0),
+        max_attempts: u32::try_from(row.int("max_attempts")?).unwrap_or(0),
+        worker: row.opt_text("worker")?,
+        error: row.opt_text("error")?,
+    })
+}
+
+/// Columns: stage, attempt, first_line, first_seq, first_at_ms, streams, offsets_ms, lines. Returns the chunk's
+/// lines and its sequence number.
+pub(crate) fn log_chunk<R: StoreRow>(row: &R) -> Result<(u64, Vec<LogLineRecord>), sqlx::Error>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let lines = super::batch::decode_chunk(
+        &row.text("stage")?,
+        u32::try_from(row.int("attempt")?).unwrap_or(0),
+        unsigned(row.int("first_line")?),
+        row.int("first_at_ms")?,
+        &row.text("streams")?,
+        &row.text("offsets_ms")?,
+        &row.text("lines")?,
+    )
+    .map_err(|message| sqlx::Error::Decode(message.into()))?;
+    Ok((unsigned(row.int("first_seq")?), lines))
+}

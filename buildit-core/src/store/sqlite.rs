@@ -1,0 +1,619 @@
+//! The SQLite backend: the embedded default (`.buildit/buildit.db`), WAL, one writer at a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::api::Store;
+use super::batch::{Change, RecordBatch};
+use super::model::{
+    AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogCursor, LogPage,
+    LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, millis,
+};
+use super::rows;
+use super::{interrupted_reason, now_ms, pick_run};
+
+/// How long a writer waits for another process's write transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const RUN_COLUMNS: &str = "id, pipeline, number, status, reason, stage_count, created_at_ms, \
+    finished_at_ms, duration_ms, sha, branch, event";
+
+/// A SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    tenant: Arc<str>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) and migrates the database at `path`, in the `default`
+    /// tenant. Safe when several processes open the same file at once.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_error = |message: String| StoreError::Open {
+            location: path.display().to_string(),
+            message,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|error| open_error(error.to_string()))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL never corrupts the file; a power loss may lose the last transactions, a killed
+            // process loses nothing it committed.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|error| open_error(error.to_string()))?;
+        migrate(&pool, path).await?;
+        Ok(Self {
+            pool,
+            tenant: Arc::from(DEFAULT_TENANT),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The same database, working in `tenant` (create it first with [`Store::create_tenant`]).
+    pub fn with_tenant(&self, tenant: &str) -> Self {
+        Self {
+            tenant: Arc::from(tenant),
+            ..self.clone()
+        }
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        // Writers take the lock up front: a deferred transaction that upgrades later fails at once with
+        // SQLITE_BUSY under WAL instead of waiting its turn.
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::query)
+    }
+}
+
+/// Applies the embedded migrations, one process at a time (SQLite has no advisory locks: a lock file stands in).
+async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".migrate-lock");
+    let lock_path = PathBuf::from(lock_path);
+    let lock = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|error| error.to_string())?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| errno.to_string())
+    })
+    .await
+    .map_err(|error| StoreError::Migrate(error.to_string()))?
+    .map_err(StoreError::Migrate)?;
+    let result = sqlx::migrate!("../migrations/sqlite")
+        .run(pool)
+        .await
+        .map_err(|error| StoreError::Migrate(error.to_string()));
+    drop(lock);
+    result
+}
+
+fn query_error(error: sqlx::Error) -> StoreError {
+    StoreError::query(error)
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    fn for_tenant(&self, tenant: &str) -> Arc<dyn Store> {
+        Arc::new(self.with_tenant(tenant))
+    }
+
+    async fn create_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO tenants (id, created_at_ms) VALUES (?1, ?2)")
+            .bind(tenant)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(query_error)?;
+        Ok(())
+    }
+
+    async fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
+        let now = now_ms();
+        let mut tx = self.immediate().await?;
+        let number: i64 = sqlx::query_scalar(
+            "INSERT INTO pipelines (tenant_id, name, next_run_number, created_at_ms) VALUES (?1, ?2, 2, ?3)
+             ON CONFLICT (tenant_id, name) DO UPDATE SET next_run_number = pipelines.next_run_number + 1
+             RETURNING next_run_number - 1",
+        )
+        .bind(&*self.tenant)
+        .bind(&run.pipeline)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        sqlx::query(
+            "INSERT INTO pipeline_runs (tenant_id, id, pipeline, number, status, created_at_ms, owner_host,
+                 owner_pid, heartbeat_at_ms, sha, branch, event)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?5, ?8, ?9, ?10)",
+        )
+        .bind(&*self.tenant)
+        .bind(&run.id)
+        .bind(&run.pipeline)
+        .bind(number)
+        .bind(now)
+        .bind(&run.owner.host)
+        .bind(i64::from(run.owner.pid))
+        .bind(&run.sha)
+        .bind(&run.branch)
+        .bind(&run.event)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
+        self.find_run(&RunRef::Id(run.id.clone())).await
+    }
+
+    async fn write_batch(&self, run_id: &str, batch: &RecordBatch) -> Result<(), StoreError> {
+        let mut tx = self.immediate().await?;
+        for change in &batch.changes {
+            apply(&mut tx, &self.tenant, run_id, change)
+                .await
+                .map_err(query_error)?;
+        }
+        sqlx::query(
+            "UPDATE pipeline_runs SET heartbeat_at_ms = ?3 WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .bind(&*self.tenant)
+        .bind(run_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)
+    }
+
+    async fn heartbeat_run(&self, run_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE pipeline_runs SET heartbeat_at_ms = ?3 WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .bind(&*self.tenant)
+        .bind(run_id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(query_error)?;
+        Ok(())
+    }
+
+    async fn mark_interrupted(
+        &self,
+        here: &RunOwner,
+        stale_after: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        let running = sqlx::query(
+            "SELECT id, owner_host, owner_pid, heartbeat_at_ms FROM pipeline_runs
+             WHERE tenant_id = ?1 AND status = 'running'",
+        )
+        .bind(&*self.tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        let mut marked = Vec::new();
+        for row in running {
+            let id: String = row.try_get("id").map_err(query_error)?;
+            let heartbeat: i64 = row.try_get("heartbeat_at_ms").map_err(query_error)?;
+            let owner = RunOwner {
+                host: row.try_get("owner_host").map_err(query_error)?,
+                pid: u32::try_from(row.try_get::<i64, _>("owner_pid").map_err(query_error)?)
+                    .unwrap_or(0),
+            };
+            let Some(reason) = interrupted_reason(&owner, here, heartbeat, now, stale_after) else {
+                continue;
+            };
+            let mut tx = self.immediate().await?;
+            // Only if nothing changed since it was read: a runner that heart-beat in between is alive.
+            let updated = sqlx::query(
+                "UPDATE pipeline_runs SET status = 'interrupted', reason = ?3, finished_at_ms = ?4
+                 WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' AND heartbeat_at_ms = ?5",
+            )
+            .bind(&*self.tenant)
+            .bind(&id)
+            .bind(&reason)
+            .bind(now)
+            .bind(heartbeat)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_error)?;
+            if updated.rows_affected() == 1 {
+                sqlx::query(
+                    "UPDATE stage_results SET status = 'interrupted', finished_at_ms = ?3
+                     WHERE tenant_id = ?1 AND run_id = ?2 AND status = 'running'",
+                )
+                .bind(&*self.tenant)
+                .bind(&id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(query_error)?;
+                marked.push(id);
+            }
+            tx.commit().await.map_err(query_error)?;
+        }
+        Ok(marked)
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE tenant_id = ?1 AND (?2 IS NULL OR pipeline = ?2)
+             ORDER BY created_at_ms DESC, number DESC LIMIT ?3"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&*self.tenant)
+            .bind(&filter.pipeline)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error)?
+            .iter()
+            .map(|row| rows::run_record(row).map_err(query_error))
+            .collect()
+    }
+
+    async fn find_run(&self, run: &RunRef) -> Result<RunRecord, StoreError> {
+        let (id, pipeline, number) = match run {
+            RunRef::Id(id) => (Some(id.as_str()), None, None),
+            RunRef::Number { pipeline, number } => (None, pipeline.as_deref(), Some(int(*number))),
+        };
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE tenant_id = ?1 AND (?2 IS NULL OR id = ?2)
+             AND (?3 IS NULL OR pipeline = ?3) AND (?4 IS NULL OR number = ?4) LIMIT 50"
+        );
+        let found: Vec<RunRecord> = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&*self.tenant)
+            .bind(id)
+            .bind(pipeline)
+            .bind(number)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_error)?
+            .iter()
+            .map(|row| rows::run_record(row).map_err(query_error))
+            .collect::<Result<_, _>>()?;
+        pick_run(run, found)
+    }
+
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        sqlx::query(
+            "SELECT stage, attempt, status, exit_code, reason, started_at_ms, finished_at_ms, duration_ms
+             FROM stage_results WHERE tenant_id = ?1 AND run_id = ?2
+             ORDER BY COALESCE(started_at_ms, finished_at_ms), stage, attempt",
+        )
+        .bind(&*self.tenant)
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?
+        .iter()
+        .map(|row| rows::attempt_record(row).map_err(query_error))
+        .collect()
+    }
+
+    async fn logs(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
+        let chunks: Vec<SqliteRow> = sqlx::query(
+            "SELECT stage, attempt, first_line, first_seq, first_at_ms, streams, offsets_ms, lines FROM logs
+             WHERE tenant_id = ?1 AND run_id = ?2 AND (?3 IS NULL OR stage = ?3)
+             AND (?4 IS NULL OR attempt = ?4) AND first_seq > ?5
+             ORDER BY first_seq LIMIT ?6",
+        )
+        .bind(&*self.tenant)
+        .bind(&query.run_id)
+        .bind(&query.stage)
+        .bind(query.attempt.map(i64::from))
+        .bind(query.after.map_or(0, |cursor| int(cursor.seq)))
+        .bind(i64::from(query.chunks.max(1)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_error)?;
+        let full = chunks.len() >= query.chunks.max(1) as usize;
+        let mut lines = Vec::new();
+        let mut last = None;
+        for row in &chunks {
+            let (seq, chunk) = rows::log_chunk(row).map_err(query_error)?;
+            last = Some(seq);
+            lines.extend(chunk);
+        }
+        Ok(LogPage {
+            lines,
+            next: last.filter(|_| full).map(|seq| LogCursor { seq }),
+        })
+    }
+
+    async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO job_queue (tenant_id, queue, payload, status, attempts, max_attempts, created_at_ms,
+                 updated_at_ms)
+             VALUES (?1, ?2, ?3, 'queued', 0, ?4, ?5, ?5) RETURNING id",
+        )
+        .bind(&*self.tenant)
+        .bind(&job.queue)
+        .bind(&job.payload)
+        .bind(i64::from(job.max_attempts.max(1)))
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_error)
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedJob>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.immediate().await?;
+        sqlx::query(
+            "UPDATE job_queue SET status = 'failed', error = ?4, lease_until_ms = NULL, updated_at_ms = ?3
+             WHERE tenant_id = ?1 AND queue = ?2 AND status = 'running' AND lease_until_ms < ?3
+             AND attempts >= max_attempts",
+        )
+        .bind(&*self.tenant)
+        .bind(queue)
+        .bind(now)
+        .bind(LOST)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        let claimed = sqlx::query(
+            "UPDATE job_queue SET status = 'running', attempts = attempts + 1, worker = ?4,
+                 lease_until_ms = ?3 + ?5, updated_at_ms = ?3
+             WHERE id = (SELECT id FROM job_queue WHERE tenant_id = ?1 AND queue = ?2
+                 AND (status = 'queued' OR (status = 'running' AND lease_until_ms < ?3))
+                 ORDER BY id LIMIT 1)
+             RETURNING id, payload, attempts, max_attempts, lease_until_ms",
+        )
+        .bind(&*self.tenant)
+        .bind(queue)
+        .bind(now)
+        .bind(worker)
+        .bind(millis(lease))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_error)?;
+        tx.commit().await.map_err(query_error)?;
+        claimed
+            .map(|row| claimed_job(&row).map_err(query_error))
+            .transpose()
+    }
+
+    async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let until: Option<i64> = sqlx::query_scalar(
+            "UPDATE job_queue SET lease_until_ms = ?4 + ?5, updated_at_ms = ?4
+             WHERE tenant_id = ?1 AND id = ?2 AND attempts = ?3 AND status = 'running'
+             RETURNING lease_until_ms",
+        )
+        .bind(&*self.tenant)
+        .bind(lease.job)
+        .bind(lease.attempt)
+        .bind(now)
+        .bind(millis(duration))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error)?;
+        until.ok_or(StoreError::LeaseLost {
+            job: lease.job,
+            attempt: lease.attempt,
+        })
+    }
+
+    async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.finish_job(lease, "completed", None).await
+    }
+
+    async fn fail(&self, lease: &Lease, error: &str) -> Result<(), StoreError> {
+        self.finish_job(lease, "failed", Some(error)).await
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, queue, payload, status, attempts, max_attempts, worker, error FROM job_queue
+             WHERE tenant_id = ?1 AND id = ?2",
+        )
+        .bind(&*self.tenant)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_error)?
+        .map(|row| rows::job_record(&row).map_err(query_error))
+        .transpose()
+    }
+}
+
+impl SqliteStore {
+    async fn finish_job(
+        &self,
+        lease: &Lease,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE job_queue SET status = ?4, error = ?5, lease_until_ms = NULL, updated_at_ms = ?6
+             WHERE tenant_id = ?1 AND id = ?2 AND attempts = ?3 AND status = 'running'",
+        )
+        .bind(&*self.tenant)
+        .bind(lease.job)
+        .bind(lease.attempt)
+        .bind(status)
+        .bind(error)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(query_error)?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost {
+                job: lease.job,
+                attempt: lease.attempt,
+            })
+        }
+    }
+}
+
+fn claimed_job(row: &SqliteRow) -> Result<ClaimedJob, sqlx::Error> {
+    let id: i64 = row.try_get("id")?;
+    Ok(ClaimedJob {
+        id,
+        payload: row.try_get("payload")?,
+        lease: Lease {
+            job: id,
+            attempt: row.try_get("attempts")?,
+        },
+        max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?).unwrap_or(0),
+        lease_until_ms: row.try_get("lease_until_ms")?,
+    })
+}
+
+async fn apply(
+    tx: &mut Transaction<'static, Sqlite>,
+    tenant: &str,
+    run_id: &str,
+    change: &Change,
+) -> Result<(), sqlx::Error> {
+    match change {
+        Change::RunStarted { stages } => {
+            sqlx::query(
+                "UPDATE pipeline_runs SET stage_count = ?3 WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .bind(tenant)
+            .bind(run_id)
+            .bind(int(*stages))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::AttemptStarted {
+            stage,
+            attempt,
+            at_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, started_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'running', ?5)
+                 ON CONFLICT (tenant_id, run_id, stage, attempt) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(run_id)
+            .bind(stage)
+            .bind(i64::from(*attempt))
+            .bind(at_ms)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::AttemptFinished {
+            stage,
+            attempt,
+            outcome,
+            exit_code,
+            reason,
+            duration_ms,
+            at_ms,
+        } => {
+            sqlx::query(
+                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, exit_code, reason,
+                     started_at_ms, finished_at_ms, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, ?9)
+                 ON CONFLICT (tenant_id, run_id, stage, attempt) DO UPDATE SET status = excluded.status,
+                     exit_code = excluded.exit_code, reason = excluded.reason,
+                     finished_at_ms = excluded.finished_at_ms, duration_ms = excluded.duration_ms",
+            )
+            .bind(tenant)
+            .bind(run_id)
+            .bind(stage)
+            .bind(i64::from(*attempt))
+            .bind(outcome.as_str())
+            .bind(exit_code.map(i64::from))
+            .bind(reason)
+            .bind(at_ms)
+            .bind(int(*duration_ms))
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::Logs(chunk) => {
+            sqlx::query(
+                "INSERT INTO logs (tenant_id, run_id, stage, attempt, first_line, line_count, first_seq,
+                     first_at_ms, streams, offsets_ms, lines)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (tenant_id, run_id, stage, attempt, first_line) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(run_id)
+            .bind(&chunk.stage)
+            .bind(i64::from(chunk.attempt))
+            .bind(int(chunk.first_line))
+            .bind(int(chunk.line_count()))
+            .bind(int(chunk.first_seq))
+            .bind(chunk.first_at_ms)
+            .bind(chunk.streams())
+            .bind(chunk.offsets())
+            .bind(chunk.texts())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Change::RunFinished {
+            status,
+            duration_ms,
+            at_ms,
+        } => {
+            sqlx::query(
+                "UPDATE pipeline_runs SET status = ?3, reason = NULL, finished_at_ms = ?4, duration_ms = ?5
+                 WHERE tenant_id = ?1 AND id = ?2",
+            )
+            .bind(tenant)
+            .bind(run_id)
+            .bind(super::RunState::from(*status).as_str())
+            .bind(at_ms)
+            .bind(int(*duration_ms))
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}

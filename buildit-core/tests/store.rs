@@ -1,0 +1,718 @@
+//! The store contract: every backend passes the same tests, SQLite on temporary files and PostgreSQL on a real
+//! server named by `BUILDIT_TEST_DATABASE_URL` (`.ci/run` starts one; with `CI` set, a missing server fails).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use buildit_core::events::{EventBus, LogStreamKind, RunEventKind, RunStatus, StageOutcome};
+use buildit_core::store::{
+    AttemptState, JobState, LOST, LogLineRecord, LogQuery, NewJob, NewRun, PostgresStore,
+    RunFilter, RunOwner, RunRef, RunState, SqliteStore, Store, StoreError, record_run,
+};
+use sqlx::Connection as _;
+
+const DATABASE_URL: &str = "BUILDIT_TEST_DATABASE_URL";
+
+/// A store to test and what keeps it alive.
+struct Backend {
+    store: Arc<dyn Store>,
+    /// Opens another handle on the same database (another "process").
+    reopen: Reopen,
+    _dir: Option<tempfile::TempDir>,
+}
+
+enum Reopen {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Backend {
+    async fn reopen(&self) -> Arc<dyn Store> {
+        match &self.reopen {
+            Reopen::Sqlite(path) => match SqliteStore::open(path).await {
+                Ok(store) => Arc::new(store),
+                Err(error) => panic!("reopen: {error}"),
+            },
+            Reopen::Postgres(url) => match PostgresStore::connect_with(url, 16).await {
+                Ok(store) => Arc::new(store),
+                Err(error) => panic!("reconnect: {error}"),
+            },
+        }
+    }
+}
+
+async fn sqlite() -> Backend {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("tempdir: {error}"),
+    };
+    let path = dir.path().join("nested/buildit.db");
+    let store = match SqliteStore::open(&path).await {
+        Ok(store) => store,
+        Err(error) => panic!("open: {error}"),
+    };
+    Backend {
+        store: Arc::new(store),
+        reopen: Reopen::Sqlite(path),
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh database on the test server, or `None` (outside CI) when there is no server.
+async fn postgres() -> Option<Backend> {
+    let Ok(server) = std::env::var(DATABASE_URL) else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{DATABASE_URL} is not set: CI must start PostgreSQL (scripts/start-postgres.sh) for these tests"
+        );
+        eprintln!(
+            "skipped: set {DATABASE_URL} to a PostgreSQL server URL to run the PostgreSQL contract"
+        );
+        return None;
+    };
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "buildit_test_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = match sqlx::PgConnection::connect(&server).await {
+        Ok(connection) => connection,
+        Err(error) => panic!("connect to {server}: {error}"),
+    };
+    if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+    {
+        panic!("create database: {error}");
+    }
+    let _ = admin.close().await;
+    let url = match server.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("{DATABASE_URL} must end in /DATABASE"),
+    };
+    let store = match PostgresStore::connect_with(&url, 16).await {
+        Ok(store) => store,
+        Err(error) => panic!("connect: {error}"),
+    };
+    Some(Backend {
+        store: Arc::new(store),
+        reopen: Reopen::Postgres(url),
+        _dir: None,
+    })
+}
+
+/// Runs one contract check against each backend.
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::$check(super::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    if let Some(backend) = super::postgres().await {
+                        super::$check(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    migrations_are_idempotent_and_concurrent,
+    run_numbers_count_per_pipeline,
+    concurrent_run_numbers_never_repeat,
+    recorded_events_read_back_exactly,
+    log_pages_continue_where_they_stopped,
+    tenants_do_not_see_each_other,
+    dead_runners_runs_become_interrupted,
+    runs_are_found_by_id_or_number,
+    queue_claims_completes_and_fences,
+    expired_lease_is_taken_over_and_fenced,
+    heartbeat_keeps_the_job,
+    lost_jobs_fail_after_max_attempts,
+    many_claimers_never_share_a_job,
+);
+
+fn ok<T>(result: Result<T, StoreError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("store error: {error}"),
+    }
+}
+
+fn new_run(id: &str, pipeline: &str) -> NewRun {
+    NewRun {
+        id: id.to_owned(),
+        pipeline: pipeline.to_owned(),
+        owner: RunOwner::this_process(),
+        sha: Some("abc123".to_owned()),
+        branch: Some("main".to_owned()),
+        event: Some("push".to_owned()),
+    }
+}
+
+async fn migrations_are_idempotent_and_concurrent(backend: Backend) {
+    // Four handles opened at once on a database that is already migrated, then four at once on a new one.
+    let (a, b, c, d) = tokio::join!(
+        backend.reopen(),
+        backend.reopen(),
+        backend.reopen(),
+        backend.reopen()
+    );
+    for store in [a, b, c, d] {
+        assert_eq!(store.backend(), backend.store.backend());
+    }
+    ok(backend.store.create_run(&new_run("r1", "p")).await);
+    // Reopening keeps the data.
+    let again = backend.reopen().await;
+    assert_eq!(
+        ok(again.find_run(&RunRef::Id("r1".to_owned())).await).number,
+        1
+    );
+}
+
+async fn run_numbers_count_per_pipeline(backend: Backend) {
+    let store = backend.store;
+    let mut got = Vec::new();
+    for (id, pipeline) in [("a1", "a"), ("a2", "a"), ("b1", "b"), ("a3", "a")] {
+        let run = ok(store.create_run(&new_run(id, pipeline)).await);
+        assert_eq!(run.state, RunState::Running);
+        assert_eq!(run.pipeline, pipeline);
+        got.push(run.number);
+    }
+    assert_eq!(got, [1, 2, 1, 3]);
+    // The same id twice is refused, and does not use up a number.
+    assert!(store.create_run(&new_run("a1", "a")).await.is_err());
+    assert_eq!(ok(store.create_run(&new_run("a4", "a")).await).number, 4);
+}
+
+async fn concurrent_run_numbers_never_repeat(backend: Backend) {
+    // Several handles on one database stand for several processes triggering runs at once.
+    let mut handles = vec![backend.store.clone()];
+    for _ in 0..3 {
+        handles.push(backend.reopen().await);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for index in 0..40 {
+        let store = handles[index % handles.len()].clone();
+        set.spawn(async move {
+            ok(store
+                .create_run(&new_run(&format!("run-{index}"), "busy"))
+                .await)
+            .number
+        });
+    }
+    let mut numbers = Vec::new();
+    while let Some(number) = set.join_next().await {
+        match number {
+            Ok(number) => numbers.push(number),
+            Err(error) => panic!("task: {error}"),
+        }
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=40).collect::<Vec<u64>>());
+}
+
+/// Emits a run's events on a bus that a recorder writes to `store`; returns the log lines emitted.
+async fn emit_sample_run(store: Arc<dyn Store>, run_id: &str, lines: usize) -> Vec<LogLineRecord> {
+    let mut bus = EventBus::new(run_id);
+    let events = bus.subscribe_lossless(64);
+    let recorder = tokio::spawn(record_run(store, run_id.to_owned(), events));
+    bus.emit(RunEventKind::RunStarted {
+        pipeline: "sample".to_owned(),
+        stages: 3,
+    })
+    .await;
+    let mut emitted = Vec::new();
+    let mut numbers = std::collections::HashMap::new();
+    for (stage, attempt) in [("build", 1), ("test", 1), ("test", 2)] {
+        bus.emit(RunEventKind::StageStarted {
+            stage: stage.to_owned(),
+            attempt,
+        })
+        .await;
+    }
+    for index in 0..lines {
+        // Interleaved stages and streams, with text that needs care: quotes, tabs, unicode, empty lines.
+        let (stage, attempt) = [("build", 1), ("test", 1), ("test", 2)][index % 3 / 2 + index % 2];
+        let stream = if index % 5 == 0 {
+            LogStreamKind::Stderr
+        } else {
+            LogStreamKind::Stdout
+        };
+        let text = match index % 4 {
+            0 => format!("line {index} \"quoted\" \t tab"),
+            1 => String::new(),
+            2 => format!("ünïcødé {index} \\ back\\slash"),
+            _ => format!("{index}"),
+        };
+        let number = numbers.entry((stage, attempt)).or_insert(0u64);
+        *number += 1;
+        emitted.push(LogLineRecord {
+            stage: stage.to_owned(),
+            attempt,
+            line: *number,
+            stream,
+            at_ms: 0,
+            text: text.clone(),
+        });
+        bus.emit(RunEventKind::LogLine {
+            stage: stage.to_owned(),
+            attempt,
+            stream,
+            text,
+        })
+        .await;
+    }
+    for (stage, attempt, outcome, code) in [
+        ("build", 1, StageOutcome::Succeeded, Some(0)),
+        ("test", 1, StageOutcome::Failed, Some(3)),
+        ("test", 2, StageOutcome::Succeeded, Some(0)),
+    ] {
+        bus.emit(RunEventKind::StageFinished {
+            stage: stage.to_owned(),
+            attempt,
+            outcome,
+            exit_code: code,
+            duration_ms: 5,
+            reason: None,
+        })
+        .await;
+    }
+    bus.emit(RunEventKind::StageFinished {
+        stage: "deploy".to_owned(),
+        attempt: 0,
+        outcome: StageOutcome::Skipped,
+        exit_code: None,
+        duration_ms: 0,
+        reason: Some("dependency failed".to_owned()),
+    })
+    .await;
+    bus.emit(RunEventKind::RunFinished {
+        status: RunStatus::Failed,
+        duration_ms: 42,
+    })
+    .await;
+    drop(bus);
+    match recorder.await {
+        Ok(Ok(summary)) => assert!(summary.batches >= 1),
+        Ok(Err(error)) => panic!("recorder: {error}"),
+        Err(error) => panic!("recorder task: {error}"),
+    }
+    emitted
+}
+
+async fn all_lines(store: &dyn Store, query: LogQuery) -> Vec<LogLineRecord> {
+    let mut query = query;
+    let mut lines = Vec::new();
+    loop {
+        let page = ok(store.logs(&query).await);
+        lines.extend(page.lines);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return lines,
+        }
+    }
+}
+
+fn without_times(lines: Vec<LogLineRecord>) -> Vec<LogLineRecord> {
+    lines
+        .into_iter()
+        .map(|line| LogLineRecord { at_ms: 0, ..line })
+        .collect()
+}
+
+fn query(run_id: &str) -> LogQuery {
+    LogQuery {
+        run_id: run_id.to_owned(),
+        stage: None,
+        attempt: None,
+        after: None,
+        chunks: 7,
+    }
+}
+
+async fn recorded_events_read_back_exactly(backend: Backend) {
+    let store = backend.store;
+    ok(store.create_run(&new_run("rec", "sample")).await);
+    let emitted = emit_sample_run(store.clone(), "rec", 5000).await;
+
+    let run = ok(store.find_run(&RunRef::Id("rec".to_owned())).await);
+    assert_eq!(run.state, RunState::Failed);
+    assert_eq!(run.stage_count, Some(3));
+    assert_eq!(run.duration_ms, Some(42));
+    assert_eq!(run.sha.as_deref(), Some("abc123"));
+    assert!(run.finished_at_ms.is_some());
+
+    let attempts = ok(store.attempts("rec").await);
+    let summary: Vec<(String, u32, AttemptState, Option<i32>)> = attempts
+        .iter()
+        .map(|a| (a.stage.clone(), a.attempt, a.state, a.exit_code))
+        .collect();
+    assert_eq!(summary.len(), 4, "{summary:?}");
+    for expected in [
+        ("build", 1, StageOutcome::Succeeded, Some(0)),
+        ("test", 1, StageOutcome::Failed, Some(3)),
+        ("test", 2, StageOutcome::Succeeded, Some(0)),
+        ("deploy", 0, StageOutcome::Skipped, None),
+    ] {
+        assert!(
+            summary.contains(&(
+                expected.0.to_owned(),
+                expected.1,
+                AttemptState::Finished(expected.2),
+                expected.3
+            )),
+            "{expected:?} missing from {summary:?}"
+        );
+    }
+    let deploy = attempts.iter().find(|a| a.stage == "deploy");
+    assert_eq!(
+        deploy.and_then(|a| a.reason.as_deref()),
+        Some("dependency failed")
+    );
+
+    // Every line, in the order it was emitted, across stages.
+    let lines = all_lines(store.as_ref(), query("rec")).await;
+    assert!(lines.iter().all(|line| line.at_ms > 0));
+    assert_eq!(without_times(lines), emitted);
+
+    // One attempt's lines, numbered without gaps.
+    let mut only = query("rec");
+    only.stage = Some("test".to_owned());
+    only.attempt = Some(2);
+    let lines = all_lines(store.as_ref(), only).await;
+    let expected: Vec<LogLineRecord> = emitted
+        .iter()
+        .filter(|line| line.stage == "test" && line.attempt == 2)
+        .cloned()
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(without_times(lines.clone()), expected);
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(index, line)| line.line == index as u64 + 1)
+    );
+}
+
+async fn log_pages_continue_where_they_stopped(backend: Backend) {
+    let store = backend.store;
+    ok(store.create_run(&new_run("paged", "sample")).await);
+    let emitted = emit_sample_run(store.clone(), "paged", 20_000).await;
+    let mut paged = query("paged");
+    paged.chunks = 1;
+    let mut pages = 0;
+    let mut lines = Vec::new();
+    loop {
+        let page = ok(store.logs(&paged).await);
+        pages += 1;
+        lines.extend(page.lines);
+        match page.next {
+            Some(next) => paged.after = Some(next),
+            None => break,
+        }
+    }
+    assert!(pages > 3, "{pages} pages");
+    assert_eq!(without_times(lines), emitted);
+    // A run without logs has an empty first page.
+    ok(store.create_run(&new_run("quiet", "sample")).await);
+    let page = ok(store.logs(&query("quiet")).await);
+    assert!(page.lines.is_empty() && page.next.is_none());
+}
+
+async fn tenants_do_not_see_each_other(backend: Backend) {
+    let store = backend.store;
+    ok(store.create_tenant("acme").await);
+    ok(store.create_tenant("acme").await);
+    let acme = store.for_tenant("acme");
+    assert_eq!(acme.tenant(), "acme");
+    ok(store.create_run(&new_run("shared-id", "p")).await);
+    // Run ids and numbers are per tenant.
+    let theirs = ok(acme.create_run(&new_run("shared-id", "p")).await);
+    assert_eq!(theirs.number, 1);
+    ok(acme.create_run(&new_run("acme-only", "p")).await);
+    let filter = RunFilter {
+        pipeline: None,
+        limit: 100,
+    };
+    assert_eq!(ok(store.list_runs(&filter).await).len(), 1);
+    assert_eq!(ok(acme.list_runs(&filter).await).len(), 2);
+    assert!(matches!(
+        store.find_run(&RunRef::Id("acme-only".to_owned())).await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    let job = ok(acme
+        .enqueue(&NewJob {
+            queue: "runs".to_owned(),
+            payload: "{}".to_owned(),
+            max_attempts: 1,
+        })
+        .await);
+    assert!(ok(store.claim("runs", "w", Duration::from_secs(5)).await).is_none());
+    assert!(ok(store.job(job).await).is_none());
+    assert!(ok(acme.claim("runs", "w", Duration::from_secs(5)).await).is_some());
+    // Unknown tenants are refused rather than created by accident.
+    assert!(
+        store
+            .for_tenant("nobody")
+            .create_run(&new_run("x", "p"))
+            .await
+            .is_err()
+    );
+}
+
+/// The pid of a process that has exited.
+fn dead_pid() -> u32 {
+    match std::process::Command::new("true").spawn() {
+        Ok(mut child) => {
+            let pid = child.id();
+            let _ = child.wait();
+            pid
+        }
+        Err(error) => panic!("spawn: {error}"),
+    }
+}
+
+async fn dead_runners_runs_become_interrupted(backend: Backend) {
+    let store = backend.store;
+    let here = RunOwner::this_process();
+    let mut dead = new_run("dead", "p");
+    dead.owner.pid = dead_pid();
+    ok(store.create_run(&dead).await);
+    let mut remote = new_run("remote", "p");
+    remote.owner.host = "another-host".to_owned();
+    ok(store.create_run(&remote).await);
+    ok(store.create_run(&new_run("alive", "p")).await);
+    let mut bus = EventBus::new("dead");
+    let events = bus.subscribe_lossless(8);
+    let recorder = tokio::spawn(record_run(store.clone(), "dead".to_owned(), events));
+    bus.emit(RunEventKind::StageStarted {
+        stage: "build".to_owned(),
+        attempt: 1,
+    })
+    .await;
+    drop(bus);
+    let _ = recorder.await;
+
+    let marked = ok(store.mark_interrupted(&here, Duration::from_secs(60)).await);
+    assert_eq!(marked, ["dead"]);
+    let run = ok(store.find_run(&RunRef::Id("dead".to_owned())).await);
+    assert_eq!(run.state, RunState::Interrupted);
+    assert!(run.reason.as_deref().is_some_and(|r| r.contains("gone")));
+    let attempts = ok(store.attempts("dead").await);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].state, AttemptState::Interrupted);
+    // A remote runner that stopped heart-beating is interrupted too; a run whose runner heart-beats is alive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok(store.heartbeat_run("alive").await);
+    let marked = ok(store
+        .mark_interrupted(&here, Duration::from_millis(200))
+        .await);
+    assert_eq!(marked, ["remote"]);
+    assert_eq!(
+        ok(store.find_run(&RunRef::Id("alive".to_owned())).await).state,
+        RunState::Running
+    );
+}
+
+async fn runs_are_found_by_id_or_number(backend: Backend) {
+    let store = backend.store;
+    ok(store.create_run(&new_run("x1", "build")).await);
+    ok(store.create_run(&new_run("x2", "build")).await);
+    ok(store.create_run(&new_run("y1", "deploy")).await);
+    let by = |text: &str, pipeline: Option<&str>| RunRef::parse(text, pipeline);
+    assert_eq!(ok(store.find_run(&by("x2", None)).await).number, 2);
+    assert_eq!(ok(store.find_run(&by("2", None)).await).id, "x2");
+    assert_eq!(ok(store.find_run(&by("build#1", None)).await).id, "x1");
+    assert_eq!(ok(store.find_run(&by("1", Some("deploy"))).await).id, "y1");
+    match store.find_run(&by("1", None)).await {
+        Err(StoreError::AmbiguousRun { number, pipelines }) => {
+            assert_eq!(number, 1);
+            assert_eq!(pipelines, ["build", "deploy"]);
+        }
+        other => panic!("expected an ambiguous run, got {other:?}"),
+    }
+    assert!(matches!(
+        store.find_run(&by("9", None)).await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    let listed = ok(store
+        .list_runs(&RunFilter {
+            pipeline: Some("build".to_owned()),
+            limit: 1,
+        })
+        .await);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, "x2");
+}
+
+fn job(payload: &str, max_attempts: u32) -> NewJob {
+    NewJob {
+        queue: "runs".to_owned(),
+        payload: payload.to_owned(),
+        max_attempts,
+    }
+}
+
+async fn queue_claims_completes_and_fences(backend: Backend) {
+    let store = backend.store;
+    assert!(ok(store.claim("runs", "w1", Duration::from_secs(30)).await).is_none());
+    let first = ok(store.enqueue(&job("one", 3)).await);
+    let second = ok(store.enqueue(&job("two", 3)).await);
+    ok(store
+        .enqueue(&NewJob {
+            queue: "other".to_owned(),
+            ..job("elsewhere", 3)
+        })
+        .await);
+    let claimed = ok(store.claim("runs", "w1", Duration::from_secs(30)).await);
+    let Some(claimed) = claimed else {
+        panic!("nothing claimed")
+    };
+    assert_eq!((claimed.id, claimed.payload.as_str()), (first, "one"));
+    assert_eq!(claimed.lease.attempt, 1);
+    let next = ok(store.claim("runs", "w2", Duration::from_secs(30)).await);
+    assert_eq!(next.as_ref().map(|j| j.id), Some(second));
+    assert!(ok(store.claim("runs", "w3", Duration::from_secs(30)).await).is_none());
+
+    ok(store.complete(&claimed.lease).await);
+    assert!(matches!(
+        store.complete(&claimed.lease).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let record = ok(store.job(first).await);
+    assert_eq!(record.as_ref().map(|j| j.state), Some(JobState::Completed));
+    assert_eq!(record.and_then(|j| j.worker), Some("w1".to_owned()));
+    if let Some(next) = next {
+        ok(store.fail(&next.lease, "image missing").await);
+        let record = ok(store.job(second).await);
+        assert_eq!(record.as_ref().map(|j| j.state), Some(JobState::Failed));
+        assert_eq!(
+            record.and_then(|j| j.error).as_deref(),
+            Some("image missing")
+        );
+    }
+}
+
+async fn expired_lease_is_taken_over_and_fenced(backend: Backend) {
+    let store = backend.store;
+    let id = ok(store.enqueue(&job("work", 5)).await);
+    let Some(slow) = ok(store
+        .claim("runs", "slow", Duration::from_millis(150))
+        .await)
+    else {
+        panic!("nothing claimed")
+    };
+    // Still leased: nobody else gets it.
+    assert!(ok(store.claim("runs", "fast", Duration::from_secs(30)).await).is_none());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let Some(fast) = ok(store.claim("runs", "fast", Duration::from_secs(30)).await) else {
+        panic!("the expired job was not taken over")
+    };
+    assert_eq!(fast.id, id);
+    assert_eq!(fast.lease.attempt, 2);
+    // The worker that lost its lease can neither extend nor finish the job.
+    assert!(matches!(
+        store.heartbeat(&slow.lease, Duration::from_secs(30)).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.complete(&slow.lease).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    ok(store.complete(&fast.lease).await);
+    let record = ok(store.job(id).await);
+    assert_eq!(
+        record.as_ref().map(|j| (j.state, j.attempts)),
+        Some((JobState::Completed, 2))
+    );
+}
+
+async fn heartbeat_keeps_the_job(backend: Backend) {
+    let store = backend.store;
+    ok(store.enqueue(&job("long", 5)).await);
+    let Some(held) = ok(store
+        .claim("runs", "holder", Duration::from_millis(300))
+        .await)
+    else {
+        panic!("nothing claimed")
+    };
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let until = ok(store
+            .heartbeat(&held.lease, Duration::from_millis(300))
+            .await);
+        assert!(until >= held.lease_until_ms);
+        assert!(ok(store.claim("runs", "thief", Duration::from_secs(30)).await).is_none());
+    }
+    ok(store.complete(&held.lease).await);
+}
+
+async fn lost_jobs_fail_after_max_attempts(backend: Backend) {
+    let store = backend.store;
+    let id = ok(store.enqueue(&job("crashy", 2)).await);
+    for attempt in 1..=2 {
+        let claimed = ok(store.claim("runs", "w", Duration::from_millis(50)).await);
+        assert_eq!(claimed.map(|j| j.lease.attempt), Some(attempt));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(ok(store.claim("runs", "w", Duration::from_millis(50)).await).is_none());
+    let record = ok(store.job(id).await);
+    assert_eq!(
+        record.map(|j| (j.state, j.attempts, j.error)),
+        Some((JobState::Failed, 2, Some(LOST.to_owned())))
+    );
+}
+
+async fn many_claimers_never_share_a_job(backend: Backend) {
+    // PostgreSQL is the backend for many workers: it gets the full 10,000 jobs.
+    let jobs = if backend.store.backend() == "postgres" {
+        10_000
+    } else {
+        1_000
+    };
+    let store = backend.reopen().await;
+    for index in 0..jobs {
+        ok(store.enqueue(&job(&index.to_string(), 1)).await);
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let store = store.clone();
+        set.spawn(async move {
+            let mut claimed = Vec::new();
+            while let Some(job) = ok(store
+                .claim("runs", &format!("w{worker}"), Duration::from_secs(600))
+                .await)
+            {
+                claimed.push(job.id);
+                ok(store.complete(&job.lease).await);
+            }
+            claimed
+        });
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    while let Some(claimed) = set.join_next().await {
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(error) => panic!("worker: {error}"),
+        };
+        total += claimed.len();
+        seen.extend(claimed);
+    }
+    assert_eq!(total, jobs, "a job was claimed twice or not at all");
+    assert_eq!(seen.len(), jobs);
+}

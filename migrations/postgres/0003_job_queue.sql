@@ -1,0 +1,17 @@
+-- The job queue: at-least-once delivery with leases. `attempts` doubles as the fencing token of the lease.
+CREATE TABLE IF NOT EXISTS job_queue (
+    id BIGSERIAL PRIMARY KEY,
+    tenant_id TEXT NOT NULL REFERENCES tenants (id),
+    queue TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    max_attempts BIGINT NOT NULL,
+    worker TEXT,
+    lease_until_ms BIGINT,
+    error TEXT,
+    created_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_queue_claimable ON job_queue (tenant_id, queue, id)
+    WHERE status IN ('queued', 'running');
