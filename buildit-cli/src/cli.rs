@@ -18,8 +18,89 @@ pub(crate) enum Command {
     Validate(ValidateArgs),
     /// Show the stages a run would execute, in order, with what would be skipped.
     Plan(PlanArgs),
-    /// Run a pipeline here, with live logs.
+    /// Run a pipeline here, with live logs; the run is recorded in the store.
     Run(RunArgs),
+    /// Show recorded runs, their stages and attempts, and their logs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+/// Which store to use: the system configuration's `store` unless a URL is given.
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// The store's URL (`postgres://...` or `sqlite:PATH`), instead of the system configuration's.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "BUILDIT_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub(crate) database_url: Option<String>,
+    /// The system configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) system: Option<PathBuf>,
+}
+
+/// Options every `runs` command takes.
+#[derive(Debug, Args)]
+pub(crate) struct RunsCommon {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// The workspace whose default store (`.buildit/buildit.db`) to read (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) workspace: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = HistoryOutput::Text)]
+    pub(crate) format: HistoryOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum HistoryOutput {
+    /// Tables and lines for people.
+    Text,
+    /// JSON (`logs`: one object per line).
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// Recorded runs, newest first.
+    List {
+        /// Only this pipeline's runs.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        limit: u32,
+        #[command(flatten)]
+        common: RunsCommon,
+    },
+    /// One run: its stages, attempts, outcomes, exit codes and durations.
+    Show {
+        /// The run: its id, its number (`3`), or `PIPELINE#3`.
+        run: String,
+        /// The pipeline a bare number belongs to.
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[command(flatten)]
+        common: RunsCommon,
+    },
+    /// A run's log lines, exactly as recorded, in order.
+    Logs {
+        /// The run: its id, its number (`3`), or `PIPELINE#3`.
+        run: String,
+        /// The pipeline a bare number belongs to.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only this stage instance's lines (then printed without a prefix).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only this attempt's lines.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..))]
+        attempt: Option<u32>,
+        #[command(flatten)]
+        common: RunsCommon,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,9 +211,8 @@ pub(crate) struct RunArgs {
     /// Plain prefixed lines without colors or progress, even on a terminal.
     #[arg(long)]
     pub(crate) plain: bool,
-    /// The system configuration file.
-    #[arg(long, value_name = "FILE")]
-    pub(crate) system: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
     #[command(flatten)]
     pub(crate) context: ContextArgs,
 }

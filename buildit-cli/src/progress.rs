@@ -12,7 +12,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use crate::reporter::LineReporter;
 
 /// Draws the run until its `run-finished` event (or the bus closes).
-pub(crate) async fn show(plan: Plan, mut events: broadcast::Receiver<RunEvent>) {
+pub(crate) async fn show(plan: Plan, mut events: broadcast::Receiver<std::sync::Arc<RunEvent>>) {
     let total = plan.stages().len() as u64;
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
     let style =

@@ -15,7 +15,8 @@ const STAGE_COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
 #[derive(Debug)]
 pub(crate) struct LineReporter {
     colors: bool,
-    assigned: HashMap<String, &'static str>,
+    /// The rendered prefix of each stage seen so far (its color is given in order of appearance).
+    prefixes: HashMap<String, String>,
     width: usize,
 }
 
@@ -30,19 +31,50 @@ impl LineReporter {
             .min(40);
         Self {
             colors,
-            assigned: HashMap::new(),
+            prefixes: HashMap::new(),
             width,
         }
     }
 
-    fn prefix(&mut self, stage: &str) -> String {
-        let next = STAGE_COLORS[self.assigned.len() % STAGE_COLORS.len()];
-        let color = *self.assigned.entry(stage.to_owned()).or_insert(next);
-        let padded = format!("{stage:<width$}", width = self.width);
-        if self.colors {
-            format!("\u{1b}[{color}m{padded}\u{1b}[0m |")
-        } else {
-            format!("{padded} |")
+    fn prefix(&mut self, stage: &str) -> &str {
+        if !self.prefixes.contains_key(stage) {
+            let color = STAGE_COLORS[self.prefixes.len() % STAGE_COLORS.len()];
+            let padded = format!("{stage:<width$}", width = self.width);
+            let prefix = if self.colors {
+                format!("\u{1b}[{color}m{padded}\u{1b}[0m |")
+            } else {
+                format!("{padded} |")
+            };
+            self.prefixes.insert(stage.to_owned(), prefix);
+        }
+        self.prefixes.get(stage).map_or("", String::as_str)
+    }
+
+    /// Writes the line for an event, if it has one; log lines, the bulk of any run, are written without
+    /// building a string first.
+    pub(crate) fn write(
+        &mut self,
+        event: &RunEvent,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
+        if let RunEventKind::LogLine {
+            stage,
+            text,
+            stream,
+            ..
+        } = &event.kind
+        {
+            let marker = if *stream == LogStreamKind::Stderr && !self.colors {
+                "! "
+            } else {
+                ""
+            };
+            let prefix = self.prefix(stage);
+            return writeln!(out, "{prefix} {marker}{text}");
+        }
+        match self.line(event) {
+            Some(line) => writeln!(out, "{line}"),
+            None => Ok(()),
         }
     }
 
@@ -55,7 +87,7 @@ impl LineReporter {
                 stream,
                 ..
             } => {
-                let prefix = self.prefix(stage);
+                let prefix = self.prefix(stage).to_owned();
                 let marker = if *stream == LogStreamKind::Stderr && !self.colors {
                     "! "
                 } else {
@@ -64,7 +96,7 @@ impl LineReporter {
                 Some(format!("{prefix} {marker}{text}"))
             }
             RunEventKind::StageStarted { stage, attempt } => {
-                let prefix = self.prefix(stage);
+                let prefix = self.prefix(stage).to_owned();
                 Some(if *attempt > 1 {
                     format!("{prefix} ▶ attempt {attempt}")
                 } else {
@@ -79,7 +111,7 @@ impl LineReporter {
                 attempt,
                 ..
             } => {
-                let prefix = self.prefix(stage);
+                let prefix = self.prefix(stage).to_owned();
                 let symbol = match outcome {
                     StageOutcome::Succeeded => "✓",
                     StageOutcome::Skipped => "○",

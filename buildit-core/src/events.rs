@@ -130,7 +130,7 @@ pub struct RunEvent {
     /// Gapless, starting at 1, per run.
     pub seq: u64,
     /// The run.
-    pub run_id: String,
+    pub run_id: Arc<str>,
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// What happened.
@@ -149,8 +149,8 @@ pub struct EventBus {
     run_id: Arc<str>,
     /// The last sequence number; held while an event is handed out, so every subscriber sees them in order.
     seq: Arc<tokio::sync::Mutex<u64>>,
-    lossless: Vec<mpsc::Sender<RunEvent>>,
-    display: broadcast::Sender<RunEvent>,
+    lossless: Arc<[mpsc::Sender<Arc<RunEvent>>]>,
+    display: broadcast::Sender<Arc<RunEvent>>,
 }
 
 impl EventBus {
@@ -160,20 +160,23 @@ impl EventBus {
         Self {
             run_id: Arc::from(run_id.into()),
             seq: Arc::new(tokio::sync::Mutex::new(0)),
-            lossless: Vec::new(),
+            lossless: Arc::from(Vec::new()),
             display,
         }
     }
 
-    /// A subscriber that receives every event; it must keep reading, or the run waits for it.
-    pub fn subscribe_lossless(&mut self, capacity: usize) -> mpsc::Receiver<RunEvent> {
+    /// A subscriber that receives every event; it must keep reading, or the run waits for it. Subscribe before
+    /// the bus is cloned for the run: clones made earlier do not send to later subscribers.
+    pub fn subscribe_lossless(&mut self, capacity: usize) -> mpsc::Receiver<Arc<RunEvent>> {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        self.lossless.push(sender);
+        let mut senders = self.lossless.to_vec();
+        senders.push(sender);
+        self.lossless = Arc::from(senders);
         receiver
     }
 
     /// A display subscriber: never slows the run; lags are reported to it as skipped counts.
-    pub fn subscribe_display(&self) -> broadcast::Receiver<RunEvent> {
+    pub fn subscribe_display(&self) -> broadcast::Receiver<Arc<RunEvent>> {
         self.display.subscribe()
     }
 
@@ -185,18 +188,50 @@ impl EventBus {
     /// Stamps and sends an event to every subscriber.
     pub async fn emit(&self, kind: RunEventKind) {
         let mut seq = self.seq.lock().await;
-        *seq += 1;
-        let event = RunEvent {
-            seq: *seq,
-            run_id: self.run_id.to_string(),
-            at_ms: now_ms(),
-            kind,
-        };
-        for subscriber in &self.lossless {
-            // A subscriber that hung up has stopped listening on purpose; the others still get everything.
-            let _ = subscriber.send(event.clone()).await;
+        self.send(&mut seq, now_ms(), kind).await;
+    }
+
+    /// Stamps and sends consecutive log lines of one attempt and stream, under one lock: what one read of a
+    /// stage's output produced.
+    pub async fn emit_lines(
+        &self,
+        stage: &str,
+        attempt: u32,
+        stream: LogStreamKind,
+        lines: Vec<String>,
+    ) {
+        if lines.is_empty() {
+            return;
         }
-        let _ = self.display.send(event);
+        let at_ms = now_ms();
+        let mut seq = self.seq.lock().await;
+        for text in lines {
+            let kind = RunEventKind::LogLine {
+                stage: stage.to_owned(),
+                attempt,
+                stream,
+                text,
+            };
+            self.send(&mut seq, at_ms, kind).await;
+        }
+    }
+
+    async fn send(&self, seq: &mut u64, at_ms: u64, kind: RunEventKind) {
+        *seq += 1;
+        // Shared, not copied: every subscriber reads the same event.
+        let event = Arc::new(RunEvent {
+            seq: *seq,
+            run_id: Arc::clone(&self.run_id),
+            at_ms,
+            kind,
+        });
+        for subscriber in self.lossless.iter() {
+            // A subscriber that hung up has stopped listening on purpose; the others still get everything.
+            let _ = subscriber.send(Arc::clone(&event)).await;
+        }
+        if self.display.receiver_count() > 0 {
+            let _ = self.display.send(event);
+        }
     }
 }
 

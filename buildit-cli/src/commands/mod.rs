@@ -3,6 +3,8 @@
 mod load;
 mod plan;
 mod run;
+mod runs;
+mod store;
 mod validate;
 
 use clap::Parser;
@@ -28,5 +30,6 @@ pub(crate) fn main_impl() -> Exit {
         Command::Validate(args) => validate::run(&args),
         Command::Plan(args) => plan::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Runs(command) => runs::run(&command),
     }
 }

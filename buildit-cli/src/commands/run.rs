@@ -10,6 +10,9 @@ use buildit_core::events::{EventBus, RunStatus};
 use buildit_core::exec::{
     ArtifactStore, CacheStore, LocalExecutor, RunIdentity, RunOptions, execute,
 };
+use buildit_core::store::{
+    MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, StoreLocation, record_run,
+};
 use buildit_core::system::{ArtifactStoreConfig, SecretStoreConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +40,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     let (plan, system) = match load_plan(
         &args.file,
-        args.system.as_deref(),
+        args.store.system.as_deref(),
         &args.context,
         &workspace,
     ) {
@@ -74,6 +77,10 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             error_line(&error.to_string(), None);
             return Exit::Infrastructure;
         }
+    };
+    let location = match super::store::locate(&args.store, &system) {
+        Ok(location) => location,
+        Err(exit) => return exit,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -121,16 +128,57 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let colors = !args.plain
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
-    runtime.block_on(run_plan(plan, identity, options, args.format, colors))
+    let output = Output {
+        format: args.format,
+        colors,
+    };
+    runtime.block_on(run_plan(plan, identity, options, location, output))
+}
+
+/// How the run is shown.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    format: RunOutput,
+    colors: bool,
 }
 
 async fn run_plan(
     plan: Plan,
-    identity: RunIdentity,
+    mut identity: RunIdentity,
     options: RunOptions,
-    format: RunOutput,
-    colors: bool,
+    location: StoreLocation,
+    Output { format, colors }: Output,
 ) -> Exit {
+    // The run is recorded before anything executes: a store that cannot take it stops the run here.
+    let store = match super::store::open(&location).await {
+        Ok(store) => store,
+        Err(exit) => return exit,
+    };
+    let here = RunOwner::this_process();
+    // Runs left `running` by a runner that died (kill -9, a crash) are marked interrupted.
+    if let Err(error) = store.mark_interrupted(&here, RUN_STALE_AFTER).await {
+        error_line(&error.to_string(), None);
+        return Exit::Infrastructure;
+    }
+    let context = plan.context();
+    let record = match store
+        .create_run(&NewRun {
+            id: identity.run_id.clone(),
+            pipeline: plan.pipeline().name.value.clone(),
+            owner: here,
+            sha: context.sha.clone(),
+            branch: context.branch.clone(),
+            event: context.event.map(|event| event.as_str().to_owned()),
+        })
+        .await
+    {
+        Ok(record) => record,
+        Err(error) => {
+            error_line(&error.to_string(), None);
+            return Exit::Infrastructure;
+        }
+    };
+    identity.run_number = record.number;
     let interactive = colors && format == RunOutput::Text;
     let cancel = CancellationToken::new();
     let kill = options.kill.clone();
@@ -156,6 +204,11 @@ async fn run_plan(
         })
     };
     let mut bus = EventBus::new(identity.run_id.clone());
+    let recorder = tokio::spawn(record_run(
+        store.clone(),
+        identity.run_id.clone(),
+        bus.subscribe_lossless(MAX_BATCH_EVENTS),
+    ));
     let printer = if interactive {
         // On a terminal, the display never slows the run; it says so when it skips.
         tokio::spawn(crate::progress::show(plan.clone(), bus.subscribe_display()))
@@ -168,14 +221,11 @@ async fn run_plan(
             // Buffered, and flushed whenever the printer has caught up: live output without a write per line.
             let mut out = std::io::BufWriter::new(std::io::stdout());
             while let Some(event) = events.recv().await {
-                let line = match format {
-                    RunOutput::Json => Some(json_line(&event)),
-                    RunOutput::Text => reporter.line(&event),
+                // A closed pipe (`buildit run | head`) is the reader's choice, not a failure of the run.
+                let _ = match format {
+                    RunOutput::Json => writeln!(out, "{}", json_line(&event)),
+                    RunOutput::Text => reporter.write(&event, &mut out),
                 };
-                if let Some(line) = line {
-                    // A closed pipe (`buildit run | head`) is the reader's choice, not a failure of the run.
-                    let _ = writeln!(out, "{line}");
-                }
                 if events.is_empty() {
                     let _ = out.flush();
                 }
@@ -193,11 +243,29 @@ async fn run_plan(
     )
     .await;
     drop(bus);
+    let recorded = recorder.await;
     let _ = printer.await;
     signals.abort();
+    let mut text = summary(&plan, &report);
+    text.push_str(&format!(
+        "recorded as {}#{} (`buildit runs show {}`)\n",
+        record.pipeline, record.number, record.id
+    ));
     match format {
-        RunOutput::Text => print_text(&summary(&plan, &report)),
-        RunOutput::Json => eprint!("{}", summary(&plan, &report)),
+        RunOutput::Text => print_text(&text),
+        RunOutput::Json => eprint!("{text}"),
+    }
+    let record_error = match recorded {
+        Ok(Ok(_)) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(error) => Some(error.to_string()),
+    };
+    if let Some(error) = record_error {
+        error_line(
+            &format!("the run's record in the store is incomplete: {error}"),
+            None,
+        );
+        return Exit::Infrastructure;
     }
     match report.status {
         RunStatus::Succeeded => Exit::Success,

@@ -792,35 +792,21 @@ async fn pump_lines(
     // The splitters mask, before lines are cut, so that no secret straddles a cut.
     let mut stdout = LineSplitter::with_masker(Arc::clone(&masker));
     let mut stderr = LineSplitter::with_masker(Arc::clone(&masker));
-    let emit = |stream: LogStreamKind, text: String| {
-        let bus = bus.clone();
-        let stage = stage.clone();
-        async move {
-            bus.emit(RunEventKind::LogLine {
-                stage,
-                attempt,
-                stream,
-                text,
-            })
-            .await;
-        }
-    };
     while let Some(chunk) = logs.next().await {
         progress.fetch_add(1, Ordering::Relaxed);
         let splitter = match chunk.stream {
             LogStreamKind::Stdout => &mut stdout,
             LogStreamKind::Stderr => &mut stderr,
         };
-        for line in splitter.push(&chunk.bytes) {
-            emit(chunk.stream, line).await;
-        }
+        let lines = splitter.push(&chunk.bytes);
+        bus.emit_lines(&stage, attempt, chunk.stream, lines).await;
     }
     for (stream, splitter) in [
         (LogStreamKind::Stdout, &mut stdout),
         (LogStreamKind::Stderr, &mut stderr),
     ] {
         if let Some(line) = splitter.finish() {
-            emit(stream, line).await;
+            bus.emit_lines(&stage, attempt, stream, vec![line]).await;
         }
     }
 }

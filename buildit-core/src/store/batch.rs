@@ -128,10 +128,15 @@ pub(crate) struct BatchBuilder {
 
 impl BatchBuilder {
     /// The batch for `events` (in sequence order).
-    pub(crate) fn build(&mut self, events: &[RunEvent]) -> RecordBatch {
+    pub(crate) fn build(&mut self, events: &[std::sync::Arc<RunEvent>]) -> RecordBatch {
         let mut changes: Vec<Change> = Vec::new();
         for event in events {
             let at_ms = i64::try_from(event.at_ms).unwrap_or(i64::MAX);
+            if !matches!(event.kind, RunEventKind::LogLine { .. })
+                && let Some(Change::Logs(previous)) = changes.last()
+            {
+                self.close(previous);
+            }
             match &event.kind {
                 RunEventKind::RunStarted { stages, .. } => changes.push(Change::RunStarted {
                     stages: *stages as u64,
@@ -150,15 +155,11 @@ impl BatchBuilder {
                     stream,
                     text,
                 } => {
-                    let key = (stage.clone(), *attempt);
-                    let line = self.next_line.entry(key).or_insert(1);
-                    let number = *line;
-                    *line += 1;
                     // Lines join the previous chunk only when it is the same attempt's, right before: chunks
                     // then keep the exact order of lines across stages.
                     if let Some(Change::Logs(chunk)) = changes.last_mut()
-                        && chunk.stage == *stage
                         && chunk.attempt == *attempt
+                        && chunk.stage == *stage
                         && chunk.lines.len() < MAX_CHUNK_LINES
                         && chunk.bytes + text.len() <= MAX_CHUNK_BYTES
                     {
@@ -168,15 +169,24 @@ impl BatchBuilder {
                             .push((*stream, at_ms - chunk.first_at_ms, text.clone()));
                         continue;
                     }
+                    if let Some(Change::Logs(previous)) = changes.last() {
+                        self.close(previous);
+                    }
+                    let first_line = self
+                        .next_line
+                        .get(&(stage.clone(), *attempt))
+                        .copied()
+                        .unwrap_or(1);
                     changes.push(Change::Logs(LogChunk {
                         stage: stage.clone(),
                         attempt: *attempt,
-                        first_line: number,
+                        first_line,
                         first_seq: event.seq,
                         first_at_ms: at_ms,
                         lines: vec![(*stream, 0, text.clone())],
                         bytes: text.len(),
                     }));
+                    continue;
                 }
                 RunEventKind::StageFinished {
                     stage,
@@ -204,7 +214,19 @@ impl BatchBuilder {
                 }),
             }
         }
+        if let Some(Change::Logs(previous)) = changes.last() {
+            self.close(previous);
+        }
         RecordBatch { changes }
+    }
+
+    /// Records where the attempt of a finished chunk continues. Called once per chunk, after its last line,
+    /// or again after more lines joined it (the last call wins).
+    fn close(&mut self, chunk: &LogChunk) {
+        self.next_line.insert(
+            (chunk.stage.clone(), chunk.attempt),
+            chunk.first_line + chunk.line_count(),
+        );
     }
 }
 

@@ -1,10 +1,13 @@
 //! Choosing and opening a backend from a location: a SQLite file or a PostgreSQL URL.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::api::Store;
 use super::model::StoreError;
+use crate::config::Variable;
+use crate::system::StoreConfig;
 
 /// Where a store is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,39 @@ impl StoreLocation {
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
         Err(StoreError::Unsupported(redact(url)))
+    }
+
+    /// The location a system configuration's `store` names; `env` resolves `{env.NAME}` in a PostgreSQL URL.
+    pub fn from_config(
+        config: &StoreConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, StoreError> {
+        match config {
+            StoreConfig::Sqlite { path } => Ok(Self::Sqlite(path.clone())),
+            StoreConfig::Postgres { url } => {
+                let missing = std::cell::RefCell::new(None);
+                let rendered = url.render(
+                    |variable| match variable {
+                        Variable::Env(name) => {
+                            let value = env(name);
+                            if value.is_none() {
+                                missing.borrow_mut().get_or_insert_with(|| name.clone());
+                            }
+                            value.map(Cow::Owned)
+                        }
+                        _ => None,
+                    },
+                    false,
+                );
+                if let Some(name) = missing.into_inner() {
+                    return Err(StoreError::Open {
+                        location: redact(url.as_str()),
+                        message: format!("the URL uses `{{env.{name}}}`, which is not set"),
+                    });
+                }
+                Ok(Self::Postgres(rendered))
+            }
+        }
     }
 
     /// For messages: the path, or the URL with any password hidden.

@@ -164,15 +164,6 @@ impl Store for PostgresStore {
                 .await
                 .map_err(query_error)?;
         }
-        sqlx::query(
-            "UPDATE pipeline_runs SET heartbeat_at_ms = (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT
-             WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(&*self.tenant)
-        .bind(run_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error)?;
         tx.commit().await.map_err(query_error)
     }
 

@@ -37,14 +37,14 @@ pub struct RecordSummary {
 pub async fn record_run(
     store: Arc<dyn Store>,
     run_id: String,
-    mut events: mpsc::Receiver<RunEvent>,
+    mut events: mpsc::Receiver<Arc<RunEvent>>,
 ) -> Result<RecordSummary, StoreError> {
     let mut builder = BatchBuilder::default();
     let mut summary = RecordSummary::default();
     let mut heartbeat = tokio::time::interval(RUN_HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
-    let mut pending: Vec<RunEvent> = Vec::with_capacity(MAX_BATCH_EVENTS);
+    let mut pending: Vec<Arc<RunEvent>> = Vec::with_capacity(MAX_BATCH_EVENTS);
     let mut failure: Option<StoreError> = None;
     loop {
         tokio::select! {

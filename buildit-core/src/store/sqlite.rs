@@ -196,15 +196,6 @@ impl Store for SqliteStore {
                 .await
                 .map_err(query_error)?;
         }
-        sqlx::query(
-            "UPDATE pipeline_runs SET heartbeat_at_ms = ?3 WHERE tenant_id = ?1 AND id = ?2",
-        )
-        .bind(&*self.tenant)
-        .bind(run_id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(query_error)?;
         tx.commit().await.map_err(query_error)
     }
 

@@ -1,0 +1,358 @@
+//! `buildit runs list|show|logs`: reading run history from the store.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use buildit_core::store::{
+    AttemptRecord, LogQuery, RUN_STALE_AFTER, RunFilter, RunOwner, RunRecord, RunRef, Store,
+    StoreError,
+};
+use serde::Serialize;
+
+use super::load::load_system_config;
+use crate::cli::{HistoryOutput, RunsCommand};
+use crate::exit::Exit;
+use crate::report::error_line;
+use crate::reporter::human;
+
+/// Chunks of log lines read per page: bounded memory for runs of any size.
+const LOG_PAGE_CHUNKS: u32 = 64;
+
+pub(crate) fn run(command: &RunsCommand) -> Exit {
+    let common = match command {
+        RunsCommand::List { common, .. }
+        | RunsCommand::Show { common, .. }
+        | RunsCommand::Logs { common, .. } => common,
+    };
+    let workspace = common
+        .workspace
+        .clone()
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let system = match load_system_config(common.store.system.as_deref(), &workspace, None) {
+        Ok(system) => system,
+        Err(exit) => return exit,
+    };
+    let location = match super::store::locate(&common.store, &system) {
+        Ok(location) => location,
+        Err(exit) => return exit,
+    };
+    if let buildit_core::store::StoreLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
+        // Reading history never creates a database as a side effect.
+        error_line(
+            &format!("no run history at `{}`", path.display()),
+            Some(
+                "`buildit run` records runs there; use --workspace or --database-url for another store",
+            ),
+        );
+        return Exit::Usage;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            error_line(&format!("cannot start the async runtime: {error}"), None);
+            return Exit::Infrastructure;
+        }
+    };
+    runtime.block_on(async {
+        let store = match super::store::open(&location).await {
+            Ok(store) => store,
+            Err(exit) => return exit,
+        };
+        // Runs whose runner died show as interrupted, not running forever.
+        let _ = store
+            .mark_interrupted(&RunOwner::this_process(), RUN_STALE_AFTER)
+            .await;
+        let result = match command {
+            RunsCommand::List {
+                pipeline,
+                limit,
+                common,
+            } => list(store.as_ref(), pipeline.clone(), *limit, common.format).await,
+            RunsCommand::Show {
+                run,
+                pipeline,
+                common,
+            } => show(store.as_ref(), run, pipeline.as_deref(), common.format).await,
+            RunsCommand::Logs {
+                run,
+                pipeline,
+                stage,
+                attempt,
+                common,
+            } => {
+                logs(
+                    store,
+                    run,
+                    pipeline.as_deref(),
+                    stage.clone(),
+                    *attempt,
+                    common.format,
+                )
+                .await
+            }
+        };
+        match result {
+            Ok(exit) => exit,
+            Err(error) => {
+                let exit = match error {
+                    StoreError::NoSuchRun(_) | StoreError::AmbiguousRun { .. } => Exit::Usage,
+                    _ => Exit::Infrastructure,
+                };
+                let help = match &error {
+                    StoreError::NoSuchRun(_) => Some("`buildit runs list` shows the recorded runs"),
+                    StoreError::AmbiguousRun { .. } => Some(
+                        "name the pipeline: `--pipeline NAME`, or write the run as `PIPELINE#N`",
+                    ),
+                    _ => None,
+                };
+                error_line(&error.to_string(), help);
+                exit
+            }
+        }
+    })
+}
+
+async fn list(
+    store: &dyn Store,
+    pipeline: Option<String>,
+    limit: u32,
+    format: HistoryOutput,
+) -> Result<Exit, StoreError> {
+    let runs = store.list_runs(&RunFilter { pipeline, limit }).await?;
+    let text = match format {
+        HistoryOutput::Json => json(&runs),
+        HistoryOutput::Text if runs.is_empty() => "no runs recorded\n".to_owned(),
+        HistoryOutput::Text => {
+            let mut rows = vec![[
+                "RUN".to_owned(),
+                "PIPELINE".to_owned(),
+                "STATUS".to_owned(),
+                "STARTED".to_owned(),
+                "DURATION".to_owned(),
+                "ID".to_owned(),
+            ]];
+            for run in &runs {
+                rows.push([
+                    format!("#{}", run.number),
+                    run.pipeline.clone(),
+                    run.state.as_str().to_owned(),
+                    timestamp(run.created_at_ms),
+                    duration(run.duration_ms),
+                    run.id.clone(),
+                ]);
+            }
+            table(&rows)
+        }
+    };
+    print(&text);
+    Ok(Exit::Success)
+}
+
+#[derive(Serialize)]
+struct RunDetail<'a> {
+    #[serde(flatten)]
+    run: &'a RunRecord,
+    attempts: &'a [AttemptRecord],
+}
+
+async fn show(
+    store: &dyn Store,
+    run: &str,
+    pipeline: Option<&str>,
+    format: HistoryOutput,
+) -> Result<Exit, StoreError> {
+    let run = store.find_run(&RunRef::parse(run, pipeline)).await?;
+    let attempts = store.attempts(&run.id).await?;
+    let text = match format {
+        HistoryOutput::Json => json(&RunDetail {
+            run: &run,
+            attempts: &attempts,
+        }),
+        HistoryOutput::Text => {
+            let mut text = format!(
+                "run {}#{} ({}): {}",
+                run.pipeline,
+                run.number,
+                run.id,
+                run.state.as_str()
+            );
+            if let Some(ms) = run.duration_ms {
+                text.push_str(&format!(" in {}", duration(Some(ms))));
+            }
+            text.push('\n');
+            let mut facts = vec![format!("started {}", timestamp(run.created_at_ms))];
+            for (name, value) in [
+                ("branch", &run.branch),
+                ("sha", &run.sha),
+                ("event", &run.event),
+            ] {
+                if let Some(value) = value {
+                    facts.push(format!("{name} {value}"));
+                }
+            }
+            text.push_str(&facts.join(", "));
+            text.push('\n');
+            if let Some(reason) = &run.reason {
+                text.push_str(&format!("interrupted: {reason}\n"));
+            }
+            text.push('\n');
+            let mut rows = vec![[
+                "STAGE".to_owned(),
+                "ATTEMPT".to_owned(),
+                "OUTCOME".to_owned(),
+                "EXIT".to_owned(),
+                "DURATION".to_owned(),
+                "REASON".to_owned(),
+            ]];
+            for attempt in &attempts {
+                rows.push([
+                    attempt.stage.clone(),
+                    if attempt.attempt == 0 {
+                        "-".to_owned()
+                    } else {
+                        attempt.attempt.to_string()
+                    },
+                    attempt.state.as_str().to_owned(),
+                    attempt
+                        .exit_code
+                        .map_or_else(|| "-".to_owned(), |code| code.to_string()),
+                    duration(attempt.duration_ms),
+                    attempt.reason.clone().unwrap_or_default(),
+                ]);
+            }
+            text.push_str(&table(&rows));
+            text
+        }
+    };
+    print(&text);
+    Ok(Exit::Success)
+}
+
+async fn logs(
+    store: Arc<dyn Store>,
+    run: &str,
+    pipeline: Option<&str>,
+    stage: Option<String>,
+    attempt: Option<u32>,
+    format: HistoryOutput,
+) -> Result<Exit, StoreError> {
+    let run = store.find_run(&RunRef::parse(run, pipeline)).await?;
+    let prefixed = stage.is_none();
+    let mut query = LogQuery {
+        run_id: run.id.clone(),
+        stage,
+        attempt,
+        after: None,
+        chunks: LOG_PAGE_CHUNKS,
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    loop {
+        let page = store.logs(&query).await?;
+        for line in &page.lines {
+            let written = match format {
+                HistoryOutput::Json => {
+                    writeln!(out, "{}", serde_json::to_string(line).unwrap_or_default())
+                }
+                HistoryOutput::Text if prefixed && line.attempt > 1 => {
+                    writeln!(out, "{}#{} | {}", line.stage, line.attempt, line.text)
+                }
+                HistoryOutput::Text if prefixed => writeln!(out, "{} | {}", line.stage, line.text),
+                HistoryOutput::Text => writeln!(out, "{}", line.text),
+            };
+            // A closed pipe (`buildit runs logs 3 | head`) is the reader's choice.
+            if written.is_err() {
+                return Ok(Exit::Success);
+            }
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let _ = out.flush();
+    Ok(Exit::Success)
+}
+
+fn print(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn duration(ms: Option<u64>) -> String {
+    ms.map_or_else(
+        || "-".to_owned(),
+        |ms| human(std::time::Duration::from_millis(ms)),
+    )
+}
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (index, cell) in row.iter().enumerate() {
+            if index + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[index]));
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// `2026-11-27 18:20:01Z` from ms since the Unix epoch (UTC, so the output does not depend on the machine).
+fn timestamp(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let (days, day_seconds) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        day_seconds / 3600,
+        day_seconds % 3600 / 60,
+        day_seconds % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00Z");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29 00:00:00Z");
+        assert_eq!(timestamp(1_795_795_201_999), "2026-11-27 16:00:01Z");
+    }
+}

@@ -1,0 +1,31 @@
+//! Opening the store a command works with: `--database-url` / `BUILDIT_DATABASE_URL`, else the system
+//! configuration's `store`.
+
+use std::sync::Arc;
+
+use buildit_core::store::{Store, StoreLocation, open_store};
+use buildit_core::system::SystemConfig;
+
+use crate::cli::StoreArgs;
+use crate::exit::Exit;
+use crate::report::error_line;
+
+/// Where the store is, by the flags and the system configuration.
+pub(crate) fn locate(args: &StoreArgs, system: &SystemConfig) -> Result<StoreLocation, Exit> {
+    let location = match &args.database_url {
+        Some(url) => StoreLocation::from_url(url),
+        None => StoreLocation::from_config(&system.store, |name| std::env::var(name).ok()),
+    };
+    location.map_err(|error| {
+        error_line(&error.to_string(), None);
+        Exit::Usage
+    })
+}
+
+/// Opens (and migrates) the store; an unreachable or broken store is an infrastructure error.
+pub(crate) async fn open(location: &StoreLocation) -> Result<Arc<dyn Store>, Exit> {
+    open_store(location).await.map_err(|error| {
+        error_line(&error.to_string(), None);
+        Exit::Infrastructure
+    })
+}
