@@ -14,6 +14,7 @@ fn buildit_command(dir: &Path, args: &[&str]) -> Command {
         .args(args)
         .current_dir(dir)
         .env_remove("BUILDIT_SYSTEM")
+        .env_remove("BUILDIT_DATABASE_URL")
         .env("HOME", dir)
         .env("NO_COLOR", "1");
     command
@@ -588,5 +589,353 @@ fn secret_store_variables_never_reach_stages_unmasked() {
     assert!(
         !text.contains("other-secret-value") && !text.contains("tok-3n-value"),
         "{text}"
+    );
+}
+
+/// Runs `buildit` and checks its exit code.
+fn buildit_ok(dir: &Path, args: &[&str], code: i32) -> String {
+    let output = buildit(dir, args);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "buildit {args:?}: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+const HISTORY_PIPELINE: &str = r#"
+pipeline "history"
+stage "build" {
+    run "echo compiling"
+    run "echo 'warning: unused' >&2"
+    run "printf 'no newline at the end'"
+}
+stage "flaky" {
+    needs "build"
+    retry 1
+    run "if [ ! -f .tried ]; then touch .tried; echo first try; exit 3; fi"
+    run "echo second try"
+}
+stage "lint" { run "exit 5" }
+stage "deploy" { needs "lint"; run "echo never" }
+"#;
+
+#[test]
+fn runs_list_show_and_logs_tell_exactly_what_happened() {
+    let dir = temp_dir();
+    write(dir.path(), "buildit.kdl", HISTORY_PIPELINE);
+    buildit_ok(dir.path(), &["run", "--plain", "-j1"], 1);
+    assert!(dir.path().join(".buildit/buildit.db").is_file());
+    buildit_ok(dir.path(), &["run", "--plain", "--stage", "build"], 0);
+
+    let runs = json(&buildit_ok(
+        dir.path(),
+        &["runs", "list", "--format", "json"],
+        0,
+    ));
+    let listed: Vec<(u64, String, String)> = runs
+        .as_array()
+        .map(|runs| {
+            runs.iter()
+                .map(|run| {
+                    (
+                        run["number"].as_u64().unwrap_or(0),
+                        run["pipeline"].as_str().unwrap_or("").to_owned(),
+                        run["state"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        listed,
+        [
+            (2, "history".to_owned(), "succeeded".to_owned()),
+            (1, "history".to_owned(), "failed".to_owned())
+        ]
+    );
+    let text = buildit_ok(dir.path(), &["runs", "list", "--limit", "1"], 0);
+    assert!(text.starts_with("RUN "), "{text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+
+    let shown = json(&buildit_ok(
+        dir.path(),
+        &["runs", "show", "history#1", "--format", "json"],
+        0,
+    ));
+    assert_eq!(shown["state"], "failed");
+    let attempts: Vec<(String, u64, String, Option<i64>)> = shown["attempts"]
+        .as_array()
+        .map(|attempts| {
+            attempts
+                .iter()
+                .map(|a| {
+                    (
+                        a["stage"].as_str().unwrap_or("").to_owned(),
+                        a["attempt"].as_u64().unwrap_or(99),
+                        a["state"].as_str().unwrap_or("").to_owned(),
+                        a["exit_code"].as_i64(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for expected in [
+        ("build", 1, "succeeded", Some(0)),
+        ("flaky", 1, "failed", Some(3)),
+        ("flaky", 2, "succeeded", Some(0)),
+        ("lint", 1, "failed", Some(5)),
+        ("deploy", 0, "skipped", None),
+    ] {
+        let expected = (
+            expected.0.to_owned(),
+            expected.1,
+            expected.2.to_owned(),
+            expected.3,
+        );
+        assert!(
+            attempts.contains(&expected),
+            "{expected:?} not in {attempts:?}"
+        );
+    }
+    assert_eq!(attempts.len(), 5, "{attempts:?}");
+    let text = buildit_ok(dir.path(), &["runs", "show", "1"], 0);
+    assert!(text.starts_with("run history#1 ("), "{text}");
+    assert!(
+        text.contains("dependency"),
+        "the skip reason is shown: {text}"
+    );
+
+    // Exact lines, in order, per stage and attempt.
+    // stdout and stderr are separate pipes: each keeps its order, their interleaving is the reads'.
+    let build = buildit_ok(dir.path(), &["runs", "logs", "1", "--stage", "build"], 0);
+    let stdout_lines: Vec<&str> = build.lines().filter(|l| *l != "warning: unused").collect();
+    assert_eq!(
+        stdout_lines,
+        [
+            "$ echo compiling",
+            "compiling",
+            "$ echo 'warning: unused' >&2",
+            "$ printf 'no newline at the end'",
+            "no newline at the end"
+        ],
+        "{build}"
+    );
+    assert_eq!(build.lines().count(), 6, "{build}");
+    let second = buildit_ok(
+        dir.path(),
+        &["runs", "logs", "1", "--stage", "flaky", "--attempt", "2"],
+        0,
+    );
+    assert!(second.ends_with("second try\n"), "{second}");
+    assert!(!second.lines().any(|l| l == "first try"), "{second}");
+    let all = buildit_ok(dir.path(), &["runs", "logs", "1"], 0);
+    assert!(all.contains("build | compiling\n"), "{all}");
+    assert!(all.contains("flaky#2 | second try\n"), "{all}");
+    let lines: Vec<serde_json::Value> = buildit_ok(
+        dir.path(),
+        &["runs", "logs", "1", "--stage", "build", "--format", "json"],
+        0,
+    )
+    .lines()
+    .map(json)
+    .collect();
+    let stderr_lines: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["stream"] == "stderr")
+        .filter_map(|l| l["text"].as_str())
+        .collect();
+    assert_eq!(stderr_lines, ["warning: unused"]);
+    let numbers: Vec<u64> = lines.iter().filter_map(|l| l["line"].as_u64()).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+
+    // Mistakes are usage errors with a way out.
+    let missing = buildit(dir.path(), &["runs", "show", "7"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("no run `7`"),
+        "{}",
+        stderr(&missing)
+    );
+    let elsewhere = temp_dir();
+    let none = buildit(elsewhere.path(), &["runs", "list"]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(
+        stderr(&none).contains("no run history"),
+        "{}",
+        stderr(&none)
+    );
+    assert!(!elsewhere.path().join(".buildit").exists());
+    // Another store, by URL.
+    let db = dir.path().join(".buildit/buildit.db").display().to_string();
+    let by_url = buildit_ok(
+        elsewhere.path(),
+        &["runs", "list", "--database-url", &format!("sqlite:{db}")],
+        0,
+    );
+    assert!(by_url.contains("history"), "{by_url}");
+}
+
+#[test]
+fn a_killed_run_shows_as_interrupted() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"long\"\nstage \"wait\" { run \"echo group $$\"; run \"sleep 30\" }\n",
+    );
+    let mut child = match buildit_command(dir.path(), &["run", "--plain"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => panic!("spawn: {error}"),
+    };
+    let Some(out) = child.stdout.take() else {
+        panic!("no stdout")
+    };
+    let mut group = None;
+    for line in BufReader::new(out).lines() {
+        let Ok(line) = line else { break };
+        if let Some(pid) = line.split("| group ").nth(1) {
+            group = pid.trim().parse::<i32>().ok();
+            break;
+        }
+    }
+    let Some(group) = group else {
+        panic!("the stage never started")
+    };
+    // kill -9: no chance to record anything more. The stage's own process group is cleaned up by hand.
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = Command::new("kill")
+        .args(["-9", "--", &format!("-{group}")])
+        .status();
+
+    let shown = json(&buildit_ok(
+        dir.path(),
+        &["runs", "show", "1", "--format", "json"],
+        0,
+    ));
+    assert_eq!(shown["state"], "interrupted", "{shown}");
+    assert!(
+        shown["reason"].as_str().is_some_and(|r| r.contains("gone")),
+        "{shown}"
+    );
+    assert_eq!(shown["attempts"][0]["state"], "interrupted", "{shown}");
+    // What was recorded before the kill is still there, and the database takes new runs.
+    let logs = buildit_ok(dir.path(), &["runs", "logs", "1", "--stage", "wait"], 0);
+    assert!(logs.contains("group "), "{logs}");
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"long\"\nstage \"wait\" { run \"true\" }\n",
+    );
+    buildit_ok(dir.path(), &["run", "--plain"], 0);
+    let runs = json(&buildit_ok(
+        dir.path(),
+        &["runs", "list", "--format", "json"],
+        0,
+    ));
+    assert_eq!(runs[0]["number"], 2);
+    assert_eq!(runs[0]["state"], "succeeded");
+    assert_eq!(runs[1]["state"], "interrupted");
+}
+
+/// A fresh database on the test PostgreSQL server (`BUILDIT_TEST_DATABASE_URL`), or `None` outside CI.
+fn postgres_database(name: &str) -> Option<String> {
+    let Ok(server) = std::env::var("BUILDIT_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "BUILDIT_TEST_DATABASE_URL is not set: CI must start PostgreSQL for these tests"
+        );
+        eprintln!("skipped: set BUILDIT_TEST_DATABASE_URL to run the PostgreSQL end-to-end test");
+        return None;
+    };
+    let database = format!("{name}_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([server.as_str(), "-v", "ON_ERROR_STOP=1", "-qc"])
+        .arg(format!("CREATE DATABASE {database}"))
+        .status();
+    assert!(
+        matches!(created, Ok(status) if status.success()),
+        "psql: {created:?}"
+    );
+    server
+        .rsplit_once('/')
+        .map(|(base, _)| format!("{base}/{database}"))
+}
+
+fn psql(url: &str, query: &str) -> String {
+    match Command::new("psql").args([url, "-AtXc", query]).output() {
+        Ok(output) if output.status.success() => stdout(&output),
+        Ok(output) => panic!("psql {query}: {}", stderr(&output)),
+        Err(error) => panic!("psql: {error}"),
+    }
+}
+
+#[test]
+fn runs_are_recorded_in_postgresql_when_the_system_configuration_says_so() {
+    let Some(url) = postgres_database("buildit_cli") else {
+        return;
+    };
+    let dir = temp_dir();
+    write(dir.path(), "buildit.kdl", HISTORY_PIPELINE);
+    // The password-free URL comes from the environment, as a real configuration would take its secret part.
+    write(
+        dir.path(),
+        "buildit-system.kdl",
+        "store \"postgres\" url=\"{env.HISTORY_DATABASE_URL}\"\n",
+    );
+    let output = buildit_command(dir.path(), &["run", "--plain", "-j1"])
+        .env("HISTORY_DATABASE_URL", &url)
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => panic!("{error}"),
+    };
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        !dir.path().join(".buildit/buildit.db").exists(),
+        "nothing went to SQLite"
+    );
+    // The tables hold exactly what happened.
+    assert_eq!(
+        psql(&url, "SELECT pipeline, number, status FROM pipeline_runs"),
+        "history|1|failed\n"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT stage || ':' || attempt || ':' || status || ':' || coalesce(exit_code::text, '-') \
+             FROM stage_results ORDER BY stage, attempt"
+        ),
+        "build:1:succeeded:0\ndeploy:0:skipped:-\nflaky:1:failed:3\nflaky:2:succeeded:0\nlint:1:failed:5\n"
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT sum(line_count) FROM logs WHERE stage = 'build'"
+        ),
+        "6\n"
+    );
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM tenants WHERE id = 'default'"),
+        "1\n"
+    );
+    // And the CLI reads them back through the same configuration.
+    let logs = buildit_command(dir.path(), &["runs", "logs", "1", "--stage", "flaky"])
+        .env("HISTORY_DATABASE_URL", &url)
+        .output();
+    let logs = match logs {
+        Ok(logs) => stdout(&logs),
+        Err(error) => panic!("{error}"),
+    };
+    assert!(
+        logs.contains("first try\n") && logs.ends_with("second try\n"),
+        "{logs}"
     );
 }
