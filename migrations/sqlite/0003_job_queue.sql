@@ -13,5 +13,7 @@ CREATE TABLE IF NOT EXISTS job_queue (
     created_at_ms INTEGER NOT NULL,
     updated_at_ms INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS job_queue_claimable ON job_queue (tenant_id, queue, id)
-    WHERE status IN ('queued', 'running');
+-- Claims read the oldest queued job, or the longest-expired lease: one index each, so that neither scan walks
+-- past the other kind of job (a queue of 10,000 waiting jobs must not slow down every claim).
+CREATE INDEX IF NOT EXISTS job_queue_queued ON job_queue (tenant_id, queue, id) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS job_queue_leased ON job_queue (tenant_id, queue, lease_until_ms) WHERE status = 'running';

@@ -346,8 +346,8 @@ impl Store for PostgresStore {
         worker: &str,
         lease: Duration,
     ) -> Result<Option<ClaimedJob>, StoreError> {
-        // One statement: fail the jobs whose leases ran out too often, then take the oldest claimable job that
-        // no other claimer holds locked (SKIP LOCKED: claimers never wait for each other).
+        // One statement: fail the jobs whose leases ran out too often, then take the job whose lease expired
+        // longest ago, else the oldest queued one, that no other claimer holds locked (SKIP LOCKED: claimers never wait for each other).
         let claimed = sqlx::query(
             "WITH clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT AS now),
              lost AS (
@@ -357,10 +357,13 @@ impl Store for PostgresStore {
                      AND lease_until_ms < (SELECT now FROM clock) AND attempts >= max_attempts
                  RETURNING id),
              next AS (
-                 SELECT id FROM job_queue WHERE tenant_id = $1 AND queue = $2
-                     AND (status = 'queued' OR (status = 'running' AND lease_until_ms < (SELECT now FROM clock)
-                         AND attempts < max_attempts))
-                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 SELECT COALESCE(
+                     (SELECT id FROM job_queue WHERE tenant_id = $1 AND queue = $2 AND status = 'running'
+                         AND lease_until_ms < (SELECT now FROM clock) AND attempts < max_attempts
+                         ORDER BY lease_until_ms LIMIT 1 FOR UPDATE SKIP LOCKED),
+                     (SELECT id FROM job_queue WHERE tenant_id = $1 AND queue = $2 AND status = 'queued'
+                         ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 ) AS id)
              UPDATE job_queue AS job SET status = 'running', attempts = job.attempts + 1, worker = $3,
                  lease_until_ms = (SELECT now FROM clock) + $5, updated_at_ms = (SELECT now FROM clock)
              FROM next WHERE job.id = next.id

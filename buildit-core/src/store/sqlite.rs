@@ -395,9 +395,11 @@ impl Store for SqliteStore {
         let claimed = sqlx::query(
             "UPDATE job_queue SET status = 'running', attempts = attempts + 1, worker = ?4,
                  lease_until_ms = ?3 + ?5, updated_at_ms = ?3
-             WHERE id = (SELECT id FROM job_queue WHERE tenant_id = ?1 AND queue = ?2
-                 AND (status = 'queued' OR (status = 'running' AND lease_until_ms < ?3))
-                 ORDER BY id LIMIT 1)
+             WHERE id = COALESCE(
+                 (SELECT id FROM job_queue WHERE tenant_id = ?1 AND queue = ?2 AND status = 'running'
+                     AND lease_until_ms < ?3 AND attempts < max_attempts ORDER BY lease_until_ms LIMIT 1),
+                 (SELECT id FROM job_queue WHERE tenant_id = ?1 AND queue = ?2 AND status = 'queued'
+                     ORDER BY id LIMIT 1))
              RETURNING id, payload, attempts, max_attempts, lease_until_ms",
         )
         .bind(&*self.tenant)
