@@ -808,6 +808,17 @@ fn a_killed_run_shows_as_interrupted() {
     let Some(group) = group else {
         panic!("the stage never started")
     };
+    // The store trails the live output by a moment (the recorder batches): wait until the attempt is recorded.
+    let mut recorded = false;
+    for _ in 0..100 {
+        let shown = buildit(dir.path(), &["runs", "show", "1", "--format", "json"]);
+        if shown.status.success() && json(&stdout(&shown))["attempts"][0]["state"] == "running" {
+            recorded = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(recorded, "the running attempt never reached the store");
     // kill -9: no chance to record anything more. The stage's own process group is cleaned up by hand.
     let _ = child.kill();
     let _ = child.wait();

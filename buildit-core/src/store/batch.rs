@@ -1,6 +1,7 @@
 //! Turning a run's events into the rows one store transaction writes: attempt changes and chunks of log lines.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::events::{LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome};
 
@@ -9,61 +10,76 @@ pub(crate) const MAX_CHUNK_LINES: usize = 2000;
 /// Most text bytes in one stored chunk.
 pub(crate) const MAX_CHUNK_BYTES: usize = 512 * 1024;
 
-/// What one transaction writes, in event order.
+/// What one transaction writes, grouped by table so that each group is one multi-row statement. Applying the
+/// groups in field order is the same as applying the events in order: an attempt's start precedes its end, and
+/// log chunks and attempts are independent rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordBatch {
-    /// The changes.
-    pub changes: Vec<Change>,
-}
-
-/// One change to a run's record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// The run's plan is known.
-    RunStarted {
-        /// Stage instances.
-        stages: u64,
-    },
-    /// An attempt began.
-    AttemptStarted {
-        /// Instance.
-        stage: String,
-        /// Attempt.
-        attempt: u32,
-        /// When.
-        at_ms: i64,
-    },
-    /// An attempt (or a stage that never started, attempt 0) ended.
-    AttemptFinished {
-        /// Instance.
-        stage: String,
-        /// Attempt.
-        attempt: u32,
-        /// How.
-        outcome: StageOutcome,
-        /// Exit code.
-        exit_code: Option<i32>,
-        /// Why.
-        reason: Option<String>,
-        /// Wall time.
-        duration_ms: u64,
-        /// When.
-        at_ms: i64,
-    },
-    /// Consecutive log lines of one attempt.
-    Logs(LogChunk),
+    /// The run's plan is known: its stage instances.
+    pub stage_count: Option<u64>,
+    /// Attempts that began.
+    pub started: Vec<AttemptStart>,
+    /// Attempts (or stages that never started, attempt 0) that ended.
+    pub finished: Vec<AttemptEnd>,
+    /// Log lines.
+    pub logs: Vec<LogChunk>,
     /// The run ended.
-    RunFinished {
-        /// How.
-        status: RunStatus,
-        /// Wall time.
-        duration_ms: u64,
-        /// When.
-        at_ms: i64,
-    },
+    pub run_finished: Option<RunEnd>,
 }
 
-/// Consecutive lines of one attempt, numbered from `first_line`.
+impl RecordBatch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.stage_count.is_none()
+            && self.started.is_empty()
+            && self.finished.is_empty()
+            && self.logs.is_empty()
+            && self.run_finished.is_none()
+    }
+}
+
+/// An attempt began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptStart {
+    /// Instance.
+    pub stage: String,
+    /// Attempt.
+    pub attempt: u32,
+    /// When.
+    pub at_ms: i64,
+}
+
+/// An attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptEnd {
+    /// Instance.
+    pub stage: String,
+    /// Attempt (0: the stage never started).
+    pub attempt: u32,
+    /// How.
+    pub outcome: StageOutcome,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// When.
+    pub at_ms: i64,
+}
+
+/// The run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunEnd {
+    /// How.
+    pub status: RunStatus,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// When.
+    pub at_ms: i64,
+}
+
+/// Consecutive lines of one attempt, numbered from `first_line`, already encoded the way they are stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogChunk {
     /// Instance.
@@ -76,48 +92,84 @@ pub struct LogChunk {
     pub first_seq: u64,
     /// When the first line was read.
     pub first_at_ms: i64,
-    /// Per line: stream, ms after `first_at_ms`, text.
-    pub lines: Vec<(LogStreamKind, i64, String)>,
-    bytes: usize,
+    /// Lines in the chunk.
+    pub line_count: u64,
+    /// One character per line: `o` stdout, `e` stderr.
+    pub streams: String,
+    /// Per line, ms after `first_at_ms`, comma-separated.
+    pub offsets: String,
+    /// The lines as a JSON array of strings.
+    pub texts: String,
+    text_bytes: usize,
 }
 
 impl LogChunk {
-    /// One character per line: `o` stdout, `e` stderr.
-    pub(crate) fn streams(&self) -> String {
-        self.lines
-            .iter()
-            .map(|(stream, _, _)| match stream {
-                LogStreamKind::Stdout => 'o',
-                LogStreamKind::Stderr => 'e',
-            })
-            .collect()
-    }
-
-    /// Per line, ms after the first line, comma-separated.
-    pub(crate) fn offsets(&self) -> String {
-        let mut text = String::with_capacity(self.lines.len() * 2);
-        for (index, (_, offset, _)) in self.lines.iter().enumerate() {
-            if index > 0 {
-                text.push(',');
-            }
-            text.push_str(&offset.to_string());
+    fn new(stage: &str, attempt: u32, first_line: u64, first_seq: u64, first_at_ms: i64) -> Self {
+        Self {
+            stage: stage.to_owned(),
+            attempt,
+            first_line,
+            first_seq,
+            first_at_ms,
+            line_count: 0,
+            streams: String::new(),
+            offsets: String::new(),
+            texts: String::from("["),
+            text_bytes: 0,
         }
-        text
     }
 
-    /// The lines as a JSON array.
-    pub(crate) fn texts(&self) -> String {
-        let texts: Vec<&str> = self
-            .lines
-            .iter()
-            .map(|(_, _, text)| text.as_str())
-            .collect();
-        serde_json::to_string(&texts).unwrap_or_else(|_| "[]".to_owned())
+    fn push(&mut self, stream: LogStreamKind, at_ms: i64, text: &str) {
+        if self.line_count > 0 {
+            self.offsets.push(',');
+            self.texts.push(',');
+        }
+        self.streams.push(match stream {
+            LogStreamKind::Stdout => 'o',
+            LogStreamKind::Stderr => 'e',
+        });
+        let offset = at_ms.saturating_sub(self.first_at_ms);
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut self.offsets, format_args!("{offset}"));
+        push_json_string(&mut self.texts, text);
+        self.text_bytes += text.len();
+        self.line_count += 1;
     }
 
-    pub(crate) fn line_count(&self) -> u64 {
-        self.lines.len() as u64
+    fn finish(&mut self) {
+        self.texts.push(']');
     }
+
+    fn has_room_for(&self, text: &str) -> bool {
+        (self.line_count as usize) < MAX_CHUNK_LINES
+            && self.text_bytes + text.len() <= MAX_CHUNK_BYTES
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..index]);
+        if escape.is_empty() {
+            let _ = std::fmt::Write::write_fmt(out, format_args!("\\u{byte:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        start = index + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
 }
 
 /// Builds batches from events, numbering each attempt's lines without gaps across batches.
@@ -128,66 +180,49 @@ pub(crate) struct BatchBuilder {
 
 impl BatchBuilder {
     /// The batch for `events` (in sequence order).
-    pub(crate) fn build(&mut self, events: &[std::sync::Arc<RunEvent>]) -> RecordBatch {
-        let mut changes: Vec<Change> = Vec::new();
+    pub(crate) fn build(&mut self, events: &[Arc<RunEvent>]) -> RecordBatch {
+        let mut batch = RecordBatch::default();
+        // Lines join the open chunk only when they are the same attempt's and nothing else happened in between:
+        // chunks then keep the exact order of lines across stages.
+        let mut open: Option<LogChunk> = None;
         for event in events {
             let at_ms = i64::try_from(event.at_ms).unwrap_or(i64::MAX);
-            if !matches!(event.kind, RunEventKind::LogLine { .. })
-                && let Some(Change::Logs(previous)) = changes.last()
+            if let RunEventKind::LogLine {
+                stage,
+                attempt,
+                stream,
+                text,
+            } = &event.kind
             {
-                self.close(previous);
-            }
-            match &event.kind {
-                RunEventKind::RunStarted { stages, .. } => changes.push(Change::RunStarted {
-                    stages: *stages as u64,
-                }),
-                RunEventKind::StageQueued { .. } => {}
-                RunEventKind::StageStarted { stage, attempt } => {
-                    changes.push(Change::AttemptStarted {
-                        stage: stage.clone(),
-                        attempt: *attempt,
-                        at_ms,
-                    });
-                }
-                RunEventKind::LogLine {
-                    stage,
-                    attempt,
-                    stream,
-                    text,
-                } => {
-                    // Lines join the previous chunk only when it is the same attempt's, right before: chunks
-                    // then keep the exact order of lines across stages.
-                    if let Some(Change::Logs(chunk)) = changes.last_mut()
-                        && chunk.attempt == *attempt
-                        && chunk.stage == *stage
-                        && chunk.lines.len() < MAX_CHUNK_LINES
-                        && chunk.bytes + text.len() <= MAX_CHUNK_BYTES
-                    {
-                        chunk.bytes += text.len();
-                        chunk
-                            .lines
-                            .push((*stream, at_ms - chunk.first_at_ms, text.clone()));
-                        continue;
-                    }
-                    if let Some(Change::Logs(previous)) = changes.last() {
-                        self.close(previous);
+                let joins = open.as_ref().is_some_and(|chunk| {
+                    chunk.attempt == *attempt && chunk.stage == *stage && chunk.has_room_for(text)
+                });
+                if !joins {
+                    if let Some(chunk) = open.take() {
+                        self.close(chunk, &mut batch);
                     }
                     let first_line = self
                         .next_line
                         .get(&(stage.clone(), *attempt))
                         .copied()
                         .unwrap_or(1);
-                    changes.push(Change::Logs(LogChunk {
-                        stage: stage.clone(),
-                        attempt: *attempt,
-                        first_line,
-                        first_seq: event.seq,
-                        first_at_ms: at_ms,
-                        lines: vec![(*stream, 0, text.clone())],
-                        bytes: text.len(),
-                    }));
-                    continue;
+                    open = Some(LogChunk::new(stage, *attempt, first_line, event.seq, at_ms));
                 }
+                if let Some(chunk) = open.as_mut() {
+                    chunk.push(*stream, at_ms, text);
+                }
+                continue;
+            }
+            if let Some(chunk) = open.take() {
+                self.close(chunk, &mut batch);
+            }
+            match &event.kind {
+                RunEventKind::RunStarted { stages, .. } => batch.stage_count = Some(*stages as u64),
+                RunEventKind::StageStarted { stage, attempt } => batch.started.push(AttemptStart {
+                    stage: stage.clone(),
+                    attempt: *attempt,
+                    at_ms,
+                }),
                 RunEventKind::StageFinished {
                     stage,
                     attempt,
@@ -195,7 +230,7 @@ impl BatchBuilder {
                     exit_code,
                     duration_ms,
                     reason,
-                } => changes.push(Change::AttemptFinished {
+                } => batch.finished.push(AttemptEnd {
                     stage: stage.clone(),
                     attempt: *attempt,
                     outcome: *outcome,
@@ -207,26 +242,30 @@ impl BatchBuilder {
                 RunEventKind::RunFinished {
                     status,
                     duration_ms,
-                } => changes.push(Change::RunFinished {
-                    status: *status,
-                    duration_ms: *duration_ms,
-                    at_ms,
-                }),
+                } => {
+                    batch.run_finished = Some(RunEnd {
+                        status: *status,
+                        duration_ms: *duration_ms,
+                        at_ms,
+                    });
+                }
+                RunEventKind::StageQueued { .. } | RunEventKind::LogLine { .. } => {}
             }
         }
-        if let Some(Change::Logs(previous)) = changes.last() {
-            self.close(previous);
+        if let Some(chunk) = open.take() {
+            self.close(chunk, &mut batch);
         }
-        RecordBatch { changes }
+        batch
     }
 
-    /// Records where the attempt of a finished chunk continues. Called once per chunk, after its last line,
-    /// or again after more lines joined it (the last call wins).
-    fn close(&mut self, chunk: &LogChunk) {
+    /// Seals a chunk into the batch and records where its attempt's lines continue.
+    fn close(&mut self, mut chunk: LogChunk, batch: &mut RecordBatch) {
+        chunk.finish();
         self.next_line.insert(
             (chunk.stage.clone(), chunk.attempt),
-            chunk.first_line + chunk.line_count(),
+            chunk.first_line + chunk.line_count,
         );
+        batch.logs.push(chunk);
     }
 }
 

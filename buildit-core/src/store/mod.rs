@@ -11,11 +11,12 @@ mod recorder;
 mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod write;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use api::Store;
-pub use batch::{Change, LogChunk, RecordBatch};
+pub use batch::{AttemptEnd, AttemptStart, LogChunk, RecordBatch, RunEnd};
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
     LogCursor, LogLineRecord, LogPage, LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord,

@@ -8,7 +8,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::api::Store;
-use super::batch::{Change, RecordBatch};
+use super::batch::RecordBatch;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogCursor, LogPage,
     LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, millis,
@@ -159,11 +159,9 @@ impl Store for PostgresStore {
 
     async fn write_batch(&self, run_id: &str, batch: &RecordBatch) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        for change in &batch.changes {
-            apply(&mut tx, &self.tenant, run_id, change)
-                .await
-                .map_err(query_error)?;
-        }
+        super::write::write_batch::<Postgres>(&mut tx, &self.tenant, run_id, batch)
+            .await
+            .map_err(query_error)?;
         tx.commit().await.map_err(query_error)
     }
 
@@ -468,110 +466,4 @@ fn claimed_job(row: &PgRow) -> Result<ClaimedJob, sqlx::Error> {
         max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?).unwrap_or(0),
         lease_until_ms: row.try_get("lease_until_ms")?,
     })
-}
-
-async fn apply(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: &str,
-    run_id: &str,
-    change: &Change,
-) -> Result<(), sqlx::Error> {
-    match change {
-        Change::RunStarted { stages } => {
-            sqlx::query(
-                "UPDATE pipeline_runs SET stage_count = $3 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(tenant)
-            .bind(run_id)
-            .bind(int(*stages))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::AttemptStarted {
-            stage,
-            attempt,
-            at_ms,
-        } => {
-            sqlx::query(
-                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, started_at_ms)
-                 VALUES ($1, $2, $3, $4, 'running', $5)
-                 ON CONFLICT (tenant_id, run_id, stage, attempt) DO NOTHING",
-            )
-            .bind(tenant)
-            .bind(run_id)
-            .bind(stage)
-            .bind(i64::from(*attempt))
-            .bind(at_ms)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::AttemptFinished {
-            stage,
-            attempt,
-            outcome,
-            exit_code,
-            reason,
-            duration_ms,
-            at_ms,
-        } => {
-            sqlx::query(
-                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, exit_code, reason,
-                     started_at_ms, finished_at_ms, duration_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9)
-                 ON CONFLICT (tenant_id, run_id, stage, attempt) DO UPDATE SET status = excluded.status,
-                     exit_code = excluded.exit_code, reason = excluded.reason,
-                     finished_at_ms = excluded.finished_at_ms, duration_ms = excluded.duration_ms",
-            )
-            .bind(tenant)
-            .bind(run_id)
-            .bind(stage)
-            .bind(i64::from(*attempt))
-            .bind(outcome.as_str())
-            .bind(exit_code.map(i64::from))
-            .bind(reason)
-            .bind(at_ms)
-            .bind(int(*duration_ms))
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::Logs(chunk) => {
-            sqlx::query(
-                "INSERT INTO logs (tenant_id, run_id, stage, attempt, first_line, line_count, first_seq,
-                     first_at_ms, streams, offsets_ms, lines)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-                 ON CONFLICT (tenant_id, run_id, stage, attempt, first_line) DO NOTHING",
-            )
-            .bind(tenant)
-            .bind(run_id)
-            .bind(&chunk.stage)
-            .bind(i64::from(chunk.attempt))
-            .bind(int(chunk.first_line))
-            .bind(int(chunk.line_count()))
-            .bind(int(chunk.first_seq))
-            .bind(chunk.first_at_ms)
-            .bind(chunk.streams())
-            .bind(chunk.offsets())
-            .bind(chunk.texts())
-            .execute(&mut **tx)
-            .await?;
-        }
-        Change::RunFinished {
-            status,
-            duration_ms,
-            at_ms,
-        } => {
-            sqlx::query(
-                "UPDATE pipeline_runs SET status = $3, reason = NULL, finished_at_ms = $4, duration_ms = $5
-                 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(tenant)
-            .bind(run_id)
-            .bind(super::RunState::from(*status).as_str())
-            .bind(at_ms)
-            .bind(int(*duration_ms))
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    Ok(())
 }

@@ -16,6 +16,10 @@ pub const MAX_BATCH_EVENTS: usize = 8192;
 pub const RUN_HEARTBEAT: Duration = Duration::from_secs(10);
 /// A running run whose heartbeat is older than this is taken for interrupted.
 pub const RUN_STALE_AFTER: Duration = Duration::from_secs(60);
+/// Batches smaller than this wait [`BATCH_LINGER`] for more events.
+const TRICKLE: usize = 1024;
+/// How long a small batch waits for more events before it is written.
+const BATCH_LINGER: Duration = Duration::from_millis(20);
 /// Writes of one batch before the recorder gives up.
 const WRITE_TRIES: u32 = 5;
 
@@ -64,6 +68,22 @@ pub async fn record_run(
         if failure.is_some() {
             pending.clear();
             continue;
+        }
+        // A trickle of events (stages starting and ending, a few lines) waits a moment for company: a run of a
+        // thousand short stages then costs tens of transactions, not thousands. A busy stream fills batches by
+        // itself and never waits, so the run is never held up by the pause.
+        if pending.len() < TRICKLE {
+            let deadline = tokio::time::Instant::now() + BATCH_LINGER;
+            while pending.len() < TRICKLE {
+                let room = MAX_BATCH_EVENTS - pending.len();
+                match tokio::time::timeout_at(deadline, events.recv_many(&mut pending, room)).await
+                {
+                    // The run is over: write what there is now, without waiting out the pause.
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
         }
         let batch = builder.build(&pending);
         match write_with_retries(store.as_ref(), &run_id, &batch).await {
