@@ -33,3 +33,15 @@ pub(crate) fn main_impl() -> Exit {
         Command::Runs(command) => runs::run(&command),
     }
 }
+
+/// The async runtime of a command: one thread, which starts fastest and keeps a run's scheduling on one core
+/// (cross-thread wake-ups between a stage's end and the next start cost more than they bring).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            crate::report::error_line(&format!("cannot start the async runtime: {error}"), None);
+            Exit::Infrastructure
+        })
+}

@@ -82,15 +82,9 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(location) => location,
         Err(exit) => return exit,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            error_line(&format!("cannot start the async runtime: {error}"), None);
-            return Exit::Infrastructure;
-        }
+        Err(exit) => return exit,
     };
     let run_id = new_run_id();
     let caches = CacheStore::new(workspace.join(".buildit/cache"));

@@ -50,15 +50,9 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
         );
         return Exit::Usage;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            error_line(&format!("cannot start the async runtime: {error}"), None);
-            return Exit::Infrastructure;
-        }
+        Err(exit) => return exit,
     };
     runtime.block_on(async {
         let store = match super::store::open(&location).await {
