@@ -8,12 +8,13 @@ use buildit_core::Plan;
 use buildit_core::config::ExecutorKind;
 use buildit_core::events::{EventBus, RunStatus};
 use buildit_core::exec::{
-    ArtifactStore, CacheStore, LocalExecutor, RunIdentity, RunOptions, execute,
+    AnyExecutor, ArtifactStore, CacheStore, DockerExecutor, DockerOptions, RunIdentity, RunOptions,
+    execute,
 };
 use buildit_core::store::{
     MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, StoreLocation, record_run,
 };
-use buildit_core::system::{ArtifactStoreConfig, SecretStoreConfig};
+use buildit_core::system::{ArtifactStoreConfig, ExecutorConfig, SecretStoreConfig, SystemConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::plan::load_plan;
@@ -49,15 +50,14 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     if let Some(stage) = plan
         .order()
-        .find(|s| !s.is_skipped() && s.executor() != ExecutorKind::Local)
+        .find(|s| !s.is_skipped() && s.executor() == ExecutorKind::Kubernetes)
     {
         error_line(
             &format!(
-                "stage `{}` needs the `{}` executor, which this version of BuildIt cannot run yet",
+                "stage `{}` needs the `kubernetes` executor, which this version of BuildIt cannot run yet",
                 stage.name(),
-                stage.executor()
             ),
-            Some("only stages without an image (the `local` executor) can run for now"),
+            Some("stages run on the host, or in Docker with `image` and the `docker` executor"),
         );
         return Exit::Infrastructure;
     }
@@ -78,6 +78,10 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Infrastructure;
         }
     };
+    let docker = plan
+        .order()
+        .any(|s| !s.is_skipped() && s.executor() == ExecutorKind::Docker)
+        .then(|| docker_options(&system));
     let location = match super::store::locate(&args.store, &system) {
         Ok(location) => location,
         Err(exit) => return exit,
@@ -126,7 +130,50 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         format: args.format,
         colors,
     };
-    runtime.block_on(run_plan(plan, identity, options, location, output))
+    let backends = Backends { location, docker };
+    runtime.block_on(run_plan(plan, identity, options, backends, output))
+}
+
+/// Where the run is recorded and where its container stages run.
+#[derive(Debug)]
+struct Backends {
+    location: StoreLocation,
+    docker: Option<DockerOptions>,
+}
+
+/// How to reach Docker, from the system configuration's `executor "docker"`.
+pub(crate) fn docker_options(system: &SystemConfig) -> DockerOptions {
+    match system.executor(ExecutorKind::Docker) {
+        Some(ExecutorConfig::Docker {
+            host,
+            pull,
+            network,
+        }) => DockerOptions {
+            host: host.clone(),
+            pull: *pull,
+            network: network.clone(),
+        },
+        _ => DockerOptions::default(),
+    }
+}
+
+/// Connects to Docker and removes what killed runs left behind; an unreachable engine is an infrastructure
+/// error before anything runs.
+pub(crate) async fn connect_docker(options: DockerOptions) -> Result<DockerExecutor, Exit> {
+    let docker = DockerExecutor::connect(options).await.map_err(|error| {
+        error_line(
+            &error.to_string(),
+            Some("start Docker, or set `DOCKER_HOST` or `executor \"docker\" host=...` in the system configuration"),
+        );
+        Exit::Infrastructure
+    })?;
+    if let Err(error) = docker.sweep(None).await {
+        error_line(
+            &format!("cannot remove leftovers of earlier runs: {error}"),
+            None,
+        );
+    }
+    Ok(docker)
 }
 
 /// How the run is shown.
@@ -140,9 +187,16 @@ async fn run_plan(
     plan: Plan,
     mut identity: RunIdentity,
     options: RunOptions,
-    location: StoreLocation,
+    Backends { location, docker }: Backends,
     Output { format, colors }: Output,
 ) -> Exit {
+    let executor = match docker {
+        Some(options) => match connect_docker(options).await {
+            Ok(docker) => AnyExecutor::with_docker(docker),
+            Err(exit) => return exit,
+        },
+        None => AnyExecutor::local(),
+    };
     // The run is recorded before anything executes: a store that cannot take it stops the run here.
     let store = match super::store::open(&location).await {
         Ok(store) => store,
@@ -229,7 +283,7 @@ async fn run_plan(
     };
     let report = execute(
         &plan,
-        Arc::new(LocalExecutor::new()),
+        Arc::new(executor.clone()),
         &identity,
         &options,
         &bus,
@@ -237,6 +291,15 @@ async fn run_plan(
     )
     .await;
     drop(bus);
+    // Whatever the run's containers left (a stage cancelled while its container was being created) goes now.
+    if let Some(docker) = executor.docker_executor()
+        && let Err(error) = docker.sweep(Some(&identity.run_id)).await
+    {
+        error_line(
+            &format!("cannot remove the run's containers: {error}"),
+            None,
+        );
+    }
     let recorded = recorder.await;
     let _ = printer.await;
     signals.abort();

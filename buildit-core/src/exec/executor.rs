@@ -22,6 +22,8 @@ pub struct StageSpec {
     pub shell: String,
     /// Working directory (the workspace, plus the stage's `workdir`).
     pub workdir: PathBuf,
+    /// The run's workspace (what a container executor mounts or copies).
+    pub workspace: PathBuf,
     /// Environment on top of the executor's base environment (pipeline env, stage env, `BUILDIT_*`).
     pub env: BTreeMap<String, String>,
     /// Secrets, injected as environment variables (never written into commands).
@@ -39,11 +41,13 @@ pub struct StageSpec {
 impl StageSpec {
     /// A spec for `commands` run by `sh` in `workdir`.
     pub fn new(commands: Vec<String>, workdir: impl Into<PathBuf>) -> Self {
+        let workdir = workdir.into();
         Self {
             image: None,
             commands,
             shell: "sh".to_owned(),
-            workdir: workdir.into(),
+            workspace: workdir.clone(),
+            workdir,
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
             env_remove: Vec::new(),

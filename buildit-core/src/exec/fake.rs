@@ -40,7 +40,7 @@ impl Executor for NoopExecutor {
     async fn spawn(&self, spec: StageSpec) -> Result<NoopHandle, ExecError> {
         let stage = spec
             .labels
-            .get("buildit.stage")
+            .get("buildit.instance")
             .map(String::as_str)
             .unwrap_or_default();
         Ok(NoopHandle {

@@ -1,7 +1,10 @@
 //! Execution: the `Executor` trait, the host executor, log lines and secret masking, and the scheduler.
 
+mod any;
 mod artifacts;
 mod cache;
+#[cfg(feature = "docker")]
+mod docker;
 mod executor;
 mod fake;
 mod lines;
@@ -10,8 +13,13 @@ mod mask;
 mod scheduler;
 mod spec;
 
+pub use any::{AnyExecutor, AnyHandle};
 pub use artifacts::{ArtifactError, ArtifactStore};
 pub use cache::{CacheError, CacheHit, CacheStore, ResolvedCache, hash_files};
+#[cfg(feature = "docker")]
+pub use docker::{
+    DockerExecutor, DockerHandle, DockerOptions, OWNER_LABEL, RUN_LABEL, SweepReport,
+};
 pub use executor::{ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus};
 pub use fake::{NoopExecutor, NoopHandle};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};

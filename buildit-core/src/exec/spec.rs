@@ -122,6 +122,7 @@ pub fn stage_spec(
         None => run.workspace.clone(),
     };
     let mut spec = StageSpec::new(commands, workdir);
+    spec.workspace = run.workspace.clone();
     spec.image = stage.image().map(str::to_owned);
     spec.shell = definition
         .shell
@@ -202,7 +203,9 @@ pub fn stage_spec(
     spec.env_remove = run.scrub_env.clone();
     spec.labels.insert("buildit.run".into(), run.run_id.clone());
     spec.labels
-        .insert("buildit.stage".into(), stage.name().to_owned());
+        .insert("buildit.stage".into(), definition.name.value.clone());
+    spec.labels
+        .insert("buildit.instance".into(), stage.name().to_owned());
     spec.labels
         .insert("buildit.attempt".into(), attempt.to_string());
     Ok(spec)

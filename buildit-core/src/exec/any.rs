@@ -1,0 +1,108 @@
+//! One executor for a whole run: stages with an `image` go to Docker, the others to the host.
+
+use std::time::Duration;
+
+#[cfg(feature = "docker")]
+use super::docker::{DockerExecutor, DockerHandle};
+use super::executor::{ExecError, Executor, ExitStatus, LogStream, StageSpec, StageStatus};
+use super::local::{LocalExecutor, LocalHandle};
+
+/// Sends each attempt to the executor its spec asks for.
+#[derive(Debug, Clone, Default)]
+pub struct AnyExecutor {
+    local: LocalExecutor,
+    #[cfg(feature = "docker")]
+    docker: Option<DockerExecutor>,
+}
+
+impl AnyExecutor {
+    /// Host stages only.
+    pub fn local() -> Self {
+        Self::default()
+    }
+
+    /// Host stages, and container stages on `docker`.
+    #[cfg(feature = "docker")]
+    pub fn with_docker(docker: DockerExecutor) -> Self {
+        Self {
+            local: LocalExecutor::new(),
+            docker: Some(docker),
+        }
+    }
+}
+
+#[cfg(feature = "docker")]
+impl AnyExecutor {
+    /// The Docker executor, when there is one.
+    pub fn docker_executor(&self) -> Option<&DockerExecutor> {
+        self.docker.as_ref()
+    }
+}
+
+/// An attempt of either kind.
+#[derive(Debug)]
+pub enum AnyHandle {
+    /// On the host.
+    Local(LocalHandle),
+    /// In a container.
+    #[cfg(feature = "docker")]
+    Docker(DockerHandle),
+}
+
+impl Executor for AnyExecutor {
+    type Handle = AnyHandle;
+
+    async fn spawn(&self, spec: StageSpec) -> Result<AnyHandle, ExecError> {
+        if spec.image.is_none() {
+            return self.local.spawn(spec).await.map(AnyHandle::Local);
+        }
+        #[cfg(feature = "docker")]
+        if let Some(docker) = &self.docker {
+            return docker.spawn(spec).await.map(AnyHandle::Docker);
+        }
+        Err(ExecError::Backend(
+            "this stage has an `image`, and no Docker executor is configured".to_owned(),
+        ))
+    }
+
+    async fn logs(&self, handle: &AnyHandle) -> Result<LogStream, ExecError> {
+        match handle {
+            AnyHandle::Local(handle) => self.local.logs(handle).await,
+            #[cfg(feature = "docker")]
+            AnyHandle::Docker(handle) => self.docker(handle)?.logs(handle).await,
+        }
+    }
+
+    async fn status(&self, handle: &AnyHandle) -> Result<StageStatus, ExecError> {
+        match handle {
+            AnyHandle::Local(handle) => self.local.status(handle).await,
+            #[cfg(feature = "docker")]
+            AnyHandle::Docker(handle) => self.docker(handle)?.status(handle).await,
+        }
+    }
+
+    async fn wait(&self, handle: &AnyHandle) -> Result<ExitStatus, ExecError> {
+        match handle {
+            AnyHandle::Local(handle) => self.local.wait(handle).await,
+            #[cfg(feature = "docker")]
+            AnyHandle::Docker(handle) => self.docker(handle)?.wait(handle).await,
+        }
+    }
+
+    async fn cancel(&self, handle: &AnyHandle, grace: Duration) -> Result<(), ExecError> {
+        match handle {
+            AnyHandle::Local(handle) => self.local.cancel(handle, grace).await,
+            #[cfg(feature = "docker")]
+            AnyHandle::Docker(handle) => self.docker(handle)?.cancel(handle, grace).await,
+        }
+    }
+}
+
+#[cfg(feature = "docker")]
+impl AnyExecutor {
+    fn docker(&self, _handle: &DockerHandle) -> Result<&DockerExecutor, ExecError> {
+        self.docker
+            .as_ref()
+            .ok_or_else(|| ExecError::Backend("no Docker executor is configured".to_owned()))
+    }
+}

@@ -1,0 +1,482 @@
+//! Running stages in containers through the Docker Engine API: one labelled container per attempt, attached
+//! before it starts, stopped by `docker stop` semantics, removed when it ends.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt as _;
+use tokio::sync::{mpsc, watch};
+
+use super::executor::{
+    ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus,
+};
+use crate::events::LogStreamKind;
+use crate::store::RunOwner;
+use crate::system::PullPolicy;
+
+/// Label every BuildIt container carries: the run it belongs to.
+pub const RUN_LABEL: &str = "buildit.run";
+/// Label naming the process that created a container (`host/pid`): a sweep removes what dead owners left.
+pub const OWNER_LABEL: &str = "buildit.owner";
+/// Where secrets are handed to the container: a file uploaded before start, read and deleted by the shell, so
+/// that no secret appears in the container's configuration (`docker inspect`).
+const SECRETS_FILE: &str = ".buildit-secrets";
+/// How long to wait for an attempt's output after its container ended, before removing it.
+const LOG_DRAIN: Duration = Duration::from_secs(10);
+
+/// Where and how to reach a Docker Engine.
+#[derive(Debug, Clone, Default)]
+pub struct DockerOptions {
+    /// `unix:///var/run/docker.sock`, `tcp://host:2375`, ...; `None`: `DOCKER_HOST`, else the local socket.
+    pub host: Option<String>,
+    /// When images are pulled.
+    pub pull: PullPolicy,
+    /// Network for stage containers (`--network`); `None`: the engine's default.
+    pub network: Option<String>,
+}
+
+/// Runs stages with an `image` in Docker containers.
+#[derive(Debug, Clone)]
+pub struct DockerExecutor {
+    docker: Docker,
+    options: DockerOptions,
+    owner: String,
+    host: String,
+}
+
+/// A container attempt.
+#[derive(Debug)]
+pub struct DockerHandle {
+    id: String,
+    exit: watch::Receiver<Option<Result<ExitStatus, String>>>,
+    logs: Mutex<Option<mpsc::Receiver<LogChunk>>>,
+}
+
+impl DockerHandle {
+    /// The container's id.
+    pub fn container_id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Containers removed.
+    pub containers: Vec<String>,
+}
+
+fn backend(context: &str, error: impl std::fmt::Display) -> ExecError {
+    ExecError::Backend(format!("{context}: {error}"))
+}
+
+fn is_not_found(error: &DockerError) -> bool {
+    matches!(
+        error,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerExecutor {
+    /// Connects to the engine, agrees on an API version (older engines answer only to theirs) and checks that
+    /// it answers: an unreachable engine is one clear error here, never a hang later.
+    pub async fn connect(options: DockerOptions) -> Result<Self, ExecError> {
+        let host = options
+            .host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        let unreachable = |error: &dyn std::fmt::Display| {
+            backend(&format!("cannot reach Docker at `{host}`"), error)
+        };
+        let docker = Docker::connect_with_host(&host).map_err(|e| unreachable(&e))?;
+        let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
+            .await
+            .map_err(|_| unreachable(&"no answer within 10 s"))?
+            .map_err(|e| unreachable(&e))?;
+        tokio::time::timeout(Duration::from_secs(10), docker.ping())
+            .await
+            .map_err(|_| unreachable(&"no answer within 10 s"))?
+            .map_err(|e| unreachable(&e))?;
+        let owner = RunOwner::this_process();
+        Ok(Self {
+            docker,
+            options,
+            owner: format!("{}/{}", owner.host, owner.pid),
+            host,
+        })
+    }
+
+    /// The engine's address.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Makes sure `image` is on the engine, as the pull policy says.
+    async fn ensure_image(&self, image: &str) -> Result<(), ExecError> {
+        let present = match self.docker.inspect_image(image).await {
+            Ok(_) => true,
+            Err(error) if is_not_found(&error) => false,
+            Err(error) => return Err(backend(&format!("cannot inspect image `{image}`"), error)),
+        };
+        let pull = match self.options.pull {
+            PullPolicy::Always => true,
+            PullPolicy::IfNotPresent => !present,
+            PullPolicy::Never if present => false,
+            PullPolicy::Never => {
+                return Err(ExecError::Backend(format!(
+                    "image `{image}` is not on the Docker host, and the pull policy is `never`"
+                )));
+            }
+        };
+        if !pull {
+            return Ok(());
+        }
+        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            if let Err(error) = step {
+                return Err(backend(&format!("cannot pull image `{image}`"), error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the containers of runs whose owner is gone (a killed `buildit`), and, with `run`, every
+    /// container of that run. Containers of live runs, and containers that are not BuildIt's, are never touched.
+    pub async fn sweep(&self, run: Option<&str>) -> Result<SweepReport, ExecError> {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_owned(), vec![RUN_LABEL.to_owned()])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|error| backend("cannot list containers", error))?;
+        let here = RunOwner::this_process();
+        let mut report = SweepReport::default();
+        for container in containers {
+            let Some(id) = container.id else { continue };
+            let labels = container.labels.unwrap_or_default();
+            let of_run =
+                run.is_some_and(|run| labels.get(RUN_LABEL).map(String::as_str) == Some(run));
+            let dead = labels
+                .get(OWNER_LABEL)
+                .and_then(|owner| owner.rsplit_once('/'))
+                .and_then(|(host, pid)| Some((host.to_owned(), pid.parse::<u32>().ok()?)))
+                .is_some_and(|(host, pid)| RunOwner { host, pid }.is_dead_here(&here));
+            if of_run || dead {
+                self.remove(&id).await;
+                report.containers.push(id);
+            }
+        }
+        Ok(report)
+    }
+
+    async fn remove(&self, id: &str) {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        // Already gone is fine: removal is idempotent.
+        let _ = self.docker.remove_container(id, Some(options)).await;
+    }
+
+    fn create_body(&self, spec: &StageSpec, image: &str) -> ContainerCreateBody {
+        let mut labels: HashMap<String, String> = spec
+            .labels
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        labels.insert(OWNER_LABEL.to_owned(), self.owner.clone());
+        let env: Vec<String> = spec
+            .env
+            .iter()
+            .filter(|(name, _)| !spec.env_remove.contains(name))
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        let mut script = String::new();
+        if !spec.secrets.is_empty() {
+            // Read, then deleted: the values live only in the shell's environment.
+            script.push_str(&format!(
+                ". /{SECRETS_FILE}; rm -f /{SECRETS_FILE} 2>/dev/null\n"
+            ));
+        }
+        script.push_str(&spec.script());
+        let workspace = spec.workspace.display().to_string();
+        let resources = spec.resources.as_ref();
+        ContainerCreateBody {
+            image: Some(image.to_owned()),
+            cmd: Some(vec![spec.shell.clone(), "-c".to_owned(), script]),
+            // The image's entrypoint would wrap the shell; stages run their commands themselves.
+            entrypoint: Some(Vec::new()),
+            env: Some(env),
+            working_dir: Some(spec.workdir.display().to_string()),
+            labels: Some(labels),
+            tty: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            host_config: Some(HostConfig {
+                // An init process as PID 1, so that `docker stop`'s SIGTERM reaches the commands.
+                init: Some(true),
+                // The workspace at the same path as on the host: `BUILDIT_WORKSPACE` and paths in logs agree.
+                binds: Some(vec![format!("{workspace}:{workspace}")]),
+                memory: resources
+                    .and_then(|r| r.memory_bytes)
+                    .and_then(|bytes| i64::try_from(bytes).ok()),
+                nano_cpus: resources
+                    .and_then(|r| r.cpu_millis)
+                    .and_then(|millis| i64::try_from(millis.saturating_mul(1_000_000)).ok()),
+                network_mode: self.options.network.clone(),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        }
+    }
+
+    async fn upload_secrets(&self, id: &str, spec: &StageSpec) -> Result<(), ExecError> {
+        let mut file = String::new();
+        for (name, value) in &spec.secrets {
+            file.push_str(&format!(
+                "export {name}={}\n",
+                crate::config::quote_for_shell(value)
+            ));
+        }
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.len() as u64);
+        header.set_mode(0o444);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, SECRETS_FILE, file.as_bytes())
+            .map_err(|error| backend("cannot pack the stage's secrets", error))?;
+        let bytes = archive
+            .into_inner()
+            .map_err(|error| backend("cannot pack the stage's secrets", error))?;
+        let options = UploadToContainerOptionsBuilder::new().path("/").build();
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_full(bytes.into()))
+            .await
+            .map_err(|error| backend("cannot hand the secrets to the container", error))
+    }
+
+    async fn start(&self, spec: &StageSpec, image: &str) -> Result<DockerHandle, ExecError> {
+        let created = self
+            .docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                self.create_body(spec, image),
+            )
+            .await
+            .map_err(|error| {
+                backend(&format!("cannot create a container from `{image}`"), error)
+            })?;
+        let id = created.id;
+        let started = self.attach_and_start(&id, spec).await;
+        match started {
+            Ok(handle) => Ok(handle),
+            Err(error) => {
+                self.remove(&id).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn attach_and_start(
+        &self,
+        id: &str,
+        spec: &StageSpec,
+    ) -> Result<DockerHandle, ExecError> {
+        if !spec.secrets.is_empty() {
+            self.upload_secrets(id, spec).await?;
+        }
+        // Attached before it starts: no line between start and attach is lost.
+        let attach = AttachContainerOptionsBuilder::new()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .logs(true)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(attach))
+            .await
+            .map_err(|error| backend("cannot attach to the container", error))?;
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|error| backend("cannot start the container", error))?;
+
+        let (sender, receiver) = mpsc::channel(64);
+        if let Some(echo) = spec.first_echo() {
+            let _ = sender.try_send(LogChunk {
+                stream: LogStreamKind::Stdout,
+                bytes: echo.into_bytes(),
+            });
+        }
+        let (logs_done_sender, mut logs_done) = watch::channel(false);
+        let mut output = attached.output;
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = output.next().await {
+                let (stream, message) = match frame {
+                    bollard::container::LogOutput::StdOut { message }
+                    | bollard::container::LogOutput::Console { message } => {
+                        (LogStreamKind::Stdout, message)
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        (LogStreamKind::Stderr, message)
+                    }
+                    bollard::container::LogOutput::StdIn { .. } => continue,
+                };
+                if sender
+                    .send(LogChunk {
+                        stream,
+                        bytes: message.to_vec(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let _ = logs_done_sender.send(true);
+        });
+
+        let (exit_sender, exit) = watch::channel(None);
+        let executor = self.clone();
+        let container = id.to_owned();
+        tokio::spawn(async move {
+            let result = executor.wait_for(&container).await;
+            // The output is complete once the attach stream ends; only then does the container go.
+            let _ = tokio::time::timeout(LOG_DRAIN, logs_done.wait_for(|done| *done)).await;
+            executor.remove(&container).await;
+            let _ = exit_sender.send(Some(result));
+        });
+        Ok(DockerHandle {
+            id: id.to_owned(),
+            exit,
+            logs: Mutex::new(Some(receiver)),
+        })
+    }
+
+    /// Waits for the container to end; its exit code, and whether the kernel killed it for memory.
+    async fn wait_for(&self, id: &str) -> Result<ExitStatus, String> {
+        let mut waits = self
+            .docker
+            .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let code = match waits.next().await {
+            Some(Ok(response)) => response.status_code,
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(error)) => return Err(format!("cannot wait for the container: {error}")),
+            None => return Err("the engine stopped answering about the container".to_owned()),
+        };
+        let oom_killed = match self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(details) => details
+                .state
+                .and_then(|state| state.oom_killed)
+                .unwrap_or(false),
+            Err(_) => false,
+        };
+        let code = i32::try_from(code).unwrap_or(i32::MAX);
+        // Codes above 128 are a signal's (the init process reports 128 + signal).
+        let signal = (code > 128 && code < 160).then(|| code - 128);
+        Ok(ExitStatus {
+            code: Some(code),
+            signal,
+            oom_killed,
+        })
+    }
+
+    async fn wait_exit(handle: &DockerHandle) -> Result<ExitStatus, ExecError> {
+        let mut exit = handle.exit.clone();
+        let result = exit
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ExecError::Wait("the container watcher stopped".to_owned()))?;
+        match result.as_ref() {
+            Some(Ok(status)) => Ok(*status),
+            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
+            None => Err(ExecError::Wait("no exit status".to_owned())),
+        }
+    }
+}
+
+impl Executor for DockerExecutor {
+    type Handle = DockerHandle;
+
+    async fn spawn(&self, spec: StageSpec) -> Result<DockerHandle, ExecError> {
+        let Some(image) = spec.image.clone() else {
+            return Err(ExecError::Backend(
+                "the Docker executor runs stages with an `image`".to_owned(),
+            ));
+        };
+        self.ensure_image(&image).await?;
+        self.start(&spec, &image).await
+    }
+
+    async fn logs(&self, handle: &DockerHandle) -> Result<LogStream, ExecError> {
+        let receiver = handle
+            .logs
+            .lock()
+            .map_err(|_| ExecError::Backend("log state poisoned".to_owned()))?
+            .take()
+            .ok_or_else(|| {
+                ExecError::Backend("the logs of this attempt were already taken".to_owned())
+            })?;
+        Ok(LogStream::new(receiver))
+    }
+
+    async fn status(&self, handle: &DockerHandle) -> Result<StageStatus, ExecError> {
+        match handle.exit.borrow().as_ref() {
+            None => Ok(StageStatus::Running),
+            Some(Ok(status)) => Ok(StageStatus::Exited(*status)),
+            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
+        }
+    }
+
+    async fn wait(&self, handle: &DockerHandle) -> Result<ExitStatus, ExecError> {
+        Self::wait_exit(handle).await
+    }
+
+    async fn cancel(&self, handle: &DockerHandle, grace: Duration) -> Result<(), ExecError> {
+        if handle.exit.borrow().is_some() {
+            return Ok(());
+        }
+        // `docker stop`: SIGTERM to the init process (which passes it on), SIGKILL after the grace period.
+        let seconds = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
+            .unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::new().t(seconds).build();
+        match self.docker.stop_container(&handle.id, Some(options)).await {
+            Ok(()) => {}
+            // Gone or already stopped: the watcher reports how it ended.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => {}
+            Err(error) => return Err(backend("cannot stop the container", error)),
+        }
+        Self::wait_exit(handle).await.map(|_| ())
+    }
+}
