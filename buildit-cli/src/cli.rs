@@ -23,6 +23,15 @@ pub(crate) enum Command {
     /// Show recorded runs, their stages and attempts, and their logs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Remove the containers that killed runs left behind (never those of live runs, nor anyone else's).
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GcArgs {
+    /// The system configuration file (where Docker is).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) system: Option<PathBuf>,
 }
 
 /// Which store to use: the system configuration's `store` unless a URL is given.

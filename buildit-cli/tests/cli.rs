@@ -426,8 +426,29 @@ fn run_exit_codes_and_json_events() {
         "buildit.kdl",
         "pipeline \"p\"\nstage \"a\" { image \"alpine\"; run \"true\" }\n",
     );
-    let docker = buildit(dir.path(), &["run"]);
+    // Docker that does not answer is an infrastructure error, before anything runs.
+    let docker = match buildit_command(dir.path(), &["run"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+    {
+        Ok(output) => output,
+        Err(error) => panic!("{error}"),
+    };
     assert_eq!(docker.status.code(), Some(4), "{}", stderr(&docker));
+    assert!(
+        stderr(&docker).contains("cannot reach Docker at `unix:///nonexistent/docker.sock`"),
+        "{}",
+        stderr(&docker)
+    );
+    assert!(
+        !dir.path().join(".buildit/buildit.db").exists() || {
+            let runs = buildit(dir.path(), &["runs", "list", "--format", "json"]);
+            json(&stdout(&runs))
+                .as_array()
+                .is_some_and(|runs| runs.len() == 1)
+        },
+        "the refused run is not recorded"
+    );
 }
 
 #[test]
@@ -949,4 +970,102 @@ fn runs_are_recorded_in_postgresql_when_the_system_configuration_says_so() {
         logs.contains("first try\n") && logs.ends_with("second try\n"),
         "{logs}"
     );
+}
+
+/// Whether a Docker Engine answers (in CI it must), with the test image built.
+fn docker_ready() -> bool {
+    let answers = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !answers {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide a Docker Engine"
+        );
+        eprintln!("skipped: no Docker Engine");
+        return false;
+    }
+    let built = Command::new("bash")
+        .arg(repo_root().join("scripts/build-test-image.sh"))
+        .status();
+    assert!(matches!(built, Ok(status) if status.success()), "{built:?}");
+    true
+}
+
+fn run_containers(label: &str) -> Vec<String> {
+    match Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output()
+    {
+        Ok(output) => stdout(&output).lines().map(str::to_owned).collect(),
+        Err(error) => panic!("docker ps: {error}"),
+    }
+}
+
+#[test]
+fn containers_of_a_killed_run_are_swept_by_gc() {
+    use std::io::{BufRead as _, BufReader};
+    if !docker_ready() {
+        return;
+    }
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"boxed\"\nstage \"wait\" { image \"buildit-test/busybox:latest\"; run \"echo inside\"; run \"sleep 60\" }\n",
+    );
+    let mut child = match buildit_command(dir.path(), &["run", "--plain"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => panic!("spawn: {error}"),
+    };
+    let Some(out) = child.stdout.take() else {
+        panic!("no stdout")
+    };
+    let mut lines = BufReader::new(out).lines();
+    assert!(
+        lines.any(|line| line.is_ok_and(|l| l.ends_with("| inside"))),
+        "the container stage never started"
+    );
+    let run_id = {
+        let shown = json(&buildit_ok(
+            dir.path(),
+            &["runs", "show", "1", "--format", "json"],
+            0,
+        ));
+        shown["id"].as_str().unwrap_or_default().to_owned()
+    };
+    let label = format!("buildit.run={run_id}");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        run_containers(&label).len(),
+        1,
+        "the killed run's container is still there"
+    );
+    let text = buildit_ok(dir.path(), &["gc"], 0);
+    assert!(text.starts_with("removed "), "{text}");
+    assert!(run_containers(&label).is_empty(), "gc left the container");
+}
+
+#[test]
+fn the_docker_example_runs() {
+    if !docker_ready() {
+        return;
+    }
+    let dir = temp_dir();
+    let example = repo_root()
+        .join("examples/docker.kdl")
+        .display()
+        .to_string();
+    let text = buildit_ok(dir.path(), &["run", &example, "--plain"], 0);
+    assert!(
+        text.contains("package        | hello from a container (Linux, stage build)"),
+        "{text}"
+    );
+    assert!(text.contains("test (shard=2) | shard 2 passed"), "{text}");
+    assert!(dir.path().join("out/greeting.tar").is_file());
 }

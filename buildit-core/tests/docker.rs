@@ -441,3 +441,31 @@ async fn sweeps_remove_what_dead_runs_left_and_nothing_else() {
         docker_cli(&["rm", "-f", &id]);
     }
 }
+
+#[tokio::test]
+async fn a_container_killed_for_memory_says_so() {
+    let Some(docker) = docker().await else { return };
+    let run = run_pipeline(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "hungry" {{
+    image "{IMAGE}"
+    resources memory="8Mi"
+    run "dd if=/dev/zero of=/dev/null bs=64M count=1"
+}}
+"#
+        ),
+        &[],
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(run.outcome("hungry"), StageOutcome::Failed);
+    let stage = run.report.stages.iter().find(|s| s.name == "hungry");
+    assert_eq!(
+        stage.and_then(|s| s.reason.as_deref()),
+        Some("killed: out of memory")
+    );
+    assert_eq!(stage.and_then(|s| s.exit_code), Some(137));
+}

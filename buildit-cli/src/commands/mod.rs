@@ -1,5 +1,6 @@
 //! Dispatch from the parsed command line to the core library.
 
+mod gc;
 mod load;
 mod plan;
 mod run;
@@ -31,6 +32,7 @@ pub(crate) fn main_impl() -> Exit {
         Command::Plan(args) => plan::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Runs(command) => runs::run(&command),
+        Command::Gc(args) => gc::run(&args),
     }
 }
 

@@ -1,8 +1,8 @@
 //! Running stages in containers through the Docker Engine API: one labelled container per attempt, attached
 //! before it starts, stopped by `docker stop` semantics, removed when it ends.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -50,6 +50,8 @@ pub struct DockerExecutor {
     options: DockerOptions,
     owner: String,
     host: String,
+    /// Images seen on the engine: with `if-not-present`, each is inspected once per executor, not per stage.
+    present: Arc<Mutex<HashSet<String>>>,
 }
 
 /// A container attempt.
@@ -115,6 +117,7 @@ impl DockerExecutor {
             options,
             owner: format!("{}/{}", owner.host, owner.pid),
             host,
+            present: Arc::default(),
         })
     }
 
@@ -125,6 +128,22 @@ impl DockerExecutor {
 
     /// Makes sure `image` is on the engine, as the pull policy says.
     async fn ensure_image(&self, image: &str) -> Result<(), ExecError> {
+        let known = self.options.pull != PullPolicy::Always
+            && self
+                .present
+                .lock()
+                .is_ok_and(|present| present.contains(image));
+        if known {
+            return Ok(());
+        }
+        self.pull_if_needed(image).await?;
+        if let Ok(mut present) = self.present.lock() {
+            present.insert(image.to_owned());
+        }
+        Ok(())
+    }
+
+    async fn pull_if_needed(&self, image: &str) -> Result<(), ExecError> {
         let present = match self.docker.inspect_image(image).await {
             Ok(_) => true,
             Err(error) if is_not_found(&error) => false,
@@ -361,10 +380,12 @@ impl DockerExecutor {
         let container = id.to_owned();
         tokio::spawn(async move {
             let result = executor.wait_for(&container).await;
+            // The next stage need not wait for the removal: the exit is reported first. The run's closing
+            // sweep removes whatever is still being removed when it ends.
+            let _ = exit_sender.send(Some(result));
             // The output is complete once the attach stream ends; only then does the container go.
             let _ = tokio::time::timeout(LOG_DRAIN, logs_done.wait_for(|done| *done)).await;
             executor.remove(&container).await;
-            let _ = exit_sender.send(Some(result));
         });
         Ok(DockerHandle {
             id: id.to_owned(),
