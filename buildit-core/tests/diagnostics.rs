@@ -15,6 +15,34 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        name: "service_on_host",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    service \"db\" { image \"postgres:16\" }\n}\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 4,
+        column: 13,
+    },
+    Case {
+        name: "service_without_image",
+        text: "pipeline \"p\"\nstage \"a\" {\n    image \"alpine\"\n    run \"x\"\n    service \"db\" { ready \"true\" }\n}\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 5,
+        column: 13,
+    },
+    Case {
+        name: "service_duplicate",
+        text: "pipeline \"p\"\nstage \"a\" {\n    image \"alpine\"\n    run \"x\"\n    service \"db\" { image \"postgres\" }\n    service \"db\" { image \"redis\" }\n}\n",
+        code: DiagnosticCode::DuplicateNode,
+        line: 6,
+        column: 5,
+    },
+    Case {
+        name: "service_unknown_child",
+        text: "pipeline \"p\"\nstage \"a\" {\n    image \"alpine\"\n    run \"x\"\n    service \"db\" { image \"postgres\"; readdy \"true\" }\n}\n",
+        code: DiagnosticCode::UnknownNode,
+        line: 5,
+        column: 38,
+    },
+    Case {
         name: "syntax",
         text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\n}\n",
         code: DiagnosticCode::Syntax,

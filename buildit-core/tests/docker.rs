@@ -269,7 +269,8 @@ async fn timeouts_and_cancellation_leave_no_container() {
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Well after the timeout, even when creating containers is slow (a cold engine in CI).
+        tokio::time::sleep(Duration::from_secs(5)).await;
         trigger.cancel();
     });
     let run = run_pipeline(
@@ -468,4 +469,107 @@ stage "hungry" {{
         Some("killed: out of memory")
     );
     assert_eq!(stage.and_then(|s| s.exit_code), Some(137));
+}
+
+fn networks_with(label: &str, value: &str) -> Vec<String> {
+    docker_cli(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label={label}={value}"),
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[tokio::test]
+async fn services_start_first_are_reachable_by_name_and_go_afterwards() {
+    let Some(docker) = docker().await else { return };
+    let run = run_pipeline(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "client" {{
+    image "{IMAGE}"
+    service "web" {{
+        image "{IMAGE}"
+        env {{ BODY "hello from the service" }}
+        command "sh" "-c" "sleep 1; mkdir -p /srv && echo \"$BODY\" > /srv/index.html && httpd -f -p 8080 -h /srv"
+        ready "wget -q -O /dev/null http://127.0.0.1:8080/"
+    }}
+    service "cache" {{ image "{IMAGE}"; command "sleep" "600" }}
+    run "wget -qO- http://web:8080/"
+    run "ping -c 1 -W 2 cache >/dev/null && echo cache is there"
+}}
+stage "after" {{ needs "client"; image "{IMAGE}"; run "wget -q -T 2 -O- http://web:8080/ || echo no web any more" }}
+"#
+        ),
+        &[],
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(run.outcome("client"), StageOutcome::Succeeded);
+    assert_eq!(
+        run.lines("client", LogStreamKind::Stdout),
+        [
+            "$ wget -qO- http://web:8080/",
+            "hello from the service",
+            "$ ping -c 1 -W 2 cache >/dev/null && echo cache is there",
+            "cache is there"
+        ]
+    );
+    assert_eq!(
+        run.lines("after", LogStreamKind::Stdout).last().copied(),
+        Some("no web any more")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(containers_with("buildit.run", &run.run_id).is_empty());
+    assert!(networks_with("buildit.run", &run.run_id).is_empty());
+}
+
+#[tokio::test]
+async fn a_service_that_never_gets_ready_fails_its_stage_with_its_last_lines() {
+    let Some(docker) = docker().await else { return };
+    let started = Instant::now();
+    let run = run_pipeline(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "client" {{
+    image "{IMAGE}"
+    service "db" {{
+        image "{IMAGE}"
+        command "sh" "-c" "echo starting the database; echo config error: no such table >&2; sleep 600"
+        ready "test -f /ready" timeout="2s"
+    }}
+    run "echo never runs"
+}}
+"#
+        ),
+        &[],
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(run.outcome("client"), StageOutcome::Failed);
+    let reason = run
+        .report
+        .stages
+        .iter()
+        .find(|s| s.name == "client")
+        .and_then(|s| s.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.contains("service `db` was not ready after 2 s")
+            && reason.contains("config error: no such table"),
+        "{reason}"
+    );
+    assert!(run.lines("client", LogStreamKind::Stdout).is_empty());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(containers_with("buildit.run", &run.run_id).is_empty());
+    assert!(networks_with("buildit.run", &run.run_id).is_empty());
 }

@@ -14,7 +14,7 @@ pub use duration::format_duration;
 pub use glob::Glob;
 pub use model::{
     CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, Pipeline, Resources,
-    Spanned, Stage, Trigger, When, WhenStatus,
+    Service, Spanned, Stage, Trigger, When, WhenStatus,
 };
 pub use pipeline::{MAX_RETRY, parse_pipeline};
 pub use reader::MAX_FILE_BYTES;

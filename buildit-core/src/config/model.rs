@@ -380,6 +380,28 @@ pub struct Stage {
     pub executor: Option<Spanned<ExecutorKind>>,
     /// Resource requests.
     pub resources: Option<Resources>,
+    /// Sidecar containers started before the stage and stopped after it.
+    pub services: Vec<Service>,
+    /// The whole node.
+    #[serde(skip)]
+    pub span: SourceSpan,
+}
+
+/// A `service` of a stage: a container started before the stage, reachable by its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// The name, also its host name on the run's network.
+    pub name: Spanned<String>,
+    /// Its image.
+    pub image: Spanned<Template>,
+    /// Its environment.
+    pub env: Vec<EnvVar>,
+    /// Its command; empty: the image's default.
+    pub command: Vec<Spanned<String>>,
+    /// A shell command run inside it until it succeeds, before the stage starts.
+    pub ready: Option<Spanned<String>>,
+    /// How long `ready` may take.
+    pub ready_timeout: Option<Spanned<Duration>>,
     /// The whole node.
     #[serde(skip)]
     pub span: SourceSpan,

@@ -10,7 +10,7 @@ use super::duration::parse_duration;
 use super::glob::Glob;
 use super::model::{
     CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, Pipeline, Resources,
-    Spanned, Stage, Trigger, When, WhenStatus, is_valid_matrix_value, is_valid_name,
+    Service, Spanned, Stage, Trigger, When, WhenStatus, is_valid_matrix_value, is_valid_name,
 };
 use super::reader::Reader;
 use super::template::{Template, TemplateScope, is_env_name};
@@ -27,7 +27,7 @@ const TOP_LEVEL: [&str; 8] = [
     "concurrency",
     "stage",
 ];
-const STAGE_NODES: [&str; 17] = [
+const STAGE_NODES: [&str; 18] = [
     "needs",
     "image",
     "run",
@@ -45,7 +45,11 @@ const STAGE_NODES: [&str; 17] = [
     "matrix",
     "executor",
     "resources",
+    "service",
 ];
+
+/// Children of a `service` node.
+const SERVICE_NODES: [&str; 4] = ["image", "env", "command", "ready"];
 /// Longest `timeout`: anything longer is a typo, and timers must stay far from overflowing.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
 /// Most extra attempts a stage may ask for.
@@ -995,6 +999,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
         matrix,
         executor: None,
         resources: None,
+        services: Vec::new(),
         span: node.span(),
     };
     let context = match &stage_name {
@@ -1014,7 +1019,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
         };
         let single = !matches!(
             known,
-            "needs" | "run" | "env" | "secrets" | "cache" | "artifacts" | "when"
+            "needs" | "run" | "env" | "secrets" | "cache" | "artifacts" | "when" | "service"
         );
         if single {
             if let Some((_, first)) = singles.iter().find(|(k, _)| *k == known) {
@@ -1034,6 +1039,20 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
             }
             "resources" => {
                 stage.resources = read_resources(reader, child);
+                continue;
+            }
+            "service" => {
+                if let Some(service) = read_service(reader, child, scope, &context) {
+                    if let Some(first) = stage
+                        .services
+                        .iter()
+                        .find(|other| other.name.value == service.name.value)
+                    {
+                        reader.duplicate_node(child, first.name.span, &context);
+                    } else {
+                        stage.services.push(service);
+                    }
+                }
                 continue;
             }
             _ => {}
@@ -1122,6 +1141,108 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
     }
     stage_name?;
     Some(stage)
+}
+
+/// `service "db" { image "postgres:16"; env { ... }; command "postgres" "-c" "fsync=off"; ready "pg_isready" }`.
+fn read_service(
+    reader: &mut Reader<'_>,
+    node: &KdlNode,
+    scope: TemplateScope<'_>,
+    stage: &str,
+) -> Option<Service> {
+    reader.props(node, &[], &[]);
+    let name = reader.one_string(node, "the service's name (its host name)")?;
+    if !is_valid_name(&name.value) {
+        reader.error(
+            DiagnosticCode::InvalidValue,
+            format!("invalid service name `{}`", name.value),
+            name.span,
+            "not a host name",
+        );
+        reader.help_last(
+            "the name is the service's host name: use letters, digits, `.`, `_` and `-`",
+        );
+        return None;
+    }
+    let context = format!("service `{}` of {stage}", name.value);
+    let mut image = None;
+    let mut env = Vec::new();
+    let mut command = Vec::new();
+    let mut ready = None;
+    let mut ready_timeout = None;
+    let mut seen: Vec<(&str, SourceSpan)> = Vec::new();
+    for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
+        reader.reject_type_annotations(child);
+        let key = child.name().value();
+        let Some(known) = SERVICE_NODES.iter().copied().find(|k| *k == key) else {
+            reader.unknown_node(child, &SERVICE_NODES, &context);
+            continue;
+        };
+        if known != "env" {
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == known) {
+                reader.duplicate_node(child, *first, &context);
+                continue;
+            }
+            seen.push((known, child.name().span()));
+        }
+        match known {
+            "env" => read_env(reader, child, scope, &mut env),
+            "image" => {
+                reader.props(child, &[], &[]);
+                reader.no_children(child);
+                image = reader
+                    .one_string(child, "the service's image")
+                    .map(|value| reader.template(&value, scope));
+            }
+            "command" => {
+                reader.props(child, &[], &[]);
+                reader.no_children(child);
+                command = reader.strings(child, "the program and its arguments");
+            }
+            _ => {
+                reader.no_children(child);
+                for (_, entry) in reader.props(child, &["timeout"], &[]) {
+                    let Some(text) = reader.string(entry, "a duration such as \"30s\"") else {
+                        continue;
+                    };
+                    match parse_duration(&text.value) {
+                        Ok(duration) if duration <= MAX_TIMEOUT => {
+                            ready_timeout = Some(Spanned::new(duration, text.span));
+                        }
+                        _ => reader.error(
+                            DiagnosticCode::InvalidValue,
+                            format!("invalid readiness timeout `{}`", text.value),
+                            text.span,
+                            "not a duration",
+                        ),
+                    }
+                }
+                ready = reader.one_string(
+                    child,
+                    "a shell command that succeeds once the service is ready",
+                );
+            }
+        }
+    }
+    let Some(image) = image else {
+        reader.error(
+            DiagnosticCode::InvalidValue,
+            format!("{context} has no `image`"),
+            name.span,
+            "no image",
+        );
+        reader.help_last("add `image \"NAME\"` inside the service");
+        return None;
+    };
+    Some(Service {
+        name,
+        image,
+        env,
+        command,
+        ready,
+        ready_timeout,
+        span: node.span(),
+    })
 }
 
 #[cfg(test)]

@@ -184,6 +184,28 @@ fn cycle_in(graph: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Option<Vec<u
 }
 
 fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
+    let on_host = stage.image.is_none()
+        && pipeline.defaults.image.is_none()
+        && stage
+            .executor
+            .as_ref()
+            .is_none_or(|executor| executor.value == ExecutorKind::Local);
+    if let Some(service) = stage.services.first().filter(|_| on_host) {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                format!(
+                    "stage `{}` has services but runs on the host",
+                    stage.name.value
+                ),
+                service.name.span,
+                "services need a container stage",
+            )
+            .with_help(
+                "services share a network with the stage's container: give the stage an `image`",
+            ),
+        );
+    }
     if stage.run.is_empty() {
         reader.push(
             ConfigDiagnostic::error(

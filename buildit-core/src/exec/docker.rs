@@ -7,16 +7,20 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, ExecConfig, HostConfig, NetworkCreateRequest,
+    NetworkingConfig,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 
 use super::executor::{
-    ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus,
+    ExecError, Executor, ExitStatus, LogChunk, LogStream, ServiceSpec, StageSpec, StageStatus,
 };
 use crate::events::LogStreamKind;
 use crate::store::RunOwner;
@@ -74,6 +78,27 @@ impl DockerHandle {
 pub struct SweepReport {
     /// Containers removed.
     pub containers: Vec<String>,
+    /// Networks removed.
+    pub networks: Vec<String>,
+}
+
+/// The services of one attempt: their containers and the network they share with the stage.
+#[derive(Debug, Clone, Default)]
+struct ServiceGroup {
+    network: Option<String>,
+    containers: Vec<(String, String)>,
+}
+
+/// Lines of a service's log shown when it never became ready.
+const SERVICE_LOG_TAIL: &str = "20";
+
+/// Whether the `buildit.owner` label names a process of this host that is gone.
+fn owner_is_dead(labels: &HashMap<String, String>, here: &RunOwner) -> bool {
+    labels
+        .get(OWNER_LABEL)
+        .and_then(|owner| owner.rsplit_once('/'))
+        .and_then(|(host, pid)| Some((host.to_owned(), pid.parse::<u32>().ok()?)))
+        .is_some_and(|(host, pid)| RunOwner { host, pid }.is_dead_here(here))
 }
 
 fn backend(context: &str, error: impl std::fmt::Display) -> ExecError {
@@ -193,14 +218,26 @@ impl DockerExecutor {
             let labels = container.labels.unwrap_or_default();
             let of_run =
                 run.is_some_and(|run| labels.get(RUN_LABEL).map(String::as_str) == Some(run));
-            let dead = labels
-                .get(OWNER_LABEL)
-                .and_then(|owner| owner.rsplit_once('/'))
-                .and_then(|(host, pid)| Some((host.to_owned(), pid.parse::<u32>().ok()?)))
-                .is_some_and(|(host, pid)| RunOwner { host, pid }.is_dead_here(&here));
+            let dead = owner_is_dead(&labels, &here);
             if of_run || dead {
                 self.remove(&id).await;
                 report.containers.push(id);
+            }
+        }
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|error| backend("cannot list networks", error))?;
+        for network in networks {
+            let Some(name) = network.name else { continue };
+            let labels = network.labels.unwrap_or_default();
+            if run.is_some_and(|run| labels.get(RUN_LABEL).map(String::as_str) == Some(run))
+                || owner_is_dead(&labels, &here)
+            {
+                let _ = self.docker.remove_network(&name).await;
+                report.networks.push(name);
             }
         }
         Ok(report)
@@ -215,7 +252,12 @@ impl DockerExecutor {
         let _ = self.docker.remove_container(id, Some(options)).await;
     }
 
-    fn create_body(&self, spec: &StageSpec, image: &str) -> ContainerCreateBody {
+    fn create_body(
+        &self,
+        spec: &StageSpec,
+        image: &str,
+        network: Option<&str>,
+    ) -> ContainerCreateBody {
         let mut labels: HashMap<String, String> = spec
             .labels
             .iter()
@@ -260,10 +302,210 @@ impl DockerExecutor {
                 nano_cpus: resources
                     .and_then(|r| r.cpu_millis)
                     .and_then(|millis| i64::try_from(millis.saturating_mul(1_000_000)).ok()),
-                network_mode: self.options.network.clone(),
+                network_mode: network
+                    .map(str::to_owned)
+                    .or_else(|| self.options.network.clone()),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
+        }
+    }
+
+    /// Labels of everything an attempt creates besides its own container.
+    fn attempt_labels(&self, spec: &StageSpec) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = spec
+            .labels
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        labels.insert(OWNER_LABEL.to_owned(), self.owner.clone());
+        labels
+    }
+
+    /// Starts the stage's services on a network of their own and waits until each is ready. On failure,
+    /// everything started is removed again.
+    async fn start_services(&self, spec: &StageSpec) -> Result<ServiceGroup, ExecError> {
+        let mut group = ServiceGroup::default();
+        let result = self.start_services_into(spec, &mut group).await;
+        if let Err(error) = result {
+            self.remove_services(&group).await;
+            return Err(error);
+        }
+        Ok(group)
+    }
+
+    async fn start_services_into(
+        &self,
+        spec: &StageSpec,
+        group: &mut ServiceGroup,
+    ) -> Result<(), ExecError> {
+        let labels = self.attempt_labels(spec);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let network = format!("buildit-{nanos:x}-{}", std::process::id());
+        self.docker
+            .create_network(NetworkCreateRequest {
+                name: network.clone(),
+                labels: Some(labels.clone()),
+                ..NetworkCreateRequest::default()
+            })
+            .await
+            .map_err(|error| backend("cannot create the services' network", error))?;
+        group.network = Some(network.clone());
+        for service in &spec.services {
+            self.ensure_image(&service.image).await?;
+            let mut service_labels = labels.clone();
+            service_labels.insert("buildit.service".to_owned(), service.name.clone());
+            let body = ContainerCreateBody {
+                image: Some(service.image.clone()),
+                cmd: (!service.command.is_empty()).then(|| service.command.clone()),
+                env: Some(
+                    service
+                        .env
+                        .iter()
+                        .map(|(name, value)| format!("{name}={value}"))
+                        .collect(),
+                ),
+                labels: Some(service_labels),
+                host_config: Some(HostConfig {
+                    init: Some(true),
+                    network_mode: Some(network.clone()),
+                    ..HostConfig::default()
+                }),
+                networking_config: Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        network.clone(),
+                        EndpointSettings {
+                            aliases: Some(vec![service.name.clone()]),
+                            ..EndpointSettings::default()
+                        },
+                    )])),
+                }),
+                ..ContainerCreateBody::default()
+            };
+            let what = format!("service `{}`", service.name);
+            let created = self
+                .docker
+                .create_container(
+                    None::<bollard::query_parameters::CreateContainerOptions>,
+                    body,
+                )
+                .await
+                .map_err(|error| {
+                    backend(
+                        &format!("cannot create {what} from `{}`", service.image),
+                        error,
+                    )
+                })?;
+            group
+                .containers
+                .push((service.name.clone(), created.id.clone()));
+            self.docker
+                .start_container(
+                    &created.id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .map_err(|error| backend(&format!("cannot start {what}"), error))?;
+        }
+        for (service, (_, id)) in spec.services.iter().zip(group.containers.clone()) {
+            self.wait_ready(service, &id).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the service's `ready` command inside it until it succeeds, or fails with its last log lines.
+    async fn wait_ready(&self, service: &ServiceSpec, id: &str) -> Result<(), ExecError> {
+        let Some(ready) = &service.ready else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + service.ready_timeout;
+        loop {
+            let running = self
+                .docker
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .ok()
+                .and_then(|details| details.state)
+                .and_then(|state| state.running)
+                .unwrap_or(false);
+            if !running {
+                return Err(ExecError::Backend(format!(
+                    "service `{}` stopped before it was ready{}",
+                    service.name,
+                    self.log_tail(id).await
+                )));
+            }
+            if self.exec_succeeds(id, ready).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ExecError::Backend(format!(
+                    "service `{}` was not ready after {} s (`{ready}` kept failing){}",
+                    service.name,
+                    service.ready_timeout.as_secs(),
+                    self.log_tail(id).await
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn exec_succeeds(&self, id: &str, command: &str) -> bool {
+        let config = ExecConfig {
+            cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), command.to_owned()]),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            ..ExecConfig::default()
+        };
+        let Ok(exec) = self.docker.create_exec(id, config).await else {
+            return false;
+        };
+        match self.docker.start_exec(&exec.id, None).await {
+            Ok(bollard::exec::StartExecResults::Attached { mut output, .. }) => {
+                while output.next().await.is_some() {}
+            }
+            Ok(bollard::exec::StartExecResults::Detached) => {}
+            Err(_) => return false,
+        }
+        self.docker
+            .inspect_exec(&exec.id)
+            .await
+            .ok()
+            .and_then(|inspected| inspected.exit_code)
+            == Some(0)
+    }
+
+    /// The last lines of a container's output, for error messages.
+    async fn log_tail(&self, id: &str) -> String {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(SERVICE_LOG_TAIL)
+            .build();
+        let mut logs = self.docker.logs(id, Some(options));
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        let text = text.trim_end();
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!("; its last lines:\n{text}")
+        }
+    }
+
+    async fn remove_services(&self, group: &ServiceGroup) {
+        for (_, id) in &group.containers {
+            self.remove(id).await;
+        }
+        if let Some(network) = &group.network {
+            let _ = self.docker.remove_network(network).await;
         }
     }
 
@@ -294,22 +536,36 @@ impl DockerExecutor {
     }
 
     async fn start(&self, spec: &StageSpec, image: &str) -> Result<DockerHandle, ExecError> {
-        let created = self
+        let services = if spec.services.is_empty() {
+            ServiceGroup::default()
+        } else {
+            self.start_services(spec).await?
+        };
+        let body = self.create_body(spec, image, services.network.as_deref());
+        let created = match self
             .docker
             .create_container(
                 None::<bollard::query_parameters::CreateContainerOptions>,
-                self.create_body(spec, image),
+                body,
             )
             .await
-            .map_err(|error| {
-                backend(&format!("cannot create a container from `{image}`"), error)
-            })?;
+        {
+            Ok(created) => created,
+            Err(error) => {
+                self.remove_services(&services).await;
+                return Err(backend(
+                    &format!("cannot create a container from `{image}`"),
+                    error,
+                ));
+            }
+        };
         let id = created.id;
-        let started = self.attach_and_start(&id, spec).await;
+        let started = self.attach_and_start(&id, spec, services.clone()).await;
         match started {
             Ok(handle) => Ok(handle),
             Err(error) => {
                 self.remove(&id).await;
+                self.remove_services(&services).await;
                 Err(error)
             }
         }
@@ -319,16 +575,18 @@ impl DockerExecutor {
         &self,
         id: &str,
         spec: &StageSpec,
+        services: ServiceGroup,
     ) -> Result<DockerHandle, ExecError> {
         if !spec.secrets.is_empty() {
             self.upload_secrets(id, spec).await?;
         }
-        // Attached before it starts: no line between start and attach is lost.
+        // Attached before it starts: no line between start and attach is lost. No replay of earlier output
+        // (`logs`): there is none yet, and the engine may send early lines both as replay and as stream.
         let attach = AttachContainerOptionsBuilder::new()
             .stream(true)
             .stdout(true)
             .stderr(true)
-            .logs(true)
+            .logs(false)
             .build();
         let attached = self
             .docker
@@ -380,12 +638,13 @@ impl DockerExecutor {
         let container = id.to_owned();
         tokio::spawn(async move {
             let result = executor.wait_for(&container).await;
-            // The next stage need not wait for the removal: the exit is reported first. The run's closing
-            // sweep removes whatever is still being removed when it ends.
-            let _ = exit_sender.send(Some(result));
-            // The output is complete once the attach stream ends; only then does the container go.
+            // The output is complete once the attach stream ends; only then does the container go. The exit
+            // is reported after the removal: when a run ends, none of its containers is left.
             let _ = tokio::time::timeout(LOG_DRAIN, logs_done.wait_for(|done| *done)).await;
             executor.remove(&container).await;
+            // Services stop after their stage.
+            executor.remove_services(&services).await;
+            let _ = exit_sender.send(Some(result));
         });
         Ok(DockerHandle {
             id: id.to_owned(),

@@ -36,7 +36,29 @@ pub struct StageSpec {
     pub resources: Option<Resources>,
     /// Labels identifying run, stage and attempt (`buildit.run`, `buildit.stage`, `buildit.attempt`).
     pub labels: BTreeMap<String, String>,
+    /// Sidecar containers started before the stage (container executors only).
+    pub services: Vec<ServiceSpec>,
 }
+
+/// A resolved `service`: a container on the stage's network, reachable by `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Its name and host name.
+    pub name: String,
+    /// Its image.
+    pub image: String,
+    /// Its environment.
+    pub env: BTreeMap<String, String>,
+    /// Its command; empty: the image's default.
+    pub command: Vec<String>,
+    /// A shell command run inside it until it succeeds, before the stage starts.
+    pub ready: Option<String>,
+    /// How long `ready` may keep failing before the stage fails.
+    pub ready_timeout: Duration,
+}
+
+/// How long a service's `ready` command may keep failing, unless the service says otherwise.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl StageSpec {
     /// A spec for `commands` run by `sh` in `workdir`.
@@ -54,6 +76,7 @@ impl StageSpec {
             timeout: None,
             resources: None,
             labels: BTreeMap::new(),
+            services: Vec::new(),
         }
     }
 

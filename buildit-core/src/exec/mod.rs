@@ -20,7 +20,10 @@ pub use cache::{CacheError, CacheHit, CacheStore, ResolvedCache, hash_files};
 pub use docker::{
     DockerExecutor, DockerHandle, DockerOptions, OWNER_LABEL, RUN_LABEL, SweepReport,
 };
-pub use executor::{ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus};
+pub use executor::{
+    DEFAULT_READY_TIMEOUT, ExecError, Executor, ExitStatus, LogChunk, LogStream, ServiceSpec,
+    StageSpec, StageStatus,
+};
 pub use fake::{NoopExecutor, NoopHandle};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
 pub use local::{LocalExecutor, LocalHandle};

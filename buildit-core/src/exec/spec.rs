@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::cache::{ResolvedCache, hash_files};
-use super::executor::StageSpec;
+use super::executor::{DEFAULT_READY_TIMEOUT, ServiceSpec, StageSpec};
 use crate::config::{Template, Variable};
 use crate::plan::{Plan, PlannedStage};
 
@@ -201,6 +201,34 @@ pub fn stage_spec(
         spec.secrets.insert(secret.value.clone(), value.clone());
     }
     spec.env_remove = run.scrub_env.clone();
+    spec.services = definition
+        .services
+        .iter()
+        .map(|service| ServiceSpec {
+            name: service.name.value.clone(),
+            image: values.render(&service.image.value, false),
+            env: service
+                .env
+                .iter()
+                .map(|var| {
+                    (
+                        var.name.value.clone(),
+                        values.render(&var.value.value, false),
+                    )
+                })
+                .collect(),
+            command: service
+                .command
+                .iter()
+                .map(|arg| arg.value.clone())
+                .collect(),
+            ready: service.ready.as_ref().map(|ready| ready.value.clone()),
+            ready_timeout: service
+                .ready_timeout
+                .as_ref()
+                .map_or(DEFAULT_READY_TIMEOUT, |timeout| timeout.value),
+        })
+        .collect();
     spec.labels.insert("buildit.run".into(), run.run_id.clone());
     spec.labels
         .insert("buildit.stage".into(), definition.name.value.clone());
