@@ -1003,19 +1003,16 @@ fn run_containers(label: &str) -> Vec<String> {
     }
 }
 
-#[test]
-fn containers_of_a_killed_run_are_swept_by_gc() {
+/// Starts a `buildit run` of a container stage that waits, kills it with SIGKILL once the stage runs, and
+/// returns the run's label (its container is left behind).
+fn kill_a_container_run(dir: &Path, number: u64) -> String {
     use std::io::{BufRead as _, BufReader};
-    if !docker_ready() {
-        return;
-    }
-    let dir = temp_dir();
     write(
-        dir.path(),
+        dir,
         "buildit.kdl",
         "pipeline \"boxed\"\nstage \"wait\" { image \"buildit-test/busybox:latest\"; run \"echo inside\"; run \"sleep 60\" }\n",
     );
-    let mut child = match buildit_command(dir.path(), &["run", "--plain"])
+    let mut child = match buildit_command(dir, &["run", "--plain"])
         .stdout(std::process::Stdio::piped())
         .spawn()
     {
@@ -1030,15 +1027,12 @@ fn containers_of_a_killed_run_are_swept_by_gc() {
         lines.any(|line| line.is_ok_and(|l| l.ends_with("| inside"))),
         "the container stage never started"
     );
-    let run_id = {
-        let shown = json(&buildit_ok(
-            dir.path(),
-            &["runs", "show", "1", "--format", "json"],
-            0,
-        ));
-        shown["id"].as_str().unwrap_or_default().to_owned()
-    };
-    let label = format!("buildit.run={run_id}");
+    let shown = json(&buildit_ok(
+        dir,
+        &["runs", "show", &number.to_string(), "--format", "json"],
+        0,
+    ));
+    let label = format!("buildit.run={}", shown["id"].as_str().unwrap_or_default());
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(
@@ -1046,9 +1040,41 @@ fn containers_of_a_killed_run_are_swept_by_gc() {
         1,
         "the killed run's container is still there"
     );
+    label
+}
+
+#[test]
+fn containers_of_a_killed_run_are_swept_by_the_next_run_and_by_gc() {
+    if !docker_ready() {
+        return;
+    }
+    let dir = temp_dir();
+    let first = kill_a_container_run(dir.path(), 1);
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"boxed\"\nstage \"quick\" { image \"buildit-test/busybox:latest\"; run \"true\" }\n",
+    );
+    buildit_ok(dir.path(), &["run", "--plain"], 0);
+    assert!(
+        run_containers(&first).is_empty(),
+        "the next run left the container"
+    );
+    let second = kill_a_container_run(dir.path(), 3);
     let text = buildit_ok(dir.path(), &["gc"], 0);
     assert!(text.starts_with("removed "), "{text}");
-    assert!(run_containers(&label).is_empty(), "gc left the container");
+    assert!(run_containers(&second).is_empty(), "gc left the container");
+    // The killed runs show as interrupted.
+    let runs = json(&buildit_ok(
+        dir.path(),
+        &["runs", "list", "--format", "json"],
+        0,
+    ));
+    let states: Vec<&str> = runs
+        .as_array()
+        .map(|runs| runs.iter().filter_map(|r| r["state"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(states, ["interrupted", "succeeded", "interrupted"]);
 }
 
 #[test]
