@@ -22,6 +22,13 @@ const CASES: &[Case] = &[
         column: 13,
     },
     Case {
+        name: "service_on_explicit_host",
+        text: "pipeline \"p\"\ndefaults { image \"alpine\" }\nstage \"a\" {\n    executor \"local\"\n    run \"x\"\n    service \"db\" { image \"postgres:16\" }\n}\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 6,
+        column: 13,
+    },
+    Case {
         name: "service_without_image",
         text: "pipeline \"p\"\nstage \"a\" {\n    image \"alpine\"\n    run \"x\"\n    service \"db\" { ready \"true\" }\n}\n",
         code: DiagnosticCode::InvalidValue,

@@ -573,3 +573,61 @@ stage "client" {{
     assert!(containers_with("buildit.run", &run.run_id).is_empty());
     assert!(networks_with("buildit.run", &run.run_id).is_empty());
 }
+
+#[tokio::test]
+async fn starting_services_counts_against_the_timeout_and_exited_services_are_reported() {
+    let Some(docker) = docker().await else { return };
+    let started = Instant::now();
+    let run = run_pipeline(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "hanging" {{
+    image "{IMAGE}"
+    timeout "2s"
+    service "api" {{
+        image "{IMAGE}"
+        command "sleep" "600"
+        ready "sleep 600" timeout="10m"
+    }}
+    run "echo never runs"
+}}
+stage "crashing" {{
+    image "{IMAGE}"
+    service "db" {{
+        image "{IMAGE}"
+        command "sh" "-c" "echo fatal: bad configuration; sleep 0.5; exit 1"
+        ready "test -f /never"
+    }}
+    run "echo never runs"
+}}
+"#
+        ),
+        &[],
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(run.outcome("hanging"), StageOutcome::TimedOut);
+    let reason = |stage: &str| {
+        run.report
+            .stages
+            .iter()
+            .find(|s| s.name == stage)
+            .and_then(|s| s.reason.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(reason("hanging"), "timed out after 2s while starting");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.outcome("crashing"), StageOutcome::Failed);
+    assert!(
+        reason("crashing").contains("service `db` stopped before it was ready")
+            && reason("crashing").contains("fatal: bad configuration"),
+        "{}",
+        reason("crashing")
+    );
+}

@@ -29,14 +29,13 @@ pub(crate) fn run(args: &GcArgs) -> Exit {
             };
         match docker.sweep(None).await {
             Ok(report) => {
+                let plural = |n: usize| if n == 1 { "" } else { "s" };
                 println!(
-                    "removed {} container{} left by runs whose `buildit` is gone",
+                    "removed {} container{} and {} network{} left by runs whose `buildit` is gone",
                     report.containers.len(),
-                    if report.containers.len() == 1 {
-                        ""
-                    } else {
-                        "s"
-                    }
+                    plural(report.containers.len()),
+                    report.networks.len(),
+                    plural(report.networks.len())
                 );
                 Exit::Success
             }

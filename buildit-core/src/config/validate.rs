@@ -184,12 +184,12 @@ fn cycle_in(graph: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Option<Vec<u
 }
 
 fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
-    let on_host = stage.image.is_none()
-        && pipeline.defaults.image.is_none()
-        && stage
-            .executor
-            .as_ref()
-            .is_none_or(|executor| executor.value == ExecutorKind::Local);
+    // As the planner decides: an explicit executor wins, else an image (the stage's or the default) means a
+    // container. A runner whose `default-executor` is `local` is caught when the stage starts.
+    let on_host = match stage.executor.as_ref().map(|executor| executor.value) {
+        Some(kind) => kind == ExecutorKind::Local,
+        None => stage.image.is_none() && pipeline.defaults.image.is_none(),
+    };
     if let Some(service) = stage.services.first().filter(|_| on_host) {
         reader.push(
             ConfigDiagnostic::error(

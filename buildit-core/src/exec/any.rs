@@ -54,6 +54,12 @@ impl Executor for AnyExecutor {
 
     async fn spawn(&self, spec: StageSpec) -> Result<AnyHandle, ExecError> {
         if spec.image.is_none() {
+            if let Some(service) = spec.services.first() {
+                return Err(ExecError::Backend(format!(
+                    "service `{}` needs a container stage, and this stage runs on the host (give it an `image`)",
+                    service.name
+                )));
+            }
             return self.local.spawn(spec).await.map(AnyHandle::Local);
         }
         #[cfg(feature = "docker")]

@@ -19,6 +19,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 
+use super::attempt::{ExitWatch, OutputOnce};
 use super::executor::{
     ExecError, Executor, ExitStatus, LogChunk, LogStream, ServiceSpec, StageSpec, StageStatus,
 };
@@ -62,8 +63,8 @@ pub struct DockerExecutor {
 #[derive(Debug)]
 pub struct DockerHandle {
     id: String,
-    exit: watch::Receiver<Option<Result<ExitStatus, String>>>,
-    logs: Mutex<Option<mpsc::Receiver<LogChunk>>>,
+    exit: ExitWatch,
+    logs: OutputOnce,
 }
 
 impl DockerHandle {
@@ -91,6 +92,16 @@ struct ServiceGroup {
 
 /// Lines of a service's log shown when it never became ready.
 const SERVICE_LOG_TAIL: &str = "20";
+
+/// Whether an image reference names a tag (`alpine:3.20`) or a digest (`alpine@sha256:...`); a registry port
+/// (`registry:5000/app`) is not a tag.
+fn has_tag_or_digest(image: &str) -> bool {
+    image.contains('@')
+        || image
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
+}
 
 /// Whether the `buildit.owner` label names a process of this host that is gone.
 fn owner_is_dead(labels: &HashMap<String, String>, here: &RunOwner) -> bool {
@@ -187,7 +198,12 @@ impl DockerExecutor {
         if !pull {
             return Ok(());
         }
-        let options = CreateImageOptionsBuilder::new().from_image(image).build();
+        // Without a tag or digest the engine pulls every tag of the repository; `docker pull` means `latest`.
+        let mut options = CreateImageOptionsBuilder::new().from_image(image);
+        if !has_tag_or_digest(image) {
+            options = options.tag("latest");
+        }
+        let options = options.build();
         let mut progress = self.docker.create_image(Some(options), None, None);
         while let Some(step) = progress.next().await {
             if let Err(error) = step {
@@ -233,10 +249,10 @@ impl DockerExecutor {
         for network in networks {
             let Some(name) = network.name else { continue };
             let labels = network.labels.unwrap_or_default();
-            if run.is_some_and(|run| labels.get(RUN_LABEL).map(String::as_str) == Some(run))
-                || owner_is_dead(&labels, &here)
-            {
-                let _ = self.docker.remove_network(&name).await;
+            let ours = run
+                .is_some_and(|run| labels.get(RUN_LABEL).map(String::as_str) == Some(run))
+                || owner_is_dead(&labels, &here);
+            if ours && self.docker.remove_network(&name).await.is_ok() {
                 report.networks.push(name);
             }
         }
@@ -258,12 +274,7 @@ impl DockerExecutor {
         image: &str,
         network: Option<&str>,
     ) -> ContainerCreateBody {
-        let mut labels: HashMap<String, String> = spec
-            .labels
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        labels.insert(OWNER_LABEL.to_owned(), self.owner.clone());
+        let labels = self.attempt_labels(spec);
         let env: Vec<String> = spec
             .env
             .iter()
@@ -272,9 +283,10 @@ impl DockerExecutor {
             .collect();
         let mut script = String::new();
         if !spec.secrets.is_empty() {
-            // Read, then deleted: the values live only in the shell's environment.
+            // Read, then deleted: the values live only in the shell's environment. An image whose user cannot
+            // delete files in `/` keeps the file (readable inside the container only): the log says so.
             script.push_str(&format!(
-                ". /{SECRETS_FILE}; rm -f /{SECRETS_FILE} 2>/dev/null\n"
+                ". /{SECRETS_FILE}; rm -f /{SECRETS_FILE} 2>/dev/null || echo \"buildit: warning: cannot delete the secrets file /{SECRETS_FILE} (the image's user cannot write to /); it stays inside this container until it is removed\" >&2\n"
             ));
         }
         script.push_str(&spec.script());
@@ -311,7 +323,29 @@ impl DockerExecutor {
         }
     }
 
-    /// Labels of everything an attempt creates besides its own container.
+    /// A stage with services sits on their network; it joins the configured `network` too, so that what it
+    /// reaches there (a registry, a cache proxy) stays reachable.
+    async fn join_configured_network(
+        &self,
+        id: &str,
+        services: &ServiceGroup,
+    ) -> Result<(), ExecError> {
+        let (Some(configured), Some(_)) = (&self.options.network, &services.network) else {
+            return Ok(());
+        };
+        self.docker
+            .connect_network(
+                configured,
+                bollard::models::NetworkConnectRequest {
+                    container: id.to_owned(),
+                    ..bollard::models::NetworkConnectRequest::default()
+                },
+            )
+            .await
+            .map_err(|error| backend(&format!("cannot join network `{configured}`"), error))
+    }
+
+    /// Labels of everything an attempt creates: its container, its services and their network.
     fn attempt_labels(&self, spec: &StageSpec) -> HashMap<String, String> {
         let mut labels: HashMap<String, String> = spec
             .labels
@@ -417,9 +451,6 @@ impl DockerExecutor {
 
     /// Runs the service's `ready` command inside it until it succeeds, or fails with its last log lines.
     async fn wait_ready(&self, service: &ServiceSpec, id: &str) -> Result<(), ExecError> {
-        let Some(ready) = &service.ready else {
-            return Ok(());
-        };
         let deadline = tokio::time::Instant::now() + service.ready_timeout;
         loop {
             let running = self
@@ -440,7 +471,17 @@ impl DockerExecutor {
                     self.log_tail(id).await
                 )));
             }
-            if self.exec_succeeds(id, ready).await {
+            // Without a `ready` command, running is ready.
+            let Some(ready) = &service.ready else {
+                return Ok(());
+            };
+            // One check may hang (a connection that is accepted and never answered): it gets what is left of
+            // the readiness time, never more.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if tokio::time::timeout(left, self.exec_succeeds(id, ready))
+                .await
+                .unwrap_or(false)
+            {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -560,7 +601,10 @@ impl DockerExecutor {
             }
         };
         let id = created.id;
-        let started = self.attach_and_start(&id, spec, services.clone()).await;
+        let started = match self.join_configured_network(&id, &services).await {
+            Ok(()) => self.attach_and_start(&id, spec, services.clone()).await,
+            Err(error) => Err(error),
+        };
         match started {
             Ok(handle) => Ok(handle),
             Err(error) => {
@@ -608,7 +652,21 @@ impl DockerExecutor {
         let (logs_done_sender, mut logs_done) = watch::channel(false);
         let mut output = attached.output;
         tokio::spawn(async move {
-            while let Some(Ok(frame)) = output.next().await {
+            while let Some(frame) = output.next().await {
+                let frame = match frame {
+                    Ok(frame) => frame,
+                    Err(error) => {
+                        // A cut connection must not pass for the end of the output.
+                        let _ = sender
+                            .send(LogChunk {
+                                stream: LogStreamKind::Stderr,
+                                bytes: format!("\nbuildit: lost the container's output: {error}\n")
+                                    .into_bytes(),
+                            })
+                            .await;
+                        break;
+                    }
+                };
                 let (stream, message) = match frame {
                     bollard::container::LogOutput::StdOut { message }
                     | bollard::container::LogOutput::Console { message } => {
@@ -633,7 +691,7 @@ impl DockerExecutor {
             let _ = logs_done_sender.send(true);
         });
 
-        let (exit_sender, exit) = watch::channel(None);
+        let (exit_sender, exit) = ExitWatch::new();
         let executor = self.clone();
         let container = id.to_owned();
         tokio::spawn(async move {
@@ -649,7 +707,7 @@ impl DockerExecutor {
         Ok(DockerHandle {
             id: id.to_owned(),
             exit,
-            logs: Mutex::new(Some(receiver)),
+            logs: OutputOnce::new(receiver),
         })
     }
 
@@ -688,19 +746,6 @@ impl DockerExecutor {
             oom_killed,
         })
     }
-
-    async fn wait_exit(handle: &DockerHandle) -> Result<ExitStatus, ExecError> {
-        let mut exit = handle.exit.clone();
-        let result = exit
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| ExecError::Wait("the container watcher stopped".to_owned()))?;
-        match result.as_ref() {
-            Some(Ok(status)) => Ok(*status),
-            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
-            None => Err(ExecError::Wait("no exit status".to_owned())),
-        }
-    }
 }
 
 impl Executor for DockerExecutor {
@@ -717,31 +762,19 @@ impl Executor for DockerExecutor {
     }
 
     async fn logs(&self, handle: &DockerHandle) -> Result<LogStream, ExecError> {
-        let receiver = handle
-            .logs
-            .lock()
-            .map_err(|_| ExecError::Backend("log state poisoned".to_owned()))?
-            .take()
-            .ok_or_else(|| {
-                ExecError::Backend("the logs of this attempt were already taken".to_owned())
-            })?;
-        Ok(LogStream::new(receiver))
+        handle.logs.take()
     }
 
     async fn status(&self, handle: &DockerHandle) -> Result<StageStatus, ExecError> {
-        match handle.exit.borrow().as_ref() {
-            None => Ok(StageStatus::Running),
-            Some(Ok(status)) => Ok(StageStatus::Exited(*status)),
-            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
-        }
+        handle.exit.status()
     }
 
     async fn wait(&self, handle: &DockerHandle) -> Result<ExitStatus, ExecError> {
-        Self::wait_exit(handle).await
+        handle.exit.wait().await
     }
 
     async fn cancel(&self, handle: &DockerHandle, grace: Duration) -> Result<(), ExecError> {
-        if handle.exit.borrow().is_some() {
+        if handle.exit.ended() {
             return Ok(());
         }
         // `docker stop`: SIGTERM to the init process (which passes it on), SIGKILL after the grace period.
@@ -757,6 +790,26 @@ impl Executor for DockerExecutor {
             }) => {}
             Err(error) => return Err(backend("cannot stop the container", error)),
         }
-        Self::wait_exit(handle).await.map(|_| ())
+        handle.exit.wait().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_tag_or_digest;
+
+    #[test]
+    fn references_without_a_tag_are_told_apart() {
+        for tagged in [
+            "alpine:3.20",
+            "registry:5000/app:1",
+            "ghcr.io/o/app@sha256:abc",
+            "buildit-test/busybox:latest",
+        ] {
+            assert!(has_tag_or_digest(tagged), "{tagged}");
+        }
+        for bare in ["alpine", "registry:5000/app", "ghcr.io/o/app"] {
+            assert!(!has_tag_or_digest(bare), "{bare}");
+        }
     }
 }

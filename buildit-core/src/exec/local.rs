@@ -12,8 +12,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
+use super::attempt::{ExitWatch, OutputOnce};
 use super::executor::{
     ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus,
 };
@@ -66,8 +67,8 @@ impl LocalExecutor {
 pub struct LocalHandle {
     /// Process id of the shell, which is also the id of its process group.
     pid: i32,
-    exit: watch::Receiver<Option<Result<ExitStatus, String>>>,
-    logs: Mutex<Option<mpsc::Receiver<LogChunk>>>,
+    exit: ExitWatch,
+    logs: OutputOnce,
     /// Set while `cancel` stops the group: the exit watcher must not kill it early then, or the commands'
     /// children would lose their grace period when the shell dies first.
     cancelling: Arc<AtomicBool>,
@@ -142,21 +143,6 @@ async fn read_from(
     }
 }
 
-impl LocalExecutor {
-    async fn wait_for_exit(handle: &LocalHandle) -> Result<ExitStatus, ExecError> {
-        let mut exit = handle.exit.clone();
-        let result = exit
-            .wait_for(Option::is_some)
-            .await
-            .map_err(|_| ExecError::Wait("the process watcher stopped".to_owned()))?;
-        match result.as_ref() {
-            Some(Ok(status)) => Ok(*status),
-            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
-            None => Err(ExecError::Wait("no exit status".to_owned())),
-        }
-    }
-}
-
 impl Executor for LocalExecutor {
     type Handle = LocalHandle;
 
@@ -200,7 +186,7 @@ impl Executor for LocalExecutor {
         }
         // One task reads both pipes: a task fewer per stage on the hot path of large DAGs.
         tokio::spawn(pump(child.stdout.take(), child.stderr.take(), sender));
-        let (exit_sender, exit) = watch::channel(None);
+        let (exit_sender, exit) = ExitWatch::new();
         let cancelling = Arc::new(AtomicBool::new(false));
         let watcher_cancelling = Arc::clone(&cancelling);
         tokio::spawn(async move {
@@ -223,37 +209,25 @@ impl Executor for LocalExecutor {
         Ok(LocalHandle {
             pid,
             exit,
-            logs: Mutex::new(Some(receiver)),
+            logs: OutputOnce::new(receiver),
             cancelling,
         })
     }
 
     async fn logs(&self, handle: &LocalHandle) -> Result<LogStream, ExecError> {
-        let receiver = handle
-            .logs
-            .lock()
-            .map_err(|_| ExecError::Backend("log state poisoned".to_owned()))?
-            .take()
-            .ok_or_else(|| {
-                ExecError::Backend("the logs of this attempt were already taken".to_owned())
-            })?;
-        Ok(LogStream::new(receiver))
+        handle.logs.take()
     }
 
     async fn status(&self, handle: &LocalHandle) -> Result<StageStatus, ExecError> {
-        match handle.exit.borrow().as_ref() {
-            None => Ok(StageStatus::Running),
-            Some(Ok(status)) => Ok(StageStatus::Exited(*status)),
-            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
-        }
+        handle.exit.status()
     }
 
     async fn wait(&self, handle: &LocalHandle) -> Result<ExitStatus, ExecError> {
-        Self::wait_for_exit(handle).await
+        handle.exit.wait().await
     }
 
     async fn cancel(&self, handle: &LocalHandle, grace: Duration) -> Result<(), ExecError> {
-        if handle.exit.borrow().is_some() {
+        if handle.exit.ended() {
             return Ok(());
         }
         handle.cancelling.store(true, Ordering::SeqCst);
@@ -265,6 +239,6 @@ impl Executor for LocalExecutor {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         signal_group(handle.pid, Signal::SIGKILL)?;
-        Self::wait_for_exit(handle).await.map(|_| ())
+        handle.exit.wait().await.map(|_| ())
     }
 }

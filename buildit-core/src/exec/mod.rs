@@ -2,6 +2,7 @@
 
 mod any;
 mod artifacts;
+mod attempt;
 mod cache;
 #[cfg(feature = "docker")]
 mod docker;
@@ -27,6 +28,7 @@ pub use executor::{
 pub use fake::{NoopExecutor, NoopHandle};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
 pub use local::{LocalExecutor, LocalHandle};
+pub(crate) use mask::percent_encode;
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker};
 pub use scheduler::{RunOptions, RunReport, StageReport, execute};
 pub use spec::{DEFAULT_GRACE, RunIdentity, SpecError, retries, stage_spec};

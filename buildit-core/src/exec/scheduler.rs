@@ -507,10 +507,30 @@ impl<E: Executor> StageTask<E> {
         if let Err(reason) = self.restore_artifacts().await {
             return failed(reason);
         }
-        let handle = match self.executor.spawn(spec).await {
+        // Starting can take long (a container executor pulls images, starts services, waits for them to be
+        // ready): it counts against the timeout and gives way to cancellation. What a container executor
+        // created before it was interrupted carries the run's label for the run's sweep.
+        let starting = Instant::now();
+        let spawned = tokio::select! {
+            spawned = self.executor.spawn(spec) => spawned,
+            () = sleep_or_forever(timeout) => return Attempt {
+                outcome: StageOutcome::TimedOut,
+                exit_code: None,
+                reason: timeout.map(|t| {
+                    format!("timed out after {} while starting", crate::config::format_duration(t))
+                }),
+            },
+            () = self.stop.cancelled() => return Attempt {
+                outcome: StageOutcome::Cancelled,
+                exit_code: None,
+                reason: Some("cancelled while starting".to_owned()),
+            },
+        };
+        let handle = match spawned {
             Ok(handle) => handle,
             Err(error) => return failed(error.to_string()),
         };
+        let remaining = timeout.map(|t| t.saturating_sub(starting.elapsed()));
         // Without its output an attempt still runs to its end; the log says why it is missing.
         let logs = match self.executor.logs(&handle).await {
             Ok(logs) => Some(logs),
@@ -544,7 +564,7 @@ impl<E: Executor> StageTask<E> {
         }
         let ended = tokio::select! {
             status = self.executor.wait(&handle) => Ended::Exited(status.map_err(|e| e.to_string())),
-            () = sleep_or_forever(timeout) => Ended::TimedOut,
+            () = sleep_or_forever(remaining) => Ended::TimedOut,
             () = self.stop.cancelled() => Ended::Cancelled,
         };
         if matches!(ended, Ended::TimedOut | Ended::Cancelled) {

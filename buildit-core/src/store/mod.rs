@@ -53,6 +53,11 @@ pub(crate) fn interrupted_reason(
             owner.pid, owner.host
         ));
     }
+    // A runner of this host that still exists is alive, even when it has not heart-beat for a while (its
+    // output blocked by a paused pager, say).
+    if owner.host == here.host {
+        return None;
+    }
     let silent = now_ms.saturating_sub(heartbeat_at_ms);
     (silent > model::millis(stale_after)).then(|| {
         format!(

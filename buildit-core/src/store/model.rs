@@ -178,11 +178,20 @@ pub struct RunOwner {
 impl RunOwner {
     /// This process.
     pub fn this_process() -> Self {
+        let name = nix::unistd::gethostname()
+            .ok()
+            .and_then(|name| name.into_string().ok())
+            .unwrap_or_default();
+        // Containers sharing a host name (host networking) do not share process ids: the PID namespace is
+        // part of the host's identity, so that a pid is only ever checked where it means something.
+        let namespace = std::fs::read_link("/proc/self/ns/pid")
+            .ok()
+            .map(|link| link.display().to_string());
         Self {
-            host: nix::unistd::gethostname()
-                .ok()
-                .and_then(|name| name.into_string().ok())
-                .unwrap_or_default(),
+            host: match namespace {
+                Some(namespace) => format!("{name} {namespace}"),
+                None => name,
+            },
             pid: std::process::id(),
         }
     }

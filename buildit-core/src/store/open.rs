@@ -1,12 +1,11 @@
 //! Choosing and opening a backend from a location: a SQLite file or a PostgreSQL URL.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::api::Store;
 use super::model::StoreError;
-use crate::config::Variable;
+use crate::config::{TemplatePart, Variable};
 use crate::system::StoreConfig;
 
 /// Where a store is.
@@ -42,25 +41,34 @@ impl StoreLocation {
         match config {
             StoreConfig::Sqlite { path } => Ok(Self::Sqlite(path.clone())),
             StoreConfig::Postgres { url } => {
-                let missing = std::cell::RefCell::new(None);
-                let rendered = url.render(
-                    |variable| match variable {
-                        Variable::Env(name) => {
-                            let value = env(name);
-                            if value.is_none() {
-                                missing.borrow_mut().get_or_insert_with(|| name.clone());
+                let mut rendered = String::new();
+                for part in url.parts() {
+                    match part {
+                        TemplatePart::Literal(text) => rendered.push_str(text),
+                        TemplatePart::Variable {
+                            variable: Variable::Env(name),
+                            ..
+                        } => {
+                            let Some(value) = env(name) else {
+                                return Err(StoreError::Open {
+                                    location: redact(url.as_str()),
+                                    message: format!(
+                                        "the URL uses `{{env.{name}}}`, which is not set"
+                                    ),
+                                });
+                            };
+                            // Inside the URL (after `scheme://`), a value is encoded so that a password
+                            // with `&`, `@`, `/` or `%` stays one value; a whole URL is taken as it is.
+                            if rendered.contains("://") {
+                                rendered.push_str(&crate::exec::percent_encode(&value, b"-._~"));
+                            } else {
+                                rendered.push_str(&value);
                             }
-                            value.map(Cow::Owned)
                         }
-                        _ => None,
-                    },
-                    false,
-                );
-                if let Some(name) = missing.into_inner() {
-                    return Err(StoreError::Open {
-                        location: redact(url.as_str()),
-                        message: format!("the URL uses `{{env.{name}}}`, which is not set"),
-                    });
+                        TemplatePart::Variable { range, .. } => {
+                            rendered.push_str(&url.as_str()[range.clone()]);
+                        }
+                    }
                 }
                 Ok(Self::Postgres(rendered))
             }
@@ -113,5 +121,45 @@ pub async fn open_store(location: &StoreLocation) -> Result<Arc<dyn Store>, Stor
             "{} (this build of BuildIt has no such backend)",
             other.display()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Template;
+
+    #[test]
+    fn secrets_from_the_environment_stay_one_value_and_out_of_messages() {
+        let config = StoreConfig::Postgres {
+            url: match crate::parse_system(
+                "store \"postgres\" url=\"postgres://ci@db:5432/buildit?password={env.PW}\"\n",
+                "system.kdl",
+            ) {
+                Ok(system) => match system.store {
+                    StoreConfig::Postgres { url } => url,
+                    StoreConfig::Sqlite { .. } => Template::literal(""),
+                },
+                Err(error) => panic!("{error}"),
+            },
+        };
+        let location = StoreLocation::from_config(&config, |_| Some("p&ss=Top/Secret%".to_owned()));
+        let Ok(StoreLocation::Postgres(url)) = location else {
+            panic!("{location:?}")
+        };
+        assert_eq!(
+            url,
+            "postgres://ci@db:5432/buildit?password=p%26ss%3DTop%2FSecret%25"
+        );
+        let shown = StoreLocation::Postgres(url).display();
+        assert!(!shown.contains("Top"), "{shown}");
+        assert_eq!(
+            redact("postgres://ci:hunter2@db/x?sslmode=require"),
+            "postgres://ci:***@db/x?sslmode=require"
+        );
+        assert!(matches!(
+            StoreLocation::from_config(&config, |_| None),
+            Err(StoreError::Open { .. })
+        ));
     }
 }

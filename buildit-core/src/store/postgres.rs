@@ -138,7 +138,8 @@ impl Store for PostgresStore {
         sqlx::query(
             "INSERT INTO pipeline_runs (tenant_id, id, pipeline, number, status, created_at_ms, owner_host,
                  owner_pid, heartbeat_at_ms, sha, branch, event)
-             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $5, $8, $9, $10)",
+             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7,
+                 (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT, $8, $9, $10)",
         )
         .bind(&*self.tenant)
         .bind(&run.id)

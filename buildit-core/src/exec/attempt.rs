@@ -1,0 +1,73 @@
+//! What every executor's handle keeps: the attempt's exit, watched by whoever asks, and its output, taken once.
+
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, watch};
+
+use super::executor::{ExecError, ExitStatus, LogChunk, LogStream, StageStatus};
+
+/// The exit of an attempt, set once by the task that watches it; `Err` is the watcher's own failure.
+pub(crate) type ExitReport = Option<Result<ExitStatus, String>>;
+
+/// The reading side of an attempt's exit.
+#[derive(Debug)]
+pub(crate) struct ExitWatch(watch::Receiver<ExitReport>);
+
+impl ExitWatch {
+    /// A watch and the sender its watcher task reports through.
+    pub(crate) fn new() -> (watch::Sender<ExitReport>, Self) {
+        let (sender, receiver) = watch::channel(None);
+        (sender, Self(receiver))
+    }
+
+    /// Whether the attempt has ended.
+    pub(crate) fn ended(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+
+    /// Running, or how it ended.
+    pub(crate) fn status(&self) -> Result<StageStatus, ExecError> {
+        match self.0.borrow().as_ref() {
+            None => Ok(StageStatus::Running),
+            Some(Ok(status)) => Ok(StageStatus::Exited(*status)),
+            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
+        }
+    }
+
+    /// Waits until it ends.
+    pub(crate) async fn wait(&self) -> Result<ExitStatus, ExecError> {
+        let mut exit = self.0.clone();
+        let result = exit
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| ExecError::Wait("the attempt's watcher stopped".to_owned()))?;
+        match result.as_ref() {
+            Some(Ok(status)) => Ok(*status),
+            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
+            None => Err(ExecError::Wait("no exit status".to_owned())),
+        }
+    }
+}
+
+/// An attempt's output, which one reader may take.
+#[derive(Debug)]
+pub(crate) struct OutputOnce(Mutex<Option<mpsc::Receiver<LogChunk>>>);
+
+impl OutputOnce {
+    pub(crate) fn new(receiver: mpsc::Receiver<LogChunk>) -> Self {
+        Self(Mutex::new(Some(receiver)))
+    }
+
+    /// The output, the first time; an error afterwards.
+    pub(crate) fn take(&self) -> Result<LogStream, ExecError> {
+        let receiver = self
+            .0
+            .lock()
+            .map_err(|_| ExecError::Backend("log state poisoned".to_owned()))?
+            .take()
+            .ok_or_else(|| {
+                ExecError::Backend("the logs of this attempt were already taken".to_owned())
+            })?;
+        Ok(LogStream::new(receiver))
+    }
+}
