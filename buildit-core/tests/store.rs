@@ -716,3 +716,107 @@ async fn many_claimers_never_share_a_job(backend: Backend) {
     assert_eq!(total, jobs, "a job was claimed twice or not at all");
     assert_eq!(seen.len(), jobs);
 }
+
+/// An executor whose attempts start and then blow up while being waited for: a bug in an executor.
+struct PanickingExecutor;
+
+impl buildit_core::exec::Executor for PanickingExecutor {
+    type Handle = ();
+
+    async fn spawn(
+        &self,
+        _spec: buildit_core::exec::StageSpec,
+    ) -> Result<(), buildit_core::exec::ExecError> {
+        Ok(())
+    }
+
+    async fn logs(
+        &self,
+        _handle: &(),
+    ) -> Result<buildit_core::exec::LogStream, buildit_core::exec::ExecError> {
+        let (_, receiver) = tokio::sync::mpsc::channel(1);
+        Ok(buildit_core::exec::LogStream::new(receiver))
+    }
+
+    async fn status(
+        &self,
+        _handle: &(),
+    ) -> Result<buildit_core::exec::StageStatus, buildit_core::exec::ExecError> {
+        Ok(buildit_core::exec::StageStatus::Running)
+    }
+
+    async fn wait(
+        &self,
+        _handle: &(),
+    ) -> Result<buildit_core::exec::ExitStatus, buildit_core::exec::ExecError> {
+        panic!("executor bug")
+    }
+
+    async fn cancel(
+        &self,
+        _handle: &(),
+        _grace: Duration,
+    ) -> Result<(), buildit_core::exec::ExecError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_stage_whose_task_dies_is_recorded_as_failed_not_running() {
+    let backend = sqlite().await;
+    let store = backend.store;
+    let pipeline = match buildit_core::parse_pipeline(
+        "pipeline \"p\"\nstage \"boom\" { run \"true\" }\n",
+        "buildit.kdl",
+    ) {
+        Ok(pipeline) => pipeline,
+        Err(error) => panic!("{error}"),
+    };
+    let plan = match buildit_core::Plan::build(&pipeline, &buildit_core::RunContext::new()) {
+        Ok(plan) => plan,
+        Err(error) => panic!("{error}"),
+    };
+    ok(store.create_run(&new_run("died", "p")).await);
+    let mut bus = EventBus::new("died");
+    let recorder = tokio::spawn(record_run(
+        store.clone(),
+        "died".to_owned(),
+        bus.subscribe_lossless(64),
+    ));
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("{error}"),
+    };
+    let report = buildit_core::exec::execute(
+        &plan,
+        Arc::new(PanickingExecutor),
+        &buildit_core::exec::RunIdentity::new("died", 1, dir.path()),
+        &buildit_core::exec::RunOptions::default(),
+        &bus,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await;
+    drop(bus);
+    let _ = recorder.await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let attempts = ok(store.attempts("died").await);
+    let states: Vec<(u32, AttemptState)> = attempts.iter().map(|a| (a.attempt, a.state)).collect();
+    assert_eq!(
+        states,
+        [
+            (1, AttemptState::Interrupted),
+            (0, AttemptState::Finished(StageOutcome::Failed))
+        ]
+    );
+    assert!(
+        attempts[1]
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.starts_with("internal error")),
+        "{attempts:?}"
+    );
+    assert_eq!(
+        ok(store.find_run(&RunRef::Id("died".to_owned())).await).state,
+        RunState::Failed
+    );
+}

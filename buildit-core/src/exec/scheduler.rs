@@ -274,6 +274,16 @@ pub async fn execute<E: Executor>(
                     format!("internal error: {error}"),
                     started.elapsed(),
                 );
+                // Every subscriber learns how the stage ended, as for any other stage.
+                bus.emit(RunEventKind::StageFinished {
+                    stage: report.name.clone(),
+                    attempt: 0,
+                    outcome: report.outcome,
+                    exit_code: None,
+                    duration_ms: 0,
+                    reason: report.reason.clone(),
+                })
+                .await;
                 stop.cancel();
                 (position, report)
             }

@@ -101,6 +101,18 @@ where
         query.build().execute(&mut *connection).await?;
     }
     if let Some(end) = batch.run_finished {
+        // A finished run has no running attempt: one whose end was never reported (its task died) is
+        // interrupted.
+        let mut query = QueryBuilder::<DB>::new(
+            "UPDATE stage_results SET status = 'interrupted', finished_at_ms = ",
+        );
+        query.push_bind(end.at_ms);
+        query.push(" WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(run_id.to_owned());
+        query.push(" AND status = 'running'");
+        query.build().execute(&mut *connection).await?;
         let mut query = QueryBuilder::<DB>::new("UPDATE pipeline_runs SET status = ");
         query.push_bind(RunState::from(end.status).as_str());
         query.push(", reason = NULL, finished_at_ms = ");
