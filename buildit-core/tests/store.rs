@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use buildit_core::events::{EventBus, LogStreamKind, RunEventKind, RunStatus, StageOutcome};
 use buildit_core::store::{
-    AttemptState, JobState, LOST, LogLineRecord, LogQuery, NewJob, NewRun, PostgresStore,
-    RunFilter, RunOwner, RunRef, RunState, SqliteStore, Store, StoreError, record_run,
+    AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore, NewJob, NewRun,
+    PostgresStore, RunFilter, RunOwner, RunRef, RunState, SqliteStore, Store, StoreError,
+    record_run,
 };
 use sqlx::Connection as _;
 
@@ -26,6 +27,8 @@ struct Backend {
 enum Reopen {
     Sqlite(std::path::PathBuf),
     Postgres(String),
+    /// Another handle on the same memory.
+    Memory(MemoryStore),
 }
 
 impl Backend {
@@ -39,6 +42,7 @@ impl Backend {
                 Ok(store) => Arc::new(store),
                 Err(error) => panic!("reconnect: {error}"),
             },
+            Reopen::Memory(store) => Arc::new(store.clone()),
         }
     }
 }
@@ -57,6 +61,16 @@ async fn sqlite() -> Backend {
         store: Arc::new(store),
         reopen: Reopen::Sqlite(path),
         _dir: Some(dir),
+    }
+}
+
+/// The in-memory fake: it passes the same contract.
+async fn memory() -> Backend {
+    let store = MemoryStore::new();
+    Backend {
+        store: Arc::new(store.clone()),
+        reopen: Reopen::Memory(store),
+        _dir: None,
     }
 }
 
@@ -112,6 +126,14 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $check() {
                     super::$check(super::sqlite().await).await;
+                }
+            )*
+        }
+        mod memory_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $check() {
+                    super::$check(super::memory().await).await;
                 }
             )*
         }

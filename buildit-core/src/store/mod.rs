@@ -3,6 +3,7 @@
 
 mod api;
 mod batch;
+mod memory;
 mod model;
 mod open;
 #[cfg(feature = "postgres")]
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use api::Store;
 pub use batch::{AttemptEnd, AttemptStart, LogChunk, RecordBatch, RunEnd};
+pub use memory::MemoryStore;
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
     LogCursor, LogLineRecord, LogPage, LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord,

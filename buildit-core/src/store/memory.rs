@@ -1,0 +1,513 @@
+//! An in-memory store: the fake for tests and embedders, passing the same contract as the SQL backends.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::api::Store;
+use super::batch::{LogChunk, RecordBatch, decode_chunk};
+use super::model::{
+    AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
+    LogCursor, LogPage, LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord, RunRef, RunState,
+    StoreError, millis,
+};
+use super::{interrupted_reason, now_ms, pick_run};
+
+/// Everything, for every tenant.
+#[derive(Debug, Default)]
+struct State {
+    tenants: HashSet<String>,
+    /// Next run number by (tenant, pipeline).
+    counters: HashMap<(String, String), u64>,
+    runs: Vec<StoredRun>,
+    /// Attempts by (tenant, run, stage, attempt).
+    attempts: BTreeMap<(String, String, String, u32), AttemptRecord>,
+    logs: Vec<(String, String, LogChunk)>,
+    jobs: Vec<StoredJob>,
+}
+
+#[derive(Debug, Clone)]
+struct StoredRun {
+    tenant: String,
+    record: RunRecord,
+    owner: RunOwner,
+    heartbeat_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct StoredJob {
+    tenant: String,
+    record: JobRecord,
+    lease_until_ms: Option<i64>,
+}
+
+/// A store in this process's memory; clones share it. Nothing survives the process.
+#[derive(Debug, Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    tenant: Arc<str>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with the `default` tenant.
+    pub fn new() -> Self {
+        let mut state = State::default();
+        state.tenants.insert(DEFAULT_TENANT.to_owned());
+        Self {
+            state: Arc::new(Mutex::new(state)),
+            tenant: Arc::from(DEFAULT_TENANT),
+        }
+    }
+
+    /// The same store, working in `tenant`.
+    pub fn with_tenant(&self, tenant: &str) -> Self {
+        Self {
+            state: Arc::clone(&self.state),
+            tenant: Arc::from(tenant),
+        }
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Query("the in-memory store is poisoned".to_owned()))
+    }
+
+    fn ours(&self, tenant: &str) -> bool {
+        *tenant == *self.tenant
+    }
+}
+
+fn lease_lost(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost {
+        job: lease.job,
+        attempt: lease.attempt,
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    fn for_tenant(&self, tenant: &str) -> Arc<dyn Store> {
+        Arc::new(self.with_tenant(tenant))
+    }
+
+    async fn create_tenant(&self, tenant: &str) -> Result<(), StoreError> {
+        self.state()?.tenants.insert(tenant.to_owned());
+        Ok(())
+    }
+
+    async fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        if !state.tenants.contains(&*self.tenant) {
+            return Err(StoreError::Query(format!("no tenant `{}`", self.tenant)));
+        }
+        if state
+            .runs
+            .iter()
+            .any(|stored| self.ours(&stored.tenant) && stored.record.id == run.id)
+        {
+            return Err(StoreError::Query(format!("run `{}` exists", run.id)));
+        }
+        let counter = state
+            .counters
+            .entry((self.tenant.to_string(), run.pipeline.clone()))
+            .or_insert(0);
+        *counter += 1;
+        let record = RunRecord {
+            id: run.id.clone(),
+            pipeline: run.pipeline.clone(),
+            number: *counter,
+            state: RunState::Running,
+            reason: None,
+            stage_count: None,
+            created_at_ms: now,
+            finished_at_ms: None,
+            duration_ms: None,
+            sha: run.sha.clone(),
+            branch: run.branch.clone(),
+            event: run.event.clone(),
+        };
+        state.runs.push(StoredRun {
+            tenant: self.tenant.to_string(),
+            record: record.clone(),
+            owner: run.owner.clone(),
+            heartbeat_at_ms: now,
+        });
+        Ok(record)
+    }
+
+    async fn write_batch(&self, run_id: &str, batch: &RecordBatch) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        let tenant = self.tenant.to_string();
+        let key = |stage: &str, attempt: u32| {
+            (tenant.clone(), run_id.to_owned(), stage.to_owned(), attempt)
+        };
+        if let Some(stages) = batch.stage_count {
+            for stored in state.runs.iter_mut() {
+                if stored.tenant == tenant && stored.record.id == run_id {
+                    stored.record.stage_count = Some(stages);
+                }
+            }
+        }
+        for start in &batch.started {
+            state
+                .attempts
+                .entry(key(&start.stage, start.attempt))
+                .or_insert_with(|| AttemptRecord {
+                    stage: start.stage.clone(),
+                    attempt: start.attempt,
+                    state: AttemptState::Running,
+                    exit_code: None,
+                    reason: None,
+                    started_at_ms: Some(start.at_ms),
+                    finished_at_ms: None,
+                    duration_ms: None,
+                });
+        }
+        for end in &batch.finished {
+            let record = state
+                .attempts
+                .entry(key(&end.stage, end.attempt))
+                .or_insert_with(|| AttemptRecord {
+                    stage: end.stage.clone(),
+                    attempt: end.attempt,
+                    state: AttemptState::Running,
+                    exit_code: None,
+                    reason: None,
+                    started_at_ms: None,
+                    finished_at_ms: None,
+                    duration_ms: None,
+                });
+            record.state = AttemptState::Finished(end.outcome);
+            record.exit_code = end.exit_code;
+            record.reason.clone_from(&end.reason);
+            record.finished_at_ms = Some(end.at_ms);
+            record.duration_ms = Some(end.duration_ms);
+        }
+        for chunk in &batch.logs {
+            let exists = state.logs.iter().any(|(t, r, stored)| {
+                *t == tenant
+                    && r == run_id
+                    && stored.stage == chunk.stage
+                    && stored.attempt == chunk.attempt
+                    && stored.first_line == chunk.first_line
+            });
+            if !exists {
+                state
+                    .logs
+                    .push((tenant.clone(), run_id.to_owned(), chunk.clone()));
+            }
+        }
+        if let Some(end) = batch.run_finished {
+            for ((t, r, _, _), attempt) in state.attempts.iter_mut() {
+                if *t == tenant && r == run_id && attempt.state == AttemptState::Running {
+                    attempt.state = AttemptState::Interrupted;
+                    attempt.finished_at_ms = Some(end.at_ms);
+                }
+            }
+            for stored in state.runs.iter_mut() {
+                if stored.tenant == tenant && stored.record.id == run_id {
+                    stored.record.state = RunState::from(end.status);
+                    stored.record.reason = None;
+                    stored.record.finished_at_ms = Some(end.at_ms);
+                    stored.record.duration_ms = Some(end.duration_ms);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn heartbeat_run(&self, run_id: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        for stored in state.runs.iter_mut() {
+            if self.ours(&stored.tenant) && stored.record.id == run_id {
+                stored.heartbeat_at_ms = now;
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_interrupted(
+        &self,
+        here: &RunOwner,
+        stale_after: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        let tenant = self.tenant.to_string();
+        let mut marked = Vec::new();
+        for stored in state.runs.iter_mut() {
+            if stored.tenant != tenant || stored.record.state != RunState::Running {
+                continue;
+            }
+            if let Some(reason) = interrupted_reason(
+                &stored.owner,
+                here,
+                stored.heartbeat_at_ms,
+                now,
+                stale_after,
+            ) {
+                stored.record.state = RunState::Interrupted;
+                stored.record.reason = Some(reason);
+                stored.record.finished_at_ms = Some(now);
+                marked.push(stored.record.id.clone());
+            }
+        }
+        for ((t, run, _, _), attempt) in state.attempts.iter_mut() {
+            if *t == tenant && marked.contains(run) && attempt.state == AttemptState::Running {
+                attempt.state = AttemptState::Interrupted;
+                attempt.finished_at_ms = Some(now);
+            }
+        }
+        Ok(marked)
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let state = self.state()?;
+        let mut runs: Vec<RunRecord> = state
+            .runs
+            .iter()
+            .filter(|stored| self.ours(&stored.tenant))
+            .filter(|stored| {
+                filter
+                    .pipeline
+                    .as_ref()
+                    .is_none_or(|pipeline| *pipeline == stored.record.pipeline)
+            })
+            .map(|stored| stored.record.clone())
+            .collect();
+        runs.sort_by_key(|run| std::cmp::Reverse((run.created_at_ms, run.number)));
+        runs.truncate(filter.limit as usize);
+        Ok(runs)
+    }
+
+    async fn find_run(&self, run: &RunRef) -> Result<RunRecord, StoreError> {
+        let state = self.state()?;
+        let found: Vec<RunRecord> = state
+            .runs
+            .iter()
+            .filter(|stored| self.ours(&stored.tenant))
+            .map(|stored| &stored.record)
+            .filter(|record| match run {
+                RunRef::Id(id) => record.id == *id,
+                RunRef::Number { pipeline, number } => {
+                    record.number == *number
+                        && pipeline.as_ref().is_none_or(|p| *p == record.pipeline)
+                }
+            })
+            .cloned()
+            .collect();
+        pick_run(run, found)
+    }
+
+    async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+        let state = self.state()?;
+        let mut attempts: Vec<AttemptRecord> = state
+            .attempts
+            .iter()
+            .filter(|((t, r, _, _), _)| self.ours(t) && r == run_id)
+            .map(|(_, attempt)| attempt.clone())
+            .collect();
+        attempts.sort_by(|a, b| {
+            (a.started_at_ms.or(a.finished_at_ms), &a.stage, a.attempt).cmp(&(
+                b.started_at_ms.or(b.finished_at_ms),
+                &b.stage,
+                b.attempt,
+            ))
+        });
+        Ok(attempts)
+    }
+
+    async fn logs(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
+        let state = self.state()?;
+        let after = query.after.map_or(0, |cursor| cursor.seq);
+        let mut chunks: Vec<&LogChunk> = state
+            .logs
+            .iter()
+            .filter(|(t, r, chunk)| {
+                self.ours(t)
+                    && *r == query.run_id
+                    && query.stage.as_ref().is_none_or(|s| *s == chunk.stage)
+                    && query.attempt.is_none_or(|a| a == chunk.attempt)
+                    && chunk.first_seq > after
+            })
+            .map(|(_, _, chunk)| chunk)
+            .collect();
+        chunks.sort_by_key(|chunk| chunk.first_seq);
+        let limit = query.chunks.max(1) as usize;
+        let full = chunks.len() >= limit;
+        chunks.truncate(limit);
+        let mut lines = Vec::new();
+        for chunk in &chunks {
+            lines.extend(
+                decode_chunk(
+                    &chunk.stage,
+                    chunk.attempt,
+                    chunk.first_line,
+                    chunk.first_at_ms,
+                    &chunk.streams,
+                    &chunk.offsets,
+                    &chunk.texts,
+                )
+                .map_err(StoreError::Query)?,
+            );
+        }
+        Ok(LogPage {
+            lines,
+            next: chunks.last().filter(|_| full).map(|chunk| LogCursor {
+                seq: chunk.first_seq,
+            }),
+        })
+    }
+
+    async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
+        let mut state = self.state()?;
+        let id = i64::try_from(state.jobs.len()).unwrap_or(i64::MAX - 1) + 1;
+        state.jobs.push(StoredJob {
+            tenant: self.tenant.to_string(),
+            record: JobRecord {
+                id,
+                queue: job.queue.clone(),
+                payload: job.payload.clone(),
+                state: JobState::Queued,
+                attempts: 0,
+                max_attempts: job.max_attempts.max(1),
+                worker: None,
+                error: None,
+            },
+            lease_until_ms: None,
+        });
+        Ok(id)
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedJob>, StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        let tenant = self.tenant.to_string();
+        let expired = |job: &StoredJob| {
+            job.tenant == tenant
+                && job.record.queue == queue
+                && job.record.state == JobState::Running
+                && job.lease_until_ms.is_some_and(|until| until < now)
+        };
+        for job in state.jobs.iter_mut() {
+            if expired(job) && job.record.attempts >= job.record.max_attempts {
+                job.record.state = JobState::Failed;
+                job.record.error = Some(LOST.to_owned());
+                job.lease_until_ms = None;
+            }
+        }
+        // The lease that expired longest ago first, else the oldest queued job.
+        let longest_expired = state
+            .jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, job)| expired(job))
+            .min_by_key(|(_, job)| job.lease_until_ms)
+            .map(|(index, _)| index);
+        let oldest_queued = || {
+            state.jobs.iter().position(|job| {
+                job.tenant == tenant
+                    && job.record.queue == queue
+                    && job.record.state == JobState::Queued
+            })
+        };
+        let Some(index) = longest_expired.or_else(oldest_queued) else {
+            return Ok(None);
+        };
+        let job = &mut state.jobs[index];
+        job.record.state = JobState::Running;
+        job.record.attempts += 1;
+        job.record.worker = Some(worker.to_owned());
+        let until = now.saturating_add(millis(lease));
+        job.lease_until_ms = Some(until);
+        Ok(Some(ClaimedJob {
+            id: job.record.id,
+            payload: job.record.payload.clone(),
+            lease: Lease {
+                job: job.record.id,
+                attempt: i64::from(job.record.attempts),
+            },
+            max_attempts: job.record.max_attempts,
+            lease_until_ms: until,
+        }))
+    }
+
+    async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        let job = self.held(&mut state, lease)?;
+        let until = now.saturating_add(millis(duration));
+        job.lease_until_ms = Some(until);
+        Ok(until)
+    }
+
+    async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        let job = self.held(&mut state, lease)?;
+        job.record.state = JobState::Completed;
+        job.lease_until_ms = None;
+        Ok(())
+    }
+
+    async fn fail(&self, lease: &Lease, error: &str) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        let job = self.held(&mut state, lease)?;
+        job.record.state = JobState::Failed;
+        job.record.error = Some(error.to_owned());
+        job.lease_until_ms = None;
+        Ok(())
+    }
+
+    async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self
+            .state()?
+            .jobs
+            .iter()
+            .find(|job| self.ours(&job.tenant) && job.record.id == id)
+            .map(|job| job.record.clone()))
+    }
+}
+
+impl MemoryStore {
+    /// The job `lease` holds, if it still holds it.
+    fn held<'s>(
+        &self,
+        state: &'s mut State,
+        lease: &Lease,
+    ) -> Result<&'s mut StoredJob, StoreError> {
+        state
+            .jobs
+            .iter_mut()
+            .find(|job| {
+                self.ours(&job.tenant)
+                    && job.record.id == lease.job
+                    && i64::from(job.record.attempts) == lease.attempt
+                    && job.record.state == JobState::Running
+            })
+            .ok_or_else(|| lease_lost(lease))
+    }
+}
