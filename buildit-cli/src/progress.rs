@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use buildit_core::Plan;
-use buildit_core::events::{RunEvent, RunEventKind};
+use buildit_core::events::{EventBatch, RunEventKind};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::reporter::LineReporter;
 
 /// Draws the run until its `run-finished` event (or the bus closes).
-pub(crate) async fn show(plan: Plan, mut events: broadcast::Receiver<std::sync::Arc<RunEvent>>) {
+pub(crate) async fn show(plan: Plan, mut events: broadcast::Receiver<EventBatch>) {
     let total = plan.stages().len() as u64;
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
     let style =
@@ -24,10 +24,12 @@ pub(crate) async fn show(plan: Plan, mut events: broadcast::Receiver<std::sync::
     let mut running: BTreeMap<String, Instant> = BTreeMap::new();
     let mut finished: HashSet<String> = HashSet::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    let mut done = false;
     loop {
         tokio::select! {
             received = events.recv() => match received {
-                Ok(event) => {
+                Ok(batch) => {
+                    for event in batch.iter() {
                     match &event.kind {
                         RunEventKind::StageStarted { stage, .. } => {
                             // A retry starts the stage again: it is not done until its last attempt.
@@ -39,16 +41,20 @@ pub(crate) async fn show(plan: Plan, mut events: broadcast::Receiver<std::sync::
                             finished.insert(stage.clone());
                             bar.set_position(finished.len() as u64);
                         }
-                        RunEventKind::RunFinished { .. } => break,
+                        RunEventKind::RunFinished { .. } => done = true,
                         _ => {}
                     }
-                    if let Some(line) = reporter.line(&event) {
+                    if let Some(line) = reporter.line(event) {
                         bar.println(line);
                     }
+                    }
                     bar.set_message(describe(&running));
+                    if done {
+                        break;
+                    }
                 }
                 Err(RecvError::Lagged(skipped)) => {
-                    bar.println(format!("… {skipped} events skipped: the display could not keep up (`--format json` or `--plain` show every line)"));
+                    bar.println(format!("… output skipped ({skipped} batches of lines): the display could not keep up (`--format json` or `--plain` show every line)"));
                 }
                 Err(RecvError::Closed) => break,
             },

@@ -17,6 +17,8 @@ pub(crate) struct LineReporter {
     colors: bool,
     /// The rendered prefix of each stage seen so far (its color is given in order of appearance).
     prefixes: HashMap<String, String>,
+    /// The stage of the last line and its prefix.
+    last: (String, String),
     width: usize,
 }
 
@@ -32,11 +34,16 @@ impl LineReporter {
         Self {
             colors,
             prefixes: HashMap::new(),
+            last: (String::new(), String::new()),
             width,
         }
     }
 
     fn prefix(&mut self, stage: &str) -> &str {
+        // Lines come in runs of one stage's: the last stage's prefix is at hand without a lookup.
+        if self.last.0 == stage {
+            return &self.last.1;
+        }
         if !self.prefixes.contains_key(stage) {
             let color = STAGE_COLORS[self.prefixes.len() % STAGE_COLORS.len()];
             let padded = format!("{stage:<width$}", width = self.width);
@@ -47,7 +54,9 @@ impl LineReporter {
             };
             self.prefixes.insert(stage.to_owned(), prefix);
         }
-        self.prefixes.get(stage).map_or("", String::as_str)
+        let prefix = self.prefixes.get(stage).cloned().unwrap_or_default();
+        self.last = (stage.to_owned(), prefix);
+        &self.last.1
     }
 
     /// Writes the line for an event, if it has one; log lines, the bulk of any run, are written without

@@ -138,6 +138,11 @@ pub struct RunEvent {
     pub kind: RunEventKind,
 }
 
+/// Consecutive events of a run, handed to subscribers as one message: a stage's output arrives a read at a
+/// time (often thousands of lines), and one message per read instead of per line is what keeps a log pipeline
+/// fast. Shared, not copied, between subscribers.
+pub type EventBatch = Arc<Vec<RunEvent>>;
+
 /// Capacity of the display channel; a display that falls this far behind skips lines (and is told how many).
 const DISPLAY_CAPACITY: usize = 4096;
 
@@ -149,8 +154,8 @@ pub struct EventBus {
     run_id: Arc<str>,
     /// The last sequence number; held while an event is handed out, so every subscriber sees them in order.
     seq: Arc<tokio::sync::Mutex<u64>>,
-    lossless: Arc<[mpsc::Sender<Arc<RunEvent>>]>,
-    display: broadcast::Sender<Arc<RunEvent>>,
+    lossless: Arc<[mpsc::Sender<EventBatch>]>,
+    display: broadcast::Sender<EventBatch>,
 }
 
 impl EventBus {
@@ -167,7 +172,7 @@ impl EventBus {
 
     /// A subscriber that receives every event; it must keep reading, or the run waits for it. Subscribe before
     /// the bus is cloned for the run: clones made earlier do not send to later subscribers.
-    pub fn subscribe_lossless(&mut self, capacity: usize) -> mpsc::Receiver<Arc<RunEvent>> {
+    pub fn subscribe_lossless(&mut self, capacity: usize) -> mpsc::Receiver<EventBatch> {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         let mut senders = self.lossless.to_vec();
         senders.push(sender);
@@ -176,7 +181,7 @@ impl EventBus {
     }
 
     /// A display subscriber: never slows the run; lags are reported to it as skipped counts.
-    pub fn subscribe_display(&self) -> broadcast::Receiver<Arc<RunEvent>> {
+    pub fn subscribe_display(&self) -> broadcast::Receiver<EventBatch> {
         self.display.subscribe()
     }
 
@@ -188,11 +193,12 @@ impl EventBus {
     /// Stamps and sends an event to every subscriber.
     pub async fn emit(&self, kind: RunEventKind) {
         let mut seq = self.seq.lock().await;
-        self.send(&mut seq, now_ms(), kind).await;
+        let event = self.stamp(&mut seq, now_ms(), kind);
+        self.send(Arc::new(vec![event])).await;
     }
 
-    /// Stamps and sends consecutive log lines of one attempt and stream, under one lock: what one read of a
-    /// stage's output produced.
+    /// Stamps and sends consecutive log lines of one attempt and stream as one batch, under one lock: what one
+    /// read of a stage's output produced.
     pub async fn emit_lines(
         &self,
         stage: &str,
@@ -205,32 +211,42 @@ impl EventBus {
         }
         let at_ms = now_ms();
         let mut seq = self.seq.lock().await;
-        for text in lines {
-            let kind = RunEventKind::LogLine {
-                stage: stage.to_owned(),
-                attempt,
-                stream,
-                text,
-            };
-            self.send(&mut seq, at_ms, kind).await;
-        }
+        let batch: Vec<RunEvent> = lines
+            .into_iter()
+            .map(|text| {
+                self.stamp(
+                    &mut seq,
+                    at_ms,
+                    RunEventKind::LogLine {
+                        stage: stage.to_owned(),
+                        attempt,
+                        stream,
+                        text,
+                    },
+                )
+            })
+            .collect();
+        // Sent while the sequence is held, so that every subscriber sees batches in order.
+        self.send(Arc::new(batch)).await;
     }
 
-    async fn send(&self, seq: &mut u64, at_ms: u64, kind: RunEventKind) {
+    fn stamp(&self, seq: &mut u64, at_ms: u64, kind: RunEventKind) -> RunEvent {
         *seq += 1;
-        // Shared, not copied: every subscriber reads the same event.
-        let event = Arc::new(RunEvent {
+        RunEvent {
             seq: *seq,
             run_id: Arc::clone(&self.run_id),
             at_ms,
             kind,
-        });
+        }
+    }
+
+    async fn send(&self, batch: EventBatch) {
         for subscriber in self.lossless.iter() {
             // A subscriber that hung up has stopped listening on purpose; the others still get everything.
-            let _ = subscriber.send(Arc::clone(&event)).await;
+            let _ = subscriber.send(Arc::clone(&batch)).await;
         }
         if self.display.receiver_count() > 0 {
-            let _ = self.display.send(event);
+            let _ = self.display.send(batch);
         }
     }
 }

@@ -129,7 +129,7 @@ async fn run_pipeline(
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();
         while let Some(event) = receiver.recv().await {
-            events.push(Arc::unwrap_or_clone(event));
+            events.extend(event.iter().cloned());
         }
         events
     });

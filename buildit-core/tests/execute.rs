@@ -80,7 +80,7 @@ async fn run_with(
     let collector = tokio::spawn(async move {
         let mut events = Vec::new();
         while let Some(event) = receiver.recv().await {
-            events.push(std::sync::Arc::unwrap_or_clone(event));
+            events.extend(event.iter().cloned());
         }
         events
     });

@@ -268,12 +268,14 @@ async fn run_plan(
             let mut reporter = LineReporter::new(&printer_plan, colors);
             // Buffered, and flushed whenever the printer has caught up: live output without a write per line.
             let mut out = std::io::BufWriter::new(std::io::stdout());
-            while let Some(event) = events.recv().await {
-                // A closed pipe (`buildit run | head`) is the reader's choice, not a failure of the run.
-                let _ = match format {
-                    RunOutput::Json => writeln!(out, "{}", json_line(&event)),
-                    RunOutput::Text => reporter.write(&event, &mut out),
-                };
+            while let Some(batch) = events.recv().await {
+                for event in batch.iter() {
+                    // A closed pipe (`buildit run | head`) is the reader's choice, not a failure of the run.
+                    let _ = match format {
+                        RunOutput::Json => writeln!(out, "{}", json_line(event)),
+                        RunOutput::Text => reporter.write(event, &mut out),
+                    };
+                }
                 if events.is_empty() {
                     let _ = out.flush();
                 }

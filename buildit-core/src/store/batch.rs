@@ -1,7 +1,6 @@
 //! Turning a run's events into the rows one store transaction writes: attempt changes and chunks of log lines.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::events::{LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome};
 
@@ -180,7 +179,7 @@ pub(crate) struct BatchBuilder {
 
 impl BatchBuilder {
     /// The batch for `events` (in sequence order).
-    pub(crate) fn build(&mut self, events: &[Arc<RunEvent>]) -> RecordBatch {
+    pub(crate) fn build<'e>(&mut self, events: impl Iterator<Item = &'e RunEvent>) -> RecordBatch {
         let mut batch = RecordBatch::default();
         // Lines join the open chunk only when they are the same attempt's and nothing else happened in between:
         // chunks then keep the exact order of lines across stages.

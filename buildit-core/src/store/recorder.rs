@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::api::Store;
 use super::batch::BatchBuilder;
 use super::model::StoreError;
-use crate::events::RunEvent;
+use crate::events::{EventBatch, RunEvent};
 
 /// Most events written in one transaction.
 pub const MAX_BATCH_EVENTS: usize = 8192;
@@ -41,28 +41,34 @@ pub struct RecordSummary {
 pub async fn record_run(
     store: Arc<dyn Store>,
     run_id: String,
-    mut events: mpsc::Receiver<Arc<RunEvent>>,
+    mut events: mpsc::Receiver<EventBatch>,
 ) -> Result<RecordSummary, StoreError> {
     let mut builder = BatchBuilder::default();
     let mut summary = RecordSummary::default();
     let mut heartbeat = tokio::time::interval(RUN_HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
-    let mut pending: Vec<Arc<RunEvent>> = Vec::with_capacity(MAX_BATCH_EVENTS);
+    let mut pending = Pending::default();
     let mut failure: Option<StoreError> = None;
     loop {
         tokio::select! {
-            received = events.recv_many(&mut pending, MAX_BATCH_EVENTS) => {
-                if received == 0 {
-                    break;
-                }
-            }
+            received = events.recv() => match received {
+                Some(batch) => pending.push(batch),
+                None => break,
+            },
             _ = heartbeat.tick() => {
                 if failure.is_none() {
                     // A missed heartbeat is not lost data; the next one (or the run's end) catches up.
                     let _ = store.heartbeat_run(&run_id).await;
                 }
                 continue;
+            }
+        }
+        // Whatever else is waiting joins this write.
+        while pending.events < MAX_BATCH_EVENTS {
+            match events.try_recv() {
+                Ok(batch) => pending.push(batch),
+                Err(_) => break,
             }
         }
         if failure.is_some() {
@@ -72,23 +78,20 @@ pub async fn record_run(
         // A trickle of events (stages starting and ending, a few lines) waits a moment for company: a run of a
         // thousand short stages then costs tens of transactions, not thousands. A busy stream fills batches by
         // itself and never waits, so the run is never held up by the pause.
-        if pending.len() < TRICKLE {
+        if pending.events < TRICKLE {
             let deadline = tokio::time::Instant::now() + BATCH_LINGER;
-            while pending.len() < TRICKLE {
-                let room = MAX_BATCH_EVENTS - pending.len();
-                match tokio::time::timeout_at(deadline, events.recv_many(&mut pending, room)).await
-                {
-                    // The run is over: write what there is now, without waiting out the pause.
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(_) => break,
+            while pending.events < TRICKLE {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Some(batch)) => pending.push(batch),
+                    // The run is over (or the pause is): write what there is now.
+                    Ok(None) | Err(_) => break,
                 }
             }
         }
-        let batch = builder.build(&pending);
+        let batch = builder.build(pending.iter());
         match write_with_retries(store.as_ref(), &run_id, &batch).await {
             Ok(()) => {
-                summary.events += pending.len() as u64;
+                summary.events += pending.events as u64;
                 summary.batches += 1;
             }
             Err(error) => failure = Some(error),
@@ -98,6 +101,29 @@ pub async fn record_run(
     match failure {
         Some(error) => Err(error),
         None => Ok(summary),
+    }
+}
+
+/// Event batches received and not yet written.
+#[derive(Debug, Default)]
+struct Pending {
+    batches: Vec<EventBatch>,
+    events: usize,
+}
+
+impl Pending {
+    fn push(&mut self, batch: EventBatch) {
+        self.events += batch.len();
+        self.batches.push(batch);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RunEvent> {
+        self.batches.iter().flat_map(|batch| batch.iter())
+    }
+
+    fn clear(&mut self) {
+        self.batches.clear();
+        self.events = 0;
     }
 }
 
