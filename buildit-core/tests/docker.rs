@@ -78,6 +78,15 @@ impl Run {
         }
     }
 
+    fn reason(&self, stage: &str) -> String {
+        self.report
+            .stages
+            .iter()
+            .find(|s| s.name == stage)
+            .and_then(|s| s.reason.clone())
+            .unwrap_or_default()
+    }
+
     fn lines(&self, stage: &str, stream: LogStreamKind) -> Vec<&str> {
         self.events
             .iter()
@@ -347,25 +356,18 @@ stage "bad" { image "Not A Reference!"; run "true" }
         CancellationToken::new(),
     )
     .await;
-    let reason = |stage: &str| {
-        run.report
-            .stages
-            .iter()
-            .find(|s| s.name == stage)
-            .and_then(|s| s.reason.clone())
-            .unwrap_or_default()
-    };
     assert_eq!(run.outcome("missing"), StageOutcome::Failed);
     assert!(
-        reason("missing").contains("not on the Docker host") && reason("missing").contains("never"),
+        run.reason("missing").contains("not on the Docker host")
+            && run.reason("missing").contains("never"),
         "{}",
-        reason("missing")
+        run.reason("missing")
     );
     assert_eq!(run.outcome("bad"), StageOutcome::Failed);
     assert!(
-        reason("bad").contains("Not A Reference!"),
+        run.reason("bad").contains("Not A Reference!"),
         "{}",
-        reason("bad")
+        run.reason("bad")
     );
 }
 
@@ -555,13 +557,7 @@ stage "client" {{
     )
     .await;
     assert_eq!(run.outcome("client"), StageOutcome::Failed);
-    let reason = run
-        .report
-        .stages
-        .iter()
-        .find(|s| s.name == "client")
-        .and_then(|s| s.reason.clone())
-        .unwrap_or_default();
+    let reason = run.reason("client");
     assert!(
         reason.contains("service `db` was not ready after 2 s")
             && reason.contains("config error: no such table"),
@@ -609,15 +605,7 @@ stage "crashing" {{
     )
     .await;
     assert_eq!(run.outcome("hanging"), StageOutcome::TimedOut);
-    let reason = |stage: &str| {
-        run.report
-            .stages
-            .iter()
-            .find(|s| s.name == stage)
-            .and_then(|s| s.reason.clone())
-            .unwrap_or_default()
-    };
-    assert_eq!(reason("hanging"), "timed out after 2s while starting");
+    assert_eq!(run.reason("hanging"), "timed out after 2s while starting");
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{:?}",
@@ -625,9 +613,10 @@ stage "crashing" {{
     );
     assert_eq!(run.outcome("crashing"), StageOutcome::Failed);
     assert!(
-        reason("crashing").contains("service `db` stopped before it was ready")
-            && reason("crashing").contains("fatal: bad configuration"),
+        run.reason("crashing")
+            .contains("service `db` stopped before it was ready")
+            && run.reason("crashing").contains("fatal: bad configuration"),
         "{}",
-        reason("crashing")
+        run.reason("crashing")
     );
 }
