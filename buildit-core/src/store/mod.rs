@@ -10,9 +10,9 @@ mod open;
 mod postgres;
 mod recorder;
 mod rows;
+mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-mod write;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -118,3 +118,21 @@ where
     .map_err(|message| sqlx::Error::Decode(message.into()))?;
     Ok((unsigned(row.int("first_seq")?), lines))
 }
+
+/// Columns: id, payload, attempts, max_attempts, lease_until_ms (of a claim).
+pub(crate) fn claimed_job<R: StoreRow>(row: &R) -> Result<super::model::ClaimedJob, sqlx::Error>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let id = row.int("id")?;
+    Ok(super::model::ClaimedJob {
+        id,
+        payload: row.text("payload")?,
+        lease: super::model::Lease {
+            job: id,
+            attempt: row.int("attempts")?,
+        },
+        max_attempts: u32::try_from(row.int("max_attempts")?).unwrap_or(0),
+        lease_until_ms: row.int("lease_until_ms")?,
+    })
+}

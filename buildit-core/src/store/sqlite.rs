@@ -6,25 +6,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::api::Store;
 use super::batch::RecordBatch;
 use super::model::{
-    AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogCursor, LogPage,
-    LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, millis,
+    AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
+    NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, millis,
 };
 use super::rows;
+use super::sql::Shared;
 use super::{interrupted_reason, now_ms, pick_run};
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-const RUN_COLUMNS: &str = "id, pipeline, number, status, reason, stage_count, created_at_ms, \
-    finished_at_ms, duration_ms, sha, branch, event";
 
 /// A SQLite store.
 #[derive(Debug, Clone)]
@@ -85,6 +82,10 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
+    async fn connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
+        self.pool.acquire().await.map_err(StoreError::query)
+    }
+
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // Writers take the lock up front: a deferred transaction that upgrades later fails at once with
         // SQLITE_BUSY under WAL instead of waiting its turn.
@@ -123,10 +124,6 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
 
 fn query_error(error: sqlx::Error) -> StoreError {
     StoreError::query(error)
-}
-
-fn int(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
@@ -191,7 +188,7 @@ impl Store for SqliteStore {
 
     async fn write_batch(&self, run_id: &str, batch: &RecordBatch) -> Result<(), StoreError> {
         let mut tx = self.immediate().await?;
-        super::write::write_batch::<Sqlite>(&mut tx, &self.tenant, run_id, batch)
+        Shared::<Sqlite>::write_batch(&mut tx, &self.tenant, run_id, batch)
             .await
             .map_err(query_error)?;
         tx.commit().await.map_err(query_error)
@@ -216,51 +213,17 @@ impl Store for SqliteStore {
         stale_after: Duration,
     ) -> Result<Vec<String>, StoreError> {
         let now = now_ms();
-        let running = sqlx::query(
-            "SELECT id, owner_host, owner_pid, heartbeat_at_ms FROM pipeline_runs
-             WHERE tenant_id = ?1 AND status = 'running'",
-        )
-        .bind(&*self.tenant)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error)?;
+        let running =
+            Shared::<Sqlite>::running_runs(&mut *self.connection().await?, &self.tenant).await?;
         let mut marked = Vec::new();
-        for row in running {
-            let id: String = row.try_get("id").map_err(query_error)?;
-            let heartbeat: i64 = row.try_get("heartbeat_at_ms").map_err(query_error)?;
-            let owner = RunOwner {
-                host: row.try_get("owner_host").map_err(query_error)?,
-                pid: u32::try_from(row.try_get::<i64, _>("owner_pid").map_err(query_error)?)
-                    .unwrap_or(0),
-            };
+        for (id, owner, heartbeat) in running {
             let Some(reason) = interrupted_reason(&owner, here, heartbeat, now, stale_after) else {
                 continue;
             };
             let mut tx = self.immediate().await?;
-            // Only if nothing changed since it was read: a runner that heart-beat in between is alive.
-            let updated = sqlx::query(
-                "UPDATE pipeline_runs SET status = 'interrupted', reason = ?3, finished_at_ms = ?4
-                 WHERE tenant_id = ?1 AND id = ?2 AND status = 'running' AND heartbeat_at_ms = ?5",
-            )
-            .bind(&*self.tenant)
-            .bind(&id)
-            .bind(&reason)
-            .bind(now)
-            .bind(heartbeat)
-            .execute(&mut *tx)
-            .await
-            .map_err(query_error)?;
-            if updated.rows_affected() == 1 {
-                sqlx::query(
-                    "UPDATE stage_results SET status = 'interrupted', finished_at_ms = ?3
-                     WHERE tenant_id = ?1 AND run_id = ?2 AND status = 'running'",
-                )
-                .bind(&*self.tenant)
-                .bind(&id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(query_error)?;
+            if Shared::<Sqlite>::interrupt(&mut tx, &self.tenant, &id, &reason, now, heartbeat)
+                .await?
+            {
                 marked.push(id);
             }
             tx.commit().await.map_err(query_error)?;
@@ -269,89 +232,21 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE tenant_id = ?1 AND (?2 IS NULL OR pipeline = ?2)
-             ORDER BY created_at_ms DESC, number DESC LIMIT ?3"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&*self.tenant)
-            .bind(&filter.pipeline)
-            .bind(i64::from(filter.limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_error)?
-            .iter()
-            .map(|row| rows::run_record(row).map_err(query_error))
-            .collect()
+        Shared::<Sqlite>::list_runs(&mut *self.connection().await?, &self.tenant, filter).await
     }
 
     async fn find_run(&self, run: &RunRef) -> Result<RunRecord, StoreError> {
-        let (id, pipeline, number) = match run {
-            RunRef::Id(id) => (Some(id.as_str()), None, None),
-            RunRef::Number { pipeline, number } => (None, pipeline.as_deref(), Some(int(*number))),
-        };
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE tenant_id = ?1 AND (?2 IS NULL OR id = ?2)
-             AND (?3 IS NULL OR pipeline = ?3) AND (?4 IS NULL OR number = ?4) LIMIT 50"
-        );
-        let found: Vec<RunRecord> = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&*self.tenant)
-            .bind(id)
-            .bind(pipeline)
-            .bind(number)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_error)?
-            .iter()
-            .map(|row| rows::run_record(row).map_err(query_error))
-            .collect::<Result<_, _>>()?;
+        let found =
+            Shared::<Sqlite>::find_runs(&mut *self.connection().await?, &self.tenant, run).await?;
         pick_run(run, found)
     }
 
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
-        sqlx::query(
-            "SELECT stage, attempt, status, exit_code, reason, started_at_ms, finished_at_ms, duration_ms
-             FROM stage_results WHERE tenant_id = ?1 AND run_id = ?2
-             ORDER BY COALESCE(started_at_ms, finished_at_ms), stage, attempt",
-        )
-        .bind(&*self.tenant)
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error)?
-        .iter()
-        .map(|row| rows::attempt_record(row).map_err(query_error))
-        .collect()
+        Shared::<Sqlite>::attempts(&mut *self.connection().await?, &self.tenant, run_id).await
     }
 
     async fn logs(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
-        let chunks: Vec<SqliteRow> = sqlx::query(
-            "SELECT stage, attempt, first_line, first_seq, first_at_ms, streams, offsets_ms, lines FROM logs
-             WHERE tenant_id = ?1 AND run_id = ?2 AND (?3 IS NULL OR stage = ?3)
-             AND (?4 IS NULL OR attempt = ?4) AND first_seq > ?5
-             ORDER BY first_seq LIMIT ?6",
-        )
-        .bind(&*self.tenant)
-        .bind(&query.run_id)
-        .bind(&query.stage)
-        .bind(query.attempt.map(i64::from))
-        .bind(query.after.map_or(0, |cursor| int(cursor.seq)))
-        .bind(i64::from(query.chunks.max(1)))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_error)?;
-        let full = chunks.len() >= query.chunks.max(1) as usize;
-        let mut lines = Vec::new();
-        let mut last = None;
-        for row in &chunks {
-            let (seq, chunk) = rows::log_chunk(row).map_err(query_error)?;
-            last = Some(seq);
-            lines.extend(chunk);
-        }
-        Ok(LogPage {
-            lines,
-            next: last.filter(|_| full).map(|seq| LogCursor { seq }),
-        })
+        Shared::<Sqlite>::logs(&mut *self.connection().await?, &self.tenant, query).await
     }
 
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
@@ -410,7 +305,7 @@ impl Store for SqliteStore {
         .map_err(query_error)?;
         tx.commit().await.map_err(query_error)?;
         claimed
-            .map(|row| claimed_job(&row).map_err(query_error))
+            .map(|row| rows::claimed_job(&row).map_err(query_error))
             .transpose()
     }
 
@@ -436,69 +331,32 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.finish_job(lease, "completed", None).await
+        let now = now_ms();
+        Shared::<Sqlite>::finish_job(
+            &mut *self.connection().await?,
+            &self.tenant,
+            lease,
+            "completed",
+            None,
+            now,
+        )
+        .await
     }
 
     async fn fail(&self, lease: &Lease, error: &str) -> Result<(), StoreError> {
-        self.finish_job(lease, "failed", Some(error)).await
+        let now = now_ms();
+        Shared::<Sqlite>::finish_job(
+            &mut *self.connection().await?,
+            &self.tenant,
+            lease,
+            "failed",
+            Some(error),
+            now,
+        )
+        .await
     }
 
     async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError> {
-        sqlx::query(
-            "SELECT id, queue, payload, status, attempts, max_attempts, worker, error FROM job_queue
-             WHERE tenant_id = ?1 AND id = ?2",
-        )
-        .bind(&*self.tenant)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(query_error)?
-        .map(|row| rows::job_record(&row).map_err(query_error))
-        .transpose()
+        Shared::<Sqlite>::job(&mut *self.connection().await?, &self.tenant, id).await
     }
-}
-
-impl SqliteStore {
-    async fn finish_job(
-        &self,
-        lease: &Lease,
-        status: &str,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE job_queue SET status = ?4, error = ?5, lease_until_ms = NULL, updated_at_ms = ?6
-             WHERE tenant_id = ?1 AND id = ?2 AND attempts = ?3 AND status = 'running'",
-        )
-        .bind(&*self.tenant)
-        .bind(lease.job)
-        .bind(lease.attempt)
-        .bind(status)
-        .bind(error)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(query_error)?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::LeaseLost {
-                job: lease.job,
-                attempt: lease.attempt,
-            })
-        }
-    }
-}
-
-fn claimed_job(row: &SqliteRow) -> Result<ClaimedJob, sqlx::Error> {
-    let id: i64 = row.try_get("id")?;
-    Ok(ClaimedJob {
-        id,
-        payload: row.try_get("payload")?,
-        lease: Lease {
-            job: id,
-            attempt: row.try_get("attempts")?,
-        },
-        max_attempts: u32::try_from(row.try_get::<i64, _>("max_attempts")?).unwrap_or(0),
-        lease_until_ms: row.try_get("lease_until_ms")?,
-    })
 }

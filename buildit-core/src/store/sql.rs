@@ -1,0 +1,415 @@
+//! The statements both SQL backends run the same way: writing a batch of a run's events, reading runs, attempts,
+//! logs and jobs, marking a dead runner's run interrupted, ending a job. Standard SQL; the query builder writes
+//! each database's placeholders. What differs (claiming, clocks, transactions) stays in each backend.
+
+use std::marker::PhantomData;
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
+
+use super::batch::RecordBatch;
+use super::model::{
+    AttemptRecord, JobRecord, Lease, LogCursor, LogPage, LogQuery, RunFilter, RunOwner, RunRecord,
+    RunRef, RunState, StoreError,
+};
+use super::rows;
+
+const RUN_COLUMNS: &str = "id, pipeline, number, status, reason, stage_count, created_at_ms, \
+    finished_at_ms, duration_ms, sha, branch, event";
+
+fn query_error(error: sqlx::Error) -> StoreError {
+    StoreError::query(error)
+}
+
+/// Rows per statement: far below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The shared queries of database `DB`; the bounds say what BuildIt needs of a database, once.
+pub(crate) struct Shared<DB>(PhantomData<DB>);
+
+impl<DB> Shared<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+{
+    /// Running runs: id, owner and last heartbeat.
+    pub(crate) async fn running_runs(
+        connection: &mut DB::Connection,
+        tenant: &str,
+    ) -> Result<Vec<(String, RunOwner, i64)>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT id, owner_host, owner_pid, heartbeat_at_ms FROM pipeline_runs WHERE tenant_id = ",
+        );
+        query.push_bind(tenant.to_owned());
+        query.push(" AND status = 'running'");
+        let rows = query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                use rows::StoreRow as _;
+                let owner = RunOwner {
+                    host: row.text("owner_host")?,
+                    pid: u32::try_from(row.int("owner_pid")?).unwrap_or(0),
+                };
+                Ok((row.text("id")?, owner, row.int("heartbeat_at_ms")?))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(query_error)
+    }
+
+    /// Marks a run and its running attempts interrupted, only if it has not heart-beat since `heartbeat` was
+    /// read (a runner that did is alive). Returns whether it was marked.
+    pub(crate) async fn interrupt(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+        reason: &str,
+        now: i64,
+        heartbeat: i64,
+    ) -> Result<bool, StoreError> {
+        let mut query =
+            QueryBuilder::<DB>::new("UPDATE pipeline_runs SET status = 'interrupted', reason = ");
+        query.push_bind(reason.to_owned());
+        query.push(", finished_at_ms = ");
+        query.push_bind(now);
+        query.push(" WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND id = ");
+        query.push_bind(run_id.to_owned());
+        query.push(" AND status = 'running' AND heartbeat_at_ms = ");
+        query.push_bind(heartbeat);
+        query.push(" RETURNING id");
+        let updated = query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(query_error)?;
+        if updated.is_none() {
+            return Ok(false);
+        }
+        let mut query = QueryBuilder::<DB>::new(
+            "UPDATE stage_results SET status = 'interrupted', finished_at_ms = ",
+        );
+        query.push_bind(now);
+        query.push(" WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(run_id.to_owned());
+        query.push(" AND status = 'running'");
+        query
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(query_error)?;
+        Ok(true)
+    }
+
+    /// Runs, newest first.
+    pub(crate) async fn list_runs(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        filter: &RunFilter,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE tenant_id = "
+        ));
+        query.push_bind(tenant.to_owned());
+        if let Some(pipeline) = &filter.pipeline {
+            query.push(" AND pipeline = ");
+            query.push_bind(pipeline.clone());
+        }
+        query.push(" ORDER BY created_at_ms DESC, number DESC LIMIT ");
+        query.push_bind(i64::from(filter.limit));
+        Self::runs(connection, query).await
+    }
+
+    /// The runs `run` may mean (at most 50).
+    pub(crate) async fn find_runs(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run: &RunRef,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE tenant_id = "
+        ));
+        query.push_bind(tenant.to_owned());
+        match run {
+            RunRef::Id(id) => {
+                query.push(" AND id = ");
+                query.push_bind(id.clone());
+            }
+            RunRef::Number { pipeline, number } => {
+                if let Some(pipeline) = pipeline {
+                    query.push(" AND pipeline = ");
+                    query.push_bind(pipeline.clone());
+                }
+                query.push(" AND number = ");
+                query.push_bind(int(*number));
+            }
+        }
+        query.push(" LIMIT 50");
+        Self::runs(connection, query).await
+    }
+
+    async fn runs(
+        connection: &mut DB::Connection,
+        mut query: QueryBuilder<DB>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(query_error)?
+            .iter()
+            .map(|row| rows::run_record(row).map_err(query_error))
+            .collect()
+    }
+
+    /// Every attempt of a run, in the order they started.
+    pub(crate) async fn attempts(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Vec<AttemptRecord>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT stage, attempt, status, exit_code, reason, started_at_ms, finished_at_ms, duration_ms \
+             FROM stage_results WHERE tenant_id = ",
+        );
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(run_id.to_owned());
+        query.push(" ORDER BY COALESCE(started_at_ms, finished_at_ms), stage, attempt");
+        query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(query_error)?
+            .iter()
+            .map(|row| rows::attempt_record(row).map_err(query_error))
+            .collect()
+    }
+
+    /// A page of log chunks, decoded into lines.
+    pub(crate) async fn logs(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        log: &LogQuery,
+    ) -> Result<LogPage, StoreError> {
+        let limit = log.chunks.max(1);
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT stage, attempt, first_line, first_seq, first_at_ms, streams, offsets_ms, lines \
+             FROM logs WHERE tenant_id = ",
+        );
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(log.run_id.clone());
+        if let Some(stage) = &log.stage {
+            query.push(" AND stage = ");
+            query.push_bind(stage.clone());
+        }
+        if let Some(attempt) = log.attempt {
+            query.push(" AND attempt = ");
+            query.push_bind(i64::from(attempt));
+        }
+        query.push(" AND first_seq > ");
+        query.push_bind(log.after.map_or(0, |cursor| int(cursor.seq)));
+        query.push(" ORDER BY first_seq LIMIT ");
+        query.push_bind(i64::from(limit));
+        let chunks = query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(query_error)?;
+        let full = chunks.len() >= limit as usize;
+        let mut lines = Vec::new();
+        let mut last = None;
+        for row in &chunks {
+            let (seq, chunk) = rows::log_chunk(row).map_err(query_error)?;
+            last = Some(seq);
+            lines.extend(chunk);
+        }
+        Ok(LogPage {
+            lines,
+            next: last.filter(|_| full).map(|seq| LogCursor { seq }),
+        })
+    }
+
+    /// One job.
+    pub(crate) async fn job(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        id: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT id, queue, payload, status, attempts, max_attempts, worker, error FROM job_queue \
+             WHERE tenant_id = ",
+        );
+        query.push_bind(tenant.to_owned());
+        query.push(" AND id = ");
+        query.push_bind(id);
+        query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(query_error)?
+            .map(|row| rows::job_record(&row).map_err(query_error))
+            .transpose()
+    }
+
+    /// Ends a job the lease still holds (`completed`, or `failed` with why); [`StoreError::LeaseLost`]
+    /// otherwise.
+    pub(crate) async fn finish_job(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        lease: &Lease,
+        status: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut query = QueryBuilder::<DB>::new("UPDATE job_queue SET status = ");
+        query.push_bind(status.to_owned());
+        query.push(", error = ");
+        query.push_bind(error.map(str::to_owned));
+        query.push(", lease_until_ms = NULL, updated_at_ms = ");
+        query.push_bind(now);
+        query.push(" WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND id = ");
+        query.push_bind(lease.job);
+        query.push(" AND attempts = ");
+        query.push_bind(lease.attempt);
+        query.push(" AND status = 'running' RETURNING id");
+        let done = query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(query_error)?;
+        if done.is_some() {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost {
+                job: lease.job,
+                attempt: lease.attempt,
+            })
+        }
+    }
+
+    /// Applies `batch` to run `run_id` of `tenant` on `connection` (inside the caller's transaction): one
+    /// multi-row statement per table. Every statement is idempotent, so a batch whose commit was lost can be
+    /// written again.
+    pub(crate) async fn write_batch(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+        batch: &RecordBatch,
+    ) -> Result<(), sqlx::Error> {
+        if let Some(stages) = batch.stage_count {
+            let mut query = QueryBuilder::<DB>::new("UPDATE pipeline_runs SET stage_count = ");
+            query.push_bind(int(stages));
+            query.push(" WHERE tenant_id = ");
+            query.push_bind(tenant.to_owned());
+            query.push(" AND id = ");
+            query.push_bind(run_id.to_owned());
+            query.build().execute(&mut *connection).await?;
+        }
+        for rows in batch.started.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, started_at_ms) ",
+            );
+            query.push_values(rows, |mut row, start| {
+                row.push_bind(tenant.to_owned())
+                    .push_bind(run_id.to_owned())
+                    .push_bind(start.stage.clone())
+                    .push_bind(i64::from(start.attempt))
+                    .push_bind("running")
+                    .push_bind(start.at_ms);
+            });
+            query.push(" ON CONFLICT (tenant_id, run_id, stage, attempt) DO NOTHING");
+            query.build().execute(&mut *connection).await?;
+        }
+        for rows in batch.finished.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, exit_code, reason, \
+                 finished_at_ms, duration_ms) ",
+            );
+            query.push_values(rows, |mut row, end| {
+                row.push_bind(tenant.to_owned())
+                    .push_bind(run_id.to_owned())
+                    .push_bind(end.stage.clone())
+                    .push_bind(i64::from(end.attempt))
+                    .push_bind(end.outcome.as_str())
+                    .push_bind(end.exit_code.map(i64::from))
+                    .push_bind(end.reason.clone())
+                    .push_bind(end.at_ms)
+                    .push_bind(int(end.duration_ms));
+            });
+            query.push(
+                " ON CONFLICT (tenant_id, run_id, stage, attempt) DO UPDATE SET status = excluded.status, \
+                 exit_code = excluded.exit_code, reason = excluded.reason, \
+                 finished_at_ms = excluded.finished_at_ms, duration_ms = excluded.duration_ms",
+            );
+            query.build().execute(&mut *connection).await?;
+        }
+        // Chunks are large: a few per statement keeps statements of reasonable size.
+        for rows in batch.logs.chunks(16) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO logs (tenant_id, run_id, stage, attempt, first_line, line_count, first_seq, \
+                 first_at_ms, streams, offsets_ms, lines) ",
+            );
+            query.push_values(rows, |mut row, chunk| {
+                row.push_bind(tenant.to_owned())
+                    .push_bind(run_id.to_owned())
+                    .push_bind(chunk.stage.clone())
+                    .push_bind(i64::from(chunk.attempt))
+                    .push_bind(int(chunk.first_line))
+                    .push_bind(int(chunk.line_count))
+                    .push_bind(int(chunk.first_seq))
+                    .push_bind(chunk.first_at_ms)
+                    .push_bind(chunk.streams.clone())
+                    .push_bind(chunk.offsets.clone())
+                    .push_bind(chunk.texts.clone());
+            });
+            query.push(" ON CONFLICT (tenant_id, run_id, stage, attempt, first_line) DO NOTHING");
+            query.build().execute(&mut *connection).await?;
+        }
+        if let Some(end) = batch.run_finished {
+            // A finished run has no running attempt: one whose end was never reported (its task died) is
+            // interrupted.
+            let mut query = QueryBuilder::<DB>::new(
+                "UPDATE stage_results SET status = 'interrupted', finished_at_ms = ",
+            );
+            query.push_bind(end.at_ms);
+            query.push(" WHERE tenant_id = ");
+            query.push_bind(tenant.to_owned());
+            query.push(" AND run_id = ");
+            query.push_bind(run_id.to_owned());
+            query.push(" AND status = 'running'");
+            query.build().execute(&mut *connection).await?;
+            let mut query = QueryBuilder::<DB>::new("UPDATE pipeline_runs SET status = ");
+            query.push_bind(RunState::from(end.status).as_str());
+            query.push(", reason = NULL, finished_at_ms = ");
+            query.push_bind(end.at_ms);
+            query.push(", duration_ms = ");
+            query.push_bind(int(end.duration_ms));
+            query.push(" WHERE tenant_id = ");
+            query.push_bind(tenant.to_owned());
+            query.push(" AND id = ");
+            query.push_bind(run_id.to_owned());
+            query.build().execute(&mut *connection).await?;
+        }
+        Ok(())
+    }
+}
