@@ -626,6 +626,27 @@ fn buildit_ok(dir: &Path, args: &[&str], code: i32) -> String {
     stdout(&output)
 }
 
+/// Starts `buildit run --plain` in `dir`, with its output readable line by line as it comes.
+fn spawn_plain_run(
+    dir: &Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead as _;
+    let mut child = match buildit_command(dir, &["run", "--plain"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => panic!("spawn: {error}"),
+    };
+    let Some(out) = child.stdout.take() else {
+        panic!("no stdout")
+    };
+    (child, std::io::BufReader::new(out).lines())
+}
+
 const HISTORY_PIPELINE: &str = r#"
 pipeline "history"
 stage "build" {
@@ -801,25 +822,15 @@ fn runs_list_show_and_logs_tell_exactly_what_happened() {
 
 #[test]
 fn a_killed_run_shows_as_interrupted() {
-    use std::io::{BufRead as _, BufReader};
     let dir = temp_dir();
     write(
         dir.path(),
         "buildit.kdl",
         "pipeline \"long\"\nstage \"wait\" { run \"echo group $$\"; run \"sleep 30\" }\n",
     );
-    let mut child = match buildit_command(dir.path(), &["run", "--plain"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(error) => panic!("spawn: {error}"),
-    };
-    let Some(out) = child.stdout.take() else {
-        panic!("no stdout")
-    };
+    let (mut child, lines) = spawn_plain_run(dir.path());
     let mut group = None;
-    for line in BufReader::new(out).lines() {
+    for line in lines {
         let Ok(line) = line else { break };
         if let Some(pid) = line.split("| group ").nth(1) {
             group = pid.trim().parse::<i32>().ok();
@@ -1006,23 +1017,12 @@ fn run_containers(label: &str) -> Vec<String> {
 /// Starts a `buildit run` of a container stage that waits, kills it with SIGKILL once the stage runs, and
 /// returns the run's label (its container is left behind).
 fn kill_a_container_run(dir: &Path, number: u64) -> String {
-    use std::io::{BufRead as _, BufReader};
     write(
         dir,
         "buildit.kdl",
         "pipeline \"boxed\"\nstage \"wait\" { image \"buildit-test/busybox:latest\"; run \"echo inside\"; run \"sleep 60\" }\n",
     );
-    let mut child = match buildit_command(dir, &["run", "--plain"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(error) => panic!("spawn: {error}"),
-    };
-    let Some(out) = child.stdout.take() else {
-        panic!("no stdout")
-    };
-    let mut lines = BufReader::new(out).lines();
+    let (mut child, mut lines) = spawn_plain_run(dir);
     assert!(
         lines.any(|line| line.is_ok_and(|l| l.ends_with("| inside"))),
         "the container stage never started"

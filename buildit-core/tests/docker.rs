@@ -473,6 +473,19 @@ stage "hungry" {{
     assert_eq!(stage.and_then(|s| s.exit_code), Some(137));
 }
 
+/// Neither a container nor a network of the run is left.
+async fn assert_nothing_left(run_id: &str) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        containers_with("buildit.run", run_id).is_empty(),
+        "containers left behind"
+    );
+    assert!(
+        networks_with("buildit.run", run_id).is_empty(),
+        "networks left behind"
+    );
+}
+
 fn networks_with(label: &str, value: &str) -> Vec<String> {
     docker_cli(&[
         "network",
@@ -527,9 +540,7 @@ stage "after" {{ needs "client"; image "{IMAGE}"; run "wget -q -T 2 -O- http://w
         run.lines("after", LogStreamKind::Stdout).last().copied(),
         Some("no web any more")
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(containers_with("buildit.run", &run.run_id).is_empty());
-    assert!(networks_with("buildit.run", &run.run_id).is_empty());
+    assert_nothing_left(&run.run_id).await;
 }
 
 #[tokio::test]
@@ -565,9 +576,7 @@ stage "client" {{
     );
     assert!(run.lines("client", LogStreamKind::Stdout).is_empty());
     assert!(started.elapsed() < Duration::from_secs(10));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(containers_with("buildit.run", &run.run_id).is_empty());
-    assert!(networks_with("buildit.run", &run.run_id).is_empty());
+    assert_nothing_left(&run.run_id).await;
 }
 
 #[tokio::test]
