@@ -5,14 +5,16 @@ use std::process::Command;
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
+use buildit_core::RunContext;
 use buildit_core::events::{EventBus, LogStreamKind, RunEvent, RunEventKind, StageOutcome};
 use buildit_core::exec::{
     AnyExecutor, DockerExecutor, DockerOptions, Executor, RunIdentity, RunOptions, RunReport,
     StageSpec, execute,
 };
 use buildit_core::system::PullPolicy;
-use buildit_core::{Plan, RunContext, parse_pipeline};
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const IMAGE: &str = "buildit-test/busybox:latest";
 
@@ -109,14 +111,7 @@ async fn run_pipeline(
     secrets: &[(&str, &str)],
     cancel: CancellationToken,
 ) -> Run {
-    let pipeline = match parse_pipeline(text, "buildit.kdl") {
-        Ok(pipeline) => pipeline,
-        Err(error) => panic!("{error}: {:#?}", error.diagnostics),
-    };
-    let plan = match Plan::build(&pipeline, &RunContext::new().with_branch("main")) {
-        Ok(plan) => plan,
-        Err(error) => panic!("{error}"),
-    };
+    let plan = support::plan(text, &RunContext::new().with_branch("main"));
     let workspace = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(error) => panic!("{error}"),
@@ -134,14 +129,7 @@ async fn run_pipeline(
             .insert((*name).to_owned(), (*value).to_owned());
     }
     let mut bus = EventBus::new(run_id.clone());
-    let mut receiver = bus.subscribe_lossless(1024);
-    let collector = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(event) = receiver.recv().await {
-            events.extend(event.iter().cloned());
-        }
-        events
-    });
+    let collector = support::collect(&mut bus);
     let options = RunOptions {
         grace: Duration::from_secs(2),
         ..RunOptions::default()
@@ -156,10 +144,7 @@ async fn run_pipeline(
     )
     .await;
     drop(bus);
-    let events = match collector.await {
-        Ok(events) => events,
-        Err(error) => panic!("{error}"),
-    };
+    let events = support::events(collector).await;
     Run {
         report,
         events,

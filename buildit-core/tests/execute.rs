@@ -5,14 +5,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use buildit_core::RunContext;
 use buildit_core::events::{
     EventBus, LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome,
 };
 use buildit_core::exec::{
     ArtifactStore, LocalExecutor, RunIdentity, RunOptions, RunReport, execute,
 };
-use buildit_core::{Plan, RunContext, parse_pipeline};
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 struct Run {
     report: RunReport,
@@ -51,17 +53,6 @@ impl Run {
     }
 }
 
-fn plan(text: &str, context: RunContext) -> Plan {
-    let pipeline = match parse_pipeline(text, "buildit.kdl") {
-        Ok(pipeline) => pipeline,
-        Err(error) => panic!("{error}: {:#?}", error.diagnostics),
-    };
-    match Plan::build(&pipeline, &context) {
-        Ok(plan) => plan,
-        Err(error) => panic!("{error}"),
-    }
-}
-
 async fn run_with(
     text: &str,
     workspace: &Path,
@@ -69,21 +60,14 @@ async fn run_with(
     cancel: CancellationToken,
     secrets: &[(&str, &str)],
 ) -> Run {
-    let plan = plan(
+    let plan = support::plan(
         text,
-        RunContext::new()
+        &RunContext::new()
             .with_branch("main")
             .with_sha("0123456789abcdef"),
     );
     let mut bus = EventBus::new("run-1");
-    let mut receiver = bus.subscribe_lossless(1024);
-    let collector = tokio::spawn(async move {
-        let mut events = Vec::new();
-        while let Some(event) = receiver.recv().await {
-            events.extend(event.iter().cloned());
-        }
-        events
-    });
+    let collector = support::collect(&mut bus);
     let mut run = RunIdentity::new("run-1", 7, workspace);
     for (name, value) in secrets {
         run.secrets.insert((*name).to_owned(), (*value).to_owned());
@@ -98,10 +82,7 @@ async fn run_with(
     )
     .await;
     drop(bus);
-    let events = match collector.await {
-        Ok(events) => events,
-        Err(error) => panic!("collector failed: {error}"),
-    };
+    let events = support::events(collector).await;
     Run { report, events }
 }
 

@@ -14,6 +14,8 @@ use buildit_core::store::{
 };
 use sqlx::Connection as _;
 
+mod support;
+
 const DATABASE_URL: &str = "BUILDIT_TEST_DATABASE_URL";
 
 /// A store to test and what keeps it alive.
@@ -787,17 +789,10 @@ impl buildit_core::exec::Executor for PanickingExecutor {
 async fn a_stage_whose_task_dies_is_recorded_as_failed_not_running() {
     let backend = sqlite().await;
     let store = backend.store;
-    let pipeline = match buildit_core::parse_pipeline(
+    let plan = support::plan(
         "pipeline \"p\"\nstage \"boom\" { run \"true\" }\n",
-        "buildit.kdl",
-    ) {
-        Ok(pipeline) => pipeline,
-        Err(error) => panic!("{error}"),
-    };
-    let plan = match buildit_core::Plan::build(&pipeline, &buildit_core::RunContext::new()) {
-        Ok(plan) => plan,
-        Err(error) => panic!("{error}"),
-    };
+        &buildit_core::RunContext::new(),
+    );
     ok(store.create_run(&new_run("died", "p")).await);
     let mut bus = EventBus::new("died");
     let recorder = tokio::spawn(record_run(
@@ -805,6 +800,7 @@ async fn a_stage_whose_task_dies_is_recorded_as_failed_not_running() {
         "died".to_owned(),
         bus.subscribe_lossless(64),
     ));
+    let collector = support::collect(&mut bus);
     let dir = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(error) => panic!("{error}"),
@@ -821,6 +817,16 @@ async fn a_stage_whose_task_dies_is_recorded_as_failed_not_running() {
     drop(bus);
     let _ = recorder.await;
     assert_eq!(report.status, RunStatus::Failed);
+    // Subscribers are told how the stage ended, as for any other.
+    let events = support::events(collector).await;
+    assert!(
+        events.iter().any(|event| matches!(
+            &event.kind,
+            RunEventKind::StageFinished { stage, outcome: StageOutcome::Failed, reason: Some(reason), .. }
+                if stage == "boom" && reason.starts_with("internal error")
+        )),
+        "{events:?}"
+    );
     let attempts = ok(store.attempts("died").await);
     let states: Vec<(u32, AttemptState)> = attempts.iter().map(|a| (a.attempt, a.state)).collect();
     assert_eq!(
