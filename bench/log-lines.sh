@@ -33,27 +33,9 @@ with open(path, "w") as f:
 PY
 echo "stage command: $command"
 
-python3 - "$buildit" "$work" "$rounds" "$command" <<'PY'
-import statistics, subprocess, sys, time
-buildit, work, rounds, command = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-runs = {
-    "buildit run": ([buildit, "run", "--plain", "--workspace", work, f"{work}/buildit.kdl"], subprocess.DEVNULL),
-    "to a file": (["sh", "-c", f"{command} > {work}/direct.txt"], subprocess.DEVNULL),
-}
-times = {name: [] for name in runs}
-for _ in range(rounds):
-    for name, (argv, out) in runs.items():  # alternately, so that both see the same machine state
-        started = time.perf_counter()
-        result = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE)
-        elapsed = time.perf_counter() - started
-        if result.returncode != 0:
-            sys.exit(f"{name} failed: {result.stderr.decode()[-2000:]}")
-        times[name].append(elapsed)
-medians = {name: statistics.median(values) for name, values in times.items()}
-for name, median in medians.items():
-    print(f"{name:12} median {median:.3f} s over {rounds} runs")
-print(f"ratio buildit/file (medians): {medians['buildit run'] / medians['to a file']:.2f}")
-PY
+python3 bench/alternate.py "$rounds" buildit file \
+    -- "$buildit" run --plain --workspace "$work" "$work/buildit.kdl" \
+    -- sh -c "$command > $work/direct.txt"
 
 # Every line of the last run, in order, from the store; the first lines are the echoed command.
 "$buildit" runs logs "log-lines#$rounds" --stage print --workspace "$work" | grep -v '^\$ ' > "$work/stored.txt"

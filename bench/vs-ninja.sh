@@ -33,25 +33,7 @@ mkdir -p "$work/buildit" "$work/ninja"
 "$target/gen-pipeline" layered "$stages" true --width "$width" --ninja > "$work/ninja/build.ninja"
 echo "graph: $stages stages, width $width; ninja $("$ninja" --version) at $ninja"
 
-python3 - "$target/buildit" "$work" "$rounds" "$ninja" <<'PY'
-import statistics, subprocess, sys, time
-buildit, work, rounds, ninja = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-commands = {
-    "buildit": [buildit, "run", "-j2", "--plain", "--workspace", f"{work}/buildit", f"{work}/buildit/buildit.kdl"],
-    # -d keepdepfile is harmless; what matters is that every edge's output is missing, so every run runs all.
-    "ninja": [ninja, "-j2", "-C", f"{work}/ninja"],
-}
-times = {name: [] for name in commands}
-for _ in range(rounds):
-    for name, command in commands.items():  # alternately, so that both see the same machine state
-        started = time.perf_counter()
-        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        elapsed = time.perf_counter() - started
-        if result.returncode != 0:
-            sys.exit(f"{name} failed: {result.stderr.decode()[-2000:]}")
-        times[name].append(elapsed)
-medians = {name: statistics.median(values) for name, values in times.items()}
-for name, median in medians.items():
-    print(f"{name:8} median {median:.3f} s over {rounds} runs")
-print(f"ratio buildit/ninja (medians): {medians['buildit'] / medians['ninja']:.2f}")
-PY
+# Every edge's output is missing, so every ninja run runs all.
+python3 bench/alternate.py "$rounds" buildit ninja \
+    -- "$target/buildit" run -j2 --plain --workspace "$work/buildit" "$work/buildit/buildit.kdl" \
+    -- "$ninja" -j2 -C "$work/ninja"
