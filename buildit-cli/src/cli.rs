@@ -220,6 +220,10 @@ pub(crate) struct RunArgs {
     /// Plain prefixed lines without colors or progress, even on a terminal.
     #[arg(long)]
     pub(crate) plain: bool,
+    /// Mount the workspace into container stages instead of copying it into a volume for the run: no copy,
+    /// and stages write straight into it (as the container's user, often root).
+    #[arg(long)]
+    pub(crate) bind: bool,
     #[command(flatten)]
     pub(crate) store: StoreArgs,
     #[command(flatten)]

@@ -1004,6 +1004,16 @@ fn docker_ready() -> bool {
     true
 }
 
+fn run_volumes(label: &str) -> Vec<String> {
+    match Command::new("docker")
+        .args(["volume", "ls", "-q", "--filter", &format!("label={label}")])
+        .output()
+    {
+        Ok(output) => stdout(&output).lines().map(str::to_owned).collect(),
+        Err(error) => panic!("docker volume ls: {error}"),
+    }
+}
+
 fn run_containers(label: &str) -> Vec<String> {
     match Command::new("docker")
         .args(["ps", "-aq", "--filter", &format!("label={label}")])
@@ -1037,8 +1047,13 @@ fn kill_a_container_run(dir: &Path, number: u64) -> String {
     let _ = child.wait();
     assert_eq!(
         run_containers(&label).len(),
+        2,
+        "the killed run's stage container and workspace holder are still there"
+    );
+    assert_eq!(
+        run_volumes(&label).len(),
         1,
-        "the killed run's container is still there"
+        "the killed run's workspace volume"
     );
     label
 }
@@ -1060,10 +1075,16 @@ fn containers_of_a_killed_run_are_swept_by_the_next_run_and_by_gc() {
         run_containers(&first).is_empty(),
         "the next run left the container"
     );
+    assert!(
+        run_volumes(&first).is_empty(),
+        "the next run left the volume"
+    );
     let second = kill_a_container_run(dir.path(), 3);
     let text = buildit_ok(dir.path(), &["gc"], 0);
     assert!(text.starts_with("removed "), "{text}");
     assert!(run_containers(&second).is_empty(), "gc left the container");
+    assert!(run_volumes(&second).is_empty(), "gc left the volume");
+    assert!(text.contains("1 volume "), "{text}");
     // The killed runs show as interrupted.
     let runs = json(&buildit_ok(
         dir.path(),
@@ -1094,4 +1115,15 @@ fn the_docker_example_runs() {
     );
     assert!(text.contains("test (shard=2) | shard 2 passed"), "{text}");
     assert!(dir.path().join("out/greeting.tar").is_file());
+    // The container stages worked in the run's volume: only artifacts reached the host workspace.
+    let mut files: Vec<String> = std::fs::read_dir(dir.path().join("out"))
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    assert_eq!(files, ["greeting.tar", "greeting.txt"]);
 }

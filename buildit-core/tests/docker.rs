@@ -1,6 +1,7 @@
 //! The Docker executor against the real Docker Engine, with the locally built `buildit-test/busybox` image
 //! (`scripts/build-test-image.sh`; no registry is needed). Without an engine the tests are skipped, except in CI.
 
+use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -8,8 +9,8 @@ use std::time::{Duration, Instant};
 use buildit_core::RunContext;
 use buildit_core::events::{EventBus, LogStreamKind, RunEvent, RunEventKind, StageOutcome};
 use buildit_core::exec::{
-    AnyExecutor, DockerExecutor, DockerOptions, Executor, RunIdentity, RunOptions, RunReport,
-    StageSpec, execute,
+    AnyExecutor, ArtifactStore, CacheStore, DockerExecutor, DockerOptions, Executor, RunIdentity,
+    RunOptions, RunReport, StageSpec, execute,
 };
 use buildit_core::system::PullPolicy;
 use tokio_util::sync::CancellationToken;
@@ -111,18 +112,33 @@ async fn run_pipeline(
     secrets: &[(&str, &str)],
     cancel: CancellationToken,
 ) -> Run {
-    let plan = support::plan(text, &RunContext::new().with_branch("main"));
     let workspace = match tempfile::tempdir() {
         Ok(dir) => dir,
         Err(error) => panic!("{error}"),
     };
+    let options = RunOptions {
+        grace: Duration::from_secs(2),
+        ..RunOptions::default()
+    };
+    run_in(docker, text, secrets, cancel, workspace.path(), options).await
+}
+
+async fn run_in(
+    docker: &DockerExecutor,
+    text: &str,
+    secrets: &[(&str, &str)],
+    cancel: CancellationToken,
+    workspace: &Path,
+    options: RunOptions,
+) -> Run {
+    let plan = support::plan(text, &RunContext::new().with_branch("main"));
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let run_id = format!(
         "docker-test-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let mut identity = RunIdentity::new(run_id.clone(), 1, workspace.path());
+    let mut identity = RunIdentity::new(run_id.clone(), 1, workspace);
     for (name, value) in secrets {
         identity
             .secrets
@@ -130,10 +146,6 @@ async fn run_pipeline(
     }
     let mut bus = EventBus::new(run_id.clone());
     let collector = support::collect(&mut bus);
-    let options = RunOptions {
-        grace: Duration::from_secs(2),
-        ..RunOptions::default()
-    };
     let report = execute(
         &plan,
         Arc::new(AnyExecutor::with_docker(docker.clone())),
@@ -176,7 +188,7 @@ stage "test" {{
     run "exit 3"
     run "echo never"
 }}
-stage "host" {{ needs "build"; run "cat out.txt" }}
+stage "host" {{ needs "build"; run "test ! -e out.txt && echo not here" }}
 "#
         ),
         &[("TOKEN", "hunter2-secret")],
@@ -199,7 +211,7 @@ stage "host" {{ needs "build"; run "cat out.txt" }}
         run.lines("build", LogStreamKind::Stderr),
         ["one", "two", "three"]
     );
-    // The workspace is shared with later stages, in containers and on the host.
+    // The run's workspace volume is shared with later container stages; the host workspace stays as it was.
     assert_eq!(run.outcome("test"), StageOutcome::Failed);
     assert_eq!(
         run.lines("test", LogStreamKind::Stdout),
@@ -209,7 +221,7 @@ stage "host" {{ needs "build"; run "cat out.txt" }}
     assert_eq!(test.and_then(|s| s.exit_code), Some(3));
     assert_eq!(
         run.lines("host", LogStreamKind::Stdout),
-        ["$ cat out.txt", "built"]
+        ["$ test ! -e out.txt && echo not here", "not here"]
     );
     assert!(
         containers_with("buildit.run", &run.run_id).is_empty(),
@@ -253,8 +265,13 @@ async fn secrets_stay_out_of_the_container_configuration() {
         "{:?}",
         started.elapsed()
     );
+    // The run's end releases its workspace volume.
+    if let Err(error) = docker.release_run("secret-test").await {
+        panic!("{error}");
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(containers_with("buildit.run", "secret-test").is_empty());
+    assert!(volumes_with("buildit.run", "secret-test").is_empty());
 }
 
 #[tokio::test]
@@ -404,6 +421,20 @@ async fn sweeps_remove_what_dead_runs_left_and_nothing_else() {
         ])
     };
     create("dead-run", &format!("{host}/{dead}"));
+    let volume = |run: &str, owner: &str| {
+        docker_cli(&[
+            "volume",
+            "create",
+            "--label",
+            &format!("buildit.run={run}"),
+            "--label",
+            &format!("buildit.owner={owner}"),
+            "--label",
+            &format!("sweep-test={tag}"),
+        ])
+    };
+    volume("dead-run", &format!("{host}/{dead}"));
+    volume("live-run", &format!("{host}/{}", std::process::id()));
     create("live-run", &format!("{host}/{}", std::process::id()));
     create("remote-run", &format!("another-host/{dead}"));
     // Not BuildIt's: no run label.
@@ -422,9 +453,19 @@ async fn sweeps_remove_what_dead_runs_left_and_nothing_else() {
     let left = containers_with("sweep-test", &tag);
     assert_eq!(left.len(), 3, "only the dead run's container goes");
     assert!(containers_with("buildit.run", "dead-run").is_empty());
+    assert!(!report.volumes.is_empty(), "{report:?}");
+    assert_eq!(
+        volumes_with("sweep-test", &tag).len(),
+        1,
+        "only the dead run's volume goes"
+    );
     // A run's own sweep takes its containers, alive or not.
     let _ = docker.sweep(Some("live-run")).await;
     assert_eq!(containers_with("sweep-test", &tag).len(), 2);
+    assert!(
+        volumes_with("sweep-test", &tag).is_empty(),
+        "a run's sweep takes its volume"
+    );
     for id in containers_with("sweep-test", &tag) {
         docker_cli(&["rm", "-f", &id]);
     }
@@ -469,6 +510,23 @@ async fn assert_nothing_left(run_id: &str) {
         networks_with("buildit.run", run_id).is_empty(),
         "networks left behind"
     );
+    assert!(
+        volumes_with("buildit.run", run_id).is_empty(),
+        "volumes left behind"
+    );
+}
+
+fn volumes_with(label: &str, value: &str) -> Vec<String> {
+    docker_cli(&[
+        "volume",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label={label}={value}"),
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
 }
 
 fn networks_with(label: &str, value: &str) -> Vec<String> {
@@ -613,4 +671,341 @@ stage "crashing" {{
         "{}",
         run.reason("crashing")
     );
+}
+
+fn temporary() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+#[tokio::test]
+async fn the_workspace_is_copied_into_a_volume_once_and_the_host_directory_stays_untouched() {
+    let Some(docker) = docker().await else { return };
+    let workspace = temporary();
+    let _ = std::fs::create_dir_all(workspace.path().join("src/deep"));
+    let _ = std::fs::write(
+        workspace.path().join("src/deep/input.txt"),
+        "from the host\n",
+    );
+    let _ = std::fs::create_dir_all(workspace.path().join(".buildit"));
+    let _ = std::fs::write(workspace.path().join(".buildit/state"), "private");
+    let options = RunOptions {
+        grace: Duration::from_secs(2),
+        ..RunOptions::default()
+    };
+    let run = run_in(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "first" {{
+    image "{IMAGE}"
+    run "cat src/deep/input.txt"
+    run "test ! -e .buildit && echo no state"
+    run "echo written > made.txt; rm src/deep/input.txt"
+}}
+stage "second" {{ needs "first"; image "{IMAGE}"; run "cat made.txt; test ! -e src/deep/input.txt && echo removed"; }}
+"#
+        ),
+        &[],
+        CancellationToken::new(),
+        workspace.path(),
+        options,
+    )
+    .await;
+    assert_eq!(
+        run.lines("first", LogStreamKind::Stdout),
+        [
+            "$ cat src/deep/input.txt",
+            "from the host",
+            "$ test ! -e .buildit && echo no state",
+            "no state",
+            "$ echo written > made.txt; rm src/deep/input.txt"
+        ]
+    );
+    // The second stage sees what the stage it needs wrote and deleted.
+    assert_eq!(
+        run.lines("second", LogStreamKind::Stdout)[1..],
+        ["written", "removed"]
+    );
+    assert!(workspace.path().join("src/deep/input.txt").is_file());
+    assert!(!workspace.path().join("made.txt").exists());
+    assert_nothing_left(&run.run_id).await;
+}
+
+#[tokio::test]
+async fn bind_mounts_the_host_workspace_instead() {
+    let Some(docker) = docker().await else { return };
+    let docker = match DockerExecutor::connect(DockerOptions {
+        bind_workspace: true,
+        ..DockerOptions::default()
+    })
+    .await
+    {
+        Ok(bound) => bound,
+        Err(error) => panic!("{error}: {docker:?}"),
+    };
+    let run = run_pipeline(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "build" {{ image "{IMAGE}"; run "echo built > out.txt"; }}
+stage "host" {{ needs "build"; run "cat out.txt" }}
+"#
+        ),
+        &[],
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        run.lines("host", LogStreamKind::Stdout),
+        ["$ cat out.txt", "built"]
+    );
+    assert_nothing_left(&run.run_id).await;
+}
+
+#[tokio::test]
+async fn artifacts_and_caches_move_through_the_volume_with_the_same_rules() {
+    let Some(docker) = docker().await else { return };
+    let workspace = temporary();
+    let stores = temporary();
+    let options = || RunOptions {
+        grace: Duration::from_secs(2),
+        concurrency: Some(1),
+        artifacts: Some(ArtifactStore::new(stores.path().join("artifacts"))),
+        caches: Some(CacheStore::new(stores.path().join("caches"))),
+        ..RunOptions::default()
+    };
+    let pipeline = format!(
+        r#"
+pipeline "p"
+cache "deps" {{ path "deps" "~/.outside"; key "deps-1" }}
+stage "build" {{
+    image "{IMAGE}"
+    cache "deps"
+    run "test -f deps/fetched && echo warm || {{ mkdir -p deps; echo v1 > deps/fetched; echo cold; }}"
+    run "mkdir -p dist/sub; echo app > dist/app.txt; echo x > dist/sub/x.txt; echo log > dist/skip.log; echo r > report.xml"
+    artifacts "dist/**/*.txt" "report.xml"
+}}
+stage "host" {{ needs "build"; run "cat dist/app.txt dist/sub/x.txt report.xml; test ! -e dist/skip.log"; artifacts "host.txt"; run "echo from-host > host.txt" }}
+stage "back" {{ needs "host"; image "{IMAGE}"; run "cat host.txt" }}
+stage "sneaky" {{ needs "build"; image "{IMAGE}"; run "ln -s /etc/hostname leak"; artifacts "leak" }}
+"#
+    );
+    let first = run_in(
+        &docker,
+        &pipeline,
+        &[],
+        CancellationToken::new(),
+        workspace.path(),
+        options(),
+    )
+    .await;
+    assert_eq!(
+        first.outcome("build"),
+        StageOutcome::Succeeded,
+        "{}",
+        first.reason("build")
+    );
+    assert_eq!(first.lines("build", LogStreamKind::Stdout)[1], "cold");
+    let notes = first.lines("build", LogStreamKind::Stderr);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("`~/.outside` is outside the workspace")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("buildit: cache `deps` saved")),
+        "{notes:?}"
+    );
+    // A host stage gets the container stage's artifacts, and a container stage gets the host stage's.
+    assert_eq!(
+        first.outcome("host"),
+        StageOutcome::Succeeded,
+        "{}",
+        first.reason("host")
+    );
+    assert_eq!(
+        first.lines("host", LogStreamKind::Stdout)[1..4],
+        ["app", "x", "r"]
+    );
+    assert_eq!(
+        first.outcome("back"),
+        StageOutcome::Succeeded,
+        "{}",
+        first.reason("back")
+    );
+    assert_eq!(first.lines("back", LogStreamKind::Stdout)[1], "from-host");
+    // A symlink out of the workspace is refused, as on the host.
+    assert_eq!(first.outcome("sneaky"), StageOutcome::Failed);
+    assert!(
+        first.reason("sneaky").contains("leak"),
+        "{}",
+        first.reason("sneaky")
+    );
+    assert_nothing_left(&first.run_id).await;
+
+    // The next run starts from a clean workspace: the cache brings `deps` back into its volume.
+    let second = run_in(
+        &docker,
+        &pipeline,
+        &[],
+        CancellationToken::new(),
+        workspace.path(),
+        options(),
+    )
+    .await;
+    assert_eq!(second.lines("build", LogStreamKind::Stdout)[1], "warm");
+    assert_nothing_left(&second.run_id).await;
+}
+
+/// A Docker registry on a loopback port (Debian's `docker-registry`; the engine trusts loopback registries
+/// without TLS), stopped when dropped.
+struct LocalRegistry {
+    child: std::process::Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalRegistry {
+    /// `None` (outside CI) when the registry program is not installed.
+    fn start() -> Option<Self> {
+        let program = "/usr/bin/docker-registry";
+        if !Path::new(program).exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must install docker-registry"
+            );
+            eprintln!("skipped: no {program}");
+            return None;
+        }
+        let dir = temporary();
+        let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+            Ok(address) => address.port(),
+            Err(error) => panic!("{error}"),
+        };
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        let written = std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n",
+                dir.path().join("data").display()
+            ),
+        );
+        assert!(written.is_ok(), "{written:?}");
+        let child = match Command::new(program)
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(error) => panic!("{program}: {error}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "the registry never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self {
+            child,
+            address,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn pulls_report_their_progress_in_the_stage_log_as_they_happen() {
+    let Some(docker) = docker().await else { return };
+    let Some(registry) = LocalRegistry::start() else {
+        return;
+    };
+    // An image with a layer of its own, so that pulling it downloads something.
+    let context = temporary();
+    let stamp = format!("stamp-{}-{:?}", std::process::id(), Instant::now());
+    let _ = std::fs::write(context.path().join("stamp"), &stamp);
+    let _ = std::fs::write(
+        context.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nCOPY stamp /stamp\n"),
+    );
+    let image = format!("{}/buildit-pull-test/app:1", registry.address);
+    let context_path = context.path().display().to_string();
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", &image, &context_path])
+        .output();
+    assert!(
+        matches!(&built, Ok(output) if output.status.success()),
+        "{built:?}"
+    );
+    let pushed = Command::new("docker").args(["push", &image]).output();
+    assert!(
+        matches!(&pushed, Ok(output) if output.status.success()),
+        "{pushed:?}"
+    );
+    docker_cli(&["rmi", &image]);
+    let run = run_pipeline(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "pulled" {{ image "{image}"; run "cat /stamp"; }}
+"#
+        ),
+        &[],
+        CancellationToken::new(),
+    )
+    .await;
+    docker_cli(&["rmi", &image]);
+    assert_eq!(
+        run.outcome("pulled"),
+        StageOutcome::Succeeded,
+        "{}",
+        run.reason("pulled")
+    );
+    assert_eq!(run.lines("pulled", LogStreamKind::Stdout)[1], stamp);
+    let notes = run.lines("pulled", LogStreamKind::Stderr);
+    assert_eq!(
+        notes.first().copied(),
+        Some(format!("buildit: pulling image `{image}`").as_str()),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.ends_with(": Pull complete")),
+        "every layer's end is shown: {notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("buildit: Digest: sha256:")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .last()
+            .is_some_and(|n| n.starts_with(&format!("buildit: pulled image `{image}` in "))),
+        "{notes:?}"
+    );
+    // The notes came while the stage was starting: before its first output line.
+    let position = |wanted: &str| {
+        run.events.iter().position(|event| {
+            matches!(&event.kind, RunEventKind::LogLine { text, .. } if text.starts_with(wanted))
+        })
+    };
+    assert!(position("buildit: pulling image") < position(&stamp));
 }

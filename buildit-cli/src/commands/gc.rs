@@ -31,11 +31,13 @@ pub(crate) fn run(args: &GcArgs) -> Exit {
             Ok(report) => {
                 let plural = |n: usize| if n == 1 { "" } else { "s" };
                 println!(
-                    "removed {} container{} and {} network{} left by runs whose `buildit` is gone",
+                    "removed {} container{}, {} network{} and {} volume{} left by runs whose `buildit` is gone",
                     report.containers.len(),
                     plural(report.containers.len()),
                     report.networks.len(),
-                    plural(report.networks.len())
+                    plural(report.networks.len()),
+                    report.volumes.len(),
+                    plural(report.volumes.len())
                 );
                 Exit::Success
             }

@@ -81,7 +81,10 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     let docker = plan
         .order()
         .any(|s| !s.is_skipped() && s.executor() == ExecutorKind::Docker)
-        .then(|| docker_options(&system));
+        .then(|| DockerOptions {
+            bind_workspace: args.bind,
+            ..docker_options(&system)
+        });
     let location = match super::store::locate(&args.store, &system) {
         Ok(location) => location,
         Err(exit) => return exit,
@@ -152,6 +155,7 @@ pub(crate) fn docker_options(system: &SystemConfig) -> DockerOptions {
             host: host.clone(),
             pull: *pull,
             network: network.clone(),
+            ..DockerOptions::default()
         },
         _ => DockerOptions::default(),
     }
@@ -293,13 +297,10 @@ async fn run_plan(
     )
     .await;
     drop(bus);
-    // Whatever the run's containers left (a stage cancelled while its container was being created) goes now.
-    if let Some(docker) = executor.docker_executor()
-        && let Err(error) = docker.sweep(Some(&identity.run_id)).await
-    {
+    if let Some(problem) = &report.cleanup {
         error_line(
-            &format!("cannot remove the run's containers: {error}"),
-            None,
+            problem,
+            Some("`buildit gc` removes it once this run is over"),
         );
     }
     let recorded = recorder.await;

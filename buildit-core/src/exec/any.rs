@@ -1,5 +1,6 @@
 //! One executor for a whole run: stages with an `image` go to Docker, the others to the host.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[cfg(feature = "docker")]
@@ -102,10 +103,52 @@ impl Executor for AnyExecutor {
             AnyHandle::Docker(handle) => self.docker(handle)?.cancel(handle, grace).await,
         }
     }
+
+    fn workspace_on_host(&self, spec: &StageSpec) -> bool {
+        #[cfg(feature = "docker")]
+        if let Some(docker) = self.docker_for(spec) {
+            return docker.workspace_on_host(spec);
+        }
+        self.local.workspace_on_host(spec)
+    }
+
+    async fn put_files(&self, spec: &StageSpec, from: &Path) -> Result<(), ExecError> {
+        #[cfg(feature = "docker")]
+        if let Some(docker) = self.docker_for(spec) {
+            return docker.put_files(spec, from).await;
+        }
+        self.local.put_files(spec, from).await
+    }
+
+    async fn get_files(
+        &self,
+        spec: &StageSpec,
+        paths: &[PathBuf],
+        into: &Path,
+    ) -> Result<(), ExecError> {
+        #[cfg(feature = "docker")]
+        if let Some(docker) = self.docker_for(spec) {
+            return docker.get_files(spec, paths, into).await;
+        }
+        self.local.get_files(spec, paths, into).await
+    }
+
+    async fn release_run(&self, run_id: &str) -> Result<(), ExecError> {
+        #[cfg(feature = "docker")]
+        if let Some(docker) = &self.docker {
+            docker.release_run(run_id).await?;
+        }
+        self.local.release_run(run_id).await
+    }
 }
 
 #[cfg(feature = "docker")]
 impl AnyExecutor {
+    /// The Docker executor, for a stage with an image.
+    fn docker_for(&self, spec: &StageSpec) -> Option<&DockerExecutor> {
+        spec.image.as_ref().and(self.docker.as_ref())
+    }
+
     fn docker(&self, _handle: &DockerHandle) -> Result<&DockerExecutor, ExecError> {
         self.docker
             .as_ref()

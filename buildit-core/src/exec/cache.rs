@@ -66,6 +66,11 @@ impl CacheStore {
         self.root.join(format!("{}.tar", encode_key(key)))
     }
 
+    /// Whether an archive for `key` is saved.
+    pub fn contains(&self, key: &str) -> bool {
+        self.archive(key).is_file()
+    }
+
     /// Restores the cache into place; `home` resolves `~/` paths.
     pub fn restore(
         &self,

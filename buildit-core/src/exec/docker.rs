@@ -2,6 +2,7 @@
 //! before it starts, stopped by `docker stop` semantics, removed when it ends.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,16 +13,18 @@ use bollard::models::{
     NetworkingConfig,
 };
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OnceCell, mpsc, watch};
 
 use super::attempt::{ExitWatch, OutputOnce};
 use super::executor::{
-    ExecError, Executor, ExitStatus, LogChunk, LogStream, ServiceSpec, StageSpec, StageStatus,
+    ExecError, Executor, ExitStatus, LogChunk, LogStream, NoteSender, ServiceSpec, StageSpec,
+    StageStatus,
 };
 use crate::events::LogStreamKind;
 use crate::store::RunOwner;
@@ -46,7 +49,22 @@ pub struct DockerOptions {
     pub pull: PullPolicy,
     /// Network for stage containers (`--network`); `None`: the engine's default.
     pub network: Option<String>,
+    /// Mount the host workspace into stage containers instead of giving each run a workspace volume: no copy,
+    /// but stages write into the host directory (as the container's user, often root).
+    pub bind_workspace: bool,
 }
+
+/// What a container stage's workspace is, on the engine.
+#[derive(Debug, Clone)]
+struct RunWorkspace {
+    /// The volume mounted at the workspace path.
+    volume: String,
+    /// A container that is never started and holds the volume, for copying files in and out.
+    holder: String,
+}
+
+/// Top-level directories of the host workspace that are not copied into a run's volume: BuildIt's own state.
+const NOT_UPLOADED: &[&str] = &[".buildit"];
 
 /// Runs stages with an `image` in Docker containers.
 #[derive(Debug, Clone)]
@@ -57,6 +75,8 @@ pub struct DockerExecutor {
     host: String,
     /// Images seen on the engine: with `if-not-present`, each is inspected once per executor, not per stage.
     present: Arc<Mutex<HashSet<String>>>,
+    /// Each run's workspace volume, created when its first container stage needs it.
+    workspaces: Arc<Mutex<HashMap<String, Arc<OnceCell<RunWorkspace>>>>>,
 }
 
 /// A container attempt.
@@ -81,6 +101,8 @@ pub struct SweepReport {
     pub containers: Vec<String>,
     /// Networks removed.
     pub networks: Vec<String>,
+    /// Workspace volumes removed.
+    pub volumes: Vec<String>,
 }
 
 /// The services of one attempt: their containers and the network they share with the stage.
@@ -92,6 +114,59 @@ struct ServiceGroup {
 
 /// Lines of a service's log shown when it never became ready.
 const SERVICE_LOG_TAIL: &str = "20";
+
+/// Turns the engine's pull messages into log lines: every change of a layer's state, and its byte counts at
+/// most every [`PULL_PROGRESS_EVERY`] while it downloads or extracts.
+#[derive(Debug, Default)]
+struct PullProgress {
+    /// Per layer: its last state, and when its byte counts were last shown.
+    layers: HashMap<String, (String, tokio::time::Instant)>,
+}
+
+/// How often a layer's byte counts are shown while it moves.
+const PULL_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+impl PullProgress {
+    fn line(
+        &mut self,
+        info: &bollard::models::CreateImageInfo,
+        now: tokio::time::Instant,
+    ) -> Option<String> {
+        let status = info.status.as_deref()?.trim();
+        let Some(layer) = info.id.as_deref().filter(|id| !id.is_empty()) else {
+            // Whole-image messages: the digest, "Downloaded newer image", "Image is up to date".
+            return Some(status.to_owned());
+        };
+        let counts = info
+            .progress_detail
+            .as_ref()
+            .and_then(|detail| Some((detail.current?, detail.total?)))
+            .filter(|(_, total)| *total > 0);
+        let (last_status, last_shown) = self
+            .layers
+            .entry(layer.to_owned())
+            .or_insert_with(|| (String::new(), now - PULL_PROGRESS_EVERY));
+        let changed = last_status != status;
+        if !changed && (counts.is_none() || now.duration_since(*last_shown) < PULL_PROGRESS_EVERY) {
+            return None;
+        }
+        *last_status = status.to_owned();
+        *last_shown = now;
+        Some(match counts {
+            Some((current, total)) => format!(
+                "{layer}: {status} {} of {}",
+                megabytes(current),
+                megabytes(total)
+            ),
+            None => format!("{layer}: {status}"),
+        })
+    }
+}
+
+fn megabytes(bytes: i64) -> String {
+    let tenths = bytes.max(0) / 100_000;
+    format!("{}.{} MB", tenths / 10, tenths % 10)
+}
 
 /// Whether an image reference names a tag (`alpine:3.20`) or a digest (`alpine@sha256:...`); a registry port
 /// (`registry:5000/app`) is not a tag.
@@ -110,6 +185,14 @@ fn owner_is_dead(labels: &HashMap<String, String>, here: &RunOwner) -> bool {
         .and_then(|owner| owner.rsplit_once('/'))
         .and_then(|(host, pid)| Some((host.to_owned(), pid.parse::<u32>().ok()?)))
         .is_some_and(|(host, pid)| RunOwner { host, pid }.is_dead_here(here))
+}
+
+/// A name no other BuildIt process or run uses: `buildit-<time>-<pid>`.
+fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("buildit-{nanos:x}-{}", std::process::id())
 }
 
 fn backend(context: &str, error: impl std::fmt::Display) -> ExecError {
@@ -154,6 +237,7 @@ impl DockerExecutor {
             owner: format!("{}/{}", owner.host, owner.pid),
             host,
             present: Arc::default(),
+            workspaces: Arc::default(),
         })
     }
 
@@ -162,8 +246,8 @@ impl DockerExecutor {
         &self.host
     }
 
-    /// Makes sure `image` is on the engine, as the pull policy says.
-    async fn ensure_image(&self, image: &str) -> Result<(), ExecError> {
+    /// Makes sure `image` is on the engine, as the pull policy says; a pull reports its progress to `notes`.
+    async fn ensure_image(&self, image: &str, notes: Option<&NoteSender>) -> Result<(), ExecError> {
         let known = self.options.pull != PullPolicy::Always
             && self
                 .present
@@ -172,14 +256,18 @@ impl DockerExecutor {
         if known {
             return Ok(());
         }
-        self.pull_if_needed(image).await?;
+        self.pull_if_needed(image, notes).await?;
         if let Ok(mut present) = self.present.lock() {
             present.insert(image.to_owned());
         }
         Ok(())
     }
 
-    async fn pull_if_needed(&self, image: &str) -> Result<(), ExecError> {
+    async fn pull_if_needed(
+        &self,
+        image: &str,
+        notes: Option<&NoteSender>,
+    ) -> Result<(), ExecError> {
         let present = match self.docker.inspect_image(image).await {
             Ok(_) => true,
             Err(error) if is_not_found(&error) => false,
@@ -204,12 +292,30 @@ impl DockerExecutor {
             options = options.tag("latest");
         }
         let options = options.build();
+        let note = |text: String| async move {
+            if let Some(notes) = notes {
+                notes.send(text).await;
+            }
+        };
+        note(format!("buildit: pulling image `{image}`")).await;
+        let started = tokio::time::Instant::now();
         let mut progress = self.docker.create_image(Some(options), None, None);
+        let mut layers = PullProgress::default();
         while let Some(step) = progress.next().await {
-            if let Err(error) = step {
-                return Err(backend(&format!("cannot pull image `{image}`"), error));
+            match step {
+                Ok(info) => {
+                    if let Some(line) = layers.line(&info, tokio::time::Instant::now()) {
+                        note(format!("buildit: {line}")).await;
+                    }
+                }
+                Err(error) => return Err(backend(&format!("cannot pull image `{image}`"), error)),
             }
         }
+        note(format!(
+            "buildit: pulled image `{image}` in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
         Ok(())
     }
 
@@ -256,7 +362,133 @@ impl DockerExecutor {
                 report.networks.push(name);
             }
         }
+        let options = ListVolumesOptionsBuilder::new().filters(&filters).build();
+        let volumes = self
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|error| backend("cannot list volumes", error))?;
+        for volume in volumes.volumes.unwrap_or_default() {
+            let ours = run
+                .is_some_and(|run| volume.labels.get(RUN_LABEL).map(String::as_str) == Some(run))
+                || owner_is_dead(&volume.labels, &here);
+            // A volume still mounted (by a live run's container) refuses removal: it is left alone.
+            if ours && self.remove_volume(&volume.name).await {
+                report.volumes.push(volume.name);
+            }
+        }
         Ok(report)
+    }
+
+    /// The run's workspace volume, created (and filled with the host workspace) by the first stage that needs it.
+    async fn run_workspace(&self, spec: &StageSpec) -> Result<RunWorkspace, ExecError> {
+        let run = spec.labels.get(RUN_LABEL).cloned().unwrap_or_default();
+        let cell = match self.workspaces.lock() {
+            Ok(mut workspaces) => Arc::clone(workspaces.entry(run).or_default()),
+            Err(_) => return Err(ExecError::Backend("workspace registry poisoned".to_owned())),
+        };
+        cell.get_or_try_init(|| self.create_workspace(spec))
+            .await
+            .cloned()
+    }
+
+    async fn create_workspace(&self, spec: &StageSpec) -> Result<RunWorkspace, ExecError> {
+        let Some(image) = &spec.image else {
+            return Err(ExecError::Backend(
+                "a workspace volume needs a container stage".to_owned(),
+            ));
+        };
+        self.ensure_image(image, spec.notes.as_ref()).await?;
+        let mut labels = self.attempt_labels(spec);
+        labels.remove("buildit.stage");
+        labels.remove("buildit.attempt");
+        labels.insert("buildit.role".to_owned(), "workspace".to_owned());
+        let volume = format!("{}-workspace", unique_name());
+        self.docker
+            .create_volume(bollard::models::VolumeCreateRequest {
+                name: Some(volume.clone()),
+                labels: Some(labels.clone()),
+                ..bollard::models::VolumeCreateRequest::default()
+            })
+            .await
+            .map_err(|error| backend("cannot create the run's workspace volume", error))?;
+        let workspace = spec.workspace.display().to_string();
+        let holder = self
+            .docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                ContainerCreateBody {
+                    image: Some(image.clone()),
+                    // Never started: it only gives the archive API a way into the volume.
+                    cmd: Some(vec!["true".to_owned()]),
+                    entrypoint: Some(Vec::new()),
+                    labels: Some(labels),
+                    host_config: Some(HostConfig {
+                        binds: Some(vec![format!("{volume}:{workspace}")]),
+                        ..HostConfig::default()
+                    }),
+                    ..ContainerCreateBody::default()
+                },
+            )
+            .await;
+        let holder = match holder {
+            Ok(created) => created.id,
+            Err(error) => {
+                self.remove_volume(&volume).await;
+                return Err(backend("cannot create the run's workspace volume", error));
+            }
+        };
+        let created = RunWorkspace { volume, holder };
+        if let Err(error) = self
+            .upload_tree(&created, &spec.workspace, &spec.workspace, NOT_UPLOADED)
+            .await
+        {
+            self.remove_workspace(&created).await;
+            return Err(ExecError::Backend(format!(
+                "cannot copy the workspace into its volume: {error}"
+            )));
+        }
+        Ok(created)
+    }
+
+    /// Copies the host tree `from` into the volume at `to` (a path inside the container).
+    async fn upload_tree(
+        &self,
+        workspace: &RunWorkspace,
+        from: &Path,
+        to: &Path,
+        skip_top: &'static [&'static str],
+    ) -> Result<(), String> {
+        let (stream, packing) = super::docker_files::pack_tree(from.to_path_buf(), skip_top);
+        let options = UploadToContainerOptionsBuilder::new()
+            .path(&to.display().to_string())
+            .build();
+        let uploaded = self
+            .docker
+            .upload_to_container(
+                &workspace.holder,
+                Some(options),
+                bollard::body_try_stream(stream),
+            )
+            .await;
+        // A packing error cuts the stream short: it is the real cause of a failed (or truncated) upload.
+        packing
+            .await
+            .map_err(|error| format!("packing failed: {error}"))??;
+        uploaded.map_err(|error| error.to_string())
+    }
+
+    /// Removes a volume; whether it is gone.
+    async fn remove_volume(&self, name: &str) -> bool {
+        self.docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+            .is_ok()
+    }
+
+    async fn remove_workspace(&self, workspace: &RunWorkspace) {
+        self.remove(&workspace.holder).await;
+        self.remove_volume(&workspace.volume).await;
     }
 
     async fn remove(&self, id: &str) {
@@ -273,6 +505,7 @@ impl DockerExecutor {
         spec: &StageSpec,
         image: &str,
         network: Option<&str>,
+        workspace_source: &str,
     ) -> ContainerCreateBody {
         let labels = self.attempt_labels(spec);
         let env: Vec<String> = spec
@@ -306,8 +539,9 @@ impl DockerExecutor {
             host_config: Some(HostConfig {
                 // An init process as PID 1, so that `docker stop`'s SIGTERM reaches the commands.
                 init: Some(true),
-                // The workspace at the same path as on the host: `BUILDIT_WORKSPACE` and paths in logs agree.
-                binds: Some(vec![format!("{workspace}:{workspace}")]),
+                // The workspace (the run's volume, or the host directory) at the same path as on the host:
+                // `BUILDIT_WORKSPACE` and paths in logs agree.
+                binds: Some(vec![format!("{workspace_source}:{workspace}")]),
                 memory: resources
                     .and_then(|r| r.memory_bytes)
                     .and_then(|bytes| i64::try_from(bytes).ok()),
@@ -374,10 +608,7 @@ impl DockerExecutor {
         group: &mut ServiceGroup,
     ) -> Result<(), ExecError> {
         let labels = self.attempt_labels(spec);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos());
-        let network = format!("buildit-{nanos:x}-{}", std::process::id());
+        let network = unique_name();
         self.docker
             .create_network(NetworkCreateRequest {
                 name: network.clone(),
@@ -388,7 +619,8 @@ impl DockerExecutor {
             .map_err(|error| backend("cannot create the services' network", error))?;
         group.network = Some(network.clone());
         for service in &spec.services {
-            self.ensure_image(&service.image).await?;
+            self.ensure_image(&service.image, spec.notes.as_ref())
+                .await?;
             let mut service_labels = labels.clone();
             service_labels.insert("buildit.service".to_owned(), service.name.clone());
             let body = ContainerCreateBody {
@@ -577,12 +809,17 @@ impl DockerExecutor {
     }
 
     async fn start(&self, spec: &StageSpec, image: &str) -> Result<DockerHandle, ExecError> {
+        let workspace_source = if self.options.bind_workspace {
+            spec.workspace.display().to_string()
+        } else {
+            self.run_workspace(spec).await?.volume
+        };
         let services = if spec.services.is_empty() {
             ServiceGroup::default()
         } else {
             self.start_services(spec).await?
         };
-        let body = self.create_body(spec, image, services.network.as_deref());
+        let body = self.create_body(spec, image, services.network.as_deref(), &workspace_source);
         let created = match self
             .docker
             .create_container(
@@ -757,7 +994,7 @@ impl Executor for DockerExecutor {
                 "the Docker executor runs stages with an `image`".to_owned(),
             ));
         };
-        self.ensure_image(&image).await?;
+        self.ensure_image(&image, spec.notes.as_ref()).await?;
         self.start(&spec, &image).await
     }
 
@@ -792,11 +1029,112 @@ impl Executor for DockerExecutor {
         }
         handle.exit.wait().await.map(|_| ())
     }
+
+    fn workspace_on_host(&self, _spec: &StageSpec) -> bool {
+        self.options.bind_workspace
+    }
+
+    async fn put_files(&self, spec: &StageSpec, from: &Path) -> Result<(), ExecError> {
+        let workspace = self.run_workspace(spec).await?;
+        self.upload_tree(&workspace, from, &spec.workspace, &[])
+            .await
+            .map_err(|error| backend("cannot copy files into the workspace volume", error))
+    }
+
+    async fn get_files(
+        &self,
+        spec: &StageSpec,
+        paths: &[PathBuf],
+        into: &Path,
+    ) -> Result<(), ExecError> {
+        let workspace = self.run_workspace(spec).await?;
+        for path in paths {
+            let inside = spec.workspace.join(path);
+            let options = DownloadFromContainerOptionsBuilder::new()
+                .path(&inside.display().to_string())
+                .build();
+            let mut download = self
+                .docker
+                .download_from_container(&workspace.holder, Some(options))
+                .peekable();
+            // The engine answers a missing path with 404 before any byte: nothing to copy.
+            match std::pin::Pin::new(&mut download).peek().await {
+                Some(Err(error)) if is_not_found(error) => continue,
+                _ => {}
+            }
+            super::docker_files::unpack_tree(download, into.join(path))
+                .await
+                .map_err(|error| {
+                    backend(
+                        &format!(
+                            "cannot copy `{}` out of the workspace volume",
+                            path.display()
+                        ),
+                        error,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn release_run(&self, run_id: &str) -> Result<(), ExecError> {
+        let cell = self
+            .workspaces
+            .lock()
+            .ok()
+            .and_then(|mut workspaces| workspaces.remove(run_id));
+        if let Some(workspace) = cell.as_ref().and_then(|cell| cell.get()) {
+            self.remove_workspace(workspace).await;
+        }
+        // What an attempt interrupted while starting had created (a stage timed out waiting for its services)
+        // carries the run's label: it goes now too.
+        self.sweep(Some(run_id)).await.map(|_| ())
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::has_tag_or_digest;
+    use std::time::Duration;
+
+    use super::{PullProgress, has_tag_or_digest};
+
+    #[test]
+    fn pull_progress_shows_state_changes_and_throttles_byte_counts() {
+        let info =
+            |id: &str, status: &str, current: Option<i64>| bollard::models::CreateImageInfo {
+                id: Some(id.to_owned()),
+                status: Some(status.to_owned()),
+                progress_detail: current.map(|current| bollard::models::ProgressDetail {
+                    current: Some(current),
+                    total: Some(3_000_000),
+                }),
+                ..bollard::models::CreateImageInfo::default()
+            };
+        let mut progress = PullProgress::default();
+        let start = tokio::time::Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        let lines: Vec<Option<String>> = vec![
+            progress.line(&info("abc", "Pulling fs layer", None), at(0)),
+            progress.line(&info("abc", "Downloading", Some(1_000_000)), at(10)),
+            progress.line(&info("abc", "Downloading", Some(1_500_000)), at(500)),
+            progress.line(&info("abc", "Downloading", Some(2_500_000)), at(2_100)),
+            progress.line(&info("def", "Downloading", Some(100)), at(2_200)),
+            progress.line(&info("abc", "Pull complete", None), at(2_300)),
+            progress.line(&info("", "Digest: sha256:00", None), at(2_400)),
+        ];
+        assert_eq!(
+            lines,
+            [
+                Some("abc: Pulling fs layer".to_owned()),
+                Some("abc: Downloading 1.0 MB of 3.0 MB".to_owned()),
+                None,
+                Some("abc: Downloading 2.5 MB of 3.0 MB".to_owned()),
+                Some("def: Downloading 0.0 MB of 3.0 MB".to_owned()),
+                Some("abc: Pull complete".to_owned()),
+                Some("Digest: sha256:00".to_owned()),
+            ]
+        );
+    }
 
     #[test]
     fn references_without_a_tag_are_told_apart() {

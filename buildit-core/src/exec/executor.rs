@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -38,7 +38,36 @@ pub struct StageSpec {
     pub labels: BTreeMap<String, String>,
     /// Sidecar containers started before the stage (container executors only).
     pub services: Vec<ServiceSpec>,
+    /// Where an executor reports progress while it starts the attempt (image pulls): each note becomes a
+    /// line of the stage's log as it happens. `None`: nobody listens.
+    pub notes: Option<NoteSender>,
 }
+
+/// A channel for lines about starting an attempt. Not part of what a stage is: two specs that differ only in
+/// where their notes go are equal.
+#[derive(Debug, Clone)]
+pub struct NoteSender(mpsc::Sender<String>);
+
+impl NoteSender {
+    /// A sender, and the receiver its notes arrive at.
+    pub fn channel() -> (Self, mpsc::Receiver<String>) {
+        let (sender, receiver) = mpsc::channel(64);
+        (Self(sender), receiver)
+    }
+
+    /// Sends a note; waits while the receiver is full, and drops it when nobody listens any more.
+    pub async fn send(&self, note: String) {
+        let _ = self.0.send(note).await;
+    }
+}
+
+impl PartialEq for NoteSender {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for NoteSender {}
 
 /// A resolved `service`: a container on the stage's network, reachable by `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +106,7 @@ impl StageSpec {
             resources: None,
             labels: BTreeMap::new(),
             services: Vec::new(),
+            notes: None,
         }
     }
 
@@ -231,6 +261,44 @@ pub trait Executor: Send + Sync + 'static {
         handle: &Self::Handle,
         grace: Duration,
     ) -> impl Future<Output = Result<(), ExecError>> + Send;
+
+    /// Whether the attempt's workspace is the host directory `spec.workspace`. When it is not (a container
+    /// executor's per-run volume), the scheduler moves artifacts and caches in and out through
+    /// [`Executor::put_files`] and [`Executor::get_files`].
+    fn workspace_on_host(&self, _spec: &StageSpec) -> bool {
+        true
+    }
+
+    /// Copies the tree under the host directory `from` into the attempt's workspace, over what is there.
+    /// Only called when the workspace is not on the host.
+    fn put_files(
+        &self,
+        _spec: &StageSpec,
+        _from: &Path,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send {
+        async { Err(workspace_is_on_host()) }
+    }
+
+    /// Copies `paths` (relative to the workspace; missing ones are skipped) from the attempt's workspace into
+    /// the host directory `into`, at the same relative places. Only called when the workspace is not on the host.
+    fn get_files(
+        &self,
+        _spec: &StageSpec,
+        _paths: &[PathBuf],
+        _into: &Path,
+    ) -> impl Future<Output = Result<(), ExecError>> + Send {
+        async { Err(workspace_is_on_host()) }
+    }
+
+    /// The run has ended: releases what the executor kept or left for it (a workspace volume, containers of
+    /// attempts interrupted while starting).
+    fn release_run(&self, _run_id: &str) -> impl Future<Output = Result<(), ExecError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+fn workspace_is_on_host() -> ExecError {
+    ExecError::Backend("this executor keeps the workspace on the host".to_owned())
 }
 
 #[cfg(test)]

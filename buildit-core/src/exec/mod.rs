@@ -6,6 +6,8 @@ mod attempt;
 mod cache;
 #[cfg(feature = "docker")]
 mod docker;
+#[cfg(feature = "docker")]
+mod docker_files;
 mod executor;
 mod fake;
 mod lines;
@@ -22,8 +24,8 @@ pub use docker::{
     DockerExecutor, DockerHandle, DockerOptions, OWNER_LABEL, RUN_LABEL, SweepReport,
 };
 pub use executor::{
-    DEFAULT_READY_TIMEOUT, ExecError, Executor, ExitStatus, LogChunk, LogStream, ServiceSpec,
-    StageSpec, StageStatus,
+    DEFAULT_READY_TIMEOUT, ExecError, Executor, ExitStatus, LogChunk, LogStream, NoteSender,
+    ServiceSpec, StageSpec, StageStatus,
 };
 pub use fake::{NoopExecutor, NoopHandle};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};

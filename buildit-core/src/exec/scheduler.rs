@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::artifacts::ArtifactStore;
 use super::cache::{CacheHit, CacheStore, ResolvedCache};
-use super::executor::{Executor, ExitStatus};
+use super::executor::{Executor, ExitStatus, NoteSender, StageSpec};
 use super::lines::LineSplitter;
 use super::mask::SecretMasker;
 use super::spec::{
@@ -102,6 +102,8 @@ pub struct RunReport {
     pub stages: Vec<StageReport>,
     /// Wall time.
     pub duration: Duration,
+    /// What the executor could not release when the run ended (left for the next run's sweep, or `buildit gc`).
+    pub cleanup: Option<String>,
 }
 
 impl RunReport {
@@ -327,6 +329,12 @@ pub async fn execute<E: Executor>(
     } else {
         RunStatus::Succeeded
     };
+    // What the executor kept for the run (a workspace volume) goes before the run is reported finished.
+    let cleanup = executor
+        .release_run(&run.run_id)
+        .await
+        .err()
+        .map(|error| format!("cannot remove what the run left: {error}"));
     let duration = started.elapsed();
     bus.emit(RunEventKind::RunFinished {
         status,
@@ -337,6 +345,7 @@ pub async fn execute<E: Executor>(
         status,
         stages,
         duration,
+        cleanup,
     }
 }
 
@@ -436,17 +445,24 @@ impl<E: Executor> StageTask<E> {
                 })
                 .await;
             let attempt_started = Instant::now();
+            let spec = stage_spec(&self.plan, stage, &self.run, attempt).map_err(|error| error.0);
+            // A workspace the host cannot see (a container executor's volume): artifacts and caches move
+            // through the executor, which a copy of the spec points at.
+            let remote = match &spec {
+                Ok(spec) if !self.executor.workspace_on_host(spec) => Some(spec.clone()),
+                _ => None,
+            };
             // Caches are restored once, as part of the first attempt (its log says what was restored).
-            let restored = if attempt == 1 {
-                self.restore_caches()
+            let restored = if attempt == 1 && spec.is_ok() {
+                self.restore_caches(remote.as_ref())
                     .await
                     .map(|restored| caches = restored)
             } else {
                 Ok(())
             };
-            last = match restored {
-                Ok(()) => self.attempt(attempt).await,
-                Err(reason) => Attempt {
+            last = match (spec, restored) {
+                (Ok(spec), Ok(())) => self.attempt(attempt, spec, remote.as_ref()).await,
+                (Err(reason), _) | (_, Err(reason)) => Attempt {
                     outcome: StageOutcome::Failed,
                     exit_code: None,
                     reason: Some(reason),
@@ -454,7 +470,8 @@ impl<E: Executor> StageTask<E> {
             };
             if last.outcome == StageOutcome::Succeeded && !caches.is_empty() {
                 // Before the stage is reported finished, so that its cache notes belong to its log.
-                self.save_caches(caches.clone(), attempt).await;
+                self.save_caches(caches.clone(), attempt, remote.as_ref())
+                    .await;
             }
             let retrying = last.outcome.is_failure()
                 && attempt < attempts_allowed
@@ -502,28 +519,37 @@ impl<E: Executor> StageTask<E> {
         }
     }
 
-    async fn attempt(&self, attempt: u32) -> Attempt {
+    async fn attempt(&self, attempt: u32, spec: StageSpec, remote: Option<&StageSpec>) -> Attempt {
         let stage = &self.plan.stages()[self.position];
         let failed = |reason: String| Attempt {
             outcome: StageOutcome::Failed,
             exit_code: None,
             reason: Some(reason),
         };
-        let spec = match stage_spec(&self.plan, stage, &self.run, attempt) {
-            Ok(spec) => spec,
-            Err(error) => return failed(error.0),
-        };
         let timeout = spec.timeout;
-        if let Err(reason) = self.restore_artifacts().await {
+        if let Err(reason) = self.restore_artifacts(remote).await {
             return failed(reason);
         }
         // Starting can take long (a container executor pulls images, starts services, waits for them to be
         // ready): it counts against the timeout and gives way to cancellation. What a container executor
         // created before it was interrupted carries the run's label for the run's sweep.
         let starting = Instant::now();
-        let spawned = tokio::select! {
-            spawned = self.executor.spawn(spec) => spawned,
-            () = sleep_or_forever(timeout) => return Attempt {
+        let mut spec = spec;
+        // A container executor may pull images first: what it reports goes to the log as it happens.
+        let mut noted = spec.image.is_some().then(|| {
+            let (notes, noted) = NoteSender::channel();
+            spec.notes = Some(notes);
+            noted
+        });
+        let spawning = self.executor.spawn(spec);
+        tokio::pin!(spawning);
+        let deadline = sleep_or_forever(timeout);
+        tokio::pin!(deadline);
+        let spawned = loop {
+            tokio::select! {
+            spawned = &mut spawning => break spawned,
+            Some(note) = next_note(&mut noted) => self.note(attempt, note).await,
+            () = &mut deadline => return Attempt {
                 outcome: StageOutcome::TimedOut,
                 exit_code: None,
                 reason: timeout.map(|t| {
@@ -535,7 +561,13 @@ impl<E: Executor> StageTask<E> {
                 exit_code: None,
                 reason: Some("cancelled while starting".to_owned()),
             },
+            }
         };
+        if let Some(noted) = &mut noted {
+            while let Ok(note) = noted.try_recv() {
+                self.note(attempt, note).await;
+            }
+        }
         let handle = match spawned {
             Ok(handle) => handle,
             Err(error) => return failed(error.to_string()),
@@ -616,18 +648,20 @@ impl<E: Executor> StageTask<E> {
             }
         }
         match ended {
-            Ended::Exited(Ok(status)) if status.success() => match self.collect_artifacts().await {
-                Ok(()) => Attempt {
-                    outcome: StageOutcome::Succeeded,
-                    exit_code: Some(0),
-                    reason: None,
-                },
-                Err(reason) => Attempt {
-                    outcome: StageOutcome::Failed,
-                    exit_code: Some(0),
-                    reason: Some(reason),
-                },
-            },
+            Ended::Exited(Ok(status)) if status.success() => {
+                match self.collect_artifacts(remote).await {
+                    Ok(()) => Attempt {
+                        outcome: StageOutcome::Succeeded,
+                        exit_code: Some(0),
+                        reason: None,
+                    },
+                    Err(reason) => Attempt {
+                        outcome: StageOutcome::Failed,
+                        exit_code: Some(0),
+                        reason: Some(reason),
+                    },
+                }
+            }
             Ended::Exited(Ok(status)) => Attempt {
                 outcome: StageOutcome::Failed,
                 exit_code: status.code,
@@ -668,7 +702,12 @@ impl<E: Executor> StageTask<E> {
     }
 
     /// Restores the stage's caches before its first attempt; returns them, resolved, for saving afterwards.
-    async fn restore_caches(&self) -> Result<Vec<ResolvedCache>, String> {
+    /// With a `remote` workspace, caches are unpacked on the host first and then copied in; only paths inside
+    /// the workspace can be cached there (the log says which paths were left out).
+    async fn restore_caches(
+        &self,
+        remote: Option<&StageSpec>,
+    ) -> Result<Vec<ResolvedCache>, String> {
         let Some(store) = self.options.caches.clone() else {
             return Ok(Vec::new());
         };
@@ -684,19 +723,42 @@ impl<E: Executor> StageTask<E> {
         let run = Arc::clone(&self.run);
         let position = self.position;
         let home = self.options.home.clone();
+        let staging = match remote.map(|_| staging_dir()).transpose() {
+            Ok(staging) => staging,
+            Err(error) => return Err(format!("cache restore failed: {error}")),
+        };
+        let target = staging.as_ref().map(|dir| dir.path().to_path_buf());
         let restored = tokio::task::spawn_blocking(move || {
-            let caches = resolve_caches(&plan, &plan.stages()[position], &run).map_err(|error| error.0)?;
+            let mut caches = resolve_caches(&plan, &plan.stages()[position], &run).map_err(|error| error.0)?;
             let mut notes = Vec::new();
-            for cache in &caches {
+            let mut hits = 0;
+            for cache in &mut caches {
+                if target.is_some() {
+                    cache.paths.retain(|path| {
+                        let inside = !path.starts_with('/') && !path.starts_with('~');
+                        if !inside {
+                            notes.push(format!(
+                                "buildit: cache `{}`: `{path}` is outside the workspace, which a container stage cannot cache; it is left out",
+                                cache.name
+                            ));
+                        }
+                        inside
+                    });
+                }
+                let (workspace, home) = match &target {
+                    Some(target) => (target.as_path(), None),
+                    None => (run.workspace.as_path(), home.as_deref()),
+                };
                 // A cache is an optimisation: one that cannot be restored is reported, and the stage runs
                 // without it.
-                let hit = match store.restore(cache, &run.workspace, home.as_deref()) {
+                let hit = match store.restore(cache, workspace, home) {
                     Ok(hit) => hit,
                     Err(error) => {
                         notes.push(format!("buildit: cache `{}` not restored: {error}", cache.name));
                         continue;
                     }
                 };
+                hits += usize::from(hit != CacheHit::Miss);
                 notes.push(match hit {
                     CacheHit::Exact => format!("buildit: cache `{}` restored (key `{}`)", cache.name, cache.key),
                     CacheHit::Prefix(prefix) => {
@@ -705,40 +767,77 @@ impl<E: Executor> StageTask<E> {
                     CacheHit::Miss => format!("buildit: cache `{}` not found (key `{}`)", cache.name, cache.key),
                 });
             }
-            Ok::<_, String>((caches, notes))
+            Ok::<_, String>((caches, notes, hits))
         })
         .await
         .unwrap_or_else(|error| Err(format!("cache restore failed: {error}")))?;
-        for note in restored.1 {
+        let (caches, notes, hits) = restored;
+        for note in notes {
             self.note(1, note).await;
         }
-        Ok(restored.0)
+        if let (Some(spec), Some(staging), true) = (remote, &staging, hits > 0)
+            && let Err(error) = self.executor.put_files(spec, staging.path()).await
+        {
+            self.note(1, format!("buildit: caches not restored: {error}"))
+                .await;
+        }
+        Ok(caches)
     }
 
     /// Saves caches whose key is new, after the stage succeeded. A cache that cannot be saved is reported, not
     /// fatal: the stage's own work succeeded.
-    async fn save_caches(&self, caches: Vec<ResolvedCache>, attempt: u32) {
+    async fn save_caches(
+        &self,
+        mut caches: Vec<ResolvedCache>,
+        attempt: u32,
+        remote: Option<&StageSpec>,
+    ) {
         let Some(store) = self.options.caches.clone() else {
             return;
         };
+        // A key that is saved already is never saved again: nothing to copy out for it.
+        caches.retain(|cache| !store.contains(&cache.key));
+        let mut staging = None;
+        if let Some(spec) = remote {
+            let fetched = match staging_dir() {
+                Ok(dir) => {
+                    let paths: Vec<PathBuf> = caches
+                        .iter()
+                        .flat_map(|cache| cache.paths.iter().map(PathBuf::from))
+                        .collect();
+                    let fetched = self.executor.get_files(spec, &paths, dir.path()).await;
+                    staging = Some(dir);
+                    fetched.map_err(|error| error.to_string())
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = fetched {
+                self.note(attempt, format!("buildit: caches not saved: {error}"))
+                    .await;
+                return;
+            }
+        }
         let run = Arc::clone(&self.run);
         let home = self.options.home.clone();
+        let target = staging.as_ref().map(|dir| dir.path().to_path_buf());
         let notes = tokio::task::spawn_blocking(move || {
+            let (workspace, home) = match &target {
+                Some(target) => (target.as_path(), None),
+                None => (run.workspace.as_path(), home.as_deref()),
+            };
             caches
                 .iter()
-                .filter_map(
-                    |cache| match store.save(cache, &run.workspace, home.as_deref()) {
-                        Ok(true) => Some(format!(
-                            "buildit: cache `{}` saved (key `{}`)",
-                            cache.name, cache.key
-                        )),
-                        Ok(false) => None,
-                        Err(error) => Some(format!(
-                            "buildit: cache `{}` not saved: {error}",
-                            cache.name
-                        )),
-                    },
-                )
+                .filter_map(|cache| match store.save(cache, workspace, home) {
+                    Ok(true) => Some(format!(
+                        "buildit: cache `{}` saved (key `{}`)",
+                        cache.name, cache.key
+                    )),
+                    Ok(false) => None,
+                    Err(error) => Some(format!(
+                        "buildit: cache `{}` not saved: {error}",
+                        cache.name
+                    )),
+                })
                 .collect::<Vec<_>>()
         })
         .await
@@ -748,8 +847,9 @@ impl<E: Executor> StageTask<E> {
         }
     }
 
-    /// Copies the artifacts of every stage this one needs into the workspace.
-    async fn restore_artifacts(&self) -> Result<(), String> {
+    /// Copies the artifacts of every stage this one needs into the workspace (with a `remote` workspace:
+    /// into a host directory first, then in through the executor).
+    async fn restore_artifacts(&self, remote: Option<&StageSpec>) -> Result<(), String> {
         let Some(store) = self.options.artifacts.clone() else {
             return Ok(());
         };
@@ -765,23 +865,40 @@ impl<E: Executor> StageTask<E> {
         if needs.is_empty() {
             return Ok(());
         }
+        let staging = remote
+            .map(|_| staging_dir())
+            .transpose()
+            .map_err(|error| format!("artifact restore failed: {error}"))?;
         let run = Arc::clone(&self.run);
+        let target = staging
+            .as_ref()
+            .map_or_else(|| run.workspace.clone(), |dir| dir.path().to_path_buf());
         let restored = tokio::task::spawn_blocking(move || {
+            let mut files = 0;
             for need in needs {
-                store
-                    .restore(&run.run_id, &need, &run.workspace)
+                files += store
+                    .restore(&run.run_id, &need, &target)
                     .map_err(|error| {
                         format!("cannot restore the artifacts of `{need}`: {error}")
                     })?;
             }
-            Ok(())
+            Ok(files)
         })
-        .await;
-        restored.unwrap_or_else(|error| Err(format!("artifact restore failed: {error}")))
+        .await
+        .unwrap_or_else(|error| Err(format!("artifact restore failed: {error}")))?;
+        if let (Some(spec), Some(staging), true) = (remote, &staging, restored > 0) {
+            self.executor
+                .put_files(spec, staging.path())
+                .await
+                .map_err(|error| format!("cannot restore artifacts: {error}"))?;
+        }
+        Ok(())
     }
 
-    /// Collects the stage's artifacts after it succeeded; a pattern that matches nothing fails the stage.
-    async fn collect_artifacts(&self) -> Result<(), String> {
+    /// Collects the stage's artifacts after it succeeded; a pattern that matches nothing fails the stage. With a
+    /// `remote` workspace, what the patterns can match is copied out first (the part of each pattern before
+    /// its first wildcard), and collected from there with the same rules.
+    async fn collect_artifacts(&self, remote: Option<&StageSpec>) -> Result<(), String> {
         let Some(store) = self.options.artifacts.clone() else {
             return Ok(());
         };
@@ -790,16 +907,80 @@ impl<E: Executor> StageTask<E> {
         if patterns.is_empty() {
             return Ok(());
         }
+        let mut staging = None;
+        if let Some(spec) = remote {
+            let dir =
+                staging_dir().map_err(|error| format!("artifact collection failed: {error}"))?;
+            self.executor
+                .get_files(spec, &pattern_roots(&patterns), dir.path())
+                .await
+                .map_err(|error| format!("artifact collection failed: {error}"))?;
+            staging = Some(dir);
+        }
         let run = Arc::clone(&self.run);
+        let workspace = staging
+            .as_ref()
+            .map_or_else(|| run.workspace.clone(), |dir| dir.path().to_path_buf());
         let name = stage.name().to_owned();
         let collected = tokio::task::spawn_blocking(move || {
             store
-                .collect(&run.run_id, &name, &run.workspace, &patterns)
+                .collect(&run.run_id, &name, &workspace, &patterns)
                 .map(|_| ())
                 .map_err(|error| error.to_string())
         })
         .await;
         collected.unwrap_or_else(|error| Err(format!("artifact collection failed: {error}")))
+    }
+}
+
+/// A host directory where files pass between a workspace the host cannot see and the artifact or cache store;
+/// removed when dropped.
+fn staging_dir() -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix("buildit-staging-")
+        .tempdir()
+        .map_err(|error| format!("cannot create a staging directory: {error}"))
+}
+
+/// The directories (or files) that artifact patterns can match in: each pattern up to its first wildcard.
+/// Patterns that leave the workspace get nothing copied (collection then refuses them as it always does).
+fn pattern_roots(patterns: &[String]) -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for pattern in patterns {
+        let path = std::path::Path::new(pattern);
+        if path.is_absolute()
+            || path.components().any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+        {
+            continue;
+        }
+        let root: PathBuf = path
+            .components()
+            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+            .collect();
+        roots.push(root);
+    }
+    roots.sort();
+    roots.dedup();
+    // A root inside another is copied with it.
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for root in roots {
+        if !kept.iter().any(|outer| root.starts_with(outer)) {
+            kept.push(root);
+        }
+    }
+    kept
+}
+
+/// The next note of a starting attempt; `None` at once when nobody sends any.
+async fn next_note(noted: &mut Option<tokio::sync::mpsc::Receiver<String>>) -> Option<String> {
+    match noted {
+        Some(noted) => noted.recv().await,
+        None => None,
     }
 }
 
@@ -838,5 +1019,31 @@ async fn pump_lines(
         if let Some(line) = splitter.finish() {
             bus.emit_lines(&stage, attempt, stream, vec![line]).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::pattern_roots;
+
+    #[test]
+    fn artifact_patterns_are_copied_out_from_before_their_first_wildcard() {
+        let roots = |patterns: &[&str]| {
+            pattern_roots(&patterns.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            roots(&[
+                "dist/**/*.js",
+                "dist/sub/a.txt",
+                "report.xml",
+                "../up",
+                "/etc/x"
+            ]),
+            [PathBuf::from("dist"), PathBuf::from("report.xml")]
+        );
+        assert_eq!(roots(&["build/*/out", "**/*.log"]), [PathBuf::new()]);
+        assert_eq!(roots(&["a/b[0-9]/c", "a/bc"]), [PathBuf::from("a")]);
     }
 }
