@@ -1127,3 +1127,46 @@ fn the_docker_example_runs() {
     files.sort();
     assert_eq!(files, ["greeting.tar", "greeting.txt"]);
 }
+
+#[test]
+fn ctrl_c_on_a_container_run_leaves_no_container_network_or_volume() {
+    if !docker_ready() {
+        return;
+    }
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"boxed\"\nstage \"wait\" {\n    image \"buildit-test/busybox:latest\"\n    service \"side\" { image \"buildit-test/busybox:latest\"; command \"sleep\" \"60\" }\n    run \"echo inside\"\n    run \"sleep 60\"\n}\n",
+    );
+    let (mut child, mut lines) = spawn_plain_run(dir.path());
+    assert!(
+        lines.any(|line| line.is_ok_and(|l| l.ends_with("| inside"))),
+        "the container stage never started"
+    );
+    let shown = json(&buildit_ok(
+        dir.path(),
+        &["runs", "show", "1", "--format", "json"],
+        0,
+    ));
+    let label = format!("buildit.run={}", shown["id"].as_str().unwrap_or_default());
+    assert_eq!(run_volumes(&label).len(), 1, "the run's workspace volume");
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(interrupted.is_ok_and(|status| status.success()));
+    let status = child.wait();
+    assert_eq!(status.ok().and_then(|s| s.code()), Some(130));
+    assert!(run_containers(&label).is_empty(), "containers left");
+    assert!(run_volumes(&label).is_empty(), "volumes left");
+    let networks = Command::new("docker")
+        .args(["network", "ls", "-q", "--filter", &format!("label={label}")])
+        .output();
+    assert!(
+        networks
+            .as_ref()
+            .is_ok_and(|output| output.status.success())
+    );
+    let networks = networks.map(|output| stdout(&output)).unwrap_or_default();
+    assert!(networks.is_empty(), "networks left: {networks}");
+}
