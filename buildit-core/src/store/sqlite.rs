@@ -27,6 +27,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The one connection writes go through.
+    writer: SqlitePool,
     tenant: Arc<str>,
     path: PathBuf,
 }
@@ -53,12 +55,20 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|error| open_error(error.to_string()))?;
         migrate(&pool, path).await?;
+        // SQLite runs one writer at a time anyway; one connection for all writes keeps its page cache warm
+        // (a commit through another connection would make it read the pages again) and its thread busy.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|error| open_error(error.to_string()))?;
         Ok(Self {
             pool,
+            writer,
             tenant: Arc::from(DEFAULT_TENANT),
             path: path.to_path_buf(),
         })
@@ -79,6 +89,7 @@ impl SqliteStore {
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -89,7 +100,7 @@ impl SqliteStore {
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // Writers take the lock up front: a deferred transaction that upgrades later fails at once with
         // SQLITE_BUSY under WAL instead of waiting its turn.
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(StoreError::query)
@@ -201,7 +212,7 @@ impl Store for SqliteStore {
         .bind(&*self.tenant)
         .bind(run_id)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(query_error)?;
         Ok(())
