@@ -8,6 +8,11 @@ mod progress;
 mod report;
 mod reporter;
 
+// The engine allocates a little for every stage, event and log line; mimalloc costs less per allocation than
+// the system allocator (a 1,000-stage run: 7% less wall time, see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let code = commands::main_impl();
     std::process::ExitCode::from(code.code())
