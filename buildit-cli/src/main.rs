@@ -9,7 +9,7 @@ mod report;
 mod reporter;
 
 // The engine allocates a little for every stage, event and log line; mimalloc costs less per allocation than
-// the system allocator (a 1,000-stage run: 7% less wall time, see docs/performance.md).
+// the system allocator (a 1,000-stage run: 2-7% less wall time, see docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
