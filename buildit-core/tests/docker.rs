@@ -818,12 +818,7 @@ stage "sneaky" {{ needs "build"; image "{IMAGE}"; run "ln -s /etc/hostname leak"
             .any(|n| n.contains("`~/.outside` is outside the workspace")),
         "{notes:?}"
     );
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.starts_with("buildit: cache `deps` saved")),
-        "{notes:?}"
-    );
+    support::assert_line_starting(&notes, "buildit: cache `deps` saved");
     // A host stage gets the container stage's artifacts, and a container stage gets the host stage's.
     assert_eq!(
         first.outcome("host"),
@@ -989,12 +984,7 @@ stage "pulled" {{ image "{image}"; run "cat /stamp"; }}
         notes.iter().any(|n| n.ends_with(": Pull complete")),
         "every layer's end is shown: {notes:?}"
     );
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.starts_with("buildit: Digest: sha256:")),
-        "{notes:?}"
-    );
+    support::assert_line_starting(&notes, "buildit: Digest: sha256:");
     assert!(
         notes
             .last()

@@ -506,18 +506,8 @@ stage "build" { cache "deps"; run "test -f deps/fetched && echo warm || { mkdir 
             _ => None,
         })
         .collect();
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.starts_with("buildit: cache `deps` not found")),
-        "{notes:?}"
-    );
-    assert!(
-        notes
-            .iter()
-            .any(|n| n.starts_with("buildit: cache `deps` saved")),
-        "{notes:?}"
-    );
+    support::assert_line_starting(&notes, "buildit: cache `deps` not found");
+    support::assert_line_starting(&notes, "buildit: cache `deps` saved");
     // A fresh workspace state: the cache brings `deps` back.
     let _ = std::fs::remove_dir_all(dir.path().join("deps"));
     let second = run_with(

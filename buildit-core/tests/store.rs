@@ -14,6 +14,10 @@ use buildit_core::store::{
 };
 use sqlx::Connection as _;
 
+#[expect(
+    dead_code,
+    reason = "the store tests do not check log lines with the shared helper"
+)]
 mod support;
 
 const DATABASE_URL: &str = "BUILDIT_TEST_DATABASE_URL";

@@ -35,3 +35,11 @@ pub async fn events(collector: JoinHandle<Vec<RunEvent>>) -> Vec<RunEvent> {
         Err(error) => panic!("collector failed: {error}"),
     }
 }
+
+/// Fails unless some line starts with `prefix`, showing every line.
+pub fn assert_line_starting(lines: &[impl AsRef<str> + std::fmt::Debug], prefix: &str) {
+    assert!(
+        lines.iter().any(|line| line.as_ref().starts_with(prefix)),
+        "no line starts with {prefix:?}: {lines:?}"
+    );
+}
