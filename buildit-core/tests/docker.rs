@@ -37,6 +37,15 @@ async fn docker() -> Option<DockerExecutor> {
     }
 }
 
+/// An executor with `options`, or `None` (outside CI) when no engine answers.
+async fn docker_with(options: DockerOptions) -> Option<DockerExecutor> {
+    docker().await?;
+    match DockerExecutor::connect(options).await {
+        Ok(docker) => Some(docker),
+        Err(error) => panic!("{error}"),
+    }
+}
+
 fn build_image() {
     static BUILT: Once = Once::new();
     BUILT.call_once(|| {
@@ -337,15 +346,13 @@ stage "c" {{ image "{IMAGE}"; run "sleep 1" }}
 
 #[tokio::test]
 async fn missing_and_bad_images_are_clear_errors() {
-    let Some(_) = docker().await else { return };
-    let never = match DockerExecutor::connect(DockerOptions {
+    let Some(never) = docker_with(DockerOptions {
         pull: PullPolicy::Never,
         ..DockerOptions::default()
     })
     .await
-    {
-        Ok(docker) => docker,
-        Err(error) => panic!("{error}"),
+    else {
+        return;
     };
     let run = run_pipeline(
         &never,
@@ -737,15 +744,13 @@ stage "second" {{ needs "first"; image "{IMAGE}"; run "cat made.txt; test ! -e s
 
 #[tokio::test]
 async fn bind_mounts_the_host_workspace_instead() {
-    let Some(docker) = docker().await else { return };
-    let docker = match DockerExecutor::connect(DockerOptions {
+    let Some(docker) = docker_with(DockerOptions {
         bind_workspace: true,
         ..DockerOptions::default()
     })
     .await
-    {
-        Ok(bound) => bound,
-        Err(error) => panic!("{error}: {docker:?}"),
+    else {
+        return;
     };
     let run = run_pipeline(
         &docker,
