@@ -452,15 +452,13 @@ async fn sweeps_remove_what_dead_runs_left_and_nothing_else() {
         IMAGE,
         "true",
     ]);
-    let report = match docker.sweep(None).await {
-        Ok(report) => report,
-        Err(error) => panic!("{error}"),
-    };
-    assert!(!report.containers.is_empty());
+    // What the sweep reports is not checked: another test's run, ending meanwhile, sweeps dead owners too.
+    if let Err(error) = docker.sweep(None).await {
+        panic!("{error}");
+    }
     let left = containers_with("sweep-test", &tag);
     assert_eq!(left.len(), 3, "only the dead run's container goes");
     assert!(containers_with("buildit.run", "dead-run").is_empty());
-    assert!(!report.volumes.is_empty(), "{report:?}");
     assert_eq!(
         volumes_with("sweep-test", &tag).len(),
         1,
