@@ -12,9 +12,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use super::attempt::{ExitWatch, OutputOnce};
+use super::attempt::{ExitReport, ExitWatch, OutputOnce};
 use super::executor::{
     ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus,
 };
@@ -97,37 +97,72 @@ fn group_alive(pid: i32) -> bool {
     killpg(Pid::from_raw(pid), None).is_ok()
 }
 
-/// Reads both output pipes until both are closed, sending chunks in the order each pipe produced them.
-async fn pump(
-    mut stdout: Option<tokio::process::ChildStdout>,
-    mut stderr: Option<tokio::process::ChildStderr>,
+/// Supervises one attempt in one task (a task per attempt, not one per pipe and one for the exit: the hot path
+/// of large DAGs): reads both output pipes until both are closed, sending chunks in the order each pipe
+/// produced them, and reports the shell's exit as soon as it happens, whether or not anyone reads the output.
+/// When the shell exits, what its commands left running in the background is killed with it (no orphans);
+/// during a cancel, `cancel` gives the group its grace period and kills it itself.
+async fn supervise(
+    mut child: tokio::process::Child,
+    pid: i32,
     sender: mpsc::Sender<LogChunk>,
+    exit_sender: watch::Sender<ExitReport>,
+    cancelling: Arc<AtomicBool>,
 ) {
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
     let mut out_buffer = vec![0u8; 16 * 1024];
     let mut err_buffer = vec![0u8; 16 * 1024];
-    while stdout.is_some() || stderr.is_some() {
-        // Reads are cancel-safe: the one that loses the race has read nothing.
-        let (stream, read) = tokio::select! {
-            read = read_from(&mut stdout, &mut out_buffer), if stdout.is_some() => (LogStreamKind::Stdout, read),
-            read = read_from(&mut stderr, &mut err_buffer), if stderr.is_some() => (LogStreamKind::Stderr, read),
-        };
-        let buffer = match stream {
-            LogStreamKind::Stdout => &out_buffer,
-            LogStreamKind::Stderr => &err_buffer,
-        };
-        match read {
-            Ok(0) | Err(_) => match stream {
-                LogStreamKind::Stdout => stdout = None,
-                LogStreamKind::Stderr => stderr = None,
-            },
-            Ok(read) => {
-                let chunk = LogChunk {
-                    stream,
-                    bytes: buffer[..read].to_vec(),
-                };
-                if sender.send(chunk).await.is_err() {
-                    return;
+    // A chunk read and not yet sent: reading waits while the reader of the output is behind.
+    let mut pending: Option<LogChunk> = None;
+    let mut exited = false;
+    while !exited || stdout.is_some() || stderr.is_some() || pending.is_some() {
+        // Every branch is cancel-safe: a read, a reservation or a wait that loses the race did nothing.
+        tokio::select! {
+            permit = sender.reserve(), if pending.is_some() => match permit {
+                Ok(permit) => {
+                    if let Some(chunk) = pending.take() {
+                        permit.send(chunk);
+                    }
                 }
+                // Nobody reads the output any more: the pipes close, and the commands get SIGPIPE.
+                Err(_) => {
+                    pending = None;
+                    stdout = None;
+                    stderr = None;
+                }
+            },
+            read = read_from(&mut stdout, &mut out_buffer), if pending.is_none() && stdout.is_some() => {
+                match read {
+                    Ok(0) | Err(_) => stdout = None,
+                    Ok(read) => pending = Some(LogChunk {
+                        stream: LogStreamKind::Stdout,
+                        bytes: out_buffer[..read].to_vec(),
+                    }),
+                }
+            }
+            read = read_from(&mut stderr, &mut err_buffer), if pending.is_none() && stderr.is_some() => {
+                match read {
+                    Ok(0) | Err(_) => stderr = None,
+                    Ok(read) => pending = Some(LogChunk {
+                        stream: LogStreamKind::Stderr,
+                        bytes: err_buffer[..read].to_vec(),
+                    }),
+                }
+            }
+            status = child.wait(), if !exited => {
+                exited = true;
+                let result = status
+                    .map(|status| ExitStatus {
+                        code: status.code(),
+                        signal: status.signal(),
+                        oom_killed: false,
+                    })
+                    .map_err(|error| error.to_string());
+                if !cancelling.load(Ordering::SeqCst) {
+                    let _ = signal_group(pid, Signal::SIGKILL);
+                }
+                let _ = exit_sender.send(Some(result));
             }
         }
     }
@@ -169,7 +204,7 @@ impl Executor for LocalExecutor {
             workdir: spec.workdir.clone(),
             source,
         };
-        let mut child = command.spawn().map_err(spawn_error)?;
+        let child = command.spawn().map_err(spawn_error)?;
         let pid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
@@ -184,28 +219,15 @@ impl Executor for LocalExecutor {
                 bytes: echo.into_bytes(),
             });
         }
-        // One task reads both pipes: a task fewer per stage on the hot path of large DAGs.
-        tokio::spawn(pump(child.stdout.take(), child.stderr.take(), sender));
         let (exit_sender, exit) = ExitWatch::new();
         let cancelling = Arc::new(AtomicBool::new(false));
-        let watcher_cancelling = Arc::clone(&cancelling);
-        tokio::spawn(async move {
-            let result = child
-                .wait()
-                .await
-                .map(|status| ExitStatus {
-                    code: status.code(),
-                    signal: status.signal(),
-                    oom_killed: false,
-                })
-                .map_err(|error| error.to_string());
-            // Whatever the commands left running in the background goes with the shell: no orphans. During a
-            // cancel, `cancel` gives the group its grace period and kills it itself.
-            if !watcher_cancelling.load(Ordering::SeqCst) {
-                let _ = signal_group(pid, Signal::SIGKILL);
-            }
-            let _ = exit_sender.send(Some(result));
-        });
+        tokio::spawn(supervise(
+            child,
+            pid,
+            sender,
+            exit_sender,
+            Arc::clone(&cancelling),
+        ));
         Ok(LocalHandle {
             pid,
             exit,
