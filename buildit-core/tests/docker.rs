@@ -785,10 +785,13 @@ async fn artifacts_and_caches_move_through_the_volume_with_the_same_rules() {
     let pipeline = format!(
         r#"
 pipeline "p"
-cache "deps" {{ path "deps" "~/.outside"; key "deps-1" }}
+cache "deps" {{ path "deps" "deps/nested" "~/.outside" "../up"; key "deps-1" }}
+cache "linked" {{ path "linked"; key "linked-1" }}
 stage "build" {{
     image "{IMAGE}"
     cache "deps"
+    cache "linked"
+    run "ln -sfn /etc linked"
     run "test -f deps/fetched && echo warm || {{ mkdir -p deps; echo v1 > deps/fetched; echo cold; }}"
     run "mkdir -p dist/sub; echo app > dist/app.txt; echo x > dist/sub/x.txt; echo log > dist/skip.log; echo r > report.xml"
     artifacts "dist/**/*.txt" "report.xml"
@@ -813,7 +816,7 @@ stage "sneaky" {{ needs "build"; image "{IMAGE}"; run "ln -s /etc/hostname leak"
         "{}",
         first.reason("build")
     );
-    assert_eq!(first.lines("build", LogStreamKind::Stdout)[1], "cold");
+    assert_eq!(first.lines("build", LogStreamKind::Stdout)[2], "cold");
     let notes = first.lines("build", LogStreamKind::Stderr);
     assert!(
         notes
@@ -821,7 +824,20 @@ stage "sneaky" {{ needs "build"; image "{IMAGE}"; run "ln -s /etc/hostname leak"
             .any(|n| n.contains("`~/.outside` is outside the workspace")),
         "{notes:?}"
     );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("`../up` is outside the workspace")),
+        "{notes:?}"
+    );
     support::assert_line_starting(&notes, "buildit: cache `deps` saved");
+    // A symlink out of the container's workspace is never followed into the host.
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("buildit: cache `linked` not saved") && n.contains("symlink")),
+        "{notes:?}"
+    );
     // A host stage gets the container stage's artifacts, and a container stage gets the host stage's.
     assert_eq!(
         first.outcome("host"),
@@ -859,7 +875,7 @@ stage "sneaky" {{ needs "build"; image "{IMAGE}"; run "ln -s /etc/hostname leak"
         options(),
     )
     .await;
-    assert_eq!(second.lines("build", LogStreamKind::Stdout)[1], "warm");
+    assert_eq!(second.lines("build", LogStreamKind::Stdout)[2], "warm");
     assert_nothing_left(&second.run_id).await;
 }
 

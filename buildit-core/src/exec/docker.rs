@@ -948,6 +948,20 @@ impl DockerExecutor {
         })
     }
 
+    /// Whether the engine says the kernel killed the container for memory.
+    async fn oom_killed(&self, id: &str) -> bool {
+        self.docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .ok()
+            .and_then(|details| details.state)
+            .and_then(|state| state.oom_killed)
+            .unwrap_or(false)
+    }
+
     /// Waits for the container to end; its exit code, and whether the kernel killed it for memory.
     async fn wait_for(&self, id: &str) -> Result<ExitStatus, String> {
         let mut waits = self
@@ -960,20 +974,16 @@ impl DockerExecutor {
             Some(Err(error)) => return Err(format!("cannot wait for the container: {error}")),
             None => return Err("the engine stopped answering about the container".to_owned()),
         };
-        let oom_killed = match self
-            .docker
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-        {
-            Ok(details) => details
-                .state
-                .and_then(|state| state.oom_killed)
-                .unwrap_or(false),
-            Err(_) => false,
-        };
+        // The engine learns of an OOM kill from a separate kernel event, which may come just after the exit: a
+        // SIGKILL (137) is asked about a few times before it counts as a plain kill.
+        let mut oom_killed = self.oom_killed(id).await;
+        for _ in 0..5 {
+            if oom_killed || code != 137 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            oom_killed = self.oom_killed(id).await;
+        }
         let code = i32::try_from(code).unwrap_or(i32::MAX);
         // Codes above 128 are a signal's (the init process reports 128 + signal).
         let signal = (code > 128 && code < 160).then(|| code - 128);
@@ -1047,8 +1057,25 @@ impl Executor for DockerExecutor {
         paths: &[PathBuf],
         into: &Path,
     ) -> Result<(), ExecError> {
-        let workspace = self.run_workspace(spec).await?;
+        let mut inside_paths = Vec::new();
         for path in paths {
+            let Some(inside) = super::executor::inside_workspace(path) else {
+                return Err(ExecError::Backend(format!(
+                    "`{}` is not a path inside the workspace",
+                    path.display()
+                )));
+            };
+            inside_paths.push(inside);
+        }
+        let workspace = self.run_workspace(spec).await?;
+        // Nested paths would unpack twice, the second time through what the first one wrote.
+        for path in &super::executor::outermost(inside_paths) {
+            if super::docker_files::through_symlink(into, path) {
+                return Err(ExecError::Backend(format!(
+                    "`{}` would be written through a symlink",
+                    path.display()
+                )));
+            }
             let inside = spec.workspace.join(path);
             let options = DownloadFromContainerOptionsBuilder::new()
                 .path(&inside.display().to_string())

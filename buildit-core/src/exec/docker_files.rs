@@ -134,6 +134,14 @@ fn unpack_into(reader: impl std::io::Read, destination: &Path) -> Result<(), Str
             if kind.is_dir() {
                 continue;
             }
+            // What was asked for is itself a symlink: copied out, it would point into the host (and a cache
+            // saved from it would archive what it points to there).
+            if kind.is_symlink() {
+                return Err(format!(
+                    "`{}` is a symlink; only files and directories are copied out",
+                    stored.display()
+                ));
+            }
             // A single file was asked for: it lands at `destination` itself, which is then not a directory.
             std::fs::remove_dir(destination)
                 .map_err(|error| format!("cannot write `{}`: {error}", destination.display()))?;
@@ -141,6 +149,13 @@ fn unpack_into(reader: impl std::io::Read, destination: &Path) -> Result<(), Str
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|error| format!("cannot create `{}`: {error}", parent.display()))?;
+        }
+        // Directories keep the default mode: a read-only one (a Go module cache) would refuse the files that
+        // follow it in the archive.
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target)
+                .map_err(|error| format!("cannot create `{}`: {error}", target.display()))?;
+            continue;
         }
         entry
             .unpack(&target)
@@ -151,7 +166,7 @@ fn unpack_into(reader: impl std::io::Read, destination: &Path) -> Result<(), Str
 
 /// Whether a directory between `destination` and `destination/inside` is a symlink (an earlier entry
 /// `dir -> /etc` must not redirect `dir/passwd`).
-fn through_symlink(destination: &Path, inside: &Path) -> bool {
+pub(crate) fn through_symlink(destination: &Path, inside: &Path) -> bool {
     let mut current = destination.to_path_buf();
     let mut components = inside.components().peekable();
     while let Some(component) = components.next() {
@@ -249,6 +264,15 @@ mod tests {
         let error = unpack_into(through.as_slice(), &into.path().join("e")).unwrap_err();
         assert!(error.contains("through a symlink"), "{error}");
         assert!(!outside.path().join("planted").exists());
+    }
+
+    #[test]
+    fn a_symlink_asked_for_is_refused() {
+        let link = archive(&[("node_modules", tar::EntryType::Symlink, b"", Some("/root"))]);
+        let into = tempfile::tempdir().unwrap();
+        let error = unpack_into(link.as_slice(), &into.path().join("node_modules")).unwrap_err();
+        assert!(error.contains("is a symlink"), "{error}");
+        assert!(!into.path().join("node_modules").is_symlink());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::artifacts::ArtifactStore;
 use super::cache::{CacheHit, CacheStore, ResolvedCache};
-use super::executor::{Executor, ExitStatus, NoteSender, StageSpec};
+use super::executor::{Executor, ExitStatus, NoteSender, StageSpec, inside_workspace, outermost};
 use super::lines::LineSplitter;
 use super::mask::SecretMasker;
 use super::spec::{
@@ -445,34 +445,14 @@ impl<E: Executor> StageTask<E> {
                 })
                 .await;
             let attempt_started = Instant::now();
-            let spec = stage_spec(&self.plan, stage, &self.run, attempt).map_err(|error| error.0);
-            // A workspace the host cannot see (a container executor's volume): artifacts and caches move
-            // through the executor, which a copy of the spec points at.
-            let remote = match &spec {
-                Ok(spec) if !self.executor.workspace_on_host(spec) => Some(spec.clone()),
-                _ => None,
-            };
-            // Caches are restored once, as part of the first attempt (its log says what was restored).
-            let restored = if attempt == 1 && spec.is_ok() {
-                self.restore_caches(remote.as_ref())
-                    .await
-                    .map(|restored| caches = restored)
-            } else {
-                Ok(())
-            };
-            last = match (spec, restored) {
-                (Ok(spec), Ok(())) => self.attempt(attempt, spec, remote.as_ref()).await,
-                (Err(reason), _) | (_, Err(reason)) => Attempt {
+            last = match stage_spec(&self.plan, stage, &self.run, attempt) {
+                Ok(spec) => self.attempt(attempt, spec, &mut caches).await,
+                Err(error) => Attempt {
                     outcome: StageOutcome::Failed,
                     exit_code: None,
-                    reason: Some(reason),
+                    reason: Some(error.0),
                 },
             };
-            if last.outcome == StageOutcome::Succeeded && !caches.is_empty() {
-                // Before the stage is reported finished, so that its cache notes belong to its log.
-                self.save_caches(caches.clone(), attempt, remote.as_ref())
-                    .await;
-            }
             let retrying = last.outcome.is_failure()
                 && attempt < attempts_allowed
                 && !self.stop.is_cancelled();
@@ -519,7 +499,45 @@ impl<E: Executor> StageTask<E> {
         }
     }
 
-    async fn attempt(&self, attempt: u32, spec: StageSpec, remote: Option<&StageSpec>) -> Attempt {
+    /// Runs what comes before an attempt's commands (`work`) against the attempt's deadline and the run's stop,
+    /// writing the executor's notes (image pulls) to the log as they come.
+    async fn while_starting<T>(
+        &self,
+        attempt: u32,
+        work: impl Future<Output = T>,
+        deadline: &mut (impl Future<Output = ()> + Unpin),
+        noted: &mut Option<tokio::sync::mpsc::Receiver<String>>,
+        timeout: Option<Duration>,
+    ) -> Result<T, Attempt> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                done = &mut work => return Ok(done),
+                Some(note) = next_note(noted) => self.note(attempt, note).await,
+                () = &mut *deadline => return Err(Attempt {
+                    outcome: StageOutcome::TimedOut,
+                    exit_code: None,
+                    reason: timeout.map(|t| {
+                        format!("timed out after {} while starting", crate::config::format_duration(t))
+                    }),
+                }),
+                () = self.stop.cancelled() => return Err(Attempt {
+                    outcome: StageOutcome::Cancelled,
+                    exit_code: None,
+                    reason: Some("cancelled while starting".to_owned()),
+                }),
+            }
+        }
+    }
+
+    /// One attempt: caches (first attempt only, into `caches` for saving) and the needs' artifacts restored, the
+    /// commands run, and on success the artifacts collected and new caches saved.
+    async fn attempt(
+        &self,
+        attempt: u32,
+        spec: StageSpec,
+        caches: &mut Vec<ResolvedCache>,
+    ) -> Attempt {
         let stage = &self.plan.stages()[self.position];
         let failed = |reason: String| Attempt {
             outcome: StageOutcome::Failed,
@@ -527,13 +545,6 @@ impl<E: Executor> StageTask<E> {
             reason: Some(reason),
         };
         let timeout = spec.timeout;
-        if let Err(reason) = self.restore_artifacts(remote).await {
-            return failed(reason);
-        }
-        // Starting can take long (a container executor pulls images, starts services, waits for them to be
-        // ready): it counts against the timeout and gives way to cancellation. What a container executor
-        // created before it was interrupted carries the run's label for the run's sweep.
-        let starting = Instant::now();
         let mut spec = spec;
         // A container executor may pull images first: what it reports goes to the log as it happens.
         let mut noted = spec.image.is_some().then(|| {
@@ -541,27 +552,44 @@ impl<E: Executor> StageTask<E> {
             spec.notes = Some(notes);
             noted
         });
-        let spawning = self.executor.spawn(spec);
-        tokio::pin!(spawning);
+        // A workspace the host cannot see (a container executor's volume): artifacts and caches move through
+        // the executor, which a copy of the spec points at.
+        let remote = (!self.executor.workspace_on_host(&spec)).then(|| spec.clone());
+        let remote = remote.as_ref();
+        // Starting can take long (restoring caches and artifacts into a container's workspace, pulling images,
+        // starting services and waiting for them): it counts against the timeout and gives way to
+        // cancellation. What a container executor created before it was interrupted carries the run's label
+        // for the run's sweep.
+        let starting = Instant::now();
         let deadline = sleep_or_forever(timeout);
         tokio::pin!(deadline);
-        let spawned = loop {
-            tokio::select! {
-            spawned = &mut spawning => break spawned,
-            Some(note) = next_note(&mut noted) => self.note(attempt, note).await,
-            () = &mut deadline => return Attempt {
-                outcome: StageOutcome::TimedOut,
-                exit_code: None,
-                reason: timeout.map(|t| {
-                    format!("timed out after {} while starting", crate::config::format_duration(t))
-                }),
-            },
-            () = self.stop.cancelled() => return Attempt {
-                outcome: StageOutcome::Cancelled,
-                exit_code: None,
-                reason: Some("cancelled while starting".to_owned()),
-            },
+        let prepare = async {
+            // Caches are restored once, as part of the first attempt (its log says what was restored).
+            if attempt == 1 {
+                *caches = self.restore_caches(remote).await?;
             }
+            self.restore_artifacts(remote).await
+        };
+        match self
+            .while_starting(attempt, prepare, &mut deadline, &mut noted, timeout)
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => return failed(reason),
+            Err(ended) => return ended,
+        }
+        let spawned = match self
+            .while_starting(
+                attempt,
+                self.executor.spawn(spec),
+                &mut deadline,
+                &mut noted,
+                timeout,
+            )
+            .await
+        {
+            Ok(spawned) => spawned,
+            Err(ended) => return ended,
         };
         if let Some(noted) = &mut noted {
             while let Ok(note) = noted.try_recv() {
@@ -650,11 +678,17 @@ impl<E: Executor> StageTask<E> {
         match ended {
             Ended::Exited(Ok(status)) if status.success() => {
                 match self.collect_artifacts(remote).await {
-                    Ok(()) => Attempt {
-                        outcome: StageOutcome::Succeeded,
-                        exit_code: Some(0),
-                        reason: None,
-                    },
+                    Ok(()) => {
+                        if !caches.is_empty() {
+                            // Before the stage is reported finished, so that its cache notes belong to its log.
+                            self.save_caches(caches.clone(), attempt, remote).await;
+                        }
+                        Attempt {
+                            outcome: StageOutcome::Succeeded,
+                            exit_code: Some(0),
+                            reason: None,
+                        }
+                    }
                     Err(reason) => Attempt {
                         outcome: StageOutcome::Failed,
                         exit_code: Some(0),
@@ -735,7 +769,7 @@ impl<E: Executor> StageTask<E> {
             for cache in &mut caches {
                 if target.is_some() {
                     cache.paths.retain(|path| {
-                        let inside = !path.starts_with('/') && !path.starts_with('~');
+                        let inside = inside_workspace(std::path::Path::new(path)).is_some();
                         if !inside {
                             notes.push(format!(
                                 "buildit: cache `{}`: `{path}` is outside the workspace, which a container stage cannot cache; it is left out",
@@ -797,52 +831,76 @@ impl<E: Executor> StageTask<E> {
         };
         // A key that is saved already is never saved again: nothing to copy out for it.
         caches.retain(|cache| !store.contains(&cache.key));
+        if caches.is_empty() {
+            return;
+        }
+        let mut notes = Vec::new();
+        // Each cache with the directory its paths are found in: the workspace, or (with a `remote` workspace)
+        // a staging directory of its own, so that one cache that cannot be copied out does not stop the others.
+        let mut sources: Vec<(ResolvedCache, PathBuf)> = Vec::new();
         let mut staging = None;
-        if let Some(spec) = remote {
-            let fetched = match staging_dir() {
-                Ok(dir) => {
-                    let paths: Vec<PathBuf> = caches
-                        .iter()
-                        .flat_map(|cache| cache.paths.iter().map(PathBuf::from))
-                        .collect();
-                    let fetched = self.executor.get_files(spec, &paths, dir.path()).await;
-                    staging = Some(dir);
-                    fetched.map_err(|error| error.to_string())
+        match remote {
+            None => sources.extend(
+                caches
+                    .into_iter()
+                    .map(|cache| (cache, self.run.workspace.clone())),
+            ),
+            Some(spec) => {
+                let dir = match staging_dir() {
+                    Ok(dir) => dir,
+                    Err(error) => {
+                        self.note(attempt, format!("buildit: caches not saved: {error}"))
+                            .await;
+                        return;
+                    }
+                };
+                for (index, cache) in caches.into_iter().enumerate() {
+                    let into = dir.path().join(index.to_string());
+                    let paths = outermost(
+                        cache
+                            .paths
+                            .iter()
+                            .filter_map(|path| inside_workspace(std::path::Path::new(path)))
+                            .collect(),
+                    );
+                    match self.executor.get_files(spec, &paths, &into).await {
+                        Ok(()) => sources.push((cache, into)),
+                        Err(error) => notes.push(format!(
+                            "buildit: cache `{}` not saved: {error}",
+                            cache.name
+                        )),
+                    }
                 }
-                Err(error) => Err(error),
-            };
-            if let Err(error) = fetched {
-                self.note(attempt, format!("buildit: caches not saved: {error}"))
-                    .await;
-                return;
+                staging = Some(dir);
             }
         }
-        let run = Arc::clone(&self.run);
-        let home = self.options.home.clone();
-        let target = staging.as_ref().map(|dir| dir.path().to_path_buf());
-        let notes = tokio::task::spawn_blocking(move || {
-            let (workspace, home) = match &target {
-                Some(target) => (target.as_path(), None),
-                None => (run.workspace.as_path(), home.as_deref()),
-            };
-            caches
+        let home = if staging.is_some() {
+            None
+        } else {
+            self.options.home.clone()
+        };
+        let saved = tokio::task::spawn_blocking(move || {
+            sources
                 .iter()
-                .filter_map(|cache| match store.save(cache, workspace, home) {
-                    Ok(true) => Some(format!(
-                        "buildit: cache `{}` saved (key `{}`)",
-                        cache.name, cache.key
-                    )),
-                    Ok(false) => None,
-                    Err(error) => Some(format!(
-                        "buildit: cache `{}` not saved: {error}",
-                        cache.name
-                    )),
-                })
+                .filter_map(
+                    |(cache, root)| match store.save(cache, root, home.as_deref()) {
+                        Ok(true) => Some(format!(
+                            "buildit: cache `{}` saved (key `{}`)",
+                            cache.name, cache.key
+                        )),
+                        Ok(false) => None,
+                        Err(error) => Some(format!(
+                            "buildit: cache `{}` not saved: {error}",
+                            cache.name
+                        )),
+                    },
+                )
                 .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();
-        for note in notes {
+        drop(staging);
+        for note in notes.into_iter().chain(saved) {
             self.note(attempt, note).await;
         }
     }
@@ -945,35 +1003,16 @@ fn staging_dir() -> Result<tempfile::TempDir, String> {
 /// The directories (or files) that artifact patterns can match in: each pattern up to its first wildcard.
 /// Patterns that leave the workspace get nothing copied (collection then refuses them as it always does).
 fn pattern_roots(patterns: &[String]) -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = Vec::new();
-    for pattern in patterns {
-        let path = std::path::Path::new(pattern);
-        if path.is_absolute()
-            || path.components().any(|c| {
-                !matches!(
-                    c,
-                    std::path::Component::Normal(_) | std::path::Component::CurDir
-                )
-            })
-        {
-            continue;
-        }
-        let root: PathBuf = path
-            .components()
-            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
-            .collect();
-        roots.push(root);
-    }
-    roots.sort();
-    roots.dedup();
-    // A root inside another is copied with it.
-    let mut kept: Vec<PathBuf> = Vec::new();
-    for root in roots {
-        if !kept.iter().any(|outer| root.starts_with(outer)) {
-            kept.push(root);
-        }
-    }
-    kept
+    let roots = patterns
+        .iter()
+        .filter_map(|pattern| inside_workspace(std::path::Path::new(pattern)))
+        .map(|path| {
+            path.components()
+                .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+                .collect()
+        })
+        .collect();
+    outermost(roots)
 }
 
 /// The next note of a starting attempt; `None` at once when nobody sends any.
@@ -1045,5 +1084,9 @@ mod tests {
         );
         assert_eq!(roots(&["build/*/out", "**/*.log"]), [PathBuf::new()]);
         assert_eq!(roots(&["a/b[0-9]/c", "a/bc"]), [PathBuf::from("a")]);
+        assert_eq!(
+            roots(&["./dist/*.js", "dist/a.txt", "~/x"]),
+            [PathBuf::from("dist")]
+        );
     }
 }
