@@ -1018,3 +1018,68 @@ stage "pulled" {{ image "{image}"; run "cat /stamp"; }}
     };
     assert!(position("buildit: pulling image") < position(&stamp));
 }
+
+/// An image with no shell at all: only the busybox binary, at `/busybox`.
+fn build_shell_less_image() -> &'static str {
+    const NO_SHELL: &str = "buildit-test/no-shell:latest";
+    static BUILT: Once = Once::new();
+    BUILT.call_once(|| {
+        let context = temporary();
+        let _ = std::fs::write(
+            context.path().join("Dockerfile"),
+            format!(
+                "FROM {IMAGE} AS tools\nFROM scratch\nCOPY --from=tools /bin/busybox /busybox\n"
+            ),
+        );
+        let context_path = context.path().display().to_string();
+        let built = Command::new("docker")
+            .args(["build", "-q", "-t", NO_SHELL, &context_path])
+            .output();
+        assert!(
+            matches!(&built, Ok(output) if output.status.success()),
+            "{built:?}"
+        );
+    });
+    NO_SHELL
+}
+
+#[tokio::test]
+async fn a_ready_check_with_arguments_runs_without_a_shell() {
+    let Some(docker) = docker().await else { return };
+    let no_shell = build_shell_less_image();
+    let run = run_pipeline(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "exec-form" {{
+    image "{IMAGE}"
+    service "bare" {{ image "{no_shell}"; command "/busybox" "sleep" "60"; ready "/busybox" "true"; }}
+    run "echo started"
+}}
+stage "shell-form" {{
+    image "{IMAGE}"
+    service "bare" {{ image "{no_shell}"; command "/busybox" "sleep" "60"; ready "/busybox true" timeout="2s"; }}
+    run "echo started"
+}}
+"#
+        ),
+        &[],
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        run.outcome("exec-form"),
+        StageOutcome::Succeeded,
+        "{}",
+        run.reason("exec-form")
+    );
+    assert_eq!(run.outcome("shell-form"), StageOutcome::Failed);
+    assert!(
+        run.reason("shell-form")
+            .starts_with("service `bare` was not ready after 2 s (`/busybox true` kept failing)"),
+        "{}",
+        run.reason("shell-form")
+    );
+    assert_nothing_left(&run.run_id).await;
+}

@@ -398,8 +398,9 @@ pub struct Service {
     pub env: Vec<EnvVar>,
     /// Its command; empty: the image's default.
     pub command: Vec<Spanned<String>>,
-    /// A shell command run inside it until it succeeds, before the stage starts.
-    pub ready: Option<Spanned<String>>,
+    /// Run inside it until it succeeds, before the stage starts: one value is a shell command (`sh -c`),
+    /// several are a program and its arguments, run without a shell (for images that have none). Empty: none.
+    pub ready: Vec<Spanned<String>>,
     /// How long `ready` may take.
     pub ready_timeout: Option<Spanned<Duration>>,
     /// The whole node.

@@ -1143,7 +1143,8 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
     Some(stage)
 }
 
-/// `service "db" { image "postgres:16"; env { ... }; command "postgres" "-c" "fsync=off"; ready "pg_isready" }`.
+/// `service "db" { image "postgres:16"; env { ... }; command "postgres" "-c" "fsync=off"; ready "pg_isready" }`
+/// (`ready "pg_isready" "-U" "postgres"`: a program and its arguments, without a shell).
 fn read_service(
     reader: &mut Reader<'_>,
     node: &KdlNode,
@@ -1168,7 +1169,7 @@ fn read_service(
     let mut image = None;
     let mut env = Vec::new();
     let mut command = Vec::new();
-    let mut ready = None;
+    let mut ready = Vec::new();
     let mut ready_timeout = None;
     let mut seen: Vec<(&str, SourceSpan)> = Vec::new();
     for child in node.children().map(|c| c.nodes()).unwrap_or_default() {
@@ -1217,9 +1218,9 @@ fn read_service(
                         ),
                     }
                 }
-                ready = reader.one_string(
+                ready = reader.strings(
                     child,
-                    "a shell command that succeeds once the service is ready",
+                    "a shell command, or a program and its arguments, that succeeds once the service is ready",
                 );
             }
         }

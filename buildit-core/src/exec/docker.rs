@@ -23,8 +23,8 @@ use tokio::sync::{OnceCell, mpsc, watch};
 
 use super::attempt::{ExitWatch, OutputOnce};
 use super::executor::{
-    ExecError, Executor, ExitStatus, LogChunk, LogStream, NoteSender, ServiceSpec, StageSpec,
-    StageStatus,
+    ExecError, Executor, ExitStatus, LogChunk, LogStream, NoteSender, ReadyCheck, ServiceSpec,
+    StageSpec, StageStatus,
 };
 use crate::events::LogStreamKind;
 use crate::store::RunOwner;
@@ -728,9 +728,9 @@ impl DockerExecutor {
         }
     }
 
-    async fn exec_succeeds(&self, id: &str, command: &str) -> bool {
+    async fn exec_succeeds(&self, id: &str, check: &ReadyCheck) -> bool {
         let config = ExecConfig {
-            cmd: Some(vec!["sh".to_owned(), "-c".to_owned(), command.to_owned()]),
+            cmd: Some(check.argv()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             ..ExecConfig::default()

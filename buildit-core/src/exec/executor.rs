@@ -81,9 +81,37 @@ pub struct ServiceSpec {
     /// Its command; empty: the image's default.
     pub command: Vec<String>,
     /// A shell command run inside it until it succeeds, before the stage starts.
-    pub ready: Option<String>,
+    pub ready: Option<ReadyCheck>,
     /// How long `ready` may keep failing before the stage fails.
     pub ready_timeout: Duration,
+}
+
+/// How a service's readiness is checked inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyCheck {
+    /// A command line run by `sh -c`.
+    Shell(String),
+    /// A program and its arguments, run without a shell (images that have none).
+    Exec(Vec<String>),
+}
+
+impl ReadyCheck {
+    /// The argument vector to run.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Self::Shell(command) => vec!["sh".to_owned(), "-c".to_owned(), command.clone()],
+            Self::Exec(argv) => argv.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReadyCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Shell(command) => f.write_str(command),
+            Self::Exec(argv) => f.write_str(&argv.join(" ")),
+        }
+    }
 }
 
 /// How long a service's `ready` command may keep failing, unless the service says otherwise.

@@ -25,7 +25,7 @@ pub use docker::{
 };
 pub use executor::{
     DEFAULT_READY_TIMEOUT, ExecError, Executor, ExitStatus, LogChunk, LogStream, NoteSender,
-    ServiceSpec, StageSpec, StageStatus,
+    ReadyCheck, ServiceSpec, StageSpec, StageStatus,
 };
 pub use fake::{NoopExecutor, NoopHandle};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::cache::{ResolvedCache, hash_files};
-use super::executor::{DEFAULT_READY_TIMEOUT, ServiceSpec, StageSpec};
+use super::executor::{DEFAULT_READY_TIMEOUT, ReadyCheck, ServiceSpec, StageSpec};
 use crate::config::{Template, Variable};
 use crate::plan::{Plan, PlannedStage};
 
@@ -222,7 +222,13 @@ pub fn stage_spec(
                 .iter()
                 .map(|arg| arg.value.clone())
                 .collect(),
-            ready: service.ready.as_ref().map(|ready| ready.value.clone()),
+            ready: match service.ready.as_slice() {
+                [] => None,
+                [command] => Some(ReadyCheck::Shell(command.value.clone())),
+                argv => Some(ReadyCheck::Exec(
+                    argv.iter().map(|arg| arg.value.clone()).collect(),
+                )),
+            },
             ready_timeout: service
                 .ready_timeout
                 .as_ref()
