@@ -414,6 +414,8 @@ async fn sweeps_remove_what_dead_runs_left_and_nothing_else() {
         pid
     };
     let tag = format!("sweep-{}", std::process::id());
+    // What the test creates goes when it ends, passed or failed (another host's container is never swept).
+    let _cleanup = SweepTestCleanup(tag.clone());
     let create = |run: &str, owner: &str| {
         docker_cli(&[
             "create",
@@ -471,8 +473,19 @@ async fn sweeps_remove_what_dead_runs_left_and_nothing_else() {
         volumes_with("sweep-test", &tag).is_empty(),
         "a run's sweep takes its volume"
     );
-    for id in containers_with("sweep-test", &tag) {
-        docker_cli(&["rm", "-f", &id]);
+}
+
+/// Removes the containers and volumes labelled `sweep-test=<tag>` when dropped.
+struct SweepTestCleanup(String);
+
+impl Drop for SweepTestCleanup {
+    fn drop(&mut self) {
+        for id in containers_with("sweep-test", &self.0) {
+            docker_cli(&["rm", "-f", &id]);
+        }
+        for volume in volumes_with("sweep-test", &self.0) {
+            docker_cli(&["volume", "rm", "-f", &volume]);
+        }
     }
 }
 
