@@ -70,10 +70,7 @@ fn docker_cli(args: &[&str]) -> String {
 
 /// Containers carrying `label=value`, stopped ones included.
 fn containers_with(label: &str, value: &str) -> Vec<String> {
-    docker_cli(&["ps", "-aq", "--filter", &format!("label={label}={value}")])
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    labelled(&["ps", "-aq"], label, value)
 }
 
 struct Run {
@@ -416,32 +413,25 @@ async fn sweeps_remove_what_dead_runs_left_and_nothing_else() {
     let tag = format!("sweep-{}", std::process::id());
     // What the test creates goes when it ends, passed or failed (another host's container is never swept).
     let _cleanup = SweepTestCleanup(tag.clone());
-    let create = |run: &str, owner: &str| {
-        docker_cli(&[
-            "create",
-            "--label",
-            &format!("buildit.run={run}"),
-            "--label",
-            &format!("buildit.owner={owner}"),
-            "--label",
-            &format!("sweep-test={tag}"),
-            IMAGE,
-            "true",
-        ])
+    // `docker create` or `docker volume create` of something labelled as BuildIt's, for `run` of `owner`.
+    let labelled_as = |command: &[&str], run: &str, owner: &str| {
+        let labels = [
+            format!("buildit.run={run}"),
+            format!("buildit.owner={owner}"),
+            format!("sweep-test={tag}"),
+        ];
+        let mut args = command.to_vec();
+        for label in &labels {
+            args.extend(["--label", label]);
+        }
+        if command == ["create"] {
+            args.extend([IMAGE, "true"]);
+        }
+        docker_cli(&args)
     };
+    let create = |run: &str, owner: &str| labelled_as(&["create"], run, owner);
     create("dead-run", &format!("{host}/{dead}"));
-    let volume = |run: &str, owner: &str| {
-        docker_cli(&[
-            "volume",
-            "create",
-            "--label",
-            &format!("buildit.run={run}"),
-            "--label",
-            &format!("buildit.owner={owner}"),
-            "--label",
-            &format!("sweep-test={tag}"),
-        ])
-    };
+    let volume = |run: &str, owner: &str| labelled_as(&["volume", "create"], run, owner);
     volume("dead-run", &format!("{host}/{dead}"));
     volume("live-run", &format!("{host}/{}", std::process::id()));
     create("live-run", &format!("{host}/{}", std::process::id()));
@@ -535,29 +525,19 @@ async fn assert_nothing_left(run_id: &str) {
 }
 
 fn volumes_with(label: &str, value: &str) -> Vec<String> {
-    docker_cli(&[
-        "volume",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("label={label}={value}"),
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
+    labelled(&["volume", "ls", "-q"], label, value)
 }
 
 fn networks_with(label: &str, value: &str) -> Vec<String> {
-    docker_cli(&[
-        "network",
-        "ls",
-        "-q",
-        "--filter",
-        &format!("label={label}={value}"),
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
+    labelled(&["network", "ls", "-q"], label, value)
+}
+
+/// The ids a `docker ... ls` command lists for objects carrying `label=value`.
+fn labelled(list: &[&str], label: &str, value: &str) -> Vec<String> {
+    let filter = format!("label={label}={value}");
+    let mut args = list.to_vec();
+    args.extend(["--filter", &filter]);
+    docker_cli(&args).lines().map(str::to_owned).collect()
 }
 
 #[tokio::test]
@@ -814,15 +794,17 @@ stage "back" {{ needs "host"; image "{IMAGE}"; run "cat host.txt" }}
 stage "sneaky" {{ needs "build"; image "{IMAGE}"; run "ln -s /etc/hostname leak"; artifacts "leak" }}
 "#
     );
-    let first = run_in(
-        &docker,
-        &pipeline,
-        &[],
-        CancellationToken::new(),
-        workspace.path(),
-        options(),
-    )
-    .await;
+    let run = || {
+        run_in(
+            &docker,
+            &pipeline,
+            &[],
+            CancellationToken::new(),
+            workspace.path(),
+            options(),
+        )
+    };
+    let first = run().await;
     assert_eq!(
         first.outcome("build"),
         StageOutcome::Succeeded,
@@ -879,15 +861,7 @@ stage "sneaky" {{ needs "build"; image "{IMAGE}"; run "ln -s /etc/hostname leak"
     assert_nothing_left(&first.run_id).await;
 
     // The next run starts from a clean workspace: the cache brings `deps` back into its volume.
-    let second = run_in(
-        &docker,
-        &pipeline,
-        &[],
-        CancellationToken::new(),
-        workspace.path(),
-        options(),
-    )
-    .await;
+    let second = run().await;
     assert_eq!(second.lines("build", LogStreamKind::Stdout)[2], "warm");
     assert_nothing_left(&second.run_id).await;
 }

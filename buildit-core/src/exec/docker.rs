@@ -686,14 +686,8 @@ impl DockerExecutor {
         let deadline = tokio::time::Instant::now() + service.ready_timeout;
         loop {
             let running = self
-                .docker
-                .inspect_container(
-                    id,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
+                .container_state(id)
                 .await
-                .ok()
-                .and_then(|details| details.state)
                 .and_then(|state| state.running)
                 .unwrap_or(false);
             if !running {
@@ -948,8 +942,8 @@ impl DockerExecutor {
         })
     }
 
-    /// Whether the engine says the kernel killed the container for memory.
-    async fn oom_killed(&self, id: &str) -> bool {
+    /// What the engine says of the container's state, when it answers.
+    async fn container_state(&self, id: &str) -> Option<bollard::models::ContainerState> {
         self.docker
             .inspect_container(
                 id,
@@ -958,6 +952,12 @@ impl DockerExecutor {
             .await
             .ok()
             .and_then(|details| details.state)
+    }
+
+    /// Whether the engine says the kernel killed the container for memory.
+    async fn oom_killed(&self, id: &str) -> bool {
+        self.container_state(id)
+            .await
             .and_then(|state| state.oom_killed)
             .unwrap_or(false)
     }
