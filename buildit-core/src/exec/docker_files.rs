@@ -67,13 +67,34 @@ fn append_dir<W: Write>(
                 .append_dir(&inside, &path)
                 .map_err(|error| failed(&path, error))?;
             append_dir(builder, root, &inside, skip_top)?;
-        } else if kind.is_file() || kind.is_symlink() {
+        } else if kind.is_file() {
+            append_file(builder, &path, &inside).map_err(|error| failed(&path, error))?;
+        } else if kind.is_symlink() {
             builder
                 .append_path_with_name(&path, &inside)
                 .map_err(|error| failed(&path, error))?;
         }
     }
     Ok(())
+}
+
+/// Appends a file with exactly the size its header gives: a file that grows or shrinks while it is read (a
+/// host stage still writing it) is cut or padded with zeros instead of corrupting the stream.
+fn append_file<W: Write>(
+    builder: &mut tar::Builder<W>,
+    path: &Path,
+    inside: &Path,
+) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    let metadata = file.metadata()?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata(&metadata);
+    let size = metadata.len();
+    let data = std::io::Read::chain(
+        std::io::Read::take(file, size),
+        std::io::Read::take(std::io::repeat(0), size),
+    );
+    builder.append_data(&mut header, inside, std::io::Read::take(data, size))
 }
 
 /// Unpacks a tar stream whose entries all start with one top-level name (what the Docker archive API sends for
