@@ -596,6 +596,8 @@ impl<E: Executor> StageTask<E> {
                 self.note(attempt, note).await;
             }
         }
+        // Nobody reads notes any more: a later one (a transfer after the commands) is dropped, never waited on.
+        drop(noted);
         let handle = match spawned {
             Ok(handle) => handle,
             Err(error) => return failed(error.to_string()),
