@@ -954,6 +954,28 @@ impl DockerExecutor {
             .and_then(|details| details.state)
     }
 
+    /// Whether the engine logged an `oom` event for the container (in the last ten minutes).
+    async fn oom_event(&self, id: &str) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let filters: HashMap<String, Vec<String>> = HashMap::from([
+            ("container".to_owned(), vec![id.to_owned()]),
+            ("event".to_owned(), vec!["oom".to_owned()]),
+        ]);
+        let options = bollard::query_parameters::EventsOptionsBuilder::new()
+            .since(&now.as_secs().saturating_sub(600).to_string())
+            // Now, not later: the engine answers at once with what it has logged.
+            .until(&format!("{}.{:09}", now.as_secs(), now.subsec_nanos()))
+            .filters(&filters)
+            .build();
+        let mut events = self.docker.events(Some(options));
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), events.next()).await,
+            Ok(Some(Ok(_)))
+        )
+    }
+
     /// Whether the engine says the kernel killed the container for memory.
     async fn oom_killed(&self, id: &str) -> bool {
         self.container_state(id)
@@ -974,15 +996,20 @@ impl DockerExecutor {
             Some(Err(error)) => return Err(format!("cannot wait for the container: {error}")),
             None => return Err("the engine stopped answering about the container".to_owned()),
         };
-        // The engine learns of an OOM kill from a separate kernel event, which may come just after the exit: a
-        // SIGKILL (137) is asked about a few times before it counts as a plain kill.
+        // The engine learns of an OOM kill from a separate kernel event, racing the exit: its `OOMKilled` flag
+        // can be cleared again by the exit (cgroup v1 engines, when the killed process is not the container's
+        // first), while its `oom` event stays. A SIGKILL (137) is asked about a few times before it counts as a
+        // plain kill.
         let mut oom_killed = self.oom_killed(id).await;
         for _ in 0..5 {
             if oom_killed || code != 137 {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            oom_killed = self.oom_killed(id).await;
+            oom_killed = self.oom_event(id).await;
+            if !oom_killed {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                oom_killed = self.oom_killed(id).await;
+            }
         }
         let code = i32::try_from(code).unwrap_or(i32::MAX);
         // Codes above 128 are a signal's (the init process reports 128 + signal).
