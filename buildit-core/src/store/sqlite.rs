@@ -93,8 +93,14 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
+    /// A connection for reads.
     async fn connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
         self.pool.acquire().await.map_err(StoreError::query)
+    }
+
+    /// The connection every write goes through.
+    async fn write_connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
+        self.writer.acquire().await.map_err(StoreError::query)
     }
 
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
@@ -155,7 +161,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT OR IGNORE INTO tenants (id, created_at_ms) VALUES (?1, ?2)")
             .bind(tenant)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(query_error)?;
         Ok(())
@@ -271,7 +277,7 @@ impl Store for SqliteStore {
         .bind(&job.payload)
         .bind(i64::from(job.max_attempts.max(1)))
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .map_err(query_error)
     }
@@ -332,7 +338,7 @@ impl Store for SqliteStore {
         .bind(lease.attempt)
         .bind(now)
         .bind(millis(duration))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await
         .map_err(query_error)?;
         until.ok_or(StoreError::LeaseLost {
@@ -344,7 +350,7 @@ impl Store for SqliteStore {
     async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
         let now = now_ms();
         Shared::<Sqlite>::finish_job(
-            &mut *self.connection().await?,
+            &mut *self.write_connection().await?,
             &self.tenant,
             lease,
             "completed",
@@ -357,7 +363,7 @@ impl Store for SqliteStore {
     async fn fail(&self, lease: &Lease, error: &str) -> Result<(), StoreError> {
         let now = now_ms();
         Shared::<Sqlite>::finish_job(
-            &mut *self.connection().await?,
+            &mut *self.write_connection().await?,
             &self.tenant,
             lease,
             "failed",
