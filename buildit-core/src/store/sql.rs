@@ -52,22 +52,15 @@ where
         );
         query.push_bind(tenant.to_owned());
         query.push(" AND status = 'running'");
-        let rows = query
-            .build()
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(query_error)?;
-        rows.iter()
-            .map(|row| {
-                use rows::StoreRow as _;
-                let owner = RunOwner {
-                    host: row.text("owner_host")?,
-                    pid: u32::try_from(row.int("owner_pid")?).unwrap_or(0),
-                };
-                Ok((row.text("id")?, owner, row.int("heartbeat_at_ms")?))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(query_error)
+        Self::fetch_all_as(connection, query, |row| {
+            use rows::StoreRow as _;
+            let owner = RunOwner {
+                host: row.text("owner_host")?,
+                pid: u32::try_from(row.int("owner_pid")?).unwrap_or(0),
+            };
+            Ok((row.text("id")?, owner, row.int("heartbeat_at_ms")?))
+        })
+        .await
     }
 
     /// Marks a run and its running attempts interrupted, only if it has not heart-beat since `heartbeat` was
@@ -133,7 +126,7 @@ where
         }
         query.push(" ORDER BY created_at_ms DESC, number DESC LIMIT ");
         query.push_bind(i64::from(filter.limit));
-        Self::runs(connection, query).await
+        Self::fetch_all_as(connection, query, rows::run_record).await
     }
 
     /// The runs `run` may mean (at most 50).
@@ -161,20 +154,22 @@ where
             }
         }
         query.push(" LIMIT 50");
-        Self::runs(connection, query).await
+        Self::fetch_all_as(connection, query, rows::run_record).await
     }
 
-    async fn runs(
+    /// Every row `query` returns, decoded by `decode`.
+    async fn fetch_all_as<T>(
         connection: &mut DB::Connection,
         mut query: QueryBuilder<DB>,
-    ) -> Result<Vec<RunRecord>, StoreError> {
+        decode: fn(&DB::Row) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, StoreError> {
         query
             .build()
             .fetch_all(&mut *connection)
             .await
             .map_err(query_error)?
             .iter()
-            .map(|row| rows::run_record(row).map_err(query_error))
+            .map(|row| decode(row).map_err(query_error))
             .collect()
     }
 
@@ -192,14 +187,7 @@ where
         query.push(" AND run_id = ");
         query.push_bind(run_id.to_owned());
         query.push(" ORDER BY COALESCE(started_at_ms, finished_at_ms), stage, attempt");
-        query
-            .build()
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(query_error)?
-            .iter()
-            .map(|row| rows::attempt_record(row).map_err(query_error))
-            .collect()
+        Self::fetch_all_as(connection, query, rows::attempt_record).await
     }
 
     /// A page of log chunks, decoded into lines.
