@@ -27,8 +27,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The one connection writes go through.
-    writer: SqlitePool,
     tenant: Arc<str>,
     path: PathBuf,
 }
@@ -55,20 +53,12 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.clone())
-            .await
-            .map_err(|error| open_error(error.to_string()))?;
-        migrate(&pool, path).await?;
-        // SQLite runs one writer at a time anyway; one connection for all writes keeps its page cache warm
-        // (a commit through another connection would make it read the pages again) and its thread busy.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
             .connect_with(options)
             .await
             .map_err(|error| open_error(error.to_string()))?;
+        migrate(&pool, path).await?;
         Ok(Self {
             pool,
-            writer,
             tenant: Arc::from(DEFAULT_TENANT),
             path: path.to_path_buf(),
         })
@@ -89,24 +79,17 @@ impl SqliteStore {
 
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
-        self.writer.close().await;
         self.pool.close().await;
     }
 
-    /// A connection for reads.
     async fn connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
         self.pool.acquire().await.map_err(StoreError::query)
-    }
-
-    /// The connection every write goes through.
-    async fn write_connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
-        self.writer.acquire().await.map_err(StoreError::query)
     }
 
     async fn immediate(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         // Writers take the lock up front: a deferred transaction that upgrades later fails at once with
         // SQLITE_BUSY under WAL instead of waiting its turn.
-        self.writer
+        self.pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(StoreError::query)
@@ -161,7 +144,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT OR IGNORE INTO tenants (id, created_at_ms) VALUES (?1, ?2)")
             .bind(tenant)
             .bind(now_ms())
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(query_error)?;
         Ok(())
@@ -218,7 +201,7 @@ impl Store for SqliteStore {
         .bind(&*self.tenant)
         .bind(run_id)
         .bind(now_ms())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(query_error)?;
         Ok(())
@@ -277,7 +260,7 @@ impl Store for SqliteStore {
         .bind(&job.payload)
         .bind(i64::from(job.max_attempts.max(1)))
         .bind(now_ms())
-        .fetch_one(&self.writer)
+        .fetch_one(&self.pool)
         .await
         .map_err(query_error)
     }
@@ -338,7 +321,7 @@ impl Store for SqliteStore {
         .bind(lease.attempt)
         .bind(now)
         .bind(millis(duration))
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await
         .map_err(query_error)?;
         until.ok_or(StoreError::LeaseLost {
@@ -350,7 +333,7 @@ impl Store for SqliteStore {
     async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
         let now = now_ms();
         Shared::<Sqlite>::finish_job(
-            &mut *self.write_connection().await?,
+            &mut *self.connection().await?,
             &self.tenant,
             lease,
             "completed",
@@ -363,7 +346,7 @@ impl Store for SqliteStore {
     async fn fail(&self, lease: &Lease, error: &str) -> Result<(), StoreError> {
         let now = now_ms();
         Shared::<Sqlite>::finish_job(
-            &mut *self.write_connection().await?,
+            &mut *self.connection().await?,
             &self.tenant,
             lease,
             "failed",
