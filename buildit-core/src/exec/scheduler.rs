@@ -759,17 +759,16 @@ impl<E: Executor> StageTask<E> {
         let run = Arc::clone(&self.run);
         let position = self.position;
         let home = self.options.home.clone();
-        let staging = match remote.map(|_| staging_dir()).transpose() {
-            Ok(staging) => staging,
-            Err(error) => return Err(format!("cache restore failed: {error}")),
-        };
-        let target = staging.as_ref().map(|dir| dir.path().to_path_buf());
+        let (staging, target) = self
+            .host_side(remote)
+            .map_err(|error| format!("cache restore failed: {error}"))?;
+        let in_container = staging.is_some();
         let restored = tokio::task::spawn_blocking(move || {
             let mut caches = resolve_caches(&plan, &plan.stages()[position], &run).map_err(|error| error.0)?;
             let mut notes = Vec::new();
             let mut hits = 0;
             for cache in &mut caches {
-                if target.is_some() {
+                if in_container {
                     cache.paths.retain(|path| {
                         let inside = inside_workspace(std::path::Path::new(path)).is_some();
                         if !inside {
@@ -781,13 +780,11 @@ impl<E: Executor> StageTask<E> {
                         inside
                     });
                 }
-                let (workspace, home) = match &target {
-                    Some(target) => (target.as_path(), None),
-                    None => (run.workspace.as_path(), home.as_deref()),
-                };
+                // `~/` means the host's home only when the stage runs on the host.
+                let home = if in_container { None } else { home.as_deref() };
                 // A cache is an optimisation: one that cannot be restored is reported, and the stage runs
                 // without it.
-                let hit = match store.restore(cache, workspace, home) {
+                let hit = match store.restore(cache, &target, home) {
                     Ok(hit) => hit,
                     Err(error) => {
                         notes.push(format!("buildit: cache `{}` not restored: {error}", cache.name));
@@ -858,13 +855,8 @@ impl<E: Executor> StageTask<E> {
                 };
                 for (index, cache) in caches.into_iter().enumerate() {
                     let into = dir.path().join(index.to_string());
-                    let paths = outermost(
-                        cache
-                            .paths
-                            .iter()
-                            .filter_map(|path| inside_workspace(std::path::Path::new(path)))
-                            .collect(),
-                    );
+                    // Restoring left only paths inside the workspace; the executor copies nested ones once.
+                    let paths: Vec<PathBuf> = cache.paths.iter().map(PathBuf::from).collect();
                     match self.executor.get_files(spec, &paths, &into).await {
                         Ok(()) => sources.push((cache, into)),
                         Err(error) => notes.push(format!(
@@ -925,14 +917,10 @@ impl<E: Executor> StageTask<E> {
         if needs.is_empty() {
             return Ok(());
         }
-        let staging = remote
-            .map(|_| staging_dir())
-            .transpose()
+        let (staging, target) = self
+            .host_side(remote)
             .map_err(|error| format!("artifact restore failed: {error}"))?;
         let run = Arc::clone(&self.run);
-        let target = staging
-            .as_ref()
-            .map_or_else(|| run.workspace.clone(), |dir| dir.path().to_path_buf());
         let restored = tokio::task::spawn_blocking(move || {
             let mut files = 0;
             for need in needs {
@@ -967,20 +955,16 @@ impl<E: Executor> StageTask<E> {
         if patterns.is_empty() {
             return Ok(());
         }
-        let mut staging = None;
+        let (_staging, workspace) = self
+            .host_side(remote)
+            .map_err(|error| format!("artifact collection failed: {error}"))?;
         if let Some(spec) = remote {
-            let dir =
-                staging_dir().map_err(|error| format!("artifact collection failed: {error}"))?;
             self.executor
-                .get_files(spec, &pattern_roots(&patterns), dir.path())
+                .get_files(spec, &pattern_roots(&patterns), &workspace)
                 .await
                 .map_err(|error| format!("artifact collection failed: {error}"))?;
-            staging = Some(dir);
         }
         let run = Arc::clone(&self.run);
-        let workspace = staging
-            .as_ref()
-            .map_or_else(|| run.workspace.clone(), |dir| dir.path().to_path_buf());
         let name = stage.name().to_owned();
         let collected = tokio::task::spawn_blocking(move || {
             store
@@ -990,6 +974,24 @@ impl<E: Executor> StageTask<E> {
         })
         .await;
         collected.unwrap_or_else(|error| Err(format!("artifact collection failed: {error}")))
+    }
+}
+
+impl<E: Executor> StageTask<E> {
+    /// Where a transfer's files are on the host: the workspace itself, or, for a `remote` workspace, a staging
+    /// directory (returned too: it is removed when dropped).
+    fn host_side(
+        &self,
+        remote: Option<&StageSpec>,
+    ) -> Result<(Option<tempfile::TempDir>, PathBuf), String> {
+        match remote {
+            None => Ok((None, self.run.workspace.clone())),
+            Some(_) => {
+                let dir = staging_dir()?;
+                let path = dir.path().to_path_buf();
+                Ok((Some(dir), path))
+            }
+        }
     }
 }
 
