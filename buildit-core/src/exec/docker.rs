@@ -195,6 +195,13 @@ fn unique_name() -> String {
     format!("buildit-{nanos:x}-{}", std::process::id())
 }
 
+/// Whether a sweep removes what carries `labels`: it belongs to `run`, or its owner is a dead process of this
+/// host.
+fn swept(labels: &HashMap<String, String>, run: Option<&str>, here: &RunOwner) -> bool {
+    run.is_some_and(|run| labels.get(RUN_LABEL).map(String::as_str) == Some(run))
+        || owner_is_dead(labels, here)
+}
+
 fn backend(context: &str, error: impl std::fmt::Display) -> ExecError {
     ExecError::Backend(format!("{context}: {error}"))
 }
@@ -338,10 +345,7 @@ impl DockerExecutor {
         for container in containers {
             let Some(id) = container.id else { continue };
             let labels = container.labels.unwrap_or_default();
-            let of_run =
-                run.is_some_and(|run| labels.get(RUN_LABEL).map(String::as_str) == Some(run));
-            let dead = owner_is_dead(&labels, &here);
-            if of_run || dead {
+            if swept(&labels, run, &here) {
                 self.remove(&id).await;
                 report.containers.push(id);
             }
@@ -355,10 +359,7 @@ impl DockerExecutor {
         for network in networks {
             let Some(name) = network.name else { continue };
             let labels = network.labels.unwrap_or_default();
-            let ours = run
-                .is_some_and(|run| labels.get(RUN_LABEL).map(String::as_str) == Some(run))
-                || owner_is_dead(&labels, &here);
-            if ours && self.docker.remove_network(&name).await.is_ok() {
+            if swept(&labels, run, &here) && self.docker.remove_network(&name).await.is_ok() {
                 report.networks.push(name);
             }
         }
@@ -369,11 +370,8 @@ impl DockerExecutor {
             .await
             .map_err(|error| backend("cannot list volumes", error))?;
         for volume in volumes.volumes.unwrap_or_default() {
-            let ours = run
-                .is_some_and(|run| volume.labels.get(RUN_LABEL).map(String::as_str) == Some(run))
-                || owner_is_dead(&volume.labels, &here);
             // A volume still mounted (by a live run's container) refuses removal: it is left alone.
-            if ours && self.remove_volume(&volume.name).await {
+            if swept(&volume.labels, run, &here) && self.remove_volume(&volume.name).await {
                 report.volumes.push(volume.name);
             }
         }
