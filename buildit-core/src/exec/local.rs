@@ -133,22 +133,10 @@ async fn supervise(
                 }
             },
             read = read_from(&mut stdout, &mut out_buffer), if pending.is_none() && stdout.is_some() => {
-                match read {
-                    Ok(0) | Err(_) => stdout = None,
-                    Ok(read) => pending = Some(LogChunk {
-                        stream: LogStreamKind::Stdout,
-                        bytes: out_buffer[..read].to_vec(),
-                    }),
-                }
+                pending = chunk_of(read, &mut stdout, LogStreamKind::Stdout, &out_buffer);
             }
             read = read_from(&mut stderr, &mut err_buffer), if pending.is_none() && stderr.is_some() => {
-                match read {
-                    Ok(0) | Err(_) => stderr = None,
-                    Ok(read) => pending = Some(LogChunk {
-                        stream: LogStreamKind::Stderr,
-                        bytes: err_buffer[..read].to_vec(),
-                    }),
-                }
+                pending = chunk_of(read, &mut stderr, LogStreamKind::Stderr, &err_buffer);
             }
             status = child.wait(), if !exited => {
                 exited = true;
@@ -165,6 +153,25 @@ async fn supervise(
                 let _ = exit_sender.send(Some(result));
             }
         }
+    }
+}
+
+/// The chunk one read of `pipe` produced; at its end (or on an error) `None`, and the pipe is closed.
+fn chunk_of<P>(
+    read: std::io::Result<usize>,
+    pipe: &mut Option<P>,
+    stream: LogStreamKind,
+    buffer: &[u8],
+) -> Option<LogChunk> {
+    match read {
+        Ok(0) | Err(_) => {
+            *pipe = None;
+            None
+        }
+        Ok(read) => Some(LogChunk {
+            stream,
+            bytes: buffer[..read].to_vec(),
+        }),
     }
 }
 
