@@ -289,7 +289,7 @@ async fn run_plan(
     };
     let report = execute(
         &plan,
-        Arc::new(executor.clone()),
+        Arc::new(executor),
         &identity,
         &options,
         &bus,
