@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use buildit_core::Plan;
 use buildit_core::config::ExecutorKind;
@@ -266,25 +267,11 @@ async fn run_plan(
         tokio::spawn(crate::progress::show(plan.clone(), bus.subscribe_display()))
     } else {
         // In logs and pipes, every line matters more than speed: the printer is a lossless subscriber.
-        let mut events = bus.subscribe_lossless(1024);
+        let events = bus.subscribe_lossless(1024);
         let printer_plan = plan.clone();
         tokio::spawn(async move {
-            let mut reporter = LineReporter::new(&printer_plan, colors);
-            // Buffered, and flushed whenever the printer has caught up: live output without a write per line.
-            let mut out = std::io::BufWriter::new(std::io::stdout());
-            while let Some(batch) = events.recv().await {
-                for event in batch.iter() {
-                    // A closed pipe (`buildit run | head`) is the reader's choice, not a failure of the run.
-                    let _ = match format {
-                        RunOutput::Json => writeln!(out, "{}", json_line(event)),
-                        RunOutput::Text => reporter.write(event, &mut out),
-                    };
-                }
-                if events.is_empty() {
-                    let _ = out.flush();
-                }
-            }
-            let _ = out.flush();
+            let reporter = LineReporter::new(&printer_plan, colors);
+            print_events(events, reporter, format, std::io::stdout()).await;
         })
     };
     let report = execute(
@@ -366,5 +353,131 @@ impl StopSignals {
             _ = self.terminate.recv() => {}
             _ = self.hangup.recv() => {}
         }
+    }
+}
+
+/// Longest a printed line waits in the output buffer. Flushing whenever the printer caught up cost a write per
+/// event (three per stage on a DAG of short stages); a reader cannot tell 20 ms apart.
+const FLUSH_AFTER: Duration = Duration::from_millis(20);
+
+/// Writes every event as a line to `out`, buffered: the buffer is flushed once the printer has caught up and
+/// its oldest line is [`FLUSH_AFTER`] old, or at once when the run ends.
+async fn print_events(
+    mut events: tokio::sync::mpsc::Receiver<buildit_core::events::EventBatch>,
+    mut reporter: LineReporter,
+    format: RunOutput,
+    out: impl std::io::Write,
+) {
+    let mut out = std::io::BufWriter::new(out);
+    // When the oldest unflushed line was written.
+    let mut unflushed_since: Option<tokio::time::Instant> = None;
+    loop {
+        let received = match unflushed_since {
+            Some(since) => {
+                match tokio::time::timeout_at(since + FLUSH_AFTER, events.recv()).await {
+                    Ok(received) => received,
+                    Err(_elapsed) => {
+                        let _ = out.flush();
+                        unflushed_since = None;
+                        continue;
+                    }
+                }
+            }
+            None => events.recv().await,
+        };
+        let Some(batch) = received else { break };
+        for event in batch.iter() {
+            // A closed pipe (`buildit run | head`) is the reader's choice, not a failure of the run.
+            let _ = match format {
+                RunOutput::Json => writeln!(out, "{}", json_line(event)),
+                RunOutput::Text => reporter.write(event, &mut out),
+            };
+        }
+        let since = *unflushed_since.get_or_insert_with(tokio::time::Instant::now);
+        if events.is_empty() && since.elapsed() >= FLUSH_AFTER {
+            let _ = out.flush();
+            unflushed_since = None;
+        }
+    }
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+#[expect(clippy::expect_used, reason = "a test fails loudly on any error")]
+mod tests {
+    use std::sync::Mutex;
+
+    use buildit_core::events::RunEventKind;
+
+    use super::*;
+
+    /// Output that the test reads while the printer still owns its writer.
+    #[derive(Clone, Default)]
+    struct SharedOutput(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedOutput {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("output lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl SharedOutput {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("output lock")).into_owned()
+        }
+    }
+
+    fn one_stage_plan() -> Plan {
+        let pipeline = buildit_core::parse_pipeline(
+            "pipeline \"p\"\nstage \"build\" {\n    run \"true\"\n}\n",
+            "buildit.kdl",
+        )
+        .expect("valid pipeline");
+        Plan::build(&pipeline, &buildit_core::RunContext::new()).expect("valid plan")
+    }
+
+    #[tokio::test]
+    async fn printed_lines_are_flushed_while_the_run_goes_on_and_all_at_its_end() {
+        let plan = one_stage_plan();
+        let output = SharedOutput::default();
+        let mut bus = EventBus::new("run-1");
+        let events = bus.subscribe_lossless(16);
+        let printer = tokio::spawn(print_events(
+            events,
+            LineReporter::new(&plan, false),
+            RunOutput::Text,
+            output.clone(),
+        ));
+        bus.emit(RunEventKind::StageStarted {
+            stage: "build".to_owned(),
+            attempt: 1,
+        })
+        .await;
+        // The run goes on (the bus is open), and no other event comes: the line still shows up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !output.text().contains("build") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the line was never flushed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        bus.emit(RunEventKind::LogLine {
+            stage: "build".to_owned(),
+            attempt: 1,
+            stream: buildit_core::events::LogStreamKind::Stdout,
+            text: "last words".to_owned(),
+        })
+        .await;
+        drop(bus);
+        printer.await.expect("printer ends with the run");
+        let text = output.text();
+        assert!(text.contains("started"), "{text}");
+        assert!(text.contains("last words"), "{text}");
     }
 }
