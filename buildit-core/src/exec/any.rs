@@ -50,6 +50,8 @@ pub enum AnyHandle {
     Docker(DockerHandle),
 }
 
+// The Docker executor's futures are large (its API client's state machines): boxed, they do not make every host
+// stage's futures as large, which the scheduler moves and copies for each stage.
 impl Executor for AnyExecutor {
     type Handle = AnyHandle;
 
@@ -65,7 +67,7 @@ impl Executor for AnyExecutor {
         }
         #[cfg(feature = "docker")]
         if let Some(docker) = &self.docker {
-            return docker.spawn(spec).await.map(AnyHandle::Docker);
+            return Box::pin(docker.spawn(spec)).await.map(AnyHandle::Docker);
         }
         Err(ExecError::Backend(
             "this stage has an `image`, and no Docker executor is configured".to_owned(),
@@ -76,7 +78,7 @@ impl Executor for AnyExecutor {
         match handle {
             AnyHandle::Local(handle) => self.local.logs(handle).await,
             #[cfg(feature = "docker")]
-            AnyHandle::Docker(handle) => self.docker(handle)?.logs(handle).await,
+            AnyHandle::Docker(handle) => Box::pin(self.docker(handle)?.logs(handle)).await,
         }
     }
 
@@ -84,7 +86,7 @@ impl Executor for AnyExecutor {
         match handle {
             AnyHandle::Local(handle) => self.local.status(handle).await,
             #[cfg(feature = "docker")]
-            AnyHandle::Docker(handle) => self.docker(handle)?.status(handle).await,
+            AnyHandle::Docker(handle) => Box::pin(self.docker(handle)?.status(handle)).await,
         }
     }
 
@@ -92,7 +94,7 @@ impl Executor for AnyExecutor {
         match handle {
             AnyHandle::Local(handle) => self.local.wait(handle).await,
             #[cfg(feature = "docker")]
-            AnyHandle::Docker(handle) => self.docker(handle)?.wait(handle).await,
+            AnyHandle::Docker(handle) => Box::pin(self.docker(handle)?.wait(handle)).await,
         }
     }
 
@@ -100,7 +102,7 @@ impl Executor for AnyExecutor {
         match handle {
             AnyHandle::Local(handle) => self.local.cancel(handle, grace).await,
             #[cfg(feature = "docker")]
-            AnyHandle::Docker(handle) => self.docker(handle)?.cancel(handle, grace).await,
+            AnyHandle::Docker(handle) => Box::pin(self.docker(handle)?.cancel(handle, grace)).await,
         }
     }
 
@@ -115,7 +117,7 @@ impl Executor for AnyExecutor {
     async fn put_files(&self, spec: &StageSpec, from: &Path) -> Result<(), ExecError> {
         #[cfg(feature = "docker")]
         if let Some(docker) = self.docker_for(spec) {
-            return docker.put_files(spec, from).await;
+            return Box::pin(docker.put_files(spec, from)).await;
         }
         self.local.put_files(spec, from).await
     }
@@ -128,7 +130,7 @@ impl Executor for AnyExecutor {
     ) -> Result<(), ExecError> {
         #[cfg(feature = "docker")]
         if let Some(docker) = self.docker_for(spec) {
-            return docker.get_files(spec, paths, into).await;
+            return Box::pin(docker.get_files(spec, paths, into)).await;
         }
         self.local.get_files(spec, paths, into).await
     }
@@ -136,7 +138,7 @@ impl Executor for AnyExecutor {
     async fn release_run(&self, run_id: &str) -> Result<(), ExecError> {
         #[cfg(feature = "docker")]
         if let Some(docker) = &self.docker {
-            docker.release_run(run_id).await?;
+            Box::pin(docker.release_run(run_id)).await?;
         }
         self.local.release_run(run_id).await
     }

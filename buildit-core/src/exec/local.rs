@@ -97,6 +97,9 @@ fn group_alive(pid: i32) -> bool {
     killpg(Pid::from_raw(pid), None).is_ok()
 }
 
+/// Most bytes taken from a pipe in one read.
+const READ_SIZE: usize = 16 * 1024;
+
 /// Supervises one attempt in one task (a task per attempt, not one per pipe and one for the exit: the hot path
 /// of large DAGs): reads both output pipes until both are closed, sending chunks in the order each pipe
 /// produced them, and reports the shell's exit as soon as it happens, whether or not anyone reads the output.
@@ -111,8 +114,10 @@ async fn supervise(
 ) {
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    let mut out_buffer = vec![0u8; 16 * 1024];
-    let mut err_buffer = vec![0u8; 16 * 1024];
+    // Filled by reads without being zeroed first (two zeroed 16 KiB buffers per stage showed up on DAGs of short
+    // stages).
+    let mut out_buffer = Vec::with_capacity(READ_SIZE);
+    let mut err_buffer = Vec::with_capacity(READ_SIZE);
     // A chunk read and not yet sent: reading waits while the reader of the output is behind.
     let mut pending: Option<LogChunk> = None;
     let mut exited = false;
@@ -175,12 +180,16 @@ fn chunk_of<P>(
     }
 }
 
+/// Reads what `pipe` has into `buffer`, replacing what the buffer held.
 async fn read_from(
     pipe: &mut Option<impl AsyncRead + Unpin>,
-    buffer: &mut [u8],
+    buffer: &mut Vec<u8>,
 ) -> std::io::Result<usize> {
     match pipe {
-        Some(pipe) => pipe.read(buffer).await,
+        Some(pipe) => {
+            buffer.clear();
+            pipe.read_buf(buffer).await
+        }
         None => Ok(0),
     }
 }

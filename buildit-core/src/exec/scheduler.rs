@@ -446,7 +446,9 @@ impl<E: Executor> StageTask<E> {
                 .await;
             let attempt_started = Instant::now();
             last = match stage_spec(&self.plan, stage, &self.run, attempt) {
-                Ok(spec) => self.attempt(attempt, spec, &mut caches).await,
+                // Boxed: an attempt's future is large, and the stage task's own future, moved into the task
+                // set for every stage, stays small.
+                Ok(spec) => Box::pin(self.attempt(attempt, spec, &mut caches)).await,
                 Err(error) => Attempt {
                     outcome: StageOutcome::Failed,
                     exit_code: None,
