@@ -6,6 +6,7 @@ mod glob;
 mod guard;
 mod model;
 mod pipeline;
+mod plain;
 mod reader;
 mod template;
 mod validate;

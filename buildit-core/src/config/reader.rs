@@ -70,6 +70,9 @@ impl<'s> Reader<'s> {
                 return None;
             }
         };
+        if let Some(document) = super::plain::parse_plain(self.text) {
+            return Some(document);
+        }
         if let Some(document) = parse_in_two(self.text, &boundaries) {
             return Some(document);
         }
