@@ -197,6 +197,20 @@ impl EventBus {
         self.send(Arc::new(vec![event])).await;
     }
 
+    /// Stamps and sends several events as one batch, under one lock (a run's queued stages: one message per
+    /// subscriber instead of one per stage).
+    pub async fn emit_all(&self, kinds: impl IntoIterator<Item = RunEventKind>) {
+        let at_ms = now_ms();
+        let mut seq = self.seq.lock().await;
+        let batch: Vec<RunEvent> = kinds
+            .into_iter()
+            .map(|kind| self.stamp(&mut seq, at_ms, kind))
+            .collect();
+        if !batch.is_empty() {
+            self.send(Arc::new(batch)).await;
+        }
+    }
+
     /// Stamps and sends consecutive log lines of one attempt and stream as one batch, under one lock: what one
     /// read of a stage's output produced.
     pub async fn emit_lines(
@@ -257,4 +271,33 @@ fn now_ms() -> u64 {
         .map_or(0, |elapsed| {
             u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
         })
+}
+
+#[cfg(test)]
+#[expect(clippy::expect_used, reason = "a test fails loudly on any error")]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn several_events_go_out_as_one_batch_in_sequence() {
+        let mut bus = EventBus::new("run");
+        let mut events = bus.subscribe_lossless(4);
+        bus.emit(RunEventKind::StageQueued {
+            stage: "first".to_owned(),
+        })
+        .await;
+        bus.emit_all(["a", "b", "c"].map(|stage| RunEventKind::StageQueued {
+            stage: stage.to_owned(),
+        }))
+        .await;
+        bus.emit_all(std::iter::empty()).await;
+        drop(bus);
+        let single = events.recv().await.expect("the first event");
+        assert_eq!(single.len(), 1);
+        let batch = events.recv().await.expect("the batch");
+        let seqs: Vec<u64> = batch.iter().map(|event| event.seq).collect();
+        assert_eq!(seqs, [2, 3, 4]);
+        // Nothing is sent for no events.
+        assert!(events.recv().await.is_none());
+    }
 }

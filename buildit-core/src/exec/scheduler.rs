@@ -175,12 +175,10 @@ pub async fn execute<E: Executor>(
         stages: count,
     })
     .await;
-    for stage in plan.order() {
-        bus.emit(RunEventKind::StageQueued {
-            stage: stage.name().to_owned(),
-        })
-        .await;
-    }
+    bus.emit_all(plan.order().map(|stage| RunEventKind::StageQueued {
+        stage: stage.name().to_owned(),
+    }))
+    .await;
 
     let mut reports: Vec<Option<StageReport>> = vec![None; count];
     let mut waiting_needs: Vec<usize> = stages.iter().map(|stage| stage.needs().len()).collect();
