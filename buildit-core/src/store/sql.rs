@@ -20,8 +20,25 @@ fn query_error(error: sqlx::Error) -> StoreError {
     StoreError::query(error)
 }
 
-/// Rows per statement: far below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
-const ROWS_PER_STATEMENT: usize = 500;
+/// Most rows per statement: far below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
+const ROWS_PER_STATEMENT: usize = 512;
+
+/// `rows` cut into statements of a power-of-two number of rows (at most `most`, itself a power of two): a
+/// multi-row statement's text depends on its row count, and a connection reuses a prepared statement only for
+/// the same text, so a few sizes keep every statement in its cache instead of preparing one per batch
+/// (preparing was a quarter of the store's instructions on a run of short stages).
+fn statements_of<T>(rows: &[T], most: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = most.min(1 << rest.len().ilog2());
+        let (statement, after) = rest.split_at(size);
+        rest = after;
+        Some(statement)
+    })
+}
 
 fn int(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -313,7 +330,7 @@ where
             query.push_bind(run_id.to_owned());
             query.build().execute(&mut *connection).await?;
         }
-        for rows in batch.started.chunks(ROWS_PER_STATEMENT) {
+        for rows in statements_of(&batch.started, ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
                 "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, started_at_ms) ",
             );
@@ -328,7 +345,7 @@ where
             query.push(" ON CONFLICT (tenant_id, run_id, stage, attempt) DO NOTHING");
             query.build().execute(&mut *connection).await?;
         }
-        for rows in batch.finished.chunks(ROWS_PER_STATEMENT) {
+        for rows in statements_of(&batch.finished, ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
                 "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, exit_code, reason, \
                  finished_at_ms, duration_ms) ",
@@ -352,7 +369,7 @@ where
             query.build().execute(&mut *connection).await?;
         }
         // Chunks are large: a few per statement keeps statements of reasonable size.
-        for rows in batch.logs.chunks(16) {
+        for rows in statements_of(&batch.logs, 16) {
             let mut query = QueryBuilder::<DB>::new(
                 "INSERT INTO logs (tenant_id, run_id, stage, attempt, first_line, line_count, first_seq, \
                  first_at_ms, streams, offsets_ms, lines) ",
@@ -399,5 +416,30 @@ where
             query.build().execute(&mut *connection).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_have_power_of_two_sizes_and_cover_every_row_once_in_order() {
+        for count in [0usize, 1, 2, 3, 7, 16, 17, 500, 513, 1500] {
+            let rows: Vec<usize> = (0..count).collect();
+            let statements: Vec<&[usize]> = statements_of(&rows, 512).collect();
+            assert!(
+                statements
+                    .iter()
+                    .all(|statement| statement.len().is_power_of_two() && statement.len() <= 512),
+                "{count}: {statements:?}"
+            );
+            let joined: Vec<usize> = statements.concat();
+            assert_eq!(joined, rows);
+        }
+        // 37 rows, at most 16 a statement: 16 + 16 + 4 + 1.
+        let rows = [0u8; 37];
+        let sizes: Vec<usize> = statements_of(&rows, 16).map(<[u8]>::len).collect();
+        assert_eq!(sizes, [16, 16, 4, 1]);
     }
 }
