@@ -79,12 +79,17 @@ pub async fn record_run(
         // thousand short stages then costs tens of transactions, not thousands. A busy stream fills batches by
         // itself and never waits, so the run is never held up by the pause.
         if pending.events < TRICKLE {
-            let deadline = tokio::time::Instant::now() + BATCH_LINGER;
+            // One timer for the whole pause, not one per event received during it.
+            let linger = tokio::time::sleep(BATCH_LINGER);
+            tokio::pin!(linger);
             while pending.events < TRICKLE {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(Some(batch)) => pending.push(batch),
-                    // The run is over (or the pause is): write what there is now.
-                    Ok(None) | Err(_) => break,
+                tokio::select! {
+                    received = events.recv() => match received {
+                        Some(batch) => pending.push(batch),
+                        // The run is over: write what there is now.
+                        None => break,
+                    },
+                    () = &mut linger => break,
                 }
             }
         }
