@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use buildit_core::events::{EventBus, LogStreamKind, RunEventKind, RunStatus, StageOutcome};
 use buildit_core::store::{
-    AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore, NewJob, NewRun,
-    PostgresStore, RunFilter, RunOwner, RunRef, RunState, SqliteStore, Store, StoreError,
-    record_run,
+    AttemptEnd, AttemptStart, AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore,
+    NewJob, NewRun, PostgresStore, RecordBatch, RunFilter, RunOwner, RunRef, RunState, SqliteStore,
+    Store, StoreError, record_run,
 };
 use sqlx::Connection as _;
 
@@ -161,6 +161,7 @@ contract!(
     run_numbers_count_per_pipeline,
     concurrent_run_numbers_never_repeat,
     recorded_events_read_back_exactly,
+    attempts_keep_their_start_whether_it_came_with_the_end_or_before,
     log_pages_continue_where_they_stopped,
     tenants_do_not_see_each_other,
     dead_runners_runs_become_interrupted,
@@ -433,6 +434,57 @@ async fn recorded_events_read_back_exactly(backend: Backend) {
             .iter()
             .enumerate()
             .all(|(index, line)| line.line == index as u64 + 1)
+    );
+}
+
+fn end(stage: &str, attempt: u32, at_ms: i64, started_at_ms: Option<i64>) -> AttemptEnd {
+    AttemptEnd {
+        stage: stage.to_owned(),
+        attempt,
+        outcome: StageOutcome::Succeeded,
+        exit_code: Some(0),
+        reason: None,
+        duration_ms: 5,
+        at_ms,
+        started_at_ms,
+    }
+}
+
+async fn attempts_keep_their_start_whether_it_came_with_the_end_or_before(backend: Backend) {
+    let store = backend.store;
+    ok(store.create_run(&new_run("starts", "sample")).await);
+    // `early` starts in one batch and ends in the next; `quick` starts and ends within one batch, written once.
+    let first = RecordBatch {
+        started: vec![AttemptStart {
+            stage: "early".to_owned(),
+            attempt: 1,
+            at_ms: 100,
+        }],
+        ..RecordBatch::default()
+    };
+    let second = RecordBatch {
+        finished: vec![end("early", 1, 150, None), end("quick", 1, 170, Some(160))],
+        ..RecordBatch::default()
+    };
+    ok(store.write_batch("starts", &first).await);
+    let running = ok(store.attempts("starts").await);
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].state, AttemptState::Running);
+    ok(store.write_batch("starts", &second).await);
+    // A batch written twice (its commit was lost) changes nothing.
+    ok(store.write_batch("starts", &second).await);
+    let attempts = ok(store.attempts("starts").await);
+    let times: Vec<(String, Option<i64>, Option<i64>, AttemptState)> = attempts
+        .iter()
+        .map(|a| (a.stage.clone(), a.started_at_ms, a.finished_at_ms, a.state))
+        .collect();
+    let done = AttemptState::Finished(StageOutcome::Succeeded);
+    assert_eq!(
+        times,
+        [
+            ("early".to_owned(), Some(100), Some(150), done),
+            ("quick".to_owned(), Some(160), Some(170), done),
+        ]
     );
 }
 

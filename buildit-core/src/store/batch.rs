@@ -65,6 +65,10 @@ pub struct AttemptEnd {
     pub duration_ms: u64,
     /// When.
     pub at_ms: i64,
+    /// When it began, if its start is in the same batch: the attempt is then written once, already finished,
+    /// instead of inserted as running and updated (a DAG of short stages starts and ends most attempts within
+    /// one batch).
+    pub started_at_ms: Option<i64>,
 }
 
 /// The run ended.
@@ -181,6 +185,9 @@ impl BatchBuilder {
     /// The batch for `events` (in sequence order).
     pub(crate) fn build<'e>(&mut self, events: impl Iterator<Item = &'e RunEvent>) -> RecordBatch {
         let mut batch = RecordBatch::default();
+        // Starts in this batch, by attempt; an end in the same batch takes its start along.
+        let mut starts: Vec<Option<AttemptStart>> = Vec::new();
+        let mut start_of: HashMap<(String, u32), usize> = HashMap::new();
         // Lines join the open chunk only when they are the same attempt's and nothing else happened in between:
         // chunks then keep the exact order of lines across stages.
         let mut open: Option<LogChunk> = None;
@@ -217,11 +224,14 @@ impl BatchBuilder {
             }
             match &event.kind {
                 RunEventKind::RunStarted { stages, .. } => batch.stage_count = Some(*stages as u64),
-                RunEventKind::StageStarted { stage, attempt } => batch.started.push(AttemptStart {
-                    stage: stage.clone(),
-                    attempt: *attempt,
-                    at_ms,
-                }),
+                RunEventKind::StageStarted { stage, attempt } => {
+                    start_of.insert((stage.clone(), *attempt), starts.len());
+                    starts.push(Some(AttemptStart {
+                        stage: stage.clone(),
+                        attempt: *attempt,
+                        at_ms,
+                    }));
+                }
                 RunEventKind::StageFinished {
                     stage,
                     attempt,
@@ -229,15 +239,23 @@ impl BatchBuilder {
                     exit_code,
                     duration_ms,
                     reason,
-                } => batch.finished.push(AttemptEnd {
-                    stage: stage.clone(),
-                    attempt: *attempt,
-                    outcome: *outcome,
-                    exit_code: *exit_code,
-                    reason: reason.clone(),
-                    duration_ms: *duration_ms,
-                    at_ms,
-                }),
+                } => {
+                    let started_at_ms = start_of
+                        .remove(&(stage.clone(), *attempt))
+                        .and_then(|index| starts.get_mut(index))
+                        .and_then(Option::take)
+                        .map(|start| start.at_ms);
+                    batch.finished.push(AttemptEnd {
+                        stage: stage.clone(),
+                        attempt: *attempt,
+                        outcome: *outcome,
+                        exit_code: *exit_code,
+                        reason: reason.clone(),
+                        duration_ms: *duration_ms,
+                        at_ms,
+                        started_at_ms,
+                    });
+                }
                 RunEventKind::RunFinished {
                     status,
                     duration_ms,
@@ -254,6 +272,7 @@ impl BatchBuilder {
         if let Some(chunk) = open.take() {
             self.close(chunk, &mut batch);
         }
+        batch.started = starts.into_iter().flatten().collect();
         batch
     }
 
@@ -302,4 +321,70 @@ pub(crate) fn decode_chunk(
         });
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn event(seq: u64, kind: RunEventKind) -> RunEvent {
+        RunEvent {
+            seq,
+            run_id: Arc::from("run"),
+            at_ms: 1000 + seq,
+            kind,
+        }
+    }
+
+    fn started(seq: u64, stage: &str, attempt: u32) -> RunEvent {
+        event(
+            seq,
+            RunEventKind::StageStarted {
+                stage: stage.to_owned(),
+                attempt,
+            },
+        )
+    }
+
+    fn finished(seq: u64, stage: &str, attempt: u32) -> RunEvent {
+        event(
+            seq,
+            RunEventKind::StageFinished {
+                stage: stage.to_owned(),
+                attempt,
+                outcome: StageOutcome::Succeeded,
+                exit_code: Some(0),
+                duration_ms: 1,
+                reason: None,
+            },
+        )
+    }
+
+    #[test]
+    fn an_attempt_that_starts_and_ends_in_one_batch_is_written_once() {
+        let mut builder = BatchBuilder::default();
+        let events = [
+            started(1, "a", 1),
+            started(2, "b", 1),
+            finished(3, "a", 1),
+            started(4, "a", 2),
+        ];
+        let batch = builder.build(events.iter());
+        let starts: Vec<(&str, u32)> = batch
+            .started
+            .iter()
+            .map(|start| (start.stage.as_str(), start.attempt))
+            .collect();
+        // `a` attempt 1 ended here; `b` and `a` attempt 2 are still running.
+        assert_eq!(starts, [("b", 1), ("a", 2)]);
+        assert_eq!(batch.finished.len(), 1);
+        assert_eq!(batch.finished[0].started_at_ms, Some(1001));
+
+        // `b` ends in a later batch: its start was written already.
+        let later = builder.build([finished(5, "b", 1)].iter());
+        assert!(later.started.is_empty());
+        assert_eq!(later.finished[0].started_at_ms, None);
+    }
 }

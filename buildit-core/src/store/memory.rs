@@ -195,6 +195,9 @@ impl Store for MemoryStore {
                     finished_at_ms: None,
                     duration_ms: None,
                 });
+            if record.started_at_ms.is_none() {
+                record.started_at_ms = end.started_at_ms;
+            }
             record.state = AttemptState::Finished(end.outcome);
             record.exit_code = end.exit_code;
             record.reason.clone_from(&end.reason);

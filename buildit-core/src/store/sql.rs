@@ -348,7 +348,7 @@ where
         for rows in statements_of(&batch.finished, ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
                 "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, exit_code, reason, \
-                 finished_at_ms, duration_ms) ",
+                 started_at_ms, finished_at_ms, duration_ms) ",
             );
             query.push_values(rows, |mut row, end| {
                 row.push_bind(tenant.to_owned())
@@ -358,12 +358,14 @@ where
                     .push_bind(end.outcome.as_str())
                     .push_bind(end.exit_code.map(i64::from))
                     .push_bind(end.reason.clone())
+                    .push_bind(end.started_at_ms)
                     .push_bind(end.at_ms)
                     .push_bind(int(end.duration_ms));
             });
             query.push(
                 " ON CONFLICT (tenant_id, run_id, stage, attempt) DO UPDATE SET status = excluded.status, \
                  exit_code = excluded.exit_code, reason = excluded.reason, \
+                 started_at_ms = COALESCE(stage_results.started_at_ms, excluded.started_at_ms), \
                  finished_at_ms = excluded.finished_at_ms, duration_ms = excluded.duration_ms",
             );
             query.build().execute(&mut *connection).await?;
