@@ -360,8 +360,8 @@ impl StopSignals {
 /// event (three per stage on a DAG of short stages); a reader cannot tell 20 ms apart.
 const FLUSH_AFTER: Duration = Duration::from_millis(20);
 
-/// Writes every event as a line to `out`, buffered: the buffer is flushed once the printer has caught up and
-/// its oldest line is [`FLUSH_AFTER`] old, or at once when the run ends.
+/// Writes every event as a line to `out`, buffered: the buffer is flushed [`FLUSH_AFTER`] after its oldest line
+/// was written, and at once when the run ends.
 async fn print_events(
     mut events: tokio::sync::mpsc::Receiver<buildit_core::events::EventBatch>,
     mut reporter: LineReporter,
@@ -369,34 +369,30 @@ async fn print_events(
     out: impl std::io::Write,
 ) {
     let mut out = std::io::BufWriter::new(out);
-    // When the oldest unflushed line was written.
-    let mut unflushed_since: Option<tokio::time::Instant> = None;
+    // One timer, armed when the buffer gets its first line since the last flush (not one per event).
+    let flush_due = tokio::time::sleep(FLUSH_AFTER);
+    tokio::pin!(flush_due);
+    let mut unflushed = false;
     loop {
-        let received = match unflushed_since {
-            Some(since) => {
-                match tokio::time::timeout_at(since + FLUSH_AFTER, events.recv()).await {
-                    Ok(received) => received,
-                    Err(_elapsed) => {
-                        let _ = out.flush();
-                        unflushed_since = None;
-                        continue;
-                    }
+        tokio::select! {
+            received = events.recv() => {
+                let Some(batch) = received else { break };
+                for event in batch.iter() {
+                    // A closed pipe (`buildit run | head`) is the reader's choice, not a failure of the run.
+                    let _ = match format {
+                        RunOutput::Json => writeln!(out, "{}", json_line(event)),
+                        RunOutput::Text => reporter.write(event, &mut out),
+                    };
+                }
+                if !unflushed {
+                    unflushed = true;
+                    flush_due.as_mut().reset(tokio::time::Instant::now() + FLUSH_AFTER);
                 }
             }
-            None => events.recv().await,
-        };
-        let Some(batch) = received else { break };
-        for event in batch.iter() {
-            // A closed pipe (`buildit run | head`) is the reader's choice, not a failure of the run.
-            let _ = match format {
-                RunOutput::Json => writeln!(out, "{}", json_line(event)),
-                RunOutput::Text => reporter.write(event, &mut out),
-            };
-        }
-        let since = *unflushed_since.get_or_insert_with(tokio::time::Instant::now);
-        if events.is_empty() && since.elapsed() >= FLUSH_AFTER {
-            let _ = out.flush();
-            unflushed_since = None;
+            () = &mut flush_due, if unflushed => {
+                let _ = out.flush();
+                unflushed = false;
+            }
         }
     }
     let _ = out.flush();
