@@ -1,5 +1,5 @@
 //! The scheduler alone: layered DAGs of 1,000 and 10,000 stages on the in-process fake executor, so that only
-//! readiness tracking, task hand-off and events are measured.
+//! readiness tracking, task hand-off and events are measured, on a many-thread and on a one-thread runtime.
 
 use std::sync::Arc;
 
@@ -11,13 +11,31 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use tokio_util::sync::CancellationToken;
 
 fn schedule(c: &mut Criterion) {
-    let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    else {
-        return;
-    };
-    let mut group = c.benchmark_group("schedule/layered");
+    // The daemon's runtime (many threads) and `buildit run`'s (one thread: no cross-thread wake-ups).
+    let runtimes = [
+        (
+            "schedule/layered",
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build(),
+        ),
+        (
+            "schedule/layered-one-thread",
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+        ),
+    ];
+    for (name, runtime) in runtimes {
+        let Ok(runtime) = runtime else {
+            continue;
+        };
+        schedule_on(c, name, &runtime);
+    }
+}
+
+fn schedule_on(c: &mut Criterion, name: &str, runtime: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(10);
     for count in [1_000usize, 10_000] {
         let text = pipeline_text(Shape::Layered { width: 100 }, count, "true");
