@@ -192,7 +192,8 @@ impl Plain<'_> {
         Some(entry)
     }
 
-    /// A value, which must end where an entry may: before a space, a line end, a comment or the text's end.
+    /// A value, which must end where an entry may: before a space or tab, a line end or the text's end (a
+    /// comment after it needs a space first).
     fn value(&mut self) -> Option<KdlValue> {
         let value = match self.peek()? {
             b'"' => self.string()?,
