@@ -383,6 +383,20 @@ fn run_executes_the_example_and_summarises_it() {
     assert!(text.contains("critical path: prepare -> "), "{text}");
     assert!(!text.contains('\u{1b}'), "plain output has no escape codes");
     assert!(dir.path().join("out/hello.tar").is_file());
+    // The store was closed cleanly: its write-ahead log is folded into the database file, not left for the
+    // next process to read through; and so after reading the history.
+    let store = dir.path().join(".buildit");
+    assert!(store.join("buildit.db").is_file());
+    assert!(
+        !store.join("buildit.db-wal").exists(),
+        "write-ahead log left behind"
+    );
+    let listed = buildit(dir.path(), &["runs", "list"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", stderr(&listed));
+    assert!(
+        !store.join("buildit.db-wal").exists(),
+        "write-ahead log left behind"
+    );
 }
 
 #[test]

@@ -292,6 +292,7 @@ async fn run_plan(
     }
     let recorded = recorder.await;
     let _ = printer.await;
+    store.close().await;
     signals.abort();
     let mut text = summary(&plan, &report);
     text.push_str(&format!(

@@ -82,7 +82,7 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
                 common,
             } => {
                 logs(
-                    store,
+                    Arc::clone(&store),
                     run,
                     pipeline.as_deref(),
                     stage.clone(),
@@ -92,6 +92,7 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
                 .await
             }
         };
+        store.close().await;
         match result {
             Ok(exit) => exit,
             Err(error) => {

@@ -95,6 +95,10 @@ fn query_error(error: sqlx::Error) -> StoreError {
 
 #[async_trait]
 impl Store for PostgresStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     fn backend(&self) -> &'static str {
         "postgres"
     }

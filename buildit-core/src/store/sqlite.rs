@@ -128,6 +128,10 @@ fn query_error(error: sqlx::Error) -> StoreError {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     fn backend(&self) -> &'static str {
         "sqlite"
     }
