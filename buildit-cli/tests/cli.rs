@@ -1018,24 +1018,28 @@ fn docker_ready() -> bool {
     true
 }
 
-fn run_volumes(label: &str) -> Vec<String> {
+/// The ids `docker <listing>` prints for objects carrying `label` (`listing`: `ps -a`, `volume ls`, ...).
+fn labelled(listing: &[&str], label: &str) -> Vec<String> {
+    let filter = format!("label={label}");
     match Command::new("docker")
-        .args(["volume", "ls", "-q", "--filter", &format!("label={label}")])
+        .args(listing)
+        .args(["-q", "--filter", &filter])
         .output()
     {
-        Ok(output) => stdout(&output).lines().map(str::to_owned).collect(),
-        Err(error) => panic!("docker volume ls: {error}"),
+        Ok(output) if output.status.success() => {
+            stdout(&output).lines().map(str::to_owned).collect()
+        }
+        Ok(output) => panic!("docker {}: {}", listing.join(" "), stderr(&output)),
+        Err(error) => panic!("docker {}: {error}", listing.join(" ")),
     }
 }
 
+fn run_volumes(label: &str) -> Vec<String> {
+    labelled(&["volume", "ls"], label)
+}
+
 fn run_containers(label: &str) -> Vec<String> {
-    match Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={label}")])
-        .output()
-    {
-        Ok(output) => stdout(&output).lines().map(str::to_owned).collect(),
-        Err(error) => panic!("docker ps: {error}"),
-    }
+    labelled(&["ps", "-a"], label)
 }
 
 /// Starts a `buildit run` of a container stage that waits, kills it with SIGKILL once the stage runs, and
@@ -1173,14 +1177,6 @@ fn ctrl_c_on_a_container_run_leaves_no_container_network_or_volume() {
     assert_eq!(status.ok().and_then(|s| s.code()), Some(130));
     assert!(run_containers(&label).is_empty(), "containers left");
     assert!(run_volumes(&label).is_empty(), "volumes left");
-    let networks = Command::new("docker")
-        .args(["network", "ls", "-q", "--filter", &format!("label={label}")])
-        .output();
-    assert!(
-        networks
-            .as_ref()
-            .is_ok_and(|output| output.status.success())
-    );
-    let networks = networks.map(|output| stdout(&output)).unwrap_or_default();
-    assert!(networks.is_empty(), "networks left: {networks}");
+    let networks = labelled(&["network", "ls"], &label);
+    assert!(networks.is_empty(), "networks left: {networks:?}");
 }
