@@ -197,8 +197,8 @@ impl EventBus {
         self.send(Arc::new(vec![event])).await;
     }
 
-    /// Stamps and sends several events as one batch, under one lock (a run's queued stages: one message per
-    /// subscriber instead of one per stage).
+    /// Stamps and sends several events as one batch, under one lock (a run's queued stages, the lines of one
+    /// read: one message per subscriber instead of one per event); nothing for no events.
     pub async fn emit_all(&self, kinds: impl IntoIterator<Item = RunEventKind>) {
         let at_ms = now_ms();
         let mut seq = self.seq.lock().await;
@@ -206,6 +206,7 @@ impl EventBus {
             .into_iter()
             .map(|kind| self.stamp(&mut seq, at_ms, kind))
             .collect();
+        // Sent while the sequence is held, so that every subscriber sees batches in order.
         if !batch.is_empty() {
             self.send(Arc::new(batch)).await;
         }
@@ -220,28 +221,13 @@ impl EventBus {
         stream: LogStreamKind,
         lines: Vec<String>,
     ) {
-        if lines.is_empty() {
-            return;
-        }
-        let at_ms = now_ms();
-        let mut seq = self.seq.lock().await;
-        let batch: Vec<RunEvent> = lines
-            .into_iter()
-            .map(|text| {
-                self.stamp(
-                    &mut seq,
-                    at_ms,
-                    RunEventKind::LogLine {
-                        stage: stage.to_owned(),
-                        attempt,
-                        stream,
-                        text,
-                    },
-                )
-            })
-            .collect();
-        // Sent while the sequence is held, so that every subscriber sees batches in order.
-        self.send(Arc::new(batch)).await;
+        self.emit_all(lines.into_iter().map(|text| RunEventKind::LogLine {
+            stage: stage.to_owned(),
+            attempt,
+            stream,
+            text,
+        }))
+        .await;
     }
 
     fn stamp(&self, seq: &mut u64, at_ms: u64, kind: RunEventKind) -> RunEvent {

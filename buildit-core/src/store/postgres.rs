@@ -68,11 +68,6 @@ impl PostgresStore {
         }
     }
 
-    /// Closes the pool, waiting for connections to finish.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
     async fn connection(&self) -> Result<sqlx::pool::PoolConnection<Postgres>, StoreError> {
         self.pool.acquire().await.map_err(StoreError::query)
     }
@@ -95,10 +90,6 @@ fn query_error(error: sqlx::Error) -> StoreError {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
     fn backend(&self) -> &'static str {
         "postgres"
     }
@@ -330,5 +321,9 @@ impl Store for PostgresStore {
 
     async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError> {
         Shared::<Postgres>::job(&mut *self.connection().await?, &self.tenant, id).await
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 }

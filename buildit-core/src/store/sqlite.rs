@@ -77,11 +77,6 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Closes the pool, waiting for connections to finish.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
-
     async fn connection(&self) -> Result<sqlx::pool::PoolConnection<Sqlite>, StoreError> {
         self.pool.acquire().await.map_err(StoreError::query)
     }
@@ -128,10 +123,6 @@ fn query_error(error: sqlx::Error) -> StoreError {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
     fn backend(&self) -> &'static str {
         "sqlite"
     }
@@ -362,5 +353,9 @@ impl Store for SqliteStore {
 
     async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError> {
         Shared::<Sqlite>::job(&mut *self.connection().await?, &self.tenant, id).await
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 }
