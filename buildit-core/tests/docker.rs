@@ -112,6 +112,11 @@ impl Run {
     }
 }
 
+/// A run with no secrets, which nobody cancels.
+async fn run_simple(docker: &DockerExecutor, text: &str) -> Run {
+    run_pipeline(docker, text, &[], CancellationToken::new()).await
+}
+
 async fn run_pipeline(
     docker: &DockerExecutor,
     text: &str,
@@ -316,7 +321,7 @@ stage "stubborn" {{ image "{IMAGE}"; run "trap '' TERM; sleep 20" }}
 async fn parallel_stages_run_at_once() {
     let Some(docker) = docker().await else { return };
     let started = Instant::now();
-    let run = run_pipeline(
+    let run = run_simple(
         &docker,
         &format!(
             r#"
@@ -327,8 +332,6 @@ stage "b" {{ image "{IMAGE}"; run "sleep 1" }}
 stage "c" {{ image "{IMAGE}"; run "sleep 1" }}
 "#
         ),
-        &[],
-        CancellationToken::new(),
     )
     .await;
     for stage in ["a", "b", "c"] {
@@ -351,15 +354,13 @@ async fn missing_and_bad_images_are_clear_errors() {
     else {
         return;
     };
-    let run = run_pipeline(
+    let run = run_simple(
         &never,
         r#"
 pipeline "p"
 stage "missing" { image "buildit-test/not-there:1"; run "true" }
 stage "bad" { image "Not A Reference!"; run "true" }
 "#,
-        &[],
-        CancellationToken::new(),
     )
     .await;
     assert_eq!(run.outcome("missing"), StageOutcome::Failed);
@@ -482,7 +483,7 @@ impl Drop for SweepTestCleanup {
 #[tokio::test]
 async fn a_container_killed_for_memory_says_so() {
     let Some(docker) = docker().await else { return };
-    let run = run_pipeline(
+    let run = run_simple(
         &docker,
         &format!(
             r#"
@@ -494,8 +495,6 @@ stage "hungry" {{
 }}
 "#
         ),
-        &[],
-        CancellationToken::new(),
     )
     .await;
     assert_eq!(run.outcome("hungry"), StageOutcome::Failed);
@@ -543,9 +542,7 @@ fn labelled(list: &[&str], label: &str, value: &str) -> Vec<String> {
 #[tokio::test]
 async fn services_start_first_are_reachable_by_name_and_go_afterwards() {
     let Some(docker) = docker().await else { return };
-    let run = run_pipeline(
-        &docker,
-        &format!(
+    let run = run_simple(&docker, &format!(
             r#"
 pipeline "p"
 stage "client" {{
@@ -562,10 +559,7 @@ stage "client" {{
 }}
 stage "after" {{ needs "client"; image "{IMAGE}"; run "wget -q -T 2 -O- http://web:8080/ || echo no web any more" }}
 "#
-        ),
-        &[],
-        CancellationToken::new(),
-    )
+        ))
     .await;
     assert_eq!(run.outcome("client"), StageOutcome::Succeeded);
     assert_eq!(
@@ -588,9 +582,7 @@ stage "after" {{ needs "client"; image "{IMAGE}"; run "wget -q -T 2 -O- http://w
 async fn a_service_that_never_gets_ready_fails_its_stage_with_its_last_lines() {
     let Some(docker) = docker().await else { return };
     let started = Instant::now();
-    let run = run_pipeline(
-        &docker,
-        &format!(
+    let run = run_simple(&docker, &format!(
             r#"
 pipeline "p"
 stage "client" {{
@@ -603,10 +595,7 @@ stage "client" {{
     run "echo never runs"
 }}
 "#
-        ),
-        &[],
-        CancellationToken::new(),
-    )
+        ))
     .await;
     assert_eq!(run.outcome("client"), StageOutcome::Failed);
     let reason = run.reason("client");
@@ -624,7 +613,7 @@ stage "client" {{
 async fn starting_services_counts_against_the_timeout_and_exited_services_are_reported() {
     let Some(docker) = docker().await else { return };
     let started = Instant::now();
-    let run = run_pipeline(
+    let run = run_simple(
         &docker,
         &format!(
             r#"
@@ -650,8 +639,6 @@ stage "crashing" {{
 }}
 "#
         ),
-        &[],
-        CancellationToken::new(),
     )
     .await;
     assert_eq!(run.outcome("hanging"), StageOutcome::TimedOut);
@@ -743,7 +730,7 @@ async fn bind_mounts_the_host_workspace_instead() {
     else {
         return;
     };
-    let run = run_pipeline(
+    let run = run_simple(
         &docker,
         &format!(
             r#"
@@ -752,8 +739,6 @@ stage "build" {{ image "{IMAGE}"; run "echo built > out.txt"; }}
 stage "host" {{ needs "build"; run "cat out.txt" }}
 "#
         ),
-        &[],
-        CancellationToken::new(),
     )
     .await;
     assert_eq!(
@@ -960,7 +945,7 @@ async fn pulls_report_their_progress_in_the_stage_log_as_they_happen() {
         "{pushed:?}"
     );
     docker_cli(&["rmi", &image]);
-    let run = run_pipeline(
+    let run = run_simple(
         &docker,
         &format!(
             r#"
@@ -968,8 +953,6 @@ pipeline "p"
 stage "pulled" {{ image "{image}"; run "cat /stamp"; }}
 "#
         ),
-        &[],
-        CancellationToken::new(),
     )
     .await;
     docker_cli(&["rmi", &image]);
@@ -1034,9 +1017,7 @@ fn build_shell_less_image() -> &'static str {
 async fn a_ready_check_with_arguments_runs_without_a_shell() {
     let Some(docker) = docker().await else { return };
     let no_shell = build_shell_less_image();
-    let run = run_pipeline(
-        &docker,
-        &format!(
+    let run = run_simple(&docker, &format!(
             r#"
 pipeline "p"
 stage "exec-form" {{
@@ -1050,10 +1031,7 @@ stage "shell-form" {{
     run "echo started"
 }}
 "#
-        ),
-        &[],
-        CancellationToken::new(),
-    )
+        ))
     .await;
     assert_eq!(
         run.outcome("exec-form"),
