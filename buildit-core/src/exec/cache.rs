@@ -247,9 +247,16 @@ fn through_symlink(target: &Path, roots: &[PathBuf]) -> bool {
     let Some(root) = roots.iter().find(|root| target.starts_with(root)) else {
         return true;
     };
+    written_through_symlink(root, target)
+}
+
+/// Whether a directory strictly between `root` and `target` is a symlink: writing `target` would go through it
+/// (an earlier archive entry `dir -> /etc` must not redirect `dir/passwd`). `root` itself may be a symlink the
+/// user made; what matters is that an archive cannot add one.
+pub(crate) fn written_through_symlink(root: &Path, target: &Path) -> bool {
     let mut current = target.parent();
     while let Some(dir) = current {
-        if !dir.starts_with(root) || dir == root.as_path() {
+        if !dir.starts_with(root) || dir == root {
             break;
         }
         if dir
@@ -260,7 +267,6 @@ fn through_symlink(target: &Path, roots: &[PathBuf]) -> bool {
         }
         current = dir.parent();
     }
-    // The root itself may be a symlink the user made; what matters is that the archive cannot add one.
     false
 }
 

@@ -1095,7 +1095,7 @@ impl Executor for DockerExecutor {
         let workspace = self.run_workspace(spec).await?;
         // Nested paths would unpack twice, the second time through what the first one wrote.
         for path in &super::executor::outermost(inside_paths) {
-            if super::docker_files::through_symlink(into, path) {
+            if super::cache::written_through_symlink(into, &into.join(path)) {
                 return Err(ExecError::Backend(format!(
                     "`{}` would be written through a symlink",
                     path.display()

@@ -145,7 +145,7 @@ fn unpack_into(reader: impl std::io::Read, destination: &Path) -> Result<(), Str
         } else {
             destination.join(&inside)
         };
-        if through_symlink(destination, &inside) {
+        if super::cache::written_through_symlink(destination, &target) {
             return Err(format!(
                 "entry `{}` would be written through a symlink",
                 stored.display()
@@ -183,26 +183,6 @@ fn unpack_into(reader: impl std::io::Read, destination: &Path) -> Result<(), Str
             .map_err(|error| format!("cannot write `{}`: {error}", target.display()))?;
     }
     Ok(())
-}
-
-/// Whether a directory between `destination` and `destination/inside` is a symlink (an earlier entry
-/// `dir -> /etc` must not redirect `dir/passwd`).
-pub(crate) fn through_symlink(destination: &Path, inside: &Path) -> bool {
-    let mut current = destination.to_path_buf();
-    let mut components = inside.components().peekable();
-    while let Some(component) = components.next() {
-        if components.peek().is_none() {
-            break;
-        }
-        current.push(component);
-        if current
-            .symlink_metadata()
-            .is_ok_and(|meta| meta.file_type().is_symlink())
-        {
-            return true;
-        }
-    }
-    false
 }
 
 #[cfg(test)]
