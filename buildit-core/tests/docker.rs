@@ -123,10 +123,7 @@ async fn run_pipeline(
     secrets: &[(&str, &str)],
     cancel: CancellationToken,
 ) -> Run {
-    let workspace = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(error) => panic!("{error}"),
-    };
+    let workspace = support::temp_dir();
     let options = RunOptions {
         grace: Duration::from_secs(2),
         ..RunOptions::default()
@@ -243,10 +240,7 @@ stage "host" {{ needs "build"; run "test ! -e out.txt && echo not here" }}
 #[tokio::test]
 async fn secrets_stay_out_of_the_container_configuration() {
     let Some(docker) = docker().await else { return };
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(error) => panic!("{error}"),
-    };
+    let dir = support::temp_dir();
     let mut spec = StageSpec::new(
         vec!["echo ready; sleep 30".to_owned()],
         dir.path().to_path_buf(),
@@ -658,17 +652,10 @@ stage "crashing" {{
     );
 }
 
-fn temporary() -> tempfile::TempDir {
-    match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(error) => panic!("{error}"),
-    }
-}
-
 #[tokio::test]
 async fn the_workspace_is_copied_into_a_volume_once_and_the_host_directory_stays_untouched() {
     let Some(docker) = docker().await else { return };
-    let workspace = temporary();
+    let workspace = support::temp_dir();
     let _ = std::fs::create_dir_all(workspace.path().join("src/deep"));
     let _ = std::fs::write(
         workspace.path().join("src/deep/input.txt"),
@@ -751,8 +738,8 @@ stage "host" {{ needs "build"; run "cat out.txt" }}
 #[tokio::test]
 async fn artifacts_and_caches_move_through_the_volume_with_the_same_rules() {
     let Some(docker) = docker().await else { return };
-    let workspace = temporary();
-    let stores = temporary();
+    let workspace = support::temp_dir();
+    let stores = support::temp_dir();
     let options = || RunOptions {
         grace: Duration::from_secs(2),
         concurrency: Some(1),
@@ -871,7 +858,7 @@ impl LocalRegistry {
             eprintln!("skipped: no {program}");
             return None;
         }
-        let dir = temporary();
+        let dir = support::temp_dir();
         let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
             Ok(address) => address.port(),
             Err(error) => panic!("{error}"),
@@ -923,7 +910,7 @@ async fn pulls_report_their_progress_in_the_stage_log_as_they_happen() {
         return;
     };
     // An image with a layer of its own, so that pulling it downloads something.
-    let context = temporary();
+    let context = support::temp_dir();
     let stamp = format!("stamp-{}-{:?}", std::process::id(), Instant::now());
     let _ = std::fs::write(context.path().join("stamp"), &stamp);
     let _ = std::fs::write(
@@ -994,7 +981,7 @@ fn build_shell_less_image() -> &'static str {
     const NO_SHELL: &str = "buildit-test/no-shell:latest";
     static BUILT: Once = Once::new();
     BUILT.call_once(|| {
-        let context = temporary();
+        let context = support::temp_dir();
         let _ = std::fs::write(
             context.path().join("Dockerfile"),
             format!(

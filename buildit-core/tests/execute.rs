@@ -99,15 +99,8 @@ async fn run_in(text: &str, workspace: &Path) -> Run {
 }
 
 async fn run(text: &str) -> Run {
-    let dir = workspace();
+    let dir = support::temp_dir();
     run_in(text, dir.path()).await
-}
-
-fn workspace() -> tempfile::TempDir {
-    match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(error) => panic!("{error}"),
-    }
 }
 
 #[tokio::test]
@@ -207,7 +200,7 @@ stage "flaky" {
 
 #[tokio::test]
 async fn timeout_kills_the_whole_process_group() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let started = Instant::now();
     let run = run_with(
         r#"
@@ -246,7 +239,7 @@ fn assert_process_gone(pid_file: &Path) {
 
 #[tokio::test]
 async fn background_processes_do_not_outlive_their_stage() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let run = run_in(
         "pipeline \"p\"\nstage \"a\" { run \"sleep 60 >/dev/null 2>&1 & echo $! > bg.pid\" }\n",
         dir.path(),
@@ -258,7 +251,7 @@ async fn background_processes_do_not_outlive_their_stage() {
 
 #[tokio::test]
 async fn cancellation_stops_running_stages_gracefully_and_starts_nothing_new() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let cancel = CancellationToken::new();
     let trigger = cancel.clone();
     tokio::spawn(async move {
@@ -294,7 +287,7 @@ stage "next" { needs "long"; run "echo never" }
 
 #[tokio::test]
 async fn fail_fast_cancels_what_is_still_running() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let options = RunOptions {
         fail_fast: true,
         concurrency: Some(2),
@@ -322,7 +315,7 @@ async fn fail_fast_cancels_what_is_still_running() {
 
 #[tokio::test]
 async fn concurrency_limit_is_respected() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let options = RunOptions {
         concurrency: Some(2),
         ..RunOptions::default()
@@ -354,7 +347,7 @@ async fn concurrency_limit_is_respected() {
 
 #[tokio::test]
 async fn secrets_are_injected_and_masked_in_every_form() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let run = run_with(
         r#"
 pipeline "p"
@@ -433,7 +426,7 @@ stage "manual" { manual; run "echo no" }
 
 #[tokio::test]
 async fn artifacts_are_collected_and_restored_for_dependents() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let store_root = dir.path().join(".buildit/artifacts");
     let options = RunOptions {
         artifacts: Some(ArtifactStore::new(&store_root)),
@@ -472,7 +465,7 @@ stage "empty" { run "true"; artifacts "dist/**" }
 
 #[tokio::test]
 async fn caches_are_saved_once_and_restored_by_key_or_prefix() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let options = || RunOptions {
         caches: Some(buildit_core::exec::CacheStore::new(
             dir.path().join(".buildit/cache"),
@@ -539,7 +532,7 @@ stage "build" { cache "deps"; run "test -f deps/fetched && echo warm || { mkdir 
 
 #[tokio::test]
 async fn a_secret_split_across_reads_is_still_masked() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let run = run_with(
         "pipeline \"p\"\nstage \"a\" { run \"printf 'token: s3cr'; sleep 0.2; printf 'et-value\\\\n'\" }\n",
         dir.path(),
@@ -576,7 +569,7 @@ stage "slow-once" {
 
 #[tokio::test]
 async fn the_kill_token_cuts_the_grace_period_short() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let cancel = CancellationToken::new();
     let options = RunOptions {
         grace: Duration::from_secs(60),
@@ -611,7 +604,7 @@ async fn the_kill_token_cuts_the_grace_period_short() {
 
 #[tokio::test]
 async fn children_get_the_grace_period_when_a_stage_is_stopped() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     // The child cleans up for half a second after SIGTERM; the shell dies at once. The grace period is the
     // group's, not the shell's.
     let run = run_in(
@@ -628,7 +621,7 @@ async fn children_get_the_grace_period_when_a_stage_is_stopped() {
 
 #[tokio::test]
 async fn output_held_open_by_an_escaped_process_does_not_hang_the_run() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let options = RunOptions {
         log_drain: Duration::from_millis(500),
         ..RunOptions::default()
@@ -661,7 +654,7 @@ async fn output_held_open_by_an_escaped_process_does_not_hang_the_run() {
 
 #[tokio::test]
 async fn workdir_that_climbs_back_inside_is_fine() {
-    let dir = workspace();
+    let dir = support::temp_dir();
     let _ = std::fs::create_dir_all(dir.path().join("a/b"));
     let run = run_in(
         "pipeline \"p\"\nstage \"s\" { workdir \"a/../a/b\"; run \"pwd\" }\n",

@@ -54,10 +54,7 @@ impl Backend {
 }
 
 async fn sqlite() -> Backend {
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(error) => panic!("tempdir: {error}"),
-    };
+    let dir = support::temp_dir();
     let path = dir.path().join("nested/buildit.db");
     let store = match SqliteStore::open(&path).await {
         Ok(store) => store,
@@ -857,10 +854,7 @@ async fn a_stage_whose_task_dies_is_recorded_as_failed_not_running() {
         bus.subscribe_lossless(64),
     ));
     let collector = support::collect(&mut bus);
-    let dir = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(error) => panic!("{error}"),
-    };
+    let dir = support::temp_dir();
     let report = buildit_core::exec::execute(
         &plan,
         Arc::new(PanickingExecutor),

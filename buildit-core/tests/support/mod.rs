@@ -43,3 +43,11 @@ pub fn assert_line_starting(lines: &[impl AsRef<str> + std::fmt::Debug], prefix:
         "no line starts with {prefix:?}: {lines:?}"
     );
 }
+
+/// A fresh temporary directory, removed when dropped.
+pub fn temp_dir() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("temporary directory: {error}"),
+    }
+}
