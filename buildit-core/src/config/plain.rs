@@ -299,35 +299,10 @@ mod tests {
 
     use super::*;
 
-    /// Every node, entry and span of a document, in order.
-    fn flatten(document: &KdlDocument, out: &mut Vec<String>) {
-        out.push(format!("document {:?}", document.span()));
-        for node in document.nodes() {
-            out.push(format!(
-                "node {} {:?} {:?} {:?}",
-                node.name().value(),
-                node.span(),
-                node.name().span(),
-                node.ty().map(|ty| (ty.value().to_owned(), ty.span()))
-            ));
-            for entry in node.entries() {
-                let name = entry.name().map(|n| (n.value().to_owned(), n.span()));
-                out.push(format!(
-                    "entry {name:?} {:?} {:?} {:?}",
-                    entry.value(),
-                    entry.span(),
-                    entry.ty().map(|ty| ty.value().to_owned())
-                ));
-            }
-            if let Some(children) = node.children() {
-                flatten(children, out);
-            }
-        }
-    }
-
+    /// Every node, entry and span of a document, its own span first.
     fn flat(document: &KdlDocument) -> Vec<String> {
-        let mut out = Vec::new();
-        flatten(document, &mut out);
+        let mut out = vec![format!("document {:?}", document.span())];
+        super::super::reader::flatten_nodes(document, &mut out);
         out
     }
 

@@ -702,33 +702,37 @@ fn lowercase_first(text: &str) -> String {
     }
 }
 
+/// Every node, entry, type annotation and span of a document's nodes, in order (children blocks with their
+/// spans): what two parses must agree on. The document's own span is left to the caller.
+#[cfg(test)]
+pub(crate) fn flatten_nodes(document: &KdlDocument, out: &mut Vec<String>) {
+    for node in document.nodes() {
+        out.push(format!(
+            "node {} {:?} {:?} {:?}",
+            node.name().value(),
+            node.span(),
+            node.name().span(),
+            node.ty().map(|ty| (ty.value().to_owned(), ty.span()))
+        ));
+        for entry in node.entries() {
+            let name = entry.name().map(|n| (n.value().to_owned(), n.span()));
+            out.push(format!(
+                "entry {name:?} {:?} {:?} {:?}",
+                entry.value(),
+                entry.span(),
+                entry.ty().map(|ty| (ty.value().to_owned(), ty.span()))
+            ));
+        }
+        if let Some(children) = node.children() {
+            out.push(format!("children {:?}", children.span()));
+            flatten_nodes(children, out);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every node, entry and span of a document, in order.
-    fn flatten(document: &KdlDocument, out: &mut Vec<String>) {
-        for node in document.nodes() {
-            out.push(format!(
-                "node {} {:?} {:?}",
-                node.name().value(),
-                node.span(),
-                node.name().span()
-            ));
-            for entry in node.entries() {
-                let name = entry.name().map(|n| (n.value().to_owned(), n.span()));
-                out.push(format!(
-                    "entry {name:?} {:?} {:?}",
-                    entry.value(),
-                    entry.span()
-                ));
-            }
-            if let Some(children) = node.children() {
-                out.push(format!("children {:?}", children.span()));
-                flatten(children, out);
-            }
-        }
-    }
 
     #[test]
     fn halves_parse_exactly_like_the_whole() {
@@ -753,8 +757,8 @@ mod tests {
             Err(error) => panic!("{error:?}"),
         };
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        flatten(&halves, &mut a);
-        flatten(&whole, &mut b);
+        flatten_nodes(&halves, &mut a);
+        flatten_nodes(&whole, &mut b);
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(x, y);
