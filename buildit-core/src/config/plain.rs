@@ -23,11 +23,7 @@ pub(crate) fn parse_plain(text: &str) -> Option<KdlDocument> {
     if !plain_characters(text) {
         return None;
     }
-    let mut reader = Plain {
-        text,
-        bytes: text.as_bytes(),
-        at: 0,
-    };
+    let mut reader = Plain { text, at: 0 };
     let document = reader.document(0)?;
     // An empty document (only comments) is left to the `kdl` parser, whose span for it is its own business.
     (!document.nodes().is_empty()).then_some(document)
@@ -58,13 +54,16 @@ fn plain_characters(text: &str) -> bool {
 
 struct Plain<'t> {
     text: &'t str,
-    bytes: &'t [u8],
     at: usize,
 }
 
-impl Plain<'_> {
+impl<'t> Plain<'t> {
+    fn bytes(&self) -> &'t [u8] {
+        self.text.as_bytes()
+    }
+
     fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
+        self.bytes().get(self.at).copied()
     }
 
     /// Skips spaces and tabs; how many.
@@ -78,12 +77,15 @@ impl Plain<'_> {
 
     /// At `/`: a `//` comment, skipped with its line end.
     fn comment(&mut self) -> Option<()> {
-        if self.bytes.get(self.at + 1) != Some(&b'/') {
+        if self.bytes().get(self.at + 1) != Some(&b'/') {
             return None;
         }
-        self.at = match self.bytes[self.at..].iter().position(|&byte| byte == b'\n') {
+        self.at = match self.bytes()[self.at..]
+            .iter()
+            .position(|&byte| byte == b'\n')
+        {
             Some(newline) => self.at + newline + 1,
-            None => self.bytes.len(),
+            None => self.bytes().len(),
         };
         Some(())
     }
@@ -154,7 +156,7 @@ impl Plain<'_> {
                     let end = self.at;
                     match self.peek() {
                         None | Some(b'\n') => self.line_end()?,
-                        Some(b'/') if end > 0 && matches!(self.bytes[end - 1], b' ' | b'\t') => {
+                        Some(b'/') if end > 0 && matches!(self.bytes()[end - 1], b' ' | b'\t') => {
                             self.comment()?
                         }
                         _ => return None,
@@ -209,13 +211,13 @@ impl Plain<'_> {
     /// At `"`: a one-line string without escapes.
     fn string(&mut self) -> Option<KdlValue> {
         let body = self.at + 1;
-        let length = self.bytes[body..]
+        let length = self.bytes()[body..]
             .iter()
             .position(|&byte| matches!(byte, b'"' | b'\\' | b'\n'))?;
-        if self.bytes[body + length] != b'"' {
+        if self.bytes()[body + length] != b'"' {
             return None;
         }
-        if length == 0 && self.bytes.get(body + 1) == Some(&b'"') {
+        if length == 0 && self.bytes().get(body + 1) == Some(&b'"') {
             // `"""`: a multi-line string.
             return None;
         }
@@ -228,7 +230,7 @@ impl Plain<'_> {
 
     /// At `#`: `#true`, `#false` or `#null`.
     fn keyword(&mut self) -> Option<KdlValue> {
-        let rest = &self.bytes[self.at..];
+        let rest = &self.bytes()[self.at..];
         let (value, length) = if rest.starts_with(b"#true") {
             (KdlValue::Bool(true), 5)
         } else if rest.starts_with(b"#false") {
