@@ -292,7 +292,6 @@ async fn run_plan(
     }
     let recorded = recorder.await;
     let _ = printer.await;
-    store.close().await;
     signals.abort();
     let mut text = summary(&plan, &report);
     text.push_str(&format!(
@@ -303,6 +302,8 @@ async fn run_plan(
         RunOutput::Text => print_text(&text),
         RunOutput::Json => eprint!("{text}"),
     }
+    // After the summary is out: closing folds the store's log into its file, which the reader need not wait for.
+    store.close().await;
     let record_error = match recorded {
         Ok(Ok(_)) => None,
         Ok(Err(error)) => Some(error.to_string()),
