@@ -898,3 +898,51 @@ async fn a_stage_whose_task_dies_is_recorded_as_failed_not_running() {
         RunState::Failed
     );
 }
+
+/// The write-ahead log is folded into the file while a run is recorded, so that it stays small (with SQLite's
+/// default of 1,000 pages it would grow to about 4 MiB here) and closing the store has little left to do.
+#[tokio::test]
+async fn the_write_ahead_log_stays_small_while_a_run_is_recorded() {
+    let backend = sqlite().await;
+    let Reopen::Sqlite(path) = &backend.reopen else {
+        panic!("an SQLite backend");
+    };
+    let store = backend.store.clone();
+    ok(store.create_run(&new_run("big", "p")).await);
+    let mut bus = EventBus::new("big");
+    let recorder = tokio::spawn(record_run(
+        store.clone(),
+        "big".to_owned(),
+        bus.subscribe_lossless(64),
+    ));
+    bus.emit(RunEventKind::StageStarted {
+        stage: "print".to_owned(),
+        attempt: 1,
+    })
+    .await;
+    // 12 MB of log lines, which the recorder writes in many transactions.
+    let text = "x".repeat(400);
+    for _ in 0..30_000 {
+        bus.emit(RunEventKind::LogLine {
+            stage: "print".to_owned(),
+            attempt: 1,
+            stream: LogStreamKind::Stdout,
+            text: text.clone(),
+        })
+        .await;
+    }
+    drop(bus);
+    match recorder.await {
+        Ok(Ok(summary)) => assert!(summary.batches > 3, "{summary:?}"),
+        Ok(Err(error)) => panic!("recorder: {error}"),
+        Err(error) => panic!("recorder task: {error}"),
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let size = match std::fs::metadata(&wal) {
+        Ok(metadata) => metadata.len(),
+        Err(error) => panic!("{}: {error}", std::path::Path::new(&wal).display()),
+    };
+    assert!(size < 2 * 1024 * 1024, "write-ahead log of {size} bytes");
+    assert_eq!(all_lines(store.as_ref(), query("big")).await.len(), 30_000);
+}

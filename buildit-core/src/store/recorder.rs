@@ -18,8 +18,10 @@ pub const RUN_HEARTBEAT: Duration = Duration::from_secs(10);
 pub const RUN_STALE_AFTER: Duration = Duration::from_secs(60);
 /// Batches smaller than this wait [`BATCH_LINGER`] for more events.
 const TRICKLE: usize = 1024;
-/// How long a small batch waits for more events before it is written.
-const BATCH_LINGER: Duration = Duration::from_millis(20);
+/// How long a small batch waits for more events before it is written. Each transaction costs the run more than
+/// its rows (round trips to the database's thread, a commit): a run of short stages is written in a few
+/// transactions a second.
+const BATCH_LINGER: Duration = Duration::from_millis(100);
 /// Writes of one batch before the recorder gives up.
 const WRITE_TRIES: u32 = 5;
 

@@ -22,6 +22,9 @@ use super::{interrupted_reason, now_ms, pick_run};
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pages of write-ahead log (4 KiB each) after which a commit folds the log into the file (SQLite's default:
+/// 1,000).
+const WAL_CHECKPOINT_PAGES: u32 = 128;
 
 /// A SQLite store.
 #[derive(Debug, Clone)]
@@ -50,9 +53,15 @@ impl SqliteStore {
             // process loses nothing it committed.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // The log is folded into the file in small steps while a run is recorded (by the writer's own
+            // thread, after its commits), so that closing the store at the end has little left to fold.
+            .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A connection to a local file does not go stale: testing it would cost a round trip to its
+            // thread on every write.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(|error| open_error(error.to_string()))?;
