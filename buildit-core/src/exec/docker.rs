@@ -39,6 +39,9 @@ pub const OWNER_LABEL: &str = "buildit.owner";
 const SECRETS_FILE: &str = ".buildit-secrets";
 /// How long to wait for an attempt's output after its container ended, before removing it.
 const LOG_DRAIN: Duration = Duration::from_secs(10);
+/// How long a memory-limited container killed by SIGKILL waits for the engine's `oom` event before the kill
+/// counts as a plain one.
+const OOM_EVENT_WAIT: Duration = Duration::from_secs(3);
 
 /// Where and how to reach a Docker Engine.
 #[derive(Debug, Clone, Default)]
@@ -923,8 +926,12 @@ impl DockerExecutor {
         let (exit_sender, exit) = ExitWatch::new();
         let executor = self.clone();
         let container = id.to_owned();
+        let memory_limited = spec
+            .resources
+            .as_ref()
+            .is_some_and(|resources| resources.memory_bytes.is_some());
         tokio::spawn(async move {
-            let result = executor.wait_for(&container).await;
+            let result = executor.wait_for(&container, memory_limited).await;
             // The output is complete once the attach stream ends; only then does the container go. The exit
             // is reported after the removal: when a run ends, none of its containers is left.
             let _ = tokio::time::timeout(LOG_DRAIN, logs_done.wait_for(|done| *done)).await;
@@ -952,24 +959,25 @@ impl DockerExecutor {
             .and_then(|details| details.state)
     }
 
-    /// Whether the engine logged an `oom` event for the container (in the last ten minutes).
-    async fn oom_event(&self, id: &str) -> bool {
+    /// Whether the engine logged an `oom` event for the container (in the last ten minutes), or logs one within
+    /// `wait`: the engine streams matching events until then and answers as soon as one is there.
+    async fn oom_event(&self, id: &str, wait: Duration) -> bool {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        let until = now + wait;
         let filters: HashMap<String, Vec<String>> = HashMap::from([
             ("container".to_owned(), vec![id.to_owned()]),
             ("event".to_owned(), vec!["oom".to_owned()]),
         ]);
         let options = bollard::query_parameters::EventsOptionsBuilder::new()
             .since(&now.as_secs().saturating_sub(600).to_string())
-            // Now, not later: the engine answers at once with what it has logged.
-            .until(&format!("{}.{:09}", now.as_secs(), now.subsec_nanos()))
+            .until(&format!("{}.{:09}", until.as_secs(), until.subsec_nanos()))
             .filters(&filters)
             .build();
         let mut events = self.docker.events(Some(options));
         matches!(
-            tokio::time::timeout(Duration::from_secs(5), events.next()).await,
+            tokio::time::timeout(wait + Duration::from_secs(5), events.next()).await,
             Ok(Some(Ok(_)))
         )
     }
@@ -982,8 +990,9 @@ impl DockerExecutor {
             .unwrap_or(false)
     }
 
-    /// Waits for the container to end; its exit code, and whether the kernel killed it for memory.
-    async fn wait_for(&self, id: &str) -> Result<ExitStatus, String> {
+    /// Waits for the container to end; its exit code, and whether the kernel killed it for memory (asked about
+    /// longer when the container has a memory limit, the usual reason for an OOM kill).
+    async fn wait_for(&self, id: &str, memory_limited: bool) -> Result<ExitStatus, String> {
         let mut waits = self
             .docker
             .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
@@ -996,14 +1005,18 @@ impl DockerExecutor {
         };
         // The engine learns of an OOM kill from a separate kernel event, racing the exit: its `OOMKilled` flag
         // can be cleared again by the exit (cgroup v1 engines, when the killed process is not the container's
-        // first), while its `oom` event stays. A SIGKILL (137) is asked about a few times before it counts as a
-        // plain kill.
+        // first), while its `oom` event stays, and on a busy machine the event can come a second after the exit.
+        // A SIGKILL (137) of a container with a memory limit waits up to OOM_EVENT_WAIT for the event; without a
+        // limit it is asked about a few times before it counts as a plain kill.
         let mut oom_killed = self.oom_killed(id).await;
+        if !oom_killed && code == 137 && memory_limited {
+            oom_killed = self.oom_event(id, OOM_EVENT_WAIT).await || self.oom_killed(id).await;
+        }
         for _ in 0..5 {
-            if oom_killed || code != 137 {
+            if oom_killed || code != 137 || memory_limited {
                 break;
             }
-            oom_killed = self.oom_event(id).await;
+            oom_killed = self.oom_event(id, Duration::ZERO).await;
             if !oom_killed {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 oom_killed = self.oom_killed(id).await;
