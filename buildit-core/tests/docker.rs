@@ -311,6 +311,52 @@ stage "stubborn" {{ image "{IMAGE}"; run "trap '' TERM; sleep 20" }}
     );
 }
 
+/// BuildIt's own SIGKILL of a memory-limited container (a stage that ignores SIGTERM, cancelled) is reported
+/// once the grace period is over, without waiting for an `oom` event that will not come.
+#[tokio::test]
+async fn a_memory_limited_container_killed_by_cancel_is_not_held_back() {
+    let Some(docker) = docker().await else { return };
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let cancelled_at = Arc::new(std::sync::Mutex::new(None));
+    let noted = Arc::clone(&cancelled_at);
+    tokio::spawn(async move {
+        // Well after the container started, even on a cold engine.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if let Ok(mut at) = noted.lock() {
+            *at = Some(Instant::now());
+        }
+        trigger.cancel();
+    });
+    let run = run_pipeline(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "stubborn" {{
+    image "{IMAGE}"
+    resources memory="64Mi"
+    run "trap '' TERM; sleep 30"
+}}
+"#
+        ),
+        &[],
+        cancel,
+    )
+    .await;
+    let since_cancel = cancelled_at
+        .lock()
+        .ok()
+        .and_then(|at| *at)
+        .map(|at| at.elapsed());
+    assert_eq!(run.outcome("stubborn"), StageOutcome::Cancelled);
+    // The grace period is 2 s; waiting for an `oom` event would add 3 s more.
+    assert!(
+        since_cancel.is_some_and(|elapsed| elapsed < Duration::from_millis(4500)),
+        "{since_cancel:?}"
+    );
+}
+
 #[tokio::test]
 async fn parallel_stages_run_at_once() {
     let Some(docker) = docker().await else { return };

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -88,6 +89,9 @@ pub struct DockerHandle {
     id: String,
     exit: ExitWatch,
     logs: OutputOnce,
+    /// Set when `cancel` stops the container: its SIGKILL is then BuildIt's, not the kernel's for memory, and
+    /// the exit is not held back waiting for an `oom` event.
+    stopping: Arc<AtomicBool>,
 }
 
 impl DockerHandle {
@@ -930,8 +934,12 @@ impl DockerExecutor {
             .resources
             .as_ref()
             .is_some_and(|resources| resources.memory_bytes.is_some());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stopped_by_us = Arc::clone(&stopping);
         tokio::spawn(async move {
-            let result = executor.wait_for(&container, memory_limited).await;
+            let result = executor
+                .wait_for(&container, memory_limited, &stopped_by_us)
+                .await;
             // The output is complete once the attach stream ends; only then does the container go. The exit
             // is reported after the removal: when a run ends, none of its containers is left.
             let _ = tokio::time::timeout(LOG_DRAIN, logs_done.wait_for(|done| *done)).await;
@@ -944,6 +952,7 @@ impl DockerExecutor {
             id: id.to_owned(),
             exit,
             logs: OutputOnce::new(receiver),
+            stopping,
         })
     }
 
@@ -992,7 +1001,12 @@ impl DockerExecutor {
 
     /// Waits for the container to end; its exit code, and whether the kernel killed it for memory (asked about
     /// longer when the container has a memory limit, the usual reason for an OOM kill).
-    async fn wait_for(&self, id: &str, memory_limited: bool) -> Result<ExitStatus, String> {
+    async fn wait_for(
+        &self,
+        id: &str,
+        memory_limited: bool,
+        stopping: &AtomicBool,
+    ) -> Result<ExitStatus, String> {
         let mut waits = self
             .docker
             .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
@@ -1006,14 +1020,14 @@ impl DockerExecutor {
         // The engine learns of an OOM kill from a separate kernel event, racing the exit: its `OOMKilled` flag
         // can be cleared again by the exit (cgroup v1 engines, when the killed process is not the container's
         // first), while its `oom` event stays, and on a busy machine the event can come a second after the exit.
-        // A SIGKILL (137) of a container with a memory limit waits up to OOM_EVENT_WAIT for the event; without a
-        // limit it is asked about a few times before it counts as a plain kill.
+        // A SIGKILL (137) of a container with a memory limit waits up to OOM_EVENT_WAIT for the event (unless
+        // BuildIt stopped it); without a limit it is asked about a few times before it counts as a plain kill.
         let mut oom_killed = self.oom_killed(id).await;
-        if !oom_killed && code == 137 && memory_limited {
+        if !oom_killed && code == 137 && memory_limited && !stopping.load(Ordering::SeqCst) {
             oom_killed = self.oom_event(id, OOM_EVENT_WAIT).await || self.oom_killed(id).await;
         }
         for _ in 0..5 {
-            if oom_killed || code != 137 || memory_limited {
+            if oom_killed || code != 137 || memory_limited || stopping.load(Ordering::SeqCst) {
                 break;
             }
             oom_killed = self.oom_event(id, Duration::ZERO).await;
@@ -1062,6 +1076,7 @@ impl Executor for DockerExecutor {
         if handle.exit.ended() {
             return Ok(());
         }
+        handle.stopping.store(true, Ordering::SeqCst);
         // `docker stop`: SIGTERM to the init process (which passes it on), SIGKILL after the grace period.
         let seconds = i32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0))
             .unwrap_or(i32::MAX);
