@@ -279,16 +279,27 @@ async fn secrets_stay_out_of_the_container_configuration() {
     assert!(volumes_with("buildit.run", "secret-test").is_empty());
 }
 
+/// A token that is cancelled after `delay`, and when that happened.
+fn cancel_after(delay: Duration) -> (CancellationToken, Arc<std::sync::Mutex<Option<Instant>>>) {
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    let cancelled_at = Arc::new(std::sync::Mutex::new(None));
+    let noted = Arc::clone(&cancelled_at);
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        if let Ok(mut at) = noted.lock() {
+            *at = Some(Instant::now());
+        }
+        trigger.cancel();
+    });
+    (cancel, cancelled_at)
+}
+
 #[tokio::test]
 async fn timeouts_and_cancellation_leave_no_container() {
     let Some(docker) = docker().await else { return };
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    tokio::spawn(async move {
-        // Well after the timeout, even when creating containers is slow (a cold engine in CI).
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        trigger.cancel();
-    });
+    // Well after the timeout, even when creating containers is slow (a cold engine in CI).
+    let (cancel, _) = cancel_after(Duration::from_secs(5));
     let run = run_pipeline(
         &docker,
         &format!(
@@ -316,18 +327,8 @@ stage "stubborn" {{ image "{IMAGE}"; run "trap '' TERM; sleep 20" }}
 #[tokio::test]
 async fn a_memory_limited_container_killed_by_cancel_is_not_held_back() {
     let Some(docker) = docker().await else { return };
-    let cancel = CancellationToken::new();
-    let trigger = cancel.clone();
-    let cancelled_at = Arc::new(std::sync::Mutex::new(None));
-    let noted = Arc::clone(&cancelled_at);
-    tokio::spawn(async move {
-        // Well after the container started, even on a cold engine.
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        if let Ok(mut at) = noted.lock() {
-            *at = Some(Instant::now());
-        }
-        trigger.cancel();
-    });
+    // Well after the container started, even on a cold engine.
+    let (cancel, cancelled_at) = cancel_after(Duration::from_secs(4));
     let run = run_pipeline(
         &docker,
         &format!(
