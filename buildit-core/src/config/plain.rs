@@ -23,7 +23,11 @@ pub(crate) fn parse_plain(text: &str) -> Option<KdlDocument> {
     if !plain_characters(text) {
         return None;
     }
-    let mut reader = Plain { text, at: 0 };
+    let mut reader = Plain {
+        text,
+        at: 0,
+        entries: Vec::new(),
+    };
     let document = reader.document(0)?;
     // An empty document (only comments) is left to the `kdl` parser, whose span for it is its own business.
     (!document.nodes().is_empty()).then_some(document)
@@ -55,6 +59,10 @@ fn plain_characters(text: &str) -> bool {
 struct Plain<'t> {
     text: &'t str,
     at: usize,
+    /// The entries of the node being read, moved into the node once its line is read: a node's entries then
+    /// take exactly the room they need (a vector grown by `push` starts at four entries of 384 bytes, most of
+    /// the memory of a large pipeline's document, for nodes that mostly have one).
+    entries: Vec<KdlEntry>,
 }
 
 impl<'t> Plain<'t> {
@@ -127,6 +135,8 @@ impl<'t> Plain<'t> {
         }
         let (start, end) = extent.unwrap_or((self.at, self.at));
         document.set_span(SourceSpan::from(start..end));
+        // As for entries: a block's nodes (448 bytes each) keep only the room they use.
+        document.nodes_mut().shrink_to_fit();
         Some(document)
     }
 
@@ -135,6 +145,7 @@ impl<'t> Plain<'t> {
     fn node(&mut self, depth: usize) -> Option<(KdlNode, usize, usize)> {
         let start = self.at;
         let mut node = KdlNode::new(self.identifier()?);
+        self.entries.clear();
         loop {
             let spaces = self.skip_spaces();
             let end = self.at;
@@ -143,12 +154,14 @@ impl<'t> Plain<'t> {
                     // Rewind over the spaces: `line_end` wants them before a comment.
                     self.at = end - spaces;
                     self.line_end()?;
+                    self.move_entries(&mut node);
                     node.set_span(SourceSpan::from(start..end));
                     return Some((node, start, end));
                 }
                 Some(b'{') if spaces > 0 && depth < MAX_DEPTH => {
                     self.at += 1;
                     self.line_end()?;
+                    self.move_entries(&mut node);
                     let children = self.document(depth + 1)?;
                     // At the `}` that `document` stopped at.
                     self.at += 1;
@@ -167,11 +180,18 @@ impl<'t> Plain<'t> {
                 }
                 Some(_) if spaces > 0 => {
                     let entry = self.entry()?;
-                    node.entries_mut().push(entry);
+                    self.entries.push(entry);
                 }
                 Some(_) => return None,
             }
         }
+    }
+
+    /// Moves the entries read so far into `node`, in a vector of exactly their number.
+    fn move_entries(&mut self, node: &mut KdlNode) {
+        let entries = node.entries_mut();
+        entries.reserve_exact(self.entries.len());
+        entries.extend(self.entries.drain(..));
     }
 
     /// An argument or a `key=value` property.
@@ -387,6 +407,28 @@ mod tests {
             text.push_str("}\n");
         }
         assert_same_as_kdl(&text);
+    }
+
+    /// Every node's entries and every block's nodes take only the room they use: a large pipeline's document is
+    /// mostly these vectors.
+    #[test]
+    fn vectors_of_entries_and_nodes_take_only_the_room_they_use() {
+        fn check(document: &mut KdlDocument) {
+            let nodes = document.nodes_mut();
+            assert_eq!(nodes.capacity(), nodes.len());
+            for node in nodes.iter_mut() {
+                let entries = node.entries_mut();
+                assert_eq!(entries.capacity(), entries.len(), "{node}");
+                if let Some(children) = node.children_mut() {
+                    check(children);
+                }
+            }
+        }
+        let text = "pipeline \"p\"\nstage \"a\" {\n    run \"true\"\n    needs \"b\" \"c\" \"d\"\n}\nstage \"b\" x=1 {\n}\n";
+        let Some(mut document) = parse_plain(text) else {
+            panic!("a plain document");
+        };
+        check(&mut document);
     }
 
     /// Lines mixing plain and other KDL, so that generated documents land on both sides.
