@@ -191,7 +191,7 @@ impl<'t> Plain<'t> {
     fn move_entries(&mut self, node: &mut KdlNode) {
         let entries = node.entries_mut();
         entries.reserve_exact(self.entries.len());
-        entries.extend(self.entries.drain(..));
+        entries.append(&mut self.entries);
     }
 
     /// An argument or a `key=value` property.
