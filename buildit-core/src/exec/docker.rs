@@ -1025,15 +1025,16 @@ impl DockerExecutor {
         let mut oom_killed = self.oom_killed(id).await;
         if !oom_killed && code == 137 && memory_limited && !stopping.load(Ordering::SeqCst) {
             oom_killed = self.oom_event(id, OOM_EVENT_WAIT).await || self.oom_killed(id).await;
-        }
-        for _ in 0..5 {
-            if oom_killed || code != 137 || memory_limited || stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            oom_killed = self.oom_event(id, Duration::ZERO).await;
-            if !oom_killed {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                oom_killed = self.oom_killed(id).await;
+        } else if !memory_limited {
+            for _ in 0..5 {
+                if oom_killed || code != 137 || stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                oom_killed = self.oom_event(id, Duration::ZERO).await;
+                if !oom_killed {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    oom_killed = self.oom_killed(id).await;
+                }
             }
         }
         let code = i32::try_from(code).unwrap_or(i32::MAX);

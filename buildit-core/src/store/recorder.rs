@@ -78,7 +78,7 @@ pub async fn record_run(
             continue;
         }
         // A trickle of events (stages starting and ending, a few lines) waits a moment for company: a run of a
-        // thousand short stages then costs tens of transactions, not thousands. A busy stream fills batches by
+        // thousand short stages then costs a handful of transactions, not thousands. A busy stream fills batches by
         // itself and never waits, so the run is never held up by the pause.
         if pending.events < TRICKLE {
             // One timer for the whole pause, not one per event received during it.
