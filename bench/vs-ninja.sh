@@ -36,6 +36,9 @@ mkdir -p "$work/buildit" "$work/ninja"
 echo "graph: $stages stages, width $width, -j$jobs; ninja $("$ninja" --version) at $ninja"
 
 # Every edge's output is missing, so every ninja run runs all.
-python3 bench/alternate.py "$rounds" buildit ninja \
-    -- "$target/buildit" run "-j$jobs" --plain --workspace "$work/buildit" "$work/buildit/buildit.kdl" \
+# BuildIt runs in its workspace, as `buildit run` in a repository does (ninja changes into its directory with -C).
+bench="$(pwd)/bench"
+cd "$work/buildit"
+python3 "$bench/alternate.py" "$rounds" buildit ninja \
+    -- "$target/buildit" run "-j$jobs" --plain buildit.kdl \
     -- "$ninja" "-j$jobs" -C "$work/ninja"

@@ -1,11 +1,10 @@
 //! Running stages on the host: one shell per attempt, in its own process group, stopped by signals.
 
 use std::collections::HashMap;
-use std::os::unix::process::ExitStatusExt as _;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -18,14 +17,24 @@ use super::attempt::{ExitReport, ExitWatch, OutputOnce};
 use super::executor::{
     ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus,
 };
+use super::host::{HostEnvironment, HostProcess, spawn_here, spawn_in};
 use crate::events::LogStreamKind;
 
 /// Runs stages as host processes. The environment is the host's, plus the spec's variables and secrets.
+///
+/// The host environment is read at the first spawn and reused for every later one; stages that run in the
+/// process's own directory (`buildit run` in the workspace, no `workdir`) start through `posix_spawn` with it,
+/// others through std's `Command`.
 #[derive(Debug, Clone, Default)]
 pub struct LocalExecutor {
     /// Shell names resolved through `PATH` once per executor: otherwise every spawn would try each `PATH`
     /// entry in turn (eight failed `execve` calls per stage on a typical machine).
     shells: Arc<Mutex<HashMap<String, PathBuf>>>,
+    /// The host environment, prepared once.
+    host: Arc<OnceLock<HostEnvironment>>,
+    /// `/dev/null`, opened once, for every child's stdin; `None` if it cannot be opened (then std's path opens it
+    /// per child and reports the error).
+    null: Arc<OnceLock<Option<OwnedFd>>>,
 }
 
 impl LocalExecutor {
@@ -106,14 +115,19 @@ const READ_SIZE: usize = 16 * 1024;
 /// When the shell exits, what its commands left running in the background is killed with it (no orphans);
 /// during a cancel, `cancel` gives the group its grace period and kills it itself.
 async fn supervise(
-    mut child: tokio::process::Child,
-    pid: i32,
+    child: HostProcess,
     sender: mpsc::Sender<LogChunk>,
     exit_sender: watch::Sender<ExitReport>,
     cancelling: Arc<AtomicBool>,
 ) {
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
+    let HostProcess {
+        pid,
+        stdout,
+        stderr,
+        exit,
+    } = child;
+    let mut stdout = Some(stdout);
+    let mut stderr = Some(stderr);
     // Filled by reads without being zeroed first (two zeroed 16 KiB buffers per stage showed up on DAGs of short
     // stages).
     let mut out_buffer = Vec::with_capacity(READ_SIZE);
@@ -143,15 +157,9 @@ async fn supervise(
             read = read_from(&mut stderr, &mut err_buffer), if pending.is_none() && stderr.is_some() => {
                 pending = chunk_of(read, &mut stderr, LogStreamKind::Stderr, &err_buffer);
             }
-            status = child.wait(), if !exited => {
+            status = exit.wait(), if !exited => {
                 exited = true;
-                let result = status
-                    .map(|status| ExitStatus {
-                        code: status.code(),
-                        signal: status.signal(),
-                        oom_killed: false,
-                    })
-                    .map_err(|error| error.to_string());
+                let result = status.map_err(|error| error.to_string());
                 if !cancelling.load(Ordering::SeqCst) {
                     let _ = signal_group(pid, Signal::SIGKILL);
                 }
@@ -198,35 +206,26 @@ impl Executor for LocalExecutor {
     type Handle = LocalHandle;
 
     async fn spawn(&self, spec: StageSpec) -> Result<LocalHandle, ExecError> {
-        let mut command = tokio::process::Command::new(self.shell_program(&spec.shell));
-        for name in &spec.env_remove {
-            command.env_remove(name);
-        }
-        command
-            .arg("-c")
-            .arg(spec.script())
-            .current_dir(&spec.workdir)
-            .envs(&spec.env)
-            .envs(&spec.secrets)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own group, so that cancel reaches every process the commands start.
-            .process_group(0)
-            // Stopped by signal, never by dropping a future.
-            .kill_on_drop(false);
+        let program = self.shell_program(&spec.shell);
+        let script = spec.script();
         let spawn_error = |source| ExecError::Spawn {
             program: spec.shell.clone(),
             workdir: spec.workdir.clone(),
             source,
         };
-        let child = command.spawn().map_err(spawn_error)?;
-        let pid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .ok_or_else(|| {
-                ExecError::Wait("the process exited before it could be watched".to_owned())
-            })?;
+        let null = self
+            .null
+            .get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from));
+        let here = std::env::current_dir().is_ok_and(|dir| dir == spec.workdir);
+        let child = match null {
+            Some(null) if here => {
+                let host = self.host.get_or_init(HostEnvironment::capture);
+                spawn_here(&program, &script, &spec, host, null)
+            }
+            _ => spawn_in(&program, &script, &spec, &spec.workdir),
+        }
+        .map_err(spawn_error)?;
+        let pid = child.pid;
         let (sender, receiver) = mpsc::channel(64);
         if let Some(echo) = spec.first_echo() {
             // The channel is new and empty: this cannot fail or wait.
@@ -239,7 +238,6 @@ impl Executor for LocalExecutor {
         let cancelling = Arc::new(AtomicBool::new(false));
         tokio::spawn(supervise(
             child,
-            pid,
             sender,
             exit_sender,
             Arc::clone(&cancelling),

@@ -10,6 +10,7 @@ mod docker;
 mod docker_files;
 mod executor;
 mod fake;
+mod host;
 mod lines;
 mod local;
 mod mask;

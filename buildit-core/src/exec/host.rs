@@ -1,0 +1,399 @@
+//! Starting host processes: `posix_spawn` with the host environment prepared once, or std's `Command`.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
+use std::process::Stdio;
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn};
+use nix::sys::signal::{SigSet, Signal};
+use rustix::process::{Pid, PidfdFlags, WaitOptions, pidfd_open, waitpid};
+use tokio::net::unix::pipe;
+
+use super::executor::{ExitStatus, StageSpec};
+
+/// A started host process: its output pipes and a handle on its exit.
+#[derive(Debug)]
+pub(super) struct HostProcess {
+    /// Process id, also the id of its process group.
+    pub pid: i32,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
+    pub exit: ProcessExit,
+}
+
+/// The end of a host process: a pidfd, readable once the process has ended. It is registered with the runtime
+/// through the pipe type, the one safe way tokio offers to wait for an arbitrary descriptor to become readable;
+/// only readiness is used, never a read.
+#[derive(Debug)]
+pub(super) struct ProcessExit {
+    pid: Pid,
+    pidfd: pipe::Receiver,
+}
+
+impl HostProcess {
+    /// Watches the process `pid` (a child of this process, not yet reaped) whose output comes out of the read
+    /// ends `stdout` and `stderr`, already non-blocking.
+    fn watch(pid: i32, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Self> {
+        let raw = Pid::from_raw(pid).ok_or_else(|| io::Error::other("invalid process id"))?;
+        let pidfd = pidfd_open(raw, PidfdFlags::NONBLOCK)?;
+        Ok(Self {
+            pid,
+            stdout: pipe::Receiver::from_owned_fd_unchecked(stdout)?,
+            stderr: pipe::Receiver::from_owned_fd_unchecked(stderr)?,
+            exit: ProcessExit {
+                pid: raw,
+                pidfd: pipe::Receiver::from_owned_fd_unchecked(pidfd)?,
+            },
+        })
+    }
+}
+
+impl ProcessExit {
+    /// Waits until the process has ended and reaps it. Cancel-safe; not to be called again once it returned.
+    pub async fn wait(&self) -> io::Result<ExitStatus> {
+        loop {
+            self.pidfd.readable().await?;
+            let ended = self.pidfd.try_io(|| {
+                match waitpid(Some(self.pid), WaitOptions::NOHANG)? {
+                    Some((_, status)) if status.exited() || status.signaled() => Ok(status),
+                    // Not ended yet (a stop, or readiness reported early): wait for the next notice.
+                    _ => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            });
+            match ended {
+                Ok(status) => {
+                    return Ok(ExitStatus {
+                        code: status.exit_status(),
+                        signal: status.terminating_signal(),
+                        oom_killed: false,
+                    });
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// The host environment, read once, as `NAME=value` entries ready for `posix_spawn`: otherwise std's `Command`
+/// copies the whole environment into a map and back into an array for every child (a third of the runner's
+/// instructions on a DAG of short stages).
+#[derive(Debug, Default)]
+pub(super) struct HostEnvironment {
+    entries: Vec<(OsString, CString)>,
+}
+
+impl HostEnvironment {
+    /// This process's environment as it is now.
+    pub fn capture() -> Self {
+        let entries = std::env::vars_os()
+            .filter_map(|(name, value)| {
+                let entry = CString::new(joined(name.as_bytes(), value.as_bytes())).ok()?;
+                Some((name, entry))
+            })
+            .collect();
+        Self { entries }
+    }
+}
+
+fn joined(name: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(name.len() + value.len() + 2);
+    entry.extend_from_slice(name);
+    entry.push(b'=');
+    entry.extend_from_slice(value);
+    entry
+}
+
+/// Whether the spec sets or removes the host variable `name`.
+fn replaced(spec: &StageSpec, name: &OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|name| spec.env.contains_key(name) || spec.secrets.contains_key(name))
+        || spec
+            .env_remove
+            .iter()
+            .any(|removed| OsStr::new(removed) == name)
+}
+
+fn nul_error(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what} contains a NUL byte"),
+    )
+}
+
+/// A pipe whose read end is non-blocking (for the runtime) and whose write end is left blocking (for the child).
+fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok((read, write))
+}
+
+/// Starts `program -c script` in the current directory with `host` plus the spec's variables and secrets
+/// (minus its removed names), stdin on `null`, in a process group of its own, with a clean signal mask and
+/// `SIGPIPE` back to its default.
+pub(super) fn spawn_here(
+    program: &Path,
+    script: &str,
+    spec: &StageSpec,
+    host: &HostEnvironment,
+    null: &OwnedFd,
+) -> io::Result<HostProcess> {
+    // Secrets win over variables of the same name, as they did when applied one after the other.
+    let own: Vec<CString> = spec
+        .env
+        .iter()
+        .filter(|(name, _)| !spec.secrets.contains_key(*name))
+        .chain(&spec.secrets)
+        .map(|(name, value)| {
+            CString::new(joined(name.as_bytes(), value.as_bytes()))
+                .map_err(|_| nul_error(&format!("environment variable `{name}`")))
+        })
+        .collect::<io::Result<_>>()?;
+    let mut envp: Vec<&CStr> = Vec::with_capacity(host.entries.len() + own.len());
+    envp.extend(
+        host.entries
+            .iter()
+            .filter(|(name, _)| !replaced(spec, name))
+            .map(|(_, entry)| entry.as_c_str()),
+    );
+    envp.extend(own.iter().map(CString::as_c_str));
+    let program_name =
+        CString::new(program.as_os_str().as_bytes()).map_err(|_| nul_error("the shell's path"))?;
+    let script = CString::new(script).map_err(|_| nul_error("the stage's commands"))?;
+    let args = [program_name.as_c_str(), c"-c", script.as_c_str()];
+
+    let (stdout, stdout_child) = output_pipe()?;
+    let (stderr, stderr_child) = output_pipe()?;
+    let mut actions = PosixSpawnFileActions::init()?;
+    actions.add_dup2(null.as_raw_fd(), 0)?;
+    actions.add_dup2(stdout_child.as_raw_fd(), 1)?;
+    actions.add_dup2(stderr_child.as_raw_fd(), 2)?;
+    let mut attributes = PosixSpawnAttr::init()?;
+    // Its own group, so that cancel reaches every process the commands start.
+    attributes.set_pgroup(nix::unistd::Pid::from_raw(0))?;
+    attributes.set_sigmask(&SigSet::empty())?;
+    // This process ignores SIGPIPE (as every Rust program does); the commands must not inherit that.
+    let mut defaults = SigSet::empty();
+    defaults.add(Signal::SIGPIPE);
+    attributes.set_sigdefault(&defaults)?;
+    attributes.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+    )?;
+    let pid = posix_spawn(program, &actions, &attributes, &args, &envp)?;
+    // The child has its copies; the pipes must close when it (and what it started) is done with them.
+    drop((stdout_child, stderr_child));
+    HostProcess::watch(pid.as_raw(), stdout, stderr)
+}
+
+/// Starts `program -c script` in `workdir` through std's `Command` (for a working directory other than this
+/// process's own, which `posix_spawn` cannot change to here), with the same environment and process setup.
+pub(super) fn spawn_in(
+    program: &Path,
+    script: &str,
+    spec: &StageSpec,
+    workdir: &Path,
+) -> io::Result<HostProcess> {
+    let mut command = std::process::Command::new(program);
+    for name in &spec.env_remove {
+        command.env_remove(name);
+    }
+    command
+        .arg("-c")
+        .arg(script)
+        .current_dir(workdir)
+        .envs(&spec.env)
+        .envs(&spec.secrets)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn()?;
+    let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("invalid process id"))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(io::Error::other("the child's output pipes are missing"));
+    };
+    let stdout = OwnedFd::from(stdout);
+    let stderr = OwnedFd::from(stderr);
+    for read in [&stdout, &stderr] {
+        fcntl(read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    }
+    // Dropping std's handle neither kills nor reaps the child: the returned process does.
+    drop(child);
+    HostProcess::watch(pid, stdout, stderr)
+}
+
+#[cfg(test)]
+#[expect(clippy::expect_used, reason = "a test fails loudly on any error")]
+mod tests {
+    use tokio::io::AsyncReadExt as _;
+
+    use super::*;
+
+    const SH: &str = "/bin/sh";
+
+    /// Everything the process printed, and how it ended.
+    async fn finish(process: HostProcess) -> (String, String, ExitStatus) {
+        let HostProcess {
+            mut stdout,
+            mut stderr,
+            exit,
+            ..
+        } = process;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (read_out, read_err, status) = tokio::join!(
+            stdout.read_to_end(&mut out),
+            stderr.read_to_end(&mut err),
+            exit.wait()
+        );
+        read_out.expect("stdout");
+        read_err.expect("stderr");
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+            status.expect("exit"),
+        )
+    }
+
+    fn libc_sigpipe() -> i32 {
+        Signal::SIGPIPE as i32
+    }
+
+    fn null() -> OwnedFd {
+        OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"))
+    }
+
+    fn sorted_lines(text: &str) -> Vec<&str> {
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        lines
+    }
+
+    #[tokio::test]
+    async fn the_prepared_environment_is_the_hosts_with_the_specs_changes() {
+        let host = HostEnvironment {
+            entries: [
+                ("KEEP", "1"),
+                ("OVERRIDE", "host"),
+                ("SCRUBBED", "x"),
+                ("BOTH", "host"),
+            ]
+            .into_iter()
+            .map(|(name, value)| {
+                let entry = CString::new(format!("{name}={value}")).expect("no NUL");
+                (OsString::from(name), entry)
+            })
+            .collect(),
+        };
+        let mut spec = StageSpec::new(vec![], ".");
+        spec.env.insert("OVERRIDE".into(), "stage".into());
+        spec.env.insert("BOTH".into(), "variable".into());
+        spec.env.insert("NEW".into(), "a b=c".into());
+        spec.secrets.insert("BOTH".into(), "secret".into());
+        spec.env_remove.push("SCRUBBED".into());
+        let process = spawn_here(Path::new(SH), "exec env", &spec, &host, &null()).expect("spawn");
+        let (out, err, status) = finish(process).await;
+        assert!(status.success(), "{status:?}: {err}");
+        // (The shell exports `PWD` itself.)
+        let lines: Vec<&str> = sorted_lines(&out)
+            .into_iter()
+            .filter(|line| !line.starts_with("PWD="))
+            .collect();
+        assert_eq!(
+            lines,
+            ["BOTH=secret", "KEEP=1", "NEW=a b=c", "OVERRIDE=stage"]
+        );
+    }
+
+    #[tokio::test]
+    async fn both_ways_of_starting_give_a_stage_the_same_process() {
+        let mut spec = StageSpec::new(vec![], ".");
+        spec.env.insert("BUILDIT_STAGE".into(), "build".into());
+        spec.env
+            .insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
+        spec.secrets.insert("TOKEN".into(), "t0ken".into());
+        // The environment, the signals ignored and blocked, stdin, the working directory, and whether the
+        // shell leads its own process group.
+        let script = "env | sort; grep -E '^Sig(Ign|Blk)' /proc/$$/status; readlink /proc/$$/fd/0; pwd; \
+                      awk '{ print ($5 == $1) ? \"group-leader\" : \"in-another-group\" }' /proc/$$/stat";
+        let here = std::env::current_dir().expect("cwd");
+        let prepared = spawn_here(
+            Path::new(SH),
+            script,
+            &spec,
+            &HostEnvironment::capture(),
+            &null(),
+        )
+        .expect("posix_spawn");
+        let through_std = spawn_in(Path::new(SH), script, &spec, &here).expect("Command");
+        let (prepared, prepared_err, prepared_status) = finish(prepared).await;
+        let (through_std, std_err, std_status) = finish(through_std).await;
+        assert!(prepared_status.success(), "{prepared_err}");
+        assert!(std_status.success(), "{std_err}");
+        assert_eq!(prepared, through_std);
+        let ignored = prepared
+            .lines()
+            .find_map(|line| line.strip_prefix("SigIgn:\t"))
+            .and_then(|mask| u64::from_str_radix(mask, 16).ok())
+            .expect("the shell's ignored signals");
+        assert_eq!(ignored & (1 << (libc_sigpipe() - 1)), 0, "SIGPIPE ignored");
+        for expected in [
+            "SigBlk:\t0000000000000000",
+            "/dev/null",
+            "group-leader",
+            "TOKEN=t0ken",
+            "BUILDIT_STAGE=build",
+        ] {
+            assert!(
+                prepared.lines().any(|line| line == expected),
+                "{expected} in {prepared}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_codes_signals_and_stderr_come_back() {
+        let spec = StageSpec::new(vec![], ".");
+        let host = HostEnvironment::capture();
+        let failed = spawn_here(
+            Path::new(SH),
+            "echo oops >&2; exit 3",
+            &spec,
+            &host,
+            &null(),
+        )
+        .expect("spawn");
+        let (out, err, status) = finish(failed).await;
+        assert_eq!((out.as_str(), err.as_str()), ("", "oops\n"));
+        assert_eq!((status.code, status.signal), (Some(3), None));
+        let killed =
+            spawn_here(Path::new(SH), "kill -TERM $$", &spec, &host, &null()).expect("spawn");
+        let (_, _, status) = finish(killed).await;
+        assert_eq!((status.code, status.signal), (None, Some(15)));
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_started_is_an_error_not_a_panic() {
+        let host = HostEnvironment::capture();
+        let missing = spawn_here(
+            Path::new("/nonexistent/sh"),
+            "true",
+            &StageSpec::new(vec![], "."),
+            &host,
+            &null(),
+        )
+        .expect_err("no such program");
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        let mut spec = StageSpec::new(vec![], ".");
+        spec.env.insert("BAD".into(), "a\0b".into());
+        let nul = spawn_here(Path::new(SH), "true", &spec, &host, &null())
+            .expect_err("a NUL byte cannot be passed");
+        assert_eq!(nul.kind(), io::ErrorKind::InvalidInput);
+        assert!(nul.to_string().contains("`BAD`"), "{nul}");
+    }
+}
