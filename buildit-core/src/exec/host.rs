@@ -25,13 +25,23 @@ pub(super) struct HostProcess {
     pub exit: ProcessExit,
 }
 
-/// The end of a host process: a pidfd, readable once the process has ended. It is registered with the runtime
-/// through the pipe type, the one safe way tokio offers to wait for an arbitrary descriptor to become readable;
-/// only readiness is used, never a read.
+/// The end of a host process.
 #[derive(Debug)]
 pub(super) struct ProcessExit {
     pid: Pid,
-    pidfd: pipe::Receiver,
+    notice: ExitNotice,
+}
+
+/// What says a process may have ended.
+#[derive(Debug)]
+enum ExitNotice {
+    /// A pidfd, readable once the process has ended. It is registered with the runtime through the pipe type,
+    /// the one safe way tokio offers to wait for an arbitrary descriptor to become readable; only readiness is
+    /// used, never a read.
+    Pidfd(pipe::Receiver),
+    /// `SIGCHLD`, where pidfds are missing (kernels before 5.3, valgrind): any child's end wakes every waiter,
+    /// and each checks its own process.
+    ChildSignal(tokio::signal::unix::Signal),
 }
 
 impl HostProcess {
@@ -39,44 +49,68 @@ impl HostProcess {
     /// ends `stdout` and `stderr`, already non-blocking.
     fn watch(pid: i32, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Self> {
         let raw = Pid::from_raw(pid).ok_or_else(|| io::Error::other("invalid process id"))?;
-        let pidfd = pidfd_open(raw, PidfdFlags::NONBLOCK)?;
+        let exit = match pidfd_open(raw, PidfdFlags::NONBLOCK) {
+            Ok(pidfd) => ProcessExit {
+                pid: raw,
+                notice: ExitNotice::Pidfd(pipe::Receiver::from_owned_fd_unchecked(pidfd)?),
+            },
+            Err(_) => ProcessExit::by_signal(raw)?,
+        };
         Ok(Self {
             pid,
             stdout: pipe::Receiver::from_owned_fd_unchecked(stdout)?,
             stderr: pipe::Receiver::from_owned_fd_unchecked(stderr)?,
-            exit: ProcessExit {
-                pid: raw,
-                pidfd: pipe::Receiver::from_owned_fd_unchecked(pidfd)?,
-            },
+            exit,
         })
     }
 }
 
 impl ProcessExit {
+    /// Watches `pid` through `SIGCHLD`.
+    fn by_signal(pid: Pid) -> io::Result<Self> {
+        let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())?;
+        Ok(Self {
+            pid,
+            notice: ExitNotice::ChildSignal(signal),
+        })
+    }
+
     /// Waits until the process has ended and reaps it. Cancel-safe; not to be called again once it returned.
-    pub async fn wait(&self) -> io::Result<ExitStatus> {
-        loop {
-            self.pidfd.readable().await?;
-            let ended = self.pidfd.try_io(|| {
-                match waitpid(Some(self.pid), WaitOptions::NOHANG)? {
-                    Some((_, status)) if status.exited() || status.signaled() => Ok(status),
-                    // Not ended yet (a stop, or readiness reported early): wait for the next notice.
-                    _ => Err(io::ErrorKind::WouldBlock.into()),
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        let pid = self.pid;
+        match &mut self.notice {
+            ExitNotice::Pidfd(pidfd) => loop {
+                pidfd.readable().await?;
+                // A readiness that comes too early (a stop) is cleared by the `WouldBlock`.
+                match pidfd.try_io(|| reap(pid)?.ok_or_else(|| io::ErrorKind::WouldBlock.into())) {
+                    Ok(status) => return Ok(status),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Err(error),
                 }
-            });
-            match ended {
-                Ok(status) => {
-                    return Ok(ExitStatus {
-                        code: status.exit_status(),
-                        signal: status.terminating_signal(),
-                        oom_killed: false,
-                    });
+            },
+            ExitNotice::ChildSignal(signal) => loop {
+                // Checked before every wait: the process may have ended before the signal was listened to.
+                if let Some(status) = reap(pid)? {
+                    return Ok(status);
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
-            }
+                if signal.recv().await.is_none() {
+                    return Err(io::Error::other("SIGCHLD can no longer be received"));
+                }
+            },
         }
     }
+}
+
+/// Reaps `pid` if it has ended.
+fn reap(pid: Pid) -> io::Result<Option<ExitStatus>> {
+    Ok(match waitpid(Some(pid), WaitOptions::NOHANG)? {
+        Some((_, status)) if status.exited() || status.signaled() => Some(ExitStatus {
+            code: status.exit_status(),
+            signal: status.terminating_signal(),
+            oom_killed: false,
+        }),
+        _ => None,
+    })
 }
 
 /// The host environment, read once, as `NAME=value` entries ready for `posix_spawn`: otherwise std's `Command`
@@ -242,7 +276,7 @@ mod tests {
         let HostProcess {
             mut stdout,
             mut stderr,
-            exit,
+            mut exit,
             ..
         } = process;
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -375,6 +409,42 @@ mod tests {
             spawn_here(Path::new(SH), "kill -TERM $$", &spec, &host, &null()).expect("spawn");
         let (_, _, status) = finish(killed).await;
         assert_eq!((status.code, status.signal), (None, Some(15)));
+    }
+
+    #[tokio::test]
+    async fn without_pidfds_the_end_of_a_process_is_noticed_through_sigchld() {
+        // Ends while it is being waited for, with another child ending meanwhile.
+        let slow = started("sleep 0.2; exit 7");
+        let mut other = std::process::Command::new(SH)
+            .args(["-c", "exit 1"])
+            .spawn()
+            .expect("spawn");
+        let mut exit = ProcessExit::by_signal(slow).expect("SIGCHLD");
+        let status = tokio::time::timeout(std::time::Duration::from_secs(10), exit.wait())
+            .await
+            .expect("noticed")
+            .expect("reaped");
+        assert_eq!((status.code, status.signal), (Some(7), None));
+        let _ = other.wait();
+        // Ended before anyone listened for the signal.
+        let quick = started("exit 5");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut exit = ProcessExit::by_signal(quick).expect("SIGCHLD");
+        let status = tokio::time::timeout(std::time::Duration::from_secs(10), exit.wait())
+            .await
+            .expect("noticed")
+            .expect("reaped");
+        assert_eq!(status.code, Some(5));
+    }
+
+    /// Starts `sh -c script` and leaves reaping it to the code under test.
+    #[expect(clippy::zombie_processes, reason = "ProcessExit, under test, reaps it")]
+    fn started(script: &str) -> Pid {
+        let child = std::process::Command::new(SH)
+            .args(["-c", script])
+            .spawn()
+            .expect("spawn");
+        Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("pid")
     }
 
     #[tokio::test]

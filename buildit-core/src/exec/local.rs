@@ -124,7 +124,7 @@ async fn supervise(
         pid,
         stdout,
         stderr,
-        exit,
+        mut exit,
     } = child;
     let mut stdout = Some(stdout);
     let mut stderr = Some(stderr);
