@@ -1,6 +1,6 @@
 //! Starting host processes: `posix_spawn` with the host environment prepared once, or std's `Command`.
 
-use std::ffi::{CStr, CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
@@ -118,19 +118,55 @@ fn reap(pid: Pid) -> io::Result<Option<ExitStatus>> {
 /// instructions on a DAG of short stages).
 #[derive(Debug, Default)]
 pub(super) struct HostEnvironment {
+    /// Sorted by name, one entry per name.
     entries: Vec<(OsString, CString)>,
 }
 
 impl HostEnvironment {
     /// This process's environment as it is now.
     pub fn capture() -> Self {
-        let entries = std::env::vars_os()
+        Self::of(std::env::vars_os())
+    }
+
+    /// An environment of these variables (the last of a repeated name wins, as with `Command`).
+    fn of(variables: impl IntoIterator<Item = (OsString, OsString)>) -> Self {
+        let by_name: std::collections::BTreeMap<OsString, CString> = variables
+            .into_iter()
             .filter_map(|(name, value)| {
                 let entry = CString::new(joined(name.as_bytes(), value.as_bytes())).ok()?;
                 Some((name, entry))
             })
             .collect();
-        Self { entries }
+        Self {
+            entries: by_name.into_iter().collect(),
+        }
+    }
+
+    /// The environment of a stage: these entries without the names `spec` sets or removes, plus the spec's
+    /// variables and secrets (`own`, sorted by name). One pass over both sorted lists: looking each host name up
+    /// in the spec's maps cost more than the spawn itself.
+    fn with<'a>(&'a self, own: &'a [(&str, CString)], spec: &StageSpec) -> Vec<&'a CStr> {
+        let mut envp: Vec<&CStr> = Vec::with_capacity(self.entries.len() + own.len());
+        let mut own = own.iter().peekable();
+        for (name, entry) in &self.entries {
+            let name = name.as_bytes();
+            while let Some((_, own_entry)) = own.next_if(|(own_name, _)| own_name.as_bytes() < name)
+            {
+                envp.push(own_entry);
+            }
+            let set = own
+                .peek()
+                .is_some_and(|(own_name, _)| own_name.as_bytes() == name);
+            let removed = spec
+                .env_remove
+                .iter()
+                .any(|removed| removed.as_bytes() == name);
+            if !set && !removed {
+                envp.push(entry);
+            }
+        }
+        envp.extend(own.map(|(_, entry)| entry.as_c_str()));
+        envp
     }
 }
 
@@ -140,16 +176,6 @@ fn joined(name: &[u8], value: &[u8]) -> Vec<u8> {
     entry.push(b'=');
     entry.extend_from_slice(value);
     entry
-}
-
-/// Whether the spec sets or removes the host variable `name`.
-fn replaced(spec: &StageSpec, name: &OsStr) -> bool {
-    name.to_str()
-        .is_some_and(|name| spec.env.contains_key(name) || spec.secrets.contains_key(name))
-        || spec
-            .env_remove
-            .iter()
-            .any(|removed| OsStr::new(removed) == name)
 }
 
 fn nul_error(what: &str) -> io::Error {
@@ -177,24 +203,19 @@ pub(super) fn spawn_here(
     null: &OwnedFd,
 ) -> io::Result<HostProcess> {
     // Secrets win over variables of the same name, as they did when applied one after the other.
-    let own: Vec<CString> = spec
+    let mut own: Vec<(&str, CString)> = spec
         .env
         .iter()
         .filter(|(name, _)| !spec.secrets.contains_key(*name))
         .chain(&spec.secrets)
         .map(|(name, value)| {
             CString::new(joined(name.as_bytes(), value.as_bytes()))
+                .map(|entry| (name.as_str(), entry))
                 .map_err(|_| nul_error(&format!("environment variable `{name}`")))
         })
         .collect::<io::Result<_>>()?;
-    let mut envp: Vec<&CStr> = Vec::with_capacity(host.entries.len() + own.len());
-    envp.extend(
-        host.entries
-            .iter()
-            .filter(|(name, _)| !replaced(spec, name))
-            .map(|(_, entry)| entry.as_c_str()),
-    );
-    envp.extend(own.iter().map(CString::as_c_str));
+    own.sort_unstable_by_key(|(name, _)| *name);
+    let envp = host.with(&own, spec);
     let program_name =
         CString::new(program.as_os_str().as_bytes()).map_err(|_| nul_error("the shell's path"))?;
     let script = CString::new(script).map_err(|_| nul_error("the stage's commands"))?;
@@ -310,24 +331,27 @@ mod tests {
 
     #[tokio::test]
     async fn the_prepared_environment_is_the_hosts_with_the_specs_changes() {
-        let host = HostEnvironment {
-            entries: [
+        let host = HostEnvironment::of(
+            [
                 ("KEEP", "1"),
                 ("OVERRIDE", "host"),
                 ("SCRUBBED", "x"),
                 ("BOTH", "host"),
+                ("ZZ_LAST", "old"),
+                ("ZZ_LAST", "kept"),
+                ("AA_FIRST", "1"),
             ]
             .into_iter()
-            .map(|(name, value)| {
-                let entry = CString::new(format!("{name}={value}")).expect("no NUL");
-                (OsString::from(name), entry)
-            })
-            .collect(),
-        };
+            .map(|(name, value)| (OsString::from(name), OsString::from(value))),
+        );
         let mut spec = StageSpec::new(vec![], ".");
         spec.env.insert("OVERRIDE".into(), "stage".into());
         spec.env.insert("BOTH".into(), "variable".into());
         spec.env.insert("NEW".into(), "a b=c".into());
+        spec.env
+            .insert("AAA".into(), "before every host name".into());
+        spec.env
+            .insert("ZZZ".into(), "after every host name".into());
         spec.secrets.insert("BOTH".into(), "secret".into());
         spec.env_remove.push("SCRUBBED".into());
         let process = spawn_here(Path::new(SH), "exec env", &spec, &host, &null()).expect("spawn");
@@ -340,7 +364,16 @@ mod tests {
             .collect();
         assert_eq!(
             lines,
-            ["BOTH=secret", "KEEP=1", "NEW=a b=c", "OVERRIDE=stage"]
+            [
+                "AAA=before every host name",
+                "AA_FIRST=1",
+                "BOTH=secret",
+                "KEEP=1",
+                "NEW=a b=c",
+                "OVERRIDE=stage",
+                "ZZZ=after every host name",
+                "ZZ_LAST=kept",
+            ]
         );
     }
 
