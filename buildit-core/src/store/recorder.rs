@@ -96,7 +96,7 @@ pub async fn record_run(
             }
         }
         let batch = builder.build(pending.iter());
-        match write_with_retries(store.as_ref(), &run_id, &batch).await {
+        match write_off_thread(&store, &run_id, batch).await {
             Ok(()) => {
                 summary.events += pending.events as u64;
                 summary.batches += 1;
@@ -131,6 +131,29 @@ impl Pending {
     fn clear(&mut self) {
         self.batches.clear();
         self.events = 0;
+    }
+}
+
+/// Writes `batch` from a thread of the blocking pool: building a batch's statements and binding its values is
+/// most of the store's work on the caller's side, and the caller is the runtime that starts the stages. The
+/// write's futures still run on this runtime's timers and the database's own threads.
+async fn write_off_thread(
+    store: &Arc<dyn Store>,
+    run_id: &str,
+    batch: super::batch::RecordBatch,
+) -> Result<(), StoreError> {
+    let store = Arc::clone(store);
+    let run_id = run_id.to_owned();
+    let runtime = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || {
+        runtime.block_on(write_with_retries(store.as_ref(), &run_id, &batch))
+    })
+    .await
+    {
+        Ok(written) => written,
+        Err(error) => Err(StoreError::Query(format!(
+            "the batch writer failed: {error}"
+        ))),
     }
 }
 
