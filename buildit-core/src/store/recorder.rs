@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::api::Store;
 use super::batch::BatchBuilder;
 use super::model::StoreError;
-use crate::events::{EventBatch, RunEvent};
+use crate::events::EventBatch;
 
 /// Most events written in one transaction.
 pub const MAX_BATCH_EVENTS: usize = 8192;
@@ -95,8 +95,10 @@ pub async fn record_run(
                 }
             }
         }
-        let batch = builder.build(pending.iter());
-        match write_off_thread(&store, &run_id, batch).await {
+        let (returned, written) =
+            write_off_thread(&store, &run_id, builder, std::mem::take(&mut pending.batches)).await;
+        builder = returned;
+        match written {
             Ok(()) => {
                 summary.events += pending.events as u64;
                 summary.batches += 1;
@@ -124,36 +126,38 @@ impl Pending {
         self.batches.push(batch);
     }
 
-    fn iter(&self) -> impl Iterator<Item = &RunEvent> {
-        self.batches.iter().flat_map(|batch| batch.iter())
-    }
-
     fn clear(&mut self) {
         self.batches.clear();
         self.events = 0;
     }
 }
 
-/// Writes `batch` from a thread of the blocking pool: building a batch's statements and binding its values is
-/// most of the store's work on the caller's side, and the caller is the runtime that starts the stages. The
-/// write's futures still run on this runtime's timers and the database's own threads.
+/// Turns `events` into a batch and writes it from a thread of the blocking pool: building a batch, its
+/// statements and their values is most of the store's work on the caller's side, and the caller is the runtime
+/// that starts the stages, which would otherwise stop for a few milliseconds per batch. The write's futures
+/// still run on this runtime's timers and the database's own threads. The builder comes back for the next batch.
 async fn write_off_thread(
     store: &Arc<dyn Store>,
     run_id: &str,
-    batch: super::batch::RecordBatch,
-) -> Result<(), StoreError> {
+    mut builder: BatchBuilder,
+    events: Vec<EventBatch>,
+) -> (BatchBuilder, Result<(), StoreError>) {
     let store = Arc::clone(store);
     let run_id = run_id.to_owned();
     let runtime = tokio::runtime::Handle::current();
-    match tokio::task::spawn_blocking(move || {
-        runtime.block_on(write_with_retries(store.as_ref(), &run_id, &batch))
+    let written = tokio::task::spawn_blocking(move || {
+        let batch = builder.build(events.iter().flat_map(|batch| batch.iter()));
+        let written = runtime.block_on(write_with_retries(store.as_ref(), &run_id, &batch));
+        (builder, written)
     })
-    .await
-    {
-        Ok(written) => written,
-        Err(error) => Err(StoreError::Query(format!(
-            "the batch writer failed: {error}"
-        ))),
+    .await;
+    match written {
+        Ok(done) => done,
+        // The builder went down with the thread; the recording ends with the error, so it is not used again.
+        Err(error) => (
+            BatchBuilder::default(),
+            Err(StoreError::Query(format!("the batch writer failed: {error}"))),
+        ),
     }
 }
 
