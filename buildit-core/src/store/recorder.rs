@@ -95,8 +95,13 @@ pub async fn record_run(
                 }
             }
         }
-        let (returned, written) =
-            write_off_thread(&store, &run_id, builder, std::mem::take(&mut pending.batches)).await;
+        let (returned, written) = write_off_thread(
+            &store,
+            &run_id,
+            builder,
+            std::mem::take(&mut pending.batches),
+        )
+        .await;
         builder = returned;
         match written {
             Ok(()) => {
@@ -156,7 +161,9 @@ async fn write_off_thread(
         // The builder went down with the thread; the recording ends with the error, so it is not used again.
         Err(error) => (
             BatchBuilder::default(),
-            Err(StoreError::Query(format!("the batch writer failed: {error}"))),
+            Err(StoreError::Query(format!(
+                "the batch writer failed: {error}"
+            ))),
         ),
     }
 }
