@@ -15,10 +15,12 @@ const STAGE_COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
 #[derive(Debug)]
 pub(crate) struct LineReporter {
     colors: bool,
-    /// The rendered prefix of each stage seen so far (its color is given in order of appearance).
-    prefixes: HashMap<String, String>,
-    /// The stage of the last line and its prefix.
-    last: (String, String),
+    /// Each stage seen so far with its rendered prefix (its color is given in order of appearance).
+    prefixes: Vec<(String, String)>,
+    /// Where each stage's prefix is in `prefixes`.
+    index: HashMap<String, usize>,
+    /// The stage of the last line.
+    last: Option<usize>,
     width: usize,
 }
 
@@ -33,62 +35,63 @@ impl LineReporter {
             .min(40);
         Self {
             colors,
-            prefixes: HashMap::new(),
-            last: (String::new(), String::new()),
+            prefixes: Vec::new(),
+            index: HashMap::new(),
+            last: None,
             width,
         }
     }
 
     fn prefix(&mut self, stage: &str) -> &str {
         // Lines come in runs of one stage's: the last stage's prefix is at hand without a lookup.
-        if self.last.0 == stage {
-            return &self.last.1;
+        if let Some(last) = self.last
+            && self.prefixes[last].0 == stage
+        {
+            return &self.prefixes[last].1;
         }
-        if !self.prefixes.contains_key(stage) {
-            let color = STAGE_COLORS[self.prefixes.len() % STAGE_COLORS.len()];
-            let padded = format!("{stage:<width$}", width = self.width);
-            let prefix = if self.colors {
-                format!("\u{1b}[{color}m{padded}\u{1b}[0m |")
-            } else {
-                format!("{padded} |")
-            };
-            self.prefixes.insert(stage.to_owned(), prefix);
-        }
-        let prefix = self.prefixes.get(stage).cloned().unwrap_or_default();
-        self.last = (stage.to_owned(), prefix);
-        &self.last.1
+        let at = match self.index.get(stage) {
+            Some(&at) => at,
+            None => {
+                let color = STAGE_COLORS[self.prefixes.len() % STAGE_COLORS.len()];
+                let padded = format!("{stage:<width$}", width = self.width);
+                let prefix = if self.colors {
+                    format!("\u{1b}[{color}m{padded}\u{1b}[0m |")
+                } else {
+                    format!("{padded} |")
+                };
+                self.prefixes.push((stage.to_owned(), prefix));
+                self.index.insert(stage.to_owned(), self.prefixes.len() - 1);
+                self.prefixes.len() - 1
+            }
+        };
+        self.last = Some(at);
+        &self.prefixes[at].1
     }
 
-    /// Writes the line for an event, if it has one; log lines, the bulk of any run, are written without
-    /// building a string first.
+    /// Writes the line for an event, if it has one, straight into `out` (no string is built per line).
     pub(crate) fn write(
         &mut self,
         event: &RunEvent,
         out: &mut impl std::io::Write,
     ) -> std::io::Result<()> {
-        if let RunEventKind::LogLine {
-            stage,
-            text,
-            stream,
-            ..
-        } = &event.kind
-        {
-            let marker = if *stream == LogStreamKind::Stderr && !self.colors {
-                "! "
-            } else {
-                ""
-            };
-            let prefix = self.prefix(stage);
-            return writeln!(out, "{prefix} {marker}{text}");
+        if self.render(event, out)? {
+            out.write_all(b"\n")?;
         }
-        match self.line(event) {
-            Some(line) => writeln!(out, "{line}"),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// The line to print for an event, if any.
     pub(crate) fn line(&mut self, event: &RunEvent) -> Option<String> {
+        let mut line = Vec::new();
+        match self.render(event, &mut line) {
+            Ok(true) => Some(String::from_utf8_lossy(&line).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// Writes the event's line without its newline; whether it has one.
+    fn render(&mut self, event: &RunEvent, out: &mut impl std::io::Write) -> std::io::Result<bool> {
+        let colors = self.colors;
         match &event.kind {
             RunEventKind::LogLine {
                 stage,
@@ -96,21 +99,20 @@ impl LineReporter {
                 stream,
                 ..
             } => {
-                let prefix = self.prefix(stage).to_owned();
-                let marker = if *stream == LogStreamKind::Stderr && !self.colors {
+                let marker = if *stream == LogStreamKind::Stderr && !colors {
                     "! "
                 } else {
                     ""
                 };
-                Some(format!("{prefix} {marker}{text}"))
+                write!(out, "{} {marker}{text}", self.prefix(stage))?;
             }
             RunEventKind::StageStarted { stage, attempt } => {
-                let prefix = self.prefix(stage).to_owned();
-                Some(if *attempt > 1 {
-                    format!("{prefix} ▶ attempt {attempt}")
+                let prefix = self.prefix(stage);
+                if *attempt > 1 {
+                    write!(out, "{prefix} ▶ attempt {attempt}")?;
                 } else {
-                    format!("{prefix} ▶ started")
-                })
+                    write!(out, "{prefix} ▶ started")?;
+                }
             }
             RunEventKind::StageFinished {
                 stage,
@@ -120,30 +122,28 @@ impl LineReporter {
                 attempt,
                 ..
             } => {
-                let prefix = self.prefix(stage).to_owned();
                 let symbol = match outcome {
                     StageOutcome::Succeeded => "✓",
                     StageOutcome::Skipped => "○",
                     StageOutcome::FailedAllowed => "!",
                     _ => "✗",
                 };
-                let mut line = format!("{prefix} {symbol} {}", outcome.as_str());
+                write!(out, "{} {symbol} {}", self.prefix(stage), outcome.as_str())?;
                 if *attempt > 0 {
-                    line.push_str(&format!(
-                        " in {}",
-                        human(Duration::from_millis(*duration_ms))
-                    ));
+                    write!(out, " in {}", human(Duration::from_millis(*duration_ms)))?;
                 }
                 if let Some(reason) = reason {
-                    line.push_str(&format!(" ({reason})"));
+                    write!(out, " ({reason})")?;
                 }
-                Some(line)
             }
             RunEventKind::RunStarted { pipeline, stages } => {
-                Some(format!("running pipeline `{pipeline}`: {stages} stages"))
+                write!(out, "running pipeline `{pipeline}`: {stages} stages")?;
             }
-            RunEventKind::StageQueued { .. } | RunEventKind::RunFinished { .. } => None,
+            RunEventKind::StageQueued { .. } | RunEventKind::RunFinished { .. } => {
+                return Ok(false);
+            }
         }
+        Ok(true)
     }
 }
 
@@ -165,6 +165,7 @@ pub(crate) fn human(duration: Duration) -> String {
 
 /// The summary table: every stage with outcome, attempts and duration, the total, and the critical path.
 pub(crate) fn summary(plan: &Plan, report: &RunReport) -> String {
+    use std::fmt::Write as _;
     let mut out = String::new();
     let width = report
         .stages
@@ -173,37 +174,40 @@ pub(crate) fn summary(plan: &Plan, report: &RunReport) -> String {
         .max()
         .unwrap_or(5)
         .max(5);
-    out.push_str(&format!(
+    // Writing into a `String` cannot fail.
+    let _ = write!(
+        out,
         "\n{:<width$}  {:<14}  {:>8}  {:>9}\n",
         "stage", "outcome", "attempts", "duration"
-    ));
+    );
     for &position in plan.order_positions() {
         let stage = &report.stages[position];
         let duration = match stage.started {
             Some(started) => human(stage.finished.saturating_sub(started)),
             None => "-".to_owned(),
         };
-        out.push_str(&format!(
-            "{:<width$}  {:<14}  {:>8}  {:>9}\n",
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<14}  {:>8}  {:>9}",
             stage.name,
             stage.outcome.as_str(),
             stage.attempts,
             duration
-        ));
+        );
     }
     let status = match report.status {
         RunStatus::Succeeded => "succeeded",
         RunStatus::Failed => "failed",
         RunStatus::Cancelled => "cancelled",
     };
-    out.push_str(&format!("\nrun {status} in {}\n", human(report.duration)));
+    let _ = writeln!(out, "\nrun {status} in {}", human(report.duration));
     let path = report.critical_path(plan);
     if !path.is_empty() {
         let names: Vec<&str> = path
             .iter()
             .map(|&p| report.stages[p].name.as_str())
             .collect();
-        out.push_str(&format!("critical path: {}\n", names.join(" -> ")));
+        let _ = writeln!(out, "critical path: {}", names.join(" -> "));
     }
     out
 }
