@@ -290,18 +290,20 @@ async fn run_plan(
             Some("`buildit gc` removes it once this run is over"),
         );
     }
-    let recorded = recorder.await;
     let _ = printer.await;
     signals.abort();
-    let mut text = summary(&plan, &report);
-    text.push_str(&format!(
+    // The summary is written while the recorder writes the last events; where the run is recorded follows
+    // once they are in.
+    let show = |text: &str| match format {
+        RunOutput::Text => print_text(text),
+        RunOutput::Json => eprint!("{text}"),
+    };
+    show(&summary(&plan, &report));
+    let recorded = recorder.await;
+    show(&format!(
         "recorded as {}#{} (`buildit runs show {}`)\n",
         record.pipeline, record.number, record.id
     ));
-    match format {
-        RunOutput::Text => print_text(&text),
-        RunOutput::Json => eprint!("{text}"),
-    }
     // After the summary is out: closing folds the store's log into its file, which the reader need not wait for.
     store.close().await;
     let record_error = match recorded {
