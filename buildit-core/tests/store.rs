@@ -948,3 +948,28 @@ async fn the_write_ahead_log_stays_small_while_a_run_is_recorded() {
     assert!(size < 2 * 1024 * 1024, "write-ahead log of {size} bytes");
     assert_eq!(all_lines(store.as_ref(), query("big")).await.len(), 30_000);
 }
+
+#[tokio::test]
+async fn a_sqlite_store_whose_applied_migration_was_changed_is_refused() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("buildit.db");
+    let store = ok(SqliteStore::open(&path).await);
+    store.close().await;
+    // Reopening an untouched store is fine.
+    ok(SqliteStore::open(&path).await).close().await;
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = match sqlx::SqliteConnection::connect(&url).await {
+        Ok(connection) => connection,
+        Err(error) => panic!("{error}"),
+    };
+    let changed = sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1")
+        .execute(&mut connection)
+        .await;
+    assert!(matches!(changed, Ok(done) if done.rows_affected() == 1));
+    let _ = connection.close().await;
+    match SqliteStore::open(&path).await {
+        Err(StoreError::Migrate(message)) => assert!(message.contains('1'), "{message}"),
+        Err(other) => panic!("not a migration error: {other}"),
+        Ok(_) => panic!("a store with a changed migration was opened"),
+    }
+}

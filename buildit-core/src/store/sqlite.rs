@@ -102,6 +102,11 @@ impl SqliteStore {
 
 /// Applies the embedded migrations, one process at a time (SQLite has no advisory locks: a lock file stands in).
 async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
+    let migrator = sqlx::migrate!("../migrations/sqlite");
+    // The common case, a store already up to date, is one query: no lock file, no migrator round trips.
+    if up_to_date(pool, &migrator).await {
+        return Ok(());
+    }
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".migrate-lock");
     let lock_path = PathBuf::from(lock_path);
@@ -118,12 +123,38 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
     .await
     .map_err(|error| StoreError::Migrate(error.to_string()))?
     .map_err(StoreError::Migrate)?;
-    let result = sqlx::migrate!("../migrations/sqlite")
+    let result = migrator
         .run(pool)
         .await
         .map_err(|error| StoreError::Migrate(error.to_string()));
     drop(lock);
     result
+}
+
+/// Whether exactly the embedded migrations have been applied, unchanged (anything else, a missing table
+/// included, is for the migrator to handle or report).
+async fn up_to_date(pool: &SqlitePool, migrator: &sqlx::migrate::Migrator) -> bool {
+    let applied: Vec<(i64, Vec<u8>)> = match sqlx::query_as(
+        "SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    {
+        Ok(applied) => applied,
+        Err(_) => return false,
+    };
+    let mut embedded = migrator
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration());
+    let mut applied = applied.iter();
+    loop {
+        match (embedded.next(), applied.next()) {
+            (None, None) => return true,
+            (Some(migration), Some((version, checksum)))
+                if migration.version == *version && *migration.checksum == **checksum => {}
+            _ => return false,
+        }
+    }
 }
 
 fn query_error(error: sqlx::Error) -> StoreError {
