@@ -1180,3 +1180,28 @@ fn ctrl_c_on_a_container_run_leaves_no_container_network_or_volume() {
     let networks = labelled(&["network", "ls"], &label);
     assert!(networks.is_empty(), "networks left: {networks:?}");
 }
+
+#[test]
+fn a_broken_system_configuration_is_reported_once_and_nothing_is_opened() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" { run \"true\" }\n",
+    );
+    write(
+        dir.path(),
+        "buildit-system.kdl",
+        "store \"sqlite\"\nfrobnicate 1\n",
+    );
+    let output = buildit(dir.path(), &["run", "--plain"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    // Read twice (once early, quietly, to find the store), reported once.
+    assert_eq!(
+        stderr(&output).matches("unknown node `frobnicate`").count(),
+        1,
+        "{}",
+        stderr(&output)
+    );
+    assert!(!dir.path().join(".buildit").exists());
+}

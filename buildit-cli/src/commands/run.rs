@@ -13,11 +13,13 @@ use buildit_core::exec::{
     execute,
 };
 use buildit_core::store::{
-    MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, StoreLocation, record_run,
+    MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, Store, StoreError, StoreLocation,
+    open_store, record_run,
 };
 use buildit_core::system::{ArtifactStoreConfig, ExecutorConfig, SecretStoreConfig, SystemConfig};
 use tokio_util::sync::CancellationToken;
 
+use super::load::load_system_config;
 use super::plan::load_plan;
 use crate::cli::{RunArgs, RunOutput};
 use crate::exit::Exit;
@@ -40,14 +42,45 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let (plan, system) = match load_plan(
-        &args.file,
-        args.store.system.as_deref(),
-        &args.context,
-        &workspace,
-    ) {
-        Ok(loaded) => loaded,
+    let runtime = match super::runtime() {
+        Ok(runtime) => runtime,
         Err(exit) => return exit,
+    };
+    // The store's place follows from the flags and the system configuration alone, so a SQLite store is
+    // opened (its own threads doing the file work) while another thread reads and plans the pipeline. The
+    // configuration is read here without printing anything; reading it again below reports it, in its order.
+    // A database server is only contacted once the pipeline is known to be valid: an unreachable one must not
+    // hold up the report of a broken pipeline.
+    let early = load_system_config(
+        args.store.system.as_deref(),
+        &workspace,
+        Some(&mut Vec::new()),
+    )
+    .ok()
+    .and_then(|system| super::store::locate_quietly(&args.store, &system))
+    .filter(|location| matches!(location, StoreLocation::Sqlite(_)));
+    let (loaded, opening) = std::thread::scope(|scope| {
+        let planning = scope.spawn(|| {
+            load_plan(
+                &args.file,
+                args.store.system.as_deref(),
+                &args.context,
+                &workspace,
+            )
+        });
+        let opening = early.as_ref().map(|location| {
+            let opened = runtime.block_on(open_store(location));
+            (location.clone(), opened)
+        });
+        (planning.join(), opening)
+    });
+    let (plan, system) = match loaded {
+        Ok(Ok(loaded)) => loaded,
+        Ok(Err(exit)) => return exit,
+        Err(_) => {
+            error_line("reading the pipeline failed unexpectedly", None);
+            return Exit::Infrastructure;
+        }
     };
     if let Some(stage) = plan
         .order()
@@ -90,10 +123,8 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(location) => location,
         Err(exit) => return exit,
     };
-    let runtime = match super::runtime() {
-        Ok(runtime) => runtime,
-        Err(exit) => return exit,
-    };
+    // Opened early for this same place (the configuration could have changed in between), or opened now.
+    let opened = opening.and_then(|(early, opened)| (early == location).then_some(opened));
     let run_id = new_run_id();
     let caches = CacheStore::new(workspace.join(".buildit/cache"));
     let mut identity = RunIdentity::new(run_id.clone(), 1, workspace);
@@ -134,7 +165,11 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         format: args.format,
         colors,
     };
-    let backends = Backends { location, docker };
+    let backends = Backends {
+        location,
+        opened,
+        docker,
+    };
     runtime.block_on(run_plan(plan, identity, options, backends, output))
 }
 
@@ -142,6 +177,8 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
 #[derive(Debug)]
 struct Backends {
     location: StoreLocation,
+    /// The store, when it was opened while the pipeline was read.
+    opened: Option<Result<Arc<dyn Store>, StoreError>>,
     docker: Option<DockerOptions>,
 }
 
@@ -192,7 +229,11 @@ async fn run_plan(
     plan: Plan,
     mut identity: RunIdentity,
     options: RunOptions,
-    Backends { location, docker }: Backends,
+    Backends {
+        location,
+        opened,
+        docker,
+    }: Backends,
     Output { format, colors }: Output,
 ) -> Exit {
     let executor = match docker {
@@ -203,7 +244,11 @@ async fn run_plan(
         None => AnyExecutor::local(),
     };
     // The run is recorded before anything executes: a store that cannot take it stops the run here.
-    let store = match super::store::open(&location).await {
+    let store = match opened {
+        Some(opened) => super::store::opened(opened),
+        None => super::store::open(&location).await,
+    };
+    let store = match store {
         Ok(store) => store,
         Err(exit) => return exit,
     };

@@ -22,9 +22,26 @@ pub(crate) fn locate(args: &StoreArgs, system: &SystemConfig) -> Result<StoreLoc
     })
 }
 
+/// Where the store is, or nothing when the flags or the configuration do not say it clearly (nothing is
+/// printed: [`locate`] reports that later, in its place).
+pub(crate) fn locate_quietly(args: &StoreArgs, system: &SystemConfig) -> Option<StoreLocation> {
+    match &args.database_url {
+        Some(url) => StoreLocation::from_url(url),
+        None => StoreLocation::from_config(&system.store, |name| std::env::var(name).ok()),
+    }
+    .ok()
+}
+
 /// Opens (and migrates) the store; an unreachable or broken store is an infrastructure error.
 pub(crate) async fn open(location: &StoreLocation) -> Result<Arc<dyn Store>, Exit> {
-    open_store(location).await.map_err(|error| {
+    opened(open_store(location).await)
+}
+
+/// The outcome of opening the store, reported as [`open`] reports it.
+pub(crate) fn opened(
+    result: Result<Arc<dyn Store>, buildit_core::store::StoreError>,
+) -> Result<Arc<dyn Store>, Exit> {
+    result.map_err(|error| {
         error_line(&error.to_string(), None);
         Exit::Infrastructure
     })
