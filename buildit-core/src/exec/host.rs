@@ -48,6 +48,10 @@ impl HostProcess {
     /// Watches the process `pid` (a child of this process, not yet reaped) whose output comes out of the read
     /// ends `stdout` and `stderr`, already non-blocking.
     fn watch(pid: i32, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Self> {
+        Self::register(pid, stdout, stderr).inspect_err(|_| abandon(pid))
+    }
+
+    fn register(pid: i32, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Self> {
         let raw = Pid::from_raw(pid).ok_or_else(|| io::Error::other("invalid process id"))?;
         let exit = match pidfd_open(raw, PidfdFlags::NONBLOCK) {
             Ok(pidfd) => ProcessExit {
@@ -98,6 +102,15 @@ impl ProcessExit {
                 }
             },
         }
+    }
+}
+
+/// Stops and reaps a child that cannot be watched (the runtime refused its descriptors): left alone it would run
+/// unsupervised. Its whole group is killed, as when a stage is cancelled.
+fn abandon(pid: i32) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = waitpid(Some(pid), WaitOptions::empty());
     }
 }
 
@@ -386,7 +399,10 @@ mod tests {
         spec.secrets.insert("TOKEN".into(), "t0ken".into());
         // The environment, the signals ignored and blocked, stdin, the working directory, and whether the
         // shell leads its own process group.
-        let script = "env | sort; grep -E '^Sig(Ign|Blk)' /proc/$$/status; readlink /proc/$$/fd/0; pwd; \
+        // The signal lines are read first and by the shell itself: while it forks and waits for a command, a
+        // shell blocks signals for a moment, and a `grep` of its status could catch that.
+        let script = "while read -r line; do case $line in Sig[IB]*) echo \"$line\";; esac; done </proc/$$/status; \
+                      env | sort; readlink /proc/$$/fd/0; pwd; \
                       awk '{ print ($5 == $1) ? \"group-leader\" : \"in-another-group\" }' /proc/$$/stat";
         let here = std::env::current_dir().expect("cwd");
         let prepared = spawn_here(
@@ -470,13 +486,61 @@ mod tests {
         assert_eq!(status.code, Some(5));
     }
 
+    #[test]
+    fn a_child_that_cannot_be_watched_is_killed_with_its_group_and_reaped() {
+        let mut command = std::process::Command::new(SH);
+        command.args(["-c", "sleep 60 & sleep 60"]);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let pid = started_from(command).as_raw_nonzero().get();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        abandon(pid);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Reaped: the shell is no longer a child of this process.
+        assert_eq!(
+            nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ECHILD)
+        );
+        // And nothing of its group still runs (the background sleep is dead too; reaping it is its new
+        // parent's business).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while running_in_group(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group outlived it"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    /// Whether a process of group `group` is alive and not a zombie.
+    fn running_in_group(group: i32) -> bool {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        let group = group.to_string();
+        entries.flatten().any(|entry| {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                return false;
+            };
+            // After the command name in parentheses: state, parent, group.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+            fields.get(2) == Some(&group.as_str()) && fields.first() != Some(&"Z")
+        })
+    }
+
     /// Starts `sh -c script` and leaves reaping it to the code under test.
-    #[expect(clippy::zombie_processes, reason = "ProcessExit, under test, reaps it")]
     fn started(script: &str) -> Pid {
-        let child = std::process::Command::new(SH)
-            .args(["-c", script])
-            .spawn()
-            .expect("spawn");
+        let mut command = std::process::Command::new(SH);
+        command.args(["-c", script]);
+        started_from(command)
+    }
+
+    #[expect(clippy::zombie_processes, reason = "the code under test reaps it")]
+    fn started_from(mut command: std::process::Command) -> Pid {
+        let child = command.spawn().expect("spawn");
         Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("pid")
     }
 
