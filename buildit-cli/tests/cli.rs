@@ -1102,7 +1102,13 @@ fn containers_of_a_killed_run_are_swept_by_the_next_run_and_by_gc() {
     assert!(text.starts_with("removed "), "{text}");
     assert!(run_containers(&second).is_empty(), "gc left the container");
     assert!(run_volumes(&second).is_empty(), "gc left the volume");
-    assert!(text.contains("1 volume "), "{text}");
+    // At least its volume (another test's killed run, gone at the same moment, may be swept with it).
+    let volumes = text
+        .split(" volume")
+        .next()
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|count| count.parse::<u32>().ok());
+    assert!(volumes.is_some_and(|count| count >= 1), "{text}");
     // The killed runs show as interrupted.
     let runs = json(&buildit_ok(
         dir.path(),
