@@ -39,7 +39,7 @@ enum ExitNotice {
     /// the one safe way tokio offers to wait for an arbitrary descriptor to become readable; only readiness is
     /// used, never a read.
     Pidfd(pipe::Receiver),
-    /// `SIGCHLD`, where pidfds are missing (kernels before 5.3, valgrind): any child's end wakes every waiter,
+    /// `SIGCHLD`, where pidfds are missing (Linux before 5.3, valgrind): any child's end wakes every waiter,
     /// and each checks its own process.
     ChildSignal(tokio::signal::unix::Signal),
 }
@@ -53,7 +53,8 @@ impl HostProcess {
 
     fn register(pid: i32, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Self> {
         let raw = Pid::from_raw(pid).ok_or_else(|| io::Error::other("invalid process id"))?;
-        let exit = match pidfd_open(raw, PidfdFlags::NONBLOCK) {
+        // No flags: the pidfd is only polled, never read, and `PIDFD_NONBLOCK` needs Linux 5.10.
+        let exit = match pidfd_open(raw, PidfdFlags::empty()) {
             Ok(pidfd) => ProcessExit {
                 pid: raw,
                 notice: ExitNotice::Pidfd(pipe::Receiver::from_owned_fd_unchecked(pidfd)?),
@@ -108,8 +109,11 @@ impl ProcessExit {
 /// Stops and reaps a child that cannot be watched (the runtime refused its descriptors): left alone it would run
 /// unsupervised. Its whole group is killed, as when a stage is cancelled.
 fn abandon(pid: i32) {
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
-    if let Some(pid) = Pid::from_raw(pid) {
+    let target = nix::unistd::Pid::from_raw(pid);
+    let killed = nix::sys::signal::killpg(target, Signal::SIGKILL).is_ok()
+        || nix::sys::signal::kill(target, Signal::SIGKILL).is_ok();
+    // Waiting for a process that could not be killed could take forever: it is left alone then.
+    if killed && let Some(pid) = Pid::from_raw(pid) {
         let _ = waitpid(Some(pid), WaitOptions::empty());
     }
 }
@@ -205,7 +209,8 @@ fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
-/// Starts `program -c script` in the current directory with `host` plus the spec's variables and secrets
+/// Starts `program` (a path: `posix_spawn` does not search `PATH`, and a bare name would be taken relative to the
+/// current directory) `-c script` in the current directory with `host` plus the spec's variables and secrets
 /// (minus its removed names), stdin on `null`, in a process group of its own, with a clean signal mask and
 /// `SIGPIPE` back to its default.
 pub(super) fn spawn_here(
@@ -282,17 +287,26 @@ pub(super) fn spawn_in(
         .stderr(Stdio::piped());
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command.spawn()?;
-    let pid = i32::try_from(child.id()).map_err(|_| io::Error::other("invalid process id"))?;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let (Ok(pid), Some(stdout), Some(stderr)) = (
+        i32::try_from(child.id()),
+        child.stdout.take(),
+        child.stderr.take(),
+    ) else {
+        let _ = child.kill();
+        let _ = child.wait();
         return Err(io::Error::other("the child's output pipes are missing"));
     };
+    // Dropping std's handle neither kills nor reaps the child: the returned process does, or `abandon`.
+    drop(child);
     let stdout = OwnedFd::from(stdout);
     let stderr = OwnedFd::from(stderr);
-    for read in [&stdout, &stderr] {
-        fcntl(read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    let non_blocking = [&stdout, &stderr]
+        .into_iter()
+        .try_for_each(|read| fcntl(read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map(|_| ()));
+    if let Err(errno) = non_blocking {
+        abandon(pid);
+        return Err(errno.into());
     }
-    // Dropping std's handle neither kills nor reaps the child: the returned process does.
-    drop(child);
     HostProcess::watch(pid, stdout, stderr)
 }
 

@@ -32,15 +32,24 @@ pub struct LocalExecutor {
     shells: Arc<Mutex<HashMap<String, PathBuf>>>,
     /// The host environment, prepared once.
     host: Arc<OnceLock<HostEnvironment>>,
-    /// `/dev/null`, opened once, for every child's stdin; `None` if it cannot be opened (then std's path opens it
-    /// per child and reports the error).
-    null: Arc<OnceLock<Option<OwnedFd>>>,
+    /// `/dev/null`, opened once, for every child's stdin (while it cannot be opened, std's path opens it per
+    /// child and reports the error).
+    null: Arc<OnceLock<OwnedFd>>,
 }
 
 impl LocalExecutor {
     /// A local executor.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `/dev/null` for children's stdin, opened at the first spawn that can open it.
+    fn null(&self) -> Option<&OwnedFd> {
+        if let Some(null) = self.null.get() {
+            return Some(null);
+        }
+        let opened = std::fs::File::open("/dev/null").ok()?;
+        Some(self.null.get_or_init(|| OwnedFd::from(opened)))
     }
 
     /// The program to start for `shell`: a path as given, a bare name looked up in `PATH` (and remembered).
@@ -213,11 +222,10 @@ impl Executor for LocalExecutor {
             workdir: spec.workdir.clone(),
             source,
         };
-        let null = self
-            .null
-            .get_or_init(|| std::fs::File::open("/dev/null").ok().map(OwnedFd::from));
-        let here = std::env::current_dir().is_ok_and(|dir| dir == spec.workdir);
-        let child = match null {
+        // `posix_spawn` takes a path: a shell that was not found in `PATH` goes to `Command`, which reports it.
+        let here =
+            program.is_absolute() && std::env::current_dir().is_ok_and(|dir| dir == spec.workdir);
+        let child = match self.null() {
             Some(null) if here => {
                 let host = self.host.get_or_init(HostEnvironment::capture);
                 spawn_here(&program, &script, &spec, host, null)
