@@ -1211,3 +1211,36 @@ fn a_broken_system_configuration_is_reported_once_and_nothing_is_opened() {
     );
     assert!(!dir.path().join(".buildit").exists());
 }
+
+#[test]
+fn a_broken_pipeline_leaves_no_store_behind() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" { runn \"true\" }\n",
+    );
+    let output = buildit(dir.path(), &["run", "--plain"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(!dir.path().join(".buildit").exists());
+    // Once the pipeline is fixed, the store is created and the run recorded; a broken one then still reports
+    // its errors (the existing store is opened meanwhile) and records nothing.
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" { run \"true\" }\n",
+    );
+    buildit_ok(dir.path(), &["run", "--plain"], 0);
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" { runn \"true\" }\n",
+    );
+    let output = buildit(dir.path(), &["run", "--plain"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let runs = json(&stdout(&buildit(
+        dir.path(),
+        &["runs", "list", "--format", "json"],
+    )));
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+}

@@ -973,3 +973,30 @@ async fn a_sqlite_store_whose_applied_migration_was_changed_is_refused() {
         Ok(_) => panic!("a store with a changed migration was opened"),
     }
 }
+
+#[tokio::test]
+async fn a_sqlite_store_with_a_failed_migration_is_not_taken_for_up_to_date() {
+    let dir = support::temp_dir();
+    let path = dir.path().join("buildit.db");
+    ok(SqliteStore::open(&path).await).close().await;
+    let url = format!("sqlite://{}", path.display());
+    let mut connection = match sqlx::SqliteConnection::connect(&url).await {
+        Ok(connection) => connection,
+        Err(error) => panic!("{error}"),
+    };
+    // The latest migration, as a newer binary that failed half-way would have left it.
+    let dirty = sqlx::query(
+        "UPDATE _sqlx_migrations SET success = false WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)",
+    )
+    .execute(&mut connection)
+    .await;
+    assert!(matches!(dirty, Ok(done) if done.rows_affected() == 1));
+    let _ = connection.close().await;
+    match SqliteStore::open(&path).await {
+        Err(StoreError::Migrate(message)) => {
+            assert!(message.contains("partially applied"), "{message}")
+        }
+        Err(other) => panic!("not a migration error: {other}"),
+        Ok(_) => panic!("a store with a failed migration was opened"),
+    }
+}

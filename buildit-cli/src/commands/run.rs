@@ -46,11 +46,12 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(runtime) => runtime,
         Err(exit) => return exit,
     };
-    // The store's place follows from the flags and the system configuration alone, so a SQLite store is
-    // opened (its own threads doing the file work) while another thread reads and plans the pipeline. The
+    // The store's place follows from the flags and the system configuration alone, so an existing SQLite store
+    // is opened (its own threads doing the file work) while another thread reads and plans the pipeline. The
     // configuration is read here without printing anything; reading it again below reports it, in its order.
-    // A database server is only contacted once the pipeline is known to be valid: an unreachable one must not
-    // hold up the report of a broken pipeline.
+    // A new store is only created, and a database server only contacted, once the pipeline is known to be
+    // valid: a broken pipeline leaves no database behind, and an unreachable server does not hold up its
+    // report.
     let early = load_system_config(
         args.store.system.as_deref(),
         &workspace,
@@ -58,7 +59,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     )
     .ok()
     .and_then(|system| super::store::locate_quietly(&args.store, &system))
-    .filter(|location| matches!(location, StoreLocation::Sqlite(_)));
+    .filter(|location| matches!(location, StoreLocation::Sqlite(path) if path.is_file()));
     let (loaded, opening) = std::thread::scope(|scope| {
         let planning = scope.spawn(|| {
             load_plan(

@@ -134,8 +134,9 @@ async fn migrate(pool: &SqlitePool, path: &Path) -> Result<(), StoreError> {
 /// Whether exactly the embedded migrations have been applied, unchanged (anything else, a missing table
 /// included, is for the migrator to handle or report).
 async fn up_to_date(pool: &SqlitePool, migrator: &sqlx::migrate::Migrator) -> bool {
-    let applied: Vec<(i64, Vec<u8>)> = match sqlx::query_as(
-        "SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version",
+    // Failed ones included: a failed (dirty) migration is the migrator's to report.
+    let applied: Vec<(i64, Vec<u8>, bool)> = match sqlx::query_as(
+        "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version",
     )
     .fetch_all(pool)
     .await
@@ -150,7 +151,7 @@ async fn up_to_date(pool: &SqlitePool, migrator: &sqlx::migrate::Migrator) -> bo
     loop {
         match (embedded.next(), applied.next()) {
             (None, None) => return true,
-            (Some(migration), Some((version, checksum)))
+            (Some(migration), Some((version, checksum, true)))
                 if migration.version == *version && *migration.checksum == **checksum => {}
             _ => return false,
         }
