@@ -1187,27 +1187,32 @@ fn ctrl_c_on_a_container_run_leaves_no_container_network_or_volume() {
     assert!(networks.is_empty(), "networks left: {networks:?}");
 }
 
+/// A valid one-stage pipeline, and the same with a misspelt node.
+const ONE_STAGE: &str = "pipeline \"p\"\nstage \"a\" { run \"true\" }\n";
+const ONE_STAGE_MISSPELT: &str = "pipeline \"p\"\nstage \"a\" { runn \"true\" }\n";
+
+/// `buildit run` in `dir`, which must stop on its configuration (exit 3); its stderr.
+fn refused_run(dir: &Path) -> String {
+    let output = buildit(dir, &["run", "--plain"]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    stderr(&output)
+}
+
 #[test]
 fn a_broken_system_configuration_is_reported_once_and_nothing_is_opened() {
     let dir = temp_dir();
-    write(
-        dir.path(),
-        "buildit.kdl",
-        "pipeline \"p\"\nstage \"a\" { run \"true\" }\n",
-    );
+    write(dir.path(), "buildit.kdl", ONE_STAGE);
     write(
         dir.path(),
         "buildit-system.kdl",
         "store \"sqlite\"\nfrobnicate 1\n",
     );
-    let output = buildit(dir.path(), &["run", "--plain"]);
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let errors = refused_run(dir.path());
     // Read twice (once early, quietly, to find the store), reported once.
     assert_eq!(
-        stderr(&output).matches("unknown node `frobnicate`").count(),
+        errors.matches("unknown node `frobnicate`").count(),
         1,
-        "{}",
-        stderr(&output)
+        "{errors}"
     );
     assert!(!dir.path().join(".buildit").exists());
 }
@@ -1215,29 +1220,15 @@ fn a_broken_system_configuration_is_reported_once_and_nothing_is_opened() {
 #[test]
 fn a_broken_pipeline_leaves_no_store_behind() {
     let dir = temp_dir();
-    write(
-        dir.path(),
-        "buildit.kdl",
-        "pipeline \"p\"\nstage \"a\" { runn \"true\" }\n",
-    );
-    let output = buildit(dir.path(), &["run", "--plain"]);
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    write(dir.path(), "buildit.kdl", ONE_STAGE_MISSPELT);
+    refused_run(dir.path());
     assert!(!dir.path().join(".buildit").exists());
     // Once the pipeline is fixed, the store is created and the run recorded; a broken one then still reports
     // its errors (the existing store is opened meanwhile) and records nothing.
-    write(
-        dir.path(),
-        "buildit.kdl",
-        "pipeline \"p\"\nstage \"a\" { run \"true\" }\n",
-    );
+    write(dir.path(), "buildit.kdl", ONE_STAGE);
     buildit_ok(dir.path(), &["run", "--plain"], 0);
-    write(
-        dir.path(),
-        "buildit.kdl",
-        "pipeline \"p\"\nstage \"a\" { runn \"true\" }\n",
-    );
-    let output = buildit(dir.path(), &["run", "--plain"]);
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    write(dir.path(), "buildit.kdl", ONE_STAGE_MISSPELT);
+    refused_run(dir.path());
     let runs = json(&stdout(&buildit(
         dir.path(),
         &["runs", "list", "--format", "json"],

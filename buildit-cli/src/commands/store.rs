@@ -12,11 +12,7 @@ use crate::report::error_line;
 
 /// Where the store is, by the flags and the system configuration.
 pub(crate) fn locate(args: &StoreArgs, system: &SystemConfig) -> Result<StoreLocation, Exit> {
-    let location = match &args.database_url {
-        Some(url) => StoreLocation::from_url(url),
-        None => StoreLocation::from_config(&system.store, |name| std::env::var(name).ok()),
-    };
-    location.map_err(|error| {
+    location(args, system).map_err(|error| {
         error_line(&error.to_string(), None);
         Exit::Usage
     })
@@ -25,11 +21,17 @@ pub(crate) fn locate(args: &StoreArgs, system: &SystemConfig) -> Result<StoreLoc
 /// Where the store is, or nothing when the flags or the configuration do not say it clearly (nothing is
 /// printed: [`locate`] reports that later, in its place).
 pub(crate) fn locate_quietly(args: &StoreArgs, system: &SystemConfig) -> Option<StoreLocation> {
+    location(args, system).ok()
+}
+
+fn location(
+    args: &StoreArgs,
+    system: &SystemConfig,
+) -> Result<StoreLocation, buildit_core::store::StoreError> {
     match &args.database_url {
         Some(url) => StoreLocation::from_url(url),
         None => StoreLocation::from_config(&system.store, |name| std::env::var(name).ok()),
     }
-    .ok()
 }
 
 /// Opens (and migrates) the store; an unreachable or broken store is an infrastructure error.

@@ -205,8 +205,14 @@ fn nul_error(what: &str) -> io::Error {
 /// A pipe whose read end is non-blocking (for the runtime) and whose write end is left blocking (for the child).
 fn output_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-    fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    non_blocking(&read)?;
     Ok((read, write))
+}
+
+/// Makes the runtime's end of a pipe non-blocking.
+fn non_blocking(read: &OwnedFd) -> io::Result<()> {
+    fcntl(read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 /// Starts `program` (a path: `posix_spawn` does not search `PATH`, and a bare name would be taken relative to the
@@ -264,14 +270,10 @@ pub(super) fn spawn_here(
     HostProcess::watch(pid.as_raw(), stdout, stderr)
 }
 
-/// Starts `program -c script` in `workdir` through std's `Command` (for a working directory other than this
-/// process's own, which `posix_spawn` cannot change to here), with the same environment and process setup.
-pub(super) fn spawn_in(
-    program: &Path,
-    script: &str,
-    spec: &StageSpec,
-    workdir: &Path,
-) -> io::Result<HostProcess> {
+/// Starts `program -c script` in the spec's working directory through std's `Command` (for a working directory
+/// other than this process's own, which `posix_spawn` cannot change to here), with the same environment and
+/// process setup.
+pub(super) fn spawn_in(program: &Path, script: &str, spec: &StageSpec) -> io::Result<HostProcess> {
     let mut command = std::process::Command::new(program);
     for name in &spec.env_remove {
         command.env_remove(name);
@@ -279,7 +281,7 @@ pub(super) fn spawn_in(
     command
         .arg("-c")
         .arg(script)
-        .current_dir(workdir)
+        .current_dir(&spec.workdir)
         .envs(&spec.env)
         .envs(&spec.secrets)
         .stdin(Stdio::null())
@@ -300,12 +302,9 @@ pub(super) fn spawn_in(
     drop(child);
     let stdout = OwnedFd::from(stdout);
     let stderr = OwnedFd::from(stderr);
-    let non_blocking = [&stdout, &stderr]
-        .into_iter()
-        .try_for_each(|read| fcntl(read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map(|_| ()));
-    if let Err(errno) = non_blocking {
+    if let Err(error) = non_blocking(&stdout).and_then(|()| non_blocking(&stderr)) {
         abandon(pid);
-        return Err(errno.into());
+        return Err(error);
     }
     HostProcess::watch(pid, stdout, stderr)
 }
@@ -406,7 +405,8 @@ mod tests {
 
     #[tokio::test]
     async fn both_ways_of_starting_give_a_stage_the_same_process() {
-        let mut spec = StageSpec::new(vec![], ".");
+        let here = std::env::current_dir().expect("cwd");
+        let mut spec = StageSpec::new(vec![], &here);
         spec.env.insert("BUILDIT_STAGE".into(), "build".into());
         spec.env
             .insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
@@ -418,7 +418,6 @@ mod tests {
         let script = "while read -r line; do case $line in Sig[IB]*) echo \"$line\";; esac; done </proc/$$/status; \
                       env | sort; readlink /proc/$$/fd/0; pwd; \
                       awk '{ print ($5 == $1) ? \"group-leader\" : \"in-another-group\" }' /proc/$$/stat";
-        let here = std::env::current_dir().expect("cwd");
         let prepared = spawn_here(
             Path::new(SH),
             script,
@@ -427,7 +426,7 @@ mod tests {
             &null(),
         )
         .expect("posix_spawn");
-        let through_std = spawn_in(Path::new(SH), script, &spec, &here).expect("Command");
+        let through_std = spawn_in(Path::new(SH), script, &spec).expect("Command");
         let (prepared, prepared_err, prepared_status) = finish(prepared).await;
         let (through_std, std_err, std_status) = finish(through_std).await;
         assert!(prepared_status.success(), "{prepared_err}");

@@ -230,7 +230,7 @@ impl Executor for LocalExecutor {
                 let host = self.host.get_or_init(HostEnvironment::capture);
                 spawn_here(&program, &script, &spec, host, null)
             }
-            _ => spawn_in(&program, &script, &spec, &spec.workdir),
+            _ => spawn_in(&program, &script, &spec),
         }
         .map_err(spawn_error)?;
         let pid = child.pid;
