@@ -46,7 +46,7 @@ pub(crate) fn load_plan(
     }
     let mut context = run_context(context, workspace)?;
     context.default_image_executor = system.default_executor;
-    match Plan::build(&pipeline, &context) {
+    match Plan::from_pipeline(pipeline, &context) {
         Ok(plan) => Ok((plan, system)),
         Err(error) => {
             let help = match &error {

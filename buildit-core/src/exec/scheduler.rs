@@ -159,8 +159,8 @@ pub async fn execute<E: Executor>(
         .max(1);
     // The run's own stop: the user's cancel, or fail-fast.
     let stop = cancel.child_token();
-    // Shared by every stage task; cloning the plan per task would cost O(stages) each.
-    let shared_plan = Arc::new(plan.clone());
+    // Shared by every stage task (a plan's clones share it).
+    let shared_plan = plan.clone();
     let run = Arc::new(run.clone());
     let masker = Arc::new(SecretMasker::new(run.secrets.values().map(String::as_str)));
     let order_index: HashMap<usize, usize> = plan
@@ -239,7 +239,7 @@ pub async fn execute<E: Executor>(
                 Ok(()) => {
                     let _ = order;
                     let task = StageTask {
-                        plan: Arc::clone(&shared_plan),
+                        plan: shared_plan.clone(),
                         position,
                         executor: Arc::clone(&executor),
                         run: Arc::clone(&run),
@@ -406,7 +406,7 @@ fn millis(duration: Duration) -> u64 {
 
 /// One stage instance, with everything its attempts need.
 struct StageTask<E> {
-    plan: Arc<Plan>,
+    plan: Plan,
     position: usize,
     executor: Arc<E>,
     run: Arc<RunIdentity>,
@@ -755,7 +755,7 @@ impl<E: Executor> StageTask<E> {
         {
             return Ok(Vec::new());
         }
-        let plan = Arc::clone(&self.plan);
+        let plan = self.plan.clone();
         let run = Arc::clone(&self.run);
         let position = self.position;
         let home = self.options.home.clone();

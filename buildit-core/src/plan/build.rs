@@ -156,9 +156,15 @@ impl PlannedStage {
 }
 
 /// A sealed, validated execution plan: stage instances, their dependency DAG, and an order that respects it.
-/// Only [`Plan::build`] makes one.
+/// Only [`Plan::build`] and [`Plan::from_pipeline`] make one. A plan never changes once built, so its clones
+/// share it: cloning one is a reference count, whatever the number of stages.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    sealed: Arc<Sealed>,
+}
+
+#[derive(Debug)]
+struct Sealed {
     pipeline: Arc<Pipeline>,
     context: RunContext,
     stages: Vec<PlannedStage>,
@@ -168,8 +174,18 @@ pub struct Plan {
 
 impl Plan {
     /// Expands matrices, links needs, orders the DAG and evaluates `when`, manual stages and the selection
-    /// against `context`.
+    /// against `context`. The plan keeps a copy of `pipeline`; [`Plan::from_pipeline`] takes it instead.
     pub fn build(pipeline: &Pipeline, context: &RunContext) -> Result<Self, PlanError> {
+        Self::from_pipeline(pipeline.clone(), context)
+    }
+
+    /// [`Plan::build`] for a pipeline the caller no longer needs (or already shares): no copy of it is made.
+    pub fn from_pipeline(
+        pipeline: impl Into<Arc<Pipeline>>,
+        context: &RunContext,
+    ) -> Result<Self, PlanError> {
+        let pipeline: Arc<Pipeline> = pipeline.into();
+        let pipeline = &pipeline;
         let (stages, instances_of) = expand(pipeline, context)?;
         let mut stages = stages;
         let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(stages.len(), stages.len());
@@ -241,59 +257,66 @@ impl Plan {
             }
         }
         Ok(Self {
-            pipeline: Arc::new(pipeline.clone()),
-            context: context.clone(),
-            stages,
-            graph,
-            order,
+            sealed: Arc::new(Sealed {
+                pipeline: Arc::clone(pipeline),
+                context: context.clone(),
+                stages,
+                graph,
+                order,
+            }),
         })
     }
 
     /// The pipeline this plan was built from.
     pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+        &self.sealed.pipeline
     }
 
     /// The context it was evaluated against.
     pub fn context(&self) -> &RunContext {
-        &self.context
+        &self.sealed.context
     }
 
     /// Every stage instance, in expansion order (the order written, matrix instances in axis order).
     pub fn stages(&self) -> &[PlannedStage] {
-        &self.stages
+        &self.sealed.stages
     }
 
     /// Stage instances in a valid execution order (by level, then as written).
     pub fn order(&self) -> impl ExactSizeIterator<Item = &PlannedStage> + '_ {
-        self.order.iter().map(|&position| &self.stages[position])
+        self.sealed
+            .order
+            .iter()
+            .map(|&position| &self.sealed.stages[position])
     }
 
     /// Positions of the stages in execution order.
     pub fn order_positions(&self) -> &[usize] {
-        &self.order
+        &self.sealed.order
     }
 
     /// The definition a stage instance was expanded from.
     pub fn definition(&self, stage: &PlannedStage) -> &Stage {
-        &self.pipeline.stages[stage.definition]
+        &self.sealed.pipeline.stages[stage.definition]
     }
 
     /// Positions of the instances that need `position`.
     pub fn dependents(&self, position: usize) -> impl Iterator<Item = usize> + '_ {
-        self.graph
+        self.sealed
+            .graph
             .neighbors(NodeIndex::new(position))
-            .map(|node| self.graph[node])
+            .map(|node| self.sealed.graph[node])
     }
 
     /// The dependency graph: one node per instance (weight = position), edges from a need to its dependent.
     pub fn graph(&self) -> &DiGraph<usize, ()> {
-        &self.graph
+        &self.sealed.graph
     }
 
     /// Number of levels (longest chain of needs).
     pub fn level_count(&self) -> usize {
-        self.stages
+        self.sealed
+            .stages
             .iter()
             .map(|stage| stage.level + 1)
             .max()
@@ -302,7 +325,7 @@ impl Plan {
 
     /// The most stages that should run at once, from the pipeline.
     pub fn concurrency(&self) -> Option<u32> {
-        self.pipeline.concurrency.as_ref().map(|c| c.value)
+        self.sealed.pipeline.concurrency.as_ref().map(|c| c.value)
     }
 }
 
