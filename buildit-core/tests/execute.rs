@@ -250,6 +250,25 @@ async fn background_processes_do_not_outlive_their_stage() {
 }
 
 #[tokio::test]
+async fn a_background_process_holding_the_output_neither_holds_up_its_stage_nor_outlives_it() {
+    let dir = support::temp_dir();
+    let started = Instant::now();
+    // The background sleep keeps the stage's stdout and stderr open after the shell has exited.
+    let run = run_in(
+        "pipeline \"p\"\nstage \"a\" { run \"sleep 60 & echo $! > bg.pid; echo started\" }\n",
+        dir.path(),
+    )
+    .await;
+    assert_eq!(run.outcome("a"), StageOutcome::Succeeded);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the stage waited for its background process: {:?}",
+        started.elapsed()
+    );
+    assert_process_gone(&dir.path().join("bg.pid"));
+}
+
+#[tokio::test]
 async fn cancellation_stops_running_stages_gracefully_and_starts_nothing_new() {
     let dir = support::temp_dir();
     let cancel = CancellationToken::new();

@@ -118,11 +118,16 @@ fn group_alive(pid: i32) -> bool {
 /// Most bytes taken from a pipe in one read.
 const READ_SIZE: usize = 16 * 1024;
 
+/// How long a shell runs before its end is watched for even while its output is open. Until then its end is
+/// taken when both pipes close, which is when most short commands end: they are reaped without a pidfd.
+const WATCH_EXIT_AFTER: Duration = Duration::from_millis(20);
+
 /// Supervises one attempt in one task (a task per attempt, not one per pipe and one for the exit: the hot path
 /// of large DAGs): reads both output pipes until both are closed, sending chunks in the order each pipe
-/// produced them, and reports the shell's exit as soon as it happens, whether or not anyone reads the output.
-/// When the shell exits, what its commands left running in the background is killed with it (no orphans);
-/// during a cancel, `cancel` gives the group its grace period and kills it itself.
+/// produced them, and reports the shell's exit once both pipes are closed or, for a shell whose output stays
+/// open (a background command holds it), within [`WATCH_EXIT_AFTER`] of its end, whether or not anyone reads
+/// the output. When the shell exits, what its commands left running in the background is killed with it (no
+/// orphans); during a cancel, `cancel` gives the group its grace period and kills it itself.
 async fn supervise(
     child: HostProcess,
     sender: mpsc::Sender<LogChunk>,
@@ -144,6 +149,9 @@ async fn supervise(
     // A chunk read and not yet sent: reading waits while the reader of the output is behind.
     let mut pending: Option<LogChunk> = None;
     let mut exited = false;
+    let watch_exit = tokio::time::sleep(WATCH_EXIT_AFTER);
+    tokio::pin!(watch_exit);
+    let mut watching = false;
     while !exited || stdout.is_some() || stderr.is_some() || pending.is_some() {
         // Every branch is cancel-safe: a read, a reservation or a wait that loses the race did nothing.
         tokio::select! {
@@ -166,7 +174,8 @@ async fn supervise(
             read = read_from(&mut stderr, &mut err_buffer), if pending.is_none() && stderr.is_some() => {
                 pending = chunk_of(read, &mut stderr, LogStreamKind::Stderr, &err_buffer);
             }
-            status = exit.wait(), if !exited => {
+            () = &mut watch_exit, if !watching && !exited => watching = true,
+            status = exit.wait(), if !exited && (watching || (stdout.is_none() && stderr.is_none())) => {
                 exited = true;
                 let result = status.map_err(|error| error.to_string());
                 if !cancelling.load(Ordering::SeqCst) {
