@@ -1,6 +1,7 @@
 //! The scheduler and the host executor, on real processes: outcomes, skips, retries, timeouts, cancellation,
 //! concurrency, logs and secret masking.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -151,6 +152,73 @@ stage "always" { needs "later"; when status="always"; run "echo always" }
     assert_eq!(run.outcome("on-failure"), StageOutcome::Succeeded);
     assert_eq!(run.outcome("always"), StageOutcome::Succeeded);
     assert_eq!(run.report.status, RunStatus::Failed);
+}
+
+/// Every subscriber sees a stage's last end before anything that follows from it: its dependents' starts and the
+/// skips it causes. Checked on the daemon's many-thread runtime, where a dependent's task may run at once on
+/// another thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stage_ends_before_its_dependents_start_or_are_skipped() {
+    let run = run(r#"
+pipeline "p"
+stage "root" { run "echo root" }
+stage "fan" {
+    needs "root"
+    matrix { n "1" "2" "3" "4" "5" "6" }
+    run "echo {matrix.n}"
+}
+stage "join" { needs "fan"; run "echo join" }
+stage "flaky" { needs "root"; retry 1; run "exit 1" }
+stage "after-flaky" { needs "flaky"; run "echo never" }
+stage "cleanup" { needs "after-flaky"; when status="always"; run "echo cleanup" }
+"#)
+    .await;
+    assert_eq!(run.outcome("join"), StageOutcome::Succeeded);
+    assert_eq!(run.outcome("after-flaky"), StageOutcome::Skipped);
+    assert_eq!(run.outcome("cleanup"), StageOutcome::Succeeded);
+    // Where each stage's last end, and its first start or skip, fall in the sequence.
+    let mut last_end: HashMap<String, u64> = HashMap::new();
+    let mut first_news: HashMap<String, u64> = HashMap::new();
+    for event in &run.events {
+        match &event.kind {
+            RunEventKind::StageFinished { stage, attempt, .. } => {
+                last_end.insert(stage.clone(), event.seq);
+                if *attempt == 0 {
+                    first_news.entry(stage.clone()).or_insert(event.seq);
+                }
+            }
+            RunEventKind::StageStarted { stage, .. } => {
+                first_news.entry(stage.clone()).or_insert(event.seq);
+            }
+            _ => {}
+        }
+    }
+    let fans: Vec<String> = (1..=6).map(|n| format!("fan (n={n})")).collect();
+    let mut edges: Vec<(&str, &str)> = vec![("flaky", "after-flaky"), ("after-flaky", "cleanup")];
+    for fan in &fans {
+        edges.push(("root", fan));
+        edges.push((fan, "join"));
+    }
+    for (need, dependent) in edges {
+        assert!(
+            last_end[need] < first_news[dependent],
+            "`{dependent}` began (event {}) before `{need}` ended (event {})",
+            first_news[dependent],
+            last_end[need]
+        );
+    }
+    // Both attempts of the flaky stage were reported, the first before the second began.
+    let flaky_ends = run
+        .events
+        .iter()
+        .filter(|event| matches!(&event.kind, RunEventKind::StageFinished { stage, .. } if stage == "flaky"))
+        .count();
+    assert_eq!(flaky_ends, 2);
+    let seqs: Vec<u64> = run.events.iter().map(|event| event.seq).collect();
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "events out of sequence"
+    );
 }
 
 #[tokio::test]
