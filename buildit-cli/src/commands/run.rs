@@ -42,25 +42,13 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let runtime = match super::runtime() {
-        Ok(runtime) => runtime,
-        Err(exit) => return exit,
-    };
-    // The store's place follows from the flags and the system configuration alone, so an existing SQLite store
-    // is opened (its own threads doing the file work) while another thread reads and plans the pipeline. The
-    // configuration is read here without printing anything; reading it again below reports it, in its order.
-    // A new store is only created, and a database server only contacted, once the pipeline is known to be
-    // valid: a broken pipeline leaves no database behind, and an unreachable server does not hold up its
-    // report.
-    let early = load_system_config(
-        args.store.system.as_deref(),
-        &workspace,
-        Some(&mut Vec::new()),
-    )
-    .ok()
-    .and_then(|system| super::store::locate_quietly(&args.store, &system))
-    .filter(|location| matches!(location, StoreLocation::Sqlite(path) if path.is_file()));
-    let (loaded, opening) = std::thread::scope(|scope| {
+    // The pipeline is read and planned on a thread of its own from the start. Meanwhile this thread starts the
+    // runtime and, when the store's place follows from the flags and the system configuration alone, opens an
+    // existing SQLite store (its own threads doing the file work). The configuration is read here without
+    // printing anything; reading it again below reports it, in its order. A new store is only created, and a
+    // database server only contacted, once the pipeline is known to be valid: a broken pipeline leaves no
+    // database behind, and an unreachable server does not hold up its report.
+    let (loaded, runtime, opening) = std::thread::scope(|scope| {
         let planning = scope.spawn(|| {
             load_plan(
                 &args.file,
@@ -69,12 +57,28 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
                 &workspace,
             )
         });
-        let opening = early.as_ref().map(|location| {
-            let opened = runtime.block_on(open_store(location));
-            (location.clone(), opened)
-        });
-        (planning.join(), opening)
+        let runtime = super::runtime();
+        let early = load_system_config(
+            args.store.system.as_deref(),
+            &workspace,
+            Some(&mut Vec::new()),
+        )
+        .ok()
+        .and_then(|system| super::store::locate_quietly(&args.store, &system))
+        .filter(|location| matches!(location, StoreLocation::Sqlite(path) if path.is_file()));
+        let opening = match (&runtime, early) {
+            (Ok(runtime), Some(location)) => {
+                let opened = runtime.block_on(open_store(&location));
+                Some((location, opened))
+            }
+            _ => None,
+        };
+        (planning.join(), runtime, opening)
     });
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(exit) => return exit,
+    };
     let (plan, system) = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(exit)) => return exit,
