@@ -207,3 +207,25 @@ fn a_manual_stage_needed_by_a_requested_stage_runs() {
     assert_eq!(skip_of(&selected, "deploy"), None);
     assert_eq!(skip_of(&selected, "other"), Some(&SkipReason::Manual));
 }
+
+#[test]
+fn a_plan_from_an_owned_pipeline_is_the_plan_built_from_a_borrowed_one_and_clones_share_it() {
+    let text = r#"
+pipeline "p"
+stage "build" { matrix { os "linux" "mac" }; run "make" }
+stage "test" { needs "build"; run "make test" }
+stage "deploy" { needs "test"; when branch="release"; run "ship" }
+"#;
+    let context = RunContext::new().with_branch("main");
+    let borrowed = Plan::build(&pipeline(text), &context).expect("plan");
+    let owned = Plan::from_pipeline(pipeline(text), &context).expect("plan");
+    assert_eq!(names(&borrowed), names(&owned));
+    assert_eq!(
+        borrowed.render(PlanFormat::Json),
+        owned.render(PlanFormat::Json)
+    );
+    // A clone is the same plan, not a copy of it.
+    let clone = owned.clone();
+    assert!(std::ptr::eq(clone.pipeline(), owned.pipeline()));
+    assert!(std::ptr::eq(clone.stages(), owned.stages()));
+}
