@@ -217,8 +217,11 @@ stage "test" { needs "build"; run "make test" }
 stage "deploy" { needs "test"; when branch="release"; run "ship" }
 "#;
     let context = RunContext::new().with_branch("main");
-    let borrowed = Plan::build(&pipeline(text), &context).expect("plan");
-    let owned = Plan::from_pipeline(pipeline(text), &context).expect("plan");
+    let borrowed = plan(text, &context);
+    let owned = match Plan::from_pipeline(pipeline(text), &context) {
+        Ok(plan) => plan,
+        Err(error) => panic!("{error}"),
+    };
     assert_eq!(names(&borrowed), names(&owned));
     assert_eq!(
         borrowed.render(PlanFormat::Json),
