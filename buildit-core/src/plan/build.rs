@@ -163,6 +163,7 @@ pub struct Plan {
     sealed: Arc<Sealed>,
 }
 
+/// What a plan is, shared by its clones.
 #[derive(Debug)]
 struct Sealed {
     pipeline: Arc<Pipeline>,
@@ -184,8 +185,8 @@ impl Plan {
         pipeline: impl Into<Arc<Pipeline>>,
         context: &RunContext,
     ) -> Result<Self, PlanError> {
-        let pipeline: Arc<Pipeline> = pipeline.into();
-        let pipeline = &pipeline;
+        let shared: Arc<Pipeline> = pipeline.into();
+        let pipeline = &shared;
         let (stages, instances_of) = expand(pipeline, context)?;
         let mut stages = stages;
         let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(stages.len(), stages.len());
