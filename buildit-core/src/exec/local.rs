@@ -24,7 +24,8 @@ use crate::events::LogStreamKind;
 ///
 /// The host environment is read at the first spawn and reused for every later one; stages that run in the
 /// process's own directory (`buildit run` in the workspace, no `workdir`) start through `posix_spawn` with it,
-/// others through std's `Command`.
+/// others through std's `Command`. Like the scheduler, it needs a Tokio runtime with its IO and time drivers
+/// (`enable_all`).
 #[derive(Debug, Clone, Default)]
 pub struct LocalExecutor {
     /// Shell names resolved through `PATH` once per executor: otherwise every spawn would try each `PATH`
