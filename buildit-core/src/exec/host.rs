@@ -542,16 +542,24 @@ mod tests {
         let spec = StageSpec::new(vec![], ".");
         let host = HostEnvironment::capture();
         let HostProcess {
+            pid,
             mut stdout,
             mut stderr,
             mut exit,
-            ..
         } = spawn_here(Path::new(SH), "echo out; exit 4", &spec, &host, &null()).expect("spawn");
         let (mut out, mut err) = (Vec::new(), Vec::new());
         stdout.read_to_end(&mut out).await.expect("stdout");
         stderr.read_to_end(&mut err).await.expect("stderr");
-        // Both pipes closed: the shell is exiting, and has exited within this pause.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Both pipes closed: the shell is exiting; it is waited for once it has ended (a zombie), as it usually
+        // has by the time the runtime sees its output close.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !is_zombie(pid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the shell never ended"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let status = exit.wait().await.expect("reaped");
         assert_eq!(
             (out.as_slice(), status.code),
@@ -611,6 +619,14 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    /// Whether process `pid` has ended and is not yet reaped.
+    fn is_zombie(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
     }
 
     /// Whether a process of group `group` is alive and not a zombie.
