@@ -39,11 +39,18 @@ pub(crate) fn main_impl() -> Exit {
 /// The async runtime of a command: one thread, which starts fastest and keeps a run's scheduling on one core
 /// (cross-thread wake-ups between a stage's end and the next start cost more than they bring).
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Exit> {
+    quiet_runtime().map_err(|error| runtime_error(&error))
+}
+
+/// [`runtime`] without reporting a failure, for a caller that reports it in its own order.
+pub(crate) fn quiet_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|error| {
-            crate::report::error_line(&format!("cannot start the async runtime: {error}"), None);
-            Exit::Infrastructure
-        })
+}
+
+/// Reports that the runtime could not start.
+pub(crate) fn runtime_error(error: &std::io::Error) -> Exit {
+    crate::report::error_line(&format!("cannot start the async runtime: {error}"), None);
+    Exit::Infrastructure
 }

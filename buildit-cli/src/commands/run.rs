@@ -57,7 +57,8 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
                 &workspace,
             )
         });
-        let runtime = super::runtime();
+        // A failure is reported after the pipeline's own problems, which the planning thread may be printing.
+        let runtime = super::quiet_runtime();
         let early = load_system_config(
             args.store.system.as_deref(),
             &workspace,
@@ -75,10 +76,6 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         };
         (planning.join(), runtime, opening)
     });
-    let runtime = match runtime {
-        Ok(runtime) => runtime,
-        Err(exit) => return exit,
-    };
     let (plan, system) = match loaded {
         Ok(Ok(loaded)) => loaded,
         Ok(Err(exit)) => return exit,
@@ -86,6 +83,10 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             error_line("reading the pipeline failed unexpectedly", None);
             return Exit::Infrastructure;
         }
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(error) => return super::runtime_error(&error),
     };
     if let Some(stage) = plan
         .order()

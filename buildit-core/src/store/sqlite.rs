@@ -69,6 +69,9 @@ impl SqliteStore {
         // every write.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // Writes queue for the one connection, and each may wait up to `BUSY_TIMEOUT` for another process's
+            // lock: a queued write waits for those, not only for its own.
+            .acquire_timeout(4 * BUSY_TIMEOUT)
             .test_before_acquire(false)
             .connect_with(options.clone())
             .await
