@@ -39,6 +39,9 @@ pub enum DiagnosticCode {
     UnknownCache,
     /// `{secrets.X}` interpolation, which would leak the secret into command lines.
     SecretInterpolation,
+    /// A `{variable}` in a `run` command where the shell would run its value as code (arithmetic, `eval`, a
+    /// quoted here-document, the script of `sh -c`).
+    UnsafeVariable,
     /// A `workdir` that leaves the workspace.
     WorkdirEscape,
     /// A size limit was exceeded (stages, matrix instances, file size, nesting).
@@ -49,7 +52,7 @@ pub enum DiagnosticCode {
 
 impl DiagnosticCode {
     /// Every code, in documentation order.
-    pub const ALL: [DiagnosticCode; 17] = [
+    pub const ALL: [DiagnosticCode; 18] = [
         Self::Syntax,
         Self::MissingPipeline,
         Self::UnknownNode,
@@ -64,6 +67,7 @@ impl DiagnosticCode {
         Self::UnknownVariable,
         Self::UnknownCache,
         Self::SecretInterpolation,
+        Self::UnsafeVariable,
         Self::WorkdirEscape,
         Self::Limit,
         Self::RepeatedProperty,
@@ -86,6 +90,7 @@ impl DiagnosticCode {
             Self::UnknownVariable => "buildit::config::unknown_variable",
             Self::UnknownCache => "buildit::config::unknown_cache",
             Self::SecretInterpolation => "buildit::config::secret_interpolation",
+            Self::UnsafeVariable => "buildit::config::unsafe_variable",
             Self::WorkdirEscape => "buildit::config::workdir_escape",
             Self::Limit => "buildit::config::limit",
             Self::RepeatedProperty => "buildit::config::repeated_property",

@@ -197,6 +197,20 @@ const CASES: &[Case] = &[
         column: 18,
     },
     Case {
+        name: "unsafe_variable",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"echo $(( {branch} + 1 ))\"\n}\n",
+        code: DiagnosticCode::UnsafeVariable,
+        line: 3,
+        column: 19,
+    },
+    Case {
+        name: "unsafe_variable_in_parameter_expansion",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"echo ${TARGET:-{git.tag}}\"\n}\n",
+        code: DiagnosticCode::UnsafeVariable,
+        line: 3,
+        column: 25,
+    },
+    Case {
         name: "workdir_escape",
         text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    workdir \"src/../../etc\"\n}\n",
         code: DiagnosticCode::WorkdirEscape,

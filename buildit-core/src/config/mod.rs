@@ -8,6 +8,7 @@ mod model;
 mod pipeline;
 mod plain;
 mod reader;
+mod shell;
 mod template;
 mod validate;
 
@@ -19,7 +20,10 @@ pub use model::{
 };
 pub use pipeline::{MAX_RETRY, parse_pipeline};
 pub use reader::MAX_FILE_BYTES;
-pub use template::{Template, TemplatePart, Variable, quote_for_shell};
+pub use shell::{Landing, Refusal};
+pub use template::{
+    CommandRefusal, Template, TemplatePart, Variable, matrix_env_name, quote_for_shell,
+};
 pub use validate::{MAX_MATRIX_INSTANCES, MAX_STAGES};
 
 pub(crate) use model::is_valid_name;

@@ -715,6 +715,26 @@ fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
             reader.duplicate_node(child, first_span, "`matrix`");
             continue;
         }
+        let env_name = super::template::matrix_env_name(&axis_name.value);
+        if let Some(first) = axes
+            .iter()
+            .find(|axis| super::template::matrix_env_name(&axis.name.value) == env_name)
+        {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    format!(
+                        "matrix axes `{}` and `{}` would share the environment variable `{env_name}`",
+                        first.name.value, axis_name.value
+                    ),
+                    axis_name.span,
+                    "same variable",
+                )
+                .with_label(first.name.span, "first axis")
+                .with_help("name the axes so that they differ in more than case and punctuation"),
+            );
+            continue;
+        }
         let mut values: Vec<Spanned<String>> = Vec::new();
         for entry in reader.args(child) {
             let value = match entry.value() {
@@ -1069,7 +1089,11 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
                     .map(|value| reader.template(&value, scope))
             }
             "run" => match reader.one_string(child, "a shell command") {
-                Some(value) => stage.run.push(reader.template(&value, scope)),
+                Some(value) => {
+                    let command = reader.template(&value, scope);
+                    reader.check_command(&value, &command.value, scope);
+                    stage.run.push(command);
+                }
                 // Reported already; a placeholder keeps "has no `run` command" from being reported too.
                 None => stage
                     .run

@@ -5,7 +5,9 @@ use miette::SourceSpan;
 
 use super::guard::scan;
 use super::model::Spanned;
-use super::template::{Template, TemplateProblemKind, TemplateScope};
+use super::template::{
+    Template, TemplateProblemKind, TemplateScope, references_in_parameter_expansions,
+};
 use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode, Diagnostics};
 use crate::suggest::did_you_mean;
 
@@ -516,6 +518,57 @@ impl<'s> Reader<'s> {
             );
         }
         Spanned::new(template, value.span)
+    }
+
+    /// Reports each variable of the `run` command `template` (read from `value`) that stands where the shell
+    /// would run its value as code.
+    pub(crate) fn check_command(
+        &mut self,
+        value: &Spanned<String>,
+        template: &Template,
+        scope: TemplateScope<'_>,
+    ) {
+        for range in references_in_parameter_expansions(&value.value, scope) {
+            let span = ValueLocator::new(self.text, value).locate(&value.value, range.clone());
+            let written = value.value.get(range).unwrap_or_default();
+            let name = Template::parse(written, scope)
+                .0
+                .variables()
+                .find_map(|(variable, _)| variable.env_name())
+                .unwrap_or_else(|| "BUILDIT_BRANCH".to_owned());
+            self.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::UnsafeVariable,
+                    format!("`{written}` is inside a parameter expansion `${{...}}`, which keeps it as written"),
+                    span,
+                    "not substituted here",
+                )
+                .with_help(format!(
+                    "use the value's environment variable there, e.g. `${{TARGET:-${name}}}`"
+                )),
+            );
+        }
+        if template.is_literal() {
+            return;
+        }
+        let mut locator = ValueLocator::new(self.text, value);
+        for ((variable, range), landing) in template.variables().zip(template.shell_landings()) {
+            let Err(refusal) = landing else {
+                continue;
+            };
+            let name = variable.env_name().unwrap_or_default();
+            let span = locator.locate(&value.value, range.clone());
+            let written = value.value.get(range.clone()).unwrap_or_default();
+            self.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::UnsafeVariable,
+                    format!("`{written}` {}", refusal.reason),
+                    span,
+                    "no literal form here",
+                )
+                .with_help(refusal.help_for(&name)),
+            );
+        }
     }
 
     /// The source span of `range` within the string value written at `value.span`.

@@ -4,6 +4,8 @@ use std::borrow::Cow;
 
 use serde::{Serialize, Serializer};
 
+use super::shell::{Landing, Piece, Refusal};
+
 /// A value a template can refer to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Variable {
@@ -205,31 +207,15 @@ impl Template {
         self.variables().next().is_none()
     }
 
-    /// Renders the template. Variables that `lookup` cannot resolve stay as written (`{run.id}`), so a plan
-    /// shown before a run still reads well.
-    ///
-    /// With `shell_quote`, every substituted value reaches the shell as literal text, whatever it holds (this is
-    /// the script-injection hole other CI systems have): outside quotes, a value that holds anything but
-    /// `[A-Za-z0-9_./:@%+=,-]` is single-quoted (`x;rm -rf ~` becomes `'x;rm -rf ~'`); inside the command's own
-    /// double quotes, `\`, `"`, `$` and `` ` `` are backslash-escaped; inside its single quotes, a `'` closes,
-    /// escapes and reopens the quote.
-    pub fn render<'v>(
-        &self,
-        lookup: impl Fn(&Variable) -> Option<Cow<'v, str>>,
-        shell_quote: bool,
-    ) -> String {
+    /// Renders the template with the values `lookup` gives. Variables that `lookup` cannot resolve stay as
+    /// written (`{run.id}`), so a plan shown before a run still reads well. For text that is not a shell
+    /// command: `run` commands go through [`Template::render_command`].
+    pub fn render<'v>(&self, lookup: impl Fn(&Variable) -> Option<Cow<'v, str>>) -> String {
         let mut out = String::with_capacity(self.text.len());
-        let mut quoting = ShellQuoting::default();
         for part in &self.parts {
             match part {
-                TemplatePart::Literal(text) => {
-                    if shell_quote {
-                        quoting.advance(text);
-                    }
-                    out.push_str(text);
-                }
+                TemplatePart::Literal(text) => out.push_str(text),
                 TemplatePart::Variable { variable, range } => match lookup(variable) {
-                    Some(value) if shell_quote => out.push_str(&quoting.quote(&value)),
                     Some(value) => out.push_str(&value),
                     None => out.push_str(&self.text[range.clone()]),
                 },
@@ -237,58 +223,106 @@ impl Template {
         }
         out
     }
+
+    /// Where each variable lands in the template read as a POSIX shell command, in the order of
+    /// [`Template::variables`].
+    pub fn shell_landings(&self) -> Vec<Result<Landing, Refusal>> {
+        super::shell::landings(self.parts.iter().map(|part| match part {
+            TemplatePart::Literal(text) => Piece::Text(text),
+            TemplatePart::Variable { .. } => Piece::Variable,
+        }))
+    }
+
+    /// Renders a `run` command: each variable becomes a reference to the environment variable that carries its
+    /// value ([`Variable::env_name`]), written for the place it lands in, so that no value ever becomes shell
+    /// syntax, whatever it holds (the script-injection hole other CI systems have). The caller sets those
+    /// variables. A variable where no reference is literal (arithmetic, a quoted here-document, `eval`) is an
+    /// error; validation reports it first.
+    pub fn render_command(&self) -> Result<String, CommandRefusal> {
+        if self.is_literal() {
+            return Ok(self.text.clone());
+        }
+        let mut landings = self.shell_landings().into_iter();
+        let mut out = String::with_capacity(self.text.len() + 16);
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => out.push_str(text),
+                TemplatePart::Variable { variable, range } => {
+                    let refused = |refusal: Refusal| CommandRefusal {
+                        variable: self.text.get(range.clone()).unwrap_or_default().to_owned(),
+                        refusal,
+                    };
+                    let landing = landings.next().unwrap_or(Ok(Landing::Unquoted));
+                    let landing = landing.map_err(refused)?;
+                    let Some(name) = variable.env_name() else {
+                        return Err(refused(Refusal {
+                            reason: "has no value in a command".to_owned(),
+                            help: "use it where it is available".to_owned(),
+                        }));
+                    };
+                    out.push_str(&landing.reference(&name));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A variable of a `run` command that cannot be substituted where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRefusal {
+    /// The reference as written, e.g. `{branch}`.
+    pub variable: String,
+    /// Why, and what to write instead.
+    pub refusal: Refusal,
+}
+
+impl std::fmt::Display for CommandRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` {}", self.variable, self.refusal.reason)
+    }
+}
+
+impl Variable {
+    /// The environment variable that carries this variable's value into `run` commands (`BUILDIT_BRANCH` for
+    /// `{branch}`); `None` for `{hash:GLOB}`, which only cache keys use.
+    pub fn env_name(&self) -> Option<String> {
+        let fixed = match self {
+            Self::GitSha => "BUILDIT_SHA",
+            Self::GitShortSha => "BUILDIT_SHORT_SHA",
+            Self::GitBranch => "BUILDIT_BRANCH",
+            Self::GitTag => "BUILDIT_TAG",
+            Self::GitRef => "BUILDIT_REF",
+            Self::Event => "BUILDIT_EVENT",
+            Self::PipelineName => "BUILDIT_PIPELINE",
+            Self::RunId => "BUILDIT_RUN_ID",
+            Self::RunNumber => "BUILDIT_RUN_NUMBER",
+            Self::StageName => "BUILDIT_STAGE_NAME",
+            Self::Matrix(axis) => return Some(matrix_env_name(axis)),
+            Self::Env(name) => return Some(format!("BUILDIT_ENV_{name}")),
+            Self::Hash(_) => return None,
+        };
+        Some(fixed.to_owned())
+    }
+}
+
+/// `BUILDIT_MATRIX_<AXIS>`: the axis upper-cased, every character but a letter or digit written `_`.
+pub fn matrix_env_name(axis: &str) -> String {
+    let mut name = String::with_capacity(axis.len() + 15);
+    name.push_str("BUILDIT_MATRIX_");
+    name.extend(axis.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    name
 }
 
 impl Serialize for Template {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.text)
-    }
-}
-
-/// Where a POSIX shell command is, quote-wise, at the end of the text seen so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum ShellQuoting {
-    #[default]
-    Unquoted,
-    Single,
-    Double,
-}
-
-impl ShellQuoting {
-    /// Follows the quotes and backslash escapes of `text`.
-    fn advance(&mut self, text: &str) {
-        let mut chars = text.chars();
-        while let Some(ch) = chars.next() {
-            *self = match (*self, ch) {
-                (Self::Unquoted | Self::Double, '\\') => {
-                    chars.next();
-                    *self
-                }
-                (Self::Unquoted, '\'') => Self::Single,
-                (Self::Unquoted, '"') => Self::Double,
-                (Self::Single, '\'') | (Self::Double, '"') => Self::Unquoted,
-                (state, _) => state,
-            };
-        }
-    }
-
-    /// `value` as literal text at this point of the command.
-    fn quote<'a>(self, value: &'a str) -> Cow<'a, str> {
-        match self {
-            Self::Unquoted => quote_for_shell(value),
-            Self::Single if value.contains('\'') => Cow::Owned(value.replace('\'', r"'\''")),
-            Self::Double if value.contains(['\\', '"', '$', '`']) => {
-                let mut escaped = String::with_capacity(value.len() + 8);
-                for ch in value.chars() {
-                    if matches!(ch, '\\' | '"' | '$' | '`') {
-                        escaped.push('\\');
-                    }
-                    escaped.push(ch);
-                }
-                Cow::Owned(escaped)
-            }
-            Self::Single | Self::Double => Cow::Borrowed(value),
-        }
     }
 }
 
@@ -300,6 +334,46 @@ pub fn quote_for_shell(value: &str) -> Cow<'_, str> {
     } else {
         Cow::Owned(format!("'{}'", value.replace('\'', r"'\''")))
     }
+}
+
+/// The byte ranges of known `{variable}` references written inside a shell parameter expansion (`${X:-{branch}}`).
+/// The expansion belongs to the shell and is kept as written, so such a reference would never be substituted:
+/// `run` commands report them.
+pub(crate) fn references_in_parameter_expansions(
+    text: &str,
+    scope: TemplateScope<'_>,
+) -> Vec<std::ops::Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes.get(i), bytes.get(i + 1)) {
+            (Some(b'{'), Some(b'{')) | (Some(b'}'), Some(b'}')) => i += 2,
+            (Some(b'$'), Some(b'{')) => {
+                let end = matching_brace(bytes, i + 1).unwrap_or(bytes.len());
+                let mut j = i + 2;
+                while j < end {
+                    let rest = text.get(j..end).unwrap_or_default();
+                    let Some(open) = rest.find('{') else { break };
+                    let start = j + open;
+                    let inner = text.get(start + 1..end).unwrap_or_default();
+                    match inner.find('}') {
+                        Some(close) => {
+                            let content = inner.get(..close).unwrap_or_default();
+                            if is_reference(content) && resolve(content, scope).is_ok() {
+                                found.push(start..start + close + 2);
+                            }
+                            j = start + 1;
+                        }
+                        None => break,
+                    }
+                }
+                i = end + 1;
+            }
+            _ => i += 1,
+        }
+    }
+    found
 }
 
 /// The index of the `}` that closes the `{` at `open`, counting nested braces.
@@ -485,15 +559,12 @@ mod tests {
         Template::parse(text, TemplateScope::default())
     }
 
-    fn render(template: &Template, quote: bool) -> String {
-        template.render(
-            |variable| match variable {
-                Variable::GitBranch => Some(Cow::Borrowed("x;rm -rf ~")),
-                Variable::GitSha => Some(Cow::Borrowed("abc123")),
-                _ => None,
-            },
-            quote,
-        )
+    fn render(template: &Template) -> String {
+        template.render(|variable| match variable {
+            Variable::GitBranch => Some(Cow::Borrowed("x;rm -rf ~")),
+            Variable::GitSha => Some(Cow::Borrowed("abc123")),
+            _ => None,
+        })
     }
 
     #[test]
@@ -508,7 +579,8 @@ mod tests {
             let (template, problems) = parse(text);
             assert!(problems.is_empty(), "{text}: {problems:?}");
             assert!(template.is_literal(), "{text}");
-            assert_eq!(render(&template, true), text);
+            assert_eq!(render(&template), text);
+            assert_eq!(template.render_command().as_deref(), Ok(text));
         }
     }
 
@@ -516,60 +588,55 @@ mod tests {
     fn doubled_braces_are_literal() {
         let (template, problems) = parse("{{git.sha}} }}");
         assert!(problems.is_empty());
-        assert_eq!(render(&template, false), "{git.sha} }");
+        assert_eq!(render(&template), "{git.sha} }");
     }
 
     #[test]
-    fn quotes_substituted_values_for_the_shell() {
-        let (template, problems) = parse("git checkout {branch} && echo {git.sha}");
-        assert!(problems.is_empty());
-        assert_eq!(
-            render(&template, true),
-            "git checkout 'x;rm -rf ~' && echo abc123"
-        );
-        assert_eq!(
-            render(&template, false),
-            "git checkout x;rm -rf ~ && echo abc123"
-        );
-        assert_eq!(quote_for_shell("it's"), r"'it'\''s'");
-        assert_eq!(quote_for_shell(""), "''");
-    }
-
-    #[test]
-    fn values_stay_literal_inside_the_commands_own_quotes() {
-        let hostile = "x$(touch pwned)`id`\\\"'y";
-        let render = |text: &str| {
+    fn commands_refer_to_values_through_the_environment() {
+        let command = |text: &str| {
             let (template, problems) = parse(text);
-            assert!(problems.is_empty());
-            template.render(|_| Some(Cow::Borrowed(hostile)), true)
+            assert!(problems.is_empty(), "{text}: {problems:?}");
+            template.render_command()
         };
         assert_eq!(
-            render("echo \"building {branch}\""),
-            r#"echo "building x\$(touch pwned)\`id\`\\\"'y""#
+            command("git checkout {branch} && echo {git.sha}").as_deref(),
+            Ok(r#"git checkout "${BUILDIT_BRANCH}" && echo "${BUILDIT_SHA}""#)
         );
         assert_eq!(
-            render("echo 'building {branch}'"),
-            r#"echo 'building x$(touch pwned)`id`\"'\''y'"#
+            command("echo \"building {branch}\"").as_deref(),
+            Ok(r#"echo "building ${BUILDIT_BRANCH}""#)
         );
         assert_eq!(
-            render("echo {branch}"),
-            r#"echo 'x$(touch pwned)`id`\"'\''y'"#
-        );
-        // Escaped quotes do not open a quote; a closed quote is closed.
-        assert_eq!(
-            render("echo \\\" {branch}"),
-            r#"echo \" 'x$(touch pwned)`id`\"'\''y'"#
+            command("echo 'on {branch}'").as_deref(),
+            Ok(r#"echo 'on '"${BUILDIT_BRANCH}"''"#)
         );
         assert_eq!(
-            render("echo \"a\" {branch}"),
-            r#"echo "a" 'x$(touch pwned)`id`\"'\''y'"#
+            command("echo \"$(echo {branch})\"").as_deref(),
+            Ok(r#"echo "$(echo "${BUILDIT_BRANCH}")""#)
         );
+        assert_eq!(
+            command("cat <<EOF\n{branch}\nEOF\necho {branch}").as_deref(),
+            Ok("cat <<EOF\n${BUILDIT_BRANCH}\nEOF\necho \"${BUILDIT_BRANCH}\"")
+        );
+        // Escaped quotes do not open a quote; a comment's apostrophe neither.
+        assert_eq!(
+            command("echo \\\" {branch} # don't\necho {branch}").as_deref(),
+            Ok("echo \\\" \"${BUILDIT_BRANCH}\" # don't\necho \"${BUILDIT_BRANCH}\"")
+        );
+        let refused = command("echo $(( {branch} + 1 ))").map_err(|refusal| refusal.variable);
+        assert_eq!(refused, Err("{branch}".to_owned()));
+        assert!(command("cat <<'EOF'\n{branch}\nEOF").is_err());
+        assert!(command("eval echo {branch}").is_err());
+        assert!(command("sh -c 'echo {branch}'").is_err());
+        assert!(command("sh -c 'echo \"$1\"' sh {branch}").is_ok());
+        assert!(command("[[ {branch} -eq 1 ]]").is_err());
+        assert!(command("[[ {branch} == main ]]").is_ok());
     }
 
     #[test]
     fn unresolved_variables_stay_as_written() {
         let (template, _) = parse("id={run.id}");
-        assert_eq!(render(&template, true), "id={run.id}");
+        assert_eq!(render(&template), "id={run.id}");
     }
 
     #[test]

@@ -383,16 +383,13 @@ fn check_matrix_paths(reader: &mut Reader<'_>, stage: &Stage) {
     }
     for combination in crate::plan::combinations(stage) {
         let render = |template: &super::template::Template| {
-            template.render(
-                |variable| match variable {
-                    Variable::Matrix(axis) => combination
-                        .iter()
-                        .find(|(a, _)| a == axis)
-                        .map(|(_, value)| std::borrow::Cow::Borrowed(value.as_str())),
-                    _ => None,
-                },
-                false,
-            )
+            template.render(|variable| match variable {
+                Variable::Matrix(axis) => combination
+                    .iter()
+                    .find(|(a, _)| a == axis)
+                    .map(|(_, value)| std::borrow::Cow::Borrowed(value.as_str())),
+                _ => None,
+            })
         };
         let instance: Vec<String> = combination
             .iter()

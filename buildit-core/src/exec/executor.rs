@@ -18,6 +18,9 @@ pub struct StageSpec {
     pub image: Option<String>,
     /// Commands, run in order in one shell session; the first failure stops the stage.
     pub commands: Vec<String>,
+    /// The commands as echoed to the log before each runs: with the values of their variables shown where
+    /// `commands` refer to them through the environment. Empty: the commands themselves.
+    pub echoes: Vec<String>,
     /// Shell program (`sh`, `bash`).
     pub shell: String,
     /// Working directory (the workspace, plus the stage's `workdir`).
@@ -124,6 +127,7 @@ impl StageSpec {
         Self {
             image: None,
             commands,
+            echoes: Vec::new(),
             shell: "sh".to_owned(),
             workspace: workdir.clone(),
             workdir,
@@ -148,7 +152,8 @@ impl StageSpec {
             if index > 0 {
                 // Stop at the first failure, with its exit code; the last command's status is the shell's.
                 script.push_str("__buildit_status=$?; [ \"$__buildit_status\" -eq 0 ] || exit \"$__buildit_status\"\n");
-                let echo = crate::config::quote_for_shell(&format!("$ {command}")).into_owned();
+                let echo =
+                    crate::config::quote_for_shell(&format!("$ {}", self.echo(index))).into_owned();
                 script.push_str(&format!("printf '%s\\n' {echo}\n"));
             }
             script.push_str(command);
@@ -160,9 +165,15 @@ impl StageSpec {
     /// The `$ cmd` line of the first command, which the executor writes to the stage's stdout before starting
     /// the shell.
     pub fn first_echo(&self) -> Option<String> {
-        self.commands
-            .first()
-            .map(|command| format!("$ {command}\n"))
+        (!self.commands.is_empty()).then(|| format!("$ {}\n", self.echo(0)))
+    }
+
+    /// How command `index` is shown in the log.
+    fn echo(&self, index: usize) -> &str {
+        self.echoes
+            .get(index)
+            .or_else(|| self.commands.get(index))
+            .map_or("", String::as_str)
     }
 }
 

@@ -84,13 +84,10 @@ impl Values<'_> {
         }
     }
 
-    /// Missing values render as empty strings at run time: the plan showed them as written, the shell gets
+    /// Missing values render as empty strings at run time: the plan showed them as written, the stage gets
     /// nothing.
-    fn render(&self, template: &Template, shell_quote: bool) -> String {
-        template.render(
-            |variable| Some(Cow::Owned(self.get(variable).unwrap_or_default())),
-            shell_quote,
-        )
+    fn render(&self, template: &Template) -> String {
+        template.render(|variable| Some(Cow::Owned(self.get(variable).unwrap_or_default())))
     }
 }
 
@@ -104,14 +101,20 @@ pub fn stage_spec(
     let definition = plan.definition(stage);
     let pipeline = plan.pipeline();
     let values = Values { plan, stage, run };
-    let commands: Vec<String> = definition
+    // A command refers to its values through the environment (set below), never holds them.
+    let commands = definition
         .run
         .iter()
-        .map(|command| values.render(&command.value, true))
-        .collect();
+        .map(|command| command.value.render_command())
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(|refusal| {
+            SpecError(format!(
+                "a `run` command cannot be given its values: {refusal}"
+            ))
+        })?;
     let workdir = match &definition.workdir {
         Some(workdir) => {
-            let relative = values.render(&workdir.value, false);
+            let relative = values.render(&workdir.value);
             if crate::config::relative_path_escapes(&relative) {
                 return Err(SpecError(format!(
                     "workdir `{relative}` leaves the workspace"
@@ -122,6 +125,18 @@ pub fn stage_spec(
         None => run.workspace.clone(),
     };
     let mut spec = StageSpec::new(commands, workdir);
+    if definition
+        .run
+        .iter()
+        .any(|command| !command.value.is_literal())
+    {
+        // The log shows the values; the script only refers to them.
+        spec.echoes = definition
+            .run
+            .iter()
+            .map(|command| values.render(&command.value))
+            .collect();
+    }
     spec.workspace = run.workspace.clone();
     spec.image = stage.image().map(str::to_owned);
     spec.shell = definition
@@ -136,10 +151,8 @@ pub fn stage_spec(
         .map(|t| t.value);
     spec.resources = definition.resources.clone();
     for var in pipeline.env.iter().chain(&definition.env) {
-        spec.env.insert(
-            var.name.value.clone(),
-            values.render(&var.value.value, false),
-        );
+        spec.env
+            .insert(var.name.value.clone(), values.render(&var.value.value));
     }
     let context = plan.context();
     let mut standard: Vec<(String, String)> = vec![
@@ -178,19 +191,23 @@ pub fn stage_spec(
             .filter_map(|(name, value)| value.map(|v| (name.to_owned(), v))),
     );
     for (axis, value) in stage.matrix() {
-        let name: String = axis
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        standard.push((format!("BUILDIT_MATRIX_{name}"), value.clone()));
+        standard.push((crate::config::matrix_env_name(axis), value.clone()));
     }
     spec.env.extend(standard);
+    // The values the commands refer to, set even when empty (a command under `set -u` must not fail on a
+    // missing tag), and after the user's `env`, which cannot change what a reference means.
+    for command in &definition.run {
+        for (variable, _) in command.value.variables() {
+            // A secret store variable is never read, and no variable is named after it.
+            if matches!(variable, Variable::Env(name) if run.scrub_env.contains(name)) {
+                continue;
+            }
+            if let Some(name) = variable.env_name() {
+                let value = values.get(variable).unwrap_or_default();
+                spec.env.insert(name, value);
+            }
+        }
+    }
     for secret in &definition.secrets {
         let value = run.secrets.get(&secret.value).ok_or_else(|| {
             SpecError(format!(
@@ -206,16 +223,11 @@ pub fn stage_spec(
         .iter()
         .map(|service| ServiceSpec {
             name: service.name.value.clone(),
-            image: values.render(&service.image.value, false),
+            image: values.render(&service.image.value),
             env: service
                 .env
                 .iter()
-                .map(|var| {
-                    (
-                        var.name.value.clone(),
-                        values.render(&var.value.value, false),
-                    )
-                })
+                .map(|var| (var.name.value.clone(), values.render(&var.value.value)))
                 .collect(),
             command: service
                 .command
@@ -251,7 +263,7 @@ pub fn artifact_patterns(plan: &Plan, stage: &PlannedStage, run: &RunIdentity) -
     plan.definition(stage)
         .artifacts
         .iter()
-        .map(|pattern| values.render(&pattern.value, false))
+        .map(|pattern| values.render(&pattern.value))
         .collect()
 }
 
@@ -269,22 +281,19 @@ pub fn resolve_caches(
         };
         // The renderer takes a plain `Fn`; the first hashing error is kept aside.
         let hash_error = std::cell::RefCell::new(None);
-        let key = cache.key.value.render(
-            |variable| match variable {
-                Variable::Hash(glob) => match hash_files(&run.workspace, glob) {
-                    Ok(hash) => Some(Cow::Owned(hash)),
-                    Err(error) => {
-                        *hash_error.borrow_mut() = Some(format!(
-                            "cannot compute `{{hash:{glob}}}` for cache `{}`: {error}",
-                            name.value
-                        ));
-                        Some(Cow::Borrowed(""))
-                    }
-                },
-                other => Some(Cow::Owned(values.get(other).unwrap_or_default())),
+        let key = cache.key.value.render(|variable| match variable {
+            Variable::Hash(glob) => match hash_files(&run.workspace, glob) {
+                Ok(hash) => Some(Cow::Owned(hash)),
+                Err(error) => {
+                    *hash_error.borrow_mut() = Some(format!(
+                        "cannot compute `{{hash:{glob}}}` for cache `{}`: {error}",
+                        name.value
+                    ));
+                    Some(Cow::Borrowed(""))
+                }
             },
-            false,
-        );
+            other => Some(Cow::Owned(values.get(other).unwrap_or_default())),
+        });
         if let Some(error) = hash_error.into_inner() {
             return Err(SpecError(error));
         }
@@ -294,12 +303,12 @@ pub fn resolve_caches(
             restore_keys: cache
                 .restore_keys
                 .iter()
-                .map(|k| values.render(&k.value, false))
+                .map(|k| values.render(&k.value))
                 .collect(),
             paths: cache
                 .paths
                 .iter()
-                .map(|p| values.render(&p.value, false))
+                .map(|p| values.render(&p.value))
                 .collect(),
         });
     }

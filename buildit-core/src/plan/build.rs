@@ -426,28 +426,25 @@ fn render_known(
     matrix: &[(String, String)],
     context: &RunContext,
 ) -> String {
-    template.render(
-        |variable| match variable {
-            Variable::Matrix(axis) => matrix
-                .iter()
-                .find(|(a, _)| a == axis)
-                .map(|(_, v)| Cow::Owned(v.clone())),
-            Variable::PipelineName => Some(Cow::Owned(pipeline.name.value.clone())),
-            Variable::StageName => Some(Cow::Owned(stage.name.value.clone())),
-            Variable::GitBranch => context.branch.clone().map(Cow::Owned),
-            Variable::GitTag => context.tag.clone().map(Cow::Owned),
-            Variable::GitSha => context.sha.clone().map(Cow::Owned),
-            Variable::GitShortSha => context
-                .sha
-                .as_ref()
-                .map(|sha| Cow::Owned(sha.chars().take(8).collect())),
-            Variable::GitRef => context.git_ref().map(Cow::Owned),
-            Variable::Event => context.event.map(|event| Cow::Borrowed(event.as_str())),
-            Variable::Env(name) => context.env.get(name).cloned().map(Cow::Owned),
-            Variable::RunId | Variable::RunNumber | Variable::Hash(_) => None,
-        },
-        false,
-    )
+    template.render(|variable| match variable {
+        Variable::Matrix(axis) => matrix
+            .iter()
+            .find(|(a, _)| a == axis)
+            .map(|(_, v)| Cow::Owned(v.clone())),
+        Variable::PipelineName => Some(Cow::Owned(pipeline.name.value.clone())),
+        Variable::StageName => Some(Cow::Owned(stage.name.value.clone())),
+        Variable::GitBranch => context.branch.clone().map(Cow::Owned),
+        Variable::GitTag => context.tag.clone().map(Cow::Owned),
+        Variable::GitSha => context.sha.clone().map(Cow::Owned),
+        Variable::GitShortSha => context
+            .sha
+            .as_ref()
+            .map(|sha| Cow::Owned(sha.chars().take(8).collect())),
+        Variable::GitRef => context.git_ref().map(Cow::Owned),
+        Variable::Event => context.event.map(|event| Cow::Borrowed(event.as_str())),
+        Variable::Env(name) => context.env.get(name).cloned().map(Cow::Owned),
+        Variable::RunId | Variable::RunNumber | Variable::Hash(_) => None,
+    })
 }
 
 /// Whether any `when` node's branch/tag/event conditions hold; the statuses of those that do.

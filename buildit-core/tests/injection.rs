@@ -1,0 +1,382 @@
+//! No substituted value ever becomes shell syntax: hostile values in every quoting context, run through `sh`
+//! and `bash` exactly as a stage runs them; the command sees the value byte for byte, or validation refused
+//! the template, and nothing else ever happens.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use buildit_core::exec::{RunIdentity, stage_spec};
+use buildit_core::{Plan, RunContext, parse_pipeline};
+use proptest::prelude::*;
+
+/// What a context prints for a value, or that validation refuses it.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// The value itself.
+    Value,
+    /// The value with trailing newlines removed (command substitution removes them).
+    Trimmed,
+    /// The value and a newline (a here-document line, `printf '%s\n'`).
+    Line,
+    /// The value twice, three times.
+    Times(usize),
+    /// `a` + value + `b`.
+    Wrapped,
+    /// `a` + value + `b` and a newline.
+    WrappedLine,
+    /// This text, then the value.
+    After(&'static str),
+    /// Validation refuses the template.
+    Refused,
+}
+
+struct Context {
+    /// A `run` command; `{v}` stands for the variable under test.
+    command: &'static str,
+    expect: Expect,
+    /// Only bash reads it (`[[ ]]`, `$'...'`, here-strings).
+    bash_only: bool,
+}
+
+const fn context(command: &'static str, expect: Expect) -> Context {
+    Context {
+        command,
+        expect,
+        bash_only: false,
+    }
+}
+
+const fn bash(command: &'static str, expect: Expect) -> Context {
+    Context {
+        command,
+        expect,
+        bash_only: true,
+    }
+}
+
+/// Every quoting context we can name.
+const CONTEXTS: &[Context] = &[
+    context("printf '%s' {v}", Expect::Value),
+    context("printf '%s' \"{v}\"", Expect::Value),
+    context("printf '%s' '{v}'", Expect::Value),
+    context("printf '%s' \"a{v}b\"", Expect::Wrapped),
+    context("printf '%s' 'a{v}b'", Expect::Wrapped),
+    context("printf '%s' a{v}b", Expect::Wrapped),
+    context("printf '%s' '{v}'\"{v}\"{v}", Expect::Times(3)),
+    context("printf '%s' {v}{v}", Expect::Times(2)),
+    context("x={v}; printf '%s' \"$x\"", Expect::Value),
+    context("export X={v}; printf '%s' \"$X\"", Expect::Value),
+    context("f() { printf '%s' \"$1\"; }; f {v}", Expect::Value),
+    context("(printf '%s' {v})", Expect::Value),
+    context("{ printf '%s' {v}; }", Expect::Value),
+    context("printf '%s\\n' {v} | cat", Expect::Line),
+    context("printf '%s' {v} # {v} isn't run", Expect::Value),
+    // Command substitution, at any depth, quoted or not around it.
+    context("printf '%s' \"$(printf '%s' {v})\"", Expect::Trimmed),
+    context("printf '%s' \"$(printf '%s' \"{v}\")\"", Expect::Trimmed),
+    context("printf '%s' \"$(printf '%s' '{v}')\"", Expect::Trimmed),
+    context("x=$(printf '%s' {v}); printf '%s' \"$x\"", Expect::Trimmed),
+    context(
+        "printf '%s' \"$(printf '%s' \"$(printf '%s' {v})\")\"",
+        Expect::Trimmed,
+    ),
+    context(
+        "printf '%s' \"$(printf '%s' \"$(printf '%s' \"a{v}b\")\")\"",
+        Expect::Wrapped,
+    ),
+    context(
+        "printf '%s' \"$(case x in x) printf '%s' {v};; esac)\"",
+        Expect::Trimmed,
+    ),
+    context(
+        "printf '%s' \"$(case x in (x) printf '%s' \"{v}\";; esac)\"",
+        Expect::Trimmed,
+    ),
+    // Backquotes: plain ones work; nested in double quotes or in other backquotes they are refused.
+    context("x=`printf '%s' {v}`; printf '%s' \"$x\"", Expect::Trimmed),
+    context(
+        "x=`printf '%s' \"{v}\"`; printf '%s' \"$x\"",
+        Expect::Trimmed,
+    ),
+    context("printf '%s' \"`printf '%s' {v}`\"", Expect::Refused),
+    context(
+        "x=`printf '%s' \\`printf '%s' {v}\\``; printf '%s' \"$x\"",
+        Expect::Refused,
+    ),
+    // Here-documents.
+    context("cat <<EOF\n{v}\nEOF", Expect::Line),
+    context("cat <<EOF\na{v}b\nEOF", Expect::WrappedLine),
+    context("cat <<-EOF\n\t{v}\n\tEOF", Expect::Line),
+    context(
+        "cat <<EOF; printf '%s' {v}\nbody 'x' \"y\" \\$\nEOF",
+        Expect::After("body 'x' \"y\" $\n"),
+    ),
+    context("cat <<'EOF'\n{v}\nEOF", Expect::Refused),
+    context("cat <<\"EOF\"\n{v}\nEOF", Expect::Refused),
+    context("cat <<\\EOF\n{v}\nEOF", Expect::Refused),
+    context("cat <<{v}\nEOF\n{v}", Expect::Refused),
+    // Parameter expansions and arithmetic.
+    context("printf '%s' \"${x:-{v}}\"", Expect::Refused),
+    context("printf '%s' ${x:-{v}}", Expect::Refused),
+    context("printf '%s' $(( {v} + 1 ))", Expect::Refused),
+    context("printf '%s' \"$(( {v} ))\"", Expect::Refused),
+    context("(( {v} )); printf x", Expect::Refused),
+    context("let x={v}", Expect::Refused),
+    // `case` words and patterns.
+    context("case {v} in *) printf '%s' {v};; esac", Expect::Value),
+    context(
+        "case {v} in {v}) printf '%s' {v};; *) printf mismatch;; esac",
+        Expect::Value,
+    ),
+    context(
+        "case {v} in\n  ({v}) printf '%s' \"{v}\";;\nesac",
+        Expect::Value,
+    ),
+    context("if [ {v} = {v} ]; then printf '%s' {v}; fi", Expect::Value),
+    // Code that runs its arguments.
+    context("eval \"printf '%s' {v}\"", Expect::Refused),
+    context("eval printf x {v}", Expect::Refused),
+    context("sh -c \"printf '%s' {v}\"", Expect::Refused),
+    context("bash -o pipefail -c 'printf %s {v}'", Expect::Refused),
+    context("sh -c 'printf \"%s\" \"$1\"' sh {v}", Expect::Value),
+    context("trap \"printf '%s' {v}\" EXIT", Expect::Refused),
+    // bash only.
+    bash("[[ {v} == {v} ]] && printf '%s' {v}", Expect::Value),
+    bash(
+        "[[ \"{v}\" == x || -n {v} ]] && printf '%s' {v}",
+        Expect::Value,
+    ),
+    bash("[[ {v} -eq 1 ]]", Expect::Refused),
+    bash("[[ 1 -eq {v} ]]", Expect::Refused),
+    bash("printf '%s' $'a{v}b'", Expect::Wrapped),
+    bash("cat <<< {v}", Expect::Line),
+    bash("a=({v}); printf '%s' \"${a[0]}\"", Expect::Value),
+];
+
+/// Characters that mean something to a shell, and words that do.
+const HOSTILE: &[&str] = &[
+    "'",
+    "\"",
+    "$",
+    "`",
+    ";",
+    "|",
+    "&",
+    "\n",
+    "\\",
+    "}",
+    "{",
+    ")",
+    "(",
+    " ",
+    "\t",
+    "*",
+    "?",
+    "[",
+    "]",
+    "#",
+    "~",
+    "!",
+    "=",
+    "<",
+    ">",
+    "-",
+    "EOF",
+    "$(touch pwned)",
+    "`touch pwned`",
+    ";touch pwned;",
+    "a[$(touch pwned)]",
+    "\ntouch pwned\n",
+    "\nEOF\ntouch pwned\n",
+    "${x:-$(touch pwned)}",
+    "'\"'\"",
+    "x",
+    "main",
+    "ä",
+    "\u{1b}[31m",
+    "--",
+    "-e",
+    "%s",
+];
+
+/// The variables under test: each gets its value from a different place (the branch, the tag, `--env`).
+const VARIABLES: &[&str] = &["{branch}", "{git.tag}", "{env.HOSTILE}"];
+
+/// A KDL string holding `text` exactly.
+fn kdl_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// How one command fared.
+#[derive(Debug, PartialEq, Eq)]
+enum Fate {
+    Refused,
+    Printed(Vec<u8>),
+}
+
+/// Validates the command with `{v}` standing for `variable`, plans it with `value` as the branch, tag and
+/// `{env.HOSTILE}`, and runs the stage's script with `shell` in `dir` exactly as a host stage runs it.
+fn run(command: &str, variable: &str, value: &str, shell: &str, dir: &Path) -> Fate {
+    let command = command.replace("{v}", variable);
+    let text = format!(
+        "pipeline \"injection\"\nstage \"s\" {{\n    run {}\n}}\n",
+        kdl_string(&command)
+    );
+    let pipeline = match parse_pipeline(&text, "buildit.kdl") {
+        Ok(pipeline) => pipeline,
+        Err(error) => {
+            let codes: Vec<&str> = error.diagnostics.iter().map(|d| d.code.as_str()).collect();
+            assert!(
+                codes
+                    .iter()
+                    .all(|code| *code == "buildit::config::unsafe_variable"),
+                "{command:?}: unexpected diagnostics {codes:?}"
+            );
+            return Fate::Refused;
+        }
+    };
+    let mut context = RunContext::new().with_branch(value).with_tag(value);
+    context.env.insert("HOSTILE".into(), value.into());
+    let plan = match Plan::build(&pipeline, &context) {
+        Ok(plan) => plan,
+        Err(error) => panic!("{command:?}: {error}"),
+    };
+    let Some(stage) = plan.stages().first() else {
+        panic!("no stage planned");
+    };
+    let identity = RunIdentity::new("run-1", 1, dir);
+    let spec = match stage_spec(&plan, stage, &identity, 1) {
+        Ok(spec) => spec,
+        Err(error) => panic!("{command:?}: {error:?}"),
+    };
+    let output = Command::new(shell)
+        .arg("-c")
+        .arg(spec.script())
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .output();
+    match output {
+        Ok(output) => Fate::Printed(output.stdout),
+        Err(error) => panic!("cannot run {shell}: {error}"),
+    }
+}
+
+fn expected(expect: Expect, value: &str) -> Fate {
+    let bytes = match expect {
+        Expect::Refused => return Fate::Refused,
+        Expect::Value => value.to_owned(),
+        Expect::Trimmed => value.trim_end_matches('\n').to_owned(),
+        Expect::Line => format!("{value}\n"),
+        Expect::Times(n) => value.repeat(n),
+        Expect::Wrapped => format!("a{value}b"),
+        Expect::WrappedLine => format!("a{value}b\n"),
+        Expect::After(text) => format!("{text}{value}"),
+    };
+    Fate::Printed(bytes.into_bytes())
+}
+
+/// Every context, for `value` as `variable`, under both shells.
+fn check_value(value: &str, variable: &str) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for context in CONTEXTS {
+        for shell in ["sh", "bash"] {
+            if context.bash_only && shell != "bash" {
+                continue;
+            }
+            {
+                let expect = expected(context.expect, value);
+                let fate = run(context.command, variable, value, shell, dir.path());
+                prop_assert_eq!(
+                    &fate,
+                    &expect,
+                    "{} with {} = {:?} under {}",
+                    context.command,
+                    variable,
+                    value,
+                    shell
+                );
+                let left: Vec<_> = std::fs::read_dir(dir.path())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name())
+                    .collect();
+                prop_assert!(
+                    left.is_empty(),
+                    "{} with {:?} under {} left {:?}",
+                    context.command,
+                    value,
+                    shell,
+                    left
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_hostile_word_reaches_the_command_as_it_is() {
+    for (index, value) in HOSTILE.iter().enumerate() {
+        if let Err(error) = check_value(value, VARIABLES[index % VARIABLES.len()]) {
+            panic!("{error}");
+        }
+    }
+}
+
+/// Values glued from the hostile pieces.
+fn hostile_value() -> impl Strategy<Value = String> {
+    proptest::collection::vec(proptest::sample::select(HOSTILE), 0..6)
+        .prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_value_ever_becomes_shell_syntax(
+        value in hostile_value(),
+        variable in proptest::sample::select(VARIABLES),
+    ) {
+        check_value(&value, variable)?;
+    }
+}
+
+#[test]
+fn names_and_matrix_values_cannot_hold_shell_syntax() {
+    for name in [
+        "x;touch pwned",
+        "a b",
+        "x$(id)",
+        "a'b",
+        "a\"b",
+        "a`b`",
+        "a\nb",
+    ] {
+        let quoted = kdl_string(name);
+        for text in [
+            format!("pipeline {quoted}\nstage \"s\" {{ run \"true\" }}\n"),
+            format!("pipeline \"p\"\nstage {quoted} {{ run \"true\" }}\n"),
+            format!(
+                "pipeline \"p\"\nstage \"s\" {{\n    matrix {{ os {quoted} }}\n    run \"true\"\n}}\n"
+            ),
+        ] {
+            let refused = parse_pipeline(&text, "buildit.kdl").is_err();
+            assert!(refused, "accepted: {text}");
+        }
+    }
+}
