@@ -902,6 +902,87 @@ fn a_killed_run_shows_as_interrupted() {
     assert_eq!(runs[1]["state"], "interrupted");
 }
 
+/// Whether process `pid` runs (exists and is not a zombie), and when it started (to tell a reused id).
+fn running_since(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state (field 3), ..., start time (field 22).
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+#[test]
+fn a_killed_runner_takes_its_stages_and_their_background_processes_with_it() {
+    let dir = temp_dir();
+    // The shell, a background process, a daemon in a session of its own (out of the group's reach), and one
+    // with a cleaned environment (in the group): each writes its id, then all wait far longer than the test.
+    write(
+        dir.path(),
+        "buildit.kdl",
+        r#"pipeline "orphans"
+stage "wait" {
+    run "echo $$ >> pids"
+    run "sh -c 'echo $$ >> pids; exec sleep 300' &"
+    run "(setsid sh -c 'echo $$ >> pids; exec sleep 300' >/dev/null 2>&1 &)"
+    run "env -i /bin/sh -c 'echo $$ >> pids; exec sleep 300' &"
+    run "i=0; while [ \"$(wc -l < pids)\" -lt 4 ] && [ $i -lt 1000 ]; do i=$((i + 1)); sleep 0.01; done"
+    run "echo all started"
+    run "sleep 300"
+}
+"#,
+    );
+    let (mut child, lines) = spawn_plain_run(dir.path());
+    // Read on a thread of its own: a stage that never gets there must not hang the test.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = lines
+            .map_while(Result::ok)
+            .any(|line| line.contains("| all started"));
+        let _ = sender.send(started);
+    });
+    let started = receiver
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or(false);
+    let pids: Vec<i32> = std::fs::read_to_string(dir.path().join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    let before: Vec<(i32, Option<u64>)> =
+        pids.iter().map(|pid| (*pid, running_since(*pid))).collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(started, "the stage never started its processes");
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    assert!(
+        before.iter().all(|(_, since)| since.is_some()),
+        "{before:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left: Vec<i32>;
+    loop {
+        left = before
+            .iter()
+            .filter(|(pid, since)| running_since(*pid) == *since)
+            .map(|(pid, _)| *pid)
+            .collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for pid in &left {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert!(
+        left.is_empty(),
+        "still running after the runner was killed: {left:?}"
+    );
+}
+
 /// A fresh database on the test PostgreSQL server (`BUILDIT_TEST_DATABASE_URL`), or `None` outside CI.
 fn postgres_database(name: &str) -> Option<String> {
     let Ok(server) = std::env::var("BUILDIT_TEST_DATABASE_URL") else {

@@ -27,6 +27,9 @@ use crate::report::error_line;
 use crate::reporter::{LineReporter, json_line, print_text, summary};
 
 pub(crate) fn run(args: &RunArgs) -> Exit {
+    // Orphans of the stages become this process's children, so a stopped stage is reaped at once rather than
+    // whenever `init` gets round to it. Without it (a kernel that refuses) stages still stop, a little later.
+    let _ = buildit_core::exec::adopt_orphans();
     let workspace = match &args.workspace {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),

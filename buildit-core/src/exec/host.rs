@@ -14,6 +14,7 @@ use rustix::process::{Pid, PidfdFlags, WaitOptions, pidfd_open, waitpid};
 use tokio::net::unix::pipe;
 
 use super::executor::{ExitStatus, StageSpec};
+use super::guard::GUARD_VARIABLE;
 
 /// A started host process: its output pipes and a handle on its exit.
 #[derive(Debug)]
@@ -256,26 +257,34 @@ fn non_blocking(read: &OwnedFd) -> io::Result<()> {
 /// Starts `program` (a path: `posix_spawn` does not search `PATH`, and a bare name would be taken relative to the
 /// current directory) `-c script` in the current directory with `host` plus the spec's variables and secrets
 /// (minus its removed names), stdin on `null`, in a process group of its own, with a clean signal mask and
-/// `SIGPIPE` back to its default.
+/// `SIGPIPE` back to its default. `mark`, when given, is the stage's [`GUARD_VARIABLE`].
 pub(super) fn spawn_here(
     program: &Path,
     script: &str,
     spec: &StageSpec,
     host: &HostEnvironment,
     null: &OwnedFd,
+    mark: Option<&str>,
 ) -> io::Result<HostProcess> {
-    // Secrets win over variables of the same name, as they did when applied one after the other.
+    // Secrets win over variables of the same name, as they did when applied one after the other; the guard's
+    // mark wins over both.
     let mut own: Vec<(&str, CString)> = spec
         .env
         .iter()
         .filter(|(name, _)| !spec.secrets.contains_key(*name))
         .chain(&spec.secrets)
+        .filter(|(name, _)| mark.is_none() || name.as_str() != GUARD_VARIABLE)
         .map(|(name, value)| {
             CString::new(joined(name.as_bytes(), value.as_bytes()))
                 .map(|entry| (name.as_str(), entry))
                 .map_err(|_| nul_error(&format!("environment variable `{name}`")))
         })
         .collect::<io::Result<_>>()?;
+    if let Some(mark) = mark {
+        let entry = CString::new(joined(GUARD_VARIABLE.as_bytes(), mark.as_bytes()))
+            .map_err(|_| nul_error("the guard's mark"))?;
+        own.push((GUARD_VARIABLE, entry));
+    }
     own.sort_unstable_by_key(|(name, _)| *name);
     let envp = host.with(&own, spec);
     let program_name =
@@ -311,7 +320,12 @@ pub(super) fn spawn_here(
 /// Starts `program -c script` in the spec's working directory through std's `Command` (for a working directory
 /// other than this process's own, which `posix_spawn` cannot change to here), with the same environment and
 /// process setup.
-pub(super) fn spawn_in(program: &Path, script: &str, spec: &StageSpec) -> io::Result<HostProcess> {
+pub(super) fn spawn_in(
+    program: &Path,
+    script: &str,
+    spec: &StageSpec,
+    mark: Option<&str>,
+) -> io::Result<HostProcess> {
     let mut command = std::process::Command::new(program);
     for name in &spec.env_remove {
         command.env_remove(name);
@@ -325,6 +339,9 @@ pub(super) fn spawn_in(program: &Path, script: &str, spec: &StageSpec) -> io::Re
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(mark) = mark {
+        command.env(GUARD_VARIABLE, mark);
+    }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command.spawn()?;
     let (Ok(pid), Some(stdout), Some(stderr)) = (
@@ -418,7 +435,8 @@ mod tests {
             .insert("ZZZ".into(), "after every host name".into());
         spec.secrets.insert("BOTH".into(), "secret".into());
         spec.env_remove.push("SCRUBBED".into());
-        let process = spawn_here(Path::new(SH), "exec env", &spec, &host, &null()).expect("spawn");
+        let process =
+            spawn_here(Path::new(SH), "exec env", &spec, &host, &null(), None).expect("spawn");
         let (out, err, status) = finish(process).await;
         assert!(status.success(), "{status:?}: {err}");
         // (The shell exports `PWD` itself.)
@@ -449,6 +467,8 @@ mod tests {
         spec.env
             .insert("PATH".into(), std::env::var("PATH").unwrap_or_default());
         spec.secrets.insert("TOKEN".into(), "t0ken".into());
+        // The guard's mark wins over a variable of its name.
+        spec.env.insert(GUARD_VARIABLE.into(), "overridden".into());
         // The environment, the signals ignored and blocked, stdin, the working directory, and whether the
         // shell leads its own process group.
         // The signal lines are read first and by the shell itself: while it forks and waits for a command, a
@@ -462,9 +482,10 @@ mod tests {
             &spec,
             &HostEnvironment::capture(),
             &null(),
+            Some("m4rk"),
         )
         .expect("posix_spawn");
-        let through_std = spawn_in(Path::new(SH), script, &spec).expect("Command");
+        let through_std = spawn_in(Path::new(SH), script, &spec, Some("m4rk")).expect("Command");
         let (prepared, prepared_err, prepared_status) = finish(prepared).await;
         let (through_std, std_err, std_status) = finish(through_std).await;
         assert!(prepared_status.success(), "{prepared_err}");
@@ -482,6 +503,7 @@ mod tests {
             "group-leader",
             "TOKEN=t0ken",
             "BUILDIT_STAGE=build",
+            "BUILDIT_GUARD=m4rk",
         ] {
             assert!(
                 prepared.lines().any(|line| line == expected),
@@ -500,13 +522,14 @@ mod tests {
             &spec,
             &host,
             &null(),
+            None,
         )
         .expect("spawn");
         let (out, err, status) = finish(failed).await;
         assert_eq!((out.as_str(), err.as_str()), ("", "oops\n"));
         assert_eq!((status.code, status.signal), (Some(3), None));
         let killed =
-            spawn_here(Path::new(SH), "kill -TERM $$", &spec, &host, &null()).expect("spawn");
+            spawn_here(Path::new(SH), "kill -TERM $$", &spec, &host, &null(), None).expect("spawn");
         let (_, _, status) = finish(killed).await;
         assert_eq!((status.code, status.signal), (None, Some(15)));
     }
@@ -546,7 +569,15 @@ mod tests {
             mut stdout,
             mut stderr,
             mut exit,
-        } = spawn_here(Path::new(SH), "echo out; exit 4", &spec, &host, &null()).expect("spawn");
+        } = spawn_here(
+            Path::new(SH),
+            "echo out; exit 4",
+            &spec,
+            &host,
+            &null(),
+            None,
+        )
+        .expect("spawn");
         let (mut out, mut err) = (Vec::new(), Vec::new());
         stdout.read_to_end(&mut out).await.expect("stdout");
         stderr.read_to_end(&mut err).await.expect("stderr");
@@ -582,6 +613,7 @@ mod tests {
             &spec,
             &host,
             &null(),
+            None,
         )
         .expect("spawn");
         let started = std::time::Instant::now();
@@ -669,12 +701,13 @@ mod tests {
             &StageSpec::new(vec![], "."),
             &host,
             &null(),
+            None,
         )
         .expect_err("no such program");
         assert_eq!(missing.kind(), io::ErrorKind::NotFound);
         let mut spec = StageSpec::new(vec![], ".");
         spec.env.insert("BAD".into(), "a\0b".into());
-        let nul = spawn_here(Path::new(SH), "true", &spec, &host, &null())
+        let nul = spawn_here(Path::new(SH), "true", &spec, &host, &null(), None)
             .expect_err("a NUL byte cannot be passed");
         assert_eq!(nul.kind(), io::ErrorKind::InvalidInput);
         assert!(nul.to_string().contains("`BAD`"), "{nul}");

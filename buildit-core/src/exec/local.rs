@@ -17,6 +17,7 @@ use super::attempt::{ExitReport, ExitWatch, OutputOnce};
 use super::executor::{
     ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus,
 };
+use super::guard::Guard;
 use super::host::{HostEnvironment, HostProcess, spawn_here, spawn_in};
 use crate::events::LogStreamKind;
 
@@ -36,6 +37,9 @@ pub struct LocalExecutor {
     /// `/dev/null`, opened once, for every child's stdin (while it cannot be opened, std's path opens it per
     /// child and reports the error).
     null: Arc<OnceLock<OwnedFd>>,
+    /// The watcher that kills this executor's stages once the executor is gone (dropped, or its process
+    /// killed), started at the first spawn; `None` when it could not start (then stages run without it).
+    guard: Arc<OnceLock<Option<Guard>>>,
 }
 
 impl LocalExecutor {
@@ -51,6 +55,14 @@ impl LocalExecutor {
         }
         let opened = std::fs::File::open("/dev/null").ok()?;
         Some(self.null.get_or_init(|| OwnedFd::from(opened)))
+    }
+
+    /// The mark of this executor's stages, from its guard (started at the first call).
+    fn mark(&self) -> Option<&str> {
+        self.guard
+            .get_or_init(|| Guard::start().ok())
+            .as_ref()
+            .map(Guard::token)
     }
 
     /// The program to start for `shell`: a path as given, a bare name looked up in `PATH` (and remembered).
@@ -111,9 +123,60 @@ fn signal_group(pid: i32, signal: Signal) -> Result<(), ExecError> {
     }
 }
 
-/// Whether any process of the group is still there (zombies of its own children included).
+/// Whether any process of the group is still there (zombies included).
 fn group_alive(pid: i32) -> bool {
     killpg(Pid::from_raw(pid), None).is_ok()
+}
+
+/// Makes this process the reaper of its descendants' orphans (Linux's child subreaper), for the whole process:
+/// a process a stage left behind, whose parent ended, becomes a child of this process instead of `init`'s.
+///
+/// The host executor then reaps what it adopts from a stage's process group once the stage's shell has ended,
+/// so a stopped stage's group empties at once (without it, a killed grandchild stays a zombie until `init`
+/// gets round to it, and a timeout or cancel waits for that). Binaries call it, not the library: it changes
+/// where the orphans of every other child of the process go too, and those (outside any stage's group) are
+/// left for the program to reap. `buildit run` calls it at start.
+pub fn adopt_orphans() -> std::io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    Ok(())
+}
+
+/// Whether a group still has children of this process after [`reap_group`].
+#[derive(Debug, PartialEq, Eq)]
+enum Reaped {
+    /// None of this process's children is left in the group.
+    All,
+    /// Some still run (or are dying).
+    SomeRunning,
+}
+
+/// Reaps every ended child of this process in group `pgid`: the orphans it adopted from a stage. Only called
+/// once the group's shell has been reaped (it is in the group too, and its status belongs to its own wait).
+/// While a group has members its id cannot be reused, so this cannot reap another stage's shell.
+fn reap_group(pgid: i32) -> Reaped {
+    let Some(group) = rustix::process::Pid::from_raw(pgid) else {
+        return Reaped::All;
+    };
+    loop {
+        match rustix::process::waitpgid(group, rustix::process::WaitOptions::NOHANG) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Reaped::SomeRunning,
+            // `ECHILD`: nothing of the group is a child of this process (not a subreaper, or all reaped).
+            Err(_) => return Reaped::All,
+        }
+    }
+}
+
+/// How long the orphans of a killed group are waited for before they are left to `init`: `SIGKILL` ends a
+/// process within milliseconds unless it is stuck in the kernel.
+const REAP_KILLED_FOR: Duration = Duration::from_secs(10);
+
+/// Reaps the adopted orphans of group `pgid`, just killed, as they end.
+async fn reap_killed(pgid: i32) {
+    let deadline = tokio::time::Instant::now() + REAP_KILLED_FOR;
+    while reap_group(pgid) == Reaped::SomeRunning && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Most bytes taken from a pipe in one read.
@@ -179,8 +242,9 @@ async fn supervise(
             status = exit.wait(), if !exited && (watching || (stdout.is_none() && stderr.is_none())) => {
                 exited = true;
                 let result = status.map_err(|error| error.to_string());
-                if !cancelling.load(Ordering::SeqCst) {
-                    let _ = signal_group(pid, Signal::SIGKILL);
+                // `Ok` only when something of the group was left to kill (most stages leave nothing).
+                if !cancelling.load(Ordering::SeqCst) && killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                    tokio::spawn(reap_killed(pid));
                 }
                 let _ = exit_sender.send(Some(result));
             }
@@ -235,12 +299,13 @@ impl Executor for LocalExecutor {
         // `posix_spawn` takes a path: a shell that was not found in `PATH` goes to `Command`, which reports it.
         let here =
             program.is_absolute() && std::env::current_dir().is_ok_and(|dir| dir == spec.workdir);
+        let mark = self.mark();
         let child = match self.null() {
             Some(null) if here => {
                 let host = self.host.get_or_init(HostEnvironment::capture);
-                spawn_here(&program, &script, &spec, host, null)
+                spawn_here(&program, &script, &spec, host, null, mark)
             }
-            _ => spawn_in(&program, &script, &spec),
+            _ => spawn_in(&program, &script, &spec, mark),
         }
         .map_err(spawn_error)?;
         let pid = child.pid;
@@ -287,12 +352,23 @@ impl Executor for LocalExecutor {
         handle.cancelling.store(true, Ordering::SeqCst);
         signal_group(handle.pid, Signal::SIGTERM)?;
         // The whole group gets the grace period, not only the shell: a child cleaning up after SIGTERM is
-        // waited for until the group is empty.
+        // waited for until the group is empty. Once the shell is reaped, the orphans this process adopted
+        // from the group are reaped as they end (`adopt_orphans`): a zombie still counts as a member.
         let deadline = tokio::time::Instant::now() + grace;
-        while group_alive(handle.pid) && tokio::time::Instant::now() < deadline {
+        loop {
+            if handle.exit.ended() {
+                reap_group(handle.pid);
+            }
+            if !group_alive(handle.pid) || tokio::time::Instant::now() >= deadline {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         signal_group(handle.pid, Signal::SIGKILL)?;
-        handle.exit.wait().await.map(|_| ())
+        let ended = handle.exit.wait().await.map(|_| ());
+        if group_alive(handle.pid) {
+            tokio::spawn(reap_killed(handle.pid));
+        }
+        ended
     }
 }

@@ -10,6 +10,7 @@ mod docker;
 mod docker_files;
 mod executor;
 mod fake;
+mod guard;
 mod host;
 mod lines;
 mod local;
@@ -29,8 +30,9 @@ pub use executor::{
     ReadyCheck, ServiceSpec, StageSpec, StageStatus,
 };
 pub use fake::{NoopExecutor, NoopHandle};
+pub use guard::GUARD_VARIABLE;
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
-pub use local::{LocalExecutor, LocalHandle};
+pub use local::{LocalExecutor, LocalHandle, adopt_orphans};
 pub(crate) use mask::percent_encode;
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker};
 pub use scheduler::{RunOptions, RunReport, StageReport, execute};
