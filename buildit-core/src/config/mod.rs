@@ -5,6 +5,7 @@ mod duration;
 mod glob;
 mod guard;
 mod model;
+mod paths;
 mod pipeline;
 mod plain;
 mod reader;
@@ -27,6 +28,7 @@ pub use template::{
 pub use validate::{MAX_MATRIX_INSTANCES, MAX_STAGES};
 
 pub(crate) use model::is_valid_name;
+pub(crate) use paths::{artifact_path_problem, cache_path_problem};
 pub(crate) use pipeline::relative_path_escapes;
 pub(crate) use reader::Reader;
 pub(crate) use template::{TemplateScope, is_env_name};

@@ -24,6 +24,13 @@ pub enum ArtifactError {
         /// The offending path.
         path: String,
     },
+    /// A pattern names the whole workspace (empty, `.`, `./`): it would collect `.env` files and credentials.
+    #[error("artifact `{pattern}` names the whole workspace, which is never collected")]
+    #[diagnostic(code(buildit::artifacts::whole_workspace))]
+    WholeWorkspace {
+        /// The pattern, rendered.
+        pattern: String,
+    },
     /// A match is neither a regular file nor a directory (a FIFO or socket would block or mean nothing).
     #[error("artifact `{path}` is not a regular file or directory")]
     #[diagnostic(code(buildit::artifacts::special_file))]
@@ -95,6 +102,11 @@ impl ArtifactStore {
         }
         let mut copied = 0;
         for pattern in patterns {
+            if pattern.split('/').all(|c| c.is_empty() || c == ".") {
+                return Err(ArtifactError::WholeWorkspace {
+                    pattern: pattern.clone(),
+                });
+            }
             let relative = Path::new(pattern);
             if relative.is_absolute()
                 || relative

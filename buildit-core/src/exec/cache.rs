@@ -96,49 +96,35 @@ impl CacheStore {
             .iter()
             .filter_map(|path| locate(path, workspace, home).map(|(_, at)| at))
             .collect();
-        let file = File::open(&archive)
-            .map_err(|e| error(format!("cannot open `{}`: {e}", archive.display())))?;
-        let mut tar = tar::Archive::new(BufReader::new(file));
-        let entries = tar
-            .entries()
-            .map_err(|e| error(format!("cannot read `{}`: {e}", archive.display())))?;
-        for entry in entries {
-            let mut entry = entry
-                .map_err(|e| error(format!("corrupt archive `{}`: {e}", archive.display())))?;
-            let stored = entry.path().map_err(|e| error(e.to_string()))?.into_owned();
-            let Some(target) = unpack_target(&stored, workspace, home) else {
-                return Err(error(format!(
-                    "archive entry `{}` has an unsafe path",
-                    stored.display()
-                )));
-            };
-            // An archive only restores what the cache declares, only as files, directories and symlinks, and
-            // never through a symlink (an earlier entry `dir -> /etc` must not redirect `dir/x`).
-            if !roots.iter().any(|root| target.starts_with(root)) {
-                return Err(error(format!(
-                    "archive entry `{}` is outside the cache's paths",
-                    stored.display()
-                )));
-            }
-            let kind = entry.header().entry_type();
-            if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
-                return Err(error(format!(
-                    "archive entry `{}` is not a file, directory or symlink",
-                    stored.display()
-                )));
-            }
-            if kind.is_symlink() && roots.contains(&target) {
-                return Err(error(format!(
-                    "archive entry `{}` would replace a cached path with a symlink",
-                    stored.display()
-                )));
-            }
-            if through_symlink(&target, &roots) {
-                return Err(error(format!(
-                    "archive entry `{}` would be written through a symlink",
-                    stored.display()
-                )));
-            }
+        let open = || {
+            File::open(&archive)
+                .map_err(|e| error(format!("cannot open `{}`: {e}", archive.display())))
+        };
+        let corrupt =
+            |e: std::io::Error| error(format!("corrupt archive `{}`: {e}", archive.display()));
+        // Two passes: every entry is checked before the first one is written, so a refused archive restores
+        // nothing (a hostile entry at the end must not leave the entries before it in place). The first pass
+        // reads headers only and seeks over the data.
+        let mut checker = EntryCheck {
+            workspace,
+            home,
+            roots: &roots,
+            links: Vec::new(),
+        };
+        let mut headers = tar::Archive::new(open()?);
+        for entry in headers.entries_with_seek().map_err(corrupt)? {
+            let entry = entry.map_err(corrupt)?;
+            checker.check(&entry).map_err(error)?;
+        }
+        let mut checker = EntryCheck {
+            links: Vec::new(),
+            ..checker
+        };
+        let mut tar = tar::Archive::new(BufReader::new(open()?));
+        for entry in tar.entries().map_err(corrupt)? {
+            let mut entry = entry.map_err(corrupt)?;
+            // Checked again as the files land: the file system may have changed since the first pass.
+            let target = checker.check(&entry).map_err(error)?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| error(format!("cannot create `{}`: {e}", parent.display())))?;
@@ -242,6 +228,64 @@ impl CacheStore {
     }
 }
 
+/// What an archive entry may be: inside the cache's paths, a file, directory or symlink, never a symlink in
+/// place of a cached path, never written through a symlink (on disk, or made by an earlier entry).
+struct EntryCheck<'a> {
+    workspace: &'a Path,
+    home: Option<&'a Path>,
+    roots: &'a [PathBuf],
+    /// Where earlier entries of the archive put symlinks.
+    links: Vec<PathBuf>,
+}
+
+impl EntryCheck<'_> {
+    /// Where the entry goes, or why it is refused.
+    fn check<R: std::io::Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<PathBuf, String> {
+        let stored = entry.path().map_err(|e| e.to_string())?.into_owned();
+        let Some(target) = unpack_target(&stored, self.workspace, self.home) else {
+            return Err(format!(
+                "archive entry `{}` has an unsafe path",
+                stored.display()
+            ));
+        };
+        // An archive only restores what the cache declares, only as files, directories and symlinks, and
+        // never through a symlink (an earlier entry `dir -> /etc` must not redirect `dir/x`).
+        if !self.roots.iter().any(|root| target.starts_with(root)) {
+            return Err(format!(
+                "archive entry `{}` is outside the cache's paths",
+                stored.display()
+            ));
+        }
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
+            return Err(format!(
+                "archive entry `{}` is not a file, directory or symlink",
+                stored.display()
+            ));
+        }
+        if kind.is_symlink() && self.roots.contains(&target) {
+            return Err(format!(
+                "archive entry `{}` would replace a cached path with a symlink",
+                stored.display()
+            ));
+        }
+        let under_earlier_link = self
+            .links
+            .iter()
+            .any(|link| target != *link && target.starts_with(link));
+        if under_earlier_link || through_symlink(&target, self.roots) {
+            return Err(format!(
+                "archive entry `{}` would be written through a symlink",
+                stored.display()
+            ));
+        }
+        if kind.is_symlink() {
+            self.links.push(target.clone());
+        }
+        Ok(target)
+    }
+}
+
 /// Whether any directory between the cache root that holds `target` and `target` itself is a symlink.
 fn through_symlink(target: &Path, roots: &[PathBuf]) -> bool {
     let Some(root) = roots.iter().find(|root| target.starts_with(root)) else {
@@ -278,13 +322,22 @@ fn locate(path: &str, workspace: &Path, home: Option<&Path>) -> Option<(&'static
     {
         return None;
     }
+    // A path that names its base as a whole (``, `.`, `~/`, `/`) is never cached: restoring it could overwrite
+    // anything there, saving it would archive `.env` files and credentials.
+    let names_something = |rest: &str| {
+        Path::new(rest)
+            .components()
+            .any(|c| matches!(c, Component::Normal(_)))
+    };
     if let Some(rest) = path.strip_prefix("~/") {
-        return home.map(|home| ("h", home.join(rest)));
+        return home
+            .filter(|_| names_something(rest))
+            .map(|home| ("h", home.join(rest)));
     }
     if path.starts_with('/') {
-        return Some(("a", PathBuf::from(path)));
+        return names_something(path).then(|| ("a", PathBuf::from(path)));
     }
-    Some(("w", workspace.join(path)))
+    names_something(path).then(|| ("w", workspace.join(path)))
 }
 
 /// The place an archive entry is restored to; `None` for entries that would escape their base.
@@ -513,6 +566,84 @@ mod tests {
         }
         assert!(!victim.join("x").exists() && !victim.join("orig").exists());
         assert!(!workspace.join("other").exists());
+    }
+
+    #[test]
+    fn a_refused_archive_restores_nothing() {
+        let dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(error) => panic!("{error}"),
+        };
+        let (workspace, victim) = (dir.path().join("ws"), dir.path().join("victim"));
+        let _ = std::fs::create_dir_all(&workspace);
+        let _ = std::fs::create_dir_all(&victim);
+        let store = CacheStore::new(dir.path().join("cache"));
+        let _ = std::fs::create_dir_all(dir.path().join("cache"));
+        let write = |key: &str, entries: &[(&str, Option<&Path>)]| {
+            let Ok(file) = File::create(store.archive(key)) else {
+                return;
+            };
+            let mut builder = tar::Builder::new(file);
+            for (path, link) in entries {
+                let mut header = tar::Header::new_gnu();
+                header.set_mode(0o644);
+                match link {
+                    Some(target) => {
+                        header.set_entry_type(tar::EntryType::Symlink);
+                        header.set_size(0);
+                        let _ = builder.append_link(&mut header, path, target);
+                    }
+                    None => {
+                        header.set_size(2);
+                        let _ = builder.append_data(&mut header, path, &b"ok"[..]);
+                    }
+                }
+            }
+            let _ = builder.finish();
+        };
+        // Good entries first, the refused one last: none of them may be left behind.
+        write(
+            "late-escape",
+            &[
+                ("w/cdir/first", None),
+                ("w/cdir/second", None),
+                ("w/other/z", None),
+            ],
+        );
+        write(
+            "late-link",
+            &[
+                ("w/cdir/first", None),
+                ("w/cdir/sub", Some(victim.as_path())),
+                ("w/cdir/sub/x", None),
+            ],
+        );
+        for key in ["late-escape", "late-link"] {
+            let cache = ResolvedCache {
+                name: "c".into(),
+                key: key.into(),
+                restore_keys: Vec::new(),
+                paths: vec!["cdir".into()],
+            };
+            assert!(
+                store.restore(&cache, &workspace, None).is_err(),
+                "{key} was restored"
+            );
+            assert!(!workspace.join("cdir").exists(), "{key} left files behind");
+        }
+        assert!(!victim.join("x").exists());
+        assert!(!workspace.join("other").exists());
+    }
+
+    #[test]
+    fn paths_that_name_a_whole_base_are_never_cached() {
+        for path in ["", ".", "./", "/", "//", "~/", "~/.", "/./"] {
+            assert_eq!(
+                locate(path, Path::new("/ws"), Some(Path::new("/home/u"))),
+                None,
+                "`{path}`"
+            );
+        }
     }
 
     #[test]

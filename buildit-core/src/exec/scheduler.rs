@@ -955,6 +955,17 @@ impl<E: Executor> StageTask<E> {
         if patterns.is_empty() {
             return Ok(());
         }
+        // Before anything is copied out: an empty pattern would otherwise collect the whole workspace.
+        let written = &self.plan.definition(stage).artifacts;
+        if let Some(problem) = written
+            .iter()
+            .zip(&patterns)
+            .find_map(|(written, rendered)| {
+                crate::config::artifact_path_problem(written.value.as_str(), rendered)
+            })
+        {
+            return Err(problem);
+        }
         let (_staging, workspace) = self
             .host_side(remote)
             .map_err(|error| format!("artifact collection failed: {error}"))?;

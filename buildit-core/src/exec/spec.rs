@@ -308,8 +308,16 @@ pub fn resolve_caches(
             paths: cache
                 .paths
                 .iter()
-                .map(|p| values.render(&p.value))
-                .collect(),
+                .map(|path| {
+                    let rendered = values.render(&path.value);
+                    match crate::config::cache_path_problem(path.value.as_str(), &rendered) {
+                        Some(problem) => {
+                            Err(SpecError(format!("cache `{}`: {problem}", name.value)))
+                        }
+                        None => Ok(rendered),
+                    }
+                })
+                .collect::<Result<_, _>>()?,
         });
     }
     Ok(resolved)

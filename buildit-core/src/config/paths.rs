@@ -1,0 +1,129 @@
+//! Rules for `artifacts` patterns and cache `path`s once their variables are filled in: never empty, never the
+//! whole workspace (or home directory, or file system), never somewhere else than the kind of path written.
+
+/// Why a rendered `artifacts` pattern cannot be collected; `None` when it can. `written` is the pattern as in
+/// the file, `rendered` with the run's values.
+pub(crate) fn artifact_path_problem(written: &str, rendered: &str) -> Option<String> {
+    if rendered.trim().is_empty() {
+        return Some(format!(
+            "artifact path `{written}` is empty in this run (a variable in it has no value); the whole workspace is never collected"
+        ));
+    }
+    if super::relative_path_escapes(rendered) {
+        return Some(format!(
+            "artifact path `{written}` is `{rendered}` in this run, which leaves the workspace"
+        ));
+    }
+    if names_nothing(rendered) {
+        return Some(format!(
+            "artifact path `{written}` is `{rendered}` in this run: the whole workspace, which is never collected (it holds `.env` files and credentials); name the files or directories to keep"
+        ));
+    }
+    None
+}
+
+/// Why a rendered cache `path` cannot be restored or saved; `None` when it can. A path written relative must
+/// stay in the workspace (`{env.DIR}/x` with `DIR` unset is not `/x`); one written `~/` or absolute may leave
+/// it, but must not be the whole home directory or file system.
+pub(crate) fn cache_path_problem(written: &str, rendered: &str) -> Option<String> {
+    if rendered.trim().is_empty() {
+        return Some(format!(
+            "cache path `{written}` is empty in this run (a variable in it has no value); the whole workspace is never cached"
+        ));
+    }
+    let components = |path: &str| -> Vec<String> {
+        path.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_owned)
+            .collect()
+    };
+    let (rest, place) = if written.starts_with("~/") {
+        (rendered.strip_prefix("~/"), "the home directory")
+    } else if written.starts_with('/') {
+        (rendered.strip_prefix('/'), "the file system")
+    } else {
+        let relative = !(rendered.starts_with('/') || rendered.starts_with('~'));
+        (relative.then_some(rendered), "the workspace")
+    };
+    let Some(rest) = rest else {
+        return Some(format!(
+            "cache path `{written}` is `{rendered}` in this run, which leaves the workspace; write paths outside it with a leading `/` or `~/`"
+        ));
+    };
+    let rest = components(rest);
+    if rest.iter().any(|c| c == "..") {
+        return Some(format!(
+            "cache path `{written}` is `{rendered}` in this run, which goes up with `..`"
+        ));
+    }
+    if rest.is_empty() {
+        return Some(format!(
+            "cache path `{written}` is `{rendered}` in this run: {place} as a whole, which is never cached; name the directories to keep"
+        ));
+    }
+    None
+}
+
+/// Whether a relative path is made only of `.` and separators: it names the directory it is relative to.
+fn names_nothing(path: &str) -> bool {
+    path.split(['/', '\\']).all(|c| c.is_empty() || c == ".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifact_paths_that_render_to_nothing_everything_or_outside_are_refused() {
+        for (written, rendered) in [
+            ("{env.OUT}", ""),
+            ("{git.tag}", " "),
+            (".", "."),
+            ("{env.X}/", "/"),
+            ("./{env.X}", "./"),
+            ("{env.X}//", "//"),
+            ("{env.X}/.", "/."),
+            ("./{git.tag}/.", "././."),
+            ("{env.X}/x", "/x"),
+            ("{env.X}", "../up"),
+            ("{env.X}", "~/x"),
+        ] {
+            assert!(
+                artifact_path_problem(written, rendered).is_some(),
+                "`{written}` -> `{rendered}` was accepted"
+            );
+        }
+        for rendered in ["dist", "./dist", "dist/*.js", "a/../b", "out/v1.2"] {
+            assert_eq!(artifact_path_problem("{x}", rendered), None, "{rendered}");
+        }
+    }
+
+    #[test]
+    fn cache_paths_keep_the_kind_they_were_written_as() {
+        for (written, rendered) in [
+            ("{env.DIR}", ""),
+            ("{env.DIR}/target", "/target"),
+            ("{env.DIR}", "~/x"),
+            ("{env.DIR}", "."),
+            ("target/{env.X}/..", "target/.."),
+            ("~/{env.X}", "~/"),
+            ("~/{env.X}/.", "~//."),
+            ("/{env.X}", "/"),
+            ("/{env.X}/", "//"),
+            ("/{env.X}", "/../etc"),
+        ] {
+            assert!(
+                cache_path_problem(written, rendered).is_some(),
+                "`{written}` -> `{rendered}` was accepted"
+            );
+        }
+        for (written, rendered) in [
+            ("target", "target"),
+            ("~/.cargo/{env.X}", "~/.cargo/registry"),
+            ("/var/cache/{env.X}", "/var/cache/"),
+            ("vendor/{matrix.v}", "vendor/1"),
+        ] {
+            assert_eq!(cache_path_problem(written, rendered), None, "{written}");
+        }
+    }
+}
