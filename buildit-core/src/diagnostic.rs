@@ -48,11 +48,16 @@ pub enum DiagnosticCode {
     Limit,
     /// A property given more than once, kept for compatibility (warning).
     RepeatedProperty,
+    /// An `artifacts` or cache path that is empty, the whole workspace or outside it when a variable it uses
+    /// has no value (warning).
+    EmptyPath,
+    /// Two stages that may run at the same time restore or collect overlapping paths (warning).
+    OverlappingPaths,
 }
 
 impl DiagnosticCode {
     /// Every code, in documentation order.
-    pub const ALL: [DiagnosticCode; 18] = [
+    pub const ALL: [DiagnosticCode; 20] = [
         Self::Syntax,
         Self::MissingPipeline,
         Self::UnknownNode,
@@ -71,6 +76,8 @@ impl DiagnosticCode {
         Self::WorkdirEscape,
         Self::Limit,
         Self::RepeatedProperty,
+        Self::EmptyPath,
+        Self::OverlappingPaths,
     ];
 
     /// The full code, e.g. `buildit::config::unknown_needs`.
@@ -94,6 +101,8 @@ impl DiagnosticCode {
             Self::WorkdirEscape => "buildit::config::workdir_escape",
             Self::Limit => "buildit::config::limit",
             Self::RepeatedProperty => "buildit::config::repeated_property",
+            Self::EmptyPath => "buildit::config::empty_path",
+            Self::OverlappingPaths => "buildit::config::overlapping_paths",
         }
     }
 }

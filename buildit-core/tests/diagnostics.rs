@@ -245,6 +245,34 @@ const CASES: &[Case] = &[
         line: 4,
         column: 21,
     },
+    Case {
+        name: "empty_path",
+        text: "pipeline \"p\"\nstage \"release\" {\n    run \"make\"\n    artifacts \"{git.tag}\"\n}\n",
+        code: DiagnosticCode::EmptyPath,
+        line: 4,
+        column: 15,
+    },
+    Case {
+        name: "whole_workspace_artifact",
+        text: "pipeline \"p\"\nstage \"a\" {\n    run \"make\"\n    artifacts \"./\"\n}\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 4,
+        column: 15,
+    },
+    Case {
+        name: "overlapping_paths",
+        text: "pipeline \"p\"\ncache \"c\" { path \"target\"; key \"k\" }\nstage \"a\" { cache \"c\"; run \"x\" }\nstage \"b\" { run \"x\"; artifacts \"target/app\" }\n",
+        code: DiagnosticCode::OverlappingPaths,
+        line: 3,
+        column: 19,
+    },
+    Case {
+        name: "overlapping_matrix_instances",
+        text: "pipeline \"p\"\ncache \"c\" { path \"target\"; key \"k-{matrix.os}\" }\nstage \"t\" {\n    matrix { os \"a\" \"b\" }\n    cache \"c\"\n    run \"x\"\n}\n",
+        code: DiagnosticCode::OverlappingPaths,
+        line: 5,
+        column: 11,
+    },
 ];
 
 fn diagnostics_of(text: &str) -> (ConfigSource, Vec<ConfigDiagnostic>) {

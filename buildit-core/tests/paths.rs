@@ -196,3 +196,88 @@ stage "a" {{ cache "c"; run "touch ran" }}
         );
     }
 }
+
+/// A stage that fails if another holds `lock` while it runs: `mkdir` is atomic.
+fn exclusive_run() -> &'static str {
+    "mkdir lock || { echo overlapped; exit 1; }; sleep 0.3; rmdir lock"
+}
+
+#[tokio::test]
+async fn stages_with_overlapping_paths_never_run_at_the_same_time() {
+    let dir = support::temp_dir();
+    let options = || RunOptions {
+        concurrency: Some(4),
+        caches: Some(CacheStore::new(dir.path().join(".buildit/cache"))),
+        artifacts: Some(ArtifactStore::new(dir.path().join(".buildit/artifacts"))),
+        ..RunOptions::default()
+    };
+    let text = format!(
+        r#"
+pipeline "p"
+cache "deps" {{ path "target"; key "deps" }}
+stage "cached" {{ cache "deps"; run "{run}; mkdir -p target" }}
+stage "collects" {{ run "{run}; mkdir -p target/release && echo x > target/release/app"; artifacts "target/release/*" }}
+stage "matrix" {{ matrix {{ n "1" "2" "3" }}; cache "deps"; run "{run}" }}
+"#,
+        run = exclusive_run()
+    );
+    let run = run(&text, dir.path(), options()).await;
+    for stage in [
+        "cached",
+        "collects",
+        "matrix (n=1)",
+        "matrix (n=2)",
+        "matrix (n=3)",
+    ] {
+        assert_eq!(
+            run.outcome(stage),
+            StageOutcome::Succeeded,
+            "{stage}: {}",
+            run.reason(stage)
+        );
+    }
+    // Serialised, not merely lucky: five stages of 0.3 s each, one at a time.
+    assert!(
+        run.report.duration >= std::time::Duration::from_millis(1500),
+        "{:?}",
+        run.report.duration
+    );
+}
+
+#[tokio::test]
+async fn stages_with_distinct_paths_still_run_at_the_same_time() {
+    let dir = support::temp_dir();
+    let options = RunOptions {
+        concurrency: Some(4),
+        caches: Some(CacheStore::new(dir.path().join(".buildit/cache"))),
+        artifacts: Some(ArtifactStore::new(dir.path().join(".buildit/artifacts"))),
+        ..RunOptions::default()
+    };
+    // Each waits until the other has started: only parallel runs succeed.
+    let meet = |me: &str, other: &str| {
+        format!(
+            "touch {me}.started; for i in $(seq 100); do test -e {other}.started && exit 0; sleep 0.05; done; exit 1"
+        )
+    };
+    let text = format!(
+        r#"
+pipeline "p"
+cache "deps" {{ path "vendor/{{matrix.n}}"; key "deps-{{matrix.n}}" }}
+stage "m" {{ matrix {{ n "1" "2" }}; cache "deps"; run "{one}" }}
+stage "dist" {{ run "mkdir -p dist && touch dist/a.js && {two}"; artifacts "dist/*.js" }}
+stage "docs" {{ run "mkdir -p dist && touch dist/a.css && {three}"; artifacts "dist/*.css" }}
+"#,
+        one = meet("m-{matrix.n}", "m-$((3 - {matrix.n}))"),
+        two = meet("dist", "docs"),
+        three = meet("docs", "dist"),
+    );
+    let run = run(&text, dir.path(), options).await;
+    for stage in ["m (n=1)", "m (n=2)", "dist", "docs"] {
+        assert_eq!(
+            run.outcome(stage),
+            StageOutcome::Succeeded,
+            "{stage}: {}",
+            run.reason(stage)
+        );
+    }
+}

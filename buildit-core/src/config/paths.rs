@@ -11,12 +11,14 @@ pub(crate) fn artifact_path_problem(written: &str, rendered: &str) -> Option<Str
     }
     if super::relative_path_escapes(rendered) {
         return Some(format!(
-            "artifact path `{written}` is `{rendered}` in this run, which leaves the workspace"
+            "{}, which leaves the workspace",
+            became("artifact path", written, rendered)
         ));
     }
     if names_nothing(rendered) {
         return Some(format!(
-            "artifact path `{written}` is `{rendered}` in this run: the whole workspace, which is never collected (it holds `.env` files and credentials); name the files or directories to keep"
+            "{}: the whole workspace, which is never collected (it holds `.env` files and credentials)",
+            became("artifact path", written, rendered)
         ));
     }
     None
@@ -47,21 +49,33 @@ pub(crate) fn cache_path_problem(written: &str, rendered: &str) -> Option<String
     };
     let Some(rest) = rest else {
         return Some(format!(
-            "cache path `{written}` is `{rendered}` in this run, which leaves the workspace; write paths outside it with a leading `/` or `~/`"
+            "{}, which leaves the workspace (paths outside it are written with a leading `/` or `~/`)",
+            became("cache path", written, rendered)
         ));
     };
     let rest = components(rest);
     if rest.iter().any(|c| c == "..") {
         return Some(format!(
-            "cache path `{written}` is `{rendered}` in this run, which goes up with `..`"
+            "{}, which goes up with `..`",
+            became("cache path", written, rendered)
         ));
     }
     if rest.is_empty() {
         return Some(format!(
-            "cache path `{written}` is `{rendered}` in this run: {place} as a whole, which is never cached; name the directories to keep"
+            "{}: {place} as a whole, which is never cached",
+            became("cache path", written, rendered)
         ));
     }
     None
+}
+
+/// `artifact path `{x}` is `` in this run`, or just `artifact path `.`` when nothing was filled in.
+fn became(what: &str, written: &str, rendered: &str) -> String {
+    if written == rendered {
+        format!("{what} `{written}`")
+    } else {
+        format!("{what} `{written}` is `{rendered}` in this run")
+    }
 }
 
 /// Whether a relative path is made only of `.` and separators: it names the directory it is relative to.

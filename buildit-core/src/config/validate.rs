@@ -9,6 +9,7 @@ use super::model::{ExecutorKind, Pipeline, Stage};
 use super::reader::Reader;
 use super::template::Variable;
 use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode};
+use crate::plan::overlap::{Claim, UNKNOWN, ancestors_among, has_bit};
 use crate::suggest::did_you_mean;
 
 /// Most stages a pipeline may have after matrix expansion.
@@ -22,8 +23,305 @@ pub(crate) fn validate_pipeline(reader: &mut Reader<'_>, pipeline: &Pipeline) {
     check_cycles(reader, pipeline, &index);
     for stage in &pipeline.stages {
         check_stage(reader, pipeline, stage);
+        for artifact in &stage.artifacts {
+            check_rendered_path(reader, artifact, PathUse::Artifact);
+        }
+    }
+    for cache in &pipeline.caches {
+        for path in &cache.paths {
+            check_rendered_path(reader, path, PathUse::Cache(&cache.name.value));
+        }
     }
     check_limits(reader, pipeline);
+    check_overlaps(reader, pipeline, &index);
+}
+
+/// As the planner decides: an explicit executor wins, else an image (the stage's or the default) means a
+/// container.
+fn runs_on_host(pipeline: &Pipeline, stage: &Stage) -> bool {
+    match stage.executor.as_ref().map(|executor| executor.value) {
+        Some(kind) => kind == ExecutorKind::Local,
+        None => stage.image.is_none() && pipeline.defaults.image.is_none(),
+    }
+}
+
+/// A path one stage restores or collects: what it claims, where the stage asks for it, and as written.
+struct StageClaim {
+    claim: Claim,
+    /// The instance it belongs to (0 for a stage without a matrix).
+    instance: usize,
+    span: miette::SourceSpan,
+    written: String,
+}
+
+/// The paths each instance of `stage` restores (its caches' paths) or collects (its artifacts), with matrix
+/// values, the pipeline and stage names filled in; other values stand for anything.
+fn stage_claims(pipeline: &Pipeline, stage: &Stage) -> Vec<StageClaim> {
+    if stage.caches.is_empty() && stage.artifacts.is_empty() {
+        return Vec::new();
+    }
+    let mut uses: Vec<(
+        &super::model::Spanned<super::template::Template>,
+        miette::SourceSpan,
+    )> = Vec::new();
+    for cache in &stage.caches {
+        if let Some(definition) = pipeline.cache(&cache.value) {
+            uses.extend(definition.paths.iter().map(|path| (path, cache.span)));
+        }
+    }
+    uses.extend(
+        stage
+            .artifacts
+            .iter()
+            .map(|artifact| (artifact, artifact.span)),
+    );
+    let on_host = runs_on_host(pipeline, stage);
+    // An oversized matrix is reported as such; expanding it here would take forever.
+    if stage
+        .matrix
+        .as_ref()
+        .is_some_and(|matrix| matrix.instance_count() > MAX_MATRIX_INSTANCES)
+    {
+        return Vec::new();
+    }
+    let combinations = if stage.matrix.is_some() {
+        crate::plan::combinations(stage)
+    } else {
+        vec![Vec::new()]
+    };
+    let mut claims = Vec::new();
+    for (instance, combination) in combinations.iter().enumerate() {
+        for (template, span) in &uses {
+            let rendered = template.value.render(|variable| {
+                Some(std::borrow::Cow::Borrowed(match variable {
+                    Variable::Matrix(axis) => combination
+                        .iter()
+                        .find(|(a, _)| a == axis)
+                        .map_or(UNKNOWN, |(_, value)| value.as_str()),
+                    Variable::PipelineName => pipeline.name.value.as_str(),
+                    Variable::StageName => stage.name.value.as_str(),
+                    _ => UNKNOWN,
+                }))
+            });
+            let Some(claim) = Claim::parse(&rendered) else {
+                continue;
+            };
+            // A container stage leaves out cache paths outside the workspace.
+            if !on_host && claim.outside_workspace() {
+                continue;
+            }
+            claims.push(StageClaim {
+                claim,
+                instance,
+                span: *span,
+                written: template.value.as_str().to_owned(),
+            });
+        }
+    }
+    claims
+}
+
+/// Warns about stages (or instances of one matrix stage) that may run at the same time and restore or
+/// collect overlapping paths; `buildit run` runs them one after the other.
+fn check_overlaps(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<&str, usize>) {
+    let claims: Vec<Vec<StageClaim>> = pipeline
+        .stages
+        .iter()
+        .map(|stage| stage_claims(pipeline, stage))
+        .collect();
+    let marked: Vec<usize> = (0..claims.len())
+        .filter(|&i| !claims[i].is_empty())
+        .collect();
+    if marked.is_empty() {
+        return;
+    }
+    // Needs by position; a pipeline whose needs loop is reported as a cycle, not checked here.
+    let needs = |position: usize| -> Vec<usize> {
+        pipeline.stages[position]
+            .needs
+            .iter()
+            .filter_map(|need| index.get(need.value.as_str()).copied())
+            .filter(|&need| need != position)
+            .collect()
+    };
+    let mut graph: DiGraph<usize, ()> = DiGraph::with_capacity(pipeline.stages.len(), 0);
+    let nodes: Vec<NodeIndex> = (0..pipeline.stages.len())
+        .map(|i| graph.add_node(i))
+        .collect();
+    for position in 0..pipeline.stages.len() {
+        for need in needs(position) {
+            graph.update_edge(nodes[need], nodes[position], ());
+        }
+    }
+    let Ok(order) = petgraph::algo::toposort(&graph, None) else {
+        return;
+    };
+    let order: Vec<usize> = order.into_iter().map(|node| graph[node]).collect();
+    let ancestors = ancestors_among(pipeline.stages.len(), &order, needs, &marked);
+    for (i, &first) in marked.iter().enumerate() {
+        let stage = &pipeline.stages[first];
+        if let Some((x, _)) = first_overlap(&claims[first], &claims[first], true) {
+            let mut diagnostic = ConfigDiagnostic::warning(
+                DiagnosticCode::OverlappingPaths,
+                format!(
+                    "instances of stage `{}` may run at the same time and all use `{}`",
+                    stage.name.value, x.written
+                ),
+                x.span,
+                "used by every instance",
+            );
+            if let Some(matrix) = &stage.matrix {
+                diagnostic = diagnostic.with_label(matrix.span, "instances of this matrix");
+            }
+            reader.push(diagnostic.with_help(
+                "`buildit run` runs them one at a time; put a `{matrix.AXIS}` in the path to give each instance its own",
+            ));
+        }
+        for (j, &second) in marked.iter().enumerate().skip(i + 1) {
+            if reader.diagnostics.is_full() {
+                return;
+            }
+            if has_bit(&ancestors[second], i) || has_bit(&ancestors[first], j) {
+                continue;
+            }
+            let Some((x, y)) = first_overlap(&claims[first], &claims[second], false) else {
+                continue;
+            };
+            let other = &pipeline.stages[second];
+            let shown = if x.written == y.written {
+                format!("`{}`", x.written)
+            } else {
+                format!("`{}` and `{}`", x.written, y.written)
+            };
+            reader.push(
+                ConfigDiagnostic::warning(
+                    DiagnosticCode::OverlappingPaths,
+                    format!(
+                        "stages `{}` and `{}` may run at the same time and use overlapping paths {shown}",
+                        stage.name.value, other.name.value
+                    ),
+                    x.span,
+                    format!("used by `{}`", stage.name.value),
+                )
+                .with_label(y.span, format!("used by `{}`", other.name.value))
+                .with_help(format!(
+                    "`buildit run` runs them one after the other; to say in which order, add `needs \"{}\"` to `{}`",
+                    stage.name.value, other.name.value
+                )),
+            );
+        }
+    }
+}
+
+/// The first pair of claims that overlap (of different instances when both are of one stage).
+fn first_overlap<'c>(
+    a: &'c [StageClaim],
+    b: &'c [StageClaim],
+    same_stage: bool,
+) -> Option<(&'c StageClaim, &'c StageClaim)> {
+    a.iter().find_map(|x| {
+        b.iter()
+            .find(|y| (!same_stage || x.instance != y.instance) && x.claim.overlaps(&y.claim))
+            .map(|y| (x, y))
+    })
+}
+
+/// What a path template is for.
+#[derive(Clone, Copy)]
+enum PathUse<'a> {
+    Artifact,
+    Cache(&'a str),
+}
+
+/// A variable a run may not have: git values (no tag on a branch build), the event, `{env.NAME}`.
+fn may_be_missing(variable: &Variable) -> bool {
+    matches!(
+        variable,
+        Variable::GitSha
+            | Variable::GitShortSha
+            | Variable::GitBranch
+            | Variable::GitTag
+            | Variable::GitRef
+            | Variable::Event
+            | Variable::Env(_)
+    )
+}
+
+/// A path that is empty, the whole workspace or outside it as written is an error; one that becomes so when
+/// the variables a run may not have are empty is a warning (the stage would fail at run time).
+fn check_rendered_path(
+    reader: &mut Reader<'_>,
+    path: &super::model::Spanned<super::template::Template>,
+    kind: PathUse<'_>,
+) {
+    let problem = |rendered: &str| match kind {
+        PathUse::Artifact => super::paths::artifact_path_problem(path.value.as_str(), rendered),
+        PathUse::Cache(_) => super::paths::cache_path_problem(path.value.as_str(), rendered),
+    };
+    let what = match kind {
+        PathUse::Artifact => "artifact path".to_owned(),
+        PathUse::Cache(name) => format!("path of cache `{name}`"),
+    };
+    // Variables every run has stand for a plain name here; their real values are checked at run time.
+    let everything = path.value.render(|_| Some(std::borrow::Cow::Borrowed("x")));
+    if let Some(problem) = problem(&everything) {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                format!("{what} `{}` can never be used", path.value.as_str()),
+                path.span,
+                "the whole workspace, or outside it",
+            )
+            .with_help(format!(
+                "{problem}; name the files or directories to keep, e.g. `dist` or `target/release`"
+            )),
+        );
+        return;
+    }
+    let missing: Vec<String> = path
+        .value
+        .variables()
+        .filter(|(variable, _)| may_be_missing(variable))
+        .map(|(_, range)| format!("`{}`", path.value.as_str().get(range.clone()).unwrap_or("")))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let without = path.value.render(|variable| {
+        Some(std::borrow::Cow::Borrowed(if may_be_missing(variable) {
+            ""
+        } else {
+            "x"
+        }))
+    });
+    if let Some(problem) = problem(&without) {
+        reader.push(
+            ConfigDiagnostic::warning(
+                DiagnosticCode::EmptyPath,
+                format!(
+                    "{what} `{}` is {} in a run where {} has no value",
+                    path.value.as_str(),
+                    if without.trim().is_empty() {
+                        "empty".to_owned()
+                    } else {
+                        format!("`{without}`")
+                    },
+                    missing.join(", ")
+                ),
+                path.span,
+                "may be empty",
+            )
+            .with_help(format!(
+                "such a run fails the stage rather than use {}; put the variable under a fixed directory, e.g. `dist/{}`",
+                if problem.contains("leaves") || problem.contains("goes up") {
+                    "a place outside the workspace"
+                } else {
+                    "the whole workspace"
+                },
+                missing.first().map_or("", |m| m.trim_matches('`'))
+            )),
+        );
+    }
 }
 
 /// Stage name -> position of its first declaration; later duplicates are reported.
@@ -184,12 +482,8 @@ fn cycle_in(graph: &DiGraph<usize, ()>, component: &[NodeIndex]) -> Option<Vec<u
 }
 
 fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
-    // As the planner decides: an explicit executor wins, else an image (the stage's or the default) means a
-    // container. A runner whose `default-executor` is `local` is caught when the stage starts.
-    let on_host = match stage.executor.as_ref().map(|executor| executor.value) {
-        Some(kind) => kind == ExecutorKind::Local,
-        None => stage.image.is_none() && pipeline.defaults.image.is_none(),
-    };
+    // A runner whose `default-executor` is `local` is caught when the stage starts.
+    let on_host = runs_on_host(pipeline, stage);
     if let Some(service) = stage.services.first().filter(|_| on_host) {
         reader.push(
             ConfigDiagnostic::error(

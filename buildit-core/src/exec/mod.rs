@@ -8,6 +8,7 @@ mod cache;
 mod docker;
 #[cfg(feature = "docker")]
 mod docker_files;
+mod exclusion;
 mod executor;
 mod fake;
 mod guard;

@@ -190,12 +190,24 @@ pub async fn execute<E: Executor>(
     let mut running: JoinSet<(usize, StageReport)> = JoinSet::new();
     let mut fail_fast_triggered = false;
     let mut task_positions: HashMap<tokio::task::Id, usize> = HashMap::new();
+    // Stages whose cache paths or artifacts overlap and that may otherwise run at once run one after the
+    // other: a ready stage waits in `held` while one it excludes runs.
+    let exclusive = super::exclusion::exclusions(plan, &run, options);
+    let mut running_now: Vec<bool> = vec![false; if exclusive.is_empty() { 0 } else { count }];
+    let mut held: Vec<(usize, usize)> = Vec::new();
 
     loop {
         while running.len() < concurrency {
             let Some((order, position)) = ready.pop_first() else {
                 break;
             };
+            if exclusive
+                .get(position)
+                .is_some_and(|others| others.iter().any(|&other| running_now[other]))
+            {
+                held.push((order, position));
+                continue;
+            }
             let stage = &stages[position];
             let decision = if stop.is_cancelled() {
                 Err(if cancel.is_cancelled() {
@@ -251,15 +263,23 @@ pub async fn execute<E: Executor>(
                     };
                     let handle = running.spawn(async move { (position, task.run().await) });
                     task_positions.insert(handle.id(), position);
+                    if let Some(now) = running_now.get_mut(position) {
+                        *now = true;
+                    }
                 }
             }
         }
         let Some(joined) = running.join_next().await else {
+            // Nothing runs, so nothing holds a stage back.
+            ready.extend(held.drain(..));
             if ready.is_empty() {
                 break;
             }
             continue;
         };
+        if !held.is_empty() {
+            ready.extend(held.drain(..));
+        }
         let (position, report) = match joined {
             Ok(joined) => joined,
             Err(error) => {
@@ -288,6 +308,10 @@ pub async fn execute<E: Executor>(
                 (position, report)
             }
         };
+        // The stage's paths are free again (also after a panicked task).
+        if let Some(now) = running_now.get_mut(position) {
+            *now = false;
+        }
         if report.outcome.is_failure() && options.fail_fast && !fail_fast_triggered {
             fail_fast_triggered = true;
             stop.cancel();

@@ -267,6 +267,18 @@ pub fn artifact_patterns(plan: &Plan, stage: &PlannedStage, run: &RunIdentity) -
         .collect()
 }
 
+/// The paths of the caches the stage uses, with variables filled in (no key is computed).
+pub(crate) fn cache_paths(plan: &Plan, stage: &PlannedStage, run: &RunIdentity) -> Vec<String> {
+    let values = Values { plan, stage, run };
+    plan.definition(stage)
+        .caches
+        .iter()
+        .filter_map(|name| plan.pipeline().cache(&name.value))
+        .flat_map(|cache| &cache.paths)
+        .map(|path| values.render(&path.value))
+        .collect()
+}
+
 /// The caches the stage uses, with keys resolved (`{hash:GLOB}` computed over the workspace).
 pub fn resolve_caches(
     plan: &Plan,

@@ -2,6 +2,7 @@
 
 mod build;
 mod context;
+pub(crate) mod overlap;
 mod render;
 
 pub(crate) use build::combinations;

@@ -1,0 +1,234 @@
+//! Which stages restore or collect overlapping paths (cache paths, artifacts), and which of them may run at
+//! the same time: the scheduler runs those one after the other, `validate` warns about them.
+
+use std::path::{Component, Path};
+
+/// Where a claimed path lives: stages of a run share the workspace; host stages also share the home
+/// directory and the file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Base {
+    Workspace,
+    Home,
+    Root,
+}
+
+/// A path a stage restores or collects, as components; a component may be a glob (`*.js`), and `**` (or a
+/// variable whose value is not known yet) may stand for any number of components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Claim {
+    base: Base,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    /// A plain name.
+    Name(String),
+    /// A glob within one component: the literal text before its first wildcard and after its last.
+    Glob { prefix: String, suffix: String },
+    /// Any number of components (`**`, or an unknown value that may contain `/`).
+    Any,
+}
+
+/// Marks where an unknown value was in a path rendered for [`Claim::parse`]; never in a real path.
+pub(crate) const UNKNOWN: &str = "\u{0}";
+
+impl Claim {
+    /// A cache `path` (relative to the workspace, `~/...` or absolute) or an `artifacts` pattern (relative).
+    /// [`UNKNOWN`] in it stands for a value not known yet. `None` for a path that claims nothing (empty, or
+    /// refused at run time anyway).
+    pub(crate) fn parse(path: &str) -> Option<Self> {
+        let (base, rest) = if let Some(rest) = path.strip_prefix("~/") {
+            (Base::Home, rest)
+        } else if let Some(rest) = path.strip_prefix('/') {
+            (Base::Root, rest)
+        } else {
+            (Base::Workspace, path)
+        };
+        let mut parts = Vec::new();
+        for component in Path::new(rest).components() {
+            let Component::Normal(name) = component else {
+                if matches!(component, Component::ParentDir) {
+                    return None;
+                }
+                continue;
+            };
+            let name = name.to_string_lossy();
+            let part = if name == "**" || name.contains(UNKNOWN) && name.len() == UNKNOWN.len() {
+                Part::Any
+            } else if name.contains(UNKNOWN) {
+                // Part of a name is unknown: the value may hold `/`, so the rest of the path is open.
+                let known = name.split(UNKNOWN).next().unwrap_or("");
+                parts.push(Part::Glob {
+                    prefix: known.to_owned(),
+                    suffix: String::new(),
+                });
+                parts.push(Part::Any);
+                break;
+            } else if name.contains(['*', '?', '[']) {
+                let prefix: String = name.chars().take_while(|c| !"*?[".contains(*c)).collect();
+                let last_wildcard = name.rfind(['*', '?', ']']).map_or(0, |at| at + 1);
+                Part::Glob {
+                    prefix,
+                    suffix: name.get(last_wildcard..).unwrap_or("").to_owned(),
+                }
+            } else {
+                Part::Name(name.into_owned())
+            };
+            parts.push(part);
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        Some(Self { base, parts })
+    }
+
+    /// Whether the claim lies outside the workspace (home directory or file system).
+    pub(crate) fn outside_workspace(&self) -> bool {
+        self.base != Base::Workspace
+    }
+
+    /// Whether the two may name the same file: equal, one inside the other, or globs that may match the same
+    /// path. Errs on the side of `true` when it cannot tell.
+    pub(crate) fn overlaps(&self, other: &Self) -> bool {
+        self.base == other.base && prefix_overlap(&self.parts, &other.parts)
+    }
+}
+
+/// Whether some path matched by `a` is equal to, inside, or contains some path matched by `b`.
+fn prefix_overlap(a: &[Part], b: &[Part]) -> bool {
+    match (a.split_first(), b.split_first()) {
+        // One ran out: it names a directory containing what the other names.
+        (None, _) | (_, None) => true,
+        (Some((Part::Any, _)), _) | (_, Some((Part::Any, _))) => true,
+        (Some((first, rest_a)), Some((second, rest_b))) => {
+            component_overlap(first, second) && prefix_overlap(rest_a, rest_b)
+        }
+    }
+}
+
+fn component_overlap(a: &Part, b: &Part) -> bool {
+    match (a, b) {
+        (Part::Name(x), Part::Name(y)) => x == y,
+        (Part::Name(name), Part::Glob { prefix, suffix })
+        | (Part::Glob { prefix, suffix }, Part::Name(name)) => {
+            name.len() >= prefix.len() + suffix.len()
+                && name.starts_with(prefix.as_str())
+                && name.ends_with(suffix.as_str())
+        }
+        (
+            Part::Glob {
+                prefix: p1,
+                suffix: s1,
+            },
+            Part::Glob {
+                prefix: p2,
+                suffix: s2,
+            },
+        ) => {
+            (p1.starts_with(p2.as_str()) || p2.starts_with(p1.as_str()))
+                && (s1.ends_with(s2.as_str()) || s2.ends_with(s1.as_str()))
+        }
+        (Part::Any, _) | (_, Part::Any) => true,
+    }
+}
+
+/// For each of `count` nodes, the nodes among `marked` it depends on, directly or not; `needs(n)` lists the
+/// direct needs and `order` is a topological order. Bitsets over the marked nodes only: cheap when few are.
+pub(crate) fn ancestors_among(
+    count: usize,
+    order: &[usize],
+    needs: impl Fn(usize) -> Vec<usize>,
+    marked: &[usize],
+) -> Vec<Vec<u64>> {
+    let words = marked.len().div_ceil(64);
+    let mut bit_of = vec![usize::MAX; count];
+    for (bit, &node) in marked.iter().enumerate() {
+        bit_of[node] = bit;
+    }
+    let mut ancestors = vec![vec![0u64; words]; count];
+    for &node in order {
+        let mut set = vec![0u64; words];
+        for need in needs(node) {
+            for (word, bits) in set.iter_mut().zip(&ancestors[need]) {
+                *word |= bits;
+            }
+            if let Some(bit) = Some(bit_of[need]).filter(|&bit| bit != usize::MAX) {
+                set[bit / 64] |= 1 << (bit % 64);
+            }
+        }
+        ancestors[node] = set;
+    }
+    ancestors
+}
+
+/// Whether bit `bit` is set.
+pub(crate) fn has_bit(set: &[u64], bit: usize) -> bool {
+    set.get(bit / 64)
+        .is_some_and(|word| word & (1 << (bit % 64)) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(path: &str) -> Claim {
+        match Claim::parse(path) {
+            Some(claim) => claim,
+            None => panic!("`{path}` claims nothing"),
+        }
+    }
+
+    #[test]
+    fn overlapping_paths_are_found_and_distinct_ones_are_not() {
+        let unknown = format!("out/{UNKNOWN}");
+        let overlapping = [
+            ("target", "target"),
+            ("target", "./target/"),
+            ("target", "target/release/app"),
+            ("dist/*.js", "dist/app.js"),
+            ("dist/**", "dist/a/b/c.txt"),
+            ("dist/*.js", "dist/*"),
+            ("**/*.log", "logs/x.log"),
+            ("out/a", unknown.as_str()),
+            ("~/.cargo", "~/.cargo/registry"),
+            ("/var/cache", "/var/cache/x"),
+        ];
+        for (a, b) in overlapping {
+            assert!(claim(a).overlaps(&claim(b)), "{a} and {b}");
+            assert!(claim(b).overlaps(&claim(a)), "{b} and {a}");
+        }
+        let distinct = [
+            ("target", "dist"),
+            ("target", "targets"),
+            ("dist/*.js", "dist/*.css"),
+            ("dist/*.js", "build/app.js"),
+            ("dist/a-*", "dist/b-*"),
+            ("cache", "~/cache"),
+            ("~/cache", "/cache"),
+            ("out/v1/x", "out/v2/x"),
+        ];
+        for (a, b) in distinct {
+            assert!(!claim(a).overlaps(&claim(b)), "{a} and {b}");
+            assert!(!claim(b).overlaps(&claim(a)), "{b} and {a}");
+        }
+        for nothing in ["", ".", "./", "a/../b"] {
+            assert_eq!(Claim::parse(nothing), None, "{nothing}");
+        }
+    }
+
+    #[test]
+    fn ancestors_are_transitive_and_limited_to_marked_nodes() {
+        // 0 -> 1 -> 2, 3 alone; marked: 0 and 3.
+        let needs = |node: usize| match node {
+            1 => vec![0],
+            2 => vec![1],
+            _ => Vec::new(),
+        };
+        let ancestors = ancestors_among(4, &[0, 3, 1, 2], needs, &[0, 3]);
+        assert!(has_bit(&ancestors[2], 0), "2 depends on 0 through 1");
+        assert!(!has_bit(&ancestors[2], 1));
+        assert!(!has_bit(&ancestors[3], 0));
+        assert!(!has_bit(&ancestors[0], 0));
+    }
+}
