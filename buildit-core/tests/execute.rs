@@ -480,6 +480,82 @@ stage "a" {
 }
 
 #[tokio::test]
+async fn secrets_too_short_to_mask_are_refused_and_never_reach_a_stage() {
+    let dir = support::temp_dir();
+    let run = run_with(
+        r#"
+pipeline "p"
+stage "pin" { secrets "PIN"; run "echo pin=$PIN; touch pin-ran" }
+stage "after-pin" { needs "pin"; run "true" }
+stage "empty" { secrets "EMPTY"; run "touch empty-ran" }
+stage "lines" { secrets "KEY"; run "echo \"$KEY\"; touch lines-ran" }
+stage "pem" { secrets "PEM"; run "echo \"$PEM\"" }
+stage "plain" { run "echo a b c" }
+"#,
+        dir.path(),
+        RunOptions::default(),
+        CancellationToken::new(),
+        &[
+            ("PIN", "a"),
+            ("EMPTY", ""),
+            ("KEY", "first-line\nxy\n"),
+            (
+                "PEM",
+                "-----BEGIN KEY-----\nAAAABBBB\n\n-----END KEY-----\n",
+            ),
+        ],
+    )
+    .await;
+    for (stage, reason) in [
+        (
+            "pin",
+            "secret `PIN` is 1 byte long; values shorter than 4 bytes cannot be masked in logs; BuildIt does not hand it to the stage",
+        ),
+        (
+            "empty",
+            "secret `EMPTY` is empty; BuildIt does not hand it to the stage",
+        ),
+        (
+            "lines",
+            "secret `KEY` has a line of 2 bytes; each line of a secret is masked on its own, and lines shorter than 4 bytes cannot be; BuildIt does not hand it to the stage",
+        ),
+    ] {
+        assert_eq!(run.outcome(stage), StageOutcome::Failed, "{stage}");
+        assert_eq!(run.reason(stage), Some(reason), "{stage}");
+        assert!(
+            !dir.path().join(format!("{stage}-ran")).exists(),
+            "{stage} ran"
+        );
+    }
+    assert_eq!(run.outcome("after-pin"), StageOutcome::Skipped);
+    assert_eq!(
+        run.outcome("pem"),
+        StageOutcome::Succeeded,
+        "{:?}",
+        run.reason("pem")
+    );
+    assert!(
+        run.lines("pem")
+            .iter()
+            .all(|line| !line.contains("AAAABBBB")),
+        "{:?}",
+        run.lines("pem")
+    );
+    assert_eq!(run.outcome("plain"), StageOutcome::Succeeded);
+    assert_eq!(run.lines("plain")[1], "a b c", "nothing short is masked");
+    assert_eq!(run.report.status, RunStatus::Failed);
+    // One refusal per stage that asked, each recorded as the stage's end with its reason.
+    let refusals = run
+        .events
+        .iter()
+        .filter(|event| {
+            matches!(&event.kind, RunEventKind::StageFinished { reason: Some(reason), .. } if reason.contains("does not hand it"))
+        })
+        .count();
+    assert_eq!(refusals, 3);
+}
+
+#[tokio::test]
 async fn every_line_reaches_a_lossless_subscriber_in_order() {
     let run = run("pipeline \"p\"\nstage \"a\" { run \"seq 1 20000; printf tail\" }\n").await;
     let lines = run.lines("a");

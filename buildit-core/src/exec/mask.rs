@@ -9,6 +9,38 @@ pub const MASK: &str = "***";
 /// Shorter pieces are not masked on their own: masking `a` or `on` would destroy every log without hiding much.
 pub const MIN_MASKED_LEN: usize = 4;
 
+/// Why a secret value cannot be masked safely, never quoting it; `None` when it can. Logs are split into lines
+/// before masking, so each line of a multi-line secret must be long enough on its own (blank lines hide
+/// nothing and are fine). An empty value is refused too: it is almost always a store entry set by mistake, and
+/// a stage would go on without the credential it asked for.
+pub fn unmaskable(value: &str) -> Option<String> {
+    if value.is_empty() {
+        return Some("is empty".to_owned());
+    }
+    if value.len() < MIN_MASKED_LEN {
+        return Some(format!(
+            "is {} byte{} long; values shorter than {MIN_MASKED_LEN} bytes cannot be masked in logs",
+            value.len(),
+            if value.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if value.contains('\n') {
+        let short = value
+            .split('\n')
+            .map(|line| line.trim_end_matches('\r'))
+            .filter(|line| !line.trim().is_empty())
+            .find(|line| line.len() < MIN_MASKED_LEN);
+        if let Some(line) = short {
+            return Some(format!(
+                "has a line of {} byte{}; each line of a secret is masked on its own, and lines shorter than {MIN_MASKED_LEN} bytes cannot be",
+                line.len(),
+                if line.len() == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    None
+}
+
 /// Replaces secrets in log lines.
 #[derive(Debug, Clone, Default)]
 pub struct SecretMasker {

@@ -35,6 +35,6 @@ pub use guard::GUARD_VARIABLE;
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
 pub use local::{LocalExecutor, LocalHandle, adopt_orphans};
 pub(crate) use mask::percent_encode;
-pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker};
+pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker, unmaskable};
 pub use scheduler::{RunOptions, RunReport, StageReport, execute};
 pub use spec::{DEFAULT_GRACE, RunIdentity, SpecError, retries, stage_spec};

@@ -163,6 +163,20 @@ pub async fn execute<E: Executor>(
     let shared_plan = plan.clone();
     let run = Arc::new(run.clone());
     let masker = Arc::new(SecretMasker::new(run.secrets.values().map(String::as_str)));
+    // Secrets that cannot be masked are never handed to a stage: each stage that asks for one fails before it
+    // starts, with the reason (never the value), and the run fails.
+    let unmaskable: HashMap<&str, String> = run
+        .secrets
+        .iter()
+        .filter_map(|(name, value)| {
+            super::mask::unmaskable(value).map(|why| {
+                (
+                    name.as_str(),
+                    format!("secret `{name}` {why}; BuildIt does not hand it to the stage"),
+                )
+            })
+        })
+        .collect();
     let order_index: HashMap<usize, usize> = plan
         .order_positions()
         .iter()
@@ -221,6 +235,46 @@ pub async fn execute<E: Executor>(
             } else {
                 decide(plan, position, &reports)
             };
+            let refused = decision
+                .is_ok()
+                .then(|| {
+                    plan.definition(stage)
+                        .secrets
+                        .iter()
+                        .find_map(|secret| unmaskable.get(secret.value.as_str()))
+                })
+                .flatten();
+            if let Some(reason) = refused {
+                let report = StageReport::not_run(
+                    stage.name(),
+                    StageOutcome::Failed,
+                    reason.clone(),
+                    started.elapsed(),
+                );
+                bus.emit(RunEventKind::StageFinished {
+                    stage: report.name.clone(),
+                    attempt: 0,
+                    outcome: StageOutcome::Failed,
+                    exit_code: None,
+                    duration_ms: 0,
+                    reason: Some(reason.clone()),
+                })
+                .await;
+                if options.fail_fast && !fail_fast_triggered {
+                    fail_fast_triggered = true;
+                    stop.cancel();
+                }
+                complete(
+                    plan,
+                    position,
+                    report,
+                    &mut reports,
+                    &mut waiting_needs,
+                    &mut ready,
+                    &order_index,
+                );
+                continue;
+            }
             match decision {
                 Err(reason) => {
                     let report = StageReport::not_run(
