@@ -5,12 +5,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use buildit_core::RunContext;
-use buildit_core::events::{EventBus, RunEvent, RunEventKind, StageOutcome};
+use buildit_core::events::{EventBus, StageOutcome};
 use buildit_core::exec::{
     ArtifactStore, CacheStore, LocalExecutor, RunIdentity, RunOptions, RunReport, execute,
 };
 use tokio_util::sync::CancellationToken;
 
+#[expect(
+    dead_code,
+    reason = "the shared helpers include some these tests do not need"
+)]
 mod support;
 
 /// A variable no test environment sets.
@@ -18,7 +22,6 @@ const UNSET: &str = "BUILDIT_TEST_NEVER_SET_9F3A";
 
 struct Run {
     report: RunReport,
-    events: Vec<RunEvent>,
 }
 
 impl Run {
@@ -40,24 +43,10 @@ impl Run {
 }
 
 async fn run(text: &str, workspace: &Path, options: RunOptions) -> Run {
-    run_with_secrets(text, workspace, options, &[]).await
-}
-
-async fn run_with_secrets(
-    text: &str,
-    workspace: &Path,
-    options: RunOptions,
-    secrets: &[(&str, &str)],
-) -> Run {
     let plan = support::plan(text, &RunContext::new().with_branch("main"));
     let mut bus = EventBus::new("run-1");
     let collector = support::collect(&mut bus);
-    let mut identity = RunIdentity::new("run-1", 1, workspace);
-    for (name, value) in secrets {
-        identity
-            .secrets
-            .insert((*name).to_owned(), (*value).to_owned());
-    }
+    let identity = RunIdentity::new("run-1", 1, workspace);
     let report = execute(
         &plan,
         Arc::new(LocalExecutor::new()),
@@ -68,8 +57,8 @@ async fn run_with_secrets(
     )
     .await;
     drop(bus);
-    let events = support::events(collector).await;
-    Run { report, events }
+    let _ = support::events(collector).await;
+    Run { report }
 }
 
 /// Every file under `dir`, relative to it.

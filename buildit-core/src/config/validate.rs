@@ -9,7 +9,7 @@ use super::model::{ExecutorKind, Pipeline, Stage};
 use super::reader::Reader;
 use super::template::Variable;
 use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode};
-use crate::plan::overlap::{Claim, UNKNOWN, ancestors_among, has_bit};
+use crate::plan::overlap::{Claim, UNKNOWN, ancestors_among, has_bit, overlapping_pairs};
 use crate::suggest::did_you_mean;
 
 /// Most stages a pipeline may have after matrix expansion.
@@ -158,9 +158,45 @@ fn check_overlaps(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<
     };
     let order: Vec<usize> = order.into_iter().map(|node| graph[node]).collect();
     let ancestors = ancestors_among(pipeline.stages.len(), &order, needs, &marked);
-    for (i, &first) in marked.iter().enumerate() {
+    // Every overlapping pair of claims, by the stages they belong to: the first pair found for each.
+    let flat: Vec<(usize, &StageClaim)> = marked
+        .iter()
+        .flat_map(|&position| claims[position].iter().map(move |claim| (position, claim)))
+        .collect();
+    let refs: Vec<&Claim> = flat.iter().map(|(_, claim)| &claim.claim).collect();
+    let bit_of: HashMap<usize, usize> = marked
+        .iter()
+        .enumerate()
+        .map(|(bit, &p)| (p, bit))
+        .collect();
+    let independent = |a: usize, b: usize| {
+        let (Some(&bit_a), Some(&bit_b)) = (bit_of.get(&a), bit_of.get(&b)) else {
+            return false;
+        };
+        !has_bit(&ancestors[b], bit_a) && !has_bit(&ancestors[a], bit_b)
+    };
+    let mut reported: std::collections::BTreeMap<(usize, usize), (&StageClaim, &StageClaim)> =
+        std::collections::BTreeMap::new();
+    for (a, b) in overlapping_pairs(&refs) {
+        let ((first, x), (second, y)) = (flat[a], flat[b]);
+        let counts = if first == second {
+            x.instance != y.instance
+        } else {
+            independent(first, second)
+        };
+        if !counts {
+            continue;
+        }
+        let key = (first.min(second), first.max(second));
+        let pair = if first <= second { (x, y) } else { (y, x) };
+        reported.entry(key).or_insert(pair);
+    }
+    for ((first, second), (x, y)) in reported {
+        if reader.diagnostics.is_full() {
+            return;
+        }
         let stage = &pipeline.stages[first];
-        if let Some((x, _)) = first_overlap(&claims[first], &claims[first], true) {
+        if first == second {
             let mut diagnostic = ConfigDiagnostic::warning(
                 DiagnosticCode::OverlappingPaths,
                 format!(
@@ -176,54 +212,31 @@ fn check_overlaps(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<
             reader.push(diagnostic.with_help(
                 "`buildit run` runs them one at a time; put a `{matrix.AXIS}` in the path to give each instance its own",
             ));
+            continue;
         }
-        for (j, &second) in marked.iter().enumerate().skip(i + 1) {
-            if reader.diagnostics.is_full() {
-                return;
-            }
-            if has_bit(&ancestors[second], i) || has_bit(&ancestors[first], j) {
-                continue;
-            }
-            let Some((x, y)) = first_overlap(&claims[first], &claims[second], false) else {
-                continue;
-            };
-            let other = &pipeline.stages[second];
-            let shown = if x.written == y.written {
-                format!("`{}`", x.written)
-            } else {
-                format!("`{}` and `{}`", x.written, y.written)
-            };
-            reader.push(
-                ConfigDiagnostic::warning(
-                    DiagnosticCode::OverlappingPaths,
-                    format!(
-                        "stages `{}` and `{}` may run at the same time and use overlapping paths {shown}",
-                        stage.name.value, other.name.value
-                    ),
-                    x.span,
-                    format!("used by `{}`", stage.name.value),
-                )
-                .with_label(y.span, format!("used by `{}`", other.name.value))
-                .with_help(format!(
-                    "`buildit run` runs them one after the other; to say in which order, add `needs \"{}\"` to `{}`",
+        let other = &pipeline.stages[second];
+        let shown = if x.written == y.written {
+            format!("`{}`", x.written)
+        } else {
+            format!("`{}` and `{}`", x.written, y.written)
+        };
+        reader.push(
+            ConfigDiagnostic::warning(
+                DiagnosticCode::OverlappingPaths,
+                format!(
+                    "stages `{}` and `{}` may run at the same time and use overlapping paths {shown}",
                     stage.name.value, other.name.value
-                )),
-            );
-        }
+                ),
+                x.span,
+                format!("used by `{}`", stage.name.value),
+            )
+            .with_label(y.span, format!("used by `{}`", other.name.value))
+            .with_help(format!(
+                "`buildit run` runs them one after the other; to say in which order, add `needs \"{}\"` to `{}`",
+                stage.name.value, other.name.value
+            )),
+        );
     }
-}
-
-/// The first pair of claims that overlap (of different instances when both are of one stage).
-fn first_overlap<'c>(
-    a: &'c [StageClaim],
-    b: &'c [StageClaim],
-    same_stage: bool,
-) -> Option<(&'c StageClaim, &'c StageClaim)> {
-    a.iter().find_map(|x| {
-        b.iter()
-            .find(|y| (!same_stage || x.instance != y.instance) && x.claim.overlaps(&y.claim))
-            .map(|y| (x, y))
-    })
 }
 
 /// What a path template is for.

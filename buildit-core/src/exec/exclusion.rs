@@ -5,7 +5,7 @@ use super::scheduler::RunOptions;
 use super::spec::{RunIdentity, artifact_patterns, cache_paths};
 use crate::config::ExecutorKind;
 use crate::plan::Plan;
-use crate::plan::overlap::{Claim, ancestors_among, has_bit};
+use crate::plan::overlap::{Claim, ancestors_among, has_bit, overlapping_pairs};
 
 /// For each stage position, the positions it must not run alongside; empty when no two stages may collide
 /// (always so for a pipeline without caches and artifacts, which pays for one pass over its stages).
@@ -50,21 +50,29 @@ pub(crate) fn exclusions(plan: &Plan, run: &RunIdentity, options: &RunOptions) -
         |position| stages[position].needs().to_vec(),
         &marked,
     );
+    let flat: Vec<(usize, &Claim)> = claimed
+        .iter()
+        .enumerate()
+        .flat_map(|(owner, (_, claims))| claims.iter().map(move |claim| (owner, claim)))
+        .collect();
+    let refs: Vec<&Claim> = flat.iter().map(|(_, claim)| *claim).collect();
+    let mut owners: Vec<(usize, usize)> = overlapping_pairs(&refs)
+        .into_iter()
+        .map(|(a, b)| (flat[a].0, flat[b].0))
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| (a.min(b), a.max(b)))
+        .collect();
+    owners.sort_unstable();
+    owners.dedup();
     let mut exclusive = vec![Vec::new(); stages.len()];
-    for (i, (first, first_claims)) in claimed.iter().enumerate() {
-        for (j, (second, second_claims)) in claimed.iter().enumerate().skip(i + 1) {
-            // One needs the other (directly or not): they never run at the same time anyway.
-            if has_bit(&ancestors[*second], i) || has_bit(&ancestors[*first], j) {
-                continue;
-            }
-            let overlap = first_claims
-                .iter()
-                .any(|a| second_claims.iter().any(|b| a.overlaps(b)));
-            if overlap {
-                exclusive[*first].push(*second);
-                exclusive[*second].push(*first);
-            }
+    for (i, j) in owners {
+        let (first, second) = (claimed[i].0, claimed[j].0);
+        // One needs the other (directly or not): they never run at the same time anyway.
+        if has_bit(&ancestors[second], i) || has_bit(&ancestors[first], j) {
+            continue;
         }
+        exclusive[first].push(second);
+        exclusive[second].push(first);
     }
     exclusive
 }

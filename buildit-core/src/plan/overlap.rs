@@ -1,6 +1,7 @@
 //! Which stages restore or collect overlapping paths (cache paths, artifacts), and which of them may run at
 //! the same time: the scheduler runs those one after the other, `validate` warns about them.
 
+use std::collections::HashMap;
 use std::path::{Component, Path};
 
 /// Where a claimed path lives: stages of a run share the workspace; host stages also share the home
@@ -54,7 +55,7 @@ impl Claim {
                 continue;
             };
             let name = name.to_string_lossy();
-            let part = if name == "**" || name.contains(UNKNOWN) && name.len() == UNKNOWN.len() {
+            let part = if name == "**" || name == UNKNOWN {
                 Part::Any
             } else if name.contains(UNKNOWN) {
                 // Part of a name is unknown: the value may hold `/`, so the rest of the path is open.
@@ -93,6 +94,56 @@ impl Claim {
     pub(crate) fn overlaps(&self, other: &Self) -> bool {
         self.base == other.base && prefix_overlap(&self.parts, &other.parts)
     }
+}
+
+/// The plain names a claim starts with, up to its first wildcard.
+fn leading(claim: &Claim) -> Vec<&str> {
+    claim
+        .parts
+        .iter()
+        .map_while(|part| match part {
+            Part::Name(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The pairs `(i, j)`, `i < j`, of `claims` that overlap. Claims are indexed by their leading plain names, so
+/// that only claims one of whose leading names is a prefix of the other's are compared: thousands of stages
+/// with their own `dist/<name>` cost a lookup each, not a comparison with every other stage.
+pub(crate) fn overlapping_pairs(claims: &[&Claim]) -> Vec<(usize, usize)> {
+    let mut by_leading: HashMap<(Base, Vec<&str>), Vec<usize>> = HashMap::new();
+    for (index, claim) in claims.iter().enumerate() {
+        by_leading
+            .entry((claim.base, leading(claim)))
+            .or_default()
+            .push(index);
+    }
+    let mut pairs = Vec::new();
+    for (index, claim) in claims.iter().enumerate() {
+        let names = leading(claim);
+        // Two claims can overlap only if the leading names of one are a prefix of the other's (both are
+        // plain up to there, and a wildcard after them can match anything below): look up each prefix of
+        // this claim's leading names; the longer side of every pair finds the shorter.
+        for length in 0..=names.len() {
+            let key = (claim.base, names.get(..length).unwrap_or_default().to_vec());
+            let Some(candidates) = by_leading.get(&key) else {
+                continue;
+            };
+            for &other in candidates {
+                // Equal leading names are found from both sides: keep one.
+                if other == index || (length == names.len() && other < index) {
+                    continue;
+                }
+                if claim.overlaps(claims[other]) {
+                    pairs.push((index.min(other), index.max(other)));
+                }
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
 }
 
 /// Whether some path matched by `a` is equal to, inside, or contains some path matched by `b`.
@@ -215,6 +266,37 @@ mod tests {
         for nothing in ["", ".", "./", "a/../b"] {
             assert_eq!(Claim::parse(nothing), None, "{nothing}");
         }
+    }
+
+    #[test]
+    fn pairs_are_found_through_the_index_as_by_comparing_all() {
+        let paths = [
+            "target",
+            "target/app",
+            "dist/*.js",
+            "dist/a.js",
+            "dist/a.css",
+            "docs",
+            "**/*.log",
+            "logs/x.log",
+            "~/.cargo",
+            "~/.cargo/registry",
+            "/var/x",
+            "docs/api",
+            "dist",
+        ];
+        let claims: Vec<Claim> = paths.iter().map(|path| claim(path)).collect();
+        let refs: Vec<&Claim> = claims.iter().collect();
+        let mut expected = Vec::new();
+        for i in 0..claims.len() {
+            for j in i + 1..claims.len() {
+                if claims[i].overlaps(&claims[j]) {
+                    expected.push((i, j));
+                }
+            }
+        }
+        assert!(expected.len() > 5, "{expected:?}");
+        assert_eq!(overlapping_pairs(&refs), expected);
     }
 
     #[test]
