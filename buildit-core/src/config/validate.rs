@@ -45,11 +45,16 @@ fn runs_on_host(pipeline: &Pipeline, stage: &Stage) -> bool {
     }
 }
 
+/// Most pairs of overlapping stages reported (the file's diagnostics are capped anyway).
+const MAX_REPORTED_OVERLAPS: usize = 500;
+
 /// A path one stage restores or collects: what it claims, where the stage asks for it, and as written.
 struct StageClaim {
     claim: Claim,
-    /// The instance it belongs to (0 for a stage without a matrix).
+    /// The first instance that claims it (0 for a stage without a matrix).
     instance: usize,
+    /// Whether several instances claim exactly this path.
+    shared: bool,
     span: miette::SourceSpan,
     written: String,
 }
@@ -89,7 +94,9 @@ fn stage_claims(pipeline: &Pipeline, stage: &Stage) -> Vec<StageClaim> {
     } else {
         vec![Vec::new()]
     };
-    let mut claims = Vec::new();
+    // One entry per distinct path: a stage's 256 instances that share a cache path claim it once, shared.
+    let mut claims: Vec<StageClaim> = Vec::new();
+    let mut seen: HashMap<Claim, usize> = HashMap::new();
     for (instance, combination) in combinations.iter().enumerate() {
         for (template, span) in &uses {
             let rendered = template.value.render(|variable| {
@@ -110,9 +117,17 @@ fn stage_claims(pipeline: &Pipeline, stage: &Stage) -> Vec<StageClaim> {
             if !on_host && claim.outside_workspace() {
                 continue;
             }
+            if let Some(&at) = seen.get(&claim) {
+                if let Some(earlier) = claims.get_mut(at) {
+                    earlier.shared |= earlier.instance != instance;
+                }
+                continue;
+            }
+            seen.insert(claim.clone(), claims.len());
             claims.push(StageClaim {
                 claim,
                 instance,
+                shared: false,
                 span: *span,
                 written: template.value.as_str().to_owned(),
             });
@@ -177,20 +192,29 @@ fn check_overlaps(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<
     };
     let mut reported: std::collections::BTreeMap<(usize, usize), (&StageClaim, &StageClaim)> =
         std::collections::BTreeMap::new();
-    for (a, b) in overlapping_pairs(&refs) {
+    // A path that several instances of one stage claim overlaps itself.
+    for &(position, claim) in &flat {
+        if claim.shared {
+            reported
+                .entry((position, position))
+                .or_insert((claim, claim));
+        }
+    }
+    overlapping_pairs(&refs, |a, b| {
         let ((first, x), (second, y)) = (flat[a], flat[b]);
         let counts = if first == second {
             x.instance != y.instance
         } else {
             independent(first, second)
         };
-        if !counts {
-            continue;
+        if counts {
+            let key = (first.min(second), first.max(second));
+            let pair = if first <= second { (x, y) } else { (y, x) };
+            reported.entry(key).or_insert(pair);
         }
-        let key = (first.min(second), first.max(second));
-        let pair = if first <= second { (x, y) } else { (y, x) };
-        reported.entry(key).or_insert(pair);
-    }
+        // No more than can be listed.
+        reported.len() < MAX_REPORTED_OVERLAPS
+    });
     for ((first, second), (x, y)) in reported {
         if reader.diagnostics.is_full() {
             return;

@@ -1,78 +1,101 @@
-//! Stages that must not run at the same time: their cache paths or artifacts overlap in a place they share
-//! (the run's workspace; for host stages also the home directory and the file system).
+//! Path locks: a stage whose cache paths or artifacts overlap those of a running stage waits until it ends
+//! (stages of a run share the workspace; host stages also share the home directory and the file system).
 
 use super::scheduler::RunOptions;
 use super::spec::{RunIdentity, artifact_patterns, cache_paths};
 use crate::config::ExecutorKind;
 use crate::plan::Plan;
-use crate::plan::overlap::{Claim, ancestors_among, has_bit, overlapping_pairs};
+use crate::plan::overlap::Claim;
 
-/// For each stage position, the positions it must not run alongside; empty when no two stages may collide
-/// (always so for a pipeline without caches and artifacts, which pays for one pass over its stages).
-pub(crate) fn exclusions(plan: &Plan, run: &RunIdentity, options: &RunOptions) -> Vec<Vec<usize>> {
-    let stages = plan.stages();
-    let mut claimed: Vec<(usize, Vec<Claim>)> = Vec::new();
-    for (position, stage) in stages.iter().enumerate() {
-        if stage.is_skipped() {
-            continue;
+/// The paths each stage claims while it runs, and the stages running with a claim. Two stages where one
+/// needs the other never run at once anyway, so only the claims of running stages are compared: no pairs are
+/// computed ahead, and a pipeline without caches and artifacts has no claims at all.
+#[derive(Debug, Default)]
+pub(crate) struct PathLocks {
+    /// By stage position; empty when no stage claims anything.
+    claims: Vec<Vec<Claim>>,
+    /// Running stages that claim paths.
+    running: Vec<usize>,
+}
+
+impl PathLocks {
+    /// The claims of every stage that will run: rendered cache paths (when caches are kept) and artifacts
+    /// patterns (when artifacts are collected).
+    pub(crate) fn new(plan: &Plan, run: &RunIdentity, options: &RunOptions) -> Self {
+        let stages = plan.stages();
+        let mut claims: Vec<Vec<Claim>> = Vec::new();
+        for (position, stage) in stages.iter().enumerate() {
+            if stage.is_skipped() {
+                continue;
+            }
+            let definition = plan.definition(stage);
+            let caches = options.caches.is_some() && !definition.caches.is_empty();
+            let artifacts = options.artifacts.is_some() && !definition.artifacts.is_empty();
+            if !caches && !artifacts {
+                continue;
+            }
+            let mut paths = Vec::new();
+            if caches {
+                paths.extend(cache_paths(plan, stage, run));
+            }
+            if artifacts {
+                paths.extend(artifact_patterns(plan, stage, run));
+            }
+            // Container stages cache only inside the workspace (the rest is left out), so only there can they
+            // meet another stage.
+            let on_host = stage.executor() == ExecutorKind::Local;
+            let mine: Vec<Claim> = paths
+                .iter()
+                .filter_map(|path| Claim::parse(path))
+                .filter(|claim| on_host || !claim.outside_workspace())
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if claims.is_empty() {
+                claims = vec![Vec::new(); stages.len()];
+            }
+            if let Some(slot) = claims.get_mut(position) {
+                *slot = mine;
+            }
         }
-        let definition = plan.definition(stage);
-        let caches = options.caches.is_some() && !definition.caches.is_empty();
-        let artifacts = options.artifacts.is_some() && !definition.artifacts.is_empty();
-        if !caches && !artifacts {
-            continue;
-        }
-        let mut paths = Vec::new();
-        if caches {
-            paths.extend(cache_paths(plan, stage, run));
-        }
-        if artifacts {
-            paths.extend(artifact_patterns(plan, stage, run));
-        }
-        // Container stages cache only inside the workspace (the rest is left out), so only there can they meet.
-        let on_host = stage.executor() == ExecutorKind::Local;
-        let claims: Vec<Claim> = paths
-            .iter()
-            .filter_map(|path| Claim::parse(path))
-            .filter(|claim| on_host || !claim.outside_workspace())
-            .collect();
-        if !claims.is_empty() {
-            claimed.push((position, claims));
+        Self {
+            claims,
+            running: Vec::new(),
         }
     }
-    if claimed.len() < 2 {
-        return Vec::new();
+
+    /// Whether `position` claims paths at all (only such a stage can wait, or make others wait).
+    pub(crate) fn claims(&self, position: usize) -> bool {
+        self.claims
+            .get(position)
+            .is_some_and(|mine| !mine.is_empty())
     }
-    let marked: Vec<usize> = claimed.iter().map(|(position, _)| *position).collect();
-    let ancestors = ancestors_among(
-        stages.len(),
-        plan.order_positions(),
-        |position| stages[position].needs().to_vec(),
-        &marked,
-    );
-    let flat: Vec<(usize, &Claim)> = claimed
-        .iter()
-        .enumerate()
-        .flat_map(|(owner, (_, claims))| claims.iter().map(move |claim| (owner, claim)))
-        .collect();
-    let refs: Vec<&Claim> = flat.iter().map(|(_, claim)| *claim).collect();
-    let mut owners: Vec<(usize, usize)> = overlapping_pairs(&refs)
-        .into_iter()
-        .map(|(a, b)| (flat[a].0, flat[b].0))
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| (a.min(b), a.max(b)))
-        .collect();
-    owners.sort_unstable();
-    owners.dedup();
-    let mut exclusive = vec![Vec::new(); stages.len()];
-    for (i, j) in owners {
-        let (first, second) = (claimed[i].0, claimed[j].0);
-        // One needs the other (directly or not): they never run at the same time anyway.
-        if has_bit(&ancestors[second], i) || has_bit(&ancestors[first], j) {
-            continue;
+
+    /// Whether a running stage holds a path that overlaps one of `position`'s.
+    pub(crate) fn blocked(&self, position: usize) -> bool {
+        let Some(mine) = self.claims.get(position).filter(|mine| !mine.is_empty()) else {
+            return false;
+        };
+        self.running.iter().any(|&other| {
+            self.claims.get(other).is_some_and(|theirs| {
+                mine.iter()
+                    .any(|claim| theirs.iter().any(|their| claim.overlaps(their)))
+            })
+        })
+    }
+
+    /// `position` started: its paths are held.
+    pub(crate) fn acquire(&mut self, position: usize) {
+        if self.claims(position) {
+            self.running.push(position);
         }
-        exclusive[first].push(second);
-        exclusive[second].push(first);
     }
-    exclusive
+
+    /// `position` ended: its paths are free; whether it held any.
+    pub(crate) fn release(&mut self, position: usize) -> bool {
+        let before = self.running.len();
+        self.running.retain(|&running| running != position);
+        self.running.len() != before
+    }
 }

@@ -204,10 +204,9 @@ pub async fn execute<E: Executor>(
     let mut running: JoinSet<(usize, StageReport)> = JoinSet::new();
     let mut fail_fast_triggered = false;
     let mut task_positions: HashMap<tokio::task::Id, usize> = HashMap::new();
-    // Stages whose cache paths or artifacts overlap and that may otherwise run at once run one after the
-    // other: a ready stage waits in `held` while one it excludes runs.
-    let exclusive = super::exclusion::exclusions(plan, &run, options);
-    let mut running_now: Vec<bool> = vec![false; if exclusive.is_empty() { 0 } else { count }];
+    // Stages whose cache paths or artifacts overlap run one after the other: a ready stage waits in `held`
+    // while a running stage holds an overlapping path.
+    let mut locks = super::exclusion::PathLocks::new(plan, &run, options);
     let mut held: Vec<(usize, usize)> = Vec::new();
 
     loop {
@@ -215,13 +214,6 @@ pub async fn execute<E: Executor>(
             let Some((order, position)) = ready.pop_first() else {
                 break;
             };
-            if exclusive
-                .get(position)
-                .is_some_and(|others| others.iter().any(|&other| running_now[other]))
-            {
-                held.push((order, position));
-                continue;
-            }
             let stage = &stages[position];
             let decision = if stop.is_cancelled() {
                 Err(if cancel.is_cancelled() {
@@ -302,8 +294,9 @@ pub async fn execute<E: Executor>(
                         &order_index,
                     );
                 }
+                // Skips and refusals above never wait: only a stage that is about to run needs its paths.
+                Ok(()) if locks.blocked(position) => held.push((order, position)),
                 Ok(()) => {
-                    let _ = order;
                     let task = StageTask {
                         plan: shared_plan.clone(),
                         position,
@@ -317,9 +310,7 @@ pub async fn execute<E: Executor>(
                     };
                     let handle = running.spawn(async move { (position, task.run().await) });
                     task_positions.insert(handle.id(), position);
-                    if let Some(now) = running_now.get_mut(position) {
-                        *now = true;
-                    }
+                    locks.acquire(position);
                 }
             }
         }
@@ -331,9 +322,6 @@ pub async fn execute<E: Executor>(
             }
             continue;
         };
-        if !held.is_empty() {
-            ready.extend(held.drain(..));
-        }
         let (position, report) = match joined {
             Ok(joined) => joined,
             Err(error) => {
@@ -362,9 +350,9 @@ pub async fn execute<E: Executor>(
                 (position, report)
             }
         };
-        // The stage's paths are free again (also after a panicked task).
-        if let Some(now) = running_now.get_mut(position) {
-            *now = false;
+        // The stage's paths are free again (also after a panicked task): what waited for them gets its turn.
+        if locks.release(position) {
+            ready.extend(held.drain(..));
         }
         if report.outcome.is_failure() && options.fail_fast && !fail_fast_triggered {
             fail_fast_triggered = true;

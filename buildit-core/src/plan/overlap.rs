@@ -1,5 +1,5 @@
-//! Which stages restore or collect overlapping paths (cache paths, artifacts), and which of them may run at
-//! the same time: the scheduler runs those one after the other, `validate` warns about them.
+//! Whether paths that stages restore or collect (cache paths, artifacts) overlap, and which stages may run at
+//! the same time: the scheduler runs overlapping ones one after the other, `validate` warns about them.
 
 use std::collections::HashMap;
 use std::path::{Component, Path};
@@ -15,13 +15,13 @@ pub(crate) enum Base {
 
 /// A path a stage restores or collects, as components; a component may be a glob (`*.js`), and `**` (or a
 /// variable whose value is not known yet) may stand for any number of components.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Claim {
     base: Base,
     parts: Vec<Part>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Part {
     /// A plain name.
     Name(String),
@@ -108,10 +108,11 @@ fn leading(claim: &Claim) -> Vec<&str> {
         .collect()
 }
 
-/// The pairs `(i, j)`, `i < j`, of `claims` that overlap. Claims are indexed by their leading plain names, so
-/// that only claims one of whose leading names is a prefix of the other's are compared: thousands of stages
-/// with their own `dist/<name>` cost a lookup each, not a comparison with every other stage.
-pub(crate) fn overlapping_pairs(claims: &[&Claim]) -> Vec<(usize, usize)> {
+/// Calls `visit(i, j)` for the pairs of `claims` that overlap, each once (in no particular order), until it
+/// returns `false`. Claims are indexed by their leading plain names, so that only claims one of whose leading
+/// names is a prefix of the other's are compared: thousands of stages with their own `dist/<name>` cost a
+/// lookup each, not a comparison with every other stage.
+pub(crate) fn overlapping_pairs(claims: &[&Claim], mut visit: impl FnMut(usize, usize) -> bool) {
     let mut by_leading: HashMap<(Base, Vec<&str>), Vec<usize>> = HashMap::new();
     for (index, claim) in claims.iter().enumerate() {
         by_leading
@@ -119,7 +120,6 @@ pub(crate) fn overlapping_pairs(claims: &[&Claim]) -> Vec<(usize, usize)> {
             .or_default()
             .push(index);
     }
-    let mut pairs = Vec::new();
     for (index, claim) in claims.iter().enumerate() {
         let names = leading(claim);
         // Two claims can overlap only if the leading names of one are a prefix of the other's (both are
@@ -135,15 +135,12 @@ pub(crate) fn overlapping_pairs(claims: &[&Claim]) -> Vec<(usize, usize)> {
                 if other == index || (length == names.len() && other < index) {
                     continue;
                 }
-                if claim.overlaps(claims[other]) {
-                    pairs.push((index.min(other), index.max(other)));
+                if claim.overlaps(claims[other]) && !visit(index.min(other), index.max(other)) {
+                    return;
                 }
             }
         }
     }
-    pairs.sort_unstable();
-    pairs.dedup();
-    pairs
 }
 
 /// Whether some path matched by `a` is equal to, inside, or contains some path matched by `b`.
@@ -296,7 +293,19 @@ mod tests {
             }
         }
         assert!(expected.len() > 5, "{expected:?}");
-        assert_eq!(overlapping_pairs(&refs), expected);
+        let mut found = Vec::new();
+        overlapping_pairs(&refs, |i, j| {
+            found.push((i, j));
+            true
+        });
+        found.sort_unstable();
+        assert_eq!(found, expected, "each pair once");
+        let mut visited = 0;
+        overlapping_pairs(&refs, |_, _| {
+            visited += 1;
+            visited < 2
+        });
+        assert_eq!(visited, 2, "stops when told");
     }
 
     #[test]
