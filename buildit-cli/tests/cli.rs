@@ -627,6 +627,36 @@ fn secret_store_variables_never_reach_stages_unmasked() {
     );
 }
 
+#[test]
+fn secrets_too_short_to_mask_fail_their_stage_loudly_and_are_recorded() {
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"deploy\" {\n    secrets \"PIN\"\n    run \"echo pin=$PIN\"\n}\nstage \"lint\" { run \"echo linted\" }\n",
+    );
+    let output = buildit_command(dir.path(), &["run", "--plain"])
+        .env("BUILDIT_SECRET_PIN", "x7")
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => panic!("{error}"),
+    };
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}{}", stderr(&output));
+    let reason = "secret `PIN` is 2 bytes long; values shorter than 4 bytes cannot be masked in logs; BuildIt does not hand it to the stage";
+    assert!(
+        text.lines().any(|line| line.contains("deploy")
+            && line.contains("failed")
+            && line.contains(reason)),
+        "{text}"
+    );
+    assert!(!text.contains("pin="), "the stage never ran: {text}");
+    assert!(text.contains("linted"), "other stages run: {text}");
+    let shown = buildit_ok(dir.path(), &["runs", "show", "1"], 0);
+    assert!(shown.contains(reason), "the refusal is recorded: {shown}");
+}
+
 /// Runs `buildit` and checks its exit code.
 fn buildit_ok(dir: &Path, args: &[&str], code: i32) -> String {
     let output = buildit(dir, args);

@@ -47,6 +47,8 @@ fn runs_on_host(pipeline: &Pipeline, stage: &Stage) -> bool {
 
 /// Most pairs of overlapping stages reported (the file's diagnostics are capped anyway).
 const MAX_REPORTED_OVERLAPS: usize = 500;
+/// Most pairs of overlapping paths examined for one file.
+const MAX_COMPARED_OVERLAPS: usize = 1_000_000;
 
 /// A path one stage restores or collects: what it claims, where the stage asks for it, and as written.
 struct StageClaim {
@@ -200,7 +202,9 @@ fn check_overlaps(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<
                 .or_insert((claim, claim));
         }
     }
+    let mut compared: usize = 0;
     overlapping_pairs(&refs, |a, b| {
+        compared += 1;
         let ((first, x), (second, y)) = (flat[a], flat[b]);
         let counts = if first == second {
             x.instance != y.instance
@@ -212,8 +216,10 @@ fn check_overlaps(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<
             let pair = if first <= second { (x, y) } else { (y, x) };
             reported.entry(key).or_insert(pair);
         }
-        // No more than can be listed.
-        reported.len() < MAX_REPORTED_OVERLAPS
+        // No more than can be listed, and no more work than a file of thousands of stages that all use one
+        // path and need each other in a chain would otherwise cost (every pair overlaps, none is reported):
+        // a run serialises them whatever the warnings say.
+        reported.len() < MAX_REPORTED_OVERLAPS && compared < MAX_COMPARED_OVERLAPS
     });
     for ((first, second), (x, y)) in reported {
         if reader.diagnostics.is_full() {
