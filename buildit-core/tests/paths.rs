@@ -256,7 +256,7 @@ stage "m" {{ matrix {{ n "1" "2" }}; cache "deps"; run "{one}" }}
 stage "dist" {{ run "mkdir -p dist && touch dist/a.js && {two}"; artifacts "dist/*.js" }}
 stage "docs" {{ run "mkdir -p dist && touch dist/a.css && {three}"; artifacts "dist/*.css" }}
 "#,
-        one = meet("m-{matrix.n}", "m-$((3 - {matrix.n}))"),
+        one = meet("m-$BUILDIT_MATRIX_N", "m-$((3 - BUILDIT_MATRIX_N))"),
         two = meet("dist", "docs"),
         three = meet("docs", "dist"),
     );
