@@ -322,6 +322,28 @@ fn every_case_reports_its_code_at_the_right_place() {
 }
 
 #[test]
+fn an_oversized_matrix_used_in_paths_is_refused_without_expanding_it() {
+    // 4^14 instances, each of which would render `out/{matrix.a0}`: tens of GB if expanded.
+    let axes: String = (0..14)
+        .map(|i| format!("a{i} \"1\" \"2\" \"3\" \"4\"; "))
+        .collect();
+    let text = format!(
+        "pipeline \"p\"\nstage \"s\" {{ matrix {{ {axes}}}; run \"x\"; artifacts \"out/{{matrix.a0}}\" }}\n"
+    );
+    let started = std::time::Instant::now();
+    let (_, diagnostics) = diagnostics_of(&text);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        diagnostics.iter().any(|d| d.code == DiagnosticCode::Limit),
+        "{diagnostics:?}"
+    );
+}
+
+#[test]
 fn every_code_has_a_case() {
     for code in DiagnosticCode::ALL {
         assert!(

@@ -701,7 +701,12 @@ fn check_limits(reader: &mut Reader<'_>, pipeline: &Pipeline) {
 /// `workdir` and `artifacts` were checked as written; with `{matrix.AXIS}` in them, every instance's value is
 /// known now too, and one like `a/../..` must not take an instance out of the workspace.
 fn check_matrix_paths(reader: &mut Reader<'_>, stage: &Stage) {
-    if stage.matrix.is_none() {
+    // An oversized matrix is reported as such; expanding it here would take all memory.
+    if stage
+        .matrix
+        .as_ref()
+        .is_none_or(|matrix| matrix.instance_count() > MAX_MATRIX_INSTANCES)
+    {
         return;
     }
     let uses_matrix = |template: &super::template::Template| {
