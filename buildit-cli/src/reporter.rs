@@ -8,6 +8,19 @@ use buildit_core::Plan;
 use buildit_core::events::{LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome};
 use buildit_core::exec::RunReport;
 
+/// Widest stage-name column of log prefixes; longer names stick out rather than push every line right.
+const MAX_PREFIX_WIDTH: usize = 40;
+/// Widest stage-name column of the summary table.
+pub(crate) const MAX_COLUMN_WIDTH: usize = 60;
+
+/// Appends `text` left-aligned in `width` characters. Not `format!("{:<width$}")`, which panics on widths above
+/// 65,535 (a stage name stored by an older BuildIt, or read from a store, may be that long).
+pub(crate) fn pad(out: &mut String, text: &str, width: usize) {
+    out.push_str(text);
+    let fill = width.saturating_sub(text.chars().count());
+    out.extend(std::iter::repeat_n(' ', fill));
+}
+
 /// ANSI colors given to stages in turn, so that interleaved logs stay readable.
 const STAGE_COLORS: [&str; 6] = ["36", "33", "35", "32", "34", "31"];
 
@@ -32,7 +45,7 @@ impl LineReporter {
             .map(|s| s.name().len())
             .max()
             .unwrap_or(0)
-            .min(40);
+            .min(MAX_PREFIX_WIDTH);
         Self {
             colors,
             prefixes: Vec::new(),
@@ -44,16 +57,19 @@ impl LineReporter {
 
     fn prefix(&mut self, stage: &str) -> &str {
         // Lines come in runs of one stage's: the last stage's prefix is at hand without a lookup.
-        if let Some(last) = self.last
-            && self.prefixes[last].0 == stage
-        {
-            return &self.prefixes[last].1;
-        }
-        let at = match self.index.get(stage) {
-            Some(&at) => at,
+        let last = self.last.filter(|&last| {
+            self.prefixes
+                .get(last)
+                .is_some_and(|(name, _)| name == stage)
+        });
+        let at = match last.or_else(|| self.index.get(stage).copied()) {
+            Some(at) => at,
             None => {
-                let color = STAGE_COLORS[self.prefixes.len() % STAGE_COLORS.len()];
-                let padded = format!("{stage:<width$}", width = self.width);
+                let color = STAGE_COLORS
+                    .get(self.prefixes.len() % STAGE_COLORS.len())
+                    .unwrap_or(&"0");
+                let mut padded = String::new();
+                pad(&mut padded, stage, self.width);
                 let prefix = if self.colors {
                     format!("\u{1b}[{color}m{padded}\u{1b}[0m |")
                 } else {
@@ -65,7 +81,9 @@ impl LineReporter {
             }
         };
         self.last = Some(at);
-        &self.prefixes[at].1
+        self.prefixes
+            .get(at)
+            .map_or("", |(_, prefix)| prefix.as_str())
     }
 
     /// Writes the line for an event, if it has one, straight into `out` (no string is built per line).
@@ -170,26 +188,30 @@ pub(crate) fn summary(plan: &Plan, report: &RunReport) -> String {
     let width = report
         .stages
         .iter()
-        .map(|s| s.name.len())
+        .map(|s| s.name.chars().count())
         .max()
         .unwrap_or(5)
-        .max(5);
+        .clamp(5, MAX_COLUMN_WIDTH);
+    out.push('\n');
+    pad(&mut out, "stage", width);
     // Writing into a `String` cannot fail.
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "\n{:<width$}  {:<14}  {:>8}  {:>9}\n",
-        "stage", "outcome", "attempts", "duration"
+        "  {:<14}  {:>8}  {:>9}",
+        "outcome", "attempts", "duration"
     );
     for &position in plan.order_positions() {
-        let stage = &report.stages[position];
+        let Some(stage) = report.stages.get(position) else {
+            continue;
+        };
         let duration = match stage.started {
             Some(started) => human(stage.finished.saturating_sub(started)),
             None => "-".to_owned(),
         };
+        pad(&mut out, &stage.name, width);
         let _ = writeln!(
             out,
-            "{:<width$}  {:<14}  {:>8}  {:>9}",
-            stage.name,
+            "  {:<14}  {:>8}  {:>9}",
             stage.outcome.as_str(),
             stage.attempts,
             duration
@@ -205,7 +227,7 @@ pub(crate) fn summary(plan: &Plan, report: &RunReport) -> String {
     if !path.is_empty() {
         let names: Vec<&str> = path
             .iter()
-            .map(|&p| report.stages[p].name.as_str())
+            .filter_map(|&p| report.stages.get(p).map(|stage| stage.name.as_str()))
             .collect();
         let _ = writeln!(out, "critical path: {}", names.join(" -> "));
     }
@@ -223,4 +245,79 @@ pub(crate) fn print_text(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use buildit_core::events::{RunEvent, RunEventKind, RunStatus, StageOutcome};
+    use buildit_core::exec::{RunReport, StageReport};
+    use buildit_core::{Plan, RunContext};
+
+    use super::{LineReporter, summary};
+
+    /// A plan whose one stage has a name far over the 65,535 characters `format!` can pad to: validation refuses
+    /// such a name now, but one recorded before (or built by an embedder) must still render.
+    fn long_plan(name: &str) -> Plan {
+        let mut pipeline = match buildit_core::parse_pipeline(
+            "pipeline \"p\"\nstage \"a\" {\n    run \"true\"\n}\n",
+            "t.kdl",
+        ) {
+            Ok(pipeline) => pipeline,
+            Err(error) => panic!("{error}"),
+        };
+        if let Some(stage) = pipeline.stages.first_mut() {
+            stage.name.value = name.to_owned();
+        }
+        match Plan::build(&pipeline, &RunContext::default()) {
+            Ok(plan) => plan,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    #[test]
+    fn names_longer_than_format_widths_render() {
+        let name = "n".repeat(70_000);
+        let plan = long_plan(&name);
+        let report = RunReport {
+            status: RunStatus::Succeeded,
+            stages: vec![StageReport {
+                name: name.clone(),
+                outcome: StageOutcome::Succeeded,
+                attempts: 1,
+                exit_code: Some(0),
+                reason: None,
+                started: Some(Duration::ZERO),
+                finished: Duration::from_millis(5),
+            }],
+            duration: Duration::from_millis(5),
+            cleanup: None,
+        };
+        let text = summary(&plan, &report);
+        assert!(
+            text.contains(&format!("\n{name}  succeeded ")),
+            "{text:.200}"
+        );
+        let mut reporter = LineReporter::new(&plan, false);
+        let event = RunEvent {
+            seq: 1,
+            run_id: "r".into(),
+            at_ms: 0,
+            kind: RunEventKind::StageStarted {
+                stage: name.clone(),
+                attempt: 1,
+            },
+        };
+        assert_eq!(reporter.line(&event), Some(format!("{name} | ▶ started")));
+    }
+
+    #[test]
+    fn short_names_are_padded_to_the_longest() {
+        let mut out = String::new();
+        super::pad(&mut out, "ab", 5);
+        out.push('|');
+        super::pad(&mut out, "abcdef", 5);
+        assert_eq!(out, "ab   |abcdef");
+    }
 }

@@ -299,17 +299,20 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width)
+                .max(cell.chars().count())
+                .min(crate::reporter::MAX_COLUMN_WIDTH);
         }
     }
     let mut text = String::new();
     for row in rows {
         let mut line = String::new();
-        for (index, cell) in row.iter().enumerate() {
+        for (index, (cell, &width)) in row.iter().zip(&widths).enumerate() {
             if index + 1 == N {
                 line.push_str(cell);
             } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[index]));
+                crate::reporter::pad(&mut line, cell, width);
+                line.push_str("  ");
             }
         }
         text.push_str(line.trim_end());
@@ -342,7 +345,26 @@ fn timestamp(ms: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::timestamp;
+    use super::{table, timestamp};
+
+    #[test]
+    fn tables_take_cells_longer_than_format_widths() {
+        let long = "s".repeat(70_000);
+        let text = table(&[
+            ["stage".to_owned(), "outcome".to_owned()],
+            [long.clone(), "succeeded".to_owned()],
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        // Columns are at most 60 wide: a longer cell sticks out instead of pushing every row right.
+        assert_eq!(
+            lines.first().copied(),
+            Some(format!("{:<60}  outcome", "stage").as_str())
+        );
+        assert_eq!(
+            lines.get(1).copied(),
+            Some(format!("{long}  succeeded").as_str())
+        );
+    }
 
     #[test]
     fn timestamps_are_utc_civil_dates() {
