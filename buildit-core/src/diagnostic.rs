@@ -211,11 +211,13 @@ impl ConfigDiagnostic {
         self.labels.first().map(|label| label.span)
     }
 
-    /// Attaches the source text, for rendering with `miette`.
+    /// Attaches the source text, for rendering with `miette`. When a label falls on (or next to) a line longer
+    /// than [`MAX_EXCERPT_LINE`], no excerpt is shown: the help line says where instead.
     pub fn with_source<'a>(&'a self, source: &'a ConfigSource) -> SourcedDiagnostic<'a> {
         SourcedDiagnostic {
             diagnostic: self,
             source,
+            excerpt: excerpt_fits(source.text(), self.labels.iter().map(|label| label.span)),
         }
     }
 }
@@ -337,11 +339,40 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Longest line shown in a source excerpt. `miette` panics when it underlines past column 65,535, and nobody
+/// reads a line this long anyway (a minified or hostile file can be one line of a megabyte).
+pub const MAX_EXCERPT_LINE: usize = 1000;
+
+/// Whether the lines around `spans` (each spanned line and the one before and after it) are short enough to show.
+fn excerpt_fits(text: &str, spans: impl Iterator<Item = SourceSpan>) -> bool {
+    spans.into_iter().all(|span| {
+        let start = span.offset().min(text.len());
+        let end = span.offset().saturating_add(span.len()).min(text.len());
+        let before = text.get(..start).unwrap_or_default();
+        let after = text.get(end..).unwrap_or_default();
+        // Back over the label's line and the one before it; forward over its last line and the one after.
+        let from = before
+            .rmatch_indices('\n')
+            .nth(1)
+            .map_or(0, |(at, _)| at + 1);
+        let to = after
+            .match_indices('\n')
+            .nth(1)
+            .map_or(text.len(), |(at, _)| end + at);
+        text.get(from..to)
+            .unwrap_or_default()
+            .split('\n')
+            .all(|line| line.len() <= MAX_EXCERPT_LINE)
+    })
+}
+
 /// A diagnostic together with its source, ready for a `miette` report handler.
 #[derive(Debug)]
 pub struct SourcedDiagnostic<'a> {
     diagnostic: &'a ConfigDiagnostic,
     source: &'a ConfigSource,
+    /// Whether the excerpt can be shown (see [`ConfigDiagnostic::with_source`]).
+    excerpt: bool,
 }
 
 impl fmt::Display for SourcedDiagnostic<'_> {
@@ -360,13 +391,27 @@ impl miette::Diagnostic for SourcedDiagnostic<'_> {
         self.diagnostic.severity()
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.diagnostic.help()
+        if self.excerpt {
+            return self.diagnostic.help();
+        }
+        let offset = self
+            .diagnostic
+            .primary_span()
+            .map_or(0, |span| span.offset());
+        let (line, column) = self.source.line_column(offset);
+        let mut help = format!("at line {line}, column {column} (the line is too long to show)");
+        if let Some(more) = &self.diagnostic.help {
+            help.push_str("; ");
+            help.push_str(more);
+        }
+        Some(Box::new(help))
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        self.diagnostic.labels()
+        self.excerpt.then(|| self.diagnostic.labels()).flatten()
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        Some(self.source.inner.as_ref())
+        self.excerpt
+            .then_some(self.source.inner.as_ref() as &dyn SourceCode)
     }
 }
 
@@ -424,10 +469,15 @@ pub struct ConfigError {
     pub diagnostics: Vec<ConfigDiagnostic>,
 }
 
+/// `1 error`, `2 errors`: a count and a noun (made plural by an `s`) that agree.
+pub fn plural(count: usize, noun: &str) -> String {
+    let s = if count == 1 { "" } else { "s" };
+    format!("{count} {noun}{s}")
+}
+
 fn summary(diagnostics: &[ConfigDiagnostic]) -> String {
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
-    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     if warnings == 0 {
         plural(errors, "error")
     } else {
@@ -456,7 +506,15 @@ impl miette::Diagnostic for ConfigError {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        Some(self.input.inner.as_ref())
+        // Without source, `miette` shows no excerpt: an excerpt of a too-long line would make it panic.
+        let text = self.input.text();
+        excerpt_fits(
+            text,
+            self.diagnostics
+                .iter()
+                .flat_map(|d| d.labels.iter().map(|label| label.span)),
+        )
+        .then_some(self.input.inner.as_ref() as &dyn SourceCode)
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
@@ -528,8 +586,8 @@ impl Diagnostics {
             self.items.push(make(
                 code,
                 format!(
-                    "{} more problems not shown; fix these and validate again",
-                    self.dropped
+                    "{} not shown; fix these and validate again",
+                    plural(self.dropped, "more problem")
                 ),
                 span,
                 "last problem shown",

@@ -14,8 +14,9 @@ use crate::report::{error_line, render_diagnostic, stderr_colors};
 pub(crate) struct FileProblem {
     message: String,
     help: Option<String>,
-    /// Byte offset of the problem (the first invalid UTF-8 byte), when there is one.
-    offset: Option<(usize, Vec<u8>)>,
+    code: &'static str,
+    /// The valid text before the problem (the first invalid UTF-8 byte), when there is one.
+    before: Option<String>,
 }
 
 impl FileProblem {
@@ -23,13 +24,12 @@ impl FileProblem {
     fn report(self, path: &Path, records: Option<&mut Vec<DiagnosticRecord>>) -> Exit {
         match records {
             Some(records) => {
-                let (line, column) = self.offset.map_or((1, 1), |(offset, bytes)| {
-                    let text = String::from_utf8_lossy(&bytes[..offset]).into_owned();
-                    buildit_core::diagnostic::line_column(&text, offset.min(text.len()))
+                let (line, column) = self.before.map_or((1, 1), |text| {
+                    buildit_core::diagnostic::line_column(&text, text.len())
                 });
                 records.push(DiagnosticRecord {
                     file: path.display().to_string(),
-                    code: "buildit::config::unreadable",
+                    code: self.code,
                     severity: buildit_core::DiagnosticSeverity::Error,
                     message: self.message,
                     line,
@@ -43,21 +43,22 @@ impl FileProblem {
     }
 }
 
-/// Reads a configuration file as UTF-8 text.
+/// Reads a configuration file as UTF-8 text, bounded while it is read (see [`buildit_core::config::read_config_file`]).
 pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, FileProblem> {
-    match std::fs::read(path) {
-        Ok(bytes) => String::from_utf8(bytes).map_err(|error| {
-            let offset = error.utf8_error().valid_up_to();
-            FileProblem {
-                message: format!(
-                    "{what} `{}` is not valid UTF-8 (first bad byte at offset {offset})",
-                    path.display()
-                ),
-                help: Some("save the file as UTF-8".to_owned()),
-                offset: Some((offset, error.into_bytes())),
-            }
-        }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+    use buildit_core::config::ReadFileError;
+    let error = match buildit_core::config::read_config_file(path) {
+        Ok(text) => return Ok(text),
+        Err(error) => error,
+    };
+    let help = miette::Diagnostic::help(&error).map(|help| help.to_string());
+    let problem = |help: Option<String>| FileProblem {
+        message: format!("{what} {error}"),
+        help,
+        code: "buildit::config::unreadable",
+        before: None,
+    };
+    Err(match &error {
+        ReadFileError::NotFound { .. } => {
             let help = if path == Path::new("buildit.kdl") {
                 "run this in a directory with a `buildit.kdl`, or pass the file: `buildit validate path/to/buildit.kdl`".to_owned()
             } else {
@@ -66,18 +67,22 @@ pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, FilePr
                     std::env::current_dir().unwrap_or_default().display()
                 )
             };
-            Err(FileProblem {
-                message: format!("{what} `{}` not found", path.display()),
-                help: Some(help),
-                offset: None,
-            })
+            problem(Some(help))
         }
-        Err(error) => Err(FileProblem {
-            message: format!("cannot read {what} `{}`: {error}", path.display()),
-            help: None,
-            offset: None,
-        }),
-    }
+        ReadFileError::TooLarge { .. } => FileProblem {
+            code: "buildit::config::limit",
+            ..problem(help)
+        },
+        ReadFileError::NotUtf8 { valid, .. } => FileProblem {
+            before: Some(valid.clone()),
+            ..problem(help)
+        },
+        ReadFileError::Io { source, .. } => FileProblem {
+            message: format!("cannot read {what} `{}`: {source}", path.display()),
+            ..problem(help)
+        },
+        _ => problem(help),
+    })
 }
 
 /// Checks the pipeline against the runner's system configuration (executors it enables); false on errors.

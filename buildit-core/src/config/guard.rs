@@ -16,6 +16,21 @@ pub(crate) const MAX_NESTING: usize = 32;
 /// Most `/-` commented-out child blocks nested in one another: each level doubles the parser's work.
 pub(crate) const MAX_SLASHDASHED_NESTING: usize = 2;
 
+/// Most tokens (names, values, strings, `=`, `\`, braces, ...) of a file the `kdl` parser reads: it spends 10 to
+/// 15 microseconds on each (and reads a broken file more than once), and its error recovery recurses once per
+/// misplaced one, so a megabyte of `= = =` or `\ \ \` would take seconds to minutes and hundreds of MB. Plain
+/// files (read by BuildIt's own reader) are not limited.
+pub(crate) const MAX_PARSER_TOKENS: usize = 25_000;
+
+/// What a scan learned about a file the parser can read in bounded time.
+#[derive(Debug, Default)]
+pub(crate) struct Scanned {
+    /// Offsets just after every newline that ends a top-level node (see [`scan`]).
+    pub(crate) boundaries: Vec<usize>,
+    /// Offset of the first token over [`MAX_PARSER_TOKENS`], if there are that many.
+    pub(crate) token_limit_at: Option<usize>,
+}
+
 /// Scans `text` and reports the first shape the parser cannot handle in bounded time.
 #[cfg(test)]
 pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
@@ -24,9 +39,20 @@ pub(crate) fn check_parser_limits(text: &str) -> Option<ConfigDiagnostic> {
 
 /// Scans `text`: the first shape the parser cannot handle in bounded time, or else the offsets just after every
 /// newline that ends a top-level node (outside blocks, strings and comments, not continued with `\` nor
-/// following a `/-`), where the document can be cut into pieces that parse on their own.
-pub(crate) fn scan(text: &str) -> Result<Vec<usize>, ConfigDiagnostic> {
+/// following a `/-`), where the document can be cut into pieces that parse on their own, and where the token
+/// limit is passed.
+pub(crate) fn scan(text: &str) -> Result<Scanned, ConfigDiagnostic> {
     let mut boundaries = Vec::new();
+    let mut tokens = 0usize;
+    let mut token_limit_at = None;
+    // Whether the last character belongs to a bare token (a name, number or keyword) that goes on.
+    let mut in_token = false;
+    let mut count = |at: usize| {
+        tokens += 1;
+        if tokens == MAX_PARSER_TOKENS + 1 {
+            token_limit_at = Some(at);
+        }
+    };
     let mut continuation = false;
     let bytes = text.as_bytes();
     // For every open brace: whether it was commented out with `/-`.
@@ -34,8 +60,10 @@ pub(crate) fn scan(text: &str) -> Result<Vec<usize>, ConfigDiagnostic> {
     let mut slashdashed_open = 0usize;
     let mut pending_slashdash = false;
     let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    while let Some(&byte) = bytes.get(i) {
+        let starts_token = !in_token;
+        in_token = false;
+        match byte {
             b'/' if bytes.get(i + 1) == Some(&b'/') => {
                 i = find_from(bytes, i, b"\n").unwrap_or(bytes.len());
                 continue;
@@ -67,15 +95,18 @@ pub(crate) fn scan(text: &str) -> Result<Vec<usize>, ConfigDiagnostic> {
                     .with_help("remove the extra `/-`"));
                 }
                 pending_slashdash = true;
+                count(i);
                 i += 2;
                 continue;
             }
             b'"' => {
+                count(i);
                 i = skip_string(bytes, i);
                 pending_slashdash = false;
                 continue;
             }
             b'{' => {
+                count(i);
                 open.push(pending_slashdash);
                 if pending_slashdash {
                     slashdashed_open += 1;
@@ -109,16 +140,25 @@ pub(crate) fn scan(text: &str) -> Result<Vec<usize>, ConfigDiagnostic> {
                 }
             }
             b'}' => {
+                count(i);
                 if open.pop() == Some(true) {
                     slashdashed_open -= 1;
                 }
                 pending_slashdash = false;
             }
             // Line continuations keep a pending `/-` alive, like whitespace.
-            b'\\' => continuation = true,
+            b'\\' => {
+                count(i);
+                continuation = true;
+            }
             b'#' => {
                 pending_slashdash = false;
+                if starts_token {
+                    count(i);
+                }
+                in_token = true;
                 if let Some((hashes, quote)) = raw_string_hashes(bytes, i) {
+                    in_token = false;
                     match skip_raw_string(bytes, quote, hashes) {
                         Some(end) => {
                             i = end;
@@ -139,7 +179,10 @@ pub(crate) fn scan(text: &str) -> Result<Vec<usize>, ConfigDiagnostic> {
             }
             _ => {
                 // KDL v2 whitespace and newlines (Unicode ones too) keep a pending `/-` alive; anything else ends it.
-                let ch = text[i..].chars().next().unwrap_or(' ');
+                let ch = text
+                    .get(i..)
+                    .and_then(|rest| rest.chars().next())
+                    .unwrap_or(' ');
                 if ch == '\n' {
                     if open.is_empty() && !pending_slashdash && !continuation {
                         boundaries.push(i + 1);
@@ -148,6 +191,15 @@ pub(crate) fn scan(text: &str) -> Result<Vec<usize>, ConfigDiagnostic> {
                 } else if !is_kdl_space(ch) {
                     pending_slashdash = false;
                     continuation = false;
+                    // `=`, `(`, `)` and `;` are tokens of their own; anything else starts or continues one.
+                    if matches!(ch, '=' | '(' | ')' | ';') {
+                        count(i);
+                    } else {
+                        if starts_token {
+                            count(i);
+                        }
+                        in_token = true;
+                    }
                 }
                 i += ch.len_utf8();
                 continue;
@@ -155,7 +207,10 @@ pub(crate) fn scan(text: &str) -> Result<Vec<usize>, ConfigDiagnostic> {
         }
         i += 1;
     }
-    Ok(boundaries)
+    Ok(Scanned {
+        boundaries,
+        token_limit_at,
+    })
 }
 
 fn find_from(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {

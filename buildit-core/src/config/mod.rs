@@ -2,8 +2,10 @@
 
 mod cron;
 mod duration;
+mod file;
 mod glob;
 mod guard;
+mod lengths;
 mod model;
 mod paths;
 mod pipeline;
@@ -14,7 +16,9 @@ mod template;
 mod validate;
 
 pub use duration::format_duration;
+pub use file::{ReadFileError, read_config_file};
 pub use glob::Glob;
+pub use lengths::{MAX_COMMAND_BYTES, MAX_MATRIX_VALUE_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES};
 pub use model::{
     CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, Pipeline, Resources,
     Service, Spanned, Stage, Trigger, When, WhenStatus,

@@ -310,6 +310,14 @@ impl Matrix {
         })
     }
 
+    /// How many instances the matrix expands to, exactly; `None` when that is more than `u128::MAX` (about
+    /// 3.4 x 10^38), which the file size allows (a few hundred axes of two values).
+    pub fn exact_instance_count(&self) -> Option<u128> {
+        self.axes.iter().try_fold(1u128, |count, axis| {
+            count.checked_mul(u128::try_from(axis.values.len()).ok()?)
+        })
+    }
+
     /// The axis names.
     pub fn axis_names(&self) -> Vec<String> {
         self.axes

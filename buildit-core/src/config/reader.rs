@@ -3,7 +3,7 @@
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
-use super::guard::scan;
+use super::guard::{MAX_PARSER_TOKENS, scan};
 use super::model::Spanned;
 use super::template::{
     Template, TemplateProblemKind, TemplateScope, references_in_parameter_expansions,
@@ -65,8 +65,8 @@ impl<'s> Reader<'s> {
             );
             return None;
         }
-        let boundaries = match scan(self.text) {
-            Ok(boundaries) => boundaries,
+        let scanned = match scan(self.text) {
+            Ok(scanned) => scanned,
             Err(diagnostic) => {
                 self.push(diagnostic);
                 return None;
@@ -75,7 +75,21 @@ impl<'s> Reader<'s> {
         if let Some(document) = super::plain::parse_plain(self.text) {
             return Some(document);
         }
-        if let Some(document) = parse_in_two(self.text, &boundaries) {
+        if let Some(at) = scanned.token_limit_at {
+            self.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::Limit,
+                    format!(
+                        "the file has more than {MAX_PARSER_TOKENS} tokens and is not plain KDL; the KDL parser reads at most {MAX_PARSER_TOKENS}"
+                    ),
+                    SourceSpan::from(at..at),
+                    "token limit passed here",
+                )
+                .with_help("check the file for runs of stray characters; a large generated pipeline can be written as plain KDL (see \"Limits\" in docs/pipeline.md), which has no token limit, or be split"),
+            );
+            return None;
+        }
+        if let Some(document) = parse_in_two(self.text, &scanned.boundaries) {
             return Some(document);
         }
         let parsed = parse_on_large_stack(self.text);
@@ -116,7 +130,10 @@ impl<'s> Reader<'s> {
                     // Thousands of errors from one broken file help nobody and cost time to render.
                     self.push(ConfigDiagnostic::error(
                         DiagnosticCode::Syntax,
-                        format!("{} more syntax errors not shown; fix the first ones and validate again", total - seen.len()),
+                        format!(
+                            "{} not shown; fix the first ones and validate again",
+                            crate::diagnostic::plural(total - seen.len(), "more syntax error")
+                        ),
                         SourceSpan::from(self.text.len()..self.text.len()),
                         "end of file",
                     ));
@@ -797,7 +814,7 @@ mod tests {
         }
         assert!(text.len() > PARALLEL_PARSE_BYTES);
         let boundaries = match scan(&text) {
-            Ok(boundaries) => boundaries,
+            Ok(scanned) => scanned.boundaries,
             Err(diagnostic) => panic!("{diagnostic:?}"),
         };
         let Some(halves) = parse_in_two(&text, &boundaries) else {
@@ -822,7 +839,7 @@ mod tests {
     fn a_broken_half_falls_back_to_the_whole_file() {
         let mut text = "stage \"a\" { run \"x\" }\n".repeat(2000);
         text.push_str("stage \"b\" { run \"unclosed }\n");
-        let boundaries = scan(&text).unwrap_or_default();
+        let boundaries = scan(&text).unwrap_or_default().boundaries;
         assert!(parse_in_two(&text, &boundaries).is_none());
     }
 }

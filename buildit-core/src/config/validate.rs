@@ -34,6 +34,7 @@ pub(crate) fn validate_pipeline(reader: &mut Reader<'_>, pipeline: &Pipeline) {
     }
     check_limits(reader, pipeline);
     check_overlaps(reader, pipeline, &index);
+    super::lengths::check_lengths(reader, pipeline);
 }
 
 /// As the planner decides: an explicit executor wins, else an image (the stage's or the default) means a
@@ -666,8 +667,8 @@ fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
         }
     }
     if let Some(matrix) = &stage.matrix {
-        let instances = matrix.instance_count();
-        if instances > MAX_MATRIX_INSTANCES {
+        if matrix.instance_count() > MAX_MATRIX_INSTANCES {
+            let instances = count_text(matrix.exact_instance_count());
             reader.push(
                 ConfigDiagnostic::error(
                     DiagnosticCode::Limit,
@@ -681,11 +682,25 @@ fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
     }
 }
 
+/// A count that may not fit in `u128`: the number, or "more than" the largest that does.
+fn count_text(count: Option<u128>) -> String {
+    count.map_or_else(
+        || format!("more than {}", u128::MAX),
+        |count| count.to_string(),
+    )
+}
+
 fn check_limits(reader: &mut Reader<'_>, pipeline: &Pipeline) {
-    let total = pipeline.stages.iter().fold(0usize, |total, stage| {
-        total.saturating_add(stage.matrix.as_ref().map_or(1, |m| m.instance_count()))
+    let total = pipeline.stages.iter().try_fold(0u128, |total, stage| {
+        total.checked_add(
+            stage
+                .matrix
+                .as_ref()
+                .map_or(Some(1), |m| m.exact_instance_count())?,
+        )
     });
-    if total > MAX_STAGES {
+    if total.is_none_or(|total| total > MAX_STAGES as u128) {
+        let total = count_text(total);
         reader.push(
             ConfigDiagnostic::error(
                 DiagnosticCode::Limit,

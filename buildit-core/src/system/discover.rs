@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::model::SystemConfig;
 use super::parse::parse_system;
+use crate::config::{ReadFileError, read_config_file};
 use crate::diagnostic::ConfigError;
 
 /// Name of the file looked for in the workspace.
@@ -53,15 +54,10 @@ pub fn discover_system(
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The file could not be read.
-    #[error("cannot read system configuration `{}`: {source}", path.display())]
-    #[diagnostic(code(buildit::config::unreadable))]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The file could not be read as text within the size limit.
+    #[error("system configuration {0}")]
+    #[diagnostic(transparent)]
+    Read(#[from] ReadFileError),
     /// The file is invalid.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -74,10 +70,7 @@ pub fn load_system(location: &SystemLocation, workspace: &Path) -> Result<System
     match location {
         SystemLocation::Defaults => Ok(SystemConfig::defaults(workspace)),
         SystemLocation::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            let text = read_config_file(path)?;
             let mut config = parse_system(&text, &path.display().to_string())?;
             let base = path
                 .parent()

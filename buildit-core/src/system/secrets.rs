@@ -63,7 +63,10 @@ impl SystemConfig {
                 // Parse errors would quote the file; report only where, never what.
                 let document = KdlDocument::parse(&text).map_err(|error| SecretError::Invalid {
                     path: path.clone(),
-                    message: format!("not valid KDL ({} problems)", error.diagnostics.len()),
+                    message: format!(
+                        "not valid KDL ({})",
+                        crate::diagnostic::plural(error.diagnostics.len(), "problem")
+                    ),
                 })?;
                 for node in document.nodes() {
                     let name = node.name().value();
