@@ -1,4 +1,13 @@
 //! Length limits of names and values, so that no identifier or command is larger than its consumers expect.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 use miette::SourceSpan;
 
