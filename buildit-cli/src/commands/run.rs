@@ -134,7 +134,9 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     // Opened early for this same place (the configuration could have changed in between), or opened now.
     let opened = opening.and_then(|(early, opened)| (early == location).then_some(opened));
+    create_data_dir(&workspace);
     let run_id = new_run_id();
+    let show_command = show_command(&run_id, &workspace, args);
     let caches = CacheStore::new(workspace.join(".buildit/cache"));
     let mut identity = RunIdentity::new(run_id.clone(), 1, workspace);
     identity.secrets = secrets;
@@ -178,6 +180,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         location,
         opened,
         docker,
+        show_command,
     };
     runtime.block_on(run_plan(plan, identity, options, backends, output))
 }
@@ -189,6 +192,64 @@ struct Backends {
     /// The store, when it was opened while the pipeline was read.
     opened: Option<Result<Arc<dyn Store>, StoreError>>,
     docker: Option<DockerOptions>,
+    /// `buildit runs show ...` for this run, with the flags that find its store from any directory.
+    show_command: String,
+}
+
+/// Creates the workspace's `.buildit/` (store, caches, artifacts) with a `.gitignore` of its own, so that nothing
+/// in it is ever committed, whether or not the repository ignores it. An existing directory is left as it is.
+fn create_data_dir(workspace: &std::path::Path) {
+    let dir = workspace.join(".buildit");
+    // `create_dir` fails when it exists: only the run that creates it writes the file. Failures surface later,
+    // where the store or cache is written, with a better message.
+    if std::fs::create_dir(&dir).is_ok() {
+        let _ = std::fs::write(
+            dir.join(".gitignore"),
+            "# Created by BuildIt: its store, caches and artifacts are never committed.\n*\n",
+        );
+    }
+}
+
+/// The `buildit runs show` command for a run, shell-quoted, that finds the same store from any directory.
+fn show_command(run_id: &str, workspace: &std::path::Path, args: &RunArgs) -> String {
+    let mut words = vec![
+        "buildit".to_owned(),
+        "runs".to_owned(),
+        "show".to_owned(),
+        run_id.to_owned(),
+        "--workspace".to_owned(),
+        workspace.display().to_string(),
+    ];
+    if let Some(system) = &args.store.system {
+        let system = std::path::absolute(system).unwrap_or_else(|_| system.clone());
+        words.extend(["--system".to_owned(), system.display().to_string()]);
+    }
+    if let Some(url) = &args.store.database_url {
+        // Taken from the environment, it is there for the next command too; a password is never printed.
+        let from_env = std::env::var("BUILDIT_DATABASE_URL").is_ok_and(|env| env == *url);
+        let has_password = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .is_some_and(|(user, _)| user.contains(':'));
+        if !from_env && !has_password {
+            words.extend(["--database-url".to_owned(), url.clone()]);
+        }
+    }
+    words
+        .iter()
+        .map(|word| shell_word(word))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `word` as one POSIX shell word: as it is when it holds only safe characters, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+=,#".contains(c);
+    if !word.is_empty() && word.chars().all(safe) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// How to reach Docker, from the system configuration's `executor "docker"`.
@@ -242,6 +303,7 @@ async fn run_plan(
         location,
         opened,
         docker,
+        show_command,
     }: Backends,
     Output { format, colors }: Output,
 ) -> Exit {
@@ -355,8 +417,8 @@ async fn run_plan(
     show(&summary(&plan, &report));
     let recorded = recorder.await;
     show(&format!(
-        "recorded as {}#{} (`buildit runs show {}`)\n",
-        record.pipeline, record.number, record.id
+        "recorded as {}#{} (`{show_command}`)\n",
+        record.pipeline, record.number
     ));
     // After the summary is out: closing folds the store's log into its file, which the reader need not wait for.
     store.close().await;
