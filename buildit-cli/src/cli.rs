@@ -29,9 +29,15 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct GcArgs {
-    /// The system configuration file (where Docker is).
+    /// The system configuration file (where Docker is, where artifacts are kept).
     #[arg(long, value_name = "FILE")]
     pub(crate) system: Option<PathBuf>,
+    /// Remove caches and runs' artifacts not written for this long (`30d`, `12h`).
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    pub(crate) max_age: String,
+    /// Then remove the oldest caches until they hold at most this much, and the same for artifacts (`10G`, `500M`).
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) max_size: Option<String>,
 }
 
 /// Which store to use: the system configuration's `store` unless a URL is given.

@@ -1,6 +1,8 @@
-//! `buildit gc`: remove what killed runs left in Docker.
+//! `buildit gc`: prune old caches and artifacts, and remove what killed runs left in Docker.
 
 use std::path::PathBuf;
+
+use buildit_core::system::ArtifactStoreConfig;
 
 use super::load::load_system_config;
 use super::run::docker_options;
@@ -14,6 +16,51 @@ pub(crate) fn run(args: &GcArgs) -> Exit {
         Ok(system) => system,
         Err(exit) => return exit,
     };
+    let max_age = match buildit_core::config::parse_duration(&args.max_age) {
+        Ok(age) => age,
+        Err(error) => {
+            error_line(
+                &format!("invalid `--max-age`: {error}"),
+                Some("write it like `30d` or `12h`"),
+            );
+            return Exit::Usage;
+        }
+    };
+    let max_size = match args
+        .max_size
+        .as_deref()
+        .map(super::prune::parse_size)
+        .transpose()
+    {
+        Ok(size) => size,
+        Err(error) => {
+            error_line(&error, None);
+            return Exit::Usage;
+        }
+    };
+    let mut dirs = vec![("cache", workspace.join(".buildit/cache"))];
+    if let ArtifactStoreConfig::Filesystem { path } = &system.artifacts {
+        dirs.push(("artifact", path.clone()));
+    }
+    for (what, dir) in dirs {
+        match super::prune::prune(&dir, Some(max_age), max_size) {
+            Ok(pruned) => println!(
+                "removed {} {what} {} ({} bytes) from `{}`",
+                pruned.entries,
+                if pruned.entries == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                },
+                pruned.bytes,
+                dir.display()
+            ),
+            Err(error) => {
+                error_line(&format!("cannot prune `{}`: {error}", dir.display()), None);
+                return Exit::Infrastructure;
+            }
+        }
+    }
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
         Err(exit) => return exit,

@@ -3,6 +3,7 @@
 mod gc;
 mod load;
 mod plan;
+mod prune;
 mod run;
 mod runs;
 mod store;

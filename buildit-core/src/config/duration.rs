@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Parses `1h30m`, `10m`, `90s`, `1d` (units d, h, m, s, each at most once, largest first).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     const UNITS: [(char, u64); 4] = [('d', 86_400), ('h', 3_600), ('m', 60), ('s', 1)];
     if text.is_empty() {
         return Err("a duration cannot be empty".into());

@@ -15,7 +15,7 @@ mod shell;
 mod template;
 mod validate;
 
-pub use duration::format_duration;
+pub use duration::{format_duration, parse_duration};
 pub use file::{ReadFileError, read_config_file};
 pub use glob::Glob;
 pub use lengths::{MAX_COMMAND_BYTES, MAX_MATRIX_VALUE_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES};
