@@ -1346,3 +1346,264 @@ fn a_broken_pipeline_leaves_no_store_behind() {
     )));
     assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
 }
+
+/// Runs `buildit` in `dir`, killing it if it has not answered within `limit` (a read that blocks, a parse that
+/// takes minutes): the test then fails instead of hanging.
+fn buildit_within(
+    dir: &Path,
+    args: &[&str],
+    limit: std::time::Duration,
+) -> (Output, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let child = buildit_command(dir, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) => panic!("cannot start buildit: {error}"),
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "`buildit {}` did not answer within {limit:?}",
+                    args.join(" ")
+                );
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(error) => panic!("{error}"),
+        }
+    }
+    let elapsed = started.elapsed();
+    match child.wait_with_output() {
+        Ok(output) => (output, elapsed),
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// The bound the tests allow for an answer: the goal is well under a second; this leaves room for a busy machine
+/// and an unoptimised build.
+const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[test]
+fn special_files_are_refused_at_once() {
+    let dir = temp_dir();
+    let fifo = dir.path().join("pipe.kdl");
+    match Command::new("mkfifo").arg(&fifo).status() {
+        Ok(status) if status.success() => {}
+        other => panic!("mkfifo: {other:?}"),
+    }
+    let fifo = fifo.display().to_string();
+    for (file, kind) in [
+        ("/dev/zero", "a character device"),
+        ("/dev/urandom", "a character device"),
+        (fifo.as_str(), "a FIFO"),
+    ] {
+        for command in ["validate", "plan", "run"] {
+            let (output, elapsed) = buildit_within(dir.path(), &[command, file], ANSWER_LIMIT);
+            let text = stderr(&output);
+            assert_eq!(output.status.code(), Some(3), "{command} {file}: {text}");
+            assert!(
+                text.contains(&format!(
+                    "pipeline file `{file}` is {kind}, not a regular file"
+                )),
+                "{command} {file}: {text}"
+            );
+            assert!(elapsed < ANSWER_LIMIT, "{command} {file}: {elapsed:?}");
+        }
+    }
+    let (output, _) = buildit_within(
+        dir.path(),
+        &["validate", "--system", "/dev/zero", "/dev/null"],
+        ANSWER_LIMIT,
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output).contains("system configuration `/dev/zero` is a character device"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_growing_file_is_refused_at_the_size_limit() {
+    let dir = temp_dir();
+    let path = dir.path().join("buildit.kdl");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            let Ok(mut file) = std::fs::File::create(&path) else {
+                return;
+            };
+            let chunk = "// a comment line that keeps coming\n".repeat(1024);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if file.write_all(chunk.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    // Past the limit already, and still growing while buildit reads it.
+    while std::fs::metadata(&path).map_or(0, |m| m.len()) < 2 << 20 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (output, elapsed) = buildit_within(dir.path(), &["validate"], ANSWER_LIMIT);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = writer.join();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("pipeline file `buildit.kdl` is larger than 1 MiB"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(elapsed < ANSWER_LIMIT);
+}
+
+#[test]
+fn a_megabyte_of_one_token_is_refused_quickly() {
+    let dir = temp_dir();
+    for token in [
+        "= ", "\\ ", "( ", "} ", "# ", "stage ", "a= ", "\" ", "/* */ ", "; ",
+    ] {
+        let text = token.repeat((1 << 20) / token.len());
+        write(dir.path(), "buildit.kdl", &text);
+        let (output, elapsed) = buildit_within(dir.path(), &["validate"], ANSWER_LIMIT);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(3), "{token:?}: {text}");
+        assert!(!text.contains("panicked"), "{token:?}: {text}");
+        assert!(text.contains("buildit::config::"), "{token:?}: {text}");
+        assert!(elapsed < ANSWER_LIMIT, "{token:?}: {elapsed:?}");
+    }
+}
+
+#[test]
+fn a_very_long_stage_name_is_refused_by_validate() {
+    let dir = temp_dir();
+    let name = "s".repeat(70_000);
+    write(
+        dir.path(),
+        "buildit.kdl",
+        &format!("pipeline \"p\"\nstage \"{name}\" {{\n    run \"true\"\n}}\n"),
+    );
+    for command in ["validate", "run"] {
+        let (output, _) = buildit_within(dir.path(), &[command], ANSWER_LIMIT);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(3), "{command}: {text:.2000}");
+        assert!(
+            text.contains("stage name is 70000 bytes long; at most 128 bytes are allowed"),
+            "{command}: {text:.2000}"
+        );
+        assert!(!text.contains("panicked"), "{command}: {text:.2000}");
+    }
+}
+
+#[test]
+fn the_runs_show_hint_works_from_any_directory_and_the_data_dir_ignores_itself() {
+    let root = temp_dir();
+    let workspace = root.path().join("my workspace");
+    if let Err(error) = std::fs::create_dir(&workspace) {
+        panic!("{error}");
+    }
+    write(
+        &workspace,
+        "buildit.kdl",
+        "pipeline \"p\"\nstage \"a\" {\n    run \"true\"\n}\n",
+    );
+    let output = buildit(&workspace, &["run", "--plain"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = stdout(&output);
+    let Some(hint) = text
+        .lines()
+        .find_map(|line| line.strip_prefix("recorded as p#1 (`"))
+        .and_then(|rest| rest.strip_suffix("`)"))
+    else {
+        panic!("no hint in {text}");
+    };
+    assert!(hint.starts_with("buildit runs show "), "{hint}");
+    // Pasted into a shell elsewhere (the workspace path has a space in it), it shows the run.
+    let elsewhere = temp_dir();
+    let shown = Command::new("sh")
+        .arg("-c")
+        .arg(format!("PATH=\"$BUILDIT_DIR:$PATH\"; {hint}"))
+        .env(
+            "BUILDIT_DIR",
+            Path::new(env!("CARGO_BIN_EXE_buildit"))
+                .parent()
+                .unwrap_or(Path::new("/")),
+        )
+        .current_dir(elsewhere.path())
+        .env("HOME", elsewhere.path())
+        .env_remove("BUILDIT_SYSTEM")
+        .env_remove("BUILDIT_DATABASE_URL")
+        .output();
+    let shown = match shown {
+        Ok(output) => output,
+        Err(error) => panic!("{error}"),
+    };
+    assert_eq!(shown.status.code(), Some(0), "{hint}: {}", stderr(&shown));
+    assert!(stdout(&shown).contains("succeeded"), "{}", stdout(&shown));
+    match std::fs::read_to_string(workspace.join(".buildit/.gitignore")) {
+        Ok(ignore) => assert!(ignore.lines().any(|line| line == "*"), "{ignore}"),
+        Err(error) => panic!("no .buildit/.gitignore: {error}"),
+    }
+}
+
+#[test]
+fn gc_prunes_old_and_oversized_caches_and_artifacts() {
+    let dir = temp_dir();
+    let data = dir.path().join(".buildit");
+    let day = std::time::Duration::from_secs(86_400);
+    let now = std::time::SystemTime::now();
+    let file = |path: PathBuf, bytes: usize, age: std::time::Duration| {
+        if let Some(parent) = path.parent()
+            && let Err(error) = std::fs::create_dir_all(parent)
+        {
+            panic!("{error}");
+        }
+        write(dir.path(), &path.display().to_string(), &"x".repeat(bytes));
+        let set = std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(now - age));
+        if let Err(error) = set {
+            panic!("{error}");
+        }
+    };
+    file(data.join("cache/old.tar"), 100, day * 40);
+    file(data.join("cache/older-big.tar"), 1000, day * 3);
+    file(data.join("cache/newer-big.tar"), 1000, day);
+    file(data.join("artifacts/run-old/build/out.txt"), 10, day * 40);
+    file(
+        data.join("artifacts/run-new/build/out.txt"),
+        10,
+        std::time::Duration::ZERO,
+    );
+    let output = buildit(
+        dir.path(),
+        &["gc", "--max-age", "30d", "--max-size", "1500"],
+    );
+    // The Docker sweep comes after the files: without Docker it fails (4), with the files already pruned.
+    assert!(
+        matches!(output.status.code(), Some(0 | 4)),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains("removed 2 cache entries (1100 bytes)"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(!data.join("cache/old.tar").exists());
+    assert!(!data.join("cache/older-big.tar").exists());
+    assert!(data.join("cache/newer-big.tar").exists());
+    assert!(!data.join("artifacts/run-old").exists());
+    assert!(data.join("artifacts/run-new/build/out.txt").exists());
+    let bad = buildit(dir.path(), &["gc", "--max-size", "lots"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

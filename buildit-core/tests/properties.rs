@@ -132,6 +132,112 @@ proptest! {
     }
 }
 
+/// Renders every diagnostic of `text` as the CLI does, and the whole error as an embedder would: never a panic.
+fn render_all(text: &str) {
+    use miette::{GraphicalReportHandler, GraphicalTheme};
+    let Err(error) = parse_pipeline(text, "random.kdl") else {
+        return;
+    };
+    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor());
+    for diagnostic in &error.diagnostics {
+        let mut out = String::new();
+        let _ = handler.render_report(&mut out, &diagnostic.with_source(&error.input));
+    }
+    let mut out = String::new();
+    let _ = handler.render_report(&mut out, &error);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Whatever bytes a file holds, the bounded reader returns them exactly, or says why not (never a panic).
+    #[test]
+    fn the_file_reader_returns_exactly_the_text_or_why_not(bytes in proptest::collection::vec(any::<u8>(), 0..2000), repeat in 0usize..700) {
+        let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let path = dir.path().join("buildit.kdl");
+        let bytes = bytes.repeat(repeat.max(1));
+        std::fs::write(&path, &bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        match buildit_core::config::read_config_file(&path) {
+            Ok(text) => prop_assert_eq!(text.as_bytes(), bytes.as_slice()),
+            Err(buildit_core::config::ReadFileError::TooLarge { .. }) => {
+                prop_assert!(bytes.len() > buildit_core::config::MAX_FILE_BYTES)
+            }
+            Err(buildit_core::config::ReadFileError::NotUtf8 { offset, valid, .. }) => {
+                let error = std::str::from_utf8(&bytes).err();
+                prop_assert_eq!(error.map(|e| e.valid_up_to()), Some(offset));
+                prop_assert_eq!(valid.as_bytes(), &bytes[..offset]);
+            }
+            Err(other) => prop_assert!(false, "{other}"),
+        }
+    }
+
+    /// Diagnostics render without panicking, also on lines far longer than `miette` can underline.
+    #[test]
+    fn diagnostics_render_on_any_line_length(pieces in proptest::collection::vec(0..VOCABULARY.len(), 1..40), filler in 0usize..80_000) {
+        let text: String = pieces.iter().map(|&i| VOCABULARY[i]).collect::<Vec<_>>().join(" ");
+        render_all(&format!("{}{text}", " ".repeat(filler)));
+        render_all(&format!("{text}{}", "x".repeat(filler)));
+    }
+}
+
+/// The special files the daemon's worst users could name: refused at once, never read.
+#[test]
+fn the_file_reader_refuses_special_files_at_once() {
+    let dir = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(error) => panic!("{error}"),
+    };
+    let fifo = dir.path().join("fifo.kdl");
+    match std::process::Command::new("mkfifo").arg(&fifo).status() {
+        Ok(status) if status.success() => {}
+        other => panic!("mkfifo: {other:?}"),
+    }
+    for path in [
+        std::path::Path::new("/dev/zero"),
+        std::path::Path::new("/dev/urandom"),
+        std::path::Path::new("/dev/null"),
+        fifo.as_path(),
+        dir.path(),
+    ] {
+        let started = Instant::now();
+        let result = buildit_core::config::read_config_file(path);
+        assert!(
+            matches!(
+                result,
+                Err(buildit_core::config::ReadFileError::NotRegular { .. })
+            ),
+            "{}: {result:?}",
+            path.display()
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
+
+/// A megabyte of one token, the shape that made the parser's error recovery recurse once per token: refused
+/// within 2 s (optimised build), with diagnostics that render.
+#[test]
+fn a_megabyte_of_one_token_stays_under_the_time_bound() {
+    let bound = if cfg!(debug_assertions) {
+        Duration::from_secs(20)
+    } else {
+        Duration::from_secs(2)
+    };
+    for token in [
+        "= ", "=", "\\ ", "( ", "(", ") ", "} ", "# ", "#", "stage ", "a= ", "\" ", "/- a ", "; ",
+        "{ ", "a\n", "=\n",
+    ] {
+        let text = token.repeat(buildit_core::config::MAX_FILE_BYTES / token.len());
+        let started = Instant::now();
+        let result = parse_pipeline(&text, "big.kdl");
+        let elapsed = started.elapsed();
+        assert!(elapsed < bound, "{token:?} took {elapsed:?}");
+        assert!(result.is_err(), "{token:?}");
+        if token.len() == 2 {
+            render_all(&text);
+        }
+    }
+}
+
 /// The bound the daemon relies on: no input under 64 KiB takes longer than 2 s (in an optimised build; debug
 /// builds of the parser are several times slower, so they get a looser bound).
 #[test]
