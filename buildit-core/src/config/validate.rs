@@ -666,10 +666,11 @@ fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
             _ => {}
         }
     }
-    if let Some(matrix) = &stage.matrix {
-        if matrix.instance_count() > MAX_MATRIX_INSTANCES {
-            let instances = count_text(matrix.exact_instance_count());
-            reader.push(
+    if let Some(matrix) = &stage.matrix
+        && matrix.instance_count() > MAX_MATRIX_INSTANCES
+    {
+        let instances = count_text(matrix.exact_instance_count());
+        reader.push(
                 ConfigDiagnostic::error(
                     DiagnosticCode::Limit,
                     format!("the matrix of stage `{}` expands to {instances} instances; at most {MAX_MATRIX_INSTANCES} are allowed", stage.name.value),
@@ -678,7 +679,6 @@ fn check_stage(reader: &mut Reader<'_>, pipeline: &Pipeline, stage: &Stage) {
                 )
                 .with_help("split the stage, or drop values from an axis"),
             );
-        }
     }
 }
 
