@@ -498,3 +498,89 @@ fn system_configuration_errors_have_spans() {
         ]
     );
 }
+
+/// The messages of `limit` diagnostics, for a pipeline that must be refused.
+fn limit_messages(text: &str) -> Vec<String> {
+    match parse_pipeline(text, "limits.kdl") {
+        Ok(_) => panic!("accepted: {text:.200}"),
+        Err(error) => error
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == DiagnosticCode::Limit)
+            .map(|d| d.message.clone())
+            .collect(),
+    }
+}
+
+#[test]
+fn matrix_sizes_are_reported_exactly_not_saturated() {
+    let axes = |count: usize| -> String {
+        (0..count)
+            .map(|i| format!("        a{i} \"1\" \"2\" \"3\" \"4\"\n"))
+            .collect()
+    };
+    let pipeline = |count: usize| {
+        format!(
+            "pipeline \"p\"\nstage \"b\" {{\n    run \"true\"\n    matrix {{\n{}    }}\n}}\n",
+            axes(count)
+        )
+    };
+    // 4^32 = 2^64: one more than `usize` holds.
+    let messages = limit_messages(&pipeline(32));
+    assert!(
+        messages.contains(&"the matrix of stage `b` expands to 18446744073709551616 instances; at most 256 are allowed".to_owned()),
+        "{messages:?}"
+    );
+    // 4^70 does not fit in `u128` either.
+    let messages = limit_messages(&pipeline(70));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains(&format!("expands to more than {} instances", u128::MAX))),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn names_and_values_have_length_limits() {
+    let long = |n: usize| "x".repeat(n);
+    let text = format!(
+        "pipeline \"{}\"\nstage \"{}\" {{\n    run \"{}\"\n    env {{\n        {} \"v\"\n    }}\n    matrix {{\n        {} \"{}\"\n    }}\n}}\n",
+        long(129),
+        long(70_000),
+        long(64 * 1024 + 1),
+        long(129),
+        long(129),
+        long(1025),
+    );
+    let messages = limit_messages(&text);
+    for expected in [
+        "pipeline name is 129 bytes long; at most 128 bytes are allowed",
+        "stage name is 70000 bytes long; at most 128 bytes are allowed",
+        "environment variable name is 129 bytes long; at most 128 bytes are allowed",
+        "matrix axis name is 129 bytes long; at most 128 bytes are allowed",
+        "matrix value is 1025 bytes long; at most 1024 bytes are allowed",
+    ] {
+        assert!(
+            messages.iter().any(|m| m == expected),
+            "{expected}: {messages:?}"
+        );
+    }
+    assert!(
+        messages.iter().any(|m| m.starts_with("`run` command is ")
+            && m.ends_with("at most 65536 bytes are allowed")),
+        "{messages:?}"
+    );
+    // At the limits, all is well.
+    let text = format!(
+        "pipeline \"{}\"\nstage \"{}\" {{\n    run \"{}\"\n    matrix {{\n        {} \"{}\"\n    }}\n}}\n",
+        long(128),
+        long(128),
+        long(60_000),
+        long(128),
+        long(1024),
+    );
+    if let Err(error) = parse_pipeline(&text, "limits.kdl") {
+        panic!("{error}: {:?}", error.diagnostics);
+    }
+}
