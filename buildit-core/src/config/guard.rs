@@ -22,6 +22,9 @@ pub(crate) const MAX_SLASHDASHED_NESTING: usize = 2;
 /// files (read by BuildIt's own reader) are not limited.
 pub(crate) const MAX_PARSER_TOKENS: usize = 25_000;
 
+/// Most `#` in a row (raw strings need a few more than they contain).
+pub(crate) const MAX_HASHES: usize = 32;
+
 /// What a scan learned about a file the parser can read in bounded time.
 #[derive(Debug, Default)]
 pub(crate) struct Scanned {
@@ -153,6 +156,24 @@ pub(crate) fn scan(text: &str) -> Result<Scanned, ConfigDiagnostic> {
             }
             b'#' => {
                 pending_slashdash = false;
+                let run = bytes
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|&&b| b == b'#')
+                    .count();
+                if run > MAX_HASHES {
+                    // The parser tries a raw string at every `#` of a run and counts the rest of it: quadratic.
+                    return Err(ConfigDiagnostic::error(
+                        DiagnosticCode::Syntax,
+                        format!("more than {MAX_HASHES} `#` in a row"),
+                        SourceSpan::from(i..i + run),
+                        "too many `#`",
+                    )
+                    .with_help(
+                        "raw strings take a few `#` (`#\"...\"#`); keywords one (`#true`)",
+                    ));
+                }
                 if starts_token {
                     count(i);
                 }
