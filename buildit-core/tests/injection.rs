@@ -26,6 +26,8 @@ enum Expect {
     WrappedLine,
     /// This text, then the value.
     After(&'static str),
+    /// Two `run` commands printing the value, and the echo of the second between them.
+    TwoRuns,
     /// Validation refuses the template.
     Refused,
 }
@@ -93,10 +95,10 @@ const CONTEXTS: &[Context] = &[
         Expect::Trimmed,
     ),
     // Backquotes: plain ones work; nested in double quotes or in other backquotes they are refused.
-    context("x=`printf '%s' {v}`; printf '%s' \"$x\"", Expect::Trimmed),
+    context("x=`printf '%s' {v}`; printf '%s' \"$x\"", Expect::Refused),
     context(
         "x=`printf '%s' \"{v}\"`; printf '%s' \"$x\"",
-        Expect::Trimmed,
+        Expect::Refused,
     ),
     context("printf '%s' \"`printf '%s' {v}`\"", Expect::Refused),
     context(
@@ -140,6 +142,61 @@ const CONTEXTS: &[Context] = &[
     context("bash -o pipefail -c 'printf %s {v}'", Expect::Refused),
     context("sh -c 'printf \"%s\" \"$1\"' sh {v}", Expect::Value),
     context("trap \"printf '%s' {v}\" EXIT", Expect::Refused),
+    // Several `run` commands: the echo of each is printed from the script, with the values.
+    context("printf '%s' {v}\u{0}printf '%s' {v}", Expect::TwoRuns),
+    context(
+        "cat > notes.txt <<EOF\u{0}Branch: {v}\u{0}EOF",
+        Expect::Refused,
+    ),
+    context("echo \"unclosed\u{0}printf '%s' {v}", Expect::Refused),
+    // Scripts read by shells from standard input.
+    context("sh <<EOF\necho {v}\nEOF", Expect::Refused),
+    context(
+        "ssh localhost <<EOF\ngit checkout {v}\nEOF",
+        Expect::Refused,
+    ),
+    context("sh -c 'cat' <<EOF\n{v}\nEOF", Expect::Line),
+    bash("bash <<< \"echo {v}\"", Expect::Refused),
+    // Shells given a script in every way they take one.
+    context(
+        "bash --noprofile --norc -eo pipefail -c 'echo {v}'",
+        Expect::Refused,
+    ),
+    context("flock /tmp/l -c 'echo {v}'", Expect::Refused),
+    context("su nobody -c 'echo {v}'", Expect::Refused),
+    context("bash -c -- 'echo {v}'", Expect::Refused),
+    context("sh -c -e 'echo {v}'", Expect::Refused),
+    context("bash $OPTS -c \"echo {v}\"", Expect::Refused),
+    context("eval \"$(echo {v})\"", Expect::Refused),
+    context("sh -c \"echo $(echo {v})\"", Expect::Refused),
+    // Arithmetic however it is spelt.
+    bash("for ((i=0; i<{v}; i++)); do echo $i; done", Expect::Refused),
+    bash("if(( {v} > 1 )); then echo big; fi", Expect::Refused),
+    bash("if true; then(( {v} > 1 )); fi", Expect::Refused),
+    bash("time -p (( {v} > 1 ))", Expect::Refused),
+    bash("builtin let \"x = {v}\"", Expect::Refused),
+    bash("[[ $(echo {v}) -eq 1 ]]", Expect::Refused),
+    bash("[[ \"]]\" != {v} && {v} -eq 1 ]]", Expect::Refused),
+    bash("echo $\\\n(( {v} + 1 ))", Expect::Refused),
+    bash("(\\\n( {v} > 1 ))", Expect::Refused),
+    bash("echo $[ a[0] + {v} ]", Expect::Refused),
+    bash("declare -A m; echo $(( m[\"))\"] + {v} ))", Expect::Refused),
+    // Names and indexes bash evaluates.
+    bash("[[ -v {v} ]]", Expect::Refused),
+    context("[ -v {v} ]", Expect::Refused),
+    bash("arr[{v}]=1", Expect::Refused),
+    bash("a=([{v}]=1)", Expect::Refused),
+    bash("declare -i n={v}", Expect::Refused),
+    bash("f() { local -i n={v}; }", Expect::Refused),
+    bash("printf -v {v} %s x", Expect::Refused),
+    context("read {v} < /dev/null", Expect::Refused),
+    context("f() { local x={v}; printf '%s' \"$x\"; }; f", Expect::Value),
+    // Places where a backslash or a here-document delimiter would change what follows.
+    context("echo \\{v}\"; {v} #", Expect::Refused),
+    bash("echo $'\\{v}'\"'; {v} #", Expect::Refused),
+    context("echo \"\\{v}\"", Expect::Refused),
+    context("x=`echo \\\\\"; {v} #\"`", Expect::Refused),
+    context("cat <<E$F\nE$F\n{v}\nE", Expect::Refused),
     // bash only.
     bash("[[ {v} == {v} ]] && printf '%s' {v}", Expect::Value),
     bash(
@@ -230,9 +287,14 @@ enum Fate {
 /// `{env.HOSTILE}`, and runs the stage's script with `shell` in `dir` exactly as a host stage runs it.
 fn run(command: &str, variable: &str, value: &str, shell: &str, dir: &Path) -> Fate {
     let command = command.replace("{v}", variable);
+    // `\0` separates the `run` commands of one stage.
+    let runs: Vec<String> = command
+        .split('\0')
+        .map(|run| format!("    run {}\n", kdl_string(run)))
+        .collect();
     let text = format!(
-        "pipeline \"injection\"\nstage \"s\" {{\n    run {}\n}}\n",
-        kdl_string(&command)
+        "pipeline \"injection\"\nstage \"s\" {{\n{}}}\n",
+        runs.concat()
     );
     let pipeline = match parse_pipeline(&text, "buildit.kdl") {
         Ok(pipeline) => pipeline,
@@ -286,6 +348,7 @@ fn expected(expect: Expect, value: &str) -> Fate {
         Expect::Wrapped => format!("a{value}b"),
         Expect::WrappedLine => format!("a{value}b\n"),
         Expect::After(text) => format!("{text}{value}"),
+        Expect::TwoRuns => format!("{value}$ printf '%s' {value}\n{value}"),
     };
     Fate::Printed(bytes.into_bytes())
 }

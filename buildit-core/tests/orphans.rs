@@ -119,7 +119,7 @@ pipeline "p"
 stage "daemons" {
     run "setsid sh -c 'echo $$ >> pids; exec sleep 60' >/dev/null 2>&1 &"
     run "(setsid sh -c 'echo $$ >> pids; exec sleep 60' >/dev/null 2>&1 &)"
-    run "i=0; while [ \"$(wc -l < pids)\" -lt 2 ] && [ $i -lt 1000 ]; do i=$((i + 1)); sleep 0.01; done"
+    run "i=0; while [ \"$(cat pids 2>/dev/null | wc -l)\" -lt 2 ] && [ $i -lt 1000 ]; do i=$((i + 1)); sleep 0.01; done"
 }
 "#,
         dir.path(),

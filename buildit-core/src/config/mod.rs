@@ -25,7 +25,7 @@ pub use model::{
 };
 pub use pipeline::{MAX_RETRY, parse_pipeline};
 pub use reader::MAX_FILE_BYTES;
-pub use shell::{Landing, Refusal};
+pub use shell::{Analysis, Landing, Refusal};
 pub use template::{
     CommandRefusal, Template, TemplatePart, Variable, matrix_env_name, quote_for_shell,
 };

@@ -1163,8 +1163,30 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
             _ => stage.executor = read_executor(reader, child),
         }
     }
+    check_commands_finish(reader, &stage);
     stage_name?;
     Some(stage)
+}
+
+/// In a stage whose commands use variables, each `run` must end where it began: the next command, and the line
+/// that echoes it with its values, would otherwise land inside what it left open (a here-document, a quote).
+fn check_commands_finish(reader: &mut Reader<'_>, stage: &Stage) {
+    if stage.run.iter().all(|command| command.value.is_literal()) {
+        return;
+    }
+    for command in &stage.run {
+        if let Some(open) = command.value.shell_analysis().unfinished {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::UnsafeVariable,
+                    format!("the command leaves {open} open, and the stage's commands use variables"),
+                    command.span,
+                    "unfinished command",
+                )
+                .with_help("each `run` must be a whole shell command: close it in the same `run`, or join the commands into one"),
+            );
+        }
+    }
 }
 
 /// `service "db" { image "postgres:16"; env { ... }; command "postgres" "-c" "fsync=off"; ready "pg_isready" }`

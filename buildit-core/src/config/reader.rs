@@ -569,7 +569,9 @@ impl<'s> Reader<'s> {
             return;
         }
         let mut locator = ValueLocator::new(self.text, value);
-        for ((variable, range), landing) in template.variables().zip(template.shell_landings()) {
+        for ((variable, range), landing) in
+            template.variables().zip(template.shell_analysis().landings)
+        {
             let Err(refusal) = landing else {
                 continue;
             };
@@ -583,7 +585,7 @@ impl<'s> Reader<'s> {
                     span,
                     "no literal form here",
                 )
-                .with_help(refusal.help_for(&name)),
+                .with_help(refusal.help_for(&name).replace("{branch}", written)),
             );
         }
     }

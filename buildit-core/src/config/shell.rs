@@ -60,10 +60,18 @@ pub(crate) enum Piece<'a> {
     Variable,
 }
 
-/// The landing of each variable in `pieces`, in order.
-pub(crate) fn landings<'a>(
-    pieces: impl IntoIterator<Item = Piece<'a>>,
-) -> Vec<Result<Landing, Refusal>> {
+/// How a command reads as shell code.
+#[derive(Debug)]
+pub struct Analysis {
+    /// The landing of each variable, in order.
+    pub landings: Vec<Result<Landing, Refusal>>,
+    /// What the command leaves open at its end (a quote, a here-document, `$(`, a trailing `\`), if anything:
+    /// the next command of the stage, and the line that echoes it, would land inside.
+    pub unfinished: Option<&'static str>,
+}
+
+/// Reads `pieces` as a POSIX shell command.
+pub(crate) fn analyse<'a>(pieces: impl IntoIterator<Item = Piece<'a>>) -> Analysis {
     let mut lexer = Lexer::default();
     for piece in pieces {
         match piece {
@@ -71,11 +79,28 @@ pub(crate) fn landings<'a>(
             Piece::Variable => lexer.variable(),
         }
     }
-    lexer.landings
+    // The stage's script ends every command with a newline: it ends the last word, starts pending
+    // here-documents and closes one whose delimiter is the last line.
+    lexer.text("\n");
+    let unfinished = lexer.unfinished();
+    Analysis {
+        landings: lexer.landings,
+        unfinished,
+    }
 }
 
-/// Commands that run their arguments as shell code.
+/// Frames open at once beyond which BuildIt stops following a command (and refuses the variables after):
+/// real commands nest a few levels; following thousands would cost time on every character.
+const MAX_DEPTH: usize = 32;
+
+/// Commands that run their arguments (or, for `ssh`, their standard input) as shell code.
 const EVALUATORS: [&str; 6] = ["eval", "trap", "ssh", "watch", "parallel", "alias"];
+/// Commands whose arguments are arithmetic, or names that bash evaluates (`a[$(...)]`).
+const NAME_TAKERS: [&str; 6] = ["let", "read", "unset", "mapfile", "readarray", "getopts"];
+/// Commands whose `-v NAME` option takes a name (bash evaluates an index in it).
+const NAME_OPTIONS: [&str; 4] = ["[", "test", "printf", "[["];
+/// Declarations whose `-i`, `-n`, `-a` or `-A` makes values arithmetic, names or indexed.
+const DECLARATIONS: [&str; 4] = ["declare", "typeset", "local", "readonly"];
 /// Commands whose `-c` option takes a script.
 const SHELLS: [&str; 12] = [
     "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "posh", "su", "runuser", "flock",
@@ -109,7 +134,7 @@ struct TestExpression {
 #[derive(Debug)]
 struct Command {
     closer: Closer,
-    /// Open `(` inside this context (subshells, `case` patterns written with a leading `(`).
+    /// Open `(` inside this context (subshells, function definitions; not the `(` before a `case` pattern).
     parens: u32,
     /// The current word, with quotes removed; `None` between words.
     word: Option<String>,
@@ -119,16 +144,22 @@ struct Command {
     word_quoted: bool,
     /// Index of the current word in its simple command.
     position: usize,
+    /// The simple command's first word (its command name, most often).
+    first: Option<String>,
     /// An earlier word of the simple command runs the rest as code (`eval`).
     evaluator: Option<String>,
-    /// A shell was named, and its options are being read.
-    shell_options: Option<String>,
-    /// The next word is the argument of a shell's `-o`.
-    shell_option_argument: bool,
-    /// The next word (or the current one) is the script of `sh -c`.
+    /// A shell was named in this simple command.
+    shell: Option<String>,
+    /// It was given `-c`: its script follows as an argument (not standard input).
+    shell_dash_c: bool,
+    /// Its script (or what may be its script) has been read.
+    shell_script_read: bool,
+    /// The next word that is not an option is the script of `sh -c` (also `<<<` into a shell).
     script: Option<String>,
-    /// `let` was named.
-    let_command: bool,
+    /// The arguments are arithmetic or names that bash evaluates (`let`, `read`, `declare -i`...).
+    names: Option<String>,
+    /// The next word is a name (after `-v` of `test`, `[[` or `printf`).
+    name_next: bool,
     /// The previous operator was `<<`/`<<-`: the next word is a here-document delimiter.
     heredoc_operator: Option<bool>,
     /// `[[` is open.
@@ -150,11 +181,14 @@ impl Command {
             word_expands: false,
             word_quoted: false,
             position: 0,
+            first: None,
             evaluator: None,
-            shell_options: None,
-            shell_option_argument: false,
+            shell: None,
+            shell_dash_c: false,
+            shell_script_read: false,
             script: None,
-            let_command: false,
+            names: None,
+            name_next: false,
             heredoc_operator: None,
             test: None,
             cases: 0,
@@ -176,11 +210,14 @@ impl Command {
     /// A new simple command starts (after `;`, `&`, `|`, a newline, `(` or `)`).
     fn separate(&mut self) {
         self.position = 0;
+        self.first = None;
         self.evaluator = None;
-        self.shell_options = None;
-        self.shell_option_argument = false;
+        self.shell = None;
+        self.shell_dash_c = false;
+        self.shell_script_read = false;
         self.script = None;
-        self.let_command = false;
+        self.names = None;
+        self.name_next = false;
     }
 }
 
@@ -190,6 +227,8 @@ struct HereDocument {
     delimiter: String,
     strip_tabs: bool,
     quoted: bool,
+    /// Fed to a shell or `ssh` as its script.
+    evaluated: Option<String>,
 }
 
 #[derive(Debug)]
@@ -221,9 +260,14 @@ struct Lexer {
     /// What is open inside it, innermost last.
     stack: Vec<Frame>,
     /// Here-documents whose operator was read, waiting for the end of the line.
-    pending: Vec<HereDocument>,
-    /// `$'...'` held `\'`, which bash and dash read differently: the two disagree on what follows.
-    ambiguous: bool,
+    pending: std::collections::VecDeque<HereDocument>,
+    /// Why BuildIt can no longer tell where text lands (shells disagree, or it is nested too deeply): every
+    /// variable from here on is refused.
+    lost: Option<&'static str>,
+    /// The last piece of text ended with a `\` that escapes what comes next.
+    dangling_backslash: bool,
+    /// The character before the one being read.
+    previous: Option<char>,
     landings: Vec<Result<Landing, Refusal>>,
 }
 
@@ -232,8 +276,10 @@ impl Default for Lexer {
         Self {
             root: Command::new(Closer::End),
             stack: Vec::new(),
-            pending: Vec::new(),
-            ambiguous: false,
+            pending: std::collections::VecDeque::new(),
+            lost: None,
+            dangling_backslash: false,
+            previous: None,
             landings: Vec::new(),
         }
     }
@@ -241,12 +287,98 @@ impl Default for Lexer {
 
 impl Lexer {
     fn text(&mut self, text: &str) {
+        self.dangling_backslash = false;
         let chars: Vec<char> = text.chars().collect();
         let mut i = 0;
         while let Some(&ch) = chars.get(i) {
+            if self.lost.is_some() {
+                return;
+            }
             let next = chars.get(i + 1).copied();
             let after = chars.get(i + 2).copied();
-            i += self.step(ch, next, after);
+            if ch == '\\' && self.continues_lines() {
+                match next {
+                    Some('\n') => {
+                        // A line continuation is removed before the shell reads tokens: one that splits
+                        // `$((`, `((`, `<<` or `$(` would make BuildIt read them apart.
+                        if matches!(self.previous, Some('$' | '(' | '<' | '[' | '{'))
+                            || matches!(after, Some('(' | '<' | '[' | '{'))
+                        {
+                            self.lost =
+                                Some("follows a line continuation that splits a shell token");
+                        }
+                        i += 2;
+                        continue;
+                    }
+                    None => {
+                        // The backslash escapes what follows this piece: the variable's reference.
+                        self.dangling_backslash = true;
+                        return;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let consumed = self.step(ch, next, after);
+            if consumed > 0 {
+                self.previous = chars.get(i + consumed - 1).copied();
+            }
+            i += consumed;
+        }
+    }
+
+    /// Whether a backslash-newline is a line continuation here.
+    fn continues_lines(&self) -> bool {
+        match self.stack.last() {
+            Some(Frame::Single | Frame::AnsiC | Frame::Comment) => false,
+            Some(Frame::Body { document, .. }) => !document.quoted,
+            _ => true,
+        }
+    }
+
+    /// Opens a frame, unless BuildIt would then follow more than [`MAX_DEPTH`].
+    fn push(&mut self, frame: Frame) {
+        if self.stack.len() >= MAX_DEPTH {
+            self.lost = Some("is nested too deeply for BuildIt to follow");
+        } else {
+            self.stack.push(frame);
+        }
+    }
+
+    /// What the command leaves open at its end, if anything.
+    fn unfinished(&self) -> Option<&'static str> {
+        if self.lost.is_some() {
+            return None;
+        }
+        if self.dangling_backslash {
+            return Some("a trailing `\\`");
+        }
+        if !self.pending.is_empty() {
+            return Some("a here-document");
+        }
+        match self.stack.last() {
+            None | Some(Frame::Comment) => None,
+            Some(Frame::Single | Frame::AnsiC) => Some("a single quote"),
+            Some(Frame::Double) => Some("a double quote"),
+            // The script puts a newline after every command: a last line that is the delimiter ends it.
+            Some(Frame::Body {
+                document,
+                line,
+                line_expands,
+            }) => {
+                let line = if document.strip_tabs {
+                    line.trim_start_matches('\t')
+                } else {
+                    line.as_str()
+                };
+                (*line_expands || line != document.delimiter || self.stack.len() > 1)
+                    .then_some("a here-document")
+            }
+            Some(Frame::Parameter(_)) => Some("`${`"),
+            Some(Frame::Arithmetic { .. }) => Some("an arithmetic expansion"),
+            Some(Frame::Command(command)) => match command.closer {
+                Closer::Backquote => Some("a backquote"),
+                _ => Some("`$(`"),
+            },
         }
     }
 
@@ -268,7 +400,9 @@ impl Lexer {
             Frame::AnsiC => match ch {
                 '\\' => {
                     if next == Some('\'') {
-                        self.ambiguous = true;
+                        self.lost = Some(
+                            "follows a `$'...'` quote holding `\\'`, which `sh` and `bash` end in different places",
+                        );
                     }
                     self.command_mut().mark_expanding();
                     2
@@ -283,9 +417,10 @@ impl Lexer {
                 }
             },
             Frame::Comment => {
-                if ch == '\n' {
+                if ch == '\n' || (ch == '`' && self.backquoted_command_mut().is_some()) {
                     self.stack.pop();
-                    // The newline also ends the command line.
+                    // The newline also ends the command line; a backquote ends the backquoted command, which
+                    // the shell cuts out before it reads comments.
                     0
                 } else {
                     1
@@ -325,11 +460,11 @@ impl Lexer {
                 }
                 '\\' => 2,
                 '"' => {
-                    self.stack.push(Frame::Double);
+                    self.push(Frame::Double);
                     1
                 }
                 '\'' if !self.in_double_quotes() => {
-                    self.stack.push(Frame::Single);
+                    self.push(Frame::Single);
                     1
                 }
                 '$' | '`' => self.expansion(ch, next, after, false),
@@ -340,7 +475,15 @@ impl Lexer {
                     *parens += 1;
                     1
                 }
+                '[' if *bracket => {
+                    *parens += 1;
+                    1
+                }
                 ')' if !*bracket && *parens > 0 => {
+                    *parens -= 1;
+                    1
+                }
+                ']' if *bracket && *parens > 0 => {
                     *parens -= 1;
                     1
                 }
@@ -350,6 +493,10 @@ impl Lexer {
                 }
                 ']' if *bracket => {
                     self.stack.pop();
+                    1
+                }
+                '"' => {
+                    self.push(Frame::Double);
                     1
                 }
                 '$' | '`' => self.expansion(ch, next, after, false),
@@ -416,9 +563,8 @@ impl Lexer {
 
     /// Starts the body of the next waiting here-document, if any.
     fn next_body(&mut self) {
-        if !self.pending.is_empty() {
-            let document = self.pending.remove(0);
-            self.stack.push(Frame::Body {
+        if let Some(document) = self.pending.pop_front() {
+            self.push(Frame::Body {
                 document,
                 line: String::new(),
                 line_expands: false,
@@ -440,15 +586,14 @@ impl Lexer {
                 self.close_backquote();
             } else {
                 self.command_mut().mark_expanding();
-                self.stack
-                    .push(Frame::Command(Command::new(Closer::Backquote)));
+                self.push(Frame::Command(Command::new(Closer::Backquote)));
             }
             return 1;
         }
         match next {
             Some('(') if after == Some('(') => {
                 self.command_mut().mark_expanding();
-                self.stack.push(Frame::Arithmetic {
+                self.push(Frame::Arithmetic {
                     parens: 0,
                     bracket: false,
                 });
@@ -456,29 +601,34 @@ impl Lexer {
             }
             Some('(') => {
                 self.command_mut().mark_expanding();
-                self.stack.push(Frame::Command(Command::new(Closer::Paren)));
+                self.push(Frame::Command(Command::new(Closer::Paren)));
                 2
             }
             Some('{') => {
                 self.command_mut().mark_expanding();
-                self.stack.push(Frame::Parameter(1));
+                self.push(Frame::Parameter(1));
                 2
             }
             Some('[') => {
                 self.command_mut().mark_expanding();
-                self.stack.push(Frame::Arithmetic {
+                self.push(Frame::Arithmetic {
                     parens: 0,
                     bracket: true,
                 });
                 2
             }
             Some('\'') if !quoted => {
-                self.command_mut().mark_expanding();
-                self.stack.push(Frame::AnsiC);
+                let command = self.command_mut();
+                command.mark_expanding();
+                command.word_quoted = true;
+                self.push(Frame::AnsiC);
                 2
             }
             Some(c) if c.is_ascii_alphanumeric() || "_@*#?$!-".contains(c) => {
-                self.command_mut().mark_expanding();
+                let command = self.command_mut();
+                command.push_char('$');
+                command.push_char(c);
+                command.mark_expanding();
                 2
             }
             _ => {
@@ -581,22 +731,25 @@ impl Lexer {
             '\'' => {
                 command.word.get_or_insert_with(String::new);
                 command.word_quoted = true;
-                self.stack.push(Frame::Single);
+                self.push(Frame::Single);
                 1
             }
             '"' => {
                 command.word.get_or_insert_with(String::new);
                 command.word_quoted = true;
-                self.stack.push(Frame::Double);
+                self.push(Frame::Double);
                 1
             }
             '$' | '`' => self.expansion(ch, next, after, false),
             '#' if command.word.is_none() => {
-                self.stack.push(Frame::Comment);
+                self.push(Frame::Comment);
                 1
             }
-            '(' if command.word.is_none() && command.position == 0 && next == Some('(') => {
-                self.stack.push(Frame::Arithmetic {
+            // `((` where a word starts is arithmetic (`for ((`, `if((`, `time ((`): bash reads it so.
+            '(' if next == Some('(') && !command.in_pattern => {
+                // `if((` ends the word `if`: `(` is an operator character.
+                self.end_word();
+                self.push(Frame::Arithmetic {
                     parens: 0,
                     bracket: false,
                 });
@@ -643,7 +796,12 @@ impl Lexer {
                 }
                 if ch == '<' && next == Some('<') {
                     if after == Some('<') {
-                        // A here-string: its word is an ordinary word.
+                        // A here-string: an ordinary word, unless it is a shell's script.
+                        if command.shell.is_some() && !command.shell_dash_c {
+                            command.script = command.shell.clone();
+                        } else if command.evaluator.is_some() {
+                            command.script = command.evaluator.clone();
+                        }
                         return 3;
                     }
                     let strip_tabs = after == Some('-');
@@ -703,14 +861,24 @@ impl Lexer {
         let expands = std::mem::take(&mut command.word_expands);
         let quoted = std::mem::take(&mut command.word_quoted);
         if let Some(strip_tabs) = command.heredoc_operator.take() {
-            self.pending.push(HereDocument {
+            // Standard input is the script of a shell named without `-c`, and of `ssh`.
+            let evaluated = match (&command.shell, &command.evaluator) {
+                (Some(shell), _) if !command.shell_dash_c => Some(shell.clone()),
+                (_, Some(evaluator)) => Some(evaluator.clone()),
+                _ => None,
+            };
+            if expands {
+                self.lost = Some("follows a here-document whose delimiter holds an expansion");
+            }
+            self.pending.push_back(HereDocument {
                 delimiter: word,
                 strip_tabs,
                 quoted,
+                evaluated,
             });
             return;
         }
-        let refused = command_word(command, &word, expands);
+        let refused = command_word(command, &word, expands, quoted);
         for index in refused {
             if let Some(landing) = self.landings.get_mut(index) {
                 *landing = Err(arithmetic_test_refusal());
@@ -723,6 +891,7 @@ impl Lexer {
         let index = self.landings.len();
         let landing = self.landing(index);
         self.landings.push(landing);
+        self.dangling_backslash = false;
         if let Some(Frame::Body { line_expands, .. }) = self.stack.last_mut() {
             *line_expands = true;
         } else {
@@ -731,22 +900,21 @@ impl Lexer {
     }
 
     fn landing(&mut self, index: usize) -> Result<Landing, Refusal> {
-        if self.ambiguous {
+        if let Some(reason) = self.lost {
             return Err(refusal(
-                "follows a `$'...'` quote holding `\\'`, which `sh` and `bash` end in different places",
-                "write the quote without `\\'` (for instance `\"'\"`), so every shell reads the command alike",
+                reason,
+                "write the command more plainly (no `\\'` in `$'...'`, no line continuation inside `$((`, `<<` or `$(`, less nesting), or use the value's environment variable `$BUILDIT_VALUE`",
             ));
         }
-        let mut in_double = false;
-        let mut backquoted = false;
+        if self.dangling_backslash {
+            return Err(refusal(
+                "directly follows a `\\`, which would escape what BuildIt puts there",
+                "put the `\\` elsewhere, or write `\\\\` for a literal backslash",
+            ));
+        }
         for frame in &self.stack {
             match frame {
-                Frame::Arithmetic { .. } => {
-                    return Err(refusal(
-                        "is inside shell arithmetic, which evaluates the value as an expression (bash even runs `$(...)` in an array index)",
-                        "check that the value is a number, then use its environment variable: `case $BUILDIT_VALUE in ''|*[!0-9]*) exit 1;; esac; echo $((BUILDIT_VALUE + 1))`",
-                    ));
-                }
+                Frame::Arithmetic { .. } => return Err(arithmetic_refusal()),
                 Frame::Parameter(_) => {
                     return Err(refusal(
                         "is inside a parameter expansion `${...}`",
@@ -759,65 +927,117 @@ impl Lexer {
                         "use an unquoted delimiter (`<<EOF`): BuildIt then passes the value through the environment",
                     ));
                 }
-                Frame::Double => in_double = true,
-                Frame::Command(command) if command.closer == Closer::Backquote => {
-                    if in_double || backquoted || command.nested_backquotes {
+                Frame::Body { document, .. } => {
+                    if let Some(shell) = &document.evaluated {
                         return Err(refusal(
-                            "is inside backquotes nested in double quotes or in other backquotes, which shells quote differently",
-                            "write `$(...)` instead of backquotes",
+                            &format!("is inside a here-document that `{shell}` runs as shell code"),
+                            "refer to the value's environment variable in the script (`\\$BUILDIT_VALUE` in the here-document, so that the outer shell leaves it alone)",
                         ));
                     }
-                    backquoted = true;
-                    in_double = false;
                 }
-                Frame::Command(_) => in_double = false,
+                Frame::Command(command) if command.closer == Closer::Backquote => {
+                    return Err(refusal(
+                        "is inside backquotes, whose text goes through another round of backslashes before it is read",
+                        "write `$(...)` instead of backquotes",
+                    ));
+                }
                 _ => {}
             }
         }
-        let top = self.stack.last();
-        let landing = match top {
+        let landing = match self.stack.last() {
             Some(Frame::Single) => Landing::SingleQuoted,
             Some(Frame::AnsiC) => Landing::AnsiCQuoted,
             Some(Frame::Double) => Landing::DoubleQuoted,
             Some(Frame::Comment) => return Ok(Landing::Comment),
-            Some(Frame::Body { .. }) => return Ok(Landing::HereDocument),
+            Some(Frame::Body { .. }) => Landing::HereDocument,
             _ => Landing::Unquoted,
         };
-        let command = self.command_mut();
-        if command.heredoc_operator.is_some() {
-            return Err(refusal(
-                "is a here-document delimiter",
-                "write the delimiter as plain text, e.g. `<<EOF`",
-            ));
-        }
-        if let Some(evaluator) = &command.evaluator {
-            return Err(refusal(
-                &format!("is an argument of `{evaluator}`, which runs its arguments as shell code"),
-                "refer to the value's environment variable inside the code instead (`eval 'echo \"$BUILDIT_VALUE\"'`): the code then reads it as data",
-            ));
-        }
-        if let Some(shell) = &command.script {
-            return Err(refusal(
-                &format!("is inside the script given to `{shell} -c`, which runs it as shell code"),
-                &format!(
-                    "pass the value as an argument after the script: `{shell} -c 'echo \"$1\"' {shell} {{branch}}`"
-                ),
-            ));
-        }
-        if command.let_command {
-            return Err(refusal(
-                "is an argument of `let`, which evaluates it as arithmetic",
-                "check that the value is a number, then use its environment variable: `let \"n = BUILDIT_VALUE + 1\"`",
-            ));
-        }
-        if let Some(test) = &mut command.test {
-            if test.arithmetic {
-                return Err(arithmetic_test_refusal());
+        // What a command does with its words matters at every depth: `eval "$(echo {branch})"` evaluates what
+        // the inner command prints.
+        let innermost = std::ptr::from_ref(self.command_mut());
+        let (root, frames) = (&mut self.root, &mut self.stack);
+        let commands =
+            std::iter::once(root).chain(frames.iter_mut().filter_map(|frame| match frame {
+                Frame::Command(command) => Some(command),
+                _ => None,
+            }));
+        let mut refused = None;
+        for command in commands {
+            let innermost = std::ptr::eq(std::ptr::from_ref(command), innermost);
+            if let Some(test) = &mut command.test {
+                if test.arithmetic {
+                    refused.get_or_insert_with(arithmetic_test_refusal);
+                }
+                test.variables.push(index);
             }
-            test.variables.push(index);
+            if refused.is_some() {
+                continue;
+            }
+            if innermost && command.heredoc_operator.is_some() {
+                refused = Some(refusal(
+                    "is a here-document delimiter",
+                    "write the delimiter as plain text, e.g. `<<EOF`",
+                ));
+            } else if let Some(evaluator) = &command.evaluator {
+                refused = Some(refusal(
+                    &format!(
+                        "is an argument of `{evaluator}`, which runs its arguments as shell code"
+                    ),
+                    "refer to the value's environment variable inside the code instead (`eval 'echo \"$BUILDIT_VALUE\"'`): the code then reads it as data",
+                ));
+            } else if let Some(shell) = &command.script {
+                refused = Some(refusal(
+                    &format!(
+                        "is inside the script given to `{shell}`, which runs it as shell code"
+                    ),
+                    &format!(
+                        "pass the value as an argument after the script: `{shell} -c 'echo \"$1\"' {shell} {{branch}}`"
+                    ),
+                ));
+            } else if let Some(taker) = &command.names {
+                refused = Some(refusal(
+                    &format!(
+                        "is an argument of `{taker}`, which bash evaluates as arithmetic or as a name with an index (running `$(...)` inside it)"
+                    ),
+                    "check the value first, then use its environment variable `$BUILDIT_VALUE`",
+                ));
+            } else if innermost && command.name_next {
+                refused = Some(refusal(
+                    "is a variable name after `-v`, whose index bash evaluates (running `$(...)` inside it)",
+                    "check the value first, then use its environment variable `$BUILDIT_VALUE`",
+                ));
+            } else if innermost && in_subscript(command.word.as_deref()) {
+                refused = Some(refusal(
+                    "is inside an array index, which bash evaluates as arithmetic",
+                    "check that the value is a number, then use its environment variable: `a[BUILDIT_VALUE]=1`",
+                ));
+            }
         }
-        Ok(landing)
+        match refused {
+            Some(refusal) => Err(refusal),
+            None => Ok(landing),
+        }
     }
+}
+
+/// Whether a word read so far (`a[`, `[`) has an open array index: `a[{x}]=1`, `a=([{x}]=1)`.
+fn in_subscript(word: Option<&str>) -> bool {
+    let Some(word) = word else { return false };
+    let Some(open) = word.find('[') else {
+        return false;
+    };
+    let name = word.get(..open).unwrap_or_default();
+    let is_name = name.is_empty()
+        || (name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    is_name && !word.get(open..).unwrap_or_default().contains(']')
+}
+
+fn arithmetic_refusal() -> Refusal {
+    refusal(
+        "is inside shell arithmetic, which evaluates the value as an expression (bash even runs `$(...)` in an array index)",
+        "check that the value is a number, then use its environment variable: `case $BUILDIT_VALUE in ''|*[!0-9]*) exit 1;; esac; echo $((BUILDIT_VALUE + 1))`",
+    )
 }
 
 fn arithmetic_test_refusal() -> Refusal {
@@ -834,62 +1054,89 @@ fn refusal(reason: &str, help: &str) -> Refusal {
     }
 }
 
-/// Takes a finished word of a simple command into account: keywords, evaluating commands, `sh -c`, `[[ ]]`.
-/// Returns the variables that an arithmetic operator in `[[ ]]` refuses after the fact.
-fn command_word(command: &mut Command, word: &str, expands: bool) -> Vec<usize> {
+/// Takes a finished word of a simple command into account: keywords, evaluating commands, shells and their
+/// scripts, `[[ ]]`. Returns the variables that an arithmetic operator in `[[ ]]` refuses after the fact.
+fn command_word(command: &mut Command, word: &str, expands: bool, quoted: bool) -> Vec<usize> {
     let mut refused = Vec::new();
     let position = command.position;
     command.position += 1;
-    if command.script.take().is_some() {
-        return refused;
-    }
-    if expands {
-        command.shell_options = None;
+    command.name_next = false;
+    let option = (word.starts_with('-') || word.starts_with('+')) && word.len() > 1;
+    if command.script.is_some() {
+        // Options between `-c` and the script (`sh -c -e 'script'`, `bash -c -- 'script'`) keep it coming.
+        if !option || expands {
+            command.script = None;
+            command.shell_script_read = true;
+        }
         return refused;
     }
     if let Some(test) = &mut command.test {
-        if word == "]]" {
+        if word == "]]" && !quoted {
             command.test = None;
         } else if ARITHMETIC_TESTS.contains(&word) {
             test.arithmetic = true;
             refused = std::mem::take(&mut test.variables);
+        } else if matches!(word, "-v" | "-R") {
+            command.name_next = true;
         }
         return refused;
     }
     let name = word.rsplit('/').next().unwrap_or(word);
-    if let Some(shell) = command.shell_options.take() {
-        if std::mem::take(&mut command.shell_option_argument) {
-            // The argument of `-o`: `bash -o pipefail -c ...`.
-            command.shell_options = Some(shell);
-            return refused;
-        }
-        if matches!(word, "-o" | "+o" | "-O" | "+O") {
-            command.shell_option_argument = true;
-            command.shell_options = Some(shell);
-            return refused;
-        }
-        if (word.starts_with('-') || word.starts_with('+'))
-            && word.len() > 1
+    if let Some(shell) = command.shell.clone() {
+        let short_cluster = word.starts_with('-')
             && !word.starts_with("--")
-        {
-            if word.starts_with('-') && word.contains('c') {
-                command.script = Some(shell);
-            } else {
-                command.shell_options = Some(shell);
-            }
-            return refused;
+            && word.chars().skip(1).all(|c| c.is_ascii_alphabetic());
+        if short_cluster && word.contains('c') {
+            command.shell_dash_c = true;
+            command.script = Some(format!("{shell} -c"));
+        } else if expands && !command.shell_script_read {
+            // `bash $OPTS "..."`: the expansion may hold `-c`; what follows may be the script.
+            command.script = Some(shell);
+        } else if !option {
+            command.shell_script_read = true;
         }
     }
     if EVALUATORS.contains(&name) {
         command.evaluator.get_or_insert_with(|| name.to_owned());
     }
     if SHELLS.contains(&name) {
-        command.shell_options = Some(name.to_owned());
+        command.shell = Some(name.to_owned());
+        command.shell_dash_c = false;
+        command.shell_script_read = false;
+    }
+    if NAME_TAKERS.contains(&name) {
+        command.names.get_or_insert_with(|| name.to_owned());
+    }
+    if matches!(word, "-v" | "-R")
+        && position > 0
+        && command
+            .first
+            .as_deref()
+            .is_some_and(|first| NAME_OPTIONS.contains(&first))
+    {
+        command.name_next = true;
+    }
+    if option
+        && command
+            .first
+            .as_deref()
+            .is_some_and(|first| DECLARATIONS.contains(&first))
+        && word
+            .chars()
+            .skip(1)
+            .any(|c| matches!(c, 'i' | 'n' | 'a' | 'A'))
+    {
+        command.names = command.first.clone();
+    }
+    if position == 0 {
+        command.first = Some(name.to_owned());
+    }
+    if expands || quoted {
+        return refused;
     }
     if position == 0 || command.awaiting_in {
         match word {
             "[[" if position == 0 => command.test = Some(TestExpression::default()),
-            "let" if position == 0 => command.let_command = true,
             "case" if position == 0 => {
                 command.cases += 1;
                 command.awaiting_in = true;
@@ -924,10 +1171,15 @@ mod tests {
             }
             pieces.push(Piece::Text(part));
         }
-        landings(pieces)
+        analyse(pieces)
+            .landings
             .into_iter()
             .map(|landing| landing.map_err(|_| ()))
             .collect()
+    }
+
+    fn unfinished(text: &str) -> Option<&'static str> {
+        analyse([Piece::Text(text)]).unfinished
     }
 
     #[test]
@@ -950,12 +1202,17 @@ mod tests {
             land("echo \"$(case x in x) echo;; esac) @\""),
             [Ok(DoubleQuoted)]
         );
-        // Redirections are not separators; `bash -o pipefail -c` still takes a script.
+        // Redirections are not separators; a shell's script is found past its options.
         assert_eq!(land("eval true 2>&1 @"), [Err(())]);
         assert_eq!(land("bash -o pipefail -c @"), [Err(())]);
-        assert_eq!(land("bash script.sh -c @"), [Ok(Unquoted)]);
-        // A new command after `;` does not inherit `eval`.
+        assert_eq!(land("bash script.sh @"), [Ok(Unquoted)]);
+        assert_eq!(land("sh -c 'echo \"$1\"' sh @"), [Ok(Unquoted)]);
+        // A new command after `;` does not inherit `eval`; one inside `$(...)` does.
         assert_eq!(land("eval true; echo @"), [Ok(Unquoted)]);
+        assert_eq!(land("eval \"$(echo @)\""), [Err(())]);
+        // Backquotes and a dangling backslash are refused.
+        assert_eq!(land("x=`echo @`"), [Err(())]);
+        assert_eq!(land("echo \\@"), [Err(())]);
     }
 
     #[test]
@@ -974,12 +1231,36 @@ mod tests {
             land("cat <<-EOF\n\t@\n\tEOF\n'@'"),
             [Ok(HereDocument), Ok(SingleQuoted)]
         );
+        // A shell reading its script from a here-document runs the value.
+        assert_eq!(land("bash <<EOF\necho @\nEOF"), [Err(())]);
+        assert_eq!(land("sh -c cat <<EOF\n@\nEOF"), [Ok(HereDocument)]);
     }
 
     #[test]
-    fn arithmetic_tests_refuse_their_operands_after_the_fact() {
+    fn arithmetic_and_names_are_refused_after_the_fact_too() {
         use Landing::*;
         assert_eq!(land("[[ @ -eq 1 ]] && echo @"), [Err(()), Ok(Unquoted)]);
         assert_eq!(land("[[ @ == x ]]"), [Ok(Unquoted)]);
+        assert_eq!(land("if(( @ > 1 )); then :; fi"), [Err(())]);
+        assert_eq!(
+            land("a[@]=1; read @; declare -i n=@"),
+            [Err(()), Err(()), Err(())]
+        );
+        assert_eq!(land("declare n=@"), [Ok(Unquoted)]);
+    }
+
+    #[test]
+    fn tells_what_a_command_leaves_open() {
+        assert_eq!(unfinished("cat <<EOF\nx\nEOF"), None);
+        assert_eq!(unfinished("cat <<EOF"), Some("a here-document"));
+        assert_eq!(unfinished("echo \"x"), Some("a double quote"));
+        assert_eq!(unfinished("echo $(x"), Some("`$(`"));
+        assert_eq!(unfinished("echo x # it's"), None);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_followed() {
+        let deep = format!("{}@", "\"$(".repeat(MAX_DEPTH));
+        assert_eq!(land(&deep), [Err(())]);
     }
 }

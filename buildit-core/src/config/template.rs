@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde::{Serialize, Serializer};
 
-use super::shell::{Landing, Piece, Refusal};
+use super::shell::{Analysis, Piece, Refusal};
 
 /// A value a template can refer to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -224,13 +224,38 @@ impl Template {
         out
     }
 
-    /// Where each variable lands in the template read as a POSIX shell command, in the order of
-    /// [`Template::variables`].
-    pub fn shell_landings(&self) -> Vec<Result<Landing, Refusal>> {
-        super::shell::landings(self.parts.iter().map(|part| match part {
+    /// The template read as a POSIX shell command: where each variable lands (in the order of
+    /// [`Template::variables`]), and what the command leaves open at its end.
+    pub fn shell_analysis(&self) -> Analysis {
+        super::shell::analyse(self.parts.iter().map(|part| match part {
             TemplatePart::Literal(text) => Piece::Text(text),
             TemplatePart::Variable { .. } => Piece::Variable,
         }))
+    }
+
+    /// The shell word that prints the command as the log shows it (`"$ git checkout ${BUILDIT_BRANCH}"`):
+    /// the values come from the environment, like the command's own, so the echo never holds one either.
+    pub fn echo_word(&self) -> String {
+        let mut out = String::with_capacity(self.text.len() + 8);
+        out.push_str("\"$ ");
+        for part in &self.parts {
+            match part {
+                TemplatePart::Literal(text) => {
+                    for ch in text.chars() {
+                        if matches!(ch, '\\' | '"' | '$' | '`') {
+                            out.push('\\');
+                        }
+                        out.push(ch);
+                    }
+                }
+                TemplatePart::Variable { variable, .. } => match variable.env_name() {
+                    Some(name) => out.push_str(&format!("${{{name}}}")),
+                    None => out.push('?'),
+                },
+            }
+        }
+        out.push('"');
+        out
     }
 
     /// Renders a `run` command: each variable becomes a reference to the environment variable that carries its
@@ -242,7 +267,7 @@ impl Template {
         if self.is_literal() {
             return Ok(self.text.clone());
         }
-        let mut landings = self.shell_landings().into_iter();
+        let mut landings = self.shell_analysis().landings.into_iter();
         let mut out = String::with_capacity(self.text.len() + 16);
         for part in &self.parts {
             match part {
@@ -252,7 +277,12 @@ impl Template {
                         variable: self.text.get(range.clone()).unwrap_or_default().to_owned(),
                         refusal,
                     };
-                    let landing = landings.next().unwrap_or(Ok(Landing::Unquoted));
+                    let landing = landings.next().unwrap_or_else(|| {
+                        Err(Refusal {
+                            reason: "was not found by the shell reader".to_owned(),
+                            help: String::new(),
+                        })
+                    });
                     let landing = landing.map_err(refused)?;
                     let Some(name) = variable.env_name() else {
                         return Err(refused(Refusal {
@@ -351,21 +381,20 @@ pub(crate) fn references_in_parameter_expansions(
             (Some(b'{'), Some(b'{')) | (Some(b'}'), Some(b'}')) => i += 2,
             (Some(b'$'), Some(b'{')) => {
                 let end = matching_brace(bytes, i + 1).unwrap_or(bytes.len());
-                let mut j = i + 2;
-                while j < end {
-                    let rest = text.get(j..end).unwrap_or_default();
-                    let Some(open) = rest.find('{') else { break };
-                    let start = j + open;
-                    let inner = text.get(start + 1..end).unwrap_or_default();
-                    match inner.find('}') {
-                        Some(close) => {
-                            let content = inner.get(..close).unwrap_or_default();
-                            if is_reference(content) && resolve(content, scope).is_ok() {
-                                found.push(start..start + close + 2);
+                // Each `{` without a `}` before the next `{` opens nothing: one pass, however many braces.
+                let mut open = None;
+                for j in i + 2..end {
+                    match bytes.get(j) {
+                        Some(b'{') => open = Some(j),
+                        Some(b'}') => {
+                            if let Some(start) = open.take() {
+                                let content = text.get(start + 1..j).unwrap_or_default();
+                                if is_reference(content) && resolve(content, scope).is_ok() {
+                                    found.push(start..j + 1);
+                                }
                             }
-                            j = start + 1;
                         }
-                        None => break,
+                        _ => {}
                     }
                 }
                 i = end + 1;

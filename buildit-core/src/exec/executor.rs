@@ -21,6 +21,9 @@ pub struct StageSpec {
     /// The commands as echoed to the log before each runs: with the values of their variables shown where
     /// `commands` refer to them through the environment. Empty: the commands themselves.
     pub echoes: Vec<String>,
+    /// The shell words that print those echoes from within the script (`"$ echo ${BUILDIT_BRANCH}"`): a value
+    /// is never written into the script, not even into an echo. Empty: the commands themselves, quoted.
+    pub echo_words: Vec<String>,
     /// Shell program (`sh`, `bash`).
     pub shell: String,
     /// Working directory (the workspace, plus the stage's `workdir`).
@@ -128,6 +131,7 @@ impl StageSpec {
             image: None,
             commands,
             echoes: Vec::new(),
+            echo_words: Vec::new(),
             shell: "sh".to_owned(),
             workspace: workdir.clone(),
             workdir,
@@ -152,8 +156,10 @@ impl StageSpec {
             if index > 0 {
                 // Stop at the first failure, with its exit code; the last command's status is the shell's.
                 script.push_str("__buildit_status=$?; [ \"$__buildit_status\" -eq 0 ] || exit \"$__buildit_status\"\n");
-                let echo =
-                    crate::config::quote_for_shell(&format!("$ {}", self.echo(index))).into_owned();
+                let echo = match self.echo_words.get(index) {
+                    Some(word) => word.clone(),
+                    None => crate::config::quote_for_shell(&format!("$ {command}")).into_owned(),
+                };
                 script.push_str(&format!("printf '%s\\n' {echo}\n"));
             }
             script.push_str(command);

@@ -136,6 +136,11 @@ pub fn stage_spec(
             .iter()
             .map(|command| values.render(&command.value))
             .collect();
+        spec.echo_words = definition
+            .run
+            .iter()
+            .map(|command| command.value.echo_word())
+            .collect();
     }
     spec.workspace = run.workspace.clone();
     spec.image = stage.image().map(str::to_owned);
@@ -196,16 +201,20 @@ pub fn stage_spec(
     spec.env.extend(standard);
     // The values the commands refer to, set even when empty (a command under `set -u` must not fail on a
     // missing tag), and after the user's `env`, which cannot change what a reference means.
+    let mut scrubbed_references = Vec::new();
     for command in &definition.run {
         for (variable, _) in command.value.variables() {
-            // A secret store variable is never read, and no variable is named after it.
-            if matches!(variable, Variable::Env(name) if run.scrub_env.contains(name)) {
+            let Some(name) = variable.env_name() else {
+                continue;
+            };
+            // A secret store variable is never read: its reference stays empty, never inherited.
+            if matches!(variable, Variable::Env(scrubbed) if run.scrub_env.contains(scrubbed)) {
+                spec.env.remove(&name);
+                scrubbed_references.push(name);
                 continue;
             }
-            if let Some(name) = variable.env_name() {
-                let value = values.get(variable).unwrap_or_default();
-                spec.env.insert(name, value);
-            }
+            let value = values.get(variable).unwrap_or_default();
+            spec.env.insert(name, value);
         }
     }
     for secret in &definition.secrets {
@@ -218,6 +227,7 @@ pub fn stage_spec(
         spec.secrets.insert(secret.value.clone(), value.clone());
     }
     spec.env_remove = run.scrub_env.clone();
+    spec.env_remove.extend(scrubbed_references);
     spec.services = definition
         .services
         .iter()
