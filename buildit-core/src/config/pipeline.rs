@@ -1174,8 +1174,35 @@ fn check_commands_finish(reader: &mut Reader<'_>, stage: &Stage) {
     if stage.run.iter().all(|command| command.value.is_literal()) {
         return;
     }
-    for command in &stage.run {
-        if let Some(open) = command.value.shell_analysis().unfinished {
+    let analyses: Vec<_> = stage
+        .run
+        .iter()
+        .map(|command| command.value.shell_analysis())
+        .collect();
+    // `declare -i n` in one command makes `n={x}` in another arithmetic.
+    if analyses.iter().any(|analysis| analysis.declares_attributes) {
+        for (command, alone) in stage.run.iter().zip(&analyses) {
+            let in_stage = command.value.shell_analysis_in_stage(true);
+            let newly_refused = alone
+                .landings
+                .iter()
+                .zip(&in_stage.landings)
+                .any(|(alone, in_stage)| alone.is_ok() && in_stage.is_err());
+            if newly_refused {
+                reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::UnsafeVariable,
+                        "a variable is assigned in a stage where a declaration gave a variable an attribute (`declare -i`), which bash may evaluate",
+                        command.span,
+                        "assignment of a value",
+                    )
+                    .with_help("check the value first, then use its environment variable (`$BUILDIT_BRANCH`, ...)"),
+                );
+            }
+        }
+    }
+    for (command, analysis) in stage.run.iter().zip(&analyses) {
+        if let Some(open) = analysis.unfinished {
             reader.push(
                 ConfigDiagnostic::error(
                     DiagnosticCode::UnsafeVariable,

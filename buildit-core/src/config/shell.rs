@@ -68,11 +68,21 @@ pub struct Analysis {
     /// What the command leaves open at its end (a quote, a here-document, `$(`, a trailing `\`), if anything:
     /// the next command of the stage, and the line that echoes it, would land inside.
     pub unfinished: Option<&'static str>,
+    /// A declaration gave a variable an attribute (`declare -i n`): assignments in the stage's other commands
+    /// may be evaluated too.
+    pub declares_attributes: bool,
 }
 
-/// Reads `pieces` as a POSIX shell command.
-pub(crate) fn analyse<'a>(pieces: impl IntoIterator<Item = Piece<'a>>) -> Analysis {
-    let mut lexer = Lexer::default();
+/// Reads `pieces` as a POSIX shell command; with `attributes_declared`, an earlier command of the stage
+/// declared a variable with an attribute.
+pub(crate) fn analyse<'a>(
+    pieces: impl IntoIterator<Item = Piece<'a>>,
+    attributes_declared: bool,
+) -> Analysis {
+    let mut lexer = Lexer {
+        attributes_declared,
+        ..Lexer::default()
+    };
     for piece in pieces {
         match piece {
             Piece::Text(text) => lexer.text(text),
@@ -80,12 +90,18 @@ pub(crate) fn analyse<'a>(pieces: impl IntoIterator<Item = Piece<'a>>) -> Analys
         }
     }
     // The stage's script ends every command with a newline: it ends the last word, starts pending
-    // here-documents and closes one whose delimiter is the last line.
+    // here-documents and closes one whose delimiter is the last line. A trailing `\` would join that
+    // newline, and the next line of the script, to the command.
+    let dangling = lexer.dangling_backslash;
     lexer.text("\n");
-    let unfinished = lexer.unfinished();
+    let unfinished = match dangling && lexer.lost.is_none() {
+        true => Some("a trailing `\\`"),
+        false => lexer.unfinished(),
+    };
     Analysis {
         landings: lexer.landings,
         unfinished,
+        declares_attributes: lexer.attributes_declared,
     }
 }
 
@@ -102,8 +118,19 @@ const NAME_OPTIONS: [&str; 4] = ["[", "test", "printf", "[["];
 /// Declarations whose `-i`, `-n`, `-a` or `-A` makes values arithmetic, names or indexed.
 const DECLARATIONS: [&str; 4] = ["declare", "typeset", "local", "readonly"];
 /// Commands whose `-c` option takes a script.
-const SHELLS: [&str; 12] = [
-    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "posh", "su", "runuser", "flock",
+const SHELLS: [&str; 17] = [
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "posh", "csh", "tcsh", "fish", "su",
+    "runuser", "flock", "script", "sg",
+];
+/// Variables whose value the shell itself expands or runs (prompts, start-up files, `PROMPT_COMMAND`).
+const EVALUATED_VARIABLES: [&str; 7] = [
+    "PS1",
+    "PS2",
+    "PS3",
+    "PS4",
+    "ENV",
+    "BASH_ENV",
+    "PROMPT_COMMAND",
 ];
 /// Reserved words after which the next word is a command name again.
 const RESERVED: [&str; 14] = [
@@ -146,6 +173,10 @@ struct Command {
     position: usize,
     /// The simple command's first word (its command name, most often).
     first: Option<String>,
+    /// A declaration or a command taking `-v NAME` was named in this simple command.
+    declaration: Option<String>,
+    /// A declaration gave a variable an attribute (`declare -i n`): later assignments may be evaluated.
+    attributes_declared: bool,
     /// An earlier word of the simple command runs the rest as code (`eval`).
     evaluator: Option<String>,
     /// A shell was named in this simple command.
@@ -182,6 +213,8 @@ impl Command {
             word_quoted: false,
             position: 0,
             first: None,
+            declaration: None,
+            attributes_declared: false,
             evaluator: None,
             shell: None,
             shell_dash_c: false,
@@ -211,6 +244,7 @@ impl Command {
     fn separate(&mut self) {
         self.position = 0;
         self.first = None;
+        self.declaration = None;
         self.evaluator = None;
         self.shell = None;
         self.shell_dash_c = false;
@@ -268,6 +302,8 @@ struct Lexer {
     dangling_backslash: bool,
     /// The character before the one being read.
     previous: Option<char>,
+    /// A declaration earlier in the stage gave a variable an attribute (`declare -i n`).
+    attributes_declared: bool,
     landings: Vec<Result<Landing, Refusal>>,
 }
 
@@ -280,6 +316,7 @@ impl Default for Lexer {
             lost: None,
             dangling_backslash: false,
             previous: None,
+            attributes_declared: false,
             landings: Vec::new(),
         }
     }
@@ -300,8 +337,13 @@ impl Lexer {
                 match next {
                     Some('\n') => {
                         // A line continuation is removed before the shell reads tokens: one that splits
-                        // `$((`, `((`, `<<` or `$(` would make BuildIt read them apart.
-                        if matches!(self.previous, Some('$' | '(' | '<' | '[' | '{'))
+                        // `$((`, `((`, `<<` or `$(` would make BuildIt read them apart. In a here-document's
+                        // body, dash and bash disagree on whether a continued line can end it.
+                        if matches!(self.stack.last(), Some(Frame::Body { .. })) {
+                            self.lost = Some(
+                                "follows a line continuation in a here-document, which `sh` and `bash` read differently",
+                            );
+                        } else if matches!(self.previous, Some('$' | '(' | '<' | '[' | '{'))
                             || matches!(after, Some('(' | '<' | '[' | '{'))
                         {
                             self.lost =
@@ -657,6 +699,17 @@ impl Lexer {
                 break;
             }
         }
+        self.pending_across_close();
+    }
+
+    /// A here-document opened inside `$(...)` or backquotes that close on the same line: dash and bash read
+    /// its body in different places.
+    fn pending_across_close(&mut self) {
+        if !self.pending.is_empty() {
+            self.lost = Some(
+                "follows a here-document opened inside `$(...)` that closes on the same line, which `sh` and `bash` read differently",
+            );
+        }
     }
 
     /// `\`` inside backquotes opens or closes backquotes nested in them.
@@ -834,6 +887,7 @@ impl Lexer {
                     command.separate();
                 } else if command.closer == Closer::Paren {
                     self.stack.pop();
+                    self.pending_across_close();
                 }
                 1
             }
@@ -879,6 +933,9 @@ impl Lexer {
             return;
         }
         let refused = command_word(command, &word, expands, quoted);
+        if command.attributes_declared {
+            self.attributes_declared = true;
+        }
         for index in refused {
             if let Some(landing) = self.landings.get_mut(index) {
                 *landing = Err(arithmetic_test_refusal());
@@ -954,6 +1011,7 @@ impl Lexer {
         };
         // What a command does with its words matters at every depth: `eval "$(echo {branch})"` evaluates what
         // the inner command prints.
+        let attributes_declared = self.attributes_declared;
         let innermost = std::ptr::from_ref(self.command_mut());
         let (root, frames) = (&mut self.root, &mut self.stack);
         let commands =
@@ -1001,16 +1059,30 @@ impl Lexer {
                     ),
                     "check the value first, then use its environment variable `$BUILDIT_VALUE`",
                 ));
-            } else if innermost && command.name_next {
+            } else if command.name_next {
                 refused = Some(refusal(
                     "is a variable name after `-v`, whose index bash evaluates (running `$(...)` inside it)",
                     "check the value first, then use its environment variable `$BUILDIT_VALUE`",
                 ));
-            } else if innermost && in_subscript(command.word.as_deref()) {
+            } else if in_subscript(command.word.as_deref()) {
                 refused = Some(refusal(
                     "is inside an array index, which bash evaluates as arithmetic",
                     "check that the value is a number, then use its environment variable: `a[BUILDIT_VALUE]=1`",
                 ));
+            } else if let Some(variable) = assigned(command.word.as_deref()) {
+                if EVALUATED_VARIABLES.contains(&variable) {
+                    refused = Some(refusal(
+                        &format!(
+                            "is assigned to `{variable}`, whose value the shell expands again"
+                        ),
+                        "set it from the environment variable inside single quotes, e.g. `PS4='+ $BUILDIT_VALUE '`, or leave the value out",
+                    ));
+                } else if attributes_declared || command.attributes_declared {
+                    refused = Some(refusal(
+                        "is assigned after a declaration gave a variable an attribute (`declare -i`), which bash may evaluate",
+                        "check the value first, then use its environment variable `$BUILDIT_VALUE`",
+                    ));
+                }
             }
         }
         match refused {
@@ -1018,6 +1090,17 @@ impl Lexer {
             None => Ok(landing),
         }
     }
+}
+
+/// The variable a word read so far assigns to (`PS4=`, `n+=`), if it is an assignment.
+fn assigned(word: Option<&str>) -> Option<&str> {
+    let word = word?;
+    let end = word.find('=')?;
+    let name = word.get(..end)?;
+    let name = name.strip_suffix('+').unwrap_or(name);
+    let is_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    is_name.then_some(name)
 }
 
 /// Whether a word read so far (`a[`, `[`) has an open array index: `a[{x}]=1`, `a=([{x}]=1)`.
@@ -1070,6 +1153,11 @@ fn command_word(command: &mut Command, word: &str, expands: bool, quoted: bool) 
         }
         return refused;
     }
+    if word == "[[" && !quoted && command.test.is_none() {
+        // At any place: `time -p [[`, `coproc [[`, `function f [[`.
+        command.test = Some(TestExpression::default());
+        return refused;
+    }
     if let Some(test) = &mut command.test {
         if word == "]]" && !quoted {
             command.test = None;
@@ -1104,29 +1192,34 @@ fn command_word(command: &mut Command, word: &str, expands: bool, quoted: bool) 
         command.shell_dash_c = false;
         command.shell_script_read = false;
     }
+    // Named anywhere: `builtin declare`, `command local`, `X=1 declare`, `builtin test`.
+    if NAME_OPTIONS.contains(&name) || DECLARATIONS.contains(&name) {
+        command.declaration.get_or_insert_with(|| name.to_owned());
+    }
     if NAME_TAKERS.contains(&name) {
         command.names.get_or_insert_with(|| name.to_owned());
     }
-    if matches!(word, "-v" | "-R")
-        && position > 0
-        && command
-            .first
-            .as_deref()
-            .is_some_and(|first| NAME_OPTIONS.contains(&first))
-    {
-        command.name_next = true;
+    if matches!(word, "-v" | "-R") && command.position > 1 && command.first.is_some() {
+        command.name_next = command.declaration.is_some();
     }
     if option
         && command
-            .first
+            .declaration
             .as_deref()
-            .is_some_and(|first| DECLARATIONS.contains(&first))
+            .is_some_and(|declaration| DECLARATIONS.contains(&declaration))
         && word
             .chars()
             .skip(1)
             .any(|c| matches!(c, 'i' | 'n' | 'a' | 'A'))
     {
-        command.names = command.first.clone();
+        command.names = command.declaration.clone();
+        command.attributes_declared = true;
+    }
+    if position == 0 && expands && command.shell.is_none() {
+        // `$SHELL -c "..."`, `"$BASH" -c "..."`: a command named by an expansion may be a shell.
+        command.shell = Some(word.to_owned());
+        command.shell_dash_c = false;
+        command.shell_script_read = false;
     }
     if position == 0 {
         command.first = Some(name.to_owned());
@@ -1171,7 +1264,7 @@ mod tests {
             }
             pieces.push(Piece::Text(part));
         }
-        analyse(pieces)
+        analyse(pieces, false)
             .landings
             .into_iter()
             .map(|landing| landing.map_err(|_| ()))
@@ -1179,7 +1272,7 @@ mod tests {
     }
 
     fn unfinished(text: &str) -> Option<&'static str> {
-        analyse([Piece::Text(text)]).unfinished
+        analyse([Piece::Text(text)], false).unfinished
     }
 
     #[test]

@@ -227,10 +227,19 @@ impl Template {
     /// The template read as a POSIX shell command: where each variable lands (in the order of
     /// [`Template::variables`]), and what the command leaves open at its end.
     pub fn shell_analysis(&self) -> Analysis {
-        super::shell::analyse(self.parts.iter().map(|part| match part {
-            TemplatePart::Literal(text) => Piece::Text(text),
-            TemplatePart::Variable { .. } => Piece::Variable,
-        }))
+        self.shell_analysis_in_stage(false)
+    }
+
+    /// The same, for a command of a stage where another command declared a variable with an attribute
+    /// (`declare -i n`), which makes assignments to it arithmetic.
+    pub fn shell_analysis_in_stage(&self, attributes_declared: bool) -> Analysis {
+        super::shell::analyse(
+            self.parts.iter().map(|part| match part {
+                TemplatePart::Literal(text) => Piece::Text(text),
+                TemplatePart::Variable { .. } => Piece::Variable,
+            }),
+            attributes_declared,
+        )
     }
 
     /// The shell word that prints the command as the log shows it (`"$ git checkout ${BUILDIT_BRANCH}"`):
