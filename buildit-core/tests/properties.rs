@@ -331,3 +331,53 @@ fn many_problems_stay_under_the_time_bound() {
         );
     }
 }
+
+/// Every node read costs about a kilobyte, so a megabyte of one-letter lines took 360 MB: the reader refuses the
+/// first node over the limit before building it (or any after it), and reads no stage past the stage limit.
+#[test]
+fn a_megabyte_of_nodes_is_refused_at_the_node_limit() {
+    use buildit_core::diagnostic::DiagnosticCode;
+    let max = buildit_core::config::MAX_FILE_BYTES;
+    let one_letter = "a\n".repeat(max / 2 - 1);
+    let diagnostics = parse_pipeline(&one_letter, "big.kdl")
+        .err()
+        .map(|error| error.diagnostics)
+        .unwrap_or_default();
+    let first = diagnostics.first();
+    assert_eq!(first.map(|d| d.code), Some(DiagnosticCode::Limit));
+    // The first node over the 40,000-node limit is on line 40,001.
+    assert_eq!(
+        first.and_then(|d| d.primary_span()).map(|s| s.offset()),
+        Some(40_000 * 2)
+    );
+    assert!(first.is_some_and(|d| d.help.is_some()));
+
+    let stages: String = (0..20_000).map(|i| format!("stage \"s{i}\"\n")).collect();
+    let text = format!("pipeline \"p\"\n{stages}");
+    let diagnostics = parse_pipeline(&text, "big.kdl")
+        .err()
+        .map(|error| error.diagnostics)
+        .unwrap_or_default();
+    let limit = diagnostics
+        .iter()
+        .find(|d| d.code == DiagnosticCode::Limit)
+        .and_then(|d| d.primary_span())
+        .map(|s| s.offset());
+    assert_eq!(limit, text.find("stage \"s10000\""));
+
+    // A generated 10,000-stage pipeline, a command and a dependency each, is still read.
+    let mut valid = String::from("pipeline \"p\"\n");
+    for i in 0..10_000 {
+        valid.push_str(&format!("stage \"s{i}\" {{\n    run \"true\"\n"));
+        if i >= 50 {
+            valid.push_str(&format!("    needs \"s{}\"\n", i - 50));
+        }
+        valid.push_str("}\n");
+    }
+    let result = parse_pipeline(&valid, "big.kdl");
+    assert!(
+        result.is_ok(),
+        "{:?}",
+        result.err().map(|e| e.diagnostics.len())
+    );
+}

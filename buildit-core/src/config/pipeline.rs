@@ -14,7 +14,7 @@ use super::model::{
 };
 use super::reader::Reader;
 use super::template::{Template, TemplateScope, is_env_name};
-use super::validate::validate_pipeline;
+use super::validate::{MAX_STAGES, validate_pipeline};
 use crate::diagnostic::{ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticCode};
 
 const TOP_LEVEL: [&str; 8] = [
@@ -95,6 +95,7 @@ fn read_pipeline(
     let mut concurrency: Option<Spanned<u32>> = None;
     let mut concurrency_span: Option<SourceSpan> = None;
     let mut stages = Vec::new();
+    let mut stage_nodes = 0usize;
 
     for node in document.nodes() {
         reader.reject_type_annotations(node);
@@ -148,7 +149,25 @@ fn read_pipeline(
                     .integer(node, "concurrency", 1..=4096)
                     .map(|value| value.map(|v| v as u32));
             }
-            "stage" => stages.extend(read_stage(reader, node)),
+            "stage" => {
+                // Every stage node gives at least one stage, and a stage's model takes a few kilobytes: past
+                // the limit on stages, the rest are not read at all.
+                stage_nodes += 1;
+                if stage_nodes == MAX_STAGES + 1 {
+                    reader.push(
+                        ConfigDiagnostic::error(
+                            DiagnosticCode::Limit,
+                            format!("the pipeline has more than {MAX_STAGES} stages; at most {MAX_STAGES} are allowed"),
+                            node.name().span(),
+                            "stage limit passed here",
+                        )
+                        .with_help("use a `matrix` for similar stages, or split the pipeline"),
+                    );
+                }
+                if stage_nodes <= MAX_STAGES {
+                    stages.extend(read_stage(reader, node));
+                }
+            }
             _ => reader.unknown_node(node, &TOP_LEVEL, "a pipeline file"),
         }
     }

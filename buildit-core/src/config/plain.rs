@@ -18,19 +18,37 @@ use miette::SourceSpan;
 /// Deepest nesting of children blocks read here; deeper documents go to the `kdl` parser.
 const MAX_DEPTH: usize = 32;
 
+/// Most nodes (at any depth) of a plain document. Each costs about a kilobyte once read (the `kdl` crate's node
+/// alone is 448 bytes), so a megabyte of one-letter lines would take hundreds of MB; a 10,000-stage pipeline
+/// with a command and a dependency per stage has 30,000. Other documents have at most
+/// [`MAX_PARSER_TOKENS`](super::guard::MAX_PARSER_TOKENS) tokens, so fewer nodes than that.
+pub(crate) const MAX_NODES: usize = 40_000;
+
 /// The document, when `text` is plain KDL (see the module); `None` otherwise, including when it is not KDL.
+#[cfg(test)]
 pub(crate) fn parse_plain(text: &str) -> Option<KdlDocument> {
+    read_plain(text).ok().flatten()
+}
+
+/// Like [`parse_plain`], but a plain document with more than [`MAX_NODES`] nodes is an error: the offset of the
+/// first node over the limit, found before that node (or any after it) is built.
+pub(crate) fn read_plain(text: &str) -> Result<Option<KdlDocument>, usize> {
     if !plain_characters(text) {
-        return None;
+        return Ok(None);
     }
     let mut reader = Plain {
         text,
         at: 0,
         entries: Vec::new(),
+        nodes: 0,
+        over_limit: None,
     };
-    let document = reader.document(0)?;
+    let document = reader.document(0);
+    if let Some(at) = reader.over_limit {
+        return Err(at);
+    }
     // An empty document (only comments) is left to the `kdl` parser, whose span for it is its own business.
-    (!document.nodes().is_empty()).then_some(document)
+    Ok(document.filter(|document| !document.nodes().is_empty()))
 }
 
 /// Whether every character is one a plain document may hold: no control character but tab and line feed
@@ -63,6 +81,9 @@ struct Plain<'t> {
     /// take exactly the room they need (a vector grown by `push` starts at four entries of 384 bytes, most of
     /// the memory of a large pipeline's document, for nodes that mostly have one).
     entries: Vec<KdlEntry>,
+    /// Nodes started so far, and where the first one over [`MAX_NODES`] starts.
+    nodes: usize,
+    over_limit: Option<usize>,
 }
 
 impl<'t> Plain<'t> {
@@ -144,6 +165,11 @@ impl<'t> Plain<'t> {
     /// parser counts it).
     fn node(&mut self, depth: usize) -> Option<(KdlNode, usize, usize)> {
         let start = self.at;
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            self.over_limit = Some(start);
+            return None;
+        }
         let mut node = KdlNode::new(self.identifier()?);
         self.entries.clear();
         loop {

@@ -5,6 +5,7 @@ use miette::SourceSpan;
 
 use super::guard::{MAX_PARSER_TOKENS, scan};
 use super::model::Spanned;
+use super::plain::MAX_NODES;
 use super::template::{
     Template, TemplateProblemKind, TemplateScope, references_in_parameter_expansions,
 };
@@ -72,8 +73,24 @@ impl<'s> Reader<'s> {
                 return None;
             }
         };
-        if let Some(document) = super::plain::parse_plain(self.text) {
-            return Some(document);
+        match super::plain::read_plain(self.text) {
+            Ok(Some(document)) => return Some(document),
+            Ok(None) => {}
+            Err(at) => {
+                let end = self.text[at..]
+                    .find('\n')
+                    .map_or(self.text.len(), |n| at + n);
+                self.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::Limit,
+                        format!("the file has more than {MAX_NODES} nodes; at most {MAX_NODES} are read"),
+                        SourceSpan::from(at..end),
+                        "node limit passed here",
+                    )
+                    .with_help("check the file for runs of stray lines; a larger pipeline can use a `matrix` for similar stages, or be split"),
+                );
+                return None;
+            }
         }
         if let Some(at) = scanned.token_limit_at {
             self.push(
