@@ -1578,12 +1578,20 @@ fn gc_prunes_old_and_oversized_caches_and_artifacts() {
     file(data.join("cache/old.tar"), 100, day * 40);
     file(data.join("cache/older-big.tar"), 1000, day * 3);
     file(data.join("cache/newer-big.tar"), 1000, day);
-    file(data.join("artifacts/run-old/build/out.txt"), 10, day * 40);
     file(
-        data.join("artifacts/run-new/build/out.txt"),
+        data.join("artifacts/18eed40ee02b4296-0001/build/out.txt"),
+        10,
+        day * 40,
+    );
+    file(
+        data.join("artifacts/18eed40ee02b4297-0002/build/out.txt"),
         10,
         std::time::Duration::ZERO,
     );
+    // What else the artifact directory holds is not BuildIt's to prune, however old.
+    file(data.join("artifacts/notes.txt"), 10, day * 40);
+    file(data.join("artifacts/photos/2020.jpg"), 10, day * 40);
+    file(data.join("cache/readme"), 10, day * 40);
     let output = buildit(
         dir.path(),
         &["gc", "--max-age", "30d", "--max-size", "1500"],
@@ -1602,8 +1610,14 @@ fn gc_prunes_old_and_oversized_caches_and_artifacts() {
     assert!(!data.join("cache/old.tar").exists());
     assert!(!data.join("cache/older-big.tar").exists());
     assert!(data.join("cache/newer-big.tar").exists());
-    assert!(!data.join("artifacts/run-old").exists());
-    assert!(data.join("artifacts/run-new/build/out.txt").exists());
+    assert!(!data.join("artifacts/18eed40ee02b4296-0001").exists());
+    assert!(
+        data.join("artifacts/18eed40ee02b4297-0002/build/out.txt")
+            .exists()
+    );
+    assert!(data.join("artifacts/notes.txt").exists());
+    assert!(data.join("artifacts/photos/2020.jpg").exists());
+    assert!(data.join("cache/readme").exists());
     let bad = buildit(dir.path(), &["gc", "--max-size", "lots"]);
     assert_eq!(bad.status.code(), Some(2));
 }

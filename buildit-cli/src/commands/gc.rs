@@ -38,12 +38,17 @@ pub(crate) fn run(args: &GcArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let mut dirs = vec![("cache", workspace.join(".buildit/cache"))];
+    type Owned = fn(&str, &std::fs::Metadata) -> bool;
+    let mut dirs: Vec<(&str, std::path::PathBuf, Owned)> = vec![(
+        "cache",
+        workspace.join(".buildit/cache"),
+        super::prune::is_cache_archive,
+    )];
     if let ArtifactStoreConfig::Filesystem { path } = &system.artifacts {
-        dirs.push(("artifact", path.clone()));
+        dirs.push(("artifact", path.clone(), super::prune::is_run_directory));
     }
-    for (what, dir) in dirs {
-        match super::prune::prune(&dir, Some(max_age), max_size) {
+    for (what, dir, owned) in dirs {
+        match super::prune::prune(&dir, owned, Some(max_age), max_size) {
             Ok(pruned) => println!(
                 "removed {} {what} {} ({} bytes) from `{}`",
                 pruned.entries,

@@ -21,8 +21,11 @@ pub(crate) struct Pruned {
 
 /// Removes the entries directly under `dir` (each cache archive, each run's artifacts) last modified more than
 /// `max_age` ago, then the oldest of the rest until they hold at most `max_bytes`. A missing `dir` is empty.
+/// Only entries that `owned` recognises as BuildIt's (by name and kind) are considered: the artifact directory
+/// is configured by the user and may hold other files.
 pub(crate) fn prune(
     dir: &Path,
+    owned: fn(&str, &std::fs::Metadata) -> bool,
     max_age: Option<Duration>,
     max_bytes: Option<u64>,
 ) -> std::io::Result<Pruned> {
@@ -40,6 +43,9 @@ pub(crate) fn prune(
             continue;
         }
         let metadata = std::fs::symlink_metadata(&path)?;
+        if !owned(&entry.file_name().to_string_lossy(), &metadata) {
+            continue;
+        }
         let modified = newest(&path, &metadata);
         entries.push((modified, size(&path, &metadata), path));
     }
@@ -66,6 +72,18 @@ pub(crate) fn prune(
         pruned.bytes += bytes;
     }
     Ok(pruned)
+}
+
+/// A cache archive: a regular file named `KEY.tar`.
+pub(crate) fn is_cache_archive(name: &str, metadata: &std::fs::Metadata) -> bool {
+    metadata.is_file() && name.len() > 4 && name.ends_with(".tar")
+}
+
+/// A run's artifacts: a directory named like a run id (`18eed40ee02b4296-421e`: hexadecimal, a dash,
+/// hexadecimal).
+pub(crate) fn is_run_directory(name: &str, metadata: &std::fs::Metadata) -> bool {
+    let hex = |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_hexdigit());
+    metadata.is_dir() && name.split_once('-').is_some_and(|(a, b)| hex(a) && hex(b))
 }
 
 /// When an entry was last written: for a directory, its newest file (a run's artifacts are written over time;

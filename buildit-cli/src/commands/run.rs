@@ -218,7 +218,10 @@ fn show_command(run_id: &str, workspace: &std::path::Path, args: &RunArgs) -> St
         "show".to_owned(),
         run_id.to_owned(),
         "--workspace".to_owned(),
-        workspace.display().to_string(),
+        std::path::absolute(workspace)
+            .unwrap_or_else(|_| workspace.to_path_buf())
+            .display()
+            .to_string(),
     ];
     if let Some(system) = &args.store.system {
         let system = std::path::absolute(system).unwrap_or_else(|_| system.clone());
@@ -230,7 +233,8 @@ fn show_command(run_id: &str, workspace: &std::path::Path, args: &RunArgs) -> St
         let has_password = url
             .split_once("://")
             .and_then(|(_, rest)| rest.split_once('@'))
-            .is_some_and(|(user, _)| user.contains(':'));
+            .is_some_and(|(user, _)| user.contains(':'))
+            || url.to_ascii_lowercase().contains("password");
         if !from_env && !has_password {
             words.extend(["--database-url".to_owned(), url.clone()]);
         }

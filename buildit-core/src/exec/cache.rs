@@ -133,6 +133,11 @@ impl CacheStore {
                 .unpack(&target)
                 .map_err(|e| error(format!("cannot write `{}`: {e}", target.display())))?;
         }
+        // A restored archive counts as used: `buildit gc` prunes by age, and a cache hit every day must not
+        // look as old as its first save. Best effort: a read-only store still restores.
+        if let Ok(file) = File::options().append(true).open(&archive) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
         Ok(hit)
     }
 
@@ -472,8 +477,22 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&workspace);
         let _ = std::fs::remove_dir_all(&home);
+        // An archive restored counts as used, for `buildit gc`'s age limit.
+        let archive = store.archive("deps-linux-abc");
+        let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(90 * 86_400);
+        let aged = std::fs::File::options()
+            .append(true)
+            .open(&archive)
+            .and_then(|file| file.set_modified(long_ago));
+        assert!(aged.is_ok(), "{aged:?}");
         let hit = store.restore(&cache("deps-linux-abc", &[]), &workspace, Some(&home));
         assert_eq!(hit.ok(), Some(CacheHit::Exact));
+        let used = std::fs::metadata(&archive).and_then(|m| m.modified());
+        assert!(
+            used.as_ref()
+                .is_ok_and(|used| *used > long_ago + std::time::Duration::from_secs(86_400)),
+            "{used:?}"
+        );
         assert_eq!(
             std::fs::read_to_string(workspace.join("target/debug/app"))
                 .ok()

@@ -66,6 +66,15 @@ impl Claim {
                 });
                 parts.push(Part::Any);
                 break;
+            } else if name.contains("**") {
+                // `**` inside a name (`**.log`) crosses `/` as well: the rest of the path is open.
+                let known: String = name.chars().take_while(|c| !"*?[".contains(*c)).collect();
+                parts.push(Part::Glob {
+                    prefix: known,
+                    suffix: String::new(),
+                });
+                parts.push(Part::Any);
+                break;
             } else if name.contains(['*', '?', '[']) {
                 let prefix: String = name.chars().take_while(|c| !"*?[".contains(*c)).collect();
                 let last_wildcard = name.rfind(['*', '?', ']']).map_or(0, |at| at + 1);
@@ -238,6 +247,7 @@ mod tests {
             ("dist/**", "dist/a/b/c.txt"),
             ("dist/*.js", "dist/*"),
             ("**/*.log", "logs/x.log"),
+            ("out/**.log", "out/logs"),
             ("out/a", unknown.as_str()),
             ("~/.cargo", "~/.cargo/registry"),
             ("/var/cache", "/var/cache/x"),
