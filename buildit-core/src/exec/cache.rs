@@ -3,7 +3,7 @@
 //! crash never leaves a corrupt cache.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read as _};
+use std::io::{BufReader, BufWriter, Read as _, Seek as _};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -96,10 +96,10 @@ impl CacheStore {
             .iter()
             .filter_map(|path| locate(path, workspace, home).map(|(_, at)| at))
             .collect();
-        let open = || {
-            File::open(&archive)
-                .map_err(|e| error(format!("cannot open `{}`: {e}", archive.display())))
-        };
+        // Opened once for both passes: an archive saved under the same key in between (another run renames
+        // its new file into place) cannot swap what was checked for what is written.
+        let mut file = File::open(&archive)
+            .map_err(|e| error(format!("cannot open `{}`: {e}", archive.display())))?;
         let corrupt =
             |e: std::io::Error| error(format!("corrupt archive `{}`: {e}", archive.display()));
         // Two passes: every entry is checked before the first one is written, so a refused archive restores
@@ -111,16 +111,17 @@ impl CacheStore {
             roots: &roots,
             links: Vec::new(),
         };
-        let mut headers = tar::Archive::new(open()?);
+        let mut headers = tar::Archive::new(&file);
         for entry in headers.entries_with_seek().map_err(corrupt)? {
             let entry = entry.map_err(corrupt)?;
             checker.check(&entry).map_err(error)?;
         }
+        file.seek(std::io::SeekFrom::Start(0)).map_err(corrupt)?;
         let mut checker = EntryCheck {
             links: Vec::new(),
             ..checker
         };
-        let mut tar = tar::Archive::new(BufReader::new(open()?));
+        let mut tar = tar::Archive::new(BufReader::new(&file));
         for entry in tar.entries().map_err(corrupt)? {
             let mut entry = entry.map_err(corrupt)?;
             // Checked again as the files land: the file system may have changed since the first pass.
