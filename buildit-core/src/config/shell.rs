@@ -199,8 +199,6 @@ struct Command {
     cases: u32,
     awaiting_in: bool,
     in_pattern: bool,
-    /// Inside `\`` ... `\`` within backquotes: quoting there goes through another round of backslashes.
-    nested_backquotes: bool,
 }
 
 impl Command {
@@ -227,7 +225,6 @@ impl Command {
             cases: 0,
             awaiting_in: false,
             in_pattern: false,
-            nested_backquotes: false,
         }
     }
 
@@ -459,7 +456,7 @@ impl Lexer {
                 }
             },
             Frame::Comment => {
-                if ch == '\n' || (ch == '`' && self.backquoted_command_mut().is_some()) {
+                if ch == '\n' || (ch == '`' && self.in_backquotes()) {
                     self.stack.pop();
                     // The newline also ends the command line; a backquote ends the backquoted command, which
                     // the shell cuts out before it reads comments.
@@ -475,9 +472,6 @@ impl Lexer {
                 }
                 '\\' => {
                     if let Some(escaped) = next {
-                        if escaped == '`' {
-                            self.backquote_escape();
-                        }
                         self.command_mut().push_char(escaped);
                     }
                     2
@@ -712,18 +706,11 @@ impl Lexer {
         }
     }
 
-    /// `\`` inside backquotes opens or closes backquotes nested in them.
-    fn backquote_escape(&mut self) {
-        if let Some(command) = self.backquoted_command_mut() {
-            command.nested_backquotes = !command.nested_backquotes;
-        }
-    }
-
-    fn backquoted_command_mut(&mut self) -> Option<&mut Command> {
-        self.stack.iter_mut().rev().find_map(|frame| match frame {
-            Frame::Command(command) if command.closer == Closer::Backquote => Some(command),
-            _ => None,
-        })
+    /// Whether a backquoted command is open (every variable inside one is refused).
+    fn in_backquotes(&self) -> bool {
+        self.stack.iter().any(
+            |frame| matches!(frame, Frame::Command(command) if command.closer == Closer::Backquote),
+        )
     }
 
     fn in_double_quotes(&self) -> bool {
@@ -769,11 +756,6 @@ impl Lexer {
             '\\' => match next {
                 // A continued line.
                 Some('\n') => 2,
-                Some('`') if command.closer == Closer::Backquote => {
-                    command.nested_backquotes = !command.nested_backquotes;
-                    command.mark_expanding();
-                    2
-                }
                 Some(escaped) => {
                     command.push_char(escaped);
                     command.word_quoted = true;
