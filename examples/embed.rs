@@ -1,8 +1,15 @@
-//! Embedding BuildIt: parse a pipeline, report its problems with `miette`, plan it for a branch, print the order.
+//! Embedding BuildIt: parse a pipeline, report its problems with `miette`, plan it for a branch, print the order,
+//! then run it on this machine through the same `Runner` as `buildit run`, printing its events as they come.
 //!
 //! Run it with `cargo run -p buildit-examples --example embed [FILE] [BRANCH]`.
 
+use std::sync::Arc;
+
 use buildit_core::config::EventKind;
+use buildit_core::events::{RunEventKind, RunView};
+use buildit_core::exec::AnyExecutor;
+use buildit_core::runner::{Runner, new_run_id};
+use buildit_core::store::{MemoryStore, Store};
 use buildit_core::{Plan, RunContext, parse_pipeline};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,6 +51,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
             None => println!("  level {}  {}", stage.level(), stage.name()),
         }
+    }
+
+    // Running it: a workspace of its own, host stages, and the in-memory store (`open_store` gives SQLite or
+    // PostgreSQL). Every event goes to the subscriber; the view folds them into what a display draws.
+    let workspace = std::env::temp_dir().join(format!("buildit-embed-{}", std::process::id()));
+    std::fs::create_dir_all(&workspace)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let view = runtime.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let mut runner =
+            Runner::new(new_run_id(), plan, AnyExecutor::local(), store).workspace(&workspace);
+        let mut events = runner.subscribe(256);
+        let handle = runner.start().await?;
+        let printer = tokio::spawn(async move {
+            let mut view = RunView::new();
+            while let Some(batch) = events.recv().await {
+                for event in batch.iter() {
+                    view.apply(event);
+                    if let RunEventKind::LogLine { stage, text, .. } = &event.kind {
+                        println!("[{stage}] {text}");
+                    }
+                }
+            }
+            view
+        });
+        let mut executed = handle.wait().await?;
+        executed.recorded().await?;
+        Ok::<_, Box<dyn std::error::Error>>(printer.await?)
+    });
+    let _ = std::fs::remove_dir_all(&workspace);
+    let view = view?;
+    for stage in &view.instances {
+        let outcome = stage.outcome.map_or("-", |outcome| outcome.as_str());
+        println!("  {:<12} {outcome}", stage.name);
+    }
+    if let Some(ending) = &view.ending {
+        println!("run {:?} in {} ms", ending.status, ending.duration_ms);
     }
     Ok(())
 }

@@ -4,9 +4,11 @@ mod cli;
 mod commands;
 mod exit;
 mod git;
+mod printer;
 mod progress;
 mod report;
 mod reporter;
+mod signals;
 
 // The engine allocates a little for every stage, event and log line; mimalloc costs less per allocation than
 // the system allocator (a 1,000-stage run: 2-7% less wall time, see docs/performance.md).

@@ -4,23 +4,22 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use buildit_core::Plan;
 use buildit_core::events::{EventBatch, RunEventKind};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::reporter::LineReporter;
 
-/// Draws the run until its `run-finished` event (or the bus closes).
-pub(crate) async fn show(plan: Plan, mut events: broadcast::Receiver<EventBatch>) {
-    let total = plan.stages().len() as u64;
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stdout());
+/// Draws the run until its `run-finished` event (or the bus closes), from the events alone: the number of stages
+/// comes with `run-started`.
+pub(crate) async fn show(mut events: broadcast::Receiver<EventBatch>) {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
     let style =
         ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} [{elapsed}] {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
     bar.set_style(style);
-    let mut reporter = LineReporter::new(&plan, true);
+    let mut reporter = LineReporter::new(true);
     let mut running: BTreeMap<String, Instant> = BTreeMap::new();
     let mut finished: HashSet<String> = HashSet::new();
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
@@ -31,10 +30,15 @@ pub(crate) async fn show(plan: Plan, mut events: broadcast::Receiver<EventBatch>
                 Ok(batch) => {
                     for event in batch.iter() {
                     match &event.kind {
+                        RunEventKind::RunStarted { stages, .. } => bar.set_length(u64::from(*stages)),
                         RunEventKind::StageStarted { stage, .. } => {
                             // A retry starts the stage again: it is not done until its last attempt.
                             finished.remove(stage);
                             running.insert(stage.clone(), Instant::now());
+                        }
+                        // An attempt that is retried does not finish its stage.
+                        RunEventKind::StageFinished { retrying: true, stage, .. } => {
+                            running.remove(stage);
                         }
                         RunEventKind::StageFinished { stage, .. } => {
                             running.remove(stage);

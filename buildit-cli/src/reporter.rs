@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::Duration;
 
-use buildit_core::Plan;
-use buildit_core::events::{LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome};
-use buildit_core::exec::RunReport;
+use buildit_core::events::{
+    LogStreamKind, RunEvent, RunEventKind, RunStatus, RunView, StageOutcome,
+};
 
 /// Widest stage-name column of log prefixes; longer names stick out rather than push every line right.
 const MAX_PREFIX_WIDTH: usize = 40;
@@ -34,24 +34,18 @@ pub(crate) struct LineReporter {
     index: HashMap<String, usize>,
     /// The stage of the last line.
     last: Option<usize>,
+    /// The prefix column's width: the longest stage name of the plan that `run-started` carries.
     width: usize,
 }
 
 impl LineReporter {
-    pub(crate) fn new(plan: &Plan, colors: bool) -> Self {
-        let width = plan
-            .stages()
-            .iter()
-            .map(|s| s.name().len())
-            .max()
-            .unwrap_or(0)
-            .min(MAX_PREFIX_WIDTH);
+    pub(crate) fn new(colors: bool) -> Self {
         Self {
             colors,
             prefixes: Vec::new(),
             index: HashMap::new(),
             last: None,
-            width,
+            width: 0,
         }
     }
 
@@ -154,7 +148,17 @@ impl LineReporter {
                     write!(out, " ({reason})")?;
                 }
             }
-            RunEventKind::RunStarted { pipeline, stages } => {
+            RunEventKind::RunStarted {
+                pipeline,
+                stages,
+                plan,
+            } => {
+                self.width = plan
+                    .iter()
+                    .map(|instance| instance.name.len())
+                    .max()
+                    .unwrap_or(0)
+                    .min(MAX_PREFIX_WIDTH);
                 write!(out, "running pipeline `{pipeline}`: {stages} stages")?;
             }
             RunEventKind::StageQueued { .. } | RunEventKind::RunFinished { .. } => {
@@ -181,12 +185,13 @@ pub(crate) fn human(duration: Duration) -> String {
     }
 }
 
-/// The summary table: every stage with outcome, attempts and duration, the total, and the critical path.
-pub(crate) fn summary(plan: &Plan, report: &RunReport) -> String {
+/// The summary table, drawn from a run's events alone: every stage with outcome, attempts and duration, the
+/// total, and the critical path. The same events, live or read back from the store, give the same table.
+pub(crate) fn summary(view: &RunView) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let width = report
-        .stages
+    let width = view
+        .instances
         .iter()
         .map(|s| s.name.chars().count())
         .max()
@@ -200,36 +205,50 @@ pub(crate) fn summary(plan: &Plan, report: &RunReport) -> String {
         "  {:<14}  {:>8}  {:>9}",
         "outcome", "attempts", "duration"
     );
-    for &position in plan.order_positions() {
-        let Some(stage) = report.stages.get(position) else {
-            continue;
-        };
-        let duration = match stage.started {
-            Some(started) => human(stage.finished.saturating_sub(started)),
+    for stage in &view.instances {
+        let duration = match stage.duration_ms() {
+            Some(ms) => human(Duration::from_millis(ms)),
             None => "-".to_owned(),
         };
+        // A stage the events never finished did not run.
+        let outcome = stage.outcome.unwrap_or(StageOutcome::Skipped);
         pad(&mut out, &stage.name, width);
         let _ = writeln!(
             out,
             "  {:<14}  {:>8}  {:>9}",
-            stage.outcome.as_str(),
+            outcome.as_str(),
             stage.attempts,
             duration
         );
     }
-    let status = match report.status {
+    let Some(ending) = &view.ending else {
+        let _ = writeln!(out, "\nrun did not finish");
+        return out;
+    };
+    let status = match ending.status {
         RunStatus::Succeeded => "succeeded",
         RunStatus::Failed => "failed",
         RunStatus::Cancelled => "cancelled",
     };
-    let _ = writeln!(out, "\nrun {status} in {}", human(report.duration));
-    let path = report.critical_path(plan);
-    if !path.is_empty() {
-        let names: Vec<&str> = path
-            .iter()
-            .filter_map(|&p| report.stages.get(p).map(|stage| stage.name.as_str()))
-            .collect();
-        let _ = writeln!(out, "critical path: {}", names.join(" -> "));
+    let _ = writeln!(
+        out,
+        "\nrun {status} in {}",
+        human(Duration::from_millis(ending.duration_ms))
+    );
+    if ending.failed_by_infrastructure_only() {
+        let _ = writeln!(
+            out,
+            "every failure was the infrastructure's ({}): running it again may succeed",
+            ending
+                .failures
+                .keys()
+                .map(|kind| kind.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !ending.critical_path.is_empty() {
+        let _ = writeln!(out, "critical path: {}", ending.critical_path.join(" -> "));
     }
     out
 }
@@ -249,67 +268,89 @@ pub(crate) fn print_text(text: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
-    use buildit_core::events::{RunEvent, RunEventKind, RunStatus, StageOutcome};
-    use buildit_core::exec::{RunReport, StageReport};
-    use buildit_core::{Plan, RunContext};
+    use buildit_core::events::{
+        PlannedInstance, RunEvent, RunEventKind, RunStatus, RunView, StageCounts, StageOutcome,
+    };
 
     use super::{LineReporter, summary};
 
-    /// A plan whose one stage has a name far over the 65,535 characters `format!` can pad to: validation refuses
-    /// such a name now, but one recorded before (or built by an embedder) must still render.
-    fn long_plan(name: &str) -> Plan {
-        let mut pipeline = match buildit_core::parse_pipeline(
-            "pipeline \"p\"\nstage \"a\" {\n    run \"true\"\n}\n",
-            "t.kdl",
-        ) {
-            Ok(pipeline) => pipeline,
-            Err(error) => panic!("{error}"),
-        };
-        if let Some(stage) = pipeline.stages.first_mut() {
-            stage.name.value = name.to_owned();
-        }
-        match Plan::build(&pipeline, &RunContext::default()) {
-            Ok(plan) => plan,
-            Err(error) => panic!("{error}"),
+    fn event(seq: u64, at_ms: u64, kind: RunEventKind) -> RunEvent {
+        RunEvent {
+            seq,
+            run_id: "r".into(),
+            at_ms,
+            kind,
         }
     }
 
+    /// A stage name far over the 65,535 characters `format!` can pad to: validation refuses such a name now, but
+    /// one recorded before (or built by an embedder) must still render.
     #[test]
     fn names_longer_than_format_widths_render() {
         let name = "n".repeat(70_000);
-        let plan = long_plan(&name);
-        let report = RunReport {
-            status: RunStatus::Succeeded,
-            stages: vec![StageReport {
-                name: name.clone(),
-                outcome: StageOutcome::Succeeded,
-                attempts: 1,
-                exit_code: Some(0),
-                reason: None,
-                started: Some(Duration::ZERO),
-                finished: Duration::from_millis(5),
-            }],
-            duration: Duration::from_millis(5),
-            cleanup: None,
-        };
-        let text = summary(&plan, &report);
+        let events = [
+            event(
+                1,
+                1_000,
+                RunEventKind::RunStarted {
+                    pipeline: "p".to_owned(),
+                    stages: 1,
+                    plan: vec![PlannedInstance {
+                        name: name.clone(),
+                        needs: Vec::new(),
+                        level: 0,
+                    }],
+                },
+            ),
+            event(
+                2,
+                1_000,
+                RunEventKind::StageStarted {
+                    stage: name.clone(),
+                    attempt: 1,
+                },
+            ),
+            event(
+                3,
+                1_005,
+                RunEventKind::StageFinished {
+                    stage: name.clone(),
+                    attempt: 1,
+                    outcome: StageOutcome::Succeeded,
+                    exit_code: Some(0),
+                    duration_ms: 5,
+                    reason: None,
+                    failure: None,
+                    retrying: false,
+                },
+            ),
+            event(
+                4,
+                1_005,
+                RunEventKind::RunFinished {
+                    status: RunStatus::Succeeded,
+                    duration_ms: 5,
+                    counts: StageCounts {
+                        succeeded: 1,
+                        ..StageCounts::default()
+                    },
+                    failures: std::collections::BTreeMap::new(),
+                    critical_path: vec![name.clone()],
+                },
+            ),
+        ];
+        let text = summary(&RunView::from_events(&events));
         assert!(
             text.contains(&format!("\n{name}  succeeded ")),
             "{text:.200}"
         );
-        let mut reporter = LineReporter::new(&plan, false);
-        let event = RunEvent {
-            seq: 1,
-            run_id: "r".into(),
-            at_ms: 0,
-            kind: RunEventKind::StageStarted {
-                stage: name.clone(),
-                attempt: 1,
-            },
-        };
-        assert_eq!(reporter.line(&event), Some(format!("{name} | ▶ started")));
+        let mut reporter = LineReporter::new(false);
+        assert!(reporter.line(&events[0]).is_some());
+        assert_eq!(
+            reporter.line(&events[1]),
+            Some(format!("{name} | ▶ started"))
+        );
     }
 
     #[test]

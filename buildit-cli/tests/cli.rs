@@ -1109,7 +1109,15 @@ fn runs_are_recorded_in_postgresql_when_the_system_configuration_says_so() {
 }
 
 /// Whether a Docker Engine answers (in CI it must), with the test image built.
-fn docker_ready() -> bool {
+/// Held by every test that runs container stages: each `buildit run` sweeps what dead runners left, so a test that
+/// kills a run and counts what `buildit gc` removes must not have another test's run sweep it first.
+static DOCKER_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Whether Docker answers (the test image built); while the guard lives, no other test runs container stages.
+fn docker_ready() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let guard = DOCKER_RUNS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let answers = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output()
@@ -1120,13 +1128,13 @@ fn docker_ready() -> bool {
             "CI must provide a Docker Engine"
         );
         eprintln!("skipped: no Docker Engine");
-        return false;
+        return None;
     }
     let built = Command::new("bash")
         .arg(repo_root().join("scripts/build-test-image.sh"))
         .status();
     assert!(matches!(built, Ok(status) if status.success()), "{built:?}");
-    true
+    Some(guard)
 }
 
 /// The ids `docker <listing>` prints for objects carrying `label` (`listing`: `ps -a`, `volume ls`, ...).
@@ -1188,10 +1196,45 @@ fn kill_a_container_run(dir: &Path, number: u64) -> String {
 }
 
 #[test]
-fn containers_of_a_killed_run_are_swept_by_the_next_run_and_by_gc() {
-    if !docker_ready() {
+fn a_run_that_failed_only_through_the_infrastructure_exits_4() {
+    let Some(_docker) = docker_ready() else {
         return;
-    }
+    };
+    let dir = temp_dir();
+    // An image nobody can pull (a registry that refuses connections), and a host stage that goes on.
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"pulls\"\nstage \"boxed\" { image \"127.0.0.1:9/buildit-absent:1\"; run \"true\" }\nstage \"host\" { run \"true\" }\n",
+    );
+    let text = buildit_ok(dir.path(), &["run", "--plain"], 4);
+    assert!(text.contains("boxed | ✗ failed"), "{text}");
+    assert!(text.contains("running it again may succeed"), "{text}");
+    let events = buildit_ok(dir.path(), &["run", "--format", "json"], 4);
+    let failure = events
+        .lines()
+        .map(json)
+        .find(|event| event["type"] == "stage-finished" && event["stage"] == "boxed");
+    assert_eq!(
+        failure.as_ref().map(|event| event["failure"].clone()),
+        Some(serde_json::json!("image-pull")),
+        "{events}"
+    );
+    // The same run with a stage of its own failing is the stage's failure: exit 1.
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"pulls\"\nstage \"boxed\" { image \"127.0.0.1:9/buildit-absent:1\"; run \"true\" }\nstage \"host\" { run \"exit 3\" }\n",
+    );
+    let text = buildit_ok(dir.path(), &["run", "--plain"], 1);
+    assert!(!text.contains("running it again may succeed"), "{text}");
+}
+
+#[test]
+fn containers_of_a_killed_run_are_swept_by_the_next_run_and_by_gc() {
+    let Some(_docker) = docker_ready() else {
+        return;
+    };
     let dir = temp_dir();
     let first = kill_a_container_run(dir.path(), 1);
     write(
@@ -1235,9 +1278,9 @@ fn containers_of_a_killed_run_are_swept_by_the_next_run_and_by_gc() {
 
 #[test]
 fn the_docker_example_runs() {
-    if !docker_ready() {
+    let Some(_docker) = docker_ready() else {
         return;
-    }
+    };
     let dir = temp_dir();
     let example = repo_root()
         .join("examples/docker.kdl")
@@ -1265,9 +1308,9 @@ fn the_docker_example_runs() {
 
 #[test]
 fn ctrl_c_on_a_container_run_leaves_no_container_network_or_volume() {
-    if !docker_ready() {
+    let Some(_docker) = docker_ready() else {
         return;
-    }
+    };
     let dir = temp_dir();
     write(
         dir.path(),

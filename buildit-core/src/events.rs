@@ -1,11 +1,14 @@
 //! The one event stream of a run: owned, serialisable events with a per-run sequence number, fanned out to
 //! lossless subscribers (the store) and lossy ones (displays).
 
+mod view;
+
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
+pub use view::{InstanceView, RunEnding, RunView};
 
 /// Which output stream a log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -54,6 +57,98 @@ impl StageOutcome {
     }
 }
 
+/// Why an attempt failed, for machines: a daemon retries a job lost to infrastructure, and reports a stage's own
+/// failure as it is. The human reason travels beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// A command exited non-zero, or was killed by a signal it did not get from BuildIt.
+    ExitCode,
+    /// The stage ran out of time.
+    Timeout,
+    /// The stage was killed for using too much memory.
+    OutOfMemory,
+    /// Its image could not be pulled or is missing.
+    ImagePull,
+    /// The machine evicted it (a Kubernetes pod disruption).
+    Evicted,
+    /// It disappeared: its container or pod was removed by someone else.
+    Lost,
+    /// It was stopped by cancellation.
+    Cancelled,
+    /// BuildIt or its backends failed (a workspace, a transfer, an executor error).
+    Infrastructure,
+    /// The stage's definition could not be used (a value that cannot be rendered, a refused secret, artifacts
+    /// that match nothing).
+    Config,
+}
+
+impl FailureKind {
+    /// The name used in events and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ExitCode => "exit-code",
+            Self::Timeout => "timeout",
+            Self::OutOfMemory => "out-of-memory",
+            Self::ImagePull => "image-pull",
+            Self::Evicted => "evicted",
+            Self::Lost => "lost",
+            Self::Cancelled => "cancelled",
+            Self::Infrastructure => "infrastructure",
+            Self::Config => "config",
+        }
+    }
+
+    /// Whether the failure is the infrastructure's, not the stage's: running the same stage again elsewhere may
+    /// succeed.
+    pub fn is_infrastructure(self) -> bool {
+        matches!(self, Self::ImagePull | Self::Lost | Self::Infrastructure)
+    }
+}
+
+/// One stage instance of a run's plan, as a display needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedInstance {
+    /// Instance name.
+    pub name: String,
+    /// The instances it needs, as indexes into the plan's list.
+    pub needs: Vec<u32>,
+    /// Its level: 0 without needs, else one more than its deepest need.
+    pub level: u32,
+}
+
+/// How many stages ended which way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageCounts {
+    /// Succeeded.
+    pub succeeded: u32,
+    /// Failed (not allowed to).
+    pub failed: u32,
+    /// Failed, allowed to.
+    pub failed_allowed: u32,
+    /// Timed out.
+    pub timed_out: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+    /// Did not run.
+    pub skipped: u32,
+}
+
+impl StageCounts {
+    /// Counts one stage's final outcome.
+    pub fn add(&mut self, outcome: StageOutcome) {
+        let count = match outcome {
+            StageOutcome::Succeeded => &mut self.succeeded,
+            StageOutcome::Failed => &mut self.failed,
+            StageOutcome::FailedAllowed => &mut self.failed_allowed,
+            StageOutcome::TimedOut => &mut self.timed_out,
+            StageOutcome::Cancelled => &mut self.cancelled,
+            StageOutcome::Skipped => &mut self.skipped,
+        };
+        *count = count.saturating_add(1);
+    }
+}
+
 /// How a whole run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,7 +170,10 @@ pub enum RunEventKind {
         /// Pipeline name.
         pipeline: String,
         /// Stage instances in the plan.
-        stages: usize,
+        stages: u32,
+        /// The instances in the plan's order, with their needs and levels: all a display needs to draw the
+        /// run without the plan.
+        plan: Vec<PlannedInstance>,
     },
     /// A stage is waiting for its needs or a slot.
     StageQueued {
@@ -114,6 +212,13 @@ pub enum RunEventKind {
         duration_ms: u64,
         /// Why (skip reasons, timeouts, infrastructure errors).
         reason: Option<String>,
+        /// Why it failed, for machines; set for every failed, timed-out or cancelled attempt (and for
+        /// `failed-allowed`), never for a success or a skip.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<FailureKind>,
+        /// Whether another attempt of the stage follows.
+        #[serde(default)]
+        retrying: bool,
     },
     /// The run ended.
     RunFinished {
@@ -121,6 +226,13 @@ pub enum RunEventKind {
         status: RunStatus,
         /// Wall time in milliseconds.
         duration_ms: u64,
+        /// How many stages ended which way.
+        counts: StageCounts,
+        /// Stages that failed (not allowed to), by why: a run that failed only through the infrastructure's
+        /// kinds can be told from one whose stages failed.
+        failures: std::collections::BTreeMap<FailureKind, u32>,
+        /// The chain of needs that ended last, first to last: the stages that decided the run's duration.
+        critical_path: Vec<String>,
     },
 }
 

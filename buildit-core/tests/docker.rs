@@ -7,11 +7,13 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use buildit_core::RunContext;
-use buildit_core::events::{EventBus, LogStreamKind, RunEvent, RunEventKind, StageOutcome};
+use buildit_core::events::{LogStreamKind, RunEvent, RunEventKind, StageOutcome};
 use buildit_core::exec::{
-    AnyExecutor, ArtifactStore, CacheStore, DockerExecutor, DockerOptions, Executor, RunIdentity,
-    RunOptions, RunReport, StageSpec, execute,
+    AnyExecutor, ArtifactStore, CacheStore, DockerExecutor, DockerOptions, Executor, RunOptions,
+    RunReport, StageSpec,
 };
+use buildit_core::runner::Runner;
+use buildit_core::store::{MemoryStore, Store};
 use buildit_core::system::PullPolicy;
 use tokio_util::sync::CancellationToken;
 
@@ -146,25 +148,22 @@ async fn run_in(
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let mut identity = RunIdentity::new(run_id.clone(), 1, workspace);
-    for (name, value) in secrets {
-        identity
-            .secrets
-            .insert((*name).to_owned(), (*value).to_owned());
-    }
-    let mut bus = EventBus::new(run_id.clone());
-    let collector = support::collect(&mut bus);
-    let report = execute(
-        &plan,
-        Arc::new(AnyExecutor::with_docker(docker.clone())),
-        &identity,
-        &options,
-        &bus,
-        &cancel,
+    let secrets = secrets
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let runner = Runner::new(
+        run_id.clone(),
+        plan,
+        AnyExecutor::with_docker(docker.clone()),
+        store,
     )
-    .await;
-    drop(bus);
-    let events = support::events(collector).await;
+    .workspace(workspace)
+    .options(options)
+    .cancel_token(cancel)
+    .secrets(secrets);
+    let (report, events) = support::run_to_end(runner).await;
     Run {
         report,
         events,

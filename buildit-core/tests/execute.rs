@@ -7,12 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use buildit_core::RunContext;
-use buildit_core::events::{
-    EventBus, LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome,
-};
-use buildit_core::exec::{
-    ArtifactStore, LocalExecutor, RunIdentity, RunOptions, RunReport, execute,
-};
+use buildit_core::events::{LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome};
+use buildit_core::exec::{ArtifactStore, LocalExecutor, RunOptions, RunReport};
+use buildit_core::runner::Runner;
+use buildit_core::store::{MemoryStore, Store};
 use tokio_util::sync::CancellationToken;
 
 mod support;
@@ -67,23 +65,17 @@ async fn run_with(
             .with_branch("main")
             .with_sha("0123456789abcdef"),
     );
-    let mut bus = EventBus::new("run-1");
-    let collector = support::collect(&mut bus);
-    let mut run = RunIdentity::new("run-1", 7, workspace);
-    for (name, value) in secrets {
-        run.secrets.insert((*name).to_owned(), (*value).to_owned());
-    }
-    let report = execute(
-        &plan,
-        Arc::new(LocalExecutor::new()),
-        &run,
-        &options,
-        &bus,
-        &cancel,
-    )
-    .await;
-    drop(bus);
-    let events = support::events(collector).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let secrets = secrets
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect();
+    let runner = Runner::new("run-1", plan, LocalExecutor::new(), store)
+        .workspace(workspace)
+        .options(options)
+        .cancel_token(cancel)
+        .secrets(secrets);
+    let (report, events) = support::run_to_end(runner).await;
     Run { report, events }
 }
 
@@ -125,7 +117,7 @@ stage "a" {
         [
             "$ mkdir sub && cd sub",
             "$ echo \"$GREETING $WHO from $(basename $(pwd)) as $BUILDIT_STAGE run $BUILDIT_RUN_NUMBER on main\"",
-            "hello world from sub as a run 7 on main",
+            "hello world from sub as a run 1 on main",
             "$ exit 3",
         ]
     );

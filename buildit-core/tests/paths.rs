@@ -45,7 +45,7 @@ impl Run {
 async fn run(text: &str, workspace: &Path, options: RunOptions) -> Run {
     let plan = support::plan(text, &RunContext::new().with_branch("main"));
     let mut bus = EventBus::new("run-1");
-    let collector = support::collect(&mut bus);
+    let collector = support::collect_from(bus.subscribe_lossless(1024));
     let identity = RunIdentity::new("run-1", 1, workspace);
     let report = execute(
         &plan,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use buildit_core::events::{EventBus, LogStreamKind, RunEventKind, RunStatus, StageOutcome};
+use buildit_core::events::{
+    EventBus, FailureKind, LogStreamKind, RunEventKind, RunStatus, StageCounts, StageOutcome,
+};
 use buildit_core::store::{
     AttemptEnd, AttemptStart, AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore,
     NewJob, NewRun, PostgresStore, RecordBatch, RunFilter, RunOwner, RunRef, RunState, SqliteStore,
@@ -258,6 +260,7 @@ async fn emit_sample_run(store: Arc<dyn Store>, run_id: &str, lines: usize) -> V
     bus.emit(RunEventKind::RunStarted {
         pipeline: "sample".to_owned(),
         stages: 3,
+        plan: Vec::new(),
     })
     .await;
     let mut emitted = Vec::new();
@@ -313,6 +316,8 @@ async fn emit_sample_run(store: Arc<dyn Store>, run_id: &str, lines: usize) -> V
             exit_code: code,
             duration_ms: 5,
             reason: None,
+            failure: (outcome == StageOutcome::Failed).then_some(FailureKind::ExitCode),
+            retrying: outcome == StageOutcome::Failed,
         })
         .await;
     }
@@ -323,11 +328,16 @@ async fn emit_sample_run(store: Arc<dyn Store>, run_id: &str, lines: usize) -> V
         exit_code: None,
         duration_ms: 0,
         reason: Some("dependency failed".to_owned()),
+        failure: None,
+        retrying: false,
     })
     .await;
     bus.emit(RunEventKind::RunFinished {
         status: RunStatus::Failed,
         duration_ms: 42,
+        counts: StageCounts::default(),
+        failures: std::collections::BTreeMap::new(),
+        critical_path: Vec::new(),
     })
     .await;
     drop(bus);
@@ -853,7 +863,7 @@ async fn a_stage_whose_task_dies_is_recorded_as_failed_not_running() {
         "died".to_owned(),
         bus.subscribe_lossless(64),
     ));
-    let collector = support::collect(&mut bus);
+    let collector = support::collect_from(bus.subscribe_lossless(1024));
     let dir = support::temp_dir();
     let report = buildit_core::exec::execute(
         &plan,

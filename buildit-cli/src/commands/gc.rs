@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use buildit_core::system::ArtifactStoreConfig;
 
 use super::load::load_system_config;
-use super::run::docker_options;
 use crate::cli::GcArgs;
 use crate::exit::Exit;
 use crate::report::error_line;
+use buildit_core::runner::docker_options;
 
 pub(crate) fn run(args: &GcArgs) -> Exit {
     let workspace = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));

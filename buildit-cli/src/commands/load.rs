@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use buildit_core::system::{SYSTEM_ENV_VAR, SystemLocation, discover_system};
+use buildit_core::config::ReadFileError;
+use buildit_core::runner::{LoadError, read_pipeline, read_system};
+use buildit_core::system::SYSTEM_ENV_VAR;
 use buildit_core::{
     ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticRecord, Pipeline, SystemConfig,
 };
@@ -43,21 +45,16 @@ impl FileProblem {
     }
 }
 
-/// Reads a configuration file as UTF-8 text, bounded while it is read (see [`buildit_core::config::read_config_file`]).
-pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, FileProblem> {
-    use buildit_core::config::ReadFileError;
-    let error = match buildit_core::config::read_config_file(path) {
-        Ok(text) => return Ok(text),
-        Err(error) => error,
-    };
-    let help = miette::Diagnostic::help(&error).map(|help| help.to_string());
+/// How a configuration file that could not be read is reported.
+fn file_problem(path: &Path, error: &ReadFileError, what: &str) -> FileProblem {
+    let help = miette::Diagnostic::help(error).map(|help| help.to_string());
     let problem = |help: Option<String>| FileProblem {
         message: format!("{what} {error}"),
         help,
         code: "buildit::config::unreadable",
         before: None,
     };
-    Err(match &error {
+    match error {
         ReadFileError::NotFound { .. } => {
             let help = if path == Path::new("buildit.kdl") {
                 "run this in a directory with a `buildit.kdl`, or pass the file: `buildit validate path/to/buildit.kdl`".to_owned()
@@ -82,7 +79,47 @@ pub(crate) fn read_config_file(path: &Path, what: &str) -> Result<String, FilePr
             ..problem(help)
         },
         _ => problem(help),
-    })
+    }
+}
+
+/// Reports why a pipeline could not be loaded; the exit code it means.
+pub(crate) fn report_load_error(
+    error: LoadError,
+    records: Option<&mut Vec<DiagnosticRecord>>,
+) -> Exit {
+    match error {
+        LoadError::PipelineFile { path, source } => {
+            file_problem(&path, &source, "pipeline file").report(&path, records)
+        }
+        LoadError::SystemFile { path, source } => {
+            file_problem(&path, &source, "system configuration").report(&path, records)
+        }
+        LoadError::Config(error) => {
+            report_error(&error, records);
+            Exit::InvalidConfig
+        }
+        LoadError::Plan(error) => {
+            let help = match &error {
+                buildit_core::PlanError::UnknownStage { help, .. } => help.clone(),
+                _ => None,
+            };
+            error_line(&error.to_string(), help.as_deref());
+            Exit::Usage
+        }
+        other => {
+            error_line(&other.to_string(), None);
+            Exit::InvalidConfig
+        }
+    }
+}
+
+/// Prints (or collects) warnings found while loading.
+pub(crate) fn report_warnings(
+    diagnostics: &[ConfigDiagnostic],
+    source: &ConfigSource,
+    records: Option<&mut Vec<DiagnosticRecord>>,
+) {
+    report(diagnostics, source, records);
 }
 
 /// Checks the pipeline against the runner's system configuration (executors it enables); false on errors.
@@ -119,20 +156,12 @@ pub(crate) fn load_pipeline(
     path: &Path,
     records: Option<&mut Vec<DiagnosticRecord>>,
 ) -> Result<Pipeline, Exit> {
-    let text = match read_config_file(path, "pipeline file") {
-        Ok(text) => text,
-        Err(problem) => return Err(problem.report(path, records)),
-    };
-    let name = path.display().to_string();
-    match buildit_core::parse_pipeline(&text, &name) {
+    match read_pipeline(path) {
         Ok(pipeline) => {
             report(&pipeline.warnings, &pipeline.source, records);
             Ok(pipeline)
         }
-        Err(error) => {
-            report_error(&error, records);
-            Err(Exit::InvalidConfig)
-        }
+        Err(error) => Err(report_load_error(error, records)),
     }
 }
 
@@ -144,29 +173,14 @@ pub(crate) fn load_system_config(
 ) -> Result<SystemConfig, Exit> {
     let env_value = std::env::var(SYSTEM_ENV_VAR).ok();
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let location = discover_system(explicit, env_value.as_deref(), workspace, home.as_deref());
-    let SystemLocation::File(path) = &location else {
-        return Ok(SystemConfig::defaults(workspace));
-    };
-    let text = match read_config_file(path, "system configuration") {
-        Ok(text) => text,
-        Err(problem) => return Err(problem.report(path, records)),
-    };
-    match buildit_core::parse_system(&text, &path.display().to_string()) {
-        Ok(mut config) => {
-            let source = ConfigSource::new(path.display().to_string(), text);
-            report(&config.warnings, &source, records);
-            let base = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            config.resolve_paths(base, workspace);
+    match read_system(explicit, env_value.as_deref(), workspace, home.as_deref()) {
+        Ok((config, source)) => {
+            if let Some(source) = source {
+                report(&config.warnings, &source, records);
+            }
             Ok(config)
         }
-        Err(error) => {
-            report_error(&error, records);
-            Err(Exit::InvalidConfig)
-        }
+        Err(error) => Err(report_load_error(error, records)),
     }
 }
 

@@ -6,6 +6,7 @@ mod plan;
 mod prune;
 mod run;
 mod runs;
+mod show_command;
 mod store;
 mod validate;
 

@@ -292,7 +292,7 @@ impl DockerExecutor {
             PullPolicy::IfNotPresent => !present,
             PullPolicy::Never if present => false,
             PullPolicy::Never => {
-                return Err(ExecError::Backend(format!(
+                return Err(ExecError::ImagePull(format!(
                     "image `{image}` is not on the Docker host, and the pull policy is `never`"
                 )));
             }
@@ -322,7 +322,11 @@ impl DockerExecutor {
                         note(format!("buildit: {line}")).await;
                     }
                 }
-                Err(error) => return Err(backend(&format!("cannot pull image `{image}`"), error)),
+                Err(error) => {
+                    return Err(ExecError::ImagePull(format!(
+                        "cannot pull image `{image}`: {error}"
+                    )));
+                }
             }
         }
         note(format!(

@@ -269,6 +269,25 @@ pub enum ExecError {
     #[error("{0}")]
     #[diagnostic(code(buildit::exec::backend))]
     Backend(String),
+    /// The stage's image is missing and could not (or may not) be pulled.
+    #[error("{0}")]
+    #[diagnostic(code(buildit::exec::image_pull))]
+    ImagePull(String),
+    /// The attempt disappeared: its container or pod was removed by someone else.
+    #[error("{0}")]
+    #[diagnostic(code(buildit::exec::lost))]
+    Lost(String),
+}
+
+impl ExecError {
+    /// Why the attempt failed, for machines: every executor error is the infrastructure's, and some say which.
+    pub fn failure_kind(&self) -> crate::events::FailureKind {
+        match self {
+            Self::ImagePull(_) => crate::events::FailureKind::ImagePull,
+            Self::Lost(_) => crate::events::FailureKind::Lost,
+            _ => crate::events::FailureKind::Infrastructure,
+        }
+    }
 }
 
 /// Runs stage attempts somewhere. Docker and Kubernetes backends implement the same five operations.

@@ -19,7 +19,10 @@ use super::spec::{
     DEFAULT_GRACE, RunIdentity, artifact_patterns, resolve_caches, retries, stage_spec,
 };
 use crate::config::WhenStatus;
-use crate::events::{EventBus, LogStreamKind, RunEventKind, RunStatus, StageOutcome};
+use crate::events::{
+    EventBus, FailureKind, LogStreamKind, PlannedInstance, RunEventKind, RunStatus, StageCounts,
+    StageOutcome,
+};
 use crate::plan::Plan;
 
 /// How a run is executed.
@@ -72,6 +75,8 @@ pub struct StageReport {
     pub exit_code: Option<i32>,
     /// Why, for skips, timeouts and errors.
     pub reason: Option<String>,
+    /// Why it failed, for machines (see [`RunEventKind::StageFinished`]).
+    pub failure: Option<FailureKind>,
     /// When its first attempt started, from the start of the run.
     pub started: Option<Duration>,
     /// When it finished, from the start of the run.
@@ -80,13 +85,20 @@ pub struct StageReport {
 
 impl StageReport {
     /// A stage that made no attempt (skipped, or lost to an internal error), with why.
-    fn not_run(name: &str, outcome: StageOutcome, reason: String, finished: Duration) -> Self {
+    fn not_run(
+        name: &str,
+        outcome: StageOutcome,
+        failure: Option<FailureKind>,
+        reason: String,
+        finished: Duration,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             outcome,
             attempts: 0,
             exit_code: None,
             reason: Some(reason),
+            failure,
             started: None,
             finished,
         }
@@ -137,6 +149,19 @@ struct Attempt {
     outcome: StageOutcome,
     exit_code: Option<i32>,
     reason: Option<String>,
+    failure: Option<FailureKind>,
+}
+
+impl Attempt {
+    /// An attempt that failed before or around its commands, for `failure`'s reason.
+    fn failed(failure: FailureKind, reason: String) -> Self {
+        Self {
+            outcome: StageOutcome::Failed,
+            exit_code: None,
+            reason: Some(reason),
+            failure: Some(failure),
+        }
+    }
 }
 
 /// Runs `plan` on `executor`. `cancel` stops the run gracefully: nothing new starts, running stages are
@@ -186,7 +211,8 @@ pub async fn execute<E: Executor>(
 
     bus.emit(RunEventKind::RunStarted {
         pipeline: plan.pipeline().name.value.clone(),
-        stages: count,
+        stages: u32::try_from(count).unwrap_or(u32::MAX),
+        plan: planned_instances(plan),
     })
     .await;
     bus.emit_all(plan.order().map(|stage| RunEventKind::StageQueued {
@@ -240,6 +266,7 @@ pub async fn execute<E: Executor>(
                 let report = StageReport::not_run(
                     stage.name(),
                     StageOutcome::Failed,
+                    Some(FailureKind::Config),
                     reason.clone(),
                     started.elapsed(),
                 );
@@ -250,6 +277,8 @@ pub async fn execute<E: Executor>(
                     exit_code: None,
                     duration_ms: 0,
                     reason: Some(reason.clone()),
+                    failure: Some(FailureKind::Config),
+                    retrying: false,
                 })
                 .await;
                 if options.fail_fast && !fail_fast_triggered {
@@ -272,6 +301,7 @@ pub async fn execute<E: Executor>(
                     let report = StageReport::not_run(
                         stage.name(),
                         StageOutcome::Skipped,
+                        None,
                         reason.clone(),
                         started.elapsed(),
                     );
@@ -282,6 +312,8 @@ pub async fn execute<E: Executor>(
                         exit_code: None,
                         duration_ms: 0,
                         reason: Some(reason),
+                        failure: None,
+                        retrying: false,
                     })
                     .await;
                     complete(
@@ -333,6 +365,7 @@ pub async fn execute<E: Executor>(
                 let report = StageReport::not_run(
                     plan.stages()[position].name(),
                     StageOutcome::Failed,
+                    Some(FailureKind::Infrastructure),
                     format!("internal error: {error}"),
                     started.elapsed(),
                 );
@@ -344,6 +377,8 @@ pub async fn execute<E: Executor>(
                     exit_code: None,
                     duration_ms: 0,
                     reason: report.reason.clone(),
+                    failure: report.failure,
+                    retrying: false,
                 })
                 .await;
                 stop.cancel();
@@ -377,6 +412,7 @@ pub async fn execute<E: Executor>(
                 StageReport::not_run(
                     plan.stages()[position].name(),
                     StageOutcome::Skipped,
+                    None,
                     "never became ready".to_owned(),
                     started.elapsed(),
                 )
@@ -400,17 +436,50 @@ pub async fn execute<E: Executor>(
         .err()
         .map(|error| format!("cannot remove what the run left: {error}"));
     let duration = started.elapsed();
-    bus.emit(RunEventKind::RunFinished {
-        status,
-        duration_ms: millis(duration),
-    })
-    .await;
-    RunReport {
+    let report = RunReport {
         status,
         stages,
         duration,
         cleanup,
+    };
+    let mut counts = StageCounts::default();
+    let mut failures = std::collections::BTreeMap::new();
+    for stage in &report.stages {
+        counts.add(stage.outcome);
+        if stage.outcome.is_failure() {
+            let kind = stage.failure.unwrap_or(FailureKind::Infrastructure);
+            *failures.entry(kind).or_insert(0u32) += 1;
+        }
     }
+    bus.emit(RunEventKind::RunFinished {
+        status,
+        duration_ms: millis(duration),
+        counts,
+        failures,
+        critical_path: report
+            .critical_path(plan)
+            .into_iter()
+            .map(|position| report.stages[position].name.clone())
+            .collect(),
+    })
+    .await;
+    report
+}
+
+/// The plan's instances as events carry them: in the plan's order, needs as indexes into that order.
+fn planned_instances(plan: &Plan) -> Vec<PlannedInstance> {
+    let order = plan.order_positions();
+    let mut index_of = vec![0u32; plan.stages().len()];
+    for (index, &position) in order.iter().enumerate() {
+        index_of[position] = u32::try_from(index).unwrap_or(u32::MAX);
+    }
+    plan.order()
+        .map(|stage| PlannedInstance {
+            name: stage.name().to_owned(),
+            needs: stage.needs().iter().map(|&need| index_of[need]).collect(),
+            level: u32::try_from(stage.level()).unwrap_or(u32::MAX),
+        })
+        .collect()
 }
 
 /// Records a finished stage and releases the dependents whose needs are now all done.
@@ -494,6 +563,7 @@ impl<E: Executor> StageTask<E> {
             outcome: StageOutcome::Cancelled,
             exit_code: None,
             reason: Some("run cancelled".to_owned()),
+            failure: Some(FailureKind::Cancelled),
         };
         let mut attempts = 0;
         let mut caches: Vec<ResolvedCache> = Vec::new();
@@ -513,11 +583,7 @@ impl<E: Executor> StageTask<E> {
                 // Boxed: an attempt's future is large, and the stage task's own future, moved into the task
                 // set for every stage, stays small.
                 Ok(spec) => Box::pin(self.attempt(attempt, spec, &mut caches)).await,
-                Err(error) => Attempt {
-                    outcome: StageOutcome::Failed,
-                    exit_code: None,
-                    reason: Some(error.0),
-                },
+                Err(error) => Attempt::failed(FailureKind::Config, error.0),
             };
             let retrying = last.outcome.is_failure()
                 && attempt < attempts_allowed
@@ -534,6 +600,8 @@ impl<E: Executor> StageTask<E> {
                     exit_code: last.exit_code,
                     duration_ms: millis(attempt_started.elapsed()),
                     reason: last.reason.clone(),
+                    failure: last.failure,
+                    retrying,
                 })
                 .await;
             if !retrying {
@@ -550,9 +618,12 @@ impl<E: Executor> StageTask<E> {
                     exit_code: None,
                     duration_ms: 0,
                     reason: last.reason.clone(),
+                    failure: None,
+                    retrying: false,
                 })
                 .await;
             last.outcome = StageOutcome::Skipped;
+            last.failure = None;
         }
         StageReport {
             name,
@@ -560,6 +631,7 @@ impl<E: Executor> StageTask<E> {
             attempts,
             exit_code: last.exit_code,
             reason: last.reason,
+            failure: last.failure,
             started: (attempts > 0).then_some(first_start),
             finished: self.run_started.elapsed(),
         }
@@ -586,11 +658,13 @@ impl<E: Executor> StageTask<E> {
                     reason: timeout.map(|t| {
                         format!("timed out after {} while starting", crate::config::format_duration(t))
                     }),
+                    failure: Some(FailureKind::Timeout),
                 }),
                 () = self.stop.cancelled() => return Err(Attempt {
                     outcome: StageOutcome::Cancelled,
                     exit_code: None,
                     reason: Some("cancelled while starting".to_owned()),
+                    failure: Some(FailureKind::Cancelled),
                 }),
             }
         }
@@ -605,11 +679,7 @@ impl<E: Executor> StageTask<E> {
         caches: &mut Vec<ResolvedCache>,
     ) -> Attempt {
         let stage = &self.plan.stages()[self.position];
-        let failed = |reason: String| Attempt {
-            outcome: StageOutcome::Failed,
-            exit_code: None,
-            reason: Some(reason),
-        };
+        let failed = |reason: String| Attempt::failed(FailureKind::Infrastructure, reason);
         let timeout = spec.timeout;
         let mut spec = spec;
         // A container executor may pull images first: what it reports goes to the log as it happens.
@@ -666,7 +736,7 @@ impl<E: Executor> StageTask<E> {
         drop(noted);
         let handle = match spawned {
             Ok(handle) => handle,
-            Err(error) => return failed(error.to_string()),
+            Err(error) => return Attempt::failed(error.failure_kind(), error.to_string()),
         };
         let remaining = timeout.map(|t| t.saturating_sub(starting.elapsed()));
         // Without its output an attempt still runs to its end; the log says why it is missing.
@@ -696,12 +766,14 @@ impl<E: Executor> StageTask<E> {
             ))
         });
         enum Ended {
-            Exited(Result<ExitStatus, String>),
+            Exited(Result<ExitStatus, (FailureKind, String)>),
             TimedOut,
             Cancelled,
         }
         let ended = tokio::select! {
-            status = self.executor.wait(&handle) => Ended::Exited(status.map_err(|e| e.to_string())),
+            status = self.executor.wait(&handle) => {
+                Ended::Exited(status.map_err(|e| (e.failure_kind(), e.to_string())))
+            }
             () = sleep_or_forever(remaining) => Ended::TimedOut,
             () = self.stop.cancelled() => Ended::Cancelled,
         };
@@ -755,12 +827,14 @@ impl<E: Executor> StageTask<E> {
                             outcome: StageOutcome::Succeeded,
                             exit_code: Some(0),
                             reason: None,
+                            failure: None,
                         }
                     }
-                    Err(reason) => Attempt {
+                    Err((failure, reason)) => Attempt {
                         outcome: StageOutcome::Failed,
                         exit_code: Some(0),
                         reason: Some(reason),
+                        failure: Some(failure),
                     },
                 }
             }
@@ -773,18 +847,25 @@ impl<E: Executor> StageTask<E> {
                     (None, Some(signal), _) => format!("killed by signal {signal}"),
                     (None, None, _) => "ended without an exit code".to_owned(),
                 }),
+                failure: Some(if status.oom_killed {
+                    FailureKind::OutOfMemory
+                } else {
+                    FailureKind::ExitCode
+                }),
             },
-            Ended::Exited(Err(error)) => failed(error),
+            Ended::Exited(Err((failure, error))) => Attempt::failed(failure, error),
             Ended::TimedOut => Attempt {
                 outcome: StageOutcome::TimedOut,
                 exit_code: None,
                 reason: timeout
                     .map(|t| format!("timed out after {}", crate::config::format_duration(t))),
+                failure: Some(FailureKind::Timeout),
             },
             Ended::Cancelled => Attempt {
                 outcome: StageOutcome::Cancelled,
                 exit_code: None,
                 reason: Some("cancelled".to_owned()),
+                failure: Some(FailureKind::Cancelled),
             },
         }
     }
@@ -1012,7 +1093,10 @@ impl<E: Executor> StageTask<E> {
     /// Collects the stage's artifacts after it succeeded; a pattern that matches nothing fails the stage. With a
     /// `remote` workspace, what the patterns can match is copied out first (the part of each pattern before
     /// its first wildcard), and collected from there with the same rules.
-    async fn collect_artifacts(&self, remote: Option<&StageSpec>) -> Result<(), String> {
+    async fn collect_artifacts(
+        &self,
+        remote: Option<&StageSpec>,
+    ) -> Result<(), (FailureKind, String)> {
         let Some(store) = self.options.artifacts.clone() else {
             return Ok(());
         };
@@ -1030,16 +1114,24 @@ impl<E: Executor> StageTask<E> {
                 crate::config::artifact_path_problem(written.value.as_str(), rendered)
             })
         {
-            return Err(problem);
+            return Err((FailureKind::Config, problem));
         }
-        let (_staging, workspace) = self
-            .host_side(remote)
-            .map_err(|error| format!("artifact collection failed: {error}"))?;
+        let (_staging, workspace) = self.host_side(remote).map_err(|error| {
+            (
+                FailureKind::Infrastructure,
+                format!("artifact collection failed: {error}"),
+            )
+        })?;
         if let Some(spec) = remote {
             self.executor
                 .get_files(spec, &pattern_roots(&patterns), &workspace)
                 .await
-                .map_err(|error| format!("artifact collection failed: {error}"))?;
+                .map_err(|error| {
+                    (
+                        error.failure_kind(),
+                        format!("artifact collection failed: {error}"),
+                    )
+                })?;
         }
         let run = Arc::clone(&self.run);
         let name = stage.name().to_owned();
@@ -1047,10 +1139,22 @@ impl<E: Executor> StageTask<E> {
             store
                 .collect(&run.run_id, &name, &workspace, &patterns)
                 .map(|_| ())
-                .map_err(|error| error.to_string())
+                .map_err(|error| {
+                    // What the stage wrote (or did not) is the pipeline's matter; a copy that failed is not.
+                    let kind = match error {
+                        super::artifacts::ArtifactError::Io { .. } => FailureKind::Infrastructure,
+                        _ => FailureKind::Config,
+                    };
+                    (kind, error.to_string())
+                })
         })
         .await;
-        collected.unwrap_or_else(|error| Err(format!("artifact collection failed: {error}")))
+        collected.unwrap_or_else(|error| {
+            Err((
+                FailureKind::Infrastructure,
+                format!("artifact collection failed: {error}"),
+            ))
+        })
     }
 }
 

@@ -223,7 +223,9 @@ impl BatchBuilder {
                 self.close(chunk, &mut batch);
             }
             match &event.kind {
-                RunEventKind::RunStarted { stages, .. } => batch.stage_count = Some(*stages as u64),
+                RunEventKind::RunStarted { stages, .. } => {
+                    batch.stage_count = Some(u64::from(*stages));
+                }
                 RunEventKind::StageStarted { stage, attempt } => {
                     start_of.insert((stage.clone(), *attempt), starts.len());
                     starts.push(Some(AttemptStart {
@@ -239,6 +241,7 @@ impl BatchBuilder {
                     exit_code,
                     duration_ms,
                     reason,
+                    ..
                 } => {
                     let started_at_ms = start_of
                         .remove(&(stage.clone(), *attempt))
@@ -259,6 +262,7 @@ impl BatchBuilder {
                 RunEventKind::RunFinished {
                     status,
                     duration_ms,
+                    ..
                 } => {
                     batch.run_finished = Some(RunEnd {
                         status: *status,
@@ -358,6 +362,8 @@ mod tests {
                 exit_code: Some(0),
                 duration_ms: 1,
                 reason: None,
+                failure: None,
+                retrying: false,
             },
         )
     }

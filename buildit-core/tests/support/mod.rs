@@ -1,6 +1,6 @@
 //! What the execution tests share: a plan from pipeline text, and a subscriber that keeps every event.
 
-use buildit_core::events::{EventBus, RunEvent};
+use buildit_core::events::RunEvent;
 use buildit_core::{Plan, RunContext, parse_pipeline};
 use tokio::task::JoinHandle;
 
@@ -16,9 +16,18 @@ pub fn plan(text: &str, context: &RunContext) -> Plan {
     }
 }
 
-/// Collects every event of `bus` until it is dropped; [`events`] returns them.
-pub fn collect(bus: &mut EventBus) -> JoinHandle<Vec<RunEvent>> {
-    let mut receiver = bus.subscribe_lossless(1024);
+/// The events a [`collect`] gathered (drop the bus first).
+pub async fn events(collector: JoinHandle<Vec<RunEvent>>) -> Vec<RunEvent> {
+    match collector.await {
+        Ok(events) => events,
+        Err(error) => panic!("collector failed: {error}"),
+    }
+}
+
+/// Collects every event a runner's lossless subscription receives, until the run ends.
+pub fn collect_from(
+    mut receiver: tokio::sync::mpsc::Receiver<buildit_core::events::EventBatch>,
+) -> JoinHandle<Vec<RunEvent>> {
     tokio::spawn(async move {
         let mut events = Vec::new();
         while let Some(batch) = receiver.recv().await {
@@ -28,12 +37,23 @@ pub fn collect(bus: &mut EventBus) -> JoinHandle<Vec<RunEvent>> {
     })
 }
 
-/// The events a [`collect`] gathered (drop the bus first).
-pub async fn events(collector: JoinHandle<Vec<RunEvent>>) -> Vec<RunEvent> {
-    match collector.await {
-        Ok(events) => events,
-        Err(error) => panic!("collector failed: {error}"),
+/// Runs `runner` to its end, its every event recorded; returns the report and the events it emitted.
+pub async fn run_to_end<E: buildit_core::exec::Executor>(
+    mut runner: buildit_core::runner::Runner<E>,
+) -> (buildit_core::exec::RunReport, Vec<RunEvent>) {
+    let collector = collect_from(runner.subscribe(1024));
+    let handle = match runner.start().await {
+        Ok(handle) => handle,
+        Err(error) => panic!("the run did not start: {error}"),
+    };
+    let mut executed = match handle.wait().await {
+        Ok(executed) => executed,
+        Err(error) => panic!("the run did not execute: {error}"),
+    };
+    if let Err(error) = executed.recorded().await {
+        panic!("the run was not recorded: {error}");
     }
+    (executed.report, events(collector).await)
 }
 
 /// Fails unless some line starts with `prefix`, showing every line.

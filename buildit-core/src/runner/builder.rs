@@ -1,0 +1,187 @@
+//! The `Runner` builder: everything one run needs, and the start that records it and sets it going.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::error::RunnerError;
+use super::handle::RunHandle;
+use super::setup::RunSetup;
+use crate::events::{EventBatch, EventBus};
+use crate::exec::{Executor, RunIdentity, RunOptions, execute};
+use crate::plan::Plan;
+use crate::store::{MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, Store, record_run};
+
+/// A run id unique on this machine: time and process, in hex.
+pub fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("{nanos:x}-{:x}", std::process::id())
+}
+
+/// One run of a plan, wired for any frontend: the CLI, the daemon, an embedding program and the tests build it
+/// the same way.
+///
+/// ```no_run
+/// # async fn example(plan: buildit_core::Plan, store: std::sync::Arc<dyn buildit_core::store::Store>) -> Result<(), buildit_core::runner::RunnerError> {
+/// use buildit_core::exec::AnyExecutor;
+/// use buildit_core::runner::{Runner, new_run_id};
+///
+/// let mut runner = Runner::new(new_run_id(), plan, AnyExecutor::local(), store).workspace(".");
+/// let mut events = runner.subscribe(1024);
+/// let handle = runner.start().await?;
+/// tokio::spawn(async move { while let Some(batch) = events.recv().await { /* draw it */ } });
+/// let executed = handle.wait().await?;
+/// println!("{:?}", executed.report.status);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Runner<E> {
+    plan: Plan,
+    executor: Arc<E>,
+    store: Arc<dyn Store>,
+    identity: RunIdentity,
+    options: RunOptions,
+    cancel: CancellationToken,
+    owner: RunOwner,
+    bus: EventBus,
+}
+
+impl<E: Executor> Runner<E> {
+    /// A run of `plan` with id `run_id` (see [`new_run_id`]) on `executor`, recorded in `store`, in the current
+    /// directory, with default options.
+    pub fn new(run_id: impl Into<String>, plan: Plan, executor: E, store: Arc<dyn Store>) -> Self {
+        let run_id = run_id.into();
+        Self {
+            bus: EventBus::new(run_id.clone()),
+            identity: RunIdentity::new(run_id, 0, PathBuf::from(".")),
+            plan,
+            executor: Arc::new(executor),
+            store,
+            options: RunOptions::default(),
+            cancel: CancellationToken::new(),
+            owner: RunOwner::this_process(),
+        }
+    }
+
+    /// The workspace directory stages run in.
+    #[must_use]
+    pub fn workspace(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.identity.workspace = dir.into();
+        self
+    }
+
+    /// How the run is executed (concurrency, fail-fast, grace, artifact and cache stores). Its `kill` token is
+    /// kept unless [`Runner::kill_token`] gives one.
+    #[must_use]
+    pub fn options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Secret values by name, for the stages that ask for them (masked in every event).
+    #[must_use]
+    pub fn secrets(mut self, secrets: std::collections::BTreeMap<String, String>) -> Self {
+        self.identity.secrets = secrets;
+        self
+    }
+
+    /// Secrets, scrubbed environment, artifact and cache stores, from [`RunSetup::from_system`]; it replaces
+    /// the stores [`Runner::options`] gave.
+    #[must_use]
+    pub fn setup(mut self, setup: RunSetup) -> Self {
+        self.identity.secrets = setup.secrets;
+        self.identity.scrub_env = setup.scrub_env;
+        self.options.artifacts = setup.artifacts;
+        self.options.caches = setup.caches;
+        self
+    }
+
+    /// Cancelled to stop the run gracefully: nothing new starts, running stages get the grace period.
+    #[must_use]
+    pub fn cancel_token(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Cancelled to cut every grace period short (a second Ctrl-C).
+    #[must_use]
+    pub fn kill_token(mut self, kill: CancellationToken) -> Self {
+        self.options.kill = kill;
+        self
+    }
+
+    /// Who runs it, as the store records it (this process by default).
+    #[must_use]
+    pub fn owner(mut self, owner: RunOwner) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.identity.run_id
+    }
+
+    /// A subscriber that receives every event and slows the run when it falls more than `capacity` batches
+    /// behind: for output where every line matters (logs, JSON). Subscribe before [`Runner::start`].
+    pub fn subscribe(&mut self, capacity: usize) -> mpsc::Receiver<EventBatch> {
+        self.bus.subscribe_lossless(capacity)
+    }
+
+    /// A display subscriber that never slows the run and is told how much it skipped when it falls behind.
+    /// Subscribed here, it sees the run from its first event.
+    pub fn subscribe_display(&self) -> broadcast::Receiver<EventBatch> {
+        self.bus.subscribe_display()
+    }
+
+    /// Marks runs whose runner died as interrupted, records this run (which gives it its number), and starts
+    /// it. A store that cannot take the run stops it here, before anything executes.
+    pub async fn start(mut self) -> Result<RunHandle, RunnerError> {
+        self.store
+            .mark_interrupted(&self.owner, RUN_STALE_AFTER)
+            .await?;
+        let context = self.plan.context();
+        let record = self
+            .store
+            .create_run(&NewRun {
+                id: self.identity.run_id.clone(),
+                pipeline: self.plan.pipeline().name.value.clone(),
+                owner: self.owner.clone(),
+                sha: context.sha.clone(),
+                branch: context.branch.clone(),
+                event: context.event.map(|event| event.as_str().to_owned()),
+            })
+            .await?;
+        self.identity.run_number = record.number;
+        let recorder = tokio::spawn(record_run(
+            Arc::clone(&self.store),
+            self.identity.run_id.clone(),
+            self.bus.subscribe_lossless(MAX_BATCH_EVENTS),
+        ));
+        let display = self.bus.clone();
+        let Self {
+            plan,
+            executor,
+            identity,
+            options,
+            cancel,
+            bus,
+            ..
+        } = self;
+        let kill = options.kill.clone();
+        let run_cancel = cancel.clone();
+        let execution = tokio::spawn(async move {
+            let report = execute(&plan, executor, &identity, &options, &bus, &run_cancel).await;
+            // The bus goes with the run: subscribers see the end of the stream once the last event is out.
+            drop(bus);
+            (report, plan)
+        });
+        Ok(RunHandle::new(
+            record, display, cancel, kill, execution, recorder,
+        ))
+    }
+}

@@ -1,0 +1,16 @@
+//! One run, wired the same way for every frontend: the pipeline read and checked against the system
+//! configuration, the executor connected, the run recorded, executed and streamed.
+
+mod builder;
+mod error;
+mod handle;
+mod load;
+mod setup;
+
+pub use builder::{Runner, new_run_id};
+pub use error::RunnerError;
+pub use handle::{Executed, RunHandle};
+pub use load::{LoadError, Loaded, load_plan, plan_for, read_pipeline, read_system};
+#[cfg(feature = "docker")]
+pub use setup::docker_options;
+pub use setup::{RunSetup, connect_executor};

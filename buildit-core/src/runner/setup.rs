@@ -1,0 +1,135 @@
+//! What a run takes from the system configuration: its secrets, the environment it scrubs, where artifacts and
+//! caches go, and the executors its stages need.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::error::RunnerError;
+use crate::config::ExecutorKind;
+use crate::exec::{AnyExecutor, ArtifactStore, CacheStore};
+#[cfg(feature = "docker")]
+use crate::exec::{DockerExecutor, DockerOptions};
+use crate::plan::Plan;
+use crate::system::{ArtifactStoreConfig, SecretStoreConfig, SystemConfig};
+
+/// The parts of a run that come from the system configuration and the runner's environment.
+#[derive(Debug, Clone, Default)]
+pub struct RunSetup {
+    /// Secret values by name: those the plan's stages ask for that the secret store has.
+    pub secrets: BTreeMap<String, String>,
+    /// Host environment variables no stage inherits (the secret store's own variables).
+    pub scrub_env: Vec<String>,
+    /// Where artifacts go; `None` leaves them where stages wrote them.
+    pub artifacts: Option<ArtifactStore>,
+    /// Where caches go; `None` disables them.
+    pub caches: Option<CacheStore>,
+}
+
+impl RunSetup {
+    /// The setup of a run of `plan` in `workspace`: secrets read from the secret store (the environment through
+    /// `env`, whose variable names are `env_names`), caches under the workspace's `.buildit/cache`.
+    pub fn from_system(
+        plan: &Plan,
+        system: &SystemConfig,
+        workspace: &Path,
+        env: impl Fn(&str) -> Option<String>,
+        env_names: impl IntoIterator<Item = String>,
+    ) -> Result<Self, RunnerError> {
+        let names: Vec<&str> = plan
+            .order()
+            .filter(|stage| !stage.is_skipped())
+            .flat_map(|stage| {
+                plan.definition(stage)
+                    .secrets
+                    .iter()
+                    .map(|secret| secret.value.as_str())
+            })
+            .collect();
+        let secrets = system.load_secrets(names, env)?;
+        let scrub_env = match &system.secrets {
+            SecretStoreConfig::Env { prefix } if !prefix.is_empty() => env_names
+                .into_iter()
+                .filter(|name| name.starts_with(prefix.as_str()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let uses_artifacts = plan
+            .order()
+            .any(|stage| !stage.is_skipped() && !plan.definition(stage).artifacts.is_empty());
+        let artifacts = match &system.artifacts {
+            ArtifactStoreConfig::Filesystem { path } => Some(ArtifactStore::new(path)),
+            ArtifactStoreConfig::S3 { .. } if uses_artifacts => {
+                return Err(RunnerError::UnsupportedArtifactStore {
+                    store: "s3".to_owned(),
+                });
+            }
+            ArtifactStoreConfig::S3 { .. } => None,
+        };
+        Ok(Self {
+            secrets,
+            scrub_env,
+            artifacts,
+            caches: Some(CacheStore::new(workspace.join(".buildit/cache"))),
+        })
+    }
+}
+
+/// How to reach Docker, from the system configuration's `executor "docker"`.
+#[cfg(feature = "docker")]
+pub fn docker_options(system: &SystemConfig) -> DockerOptions {
+    use crate::system::ExecutorConfig;
+    match system.executor(ExecutorKind::Docker) {
+        Some(ExecutorConfig::Docker {
+            host,
+            pull,
+            network,
+        }) => DockerOptions {
+            host: host.clone(),
+            pull: *pull,
+            network: network.clone(),
+            ..DockerOptions::default()
+        },
+        _ => DockerOptions::default(),
+    }
+}
+
+/// The executor for the stages `plan` runs: the host, and Docker when a stage needs it (connected, and swept of
+/// what killed runs left behind). `docker` adjusts the options the system configuration gives. Returns the
+/// executor and, when the sweep failed, why (the run goes on: it is the last run's leftovers, not this run's).
+pub async fn connect_executor(
+    plan: &Plan,
+    system: &SystemConfig,
+    #[cfg(feature = "docker")] docker: impl FnOnce(DockerOptions) -> DockerOptions,
+) -> Result<(AnyExecutor, Option<String>), RunnerError> {
+    let needs = |kind: ExecutorKind| {
+        plan.order()
+            .find(|stage| !stage.is_skipped() && stage.executor() == kind)
+    };
+    if let Some(stage) = needs(ExecutorKind::Kubernetes) {
+        return Err(RunnerError::UnsupportedExecutor {
+            stage: stage.name().to_owned(),
+            executor: "kubernetes".to_owned(),
+        });
+    }
+    let Some(_stage) = needs(ExecutorKind::Docker) else {
+        return Ok((AnyExecutor::local(), None));
+    };
+    #[cfg(feature = "docker")]
+    {
+        let executor = DockerExecutor::connect(docker(docker_options(system))).await?;
+        let swept = executor
+            .sweep(None)
+            .await
+            .err()
+            .map(|error| format!("cannot remove leftovers of earlier runs: {error}"));
+        Ok((AnyExecutor::with_docker(executor), swept))
+    }
+    #[cfg(not(feature = "docker"))]
+    {
+        let _ = system;
+        Err(RunnerError::UnsupportedExecutor {
+            stage: _stage.name().to_owned(),
+            executor: "docker".to_owned(),
+        })
+    }
+}
