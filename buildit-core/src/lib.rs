@@ -18,6 +18,7 @@ pub mod diagnostic;
 pub mod events;
 pub mod exec;
 pub mod plan;
+pub mod source;
 pub mod store;
 mod suggest;
 pub mod system;
