@@ -54,7 +54,10 @@ fn pass(
         inner: BufReader::new(file),
         hasher: Sha256::new(),
     };
-    reader.inner.seek(std::io::SeekFrom::Start(0)).map_err(io(archive))?;
+    reader
+        .inner
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(io(archive))?;
     let mut checker = Checker::new(limits);
     let result = (|| -> Result<(), SourceError> {
         let invalid = |error: std::io::Error| SourceError::InvalidArchive {
@@ -164,10 +167,7 @@ impl Checker {
             return Err(refuse(&if *link == relative {
                 "replaces a symlink made by an earlier entry".to_owned()
             } else {
-                format!(
-                    "would be written through the symlink `{}`",
-                    link.display()
-                )
+                format!("would be written through the symlink `{}`", link.display())
             }));
         }
         let action = match kind {
@@ -243,7 +243,9 @@ fn relative_path(stored: &Path) -> Result<PathBuf, &'static str> {
                 // A `.git` in a workspace is a repository whose configuration can name programs (hooks,
                 // `core.fsmonitor`) that run when git is used there; a git source makes its own.
                 if name.as_encoded_bytes().eq_ignore_ascii_case(b".git") {
-                    return Err("is inside a `.git` directory, which an uploaded source never carries");
+                    return Err(
+                        "is inside a `.git` directory, which an uploaded source never carries",
+                    );
                 }
                 relative.push(name);
             }
@@ -327,7 +329,9 @@ fn write<R: Read>(
             // Made with the default mode rather than the archive's: a directory stored read-only would stop
             // the entries below it from being written, and its removal afterwards.
             match std::fs::create_dir(&target) {
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && target.is_dir() => {
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::AlreadyExists && target.is_dir() =>
+                {
                     Ok(())
                 }
                 other => other.map_err(io(&target)),
@@ -404,7 +408,11 @@ mod tests {
         let looping = links(&[("a", "b"), ("b", "a")]);
         assert!(!resolves_inside(&looping, Path::new("a"), Path::new("b")));
         let absolute = links(&[("a", "/etc")]);
-        assert!(!resolves_inside(&absolute, Path::new("b"), Path::new("a/x")));
+        assert!(!resolves_inside(
+            &absolute,
+            Path::new("b"),
+            Path::new("a/x")
+        ));
     }
 
     #[test]

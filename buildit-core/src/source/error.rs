@@ -83,7 +83,9 @@ pub enum SourceError {
     #[error("upload is larger than the limit of {limit} bytes")]
     #[diagnostic(
         code(buildit::source::upload_too_large),
-        help("leave build outputs and dependencies out of the upload, or raise `sources max-upload=` in the system configuration")
+        help(
+            "leave build outputs and dependencies out of the upload, or raise `sources max-upload=` in the system configuration"
+        )
     )]
     UploadTooLarge {
         /// The limit, in bytes.
@@ -100,7 +102,9 @@ pub enum SourceError {
     #[error("stored source `{digest}` is corrupt: its sha256 is now `{found}`")]
     #[diagnostic(
         code(buildit::source::corrupt),
-        help("upload the source again; the corrupt file is replaced by the next upload of the same bytes")
+        help(
+            "upload the source again; the corrupt file is replaced by the next upload of the same bytes"
+        )
     )]
     DigestMismatch {
         /// The digest it is stored under.

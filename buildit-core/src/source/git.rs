@@ -88,7 +88,13 @@ pub(crate) async fn checkout(
     let found = git
         .run(
             "rev-parse",
-            &["rev-parse", "--verify", "--quiet", "--end-of-options", &object],
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &object,
+            ],
             true,
         )
         .await;
@@ -162,7 +168,11 @@ impl Git<'_> {
         let mut command = tokio::process::Command::new("git");
         for (key, _) in std::env::vars_os() {
             let is_git = key.as_encoded_bytes().starts_with(b"GIT_");
-            if is_git && !KEPT_GIT_VARIABLES.iter().any(|kept| key == OsStr::new(kept)) {
+            if is_git
+                && !KEPT_GIT_VARIABLES
+                    .iter()
+                    .any(|kept| key == OsStr::new(kept))
+            {
                 command.env_remove(&key);
             }
         }
@@ -273,7 +283,14 @@ mod tests {
 
     #[test]
     fn repositories_that_are_options_or_commands_are_refused() {
-        for bad in ["", " ", "-uhelp", "--upload-pack=touch x", "ext::sh -c touch% x", "a\nb"] {
+        for bad in [
+            "",
+            " ",
+            "-uhelp",
+            "--upload-pack=touch x",
+            "ext::sh -c touch% x",
+            "a\nb",
+        ] {
             assert!(check_repository(bad).is_err(), "{bad:?}");
         }
         for good in ["/srv/repo", "https://host/r.git", "git@host:r.git", "../r"] {

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub enum IdError {
     /// The text has the wrong number of characters (a short commit id, a truncated digest).
-    #[error("{what} `{shown}` has {length} characters; expected exactly {expected} hexadecimal digits")]
+    #[error(
+        "{what} `{shown}` has {length} characters; expected exactly {expected} hexadecimal digits"
+    )]
     #[diagnostic(
         code(buildit::source::invalid_id),
         help("give the full id: abbreviated ids are ambiguous and branch or tag names can move")

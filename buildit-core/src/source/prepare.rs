@@ -100,9 +100,7 @@ impl Destination {
                 })
             }
             Err(error) => Err(io(path)(error)),
-            Ok(metadata) if !metadata.is_dir() => {
-                Err(refuse("it exists and is not a directory"))
-            }
+            Ok(metadata) if !metadata.is_dir() => Err(refuse("it exists and is not a directory")),
             Ok(_) => {
                 let mut entries = std::fs::read_dir(path).map_err(io(path))?;
                 if entries.next().is_some() {

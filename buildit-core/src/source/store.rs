@@ -49,7 +49,10 @@ impl SourceStore {
     /// Stores what `reader` yields and returns its sha256. The upload is refused as soon as it passes the limit
     /// (nothing is stored then); the same bytes uploaded twice are one file. The archive is not unpacked or
     /// checked here: [`super::prepare`] does that each time it is used.
-    pub async fn put<R: AsyncRead + Unpin>(&self, mut reader: R) -> Result<ArchiveDigest, SourceError> {
+    pub async fn put<R: AsyncRead + Unpin>(
+        &self,
+        mut reader: R,
+    ) -> Result<ArchiveDigest, SourceError> {
         std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let temporary = Temporary(self.root.join(format!(

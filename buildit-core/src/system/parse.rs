@@ -608,3 +608,34 @@ fn read_deployer(
         context: take(&mut values, "context").map(|v| v.value),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units_and_refuse_ambiguous_ones() {
+        for (text, bytes) in [
+            ("1", 1),
+            ("100MiB", 100 << 20),
+            ("2 GiB", 2 << 30),
+            ("512B", 512),
+            ("1TiB", 1 << 40),
+        ] {
+            assert_eq!(parse_size(text), Some(bytes), "{text}");
+        }
+        for text in [
+            "",
+            "0",
+            "0MiB",
+            "100MB",
+            "100M",
+            "1.5GiB",
+            "-1",
+            "MiB",
+            "99999999999TiB",
+        ] {
+            assert_eq!(parse_size(text), None, "{text}");
+        }
+    }
+}
