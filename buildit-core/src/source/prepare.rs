@@ -8,9 +8,10 @@ use super::error::{SourceError, io};
 use super::ids::{ArchiveDigest, CommitId};
 use super::store::SourceStore;
 
-/// Where a run's files come from.
+/// Where a run's files come from. Serialised as `{"host-dir": "/path"}`, `{"git": {"repository": "...",
+/// "commit": "..."}}` or `{"archive": "<sha256>"}`, so a queued job can carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum WorkspaceSource {
     /// A directory on this machine, used in place (what `buildit run` does).
@@ -139,5 +140,36 @@ impl Drop for Destination {
                 let _ = removed;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_round_trip_through_json_and_ids_are_checked_on_the_way_in() {
+        let commit = CommitId::parse(&"ab".repeat(20));
+        let digest = ArchiveDigest::parse(&"cd".repeat(32));
+        let (Ok(commit), Ok(digest)) = (commit, digest) else {
+            panic!("valid ids refused");
+        };
+        for source in [
+            WorkspaceSource::HostDir(PathBuf::from("/srv/ws")),
+            WorkspaceSource::Git {
+                repository: "https://example.com/r.git".into(),
+                commit,
+            },
+            WorkspaceSource::Archive(digest),
+        ] {
+            let json = serde_json::to_string(&source).map_err(|e| e.to_string());
+            let back: Result<WorkspaceSource, String> = json
+                .as_deref()
+                .map_err(Clone::clone)
+                .and_then(|json| serde_json::from_str(json).map_err(|e| e.to_string()));
+            assert_eq!(back.as_ref().ok(), Some(&source), "{json:?} {back:?}");
+        }
+        let forged = r#"{"git":{"repository":"r","commit":"main"}}"#;
+        assert!(serde_json::from_str::<WorkspaceSource>(forged).is_err());
     }
 }
