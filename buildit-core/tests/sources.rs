@@ -624,4 +624,17 @@ async fn host_directories_are_used_in_place_and_destinations_must_be_fresh() {
         set(&["keep.txt"]),
         "an occupied directory is left alone"
     );
+
+    // A failure while writing (a file where a later entry needs a directory) empties a directory of the
+    // caller's again rather than removing it.
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).expect("mkdir");
+    let clash = store
+        .put(hostile(&[Entry::File("a"), Entry::File("a/b")]).as_slice())
+        .await
+        .expect("stored");
+    let error = prepare(&WorkspaceSource::Archive(clash), &store, &mine).await;
+    assert!(matches!(error, Err(SourceError::Io { .. })), "{error:?}");
+    assert!(mine.is_dir());
+    assert_eq!(tree(&mine), set(&[]));
 }

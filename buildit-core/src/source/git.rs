@@ -37,10 +37,9 @@ pub(crate) async fn checkout(
     commit: &CommitId,
     into: &Path,
 ) -> Result<(), SourceError> {
-    let git = Git {
-        repository,
-        dir: into.to_path_buf(),
-    };
+    // Absolute: git runs in the directory, and `GIT_DIR` would otherwise be taken relative to it.
+    let dir = std::path::absolute(into).map_err(super::error::io(into))?;
+    let git = Git { repository, dir };
     check_repository(repository).map_err(|problem| SourceError::InvalidRepository {
         repository: git.hide(repository),
         problem: problem.to_owned(),
