@@ -19,6 +19,7 @@ pub mod events;
 pub mod exec;
 pub mod plan;
 pub mod runner;
+pub mod source;
 pub mod store;
 mod suggest;
 pub mod system;

@@ -584,3 +584,55 @@ fn names_and_values_have_length_limits() {
         panic!("{error}: {:?}", error.diagnostics);
     }
 }
+
+#[test]
+fn source_limits_are_read_and_bad_sizes_point_at_the_value() {
+    let config = match parse_system(
+        "sources max-upload=\"5MiB\" max-entries=10\n",
+        "buildit-system.kdl",
+    ) {
+        Ok(config) => config,
+        Err(error) => panic!("{error}: {:#?}", error.diagnostics),
+    };
+    assert_eq!(config.sources.max_upload, 5 * 1024 * 1024);
+    assert_eq!(config.sources.max_entries, 10);
+    let defaults = match parse_system("", "buildit-system.kdl") {
+        Ok(config) => config.sources,
+        Err(error) => panic!("{error}"),
+    };
+    assert_eq!(defaults.max_upload, 100 * 1024 * 1024);
+
+    let text = "sources max-upload=\"100MB\" max-entries=\"many\"\nsources\n";
+    let error = match parse_system(text, "buildit-system.kdl") {
+        Ok(_) => panic!("invalid limits accepted"),
+        Err(error) => error,
+    };
+    let found: Vec<(&str, usize, usize, String)> = error
+        .records()
+        .into_iter()
+        .map(|r| (r.code, r.line, r.column, r.message))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "buildit::config::invalid_value",
+                1,
+                20,
+                "invalid upload size `100MB`".to_owned()
+            ),
+            (
+                "buildit::config::invalid_value",
+                1,
+                40,
+                "invalid entry count `many`".to_owned()
+            ),
+            (
+                "buildit::config::duplicate_node",
+                2,
+                1,
+                "`sources` is given more than once in the system configuration".to_owned()
+            ),
+        ]
+    );
+}

@@ -1,5 +1,5 @@
-//! The system configuration (`buildit-system.kdl`): which store, executors, artifact store, secret store and
-//! deployers a runner uses, and how a command finds it.
+//! The system configuration (`buildit-system.kdl`): which store, executors, artifact store, secret store,
+//! deployers and source limits a runner uses, and how a command finds it.
 
 mod discover;
 mod model;
@@ -10,8 +10,8 @@ pub use discover::{
     LoadError, SYSTEM_ENV_VAR, SYSTEM_FILE_NAME, SystemLocation, discover_system, load_system,
 };
 pub use model::{
-    ArtifactStoreConfig, DeployerConfig, ExecutorConfig, PullPolicy, SecretStoreConfig,
-    StoreConfig, SystemConfig,
+    ArtifactStoreConfig, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_UPLOAD, DeployerConfig, ExecutorConfig,
+    PullPolicy, SecretStoreConfig, SourceLimits, StoreConfig, SystemConfig,
 };
 pub use parse::parse_system;
 pub use secrets::SecretError;

@@ -135,6 +135,29 @@ pub struct DeployerConfig {
     pub context: Option<String>,
 }
 
+/// Limits on uploaded workspace sources (`sources max-upload=... max-entries=...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SourceLimits {
+    /// The largest upload accepted, in bytes; also the most an archive may unpack to (its files' sizes added up).
+    pub max_upload: u64,
+    /// The most entries (files, directories, symlinks) an archive may hold.
+    pub max_entries: u64,
+}
+
+/// Default upload limit: 100 MiB.
+pub const DEFAULT_MAX_UPLOAD: u64 = 100 * 1024 * 1024;
+/// Default entry limit of an uploaded archive.
+pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        Self {
+            max_upload: DEFAULT_MAX_UPLOAD,
+            max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
+}
+
 /// A runner's system configuration.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
@@ -151,6 +174,8 @@ pub struct SystemConfig {
     pub secrets: SecretStoreConfig,
     /// Deployment targets.
     pub deployers: Vec<DeployerConfig>,
+    /// Limits on uploaded workspace sources.
+    pub sources: SourceLimits,
     /// The file it was read from, if any.
     pub file: Option<PathBuf>,
     /// Warnings found while parsing.
@@ -199,6 +224,7 @@ impl SystemConfig {
                 prefix: DEFAULT_SECRET_PREFIX.to_owned(),
             },
             deployers: Vec::new(),
+            sources: SourceLimits::default(),
             file: None,
             warnings: Vec::new(),
             written_paths: WrittenPaths::default(),

@@ -2,24 +2,25 @@
 
 use std::path::{Path, PathBuf};
 
-use kdl::{KdlDocument, KdlEntry, KdlNode};
+use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
 use super::model::{
     ArtifactStoreConfig, DeployerConfig, ExecutorConfig, PullPolicy, SecretStoreConfig,
-    StoreConfig, SystemConfig,
+    SourceLimits, StoreConfig, SystemConfig,
 };
 use crate::config::{ExecutorKind, Reader, Spanned, TemplateScope, is_env_name, is_valid_name};
 use crate::diagnostic::{ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticCode};
 use crate::suggest::did_you_mean;
 
-const TOP_LEVEL: [&str; 6] = [
+const TOP_LEVEL: [&str; 7] = [
     "store",
     "executor",
     "default-executor",
     "artifacts",
     "secrets",
     "deployer",
+    "sources",
 ];
 
 /// Parses and validates a system configuration. Parts it does not set keep their defaults; relative paths are
@@ -111,7 +112,10 @@ fn read_system(reader: &mut Reader<'_>, document: &KdlDocument, config: &mut Sys
             "deployer" => config
                 .deployers
                 .extend(read_deployer(reader, node, &config.deployers)),
-            "store" | "default-executor" | "artifacts" | "secrets" => {}
+            "sources" if seen.first(reader, key, node) => {
+                config.sources = read_sources(reader, node);
+            }
+            "store" | "default-executor" | "artifacts" | "secrets" | "sources" => {}
             _ => reader.unknown_node(node, &TOP_LEVEL, "the system configuration"),
         }
     }
@@ -466,6 +470,87 @@ fn read_secrets(reader: &mut Reader<'_>, node: &KdlNode) -> Option<SecretStoreCo
     })
 }
 
+/// `sources max-upload="100MiB" max-entries=100000`: limits on uploaded workspace sources; each property is
+/// optional and keeps its default when absent or invalid.
+fn read_sources(reader: &mut Reader<'_>, node: &KdlNode) -> SourceLimits {
+    reader.no_args(node);
+    reader.no_children(node);
+    let mut limits = SourceLimits::default();
+    for (key, entry) in reader.props(node, &["max-upload", "max-entries"], &[]) {
+        let span = reader.value_span(entry);
+        if key == "max-upload" {
+            let parsed = match entry.value() {
+                KdlValue::String(text) => parse_size(text),
+                KdlValue::Integer(bytes) => u64::try_from(*bytes).ok().filter(|b| *b > 0),
+                _ => None,
+            };
+            match parsed {
+                Some(bytes) => limits.max_upload = bytes,
+                None => reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::InvalidValue,
+                        format!("invalid upload size `{}`", bare(entry.value())),
+                        span,
+                        "invalid size",
+                    )
+                    .with_help(
+                        "write a size of at least 1 byte: a number of bytes (`1048576`) or one with a unit \
+                         `B`, `KiB`, `MiB`, `GiB` or `TiB` (`\"100MiB\"`)",
+                    ),
+                ),
+            }
+        } else {
+            match entry.value() {
+                KdlValue::Integer(count) if *count >= 1 && *count <= i128::from(u32::MAX) => {
+                    limits.max_entries = u64::try_from(*count).unwrap_or(limits.max_entries);
+                }
+                other => reader.push(
+                    ConfigDiagnostic::error(
+                        DiagnosticCode::InvalidValue,
+                        format!("invalid entry count `{}`", bare(other)),
+                        span,
+                        "invalid count",
+                    )
+                    .with_help(format!(
+                        "write a whole number from 1 to {} without quotes, e.g. `max-entries=100000`",
+                        u32::MAX
+                    )),
+                ),
+            }
+        }
+    }
+    limits
+}
+
+/// A value as written, without the quotes KDL adds to strings.
+fn bare(value: &KdlValue) -> String {
+    match value {
+        KdlValue::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A size: a whole number of bytes, optionally followed by `B`, `KiB`, `MiB`, `GiB` or `TiB` (powers of 1024;
+/// `MB` and `M` are refused rather than guessed, as they mean 1000 or 1024 depending on the tool). Zero and
+/// sizes that do not fit in 64 bits are `None`.
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim_start() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        _ => return None,
+    };
+    number.checked_mul(scale).filter(|bytes| *bytes > 0)
+}
+
 fn read_deployer(
     reader: &mut Reader<'_>,
     node: &KdlNode,
@@ -522,4 +607,35 @@ fn read_deployer(
         namespace: take(&mut values, "namespace").map(|v| v.value),
         context: take(&mut values, "context").map(|v| v.value),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units_and_refuse_ambiguous_ones() {
+        for (text, bytes) in [
+            ("1", 1),
+            ("100MiB", 100 << 20),
+            ("2 GiB", 2 << 30),
+            ("512B", 512),
+            ("1TiB", 1 << 40),
+        ] {
+            assert_eq!(parse_size(text), Some(bytes), "{text}");
+        }
+        for text in [
+            "",
+            "0",
+            "0MiB",
+            "100MB",
+            "100M",
+            "1.5GiB",
+            "-1",
+            "MiB",
+            "99999999999TiB",
+        ] {
+            assert_eq!(parse_size(text), None, "{text}");
+        }
+    }
 }
