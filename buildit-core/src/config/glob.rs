@@ -197,6 +197,33 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_edges_hold() {
+        // `?` and `*` count characters, not bytes.
+        assert!(glob("caf?").is_match("café"));
+        assert!(glob("[é-ë]").is_match("ê"));
+        assert!(!glob("[!é]").is_match("é"));
+        // A class may match `/`; a negated one does unless it names it.
+        assert!(glob("a[/]b").is_match("a/b"));
+        assert!(glob("a[!x]b").is_match("a/b"));
+        assert!(!glob("a[!/]b").is_match("a/b"));
+        // `]` first and `-` last in a class are literal; characters the regex syntax knows are plain.
+        assert!(glob("[]x]").is_match("]"));
+        assert!(glob("[a-]").is_match("-"));
+        assert!(glob("[&~^]").is_match("^"));
+        assert!(glob("a.b+(c)|{d}$").is_match("a.b+(c)|{d}$"));
+        assert!(!glob("a.b").is_match("axb"));
+        // `**` crosses `/` wherever it is, line breaks included; `**/` may match no directory.
+        assert!(glob("out/**.log").is_match("out/a/b.log"));
+        assert!(glob("x**y").is_match("xy"));
+        assert!(glob("x**y").is_match("x/a/y"));
+        assert!(glob("**").is_match("a\nb"));
+        assert!(glob("a/**/b").is_match("a/b"));
+        assert!(!glob("release/**").is_match("release"));
+        assert!(glob("release/**").is_match("release/"));
+        assert!(!glob("a*").is_match("a\nb/c"));
+    }
+
+    #[test]
     fn rejects_broken_patterns() {
         for bad in ["", "[abc", "a\\", "[z-a]"] {
             assert!(Glob::new(bad).is_err(), "{bad} should be rejected");
