@@ -13,10 +13,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod blobs;
 pub mod config;
 pub mod diagnostic;
 pub mod events;
 pub mod exec;
+mod paths;
 pub mod plan;
 pub mod runner;
 pub mod source;

@@ -2,15 +2,24 @@
 
 use serde::{Serialize, Serializer};
 
-/// Bounds the matcher's recursion depth and memo table.
+/// Bounds the size of the compiled matcher.
 const MAX_PATTERN_LEN: usize = 1024;
 
-/// A checked glob pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A checked glob pattern. Our parser reports syntax errors; the `regex` crate does the matching, in time
+/// linear in the candidate whatever the pattern.
+#[derive(Debug, Clone)]
 pub struct Glob {
     text: String,
-    tokens: Vec<Token>,
+    matcher: regex::Regex,
 }
+
+impl PartialEq for Glob {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Glob {}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Token {
@@ -84,9 +93,11 @@ impl Glob {
             };
             tokens.push(token);
         }
+        let matcher = regex::Regex::new(&to_regex(&tokens))
+            .map_err(|error| format!("pattern cannot be compiled: {error}"))?;
         Ok(Self {
             text: text.to_owned(),
-            tokens,
+            matcher,
         })
     }
 
@@ -97,57 +108,51 @@ impl Glob {
 
     /// Whether the whole of `candidate` matches.
     pub fn is_match(&self, candidate: &str) -> bool {
-        let candidate: Vec<char> = candidate.chars().collect();
-        matches_at(&self.tokens, &candidate)
+        self.matcher.is_match(candidate)
     }
 }
 
-/// Iterative matcher with single-star and double-star backtracking points, linear in practice.
-fn matches_at(tokens: &[Token], text: &[char]) -> bool {
-    // Memo over (token, position): bounded work even for adversarial patterns.
-    let mut failed = vec![false; (tokens.len() + 1) * (text.len() + 1)];
-    fn go(tokens: &[Token], t: usize, text: &[char], p: usize, failed: &mut [bool]) -> bool {
-        let key = t * (text.len() + 1) + p;
-        if failed[key] {
-            return false;
+/// The regular expression that matches what the tokens do: `*` and `?` stay within a path segment, `**`
+/// crosses `/` (and `**/` also matches no directory at all: `src/**/*.rs` matches `src/main.rs`), a class
+/// matches any character in or (negated) out of its ranges, `/` included.
+fn to_regex(tokens: &[Token]) -> String {
+    // `s`: `**` crosses line breaks too; the pattern is anchored at both ends.
+    let mut re = String::from("(?s)\\A(?:");
+    let mut index = 0;
+    while let Some(token) = tokens.get(index) {
+        match token {
+            Token::Literal(ch) => re.push_str(&regex::escape(ch.encode_utf8(&mut [0; 4]))),
+            Token::AnyChar => re.push_str("[^/]"),
+            Token::Star => re.push_str("[^/]*"),
+            Token::DoubleStar if tokens.get(index + 1) == Some(&Token::Literal('/')) => {
+                re.push_str("(?:.*/)?");
+                index += 1;
+            }
+            Token::DoubleStar => re.push_str(".*"),
+            Token::Class { negated, ranges } => {
+                re.push_str(if *negated { "[^" } else { "[" });
+                for &(low, high) in ranges {
+                    push_class_char(&mut re, low);
+                    if high != low {
+                        re.push('-');
+                        push_class_char(&mut re, high);
+                    }
+                }
+                re.push(']');
+            }
         }
-        let result = match tokens.get(t) {
-            None => p == text.len(),
-            // `**/` also matches no directory at all: `src/**/*.rs` matches `src/main.rs`.
-            Some(Token::DoubleStar) if tokens.get(t + 1) == Some(&Token::Literal('/')) => {
-                go(tokens, t + 2, text, p, failed)
-                    || (p..=text.len()).any(|q| go(tokens, t + 1, text, q, failed))
-            }
-            Some(Token::DoubleStar) => (p..=text.len()).any(|q| go(tokens, t + 1, text, q, failed)),
-            Some(Token::Star) => {
-                let end = text[p..]
-                    .iter()
-                    .position(|&c| c == '/')
-                    .map_or(text.len(), |i| p + i);
-                (p..=end).any(|q| go(tokens, t + 1, text, q, failed))
-            }
-            Some(single) => {
-                text.get(p).is_some_and(|&c| single_matches(single, c))
-                    && go(tokens, t + 1, text, p + 1, failed)
-            }
-        };
-        if !result {
-            failed[key] = true;
-        }
-        result
+        index += 1;
     }
-    go(tokens, 0, text, 0, &mut failed)
+    re.push_str(")\\z");
+    re
 }
 
-fn single_matches(token: &Token, ch: char) -> bool {
-    match token {
-        Token::Literal(expected) => *expected == ch,
-        Token::AnyChar => ch != '/',
-        Token::Class { negated, ranges } => {
-            ranges.iter().any(|&(low, high)| (low..=high).contains(&ch)) != *negated
-        }
-        Token::Star | Token::DoubleStar => true,
+/// A character inside a regex class, escaped when the class syntax gives it a meaning.
+fn push_class_char(re: &mut String, ch: char) {
+    if matches!(ch, '\\' | ']' | '[' | '^' | '-' | '&' | '~') {
+        re.push('\\');
     }
+    re.push(ch);
 }
 
 impl Serialize for Glob {
@@ -189,6 +194,33 @@ mod tests {
         assert!(glob("a\\*").is_match("a*"));
         assert!(!glob("a\\*").is_match("ab"));
         assert!(glob("file?").is_match("file1"));
+    }
+
+    #[test]
+    fn the_documented_edges_hold() {
+        // `?` and `*` count characters, not bytes.
+        assert!(glob("caf?").is_match("café"));
+        assert!(glob("[é-ë]").is_match("ê"));
+        assert!(!glob("[!é]").is_match("é"));
+        // A class may match `/`; a negated one does unless it names it.
+        assert!(glob("a[/]b").is_match("a/b"));
+        assert!(glob("a[!x]b").is_match("a/b"));
+        assert!(!glob("a[!/]b").is_match("a/b"));
+        // `]` first and `-` last in a class are literal; characters the regex syntax knows are plain.
+        assert!(glob("[]x]").is_match("]"));
+        assert!(glob("[a-]").is_match("-"));
+        assert!(glob("[&~^]").is_match("^"));
+        assert!(glob("a.b+(c)|{d}$").is_match("a.b+(c)|{d}$"));
+        assert!(!glob("a.b").is_match("axb"));
+        // `**` crosses `/` wherever it is, line breaks included; `**/` may match no directory.
+        assert!(glob("out/**.log").is_match("out/a/b.log"));
+        assert!(glob("x**y").is_match("xy"));
+        assert!(glob("x**y").is_match("x/a/y"));
+        assert!(glob("**").is_match("a\nb"));
+        assert!(glob("a/**/b").is_match("a/b"));
+        assert!(!glob("release/**").is_match("release"));
+        assert!(glob("release/**").is_match("release/"));
+        assert!(!glob("a*").is_match("a\nb/c"));
     }
 
     #[test]

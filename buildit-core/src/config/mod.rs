@@ -1,13 +1,15 @@
 //! The pipeline language: parsing KDL into an owned model with spans, and validating it.
 
+mod ancestors;
 mod cron;
 mod duration;
 mod file;
 mod glob;
 mod guard;
 mod lengths;
+mod limits;
+mod matrix;
 mod model;
-mod paths;
 mod pipeline;
 mod plain;
 mod reader;
@@ -19,20 +21,19 @@ pub use duration::{format_duration, parse_duration};
 pub use file::{ReadFileError, read_config_file};
 pub use glob::Glob;
 pub use lengths::{MAX_COMMAND_BYTES, MAX_MATRIX_VALUE_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES};
+pub use limits::{MAX_MATRIX_INSTANCES, MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
 pub use model::{
     CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, Pipeline, Resources,
     Service, Spanned, Stage, Trigger, When, WhenStatus,
 };
-pub use pipeline::{MAX_RETRY, parse_pipeline};
+pub use pipeline::parse_pipeline;
 pub use reader::MAX_FILE_BYTES;
 pub use shell::{Analysis, Landing, Refusal};
 pub use template::{
     CommandRefusal, Template, TemplatePart, Variable, matrix_env_name, quote_for_shell,
 };
-pub use validate::{MAX_MATRIX_INSTANCES, MAX_STAGES};
 
+pub(crate) use matrix::combinations;
 pub(crate) use model::is_valid_name;
-pub(crate) use paths::{artifact_path_problem, cache_path_problem};
-pub(crate) use pipeline::relative_path_escapes;
 pub(crate) use reader::Reader;
 pub(crate) use template::{TemplateScope, is_env_name};

@@ -8,13 +8,14 @@ use miette::SourceSpan;
 use super::cron::validate_cron;
 use super::duration::parse_duration;
 use super::glob::Glob;
+use super::limits::{MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
 use super::model::{
     CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, Pipeline, Resources,
     Service, Spanned, Stage, Trigger, When, WhenStatus, is_valid_matrix_value, is_valid_name,
 };
 use super::reader::Reader;
 use super::template::{Template, TemplateScope, is_env_name};
-use super::validate::{MAX_STAGES, validate_pipeline};
+use super::validate::validate_pipeline;
 use crate::diagnostic::{ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticCode};
 
 const TOP_LEVEL: [&str; 8] = [
@@ -50,11 +51,6 @@ const STAGE_NODES: [&str; 18] = [
 
 /// Children of a `service` node.
 const SERVICE_NODES: [&str; 4] = ["image", "env", "command", "ready"];
-/// Longest `timeout`: anything longer is a typo, and timers must stay far from overflowing.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 86_400);
-/// Most extra attempts a stage may ask for.
-pub const MAX_RETRY: u8 = 10;
-
 /// Parses and validates a pipeline. `name` is how the source is shown in diagnostics (usually its path).
 ///
 /// Every problem is reported at once in the returned [`ConfigError`]; warnings of a valid pipeline are kept in
@@ -959,32 +955,6 @@ fn read_resources(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Resources> 
     Some(resources)
 }
 
-/// The value of a string argument as a relative path template, or a report of why it leaves the workspace.
-pub(crate) fn relative_path_escapes(path: &str) -> bool {
-    if path.starts_with('/') || path.starts_with('\\') || path.starts_with('~') {
-        return true;
-    }
-    // `C:/x` or `C:\x`: absolute on Windows.
-    let bytes = path.as_bytes();
-    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
-        return true;
-    }
-    let mut depth: i64 = 0;
-    for component in path.split(['/', '\\']) {
-        match component {
-            "" | "." => {}
-            ".." => {
-                depth -= 1;
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => depth += 1,
-        }
-    }
-    false
-}
-
 fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
     // An invalid name is reported, but the stage keeps it: stages that need it are not told it does not exist.
     let stage_name = reader
@@ -1123,7 +1093,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
                 if let Some(value) =
                     reader.one_string(child, "a directory relative to the workspace")
                 {
-                    if relative_path_escapes(&value.value) {
+                    if crate::paths::relative_path_escapes(&value.value) {
                         reader.push(
                             ConfigDiagnostic::error(
                                 DiagnosticCode::WorkdirEscape,
@@ -1160,7 +1130,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
                 .extend(reader.strings(child, "names of pipeline caches")),
             "artifacts" => {
                 for value in reader.strings(child, "paths or globs relative to the workspace") {
-                    if relative_path_escapes(&value.value) {
+                    if crate::paths::relative_path_escapes(&value.value) {
                         reader.push(
                             ConfigDiagnostic::error(
                                 DiagnosticCode::InvalidValue,
@@ -1353,15 +1323,5 @@ mod tests {
             assert_eq!(parse_quantity(bad, false), None, "{bad}");
         }
         assert_eq!(parse_quantity("0", true), None);
-    }
-
-    #[test]
-    fn workdir_escapes() {
-        for escaping in ["..", "../x", "a/../..", "/abs", "~/x"] {
-            assert!(relative_path_escapes(escaping), "{escaping}");
-        }
-        for inside in ["a", "a/b/..", "./a", "a/../b"] {
-            assert!(!relative_path_escapes(inside), "{inside}");
-        }
     }
 }

@@ -5,17 +5,15 @@ use std::collections::HashMap;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
+use super::ancestors::{ancestors_among, has_bit};
+use super::limits::{MAX_MATRIX_INSTANCES, MAX_STAGES};
+use super::matrix::combinations;
 use super::model::{ExecutorKind, Pipeline, Stage};
 use super::reader::Reader;
 use super::template::Variable;
 use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode};
-use crate::plan::overlap::{Claim, UNKNOWN, ancestors_among, has_bit, overlapping_pairs};
+use crate::paths::{Claim, UNKNOWN, overlapping_pairs};
 use crate::suggest::did_you_mean;
-
-/// Most stages a pipeline may have after matrix expansion.
-pub const MAX_STAGES: usize = 10_000;
-/// Most instances one matrix may expand to.
-pub const MAX_MATRIX_INSTANCES: usize = 256;
 
 pub(crate) fn validate_pipeline(reader: &mut Reader<'_>, pipeline: &Pipeline) {
     let index = stage_index(reader, pipeline);
@@ -93,7 +91,7 @@ fn stage_claims(pipeline: &Pipeline, stage: &Stage) -> Vec<StageClaim> {
         return Vec::new();
     }
     let combinations = if stage.matrix.is_some() {
-        crate::plan::combinations(stage)
+        combinations(stage)
     } else {
         vec![Vec::new()]
     };
@@ -299,8 +297,8 @@ fn check_rendered_path(
     kind: PathUse<'_>,
 ) {
     let problem = |rendered: &str| match kind {
-        PathUse::Artifact => super::paths::artifact_path_problem(path.value.as_str(), rendered),
-        PathUse::Cache(_) => super::paths::cache_path_problem(path.value.as_str(), rendered),
+        PathUse::Artifact => crate::paths::artifact_path_problem(path.value.as_str(), rendered),
+        PathUse::Cache(_) => crate::paths::cache_path_problem(path.value.as_str(), rendered),
     };
     let what = match kind {
         PathUse::Artifact => "artifact path".to_owned(),
@@ -738,7 +736,7 @@ fn check_matrix_paths(reader: &mut Reader<'_>, stage: &Stage) {
     if workdir.is_none() && artifacts.is_empty() {
         return;
     }
-    for combination in crate::plan::combinations(stage) {
+    for combination in combinations(stage) {
         let render = |template: &super::template::Template| {
             template.render(|variable| match variable {
                 Variable::Matrix(axis) => combination
@@ -754,7 +752,7 @@ fn check_matrix_paths(reader: &mut Reader<'_>, stage: &Stage) {
             .collect();
         if let Some(workdir) = workdir {
             let rendered = render(&workdir.value);
-            if super::pipeline::relative_path_escapes(&rendered) {
+            if crate::paths::relative_path_escapes(&rendered) {
                 reader.push(
                     ConfigDiagnostic::error(
                         DiagnosticCode::WorkdirEscape,
@@ -772,7 +770,7 @@ fn check_matrix_paths(reader: &mut Reader<'_>, stage: &Stage) {
         }
         for artifact in &artifacts {
             let rendered = render(&artifact.value);
-            if super::pipeline::relative_path_escapes(&rendered) {
+            if crate::paths::relative_path_escapes(&rendered) {
                 reader.push(
                     ConfigDiagnostic::error(
                         DiagnosticCode::InvalidValue,

@@ -1,10 +1,23 @@
-//! Artifacts on the filesystem: collected from the workspace after a stage succeeds, restored into the workspace
-//! of the stages that need it, never from or to outside the workspace.
+//! Artifacts: collected from the workspace after a stage succeeds, restored into the workspace of the stages
+//! that need it, never from or to outside the workspace. Kept as blobs `<run>/<stage>/<path in the workspace>`.
 
-use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::blobs::{BlobStore, FilesystemBlobs};
 use crate::config::Glob;
+use crate::paths::{inside_workspace, names_nothing};
+
+/// What a run id or stage instance name keeps in a blob name: letters, digits and `._=-,`; the rest (`/`,
+/// spaces, `:`) becomes `%XX`, reversibly, so two instances (`v=a/b`, `v=a:b`) never share a directory.
+const NAME_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'=')
+    .remove(b'-')
+    .remove(b',');
 
 /// Why artifacts could not be collected or restored.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -61,24 +74,39 @@ pub enum ArtifactError {
 /// Directories never searched for artifacts: BuildIt's own state and version control.
 const SKIPPED_DIRS: [&str; 2] = [".buildit", ".git"];
 
-/// A filesystem artifact store: `<root>/<run>/<stage>/<path in the workspace>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where artifacts are kept: a directory ([`ArtifactStore::new`], `<root>/<run>/<stage>/<path in the
+/// workspace>`) or any other [`BlobStore`].
+#[derive(Debug, Clone)]
 pub struct ArtifactStore {
-    root: PathBuf,
+    blobs: Arc<dyn BlobStore>,
 }
 
 impl ArtifactStore {
     /// A store under `root` (the system configuration's `artifacts "filesystem" path=`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self::with_blobs(Arc::new(FilesystemBlobs::new(root)))
     }
 
-    /// Where one stage's artifacts of one run are kept. Stage instance names (`test (shard=1)`) are made safe
-    /// as directory names.
+    /// A store in `blobs`.
+    pub fn with_blobs(blobs: Arc<dyn BlobStore>) -> Self {
+        Self { blobs }
+    }
+
+    /// The blob-name prefix of one stage's artifacts of one run (`<run>/<stage>/`). Stage instance names
+    /// (`test (shard=1)`) are made safe as directory names.
+    fn stage_prefix(run_id: &str, stage: &str) -> String {
+        let safe = |text: &str| utf8_percent_encode(text, NAME_KEEPS).to_string();
+        format!("{}/{}/", safe(run_id), safe(stage))
+    }
+
+    /// Where one stage's artifacts of one run are kept: a directory for a store on this machine, else the
+    /// blobs' name prefix.
     pub fn stage_dir(&self, run_id: &str, stage: &str) -> PathBuf {
-        // Percent-encoding is reversible, so two instances (`v=a/b`, `v=a:b`) never share a directory.
-        let safe = |text: &str| super::mask::percent_encode(text, b"._=-,");
-        self.root.join(safe(run_id)).join(safe(stage))
+        let prefix = Self::stage_prefix(run_id, stage);
+        let prefix = prefix.trim_end_matches('/');
+        self.blobs
+            .local_path(prefix)
+            .unwrap_or_else(|| PathBuf::from(prefix))
     }
 
     /// Copies what `patterns` match in `workspace` into the stage's directory; returns the number of files.
@@ -90,33 +118,29 @@ impl ArtifactStore {
         patterns: &[String],
     ) -> Result<usize, ArtifactError> {
         let workspace_real = canonical(workspace)?;
-        let destination = self.stage_dir(run_id, stage);
+        let prefix = Self::stage_prefix(run_id, stage);
         // Never collected, even through `artifacts "."`: BuildIt's own state (the store itself may live there)
         // and version control.
         let mut skip: Vec<PathBuf> = SKIPPED_DIRS
             .iter()
             .map(|dir| workspace_real.join(dir))
             .collect();
-        if let Ok(root) = self.root.canonicalize() {
+        if let Some(Ok(root)) = self.blobs.local_path("").map(|root| root.canonicalize()) {
             skip.push(root);
         }
         let mut copied = 0;
         for pattern in patterns {
-            if pattern.split('/').all(|c| c.is_empty() || c == ".") {
+            if names_nothing(pattern) {
                 return Err(ArtifactError::WholeWorkspace {
                     pattern: pattern.clone(),
                 });
             }
-            let relative = Path::new(pattern);
-            if relative.is_absolute()
-                || relative
-                    .components()
-                    .any(|c| matches!(c, Component::ParentDir))
-            {
+            // Plain names only (`./dist` is `dist`): they become the artifacts' names in the store.
+            let Some(relative) = inside_workspace(Path::new(pattern)) else {
                 return Err(ArtifactError::Escape {
                     path: pattern.clone(),
                 });
-            }
+            };
             let matches = if pattern.contains(['*', '?', '[']) {
                 let glob = Glob::new(pattern).map_err(|problem| ArtifactError::Pattern {
                     pattern: pattern.clone(),
@@ -125,8 +149,8 @@ impl ArtifactStore {
                 let mut found = Vec::new();
                 walk(workspace, Path::new(""), &glob, &mut found)?;
                 found
-            } else if workspace.join(relative).symlink_metadata().is_ok() {
-                vec![relative.to_path_buf()]
+            } else if workspace.join(&relative).symlink_metadata().is_ok() {
+                vec![relative]
             } else {
                 Vec::new()
             };
@@ -139,13 +163,9 @@ impl ArtifactStore {
                 let inside = Inside {
                     workspace: &workspace_real,
                     skip: &skip,
+                    blobs: self.blobs.as_ref(),
                 };
-                copied += copy_inside(
-                    &inside,
-                    &workspace.join(&path),
-                    &destination.join(&path),
-                    &path,
-                )?;
+                copied += copy_inside(&inside, &workspace.join(&path), &prefix, &path)?;
             }
         }
         Ok(copied)
@@ -158,11 +178,24 @@ impl ArtifactStore {
         stage: &str,
         workspace: &Path,
     ) -> Result<usize, ArtifactError> {
-        let source = self.stage_dir(run_id, stage);
-        if !source.is_dir() {
-            return Ok(0);
+        let prefix = Self::stage_prefix(run_id, stage);
+        let shown = self.stage_dir(run_id, stage);
+        let mut copied = 0;
+        for blob in self.blobs.list(&prefix).map_err(io(&shown))? {
+            let Some(relative) = blob.name.strip_prefix(&prefix) else {
+                continue;
+            };
+            // Blob names are checked plain paths, so this stays in the workspace.
+            let destination = workspace.join(relative);
+            if self
+                .blobs
+                .get_file(&blob.name, &destination)
+                .map_err(io(&destination))?
+            {
+                copied += 1;
+            }
         }
-        copy_tree(&source, workspace)
+        Ok(copied)
     }
 }
 
@@ -206,17 +239,19 @@ fn walk(
     Ok(())
 }
 
-/// Where collection may read: inside the workspace, outside the skipped directories.
+/// Where collection may read (inside the workspace, outside the skipped directories), and where it writes.
 struct Inside<'a> {
     workspace: &'a Path,
     skip: &'a [PathBuf],
+    blobs: &'a dyn BlobStore,
 }
 
-/// Copies `source` (a file, a directory, or a symlink that stays inside the workspace) to `destination`.
+/// Stores `source` (a file, a directory, or a symlink that stays inside the workspace) as blobs named
+/// `prefix` + its path in the workspace (`shown`).
 fn copy_inside(
     inside: &Inside<'_>,
     source: &Path,
-    destination: &Path,
+    prefix: &str,
     shown: &Path,
 ) -> Result<usize, ArtifactError> {
     let real = canonical(source)?;
@@ -238,12 +273,7 @@ fn copy_inside(
         entries.sort_by_key(|entry| entry.file_name());
         for entry in entries {
             let name = entry.file_name();
-            copied += copy_inside(
-                inside,
-                &source.join(&name),
-                &destination.join(&name),
-                &shown.join(&name),
-            )?;
+            copied += copy_inside(inside, &source.join(&name), prefix, &shown.join(&name))?;
         }
         return Ok(copied);
     }
@@ -252,41 +282,10 @@ fn copy_inside(
             path: shown.display().to_string(),
         });
     }
-    copy_file(&real, destination)?;
+    // A path inside the workspace made of names (the walk and the checks above guarantee it).
+    let name = format!("{prefix}{}", shown.to_string_lossy());
+    inside.blobs.put_file(&name, &real).map_err(io(&real))?;
     Ok(1)
-}
-
-/// Copies a file through a temporary name, so that a reader never sees half a file.
-fn copy_file(source: &Path, destination: &Path) -> Result<(), ArtifactError> {
-    if let Some(parent) = destination.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    // Unique per copy: parallel stages may restore the same artifact into a shared workspace at once.
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
-    let mut name = destination.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".buildit-tmp-{}-{unique}", std::process::id()));
-    let temporary = destination.with_file_name(name);
-    std::fs::copy(source, &temporary).map_err(io(source))?;
-    std::fs::rename(&temporary, destination).map_err(io(destination))
-}
-
-fn copy_tree(source: &Path, destination: &Path) -> Result<usize, ArtifactError> {
-    let mut copied = 0;
-    for entry in std::fs::read_dir(source)
-        .map_err(io(source))?
-        .filter_map(Result::ok)
-    {
-        let from = entry.path();
-        let to = destination.join(entry.file_name());
-        if entry.file_type().map_err(io(&from))?.is_dir() {
-            copied += copy_tree(&from, &to)?;
-        } else {
-            copy_file(&from, &to)?;
-            copied += 1;
-        }
-    }
-    Ok(copied)
 }
 
 #[cfg(test)]

@@ -3,13 +3,21 @@
 //! crash never leaves a corrupt cache.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read as _, Seek as _};
-use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{BufReader, Read as _, Seek as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
+use crate::blobs::{BlobStore, FilesystemBlobs};
 use crate::config::Glob;
+use crate::paths::{archive_entry_target, archive_name, cache_location};
+// The container executors check their downloads with the same rule.
+pub(crate) use crate::paths::written_through_symlink;
+
+/// What a cache key keeps in its archive's name: letters, digits, `.`, `_` and `-`; the rest becomes `%XX`.
+const KEY_KEEPS: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'_').remove(b'-');
 
 /// Why a cache could not be restored or saved.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -37,10 +45,11 @@ pub enum CacheHit {
     Miss,
 }
 
-/// A directory of cache archives, one `<encoded key>.tar` per key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Cache archives, one blob `<encoded key>.tar` per key: in a directory ([`CacheStore::new`]) or any other
+/// [`BlobStore`].
+#[derive(Debug, Clone)]
 pub struct CacheStore {
-    root: PathBuf,
+    blobs: Arc<dyn BlobStore>,
 }
 
 /// A cache as a stage uses it: resolved key, prefixes and paths.
@@ -57,18 +66,31 @@ pub struct ResolvedCache {
 }
 
 impl CacheStore {
-    /// A store under `root`.
+    /// A store of archives in the directory `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self::with_blobs(Arc::new(FilesystemBlobs::new(root)))
     }
 
+    /// A store of archives in `blobs`.
+    pub fn with_blobs(blobs: Arc<dyn BlobStore>) -> Self {
+        Self { blobs }
+    }
+
+    /// How messages name a blob: its path when it is on this machine.
+    fn shown(&self, name: &str) -> String {
+        self.blobs
+            .local_path(name)
+            .map_or_else(|| name.to_owned(), |path| path.display().to_string())
+    }
+
+    #[cfg(test)]
     fn archive(&self, key: &str) -> PathBuf {
-        self.root.join(format!("{}.tar", encode_key(key)))
+        PathBuf::from(self.shown(&archive_blob(key)))
     }
 
     /// Whether an archive for `key` is saved.
     pub fn contains(&self, key: &str) -> bool {
-        self.archive(key).is_file()
+        self.blobs.contains(&archive_blob(key))
     }
 
     /// Restores the cache into place; `home` resolves `~/` paths.
@@ -82,26 +104,36 @@ impl CacheStore {
             key: cache.key.clone(),
             message,
         };
-        let exact = self.archive(&cache.key);
-        let (archive, hit) = if exact.is_file() {
-            (exact, CacheHit::Exact)
-        } else {
-            match self.newest_with_prefix(&cache.restore_keys) {
-                Some((archive, prefix)) => (archive, CacheHit::Prefix(prefix)),
+        let exact = archive_blob(&cache.key);
+        let opened = |name: &str| {
+            self.blobs
+                .get(name)
+                .map_err(|e| error(format!("cannot open `{}`: {e}", self.shown(name))))
+        };
+        // Opened once for both passes: an archive saved under the same key in between (another run renames
+        // its new file into place) cannot swap what was checked for what is written.
+        let (archive, mut file, hit) = match opened(&exact)? {
+            Some(blob) => (exact, blob, CacheHit::Exact),
+            None => match self.newest_with_prefix(&cache.restore_keys) {
+                Some((name, prefix)) => match opened(&name)? {
+                    Some(blob) => (name, blob, CacheHit::Prefix(prefix)),
+                    None => {
+                        return Err(error(format!(
+                            "cannot open `{}`: it was removed",
+                            self.shown(&name)
+                        )));
+                    }
+                },
                 None => return Ok(CacheHit::Miss),
-            }
+            },
         };
         let roots: Vec<PathBuf> = cache
             .paths
             .iter()
-            .filter_map(|path| locate(path, workspace, home).map(|(_, at)| at))
+            .filter_map(|path| cache_location(path, workspace, home).map(|(_, at)| at))
             .collect();
-        // Opened once for both passes: an archive saved under the same key in between (another run renames
-        // its new file into place) cannot swap what was checked for what is written.
-        let mut file = File::open(&archive)
-            .map_err(|e| error(format!("cannot open `{}`: {e}", archive.display())))?;
-        let corrupt =
-            |e: std::io::Error| error(format!("corrupt archive `{}`: {e}", archive.display()));
+        let shown = self.shown(&archive);
+        let corrupt = |e: std::io::Error| error(format!("corrupt archive `{shown}`: {e}"));
         // Two passes: every entry is checked before the first one is written, so a refused archive restores
         // nothing (a hostile entry at the end must not leave the entries before it in place). The first pass
         // reads headers only and seeks over the data.
@@ -111,7 +143,7 @@ impl CacheStore {
             roots: &roots,
             links: Vec::new(),
         };
-        let mut headers = tar::Archive::new(&file);
+        let mut headers = tar::Archive::new(&mut file);
         for entry in headers.entries_with_seek().map_err(corrupt)? {
             let entry = entry.map_err(corrupt)?;
             checker.check(&entry).map_err(error)?;
@@ -121,7 +153,7 @@ impl CacheStore {
             links: Vec::new(),
             ..checker
         };
-        let mut tar = tar::Archive::new(BufReader::new(&file));
+        let mut tar = tar::Archive::new(BufReader::new(&mut file));
         for entry in tar.entries().map_err(corrupt)? {
             let mut entry = entry.map_err(corrupt)?;
             // Checked again as the files land: the file system may have changed since the first pass.
@@ -136,9 +168,7 @@ impl CacheStore {
         }
         // A restored archive counts as used: `buildit gc` prunes by age, and a cache hit every day must not
         // look as old as its first save. Best effort: a read-only store still restores.
-        if let Ok(file) = File::options().append(true).open(&archive) {
-            let _ = file.set_modified(std::time::SystemTime::now());
-        }
+        let _ = self.blobs.touch(&archive);
         Ok(hit)
     }
 
@@ -153,75 +183,61 @@ impl CacheStore {
             key: cache.key.clone(),
             message,
         };
-        let archive = self.archive(&cache.key);
-        if archive.is_file() {
+        let archive = archive_blob(&cache.key);
+        if self.blobs.contains(&archive) {
             return Ok(false);
         }
         // Nothing to save: an empty archive would pin the key to nothing forever.
         let any_path = cache
             .paths
             .iter()
-            .any(|path| locate(path, workspace, home).is_some_and(|(_, at)| at.exists()));
+            .any(|path| cache_location(path, workspace, home).is_some_and(|(_, at)| at.exists()));
         if !any_path {
             return Ok(false);
         }
-        std::fs::create_dir_all(&self.root)
-            .map_err(|e| error(format!("cannot create `{}`: {e}", self.root.display())))?;
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let temporary = self.root.join(format!(
-            ".{}.tmp-{}-{}",
-            encode_key(&cache.key),
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| -> Result<(), String> {
-            let file = File::create(&temporary)
-                .map_err(|e| format!("cannot create `{}`: {e}", temporary.display()))?;
-            let mut builder = tar::Builder::new(BufWriter::new(file));
-            builder.follow_symlinks(false);
-            for path in &cache.paths {
-                let (prefix, source) = locate(path, workspace, home)
-                    .ok_or_else(|| format!("path `{path}` cannot be cached"))?;
-                if !source.exists() {
-                    continue;
+        self.blobs
+            .put(&archive, &mut |writer| {
+                let mut builder = tar::Builder::new(writer);
+                builder.follow_symlinks(false);
+                for path in &cache.paths {
+                    let (prefix, source) =
+                        cache_location(path, workspace, home).ok_or_else(|| {
+                            std::io::Error::other(format!("path `{path}` cannot be cached"))
+                        })?;
+                    if !source.exists() {
+                        continue;
+                    }
+                    let name = archive_name(prefix, path);
+                    let added = if source.is_dir() {
+                        builder.append_dir_all(&name, &source)
+                    } else {
+                        builder.append_path_with_name(&source, &name)
+                    };
+                    added.map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("cannot archive `{}`: {e}", source.display()),
+                        )
+                    })?;
                 }
-                let name =
-                    Path::new(prefix).join(path.trim_start_matches("~/").trim_start_matches('/'));
-                let added = if source.is_dir() {
-                    builder.append_dir_all(&name, &source)
-                } else {
-                    builder.append_path_with_name(&source, &name)
-                };
-                added.map_err(|e| format!("cannot archive `{}`: {e}", source.display()))?;
-            }
-            let writer = builder
-                .into_inner()
-                .map_err(|e| format!("cannot finish the archive: {e}"))?;
-            let file = writer
-                .into_inner()
-                .map_err(|e| format!("cannot finish the archive: {e}"))?;
-            file.sync_all()
-                .map_err(|e| format!("cannot flush the archive: {e}"))
-        })();
-        if let Err(message) = written {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(error(message));
-        }
-        std::fs::rename(&temporary, &archive)
-            .map_err(|e| error(format!("cannot store `{}`: {e}", archive.display())))?;
+                builder.into_inner().map(drop).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot finish the archive: {e}"))
+                })
+            })
+            .map_err(|e| error(e.to_string()))?;
         Ok(true)
     }
 
     /// The most recently written archive whose key starts with one of `prefixes`, tried in order.
-    fn newest_with_prefix(&self, prefixes: &[String]) -> Option<(PathBuf, String)> {
-        let entries: Vec<(String, PathBuf, std::time::SystemTime)> = std::fs::read_dir(&self.root)
+    fn newest_with_prefix(&self, prefixes: &[String]) -> Option<(String, String)> {
+        let entries: Vec<(String, String, std::time::SystemTime)> = self
+            .blobs
+            .list("")
             .ok()?
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let key = decode_key(name.strip_suffix(".tar")?)?;
-                let modified = entry.metadata().ok()?.modified().ok()?;
-                Some((key, entry.path(), modified))
+            .into_iter()
+            .filter_map(|blob| {
+                let key = decode_key(blob.name.strip_suffix(".tar")?)?;
+                Some((key, blob.name, blob.modified))
             })
             .collect();
         prefixes.iter().find_map(|prefix| {
@@ -248,7 +264,7 @@ impl EntryCheck<'_> {
     /// Where the entry goes, or why it is refused.
     fn check<R: std::io::Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<PathBuf, String> {
         let stored = entry.path().map_err(|e| e.to_string())?.into_owned();
-        let Some(target) = unpack_target(&stored, self.workspace, self.home) else {
+        let Some(target) = archive_entry_target(&stored, self.workspace, self.home) else {
             return Err(format!(
                 "archive entry `{}` has an unsafe path",
                 stored.display()
@@ -300,89 +316,21 @@ fn through_symlink(target: &Path, roots: &[PathBuf]) -> bool {
     written_through_symlink(root, target)
 }
 
-/// Whether a directory strictly between `root` and `target` is a symlink: writing `target` would go through it
-/// (an earlier archive entry `dir -> /etc` must not redirect `dir/passwd`). `root` itself may be a symlink the
-/// user made; what matters is that an archive cannot add one.
-pub(crate) fn written_through_symlink(root: &Path, target: &Path) -> bool {
-    let mut current = target.parent();
-    while let Some(dir) = current {
-        if !dir.starts_with(root) || dir == root {
-            break;
-        }
-        if dir
-            .symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_symlink())
-        {
-            return true;
-        }
-        current = dir.parent();
-    }
-    false
-}
-
-/// Where a cached path lives, and the archive prefix that records it: `w` workspace, `h` home, `a` absolute.
-fn locate(path: &str, workspace: &Path, home: Option<&Path>) -> Option<(&'static str, PathBuf)> {
-    if Path::new(path)
-        .components()
-        .any(|c| matches!(c, Component::ParentDir))
-    {
-        return None;
-    }
-    // A path that names its base as a whole (``, `.`, `~/`, `/`) is never cached: restoring it could overwrite
-    // anything there, saving it would archive `.env` files and credentials.
-    let names_something = |rest: &str| {
-        Path::new(rest)
-            .components()
-            .any(|c| matches!(c, Component::Normal(_)))
-    };
-    if let Some(rest) = path.strip_prefix("~/") {
-        return home
-            .filter(|_| names_something(rest))
-            .map(|home| ("h", home.join(rest)));
-    }
-    if path.starts_with('/') {
-        return names_something(path).then(|| ("a", PathBuf::from(path)));
-    }
-    names_something(path).then(|| ("w", workspace.join(path)))
-}
-
-/// The place an archive entry is restored to; `None` for entries that would escape their base.
-fn unpack_target(stored: &Path, workspace: &Path, home: Option<&Path>) -> Option<PathBuf> {
-    let mut components = stored.components();
-    let base = match components.next()? {
-        Component::Normal(prefix) if prefix == "w" => workspace.to_path_buf(),
-        Component::Normal(prefix) if prefix == "h" => home?.to_path_buf(),
-        Component::Normal(prefix) if prefix == "a" => PathBuf::from("/"),
-        _ => return None,
-    };
-    let rest = components.as_path();
-    if rest
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)))
-    {
-        return None;
-    }
-    Some(base.join(rest))
+/// The blob an archive for `key` is stored as.
+fn archive_blob(key: &str) -> String {
+    format!("{}.tar", encode_key(key))
 }
 
 /// File-name-safe, reversible: letters, digits, `.`, `_` and `-` stay, everything else becomes `%XX`.
 fn encode_key(key: &str) -> String {
-    super::mask::percent_encode(key, b"._-")
+    utf8_percent_encode(key, KEY_KEEPS).to_string()
 }
 
+/// The key an encoded name stands for; `None` for a name [`encode_key`] never writes (a stray `%`, a byte
+/// that should have been encoded, an encoding of something that is not UTF-8).
 fn decode_key(encoded: &str) -> Option<String> {
-    let mut bytes = Vec::with_capacity(encoded.len());
-    let mut iter = encoded.bytes();
-    while let Some(byte) = iter.next() {
-        if byte == b'%' {
-            let high = char::from(iter.next()?).to_digit(16)?;
-            let low = char::from(iter.next()?).to_digit(16)?;
-            bytes.push(u8::try_from(high * 16 + low).ok()?);
-        } else {
-            bytes.push(byte);
-        }
-    }
-    String::from_utf8(bytes).ok()
+    let key = percent_decode_str(encoded).decode_utf8().ok()?.into_owned();
+    (encode_key(&key) == encoded).then_some(key)
 }
 
 /// `{hash:GLOB}`: sha256 over the workspace files matching `glob`, in path order (paths and contents), hex.
@@ -656,34 +604,13 @@ mod tests {
     }
 
     #[test]
-    fn paths_that_name_a_whole_base_are_never_cached() {
-        for path in ["", ".", "./", "/", "//", "~/", "~/.", "/./"] {
-            assert_eq!(
-                locate(path, Path::new("/ws"), Some(Path::new("/home/u"))),
-                None,
-                "`{path}`"
-            );
-        }
-    }
-
-    #[test]
     fn keys_round_trip_and_paths_cannot_escape() {
         for key in ["cargo-{x}/y z", "plain-key.1", "ünï"] {
             assert_eq!(decode_key(&encode_key(key)).as_deref(), Some(key));
         }
-        assert_eq!(
-            unpack_target(Path::new("w/../etc/passwd"), Path::new("/ws"), None),
-            None
-        );
-        assert_eq!(
-            unpack_target(Path::new("x/file"), Path::new("/ws"), None),
-            None
-        );
-        assert_eq!(
-            unpack_target(Path::new("w/a/b"), Path::new("/ws"), None),
-            Some(PathBuf::from("/ws/a/b"))
-        );
-        assert_eq!(locate("../x", Path::new("/ws"), None), None);
+        for stray in ["a%zz", "a%4", "a b", "%41"] {
+            assert_eq!(decode_key(stray), None, "{stray}");
+        }
     }
 
     #[test]

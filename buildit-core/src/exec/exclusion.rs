@@ -4,8 +4,8 @@
 use super::scheduler::RunOptions;
 use super::spec::{RunIdentity, artifact_patterns, cache_paths};
 use crate::config::ExecutorKind;
+use crate::paths::Claim;
 use crate::plan::Plan;
-use crate::plan::overlap::Claim;
 
 /// The paths each stage claims while it runs, and the stages running with a claim. Two stages where one
 /// needs the other never run at once anyway, so only the claims of running stages are compared: no pairs are

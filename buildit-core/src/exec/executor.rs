@@ -9,6 +9,9 @@ use tokio::sync::mpsc;
 
 use crate::config::Resources;
 use crate::events::LogStreamKind;
+// The container executors reach the workspace path rules through here.
+#[cfg(feature = "docker")]
+pub(crate) use crate::paths::{inside_workspace, outermost};
 
 /// Everything an executor needs to run one attempt of one stage, fully resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,36 +364,6 @@ pub trait Executor: Send + Sync + 'static {
     }
 }
 
-/// `path` as a path inside the workspace made of plain names only (`./` parts dropped), or `None` when it is
-/// absolute, starts with `~`, or goes up with `..`. The empty path is the workspace itself.
-pub(crate) fn inside_workspace(path: &Path) -> Option<PathBuf> {
-    if path.as_os_str().to_string_lossy().starts_with('~') {
-        return None;
-    }
-    let mut inside = PathBuf::new();
-    for component in path.components() {
-        match component {
-            std::path::Component::Normal(name) => inside.push(name),
-            std::path::Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    Some(inside)
-}
-
-/// The paths none of the others contains, in order: copying them copies everything.
-pub(crate) fn outermost(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
-    paths.sort();
-    paths.dedup();
-    let mut kept: Vec<PathBuf> = Vec::new();
-    for path in paths {
-        if !kept.iter().any(|outer| path.starts_with(outer)) {
-            kept.push(path);
-        }
-    }
-    kept
-}
-
 fn workspace_is_on_host() -> ExecError {
     ExecError::Backend("this executor keeps the workspace on the host".to_owned())
 }
@@ -398,31 +371,6 @@ fn workspace_is_on_host() -> ExecError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn workspace_paths_are_plain_names_and_nested_ones_go_with_their_parent() {
-        assert_eq!(
-            inside_workspace(Path::new("./a/./b")),
-            Some(PathBuf::from("a/b"))
-        );
-        assert_eq!(inside_workspace(Path::new(".")), Some(PathBuf::new()));
-        for outside in ["../x", "a/../../x", "/etc", "~/.cargo", "~"] {
-            assert_eq!(inside_workspace(Path::new(outside)), None, "{outside}");
-        }
-        assert_eq!(
-            outermost(vec![
-                PathBuf::from("vendor/bundle/ruby"),
-                PathBuf::from("vendor"),
-                PathBuf::from("target"),
-                PathBuf::from("vendorx"),
-            ]),
-            [
-                PathBuf::from("target"),
-                PathBuf::from("vendor"),
-                PathBuf::from("vendorx")
-            ]
-        );
-    }
 
     #[test]
     fn scripts_echo_later_commands_and_stop_at_failures() {

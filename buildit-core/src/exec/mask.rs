@@ -3,6 +3,16 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// URL encoding as strict libraries write it: letters, digits and `-._~` stay.
+const URL_STRICT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// URL encoding that keeps `/` (a path, or a library that leaves it).
+const URL_KEEPING_SLASH: &AsciiSet = &URL_STRICT.remove(b'/');
 
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
@@ -64,8 +74,8 @@ impl SecretMasker {
                 needles.push(piece.to_owned());
                 needles.extend(base64_forms(piece.as_bytes()));
                 // URL encodings as libraries write them: strict, keeping `/`, and with `+` for spaces.
-                for keep in [&b"-._~"[..], b"-._~/"] {
-                    let encoded = percent_encode(piece, keep);
+                for set in [URL_STRICT, URL_KEEPING_SLASH] {
+                    let encoded = utf8_percent_encode(piece, set).to_string();
                     needles.push(encoded.replace("%20", "+"));
                     needles.push(encoded);
                 }
@@ -122,19 +132,6 @@ fn base64_forms(secret: &[u8]) -> Vec<String> {
         }
     }
     forms
-}
-
-/// `%XX` for every byte that is not an ASCII letter or digit or in `keep`.
-pub(crate) fn percent_encode(text: &str, keep: &[u8]) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -34,7 +34,6 @@ pub use fake::{NoopExecutor, NoopHandle};
 pub use guard::GUARD_VARIABLE;
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
 pub use local::{LocalExecutor, LocalHandle, adopt_orphans};
-pub(crate) use mask::percent_encode;
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker, unmaskable};
 pub use scheduler::{RunOptions, RunReport, StageReport, execute};
 pub use spec::{DEFAULT_GRACE, RunIdentity, SpecError, retries, stage_spec};

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::artifacts::ArtifactStore;
 use super::cache::{CacheHit, CacheStore, ResolvedCache};
-use super::executor::{Executor, ExitStatus, NoteSender, StageSpec, inside_workspace, outermost};
+use super::executor::{Executor, ExitStatus, NoteSender, StageSpec};
 use super::lines::LineSplitter;
 use super::mask::SecretMasker;
 use super::spec::{
@@ -23,6 +23,7 @@ use crate::events::{
     EventBus, FailureKind, LogStreamKind, PlannedInstance, RunEventKind, RunStatus, StageCounts,
     StageOutcome,
 };
+use crate::paths::{inside_workspace, outermost};
 use crate::plan::Plan;
 
 /// How a run is executed.
@@ -1111,7 +1112,7 @@ impl<E: Executor> StageTask<E> {
             .iter()
             .zip(&patterns)
             .find_map(|(written, rendered)| {
-                crate::config::artifact_path_problem(written.value.as_str(), rendered)
+                crate::paths::artifact_path_problem(written.value.as_str(), rendered)
             })
         {
             return Err((FailureKind::Config, problem));

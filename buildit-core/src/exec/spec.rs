@@ -115,7 +115,7 @@ pub fn stage_spec(
     let workdir = match &definition.workdir {
         Some(workdir) => {
             let relative = values.render(&workdir.value);
-            if crate::config::relative_path_escapes(&relative) {
+            if crate::paths::relative_path_escapes(&relative) {
                 return Err(SpecError(format!(
                     "workdir `{relative}` leaves the workspace"
                 )));
@@ -332,7 +332,7 @@ pub fn resolve_caches(
                 .iter()
                 .map(|path| {
                     let rendered = values.render(&path.value);
-                    match crate::config::cache_path_problem(path.value.as_str(), &rendered) {
+                    match crate::paths::cache_path_problem(path.value.as_str(), &rendered) {
                         Some(problem) => {
                             Err(SpecError(format!("cache `{}`: {problem}", name.value)))
                         }

@@ -352,7 +352,7 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
         if seen.insert(stage.name.value.as_str(), ()).is_some() {
             return Err(PlanError::DuplicateStage(stage.name.value.clone()));
         }
-        let combinations = combinations(stage);
+        let combinations = crate::config::combinations(stage);
         let mut instances = Vec::with_capacity(combinations.len());
         for matrix in combinations {
             let name = if matrix.is_empty() {
@@ -398,24 +398,6 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
         instances_of.push(instances);
     }
     Ok((stages, instances_of))
-}
-
-/// Every combination of the stage's matrix axes (the last axis varies fastest); one empty combination without.
-pub(crate) fn combinations(stage: &Stage) -> Vec<Vec<(String, String)>> {
-    let mut combinations: Vec<Vec<(String, String)>> = vec![Vec::new()];
-    for axis in stage.matrix.iter().flat_map(|matrix| &matrix.axes) {
-        combinations = combinations
-            .into_iter()
-            .flat_map(|prefix| {
-                axis.values.iter().map(move |value| {
-                    let mut next = prefix.clone();
-                    next.push((axis.name.value.clone(), value.value.clone()));
-                    next
-                })
-            })
-            .collect();
-    }
-    combinations
 }
 
 /// Renders what is known before the run starts; run ids and unknown values stay as written.

@@ -2,10 +2,8 @@
 
 mod build;
 mod context;
-pub(crate) mod overlap;
 mod render;
 
-pub(crate) use build::combinations;
 pub use build::{Plan, PlanError, PlannedStage, SkipReason};
 pub use context::RunContext;
 pub use render::{PlanFormat, PlanJson, PlanStageJson};

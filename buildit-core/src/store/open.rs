@@ -3,10 +3,19 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 use super::api::Store;
 use super::model::StoreError;
 use crate::config::{TemplatePart, Variable};
 use crate::system::StoreConfig;
+
+/// What a value inside a URL keeps as it is: letters, digits and `-._~` (RFC 3986's unreserved characters).
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Where a store is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +69,7 @@ impl StoreLocation {
                             // Inside the URL (after `scheme://`), a value is encoded so that a password
                             // with `&`, `@`, `/` or `%` stays one value; a whole URL is taken as it is.
                             if rendered.contains("://") {
-                                rendered.push_str(&crate::exec::percent_encode(&value, b"-._~"));
+                                rendered.extend(utf8_percent_encode(&value, UNRESERVED));
                             } else {
                                 rendered.push_str(&value);
                             }

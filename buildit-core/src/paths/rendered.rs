@@ -1,6 +1,8 @@
 //! Rules for `artifacts` patterns and cache `path`s once their variables are filled in: never empty, never the
 //! whole workspace (or home directory, or file system), never somewhere else than the kind of path written.
 
+use super::workspace::{names_nothing, relative_path_escapes};
+
 /// Why a rendered `artifacts` pattern cannot be collected; `None` when it can. `written` is the pattern as in
 /// the file, `rendered` with the run's values.
 pub(crate) fn artifact_path_problem(written: &str, rendered: &str) -> Option<String> {
@@ -9,7 +11,7 @@ pub(crate) fn artifact_path_problem(written: &str, rendered: &str) -> Option<Str
             "artifact path `{written}` is empty in this run (a variable in it has no value); the whole workspace is never collected"
         ));
     }
-    if super::relative_path_escapes(rendered) {
+    if relative_path_escapes(rendered) {
         return Some(format!(
             "{}, which leaves the workspace",
             became("artifact path", written, rendered)
@@ -76,11 +78,6 @@ fn became(what: &str, written: &str, rendered: &str) -> String {
     } else {
         format!("{what} `{written}` is `{rendered}` in this run")
     }
-}
-
-/// Whether a relative path is made only of `.` and separators: it names the directory it is relative to.
-fn names_nothing(path: &str) -> bool {
-    path.split(['/', '\\']).all(|c| c.is_empty() || c == ".")
 }
 
 #[cfg(test)]
