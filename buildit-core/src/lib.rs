@@ -17,6 +17,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod events;
 pub mod exec;
+pub mod owner;
 pub mod plan;
 pub mod store;
 mod suggest;

@@ -9,8 +9,8 @@ use buildit_core::Plan;
 use buildit_core::config::ExecutorKind;
 use buildit_core::events::{EventBus, RunStatus};
 use buildit_core::exec::{
-    AnyExecutor, ArtifactStore, CacheStore, DockerExecutor, DockerOptions, RunIdentity, RunOptions,
-    execute,
+    AnyExecutor, ArtifactStore, CacheStore, DockerExecutor, DockerOptions, Executor as _,
+    RunIdentity, RunOptions, SweepScope, execute,
 };
 use buildit_core::store::{
     MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, Store, StoreError, StoreLocation,
@@ -283,7 +283,7 @@ pub(crate) async fn connect_docker(options: DockerOptions) -> Result<DockerExecu
         );
         Exit::Infrastructure
     })?;
-    if let Err(error) = docker.sweep(None).await {
+    if let Err(error) = docker.sweep(&SweepScope::leftovers()).await {
         error_line(
             &format!("cannot remove leftovers of earlier runs: {error}"),
             None,
