@@ -18,6 +18,7 @@ pub mod config;
 pub mod diagnostic;
 pub mod events;
 pub mod exec;
+pub mod owner;
 mod paths;
 pub mod plan;
 pub mod runner;

@@ -10,8 +10,9 @@ use buildit_core::RunContext;
 use buildit_core::events::{LogStreamKind, RunEvent, RunEventKind, StageOutcome};
 use buildit_core::exec::{
     AnyExecutor, ArtifactStore, CacheStore, DockerExecutor, DockerOptions, Executor, RunOptions,
-    RunReport, StageSpec,
+    RunReport, StageSpec, SweepScope,
 };
+use buildit_core::owner::{Lease, LeftoverOwner, RunOwner};
 use buildit_core::runner::Runner;
 use buildit_core::store::{MemoryStore, Store};
 use buildit_core::system::PullPolicy;
@@ -486,7 +487,7 @@ async fn sweeps_remove_what_dead_runs_left_and_nothing_else() {
         "true",
     ]);
     // What the sweep reports is not checked: another test's run, ending meanwhile, sweeps dead owners too.
-    if let Err(error) = docker.sweep(None).await {
+    if let Err(error) = docker.sweep(&SweepScope::leftovers()).await {
         panic!("{error}");
     }
     let left = containers_with("sweep-test", &tag);
@@ -498,12 +499,79 @@ async fn sweeps_remove_what_dead_runs_left_and_nothing_else() {
         "only the dead run's volume goes"
     );
     // A run's own sweep takes its containers, alive or not.
-    let _ = docker.sweep(Some("live-run")).await;
+    let _ = docker.sweep(&SweepScope::run("live-run")).await;
     assert_eq!(containers_with("sweep-test", &tag).len(), 2);
     assert!(
         volumes_with("sweep-test", &tag).is_empty(),
         "a run's sweep takes its volume"
     );
+}
+
+#[tokio::test]
+async fn a_fleet_sweep_takes_what_a_restarted_worker_or_an_ended_lease_left() {
+    let Some(docker) = docker().await else { return };
+    let worker = format!("sweep-worker-{}", std::process::id());
+    let docker = docker.with_owner(LeftoverOwner::this_process().with_worker(&worker));
+    let here = RunOwner::this_process();
+    let tag = format!("fleet-{}", std::process::id());
+    let _cleanup = SweepTestCleanup(tag.clone());
+    // A container of `run` created by `owner`, with more labels.
+    let create = |run: &str, owner: &str, more: &[(&str, &str)]| {
+        let mut labels = vec![
+            format!("buildit.run={run}-{tag}"),
+            format!("buildit.owner={owner}"),
+            format!("sweep-test={tag}"),
+        ];
+        labels.extend(more.iter().map(|(key, value)| format!("{key}={value}")));
+        let mut args = vec!["create"];
+        for label in &labels {
+            args.extend(["--label", label]);
+        }
+        args.extend([IMAGE, "true"]);
+        docker_cli(&args);
+    };
+    // Another host's processes: their pids say nothing here, only the worker and the lease do.
+    create(
+        "restarted",
+        "another-host/1",
+        &[("buildit.worker", &worker)],
+    );
+    create(
+        "other-worker",
+        "another-host/1",
+        &[("buildit.worker", "another-worker")],
+    );
+    create(
+        "ended-lease",
+        "another-host/1",
+        &[
+            ("buildit.worker", "another-worker"),
+            ("buildit.lease", "41/2"),
+        ],
+    );
+    create(
+        "later-claim",
+        "another-host/1",
+        &[("buildit.lease", "41/3")],
+    );
+    create(
+        "own",
+        &format!("{}/{}", here.host, here.pid),
+        &[("buildit.worker", &worker)],
+    );
+    let scope = SweepScope::leftovers().with_ended_leases([Lease {
+        job: 41,
+        attempt: 2,
+    }]);
+    if let Err(error) = docker.sweep(&scope).await {
+        panic!("{error}");
+    }
+    let left = |run: &str| containers_with("buildit.run", &format!("{run}-{tag}")).len();
+    assert_eq!(left("restarted"), 0, "the worker's earlier process is gone");
+    assert_eq!(left("ended-lease"), 0, "the lease ended");
+    assert_eq!(left("other-worker"), 1, "another worker may be alive");
+    assert_eq!(left("later-claim"), 1, "a later claim of the job is alive");
+    assert_eq!(left("own"), 1, "this worker's own containers are alive");
 }
 
 /// Removes the containers and volumes labelled `sweep-test=<tag>` when dropped.

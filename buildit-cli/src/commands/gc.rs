@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use buildit_core::exec::{Executor as _, SweepScope};
 use buildit_core::system::ArtifactStoreConfig;
 
 use super::load::load_system_config;
@@ -79,7 +80,7 @@ pub(crate) fn run(args: &GcArgs) -> Exit {
                     return Exit::Infrastructure;
                 }
             };
-        match docker.sweep(None).await {
+        match docker.sweep(&SweepScope::leftovers()).await {
             Ok(report) => {
                 let plural = |n: usize| if n == 1 { "" } else { "s" };
                 println!(

@@ -1,4 +1,4 @@
-//! One executor for a whole run: stages with an `image` go to Docker, the others to the host.
+//! One executor for a whole run: each stage goes to the executor of its kind (`local`: the host; `docker`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,8 +7,11 @@ use std::time::Duration;
 use super::docker::{DockerExecutor, DockerHandle};
 use super::executor::{ExecError, Executor, ExitStatus, LogStream, StageSpec, StageStatus};
 use super::local::{LocalExecutor, LocalHandle};
+use super::sweep::{SweepReport, SweepScope};
+use crate::config::ExecutorKind;
 
-/// Sends each attempt to the executor its spec asks for.
+/// Sends each attempt to the executor of its spec's kind ([`StageSpec::executor`]); a kind it holds no
+/// executor for fails the attempt with [`ExecError::NoExecutor`].
 #[derive(Debug, Clone, Default)]
 pub struct AnyExecutor {
     local: LocalExecutor,
@@ -56,22 +59,19 @@ impl Executor for AnyExecutor {
     type Handle = AnyHandle;
 
     async fn spawn(&self, spec: StageSpec) -> Result<AnyHandle, ExecError> {
-        if spec.image.is_none() {
-            if let Some(service) = spec.services.first() {
-                return Err(ExecError::Backend(format!(
-                    "service `{}` needs a container stage, and this stage runs on the host (give it an `image`)",
-                    service.name
-                )));
+        match self.route(spec.executor)? {
+            Route::Local(local) => {
+                if let Some(service) = spec.services.first() {
+                    return Err(ExecError::Backend(format!(
+                        "service `{}` needs a container stage, and this stage runs on the host (give it an `image`)",
+                        service.name
+                    )));
+                }
+                local.spawn(spec).await.map(AnyHandle::Local)
             }
-            return self.local.spawn(spec).await.map(AnyHandle::Local);
+            #[cfg(feature = "docker")]
+            Route::Docker(docker) => Box::pin(docker.spawn(spec)).await.map(AnyHandle::Docker),
         }
-        #[cfg(feature = "docker")]
-        if let Some(docker) = &self.docker {
-            return Box::pin(docker.spawn(spec)).await.map(AnyHandle::Docker);
-        }
-        Err(ExecError::Backend(
-            "this stage has an `image`, and no Docker executor is configured".to_owned(),
-        ))
     }
 
     async fn logs(&self, handle: &AnyHandle) -> Result<LogStream, ExecError> {
@@ -107,19 +107,21 @@ impl Executor for AnyExecutor {
     }
 
     fn workspace_on_host(&self, spec: &StageSpec) -> bool {
-        #[cfg(feature = "docker")]
-        if let Some(docker) = self.docker_for(spec) {
-            return docker.workspace_on_host(spec);
+        match self.route(spec.executor) {
+            #[cfg(feature = "docker")]
+            Ok(Route::Docker(docker)) => docker.workspace_on_host(spec),
+            // A kind without an executor fails at `spawn`; nothing is copied for it before.
+            Ok(Route::Local(local)) => local.workspace_on_host(spec),
+            Err(_) => self.local.workspace_on_host(spec),
         }
-        self.local.workspace_on_host(spec)
     }
 
     async fn put_files(&self, spec: &StageSpec, from: &Path) -> Result<(), ExecError> {
-        #[cfg(feature = "docker")]
-        if let Some(docker) = self.docker_for(spec) {
-            return Box::pin(docker.put_files(spec, from)).await;
+        match self.route(spec.executor)? {
+            Route::Local(local) => local.put_files(spec, from).await,
+            #[cfg(feature = "docker")]
+            Route::Docker(docker) => Box::pin(docker.put_files(spec, from)).await,
         }
-        self.local.put_files(spec, from).await
     }
 
     async fn get_files(
@@ -128,11 +130,11 @@ impl Executor for AnyExecutor {
         paths: &[PathBuf],
         into: &Path,
     ) -> Result<(), ExecError> {
-        #[cfg(feature = "docker")]
-        if let Some(docker) = self.docker_for(spec) {
-            return Box::pin(docker.get_files(spec, paths, into)).await;
+        match self.route(spec.executor)? {
+            Route::Local(local) => local.get_files(spec, paths, into).await,
+            #[cfg(feature = "docker")]
+            Route::Docker(docker) => Box::pin(docker.get_files(spec, paths, into)).await,
         }
-        self.local.get_files(spec, paths, into).await
     }
 
     async fn release_run(&self, run_id: &str) -> Result<(), ExecError> {
@@ -142,18 +144,159 @@ impl Executor for AnyExecutor {
         }
         self.local.release_run(run_id).await
     }
+
+    async fn sweep(&self, scope: &SweepScope) -> Result<SweepReport, ExecError> {
+        let report = self.local.sweep(scope).await?;
+        #[cfg(feature = "docker")]
+        let report = {
+            let mut report = report;
+            if let Some(docker) = &self.docker {
+                report.absorb(Box::pin(docker.sweep(scope)).await?);
+            }
+            report
+        };
+        Ok(report)
+    }
+}
+
+/// The executor an attempt goes to.
+enum Route<'a> {
+    /// The host.
+    Local(&'a LocalExecutor),
+    /// A Docker Engine.
+    #[cfg(feature = "docker")]
+    Docker(&'a DockerExecutor),
+}
+
+impl AnyExecutor {
+    /// Where a stage of `kind` runs, or why it cannot run here.
+    fn route(&self, kind: ExecutorKind) -> Result<Route<'_>, ExecError> {
+        match kind {
+            ExecutorKind::Local => Ok(Route::Local(&self.local)),
+            #[cfg(feature = "docker")]
+            ExecutorKind::Docker => {
+                self.docker
+                    .as_ref()
+                    .map(Route::Docker)
+                    .ok_or_else(|| ExecError::NoExecutor {
+                        kind,
+                        why: "no Docker Engine is connected".to_owned(),
+                    })
+            }
+            #[cfg(not(feature = "docker"))]
+            ExecutorKind::Docker => Err(ExecError::NoExecutor {
+                kind,
+                why: "this build of BuildIt has no Docker executor (the `docker` feature)"
+                    .to_owned(),
+            }),
+            ExecutorKind::Kubernetes => Err(ExecError::NoExecutor {
+                kind,
+                why: "this version of BuildIt cannot run it yet".to_owned(),
+            }),
+        }
+    }
 }
 
 #[cfg(feature = "docker")]
 impl AnyExecutor {
-    /// The Docker executor, for a stage with an image.
-    fn docker_for(&self, spec: &StageSpec) -> Option<&DockerExecutor> {
-        spec.image.as_ref().and(self.docker.as_ref())
+    fn docker(&self, _handle: &DockerHandle) -> Result<&DockerExecutor, ExecError> {
+        self.docker.as_ref().ok_or_else(|| ExecError::NoExecutor {
+            kind: ExecutorKind::Docker,
+            why: "no Docker Engine is connected".to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[expect(clippy::expect_used, reason = "a test fails loudly on any error")]
+mod tests {
+    use super::*;
+    use crate::exec::spec::{RunIdentity, stage_spec};
+    use crate::{Plan, RunContext, parse_pipeline};
+
+    /// Each stage's spec, by instance name.
+    fn specs(source: &str, workspace: &Path) -> Vec<(String, StageSpec)> {
+        let pipeline = parse_pipeline(source, "buildit.kdl").expect("a valid pipeline");
+        let plan = Plan::build(&pipeline, &RunContext::default()).expect("a plan");
+        let run = RunIdentity::new("route-test", 1, workspace);
+        plan.order()
+            .map(|stage| {
+                let spec = stage_spec(&plan, stage, &run, 1).expect("a spec");
+                (stage.name().to_owned(), spec)
+            })
+            .collect()
     }
 
-    fn docker(&self, _handle: &DockerHandle) -> Result<&DockerExecutor, ExecError> {
-        self.docker
-            .as_ref()
-            .ok_or_else(|| ExecError::Backend("no Docker executor is configured".to_owned()))
+    #[tokio::test]
+    async fn stages_go_to_the_executor_of_their_kind() {
+        let workspace = tempfile::tempdir().expect("a temporary directory");
+        let specs = specs(
+            r#"
+pipeline "routes"
+defaults { image "buildit-test/busybox:latest"; }
+stage "container" { run "true"; }
+stage "host" { executor "local"; run "true"; }
+stage "cluster" { executor "kubernetes"; run "true"; }
+"#,
+            workspace.path(),
+        );
+        let kinds: Vec<(&str, ExecutorKind, bool)> = specs
+            .iter()
+            .map(|(name, spec)| (name.as_str(), spec.executor, spec.image.is_some()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("container", ExecutorKind::Docker, true),
+                ("host", ExecutorKind::Local, false),
+                ("cluster", ExecutorKind::Kubernetes, true),
+            ]
+        );
+
+        let executor = AnyExecutor::local();
+        for (name, spec) in specs {
+            let result = executor.spawn(spec).await;
+            match name.as_str() {
+                "host" => {
+                    let handle = result.expect("a host stage starts");
+                    let status = executor.wait(&handle).await.expect("it ends");
+                    assert!(status.success(), "{status:?}");
+                }
+                "container" => match result {
+                    Err(ExecError::NoExecutor { kind, why }) => {
+                        assert_eq!(kind, ExecutorKind::Docker);
+                        assert!(why.contains("no Docker"), "{why}");
+                    }
+                    other => panic!("a docker stage ran without Docker: {other:?}"),
+                },
+                _ => match result {
+                    Err(error @ ExecError::NoExecutor { .. }) => assert_eq!(
+                        error.to_string(),
+                        "this stage runs on the `kubernetes` executor, and this version of BuildIt cannot run it yet"
+                    ),
+                    other => panic!("a kubernetes stage ran: {other:?}"),
+                },
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_kind_decides_not_the_image() {
+        let workspace = tempfile::tempdir().expect("a temporary directory");
+        // An image on a spec of the `local` kind does not make it a container stage.
+        let mut spec = StageSpec::new(vec!["echo here".to_owned()], workspace.path());
+        spec.image = Some("buildit-test/busybox:latest".to_owned());
+        let executor = AnyExecutor::local();
+        assert!(executor.workspace_on_host(&spec));
+        let handle = executor.spawn(spec).await.expect("it runs on the host");
+        assert!(matches!(handle, AnyHandle::Local(_)));
+        assert!(executor.wait(&handle).await.expect("it ends").success());
+
+        // Executors without leftovers have nothing to sweep.
+        let report = executor
+            .sweep(&SweepScope::run("route-test"))
+            .await
+            .expect("a sweep");
+        assert!(report.is_empty(), "{report:?}");
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use tokio::sync::{mpsc, watch};
 
-use super::executor::{ExecError, ExitStatus, LogChunk, LogStream, StageStatus};
+use super::executor::{ExecError, ExitStatus, LogStream, OutputChunk, StageStatus};
 
 /// The exit of an attempt, set once by the task that watches it; `Err` is the watcher's own failure.
 pub(crate) type ExitReport = Option<Result<ExitStatus, String>>;
@@ -51,10 +51,10 @@ impl ExitWatch {
 
 /// An attempt's output, which one reader may take.
 #[derive(Debug)]
-pub(crate) struct OutputOnce(Mutex<Option<mpsc::Receiver<LogChunk>>>);
+pub(crate) struct OutputOnce(Mutex<Option<mpsc::Receiver<OutputChunk>>>);
 
 impl OutputOnce {
-    pub(crate) fn new(receiver: mpsc::Receiver<LogChunk>) -> Self {
+    pub(crate) fn new(receiver: mpsc::Receiver<OutputChunk>) -> Self {
         Self(Mutex::new(Some(receiver)))
     }
 

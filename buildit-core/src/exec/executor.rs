@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::config::Resources;
+use super::sweep::{SweepReport, SweepScope};
+use crate::config::{ExecutorKind, Resources};
 use crate::events::LogStreamKind;
 // The container executors reach the workspace path rules through here.
 #[cfg(feature = "docker")]
@@ -17,7 +18,10 @@ pub(crate) use crate::paths::{inside_workspace, outermost};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StageSpec {
-    /// Container image; `None` runs on the host.
+    /// Which kind of executor runs it (the plan's [`PlannedStage::executor`](crate::PlannedStage::executor)):
+    /// an executor that holds several kinds routes on it.
+    pub executor: ExecutorKind,
+    /// Container image, for the container kinds (`docker`, `kubernetes`); a `local` stage has none.
     pub image: Option<String>,
     /// Commands, run in order in one shell session; the first failure stops the stage.
     pub commands: Vec<String>,
@@ -127,10 +131,11 @@ impl std::fmt::Display for ReadyCheck {
 pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl StageSpec {
-    /// A spec for `commands` run by `sh` in `workdir`.
+    /// A spec for `commands` run by `sh` in `workdir`, on the host (`local`).
     pub fn new(commands: Vec<String>, workdir: impl Into<PathBuf>) -> Self {
         let workdir = workdir.into();
         Self {
+            executor: ExecutorKind::Local,
             image: None,
             commands,
             echoes: Vec::new(),
@@ -188,7 +193,7 @@ impl StageSpec {
 
 /// A chunk of raw output.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogChunk {
+pub struct OutputChunk {
     /// Which stream.
     pub stream: LogStreamKind,
     /// The bytes, as read.
@@ -198,17 +203,17 @@ pub struct LogChunk {
 /// The output of a running stage, in the order each stream produced it; ends when every stream is closed.
 #[derive(Debug)]
 pub struct LogStream {
-    receiver: mpsc::Receiver<LogChunk>,
+    receiver: mpsc::Receiver<OutputChunk>,
 }
 
 impl LogStream {
     /// Wraps a channel that executors fill.
-    pub fn new(receiver: mpsc::Receiver<LogChunk>) -> Self {
+    pub fn new(receiver: mpsc::Receiver<OutputChunk>) -> Self {
         Self { receiver }
     }
 
     /// The next chunk, or `None` once all output has been read.
-    pub async fn next(&mut self) -> Option<LogChunk> {
+    pub async fn next(&mut self) -> Option<OutputChunk> {
         self.receiver.recv().await
     }
 }
@@ -272,6 +277,15 @@ pub enum ExecError {
     #[error("{0}")]
     #[diagnostic(code(buildit::exec::backend))]
     Backend(String),
+    /// The stage's kind of executor is not among those this runner has.
+    #[error("this stage runs on the `{kind}` executor, and {why}")]
+    #[diagnostic(code(buildit::exec::no_executor))]
+    NoExecutor {
+        /// The stage's kind.
+        kind: ExecutorKind,
+        /// Why there is none (`no Docker Engine is connected`).
+        why: String,
+    },
     /// The stage's image is missing and could not (or may not) be pulled.
     #[error("{0}")]
     #[diagnostic(code(buildit::exec::image_pull))]
@@ -293,7 +307,8 @@ impl ExecError {
     }
 }
 
-/// Runs stage attempts somewhere. Docker and Kubernetes backends implement the same five operations.
+/// Runs stage attempts somewhere. Docker and Kubernetes backends implement the same five operations; those that
+/// leave things outside the process (containers, volumes) also label them with their owner and sweep them.
 pub trait Executor: Send + Sync + 'static {
     /// A running attempt.
     type Handle: Send + Sync + 'static;
@@ -361,6 +376,18 @@ pub trait Executor: Send + Sync + 'static {
     /// attempts interrupted while starting).
     fn release_run(&self, _run_id: &str) -> impl Future<Output = Result<(), ExecError>> + Send {
         async { Ok(()) }
+    }
+
+    /// Removes what this executor's kind left behind and `scope` says may go: what a gone owner created
+    /// ([`LeftoverOwner::is_gone`](crate::owner::LeftoverOwner::is_gone), judged against this executor's own
+    /// owner), and everything of `scope.run`. Never what a live owner is using, nor anything not BuildIt's.
+    /// An executor whose attempts leave nothing behind (the host's: a runner that dies takes its stages with
+    /// it) has nothing to sweep.
+    fn sweep(
+        &self,
+        _scope: &SweepScope,
+    ) -> impl Future<Output = Result<SweepReport, ExecError>> + Send {
+        async { Ok(SweepReport::default()) }
     }
 }
 

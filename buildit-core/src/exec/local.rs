@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::attempt::{ExitReport, ExitWatch, OutputOnce};
 use super::executor::{
-    ExecError, Executor, ExitStatus, LogChunk, LogStream, StageSpec, StageStatus,
+    ExecError, Executor, ExitStatus, LogStream, OutputChunk, StageSpec, StageStatus,
 };
 use super::guard::Guard;
 use super::host::{HostEnvironment, HostProcess, spawn_here, spawn_in};
@@ -194,7 +194,7 @@ const WATCH_EXIT_AFTER: Duration = Duration::from_millis(20);
 /// orphans); during a cancel, `cancel` gives the group its grace period and kills it itself.
 async fn supervise(
     child: HostProcess,
-    sender: mpsc::Sender<LogChunk>,
+    sender: mpsc::Sender<OutputChunk>,
     exit_sender: watch::Sender<ExitReport>,
     cancelling: Arc<AtomicBool>,
 ) {
@@ -211,7 +211,7 @@ async fn supervise(
     let mut out_buffer = Vec::with_capacity(READ_SIZE);
     let mut err_buffer = Vec::with_capacity(READ_SIZE);
     // A chunk read and not yet sent: reading waits while the reader of the output is behind.
-    let mut pending: Option<LogChunk> = None;
+    let mut pending: Option<OutputChunk> = None;
     let mut exited = false;
     let watch_exit = tokio::time::sleep(WATCH_EXIT_AFTER);
     tokio::pin!(watch_exit);
@@ -258,13 +258,13 @@ fn chunk_of<P>(
     pipe: &mut Option<P>,
     stream: LogStreamKind,
     buffer: &[u8],
-) -> Option<LogChunk> {
+) -> Option<OutputChunk> {
     match read {
         Ok(0) | Err(_) => {
             *pipe = None;
             None
         }
-        Ok(read) => Some(LogChunk {
+        Ok(read) => Some(OutputChunk {
             stream,
             bytes: buffer[..read].to_vec(),
         }),
@@ -312,7 +312,7 @@ impl Executor for LocalExecutor {
         let (sender, receiver) = mpsc::channel(64);
         if let Some(echo) = spec.first_echo() {
             // The channel is new and empty: this cannot fail or wait.
-            let _ = sender.try_send(LogChunk {
+            let _ = sender.try_send(OutputChunk {
                 stream: LogStreamKind::Stdout,
                 bytes: echo.into_bytes(),
             });

@@ -6,8 +6,6 @@ mod attempt;
 mod cache;
 #[cfg(feature = "docker")]
 mod docker;
-#[cfg(feature = "docker")]
-mod docker_files;
 mod exclusion;
 mod executor;
 mod fake;
@@ -18,16 +16,17 @@ mod local;
 mod mask;
 mod scheduler;
 mod spec;
+mod sweep;
 
 pub use any::{AnyExecutor, AnyHandle};
 pub use artifacts::{ArtifactError, ArtifactStore};
 pub use cache::{CacheError, CacheHit, CacheStore, ResolvedCache, hash_files};
 #[cfg(feature = "docker")]
 pub use docker::{
-    DockerExecutor, DockerHandle, DockerOptions, OWNER_LABEL, RUN_LABEL, SweepReport,
+    DockerExecutor, DockerHandle, DockerOptions, LEASE_LABEL, OWNER_LABEL, RUN_LABEL, WORKER_LABEL,
 };
 pub use executor::{
-    DEFAULT_READY_TIMEOUT, ExecError, Executor, ExitStatus, LogChunk, LogStream, NoteSender,
+    DEFAULT_READY_TIMEOUT, ExecError, Executor, ExitStatus, LogStream, NoteSender, OutputChunk,
     ReadyCheck, ServiceSpec, StageSpec, StageStatus,
 };
 pub use fake::{NoopExecutor, NoopHandle};
@@ -37,3 +36,4 @@ pub use local::{LocalExecutor, LocalHandle, adopt_orphans};
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker, unmaskable};
 pub use scheduler::{RunOptions, RunReport, StageReport, execute};
 pub use spec::{DEFAULT_GRACE, RunIdentity, SpecError, retries, stage_spec};
+pub use sweep::{SweepReport, SweepScope};

@@ -143,6 +143,7 @@ pub fn stage_spec(
             .collect();
     }
     spec.workspace = run.workspace.clone();
+    spec.executor = stage.executor();
     spec.image = stage.image().map(str::to_owned);
     spec.shell = definition
         .shell

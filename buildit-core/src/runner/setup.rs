@@ -117,8 +117,7 @@ pub async fn connect_executor(
     #[cfg(feature = "docker")]
     {
         let executor = DockerExecutor::connect(docker(docker_options(system))).await?;
-        let swept = executor
-            .sweep(None)
+        let swept = crate::exec::Executor::sweep(&executor, &crate::exec::SweepScope::leftovers())
             .await
             .err()
             .map(|error| format!("cannot remove leftovers of earlier runs: {error}"));

@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::events::{LogStreamKind, RunStatus, StageOutcome};
+// Who owns a run, and the lease of a job, are shared with the executors (what they leave behind is owned too).
+pub use crate::owner::{Lease, RunOwner};
 
 /// The tenant a store works in when none is chosen.
 pub const DEFAULT_TENANT: &str = "default";
@@ -163,51 +165,6 @@ impl AttemptState {
             "interrupted" => Self::Interrupted,
             _ => Self::Running,
         }
-    }
-}
-
-/// The process that runs a run: how a later runner tells that it died.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RunOwner {
-    /// Host name.
-    pub host: String,
-    /// Process id on that host.
-    pub pid: u32,
-}
-
-impl RunOwner {
-    /// This process.
-    pub fn this_process() -> Self {
-        let name = nix::unistd::gethostname()
-            .ok()
-            .and_then(|name| name.into_string().ok())
-            .unwrap_or_default();
-        // Containers sharing a host name (host networking) do not share process ids: the PID namespace is
-        // part of the host's identity, so that a pid is only ever checked where it means something.
-        let namespace = std::fs::read_link("/proc/self/ns/pid")
-            .ok()
-            .map(|link| link.display().to_string());
-        Self {
-            host: match namespace {
-                Some(namespace) => format!("{name} {namespace}"),
-                None => name,
-            },
-            pid: std::process::id(),
-        }
-    }
-
-    /// Whether this owner is known to be gone: on this host, and no process with its id exists.
-    pub(crate) fn is_dead_here(&self, here: &RunOwner) -> bool {
-        if self.host != here.host || self.pid == here.pid {
-            return false;
-        }
-        let Ok(pid) = i32::try_from(self.pid) else {
-            return true;
-        };
-        matches!(
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-            Err(nix::errno::Errno::ESRCH)
-        )
     }
 }
 
@@ -394,15 +351,6 @@ pub struct ClaimedJob {
     pub max_attempts: u32,
     /// When the lease ends unless extended (ms since the Unix epoch, the database's clock).
     pub lease_until_ms: i64,
-}
-
-/// Proof of holding a job: its id and the claim number, which only grows (a fencing token).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Lease {
-    /// The job.
-    pub job: i64,
-    /// Which claim of the job this is (1 for the first).
-    pub attempt: i64,
 }
 
 /// How a job stands.

@@ -1,13 +1,20 @@
-//! Moving directory trees between the host and a container as tar streams, without holding them in memory
-//! and without ever writing outside the destination.
+//! Copying files in and out of containers (artifacts and caches, the first copy of a workspace): directory
+//! trees as tar streams, never held in memory, never written outside their destination.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
+use bollard::query_parameters::{
+    DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
 use bytes::Bytes;
-use futures_util::{Stream, TryStreamExt as _};
+use futures_util::{Stream, StreamExt as _, TryStreamExt as _};
 use tokio::task::JoinHandle;
 use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
+
+use super::engine::{DockerExecutor, backend, is_not_found};
+use crate::exec::cache::written_through_symlink;
+use crate::exec::executor::{ExecError, inside_workspace, outermost};
 
 /// Bytes in flight between the packing thread and the upload.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -15,7 +22,7 @@ const PIPE_BYTES: usize = 256 * 1024;
 /// A tar stream of the tree under `root` (entries relative to it), packed on a blocking thread while it is
 /// read, and the packing's result. Top-level entries named in `skip_top` are left out; so are sockets and
 /// devices. Symlinks are stored as symlinks, never followed.
-pub(crate) fn pack_tree(
+pub(super) fn pack_tree(
     root: PathBuf,
     skip_top: &'static [&'static str],
 ) -> (
@@ -101,7 +108,7 @@ fn append_file<W: Write>(
 /// a path) into `destination`, without that name: `dist/app.js` lands at `destination/app.js`. Only files,
 /// directories and symlinks are written; an entry that would leave `destination`, or be written through a
 /// symlink, fails the whole transfer.
-pub(crate) async fn unpack_tree<E: std::fmt::Display>(
+pub(super) async fn unpack_tree<E: std::fmt::Display>(
     stream: impl Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     destination: PathBuf,
 ) -> Result<(), String> {
@@ -145,7 +152,7 @@ fn unpack_into(reader: impl std::io::Read, destination: &Path) -> Result<(), Str
         } else {
             destination.join(&inside)
         };
-        if super::cache::written_through_symlink(destination, &target) {
+        if written_through_symlink(destination, &target) {
             return Err(format!(
                 "entry `{}` would be written through a symlink",
                 stored.display()
@@ -183,6 +190,91 @@ fn unpack_into(reader: impl std::io::Read, destination: &Path) -> Result<(), Str
             .map_err(|error| format!("cannot write `{}`: {error}", target.display()))?;
     }
     Ok(())
+}
+
+impl DockerExecutor {
+    /// Copies the host tree `from` to `to` (a path inside the container `holder`), over what is there.
+    pub(super) async fn upload_tree(
+        &self,
+        holder: &str,
+        from: &Path,
+        to: &Path,
+        skip_top: &'static [&'static str],
+    ) -> Result<(), String> {
+        let (stream, packing) = pack_tree(from.to_path_buf(), skip_top);
+        let options = UploadToContainerOptionsBuilder::new()
+            .path(&to.display().to_string())
+            .build();
+        let uploaded = self
+            .docker
+            .upload_to_container(holder, Some(options), bollard::body_try_stream(stream))
+            .await;
+        // A packing error cuts the stream short: it is the real cause of a failed (or truncated) upload.
+        packing
+            .await
+            .map_err(|error| format!("packing failed: {error}"))??;
+        uploaded.map_err(|error| error.to_string())
+    }
+
+    /// Copies `paths` (inside the workspace, from [`workspace_paths`]) from `workspace` inside the container
+    /// `holder` into the host directory `into`, at the same relative places; missing ones are skipped.
+    pub(super) async fn copy_out(
+        &self,
+        holder: &str,
+        workspace: &Path,
+        paths: Vec<PathBuf>,
+        into: &Path,
+    ) -> Result<(), ExecError> {
+        // Nested paths would unpack twice, the second time through what the first one wrote.
+        for path in &outermost(paths) {
+            if written_through_symlink(into, &into.join(path)) {
+                return Err(ExecError::Backend(format!(
+                    "`{}` would be written through a symlink",
+                    path.display()
+                )));
+            }
+            let inside = workspace.join(path);
+            let options = DownloadFromContainerOptionsBuilder::new()
+                .path(&inside.display().to_string())
+                .build();
+            let mut download = self
+                .docker
+                .download_from_container(holder, Some(options))
+                .peekable();
+            // The engine answers a missing path with 404 before any byte: nothing to copy.
+            match std::pin::Pin::new(&mut download).peek().await {
+                Some(Err(error)) if is_not_found(error) => continue,
+                _ => {}
+            }
+            unpack_tree(download, into.join(path))
+                .await
+                .map_err(|error| {
+                    backend(
+                        &format!(
+                            "cannot copy `{}` out of the workspace volume",
+                            path.display()
+                        ),
+                        error,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// `paths` as paths inside the workspace, or an error naming the first that is not.
+pub(super) fn workspace_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ExecError> {
+    paths
+        .iter()
+        .map(|path| {
+            inside_workspace(path).ok_or_else(|| {
+                ExecError::Backend(format!(
+                    "`{}` is not a path inside the workspace",
+                    path.display()
+                ))
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
