@@ -9,6 +9,7 @@ mod open;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod recorder;
+mod replay;
 mod rows;
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -17,7 +18,7 @@ mod sqlite;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use api::Store;
-pub use batch::{AttemptEnd, AttemptStart, LogChunk, RecordBatch, RunEnd};
+pub use batch::{AttemptEnd, AttemptStart, LogChunk, RecordBatch, RunEnd, StoredEvent};
 pub use memory::MemoryStore;
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,

@@ -45,7 +45,7 @@ pub async fn record_run(
     run_id: String,
     mut events: mpsc::Receiver<EventBatch>,
 ) -> Result<RecordSummary, StoreError> {
-    let mut builder = BatchBuilder::default();
+    let mut builder = BatchBuilder::events_only();
     let mut summary = RecordSummary::default();
     let mut heartbeat = tokio::time::interval(RUN_HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -160,7 +160,7 @@ async fn write_off_thread(
         Ok(done) => done,
         // The builder went down with the thread; the recording ends with the error, so it is not used again.
         Err(error) => (
-            BatchBuilder::default(),
+            BatchBuilder::events_only(),
             Err(StoreError::Query(format!(
                 "the batch writer failed: {error}"
             ))),
