@@ -524,4 +524,33 @@ mod tests {
         assert!(later.started.is_empty());
         assert_eq!(later.finished[0].started_at_ms, None);
     }
+
+    #[test]
+    fn a_chunk_gives_each_line_back_its_own_sequence_number_with_or_without_gaps() {
+        let mut chunk = LogChunk::new("a", 1, 1, 10, 1000);
+        chunk.push(10, LogStreamKind::Stdout, 1000, "one");
+        chunk.push(11, LogStreamKind::Stdout, 1001, "two");
+        assert_eq!(chunk.seqs, None, "consecutive numbers are not written out");
+        // Another stage's events came in between.
+        chunk.push(15, LogStreamKind::Stderr, 1002, "three");
+        chunk.push(16, LogStreamKind::Stdout, 1003, "four");
+        chunk.finish();
+        assert_eq!(chunk.seqs.as_deref(), Some("0,1,5,6"));
+        assert_eq!(chunk.last_seq, 16);
+        assert!(!chunk.has_room_for(10 + MAX_CHUNK_SPAN, "x"));
+        let lines = decode_chunk(&ChunkColumns::from(&chunk)).unwrap_or_default();
+        let numbered: Vec<(u64, u64, &str)> = lines
+            .iter()
+            .map(|(seq, line)| (*seq, line.line, line.text.as_str()))
+            .collect();
+        assert_eq!(
+            numbered,
+            [
+                (10, 1, "one"),
+                (11, 2, "two"),
+                (15, 3, "three"),
+                (16, 4, "four")
+            ]
+        );
+    }
 }
