@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, watch};
 
 use super::api::Store;
-use super::model::StoreError;
+use super::model::{RunRef, RunState, StoreError};
 use crate::events::{EventBatch, EventBus, RunEvent, RunEventKind};
 
 /// Most events a follower reads from the store at once.
@@ -173,9 +173,18 @@ impl RunFollower {
         }
         match events.first() {
             Some(_) => Ok(Some(events)),
-            // A run followed live ends with `run-finished`; a store without it lost the end of the run.
+            // A run followed live ends with `run-finished`: a store without it after the recorder is done lost
+            // the end of the run, unless the follower joined after the end.
             None if wanted == u64::MAX && self.recorded.is_some() => {
-                Err(FollowError::RecorderStopped(self.delivered + 1))
+                let run = self
+                    .store
+                    .find_run(&RunRef::Id(self.run_id.clone()))
+                    .await?;
+                if run.state == RunState::Running {
+                    Err(FollowError::RecorderStopped(self.delivered + 1))
+                } else {
+                    Ok(None)
+                }
             }
             None if wanted == u64::MAX => Ok(None),
             // The recorder says it stored these: the store must have them.
