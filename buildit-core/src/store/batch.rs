@@ -53,6 +53,8 @@ pub struct StoredEvent {
     pub at_ms: i64,
     /// The event's `type` (`stage-finished`, ...).
     pub kind: String,
+    /// The stage instance and attempt of a stage's start or end, which the store joins on.
+    pub attempt_of: Option<(String, u32)>,
     /// The event kind's JSON, `type` included.
     pub body: String,
 }
@@ -63,10 +65,16 @@ impl StoredEvent {
         // Encoding an event cannot fail (its fields are strings, numbers and enums); an empty body would be
         // reported as corrupt when read back, never taken for another event.
         let body = serde_json::to_string(&event.kind).unwrap_or_default();
+        let attempt_of = match &event.kind {
+            RunEventKind::StageStarted { stage, attempt, .. }
+            | RunEventKind::StageFinished { stage, attempt, .. } => Some((stage.clone(), *attempt)),
+            _ => None,
+        };
         Self {
             seq: event.seq,
             at_ms: i64::try_from(event.at_ms).unwrap_or(i64::MAX),
             kind: event_type(&body).to_owned(),
+            attempt_of,
             body,
         }
     }

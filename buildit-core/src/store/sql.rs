@@ -113,7 +113,7 @@ where
             return Ok(false);
         }
         let mut query = QueryBuilder::<DB>::new(
-            "UPDATE stage_results SET status = 'interrupted', finished_at_ms = ",
+            "UPDATE attempt_rows SET status = 'interrupted', finished_at_ms = ",
         );
         query.push_bind(now);
         query.push(" WHERE tenant_id = ");
@@ -206,22 +206,7 @@ where
         query.push(" AND run_id = ");
         query.push_bind(run_id.to_owned());
         query.push(" ORDER BY COALESCE(started_at_ms, finished_at_ms), stage, attempt");
-        let attempt_rows = Self::fetch_all_as(connection, query, rows::attempt_record).await?;
-        let Some((state, finished_at_ms)) = Self::run_state(connection, tenant, run_id).await?
-        else {
-            return Ok(attempt_rows);
-        };
-        let mut query =
-            QueryBuilder::<DB>::new("SELECT seq, at_ms, body FROM run_events WHERE tenant_id = ");
-        query.push_bind(tenant.to_owned());
-        query.push(" AND run_id = ");
-        query.push_bind(run_id.to_owned());
-        query.push(" AND type IN ('stage-started', 'stage-finished') ORDER BY seq");
-        let events = Self::event_rows(connection, query, &Arc::from(run_id)).await?;
-        Ok(replay::merge_attempts(
-            replay::attempts_from_events(events, state, finished_at_ms),
-            attempt_rows,
-        ))
+        Self::fetch_all_as(connection, query, rows::attempt_record).await
     }
 
     /// A run's state and end, if this tenant has it.
@@ -478,7 +463,7 @@ where
         }
         for rows in statements_of(&batch.started, ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, started_at_ms) ",
+                "INSERT INTO attempt_rows (tenant_id, run_id, stage, attempt, status, started_at_ms) ",
             );
             query.push_values(rows, |mut row, start| {
                 row.push_bind(tenant.to_owned())
@@ -493,7 +478,7 @@ where
         }
         for rows in statements_of(&batch.finished, ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, exit_code, reason, \
+                "INSERT INTO attempt_rows (tenant_id, run_id, stage, attempt, status, exit_code, reason, \
                  started_at_ms, finished_at_ms, duration_ms) ",
             );
             query.push_values(rows, |mut row, end| {
@@ -511,14 +496,14 @@ where
             query.push(
                 " ON CONFLICT (tenant_id, run_id, stage, attempt) DO UPDATE SET status = excluded.status, \
                  exit_code = excluded.exit_code, reason = excluded.reason, \
-                 started_at_ms = COALESCE(stage_results.started_at_ms, excluded.started_at_ms), \
+                 started_at_ms = COALESCE(attempt_rows.started_at_ms, excluded.started_at_ms), \
                  finished_at_ms = excluded.finished_at_ms, duration_ms = excluded.duration_ms",
             );
             query.build().execute(&mut *connection).await?;
         }
         for rows in statements_of(&batch.events, ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO run_events (tenant_id, run_id, seq, at_ms, type, body) ",
+                "INSERT INTO run_events (tenant_id, run_id, seq, at_ms, type, stage, attempt, body) ",
             );
             query.push_values(rows, |mut row, event| {
                 row.push_bind(tenant.to_owned())
@@ -526,6 +511,8 @@ where
                     .push_bind(int(event.seq))
                     .push_bind(event.at_ms)
                     .push_bind(event.kind.clone())
+                    .push_bind(event.attempt_of.as_ref().map(|(stage, _)| stage.clone()))
+                    .push_bind(event.attempt_of.as_ref().map(|(_, attempt)| i64::from(*attempt)))
                     .push_bind(event.body.clone());
             });
             query.push(" ON CONFLICT (tenant_id, run_id, seq) DO NOTHING");
@@ -557,9 +544,9 @@ where
         }
         if let Some(end) = batch.run_finished {
             // A finished run has no running attempt: one whose end was never reported (its task died) is
-            // interrupted.
+            // interrupted (the `stage_results` view says so of attempts read from events by itself).
             let mut query = QueryBuilder::<DB>::new(
-                "UPDATE stage_results SET status = 'interrupted', finished_at_ms = ",
+                "UPDATE attempt_rows SET status = 'interrupted', finished_at_ms = ",
             );
             query.push_bind(end.at_ms);
             query.push(" WHERE tenant_id = ");
