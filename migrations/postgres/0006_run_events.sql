@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS run_events (
     PRIMARY KEY (tenant_id, run_id, seq),
     FOREIGN KEY (tenant_id, run_id) REFERENCES pipeline_runs (tenant_id, id) ON DELETE CASCADE
 );
+-- A stage's events by attempt: what the `stage_results` view below joins a start to its end with.
+CREATE INDEX IF NOT EXISTS run_events_by_attempt ON run_events (tenant_id, run_id, stage, attempt)
+    WHERE stage IS NOT NULL;
 -- The sequence number of each line of a chunk. `seqs` is NULL when the lines have consecutive numbers from
 -- first_seq (what the recorder writes), else each line's number minus first_seq, comma-separated. `last_seq`
 -- is the last line's number; a chunk never spans more than 4,096 numbers, so the chunks holding the numbers

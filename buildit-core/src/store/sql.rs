@@ -512,7 +512,12 @@ where
                     .push_bind(event.at_ms)
                     .push_bind(event.kind.clone())
                     .push_bind(event.attempt_of.as_ref().map(|(stage, _)| stage.clone()))
-                    .push_bind(event.attempt_of.as_ref().map(|(_, attempt)| i64::from(*attempt)))
+                    .push_bind(
+                        event
+                            .attempt_of
+                            .as_ref()
+                            .map(|(_, attempt)| i64::from(*attempt)),
+                    )
                     .push_bind(event.body.clone());
             });
             query.push(" ON CONFLICT (tenant_id, run_id, seq) DO NOTHING");
