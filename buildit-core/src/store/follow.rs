@@ -101,7 +101,7 @@ impl RunFollower {
                 return Ok(None);
             }
             if self.delivered < self.stored_until {
-                if let Some(events) = self.from_store().await? {
+                if let Some(events) = self.read_stored().await? {
                     return Ok(Some(self.hand_out(events)));
                 }
                 // The store has all there is and no live stream follows.
@@ -146,7 +146,7 @@ impl RunFollower {
 
     /// The next page of stored events up to `stored_until`, once the recorder has stored them; `None` when the
     /// store has none and none are to come.
-    async fn from_store(&mut self) -> Result<Option<Vec<RunEvent>>, FollowError> {
+    async fn read_stored(&mut self) -> Result<Option<Vec<RunEvent>>, FollowError> {
         let wanted = self.stored_until;
         if let Some(recorded) = self.recorded.as_mut() {
             if wanted == u64::MAX {
@@ -164,12 +164,10 @@ impl RunFollower {
             .into_iter()
             .take_while(|event| event.seq <= wanted)
             .collect();
-        let mut expected = self.delivered + 1;
-        for event in &events {
+        for (expected, event) in (self.delivered + 1..).zip(&events) {
             if event.seq != expected {
                 return Err(FollowError::Missing(expected));
             }
-            expected += 1;
         }
         match events.first() {
             Some(_) => Ok(Some(events)),
