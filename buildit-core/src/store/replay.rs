@@ -56,33 +56,18 @@ pub(crate) struct PageParts {
     pub(crate) starting: Vec<Vec<(u64, LogLineRecord)>>,
 }
 
-/// The events after `after`, in order, at most `limit`, from what was read. Whatever the page holds lies at or
-/// below a bound both reads reached: the `limit`-th row, or the first line of the `limit`-th starting chunk
-/// (either alone has `limit` events up to it); every event below that bound was read.
+/// The events after `after`, in order, at most `limit`, from what was read. Every one of the first `limit` events
+/// was read: a row not read has `limit` read rows before it, and a line of a chunk not read has before it the
+/// first lines of `limit` chunks that were read. What was read beyond them is cut off.
 pub(crate) fn merge_page(
     run_id: &Arc<str>,
     after: u64,
     limit: usize,
     parts: PageParts,
 ) -> Vec<RunEvent> {
-    let mut bound = u64::MAX;
-    if parts.rows.len() >= limit
-        && let Some(last) = parts.rows.last()
-    {
-        bound = bound.min(last.seq);
-    }
-    if parts.starting.len() >= limit
-        && let Some(first) = parts.starting.last().and_then(|lines| lines.first())
-    {
-        bound = bound.min(first.0);
-    }
-    let mut events: Vec<RunEvent> = parts
-        .rows
-        .into_iter()
-        .filter(|event| event.seq <= bound)
-        .collect();
+    let mut events = parts.rows;
     for (seq, line) in parts.straddling.into_iter().chain(parts.starting).flatten() {
-        if seq > after && seq <= bound {
+        if seq > after {
             events.push(line_event(run_id, seq, line));
         }
     }
