@@ -1,5 +1,5 @@
-//! Reading stored events back: event rows and log chunks merged into the run's one stream, and attempts read
-//! from the stage events, shared by every backend.
+//! Reading stored events back: event rows and log chunks merged into the run's one stream (every backend), and
+//! attempts read from the stage events (the memory store; the SQL backends' `stage_results` view does the same).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -138,7 +138,7 @@ pub(crate) fn attempts_from_events(
 }
 
 /// Attempts in the order they started (a stage that never started: when it was skipped), then by stage and
-/// attempt; `from_events` win over attempt rows of the same stage and attempt.
+/// attempt, as the SQL backends order them; `from_events` win over attempt rows of the same stage and attempt.
 pub(crate) fn merge_attempts(
     from_events: Vec<AttemptRecord>,
     rows: Vec<AttemptRecord>,
