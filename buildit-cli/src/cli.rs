@@ -116,6 +116,19 @@ pub(crate) enum RunsCommand {
         #[command(flatten)]
         common: RunsCommon,
     },
+    /// A run's stored events as JSON lines, oldest first, each with its sequence number (`seq`).
+    Events {
+        /// The run: its id, its number (`3`), or `PIPELINE#3`.
+        run: String,
+        /// The pipeline a bare number belongs to.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only the events after this sequence number (0: all).
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: u64,
+        #[command(flatten)]
+        common: RunsCommon,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1672,3 +1672,72 @@ fn gc_prunes_old_and_oversized_caches_and_artifacts() {
     let bad = buildit(dir.path(), &["gc", "--max-size", "lots"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Runs HISTORY_PIPELINE with `--format json` (with `env` added to every command), then checks that
+/// `runs events` prints exactly the lines the run printed, with a gapless `seq` from 1 to `run-finished`, and
+/// that `--after` continues from any point.
+fn stored_events_are_the_run_s_stream(env: &[(&str, &str)]) {
+    let dir = temp_dir();
+    write(dir.path(), "buildit.kdl", HISTORY_PIPELINE);
+    let run_with = |args: &[&str]| {
+        let mut command = buildit_command(dir.path(), args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        match command.output() {
+            Ok(output) => output,
+            Err(error) => panic!("{error}"),
+        }
+    };
+    let live = run_with(&["run", "--format", "json", "-j1"]);
+    assert_eq!(live.status.code(), Some(1), "{}", stderr(&live));
+    let stored = run_with(&["runs", "events", "1"]);
+    assert_eq!(stored.status.code(), Some(0), "{}", stderr(&stored));
+    let stored = stdout(&stored);
+    assert_eq!(stored, stdout(&live), "stored events differ from the run's");
+    let events: Vec<serde_json::Value> = stored.lines().map(json).collect();
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|event| event["seq"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<u64>>());
+    assert_eq!(
+        events.first().map(|e| &e["type"]),
+        Some(&"run-started".into())
+    );
+    assert_eq!(
+        events.last().map(|e| &e["type"]),
+        Some(&"run-finished".into())
+    );
+    assert!(
+        events.iter().any(|event| event["type"] == "log-line"),
+        "{stored}"
+    );
+    let after = run_with(&["runs", "events", "history#1", "--after", "7"]);
+    let expected: String = stored
+        .lines()
+        .skip(7)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert_eq!(stdout(&after), expected);
+    let missing = run_with(&["runs", "events", "9"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    // A store named by the environment is the only one written.
+    assert_eq!(
+        dir.path().join(".buildit/buildit.db").exists(),
+        env.is_empty()
+    );
+}
+
+#[test]
+fn runs_events_print_the_stored_stream_with_a_gapless_seq() {
+    stored_events_are_the_run_s_stream(&[]);
+}
+
+#[test]
+fn runs_events_print_the_stored_stream_from_postgresql() {
+    let Some(url) = postgres_database("buildit_events") else {
+        return;
+    };
+    stored_events_are_the_run_s_stream(&[("BUILDIT_DATABASE_URL", url.as_str())]);
+}

@@ -297,6 +297,36 @@ impl EventBus {
         self.display.subscribe()
     }
 
+    /// A display subscriber that starts exactly at the live edge, with the sequence number of the last event
+    /// emitted before it (0: none yet): it receives every later event and none before (events are handed out
+    /// under the sequence lock that this takes). A late joiner reads the events up to the edge from the store.
+    pub async fn subscribe_display_at_edge(&self) -> (u64, broadcast::Receiver<EventBatch>) {
+        let seq = self.seq.lock().await;
+        (*seq, self.display.subscribe())
+    }
+
+    /// A bus whose display subscribers may fall `capacity` batches behind before they skip (the default is
+    /// 4,096).
+    pub fn with_display_capacity(run_id: impl Into<String>, capacity: usize) -> Self {
+        let (display, _) = broadcast::channel(capacity.max(1));
+        Self {
+            display,
+            ..Self::new(run_id)
+        }
+    }
+
+    /// A clone for subscribing only: it holds no lossless subscriber, so keeping it does not keep the store's
+    /// recorder (or any lossless subscriber) waiting for more events after the run's own clones are dropped.
+    /// Events it emits reach display subscribers only; the runner never emits through it.
+    pub(crate) fn subscribers_only(&self) -> Self {
+        Self {
+            run_id: Arc::clone(&self.run_id),
+            seq: Arc::clone(&self.seq),
+            lossless: Arc::from(Vec::new()),
+            display: self.display.clone(),
+        }
+    }
+
     /// The run this bus belongs to.
     pub fn run_id(&self) -> &str {
         &self.run_id

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use buildit_core::events::{
-    EventBus, FailureKind, LogStreamKind, RunEventKind, RunStatus, StageCounts, StageOutcome,
+    EventBus, FailureKind, LogStreamKind, RunEvent, RunEventKind, RunStatus, StageCounts,
+    StageOutcome,
 };
 use buildit_core::store::{
     AttemptEnd, AttemptStart, AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore,
@@ -170,6 +171,7 @@ contract!(
     heartbeat_keeps_the_job,
     lost_jobs_fail_after_max_attempts,
     many_claimers_never_share_a_job,
+    stored_events_read_back_from_any_point,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -559,6 +561,161 @@ async fn tenants_do_not_see_each_other(backend: Backend) {
             .await
             .is_err()
     );
+}
+
+/// Records a run whose stages write interleaved reads of several lines (so chunks of different attempts
+/// alternate), beside the other events; returns every event the bus emitted, from a lossless subscriber.
+async fn emit_interleaved_run(store: Arc<dyn Store>, run_id: &str) -> Vec<RunEvent> {
+    let mut bus = EventBus::new(run_id);
+    let recorded = bus.subscribe_lossless(64);
+    let mut everything = bus.subscribe_lossless(100_000);
+    let recorder = tokio::spawn(record_run(store, run_id.to_owned(), recorded));
+    bus.emit(RunEventKind::RunStarted {
+        pipeline: "sample".to_owned(),
+        stages: 3,
+        plan: Vec::new(),
+    })
+    .await;
+    let stages = [("build", 1), ("test", 1), ("lint", 1)];
+    bus.emit_all(stages.map(|(stage, _)| RunEventKind::StageQueued {
+        stage: stage.to_owned(),
+    }))
+    .await;
+    for (stage, attempt) in stages {
+        bus.emit(RunEventKind::StageStarted {
+            stage: stage.to_owned(),
+            attempt,
+        })
+        .await;
+    }
+    for read in 0..60usize {
+        let (stage, attempt) = stages[read % 3];
+        let lines = (0..=read % 4)
+            .map(|line| format!("{stage} read {read} line {line} \"q\""))
+            .collect();
+        let stream = if read % 5 == 0 {
+            LogStreamKind::Stderr
+        } else {
+            LogStreamKind::Stdout
+        };
+        bus.emit_lines(stage, attempt, stream, lines).await;
+        if read == 30 {
+            // A retry in the middle of the output.
+            bus.emit(RunEventKind::StageFinished {
+                stage: "lint".to_owned(),
+                attempt: 1,
+                outcome: StageOutcome::Failed,
+                exit_code: Some(1),
+                duration_ms: 3,
+                reason: None,
+                failure: Some(FailureKind::ExitCode),
+                retrying: true,
+            })
+            .await;
+        }
+    }
+    for (stage, attempt) in stages {
+        bus.emit(RunEventKind::StageFinished {
+            stage: stage.to_owned(),
+            attempt: if stage == "lint" { 2 } else { attempt },
+            outcome: StageOutcome::Succeeded,
+            exit_code: Some(0),
+            duration_ms: 5,
+            reason: None,
+            failure: None,
+            retrying: false,
+        })
+        .await;
+    }
+    bus.emit(RunEventKind::RunFinished {
+        status: RunStatus::Succeeded,
+        duration_ms: 9,
+        counts: StageCounts::default(),
+        failures: std::collections::BTreeMap::new(),
+        critical_path: Vec::new(),
+    })
+    .await;
+    drop(bus);
+    match recorder.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => panic!("recorder: {error}"),
+        Err(error) => panic!("recorder task: {error}"),
+    }
+    let mut events = Vec::new();
+    while let Some(batch) = everything.recv().await {
+        events.extend(batch.iter().cloned());
+    }
+    events
+}
+
+async fn stored_events_read_back_from_any_point(backend: Backend) {
+    let store = backend.store;
+    ok(store.create_run(&new_run("replayed", "sample")).await);
+    let emitted = emit_interleaved_run(store.clone(), "replayed").await;
+    let seqs: Vec<u64> = emitted.iter().map(|event| event.seq).collect();
+    assert_eq!(seqs, (1..=emitted.len() as u64).collect::<Vec<u64>>());
+    assert!(
+        emitted
+            .iter()
+            .any(|event| matches!(event.kind, RunEventKind::LogLine { .. }))
+    );
+
+    // Paged through with any page size, the store gives back exactly what the bus emitted.
+    for limit in [1usize, 7, 64, 10_000] {
+        let mut read = Vec::new();
+        loop {
+            let after = read.last().map_or(0, |event: &RunEvent| event.seq);
+            let page = ok(store.events_after("replayed", after, limit).await);
+            assert!(page.len() <= limit);
+            if page.is_empty() {
+                break;
+            }
+            read.extend(page);
+        }
+        assert_eq!(read, emitted, "pages of {limit}");
+    }
+    // From any point, in the middle of a chunk of lines or not.
+    for after in [0u64, 5, 6, 17, 40, emitted.len() as u64 - 1] {
+        let page = ok(store.events_after("replayed", after, 9).await);
+        let start = after as usize;
+        let end = (start + 9).min(emitted.len());
+        assert_eq!(page, emitted[start..end], "after {after}");
+    }
+    assert!(
+        ok(store
+            .events_after("replayed", emitted.len() as u64, 10)
+            .await)
+        .is_empty()
+    );
+    assert!(ok(store.events_after("replayed", 0, 0).await).is_empty());
+
+    // The attempts `runs show` reads come from the same events.
+    let attempts = ok(store.attempts("replayed").await);
+    let summary: Vec<(String, u32, AttemptState)> = attempts
+        .iter()
+        .map(|a| (a.stage.clone(), a.attempt, a.state))
+        .collect();
+    assert_eq!(summary.len(), 4, "{summary:?}");
+    assert!(summary.contains(&(
+        "lint".to_owned(),
+        1,
+        AttemptState::Finished(StageOutcome::Failed)
+    )));
+
+    // An unknown run is an error, not an empty stream; another tenant sees neither the run nor its events.
+    assert!(matches!(
+        store.events_after("no-such-run", 0, 10).await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    ok(store.create_tenant("acme").await);
+    let acme = store.for_tenant("acme");
+    assert!(matches!(
+        acme.events_after("replayed", 0, 10).await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    ok(acme.create_run(&new_run("replayed", "sample")).await);
+    assert!(ok(acme.events_after("replayed", 0, 10).await).is_empty());
+    assert_eq!(ok(store.events_after("replayed", 0, 10_000).await), emitted);
 }
 
 /// The pid of a process that has exited.

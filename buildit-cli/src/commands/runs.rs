@@ -1,4 +1,4 @@
-//! `buildit runs list|show|logs`: reading run history from the store.
+//! `buildit runs list|show|logs|events`: reading run history from the store.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -14,16 +14,19 @@ use super::load::load_system_config;
 use crate::cli::{HistoryOutput, RunsCommand};
 use crate::exit::Exit;
 use crate::report::error_line;
-use crate::reporter::human;
+use crate::reporter::{human, json_line};
 
 /// Chunks of log lines read per page: bounded memory for runs of any size.
 const LOG_PAGE_CHUNKS: u32 = 64;
+/// Events read per page.
+const EVENT_PAGE: usize = 1000;
 
 pub(crate) fn run(command: &RunsCommand) -> Exit {
     let common = match command {
         RunsCommand::List { common, .. }
         | RunsCommand::Show { common, .. }
-        | RunsCommand::Logs { common, .. } => common,
+        | RunsCommand::Logs { common, .. }
+        | RunsCommand::Events { common, .. } => common,
     };
     let workspace = common
         .workspace
@@ -91,6 +94,12 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
                 )
                 .await
             }
+            RunsCommand::Events {
+                run,
+                pipeline,
+                after,
+                ..
+            } => events(store.as_ref(), run, pipeline.as_deref(), *after).await,
         };
         store.close().await;
         match result {
@@ -269,6 +278,34 @@ async fn logs(
         match page.next {
             Some(next) => query.after = Some(next),
             None => break,
+        }
+    }
+    let _ = out.flush();
+    Ok(Exit::Success)
+}
+
+/// Every stored event after `after`, one JSON object a line (the shape of `buildit run --format json`), read a
+/// page at a time. Both formats print JSON lines: events are for programs.
+async fn events(
+    store: &dyn Store,
+    run: &str,
+    pipeline: Option<&str>,
+    after: u64,
+) -> Result<Exit, StoreError> {
+    let run = store.find_run(&RunRef::parse(run, pipeline)).await?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut after = after;
+    loop {
+        let page = store.events_after(&run.id, after, EVENT_PAGE).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.seq;
+        for event in &page {
+            // A closed pipe (`buildit runs events 3 | head`) is the reader's choice.
+            if writeln!(out, "{}", json_line(event)).is_err() {
+                return Ok(Exit::Success);
+            }
         }
     }
     let _ = out.flush();

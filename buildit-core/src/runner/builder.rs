@@ -7,12 +7,14 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::error::RunnerError;
-use super::handle::RunHandle;
+use super::handle::{RunHandle, RunJoiner};
 use super::setup::RunSetup;
 use crate::events::{EventBatch, EventBus};
 use crate::exec::{Executor, RunIdentity, RunOptions, execute};
 use crate::plan::Plan;
-use crate::store::{MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, Store, record_run};
+use crate::store::{
+    MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, Store, record_run_reporting,
+};
 
 /// A run id unique on this machine: time and process, in hex.
 pub fn new_run_id() -> String {
@@ -121,6 +123,14 @@ impl<E: Executor> Runner<E> {
         self
     }
 
+    /// How many batches a display subscriber may fall behind before it skips (default 4,096). Set it before
+    /// subscribing: it starts the run's event bus anew.
+    #[must_use]
+    pub fn display_capacity(mut self, capacity: usize) -> Self {
+        self.bus = EventBus::with_display_capacity(self.identity.run_id.clone(), capacity);
+        self
+    }
+
     /// The run's id.
     pub fn run_id(&self) -> &str {
         &self.identity.run_id
@@ -157,12 +167,15 @@ impl<E: Executor> Runner<E> {
             })
             .await?;
         self.identity.run_number = record.number;
-        let recorder = tokio::spawn(record_run(
+        let (progress, recorded) = tokio::sync::watch::channel(0);
+        let recorder = tokio::spawn(record_run_reporting(
             Arc::clone(&self.store),
             self.identity.run_id.clone(),
             self.bus.subscribe_lossless(MAX_BATCH_EVENTS),
+            progress,
         ));
-        let display = self.bus.clone();
+        let subscribers = self.bus.subscribers_only();
+        let joiner = RunJoiner::new(Arc::clone(&self.store), subscribers.clone(), recorded);
         let Self {
             plan,
             executor,
@@ -181,7 +194,13 @@ impl<E: Executor> Runner<E> {
             (report, plan)
         });
         Ok(RunHandle::new(
-            record, display, cancel, kill, execution, recorder,
+            record,
+            subscribers,
+            joiner,
+            cancel,
+            kill,
+            execution,
+            recorder,
         ))
     }
 }

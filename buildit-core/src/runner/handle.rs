@@ -1,6 +1,8 @@
 //! A started run: its record, its live events, its cancellation, and its end.
 
-use tokio::sync::broadcast;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -8,14 +10,50 @@ use super::error::RunnerError;
 use crate::events::{EventBatch, EventBus};
 use crate::exec::RunReport;
 use crate::plan::Plan;
-use crate::store::{RecordSummary, RunRecord, StoreError};
+use crate::store::{RecordSummary, RunFollower, RunRecord, Store, StoreError};
+
+/// Joins a run's event stream at any sequence number, while it runs or after: the stored events up to the live
+/// edge, then the live ones, with no gap and no duplicate ([`RunFollower`]). Cheap to clone and to hand to
+/// other tasks (a daemon's streams); holding it never holds the run up.
+#[derive(Debug, Clone)]
+pub struct RunJoiner {
+    store: Arc<dyn Store>,
+    bus: EventBus,
+    recorded: watch::Receiver<u64>,
+}
+
+impl RunJoiner {
+    pub(super) fn new(
+        store: Arc<dyn Store>,
+        bus: EventBus,
+        recorded: watch::Receiver<u64>,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            recorded,
+        }
+    }
+
+    /// A follower that receives every event after `after_seq` (0: from the first), to the run's end.
+    pub async fn join(&self, after_seq: u64) -> RunFollower {
+        RunFollower::join(
+            Arc::clone(&self.store),
+            &self.bus,
+            self.recorded.clone(),
+            after_seq,
+        )
+        .await
+    }
+}
 
 /// A run that has started.
 #[derive(Debug)]
 pub struct RunHandle {
     record: RunRecord,
-    /// Kept for display subscriptions only; it sends nothing (the run's own clone does).
+    /// For display subscriptions only (it holds no lossless subscriber); the run's own clone sends.
     bus: EventBus,
+    joiner: RunJoiner,
     cancel: CancellationToken,
     kill: CancellationToken,
     execution: JoinHandle<(RunReport, Plan)>,
@@ -26,6 +64,7 @@ impl RunHandle {
     pub(super) fn new(
         record: RunRecord,
         bus: EventBus,
+        joiner: RunJoiner,
         cancel: CancellationToken,
         kill: CancellationToken,
         execution: JoinHandle<(RunReport, Plan)>,
@@ -34,6 +73,7 @@ impl RunHandle {
         Self {
             record,
             bus,
+            joiner,
             cancel,
             kill,
             execution,
@@ -56,6 +96,16 @@ impl RunHandle {
         self.bus.subscribe_display()
     }
 
+    /// Joins the run's events after `after_seq` (see [`RunJoiner`]).
+    pub async fn follow(&self, after_seq: u64) -> RunFollower {
+        self.joiner.join(after_seq).await
+    }
+
+    /// What joins the run's events from other tasks.
+    pub fn joiner(&self) -> RunJoiner {
+        self.joiner.clone()
+    }
+
     /// Stops the run gracefully (idempotent).
     pub fn cancel(&self) {
         self.cancel.cancel();
@@ -72,10 +122,8 @@ impl RunHandle {
         let Self {
             execution,
             recorder,
-            bus,
             ..
         } = self;
-        drop(bus);
         let (report, plan) = match execution.await {
             Ok(executed) => executed,
             Err(error) => {

@@ -9,7 +9,7 @@ mod setup;
 
 pub use builder::{Runner, new_run_id};
 pub use error::RunnerError;
-pub use handle::{Executed, RunHandle};
+pub use handle::{Executed, RunHandle, RunJoiner};
 pub use load::{LoadError, Loaded, load_plan, plan_for, read_pipeline, read_system};
 #[cfg(feature = "docker")]
 pub use setup::docker_options;

@@ -10,6 +10,7 @@ use super::model::{
     AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewRun, RunFilter,
     RunOwner, RunRecord, RunRef, StoreError,
 };
+use crate::events::RunEvent;
 
 /// Where runs, their stages, their logs and the job queue live. Every call works within the store's tenant.
 #[async_trait]
@@ -54,6 +55,16 @@ pub trait Store: Send + Sync + Debug {
 
     /// A page of a run's log lines, in the order they were written.
     async fn logs(&self, query: &LogQuery) -> Result<LogPage, StoreError>;
+
+    /// The run's stored events with a sequence number above `after_seq`, in sequence order, at most `limit`:
+    /// equal to what its event bus emitted (log lines included). Fewer than `limit` means these were the last
+    /// ones stored so far. [`StoreError::NoSuchRun`] for a run this tenant does not have.
+    async fn events_after(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RunEvent>, StoreError>;
 
     /// Adds a job to a queue; returns its id.
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError>;

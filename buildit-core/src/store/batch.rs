@@ -8,6 +8,9 @@ use crate::events::{LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutco
 pub(crate) const MAX_CHUNK_LINES: usize = 2000;
 /// Most text bytes in one stored chunk.
 pub(crate) const MAX_CHUNK_BYTES: usize = 512 * 1024;
+/// A chunk's lines have sequence numbers below `first_seq + MAX_CHUNK_SPAN`: a reader looking for the lines
+/// after a number then only looks at chunks that begin at most this far before it (migration 0006 says so too).
+pub(crate) const MAX_CHUNK_SPAN: u64 = 4096;
 
 /// What one transaction writes, grouped by table so that each group is one multi-row statement. Applying the
 /// groups in field order is the same as applying the events in order: an attempt's start precedes its end, and
@@ -16,10 +19,13 @@ pub(crate) const MAX_CHUNK_BYTES: usize = 512 * 1024;
 pub struct RecordBatch {
     /// The run's plan is known: its stage instances.
     pub stage_count: Option<u64>,
-    /// Attempts that began.
+    /// Attempts that began, for a writer that has no events to store: the recorder leaves this empty and
+    /// stores the stage events in [`RecordBatch::events`], which the store reads attempts back from.
     pub started: Vec<AttemptStart>,
-    /// Attempts (or stages that never started, attempt 0) that ended.
+    /// Attempts (or stages that never started, attempt 0) that ended; like [`RecordBatch::started`].
     pub finished: Vec<AttemptEnd>,
+    /// Every event that is not a log line, with its sequence number.
+    pub events: Vec<StoredEvent>,
     /// Log lines.
     pub logs: Vec<LogChunk>,
     /// The run ended.
@@ -32,9 +38,53 @@ impl RecordBatch {
         self.stage_count.is_none()
             && self.started.is_empty()
             && self.finished.is_empty()
+            && self.events.is_empty()
             && self.logs.is_empty()
             && self.run_finished.is_none()
     }
+}
+
+/// An event other than a log line, as it is stored: its JSON as the bus emitted it, whatever fields its kind has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Sequence number within the run.
+    pub seq: u64,
+    /// When (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// The event's `type` (`stage-finished`, ...).
+    pub kind: String,
+    /// The stage instance and attempt of a stage's start or end, which the store joins on.
+    pub attempt_of: Option<(String, u32)>,
+    /// The event kind's JSON, `type` included.
+    pub body: String,
+}
+
+impl StoredEvent {
+    /// `event` encoded for storing.
+    pub(crate) fn of(event: &RunEvent) -> Self {
+        // Encoding an event cannot fail (its fields are strings, numbers and enums); an empty body would be
+        // reported as corrupt when read back, never taken for another event.
+        let body = serde_json::to_string(&event.kind).unwrap_or_default();
+        let attempt_of = match &event.kind {
+            RunEventKind::StageStarted { stage, attempt, .. }
+            | RunEventKind::StageFinished { stage, attempt, .. } => Some((stage.clone(), *attempt)),
+            _ => None,
+        };
+        Self {
+            seq: event.seq,
+            at_ms: i64::try_from(event.at_ms).unwrap_or(i64::MAX),
+            kind: event_type(&body).to_owned(),
+            attempt_of,
+            body,
+        }
+    }
+}
+
+/// The `type` of an encoded event: serde writes an internally tagged enum's tag first.
+fn event_type(body: &str) -> &str {
+    body.strip_prefix("{\"type\":\"")
+        .and_then(|rest| rest.split_once('"'))
+        .map_or("", |(kind, _)| kind)
 }
 
 /// An attempt began.
@@ -93,6 +143,11 @@ pub struct LogChunk {
     pub first_line: u64,
     /// Event sequence number of the first line.
     pub first_seq: u64,
+    /// Event sequence number of the last line.
+    pub last_seq: u64,
+    /// `None` when the lines have consecutive sequence numbers; else each line's minus `first_seq`,
+    /// comma-separated.
+    pub seqs: Option<String>,
     /// When the first line was read.
     pub first_at_ms: i64,
     /// Lines in the chunk.
@@ -113,6 +168,8 @@ impl LogChunk {
             attempt,
             first_line,
             first_seq,
+            last_seq: first_seq,
+            seqs: None,
             first_at_ms,
             line_count: 0,
             streams: String::new(),
@@ -122,11 +179,26 @@ impl LogChunk {
         }
     }
 
-    fn push(&mut self, stream: LogStreamKind, at_ms: i64, text: &str) {
+    fn push(&mut self, seq: u64, stream: LogStreamKind, at_ms: i64, text: &str) {
         if self.line_count > 0 {
             self.offsets.push(',');
             self.texts.push(',');
+            if self.seqs.is_none() && seq != self.last_seq + 1 {
+                // The first gap: from here on every line's number is written out.
+                let mut seqs = String::from("0");
+                for step in 1..self.line_count {
+                    let _ = std::fmt::Write::write_fmt(&mut seqs, format_args!(",{step}"));
+                }
+                self.seqs = Some(seqs);
+            }
+            if let Some(seqs) = self.seqs.as_mut() {
+                let _ = std::fmt::Write::write_fmt(
+                    seqs,
+                    format_args!(",{}", seq.saturating_sub(self.first_seq)),
+                );
+            }
         }
+        self.last_seq = seq;
         self.streams.push(match stream {
             LogStreamKind::Stdout => 'o',
             LogStreamKind::Stderr => 'e',
@@ -143,9 +215,10 @@ impl LogChunk {
         self.texts.push(']');
     }
 
-    fn has_room_for(&self, text: &str) -> bool {
+    fn has_room_for(&self, seq: u64, text: &str) -> bool {
         (self.line_count as usize) < MAX_CHUNK_LINES
             && self.text_bytes + text.len() <= MAX_CHUNK_BYTES
+            && seq < self.first_seq + MAX_CHUNK_SPAN
     }
 }
 
@@ -179,9 +252,20 @@ fn push_json_string(out: &mut String, text: &str) {
 #[derive(Debug, Default)]
 pub(crate) struct BatchBuilder {
     next_line: HashMap<(String, u32), u64>,
+    /// Leave [`RecordBatch::started`] and [`RecordBatch::finished`] empty: the stage events say it all, and
+    /// storing both would keep two copies of every attempt.
+    events_only: bool,
 }
 
 impl BatchBuilder {
+    /// A builder for the recorder: events and log chunks, no separate attempt rows.
+    pub(crate) fn events_only() -> Self {
+        Self {
+            events_only: true,
+            ..Self::default()
+        }
+    }
+
     /// The batch for `events` (in sequence order).
     pub(crate) fn build<'e>(&mut self, events: impl Iterator<Item = &'e RunEvent>) -> RecordBatch {
         let mut batch = RecordBatch::default();
@@ -201,7 +285,9 @@ impl BatchBuilder {
             } = &event.kind
             {
                 let joins = open.as_ref().is_some_and(|chunk| {
-                    chunk.attempt == *attempt && chunk.stage == *stage && chunk.has_room_for(text)
+                    chunk.attempt == *attempt
+                        && chunk.stage == *stage
+                        && chunk.has_room_for(event.seq, text)
                 });
                 if !joins {
                     if let Some(chunk) = open.take() {
@@ -215,12 +301,21 @@ impl BatchBuilder {
                     open = Some(LogChunk::new(stage, *attempt, first_line, event.seq, at_ms));
                 }
                 if let Some(chunk) = open.as_mut() {
-                    chunk.push(*stream, at_ms, text);
+                    chunk.push(event.seq, *stream, at_ms, text);
                 }
                 continue;
             }
             if let Some(chunk) = open.take() {
                 self.close(chunk, &mut batch);
+            }
+            batch.events.push(StoredEvent::of(event));
+            if self.events_only
+                && matches!(
+                    event.kind,
+                    RunEventKind::StageStarted { .. } | RunEventKind::StageFinished { .. }
+                )
+            {
+                continue;
             }
             match &event.kind {
                 RunEventKind::RunStarted { stages, .. } => {
@@ -291,18 +386,53 @@ impl BatchBuilder {
     }
 }
 
-/// Reads a stored chunk back into lines.
+/// A stored chunk's columns.
+pub(crate) struct ChunkColumns<'c> {
+    pub(crate) stage: &'c str,
+    pub(crate) attempt: u32,
+    pub(crate) first_line: u64,
+    pub(crate) first_seq: u64,
+    pub(crate) first_at_ms: i64,
+    pub(crate) streams: &'c str,
+    pub(crate) offsets: &'c str,
+    pub(crate) texts: &'c str,
+    pub(crate) seqs: Option<&'c str>,
+}
+
+impl<'c> From<&'c LogChunk> for ChunkColumns<'c> {
+    fn from(chunk: &'c LogChunk) -> Self {
+        Self {
+            stage: &chunk.stage,
+            attempt: chunk.attempt,
+            first_line: chunk.first_line,
+            first_seq: chunk.first_seq,
+            first_at_ms: chunk.first_at_ms,
+            streams: &chunk.streams,
+            offsets: &chunk.offsets,
+            texts: &chunk.texts,
+            seqs: chunk.seqs.as_deref(),
+        }
+    }
+}
+
+/// Reads a stored chunk back into lines, each with its event sequence number.
 pub(crate) fn decode_chunk(
-    stage: &str,
-    attempt: u32,
-    first_line: u64,
-    first_at_ms: i64,
-    streams: &str,
-    offsets: &str,
-    texts: &str,
-) -> Result<Vec<crate::store::LogLineRecord>, String> {
+    chunk: &ChunkColumns<'_>,
+) -> Result<Vec<(u64, crate::store::LogLineRecord)>, String> {
+    let ChunkColumns {
+        stage,
+        attempt,
+        first_line,
+        first_seq,
+        first_at_ms,
+        streams,
+        offsets,
+        texts,
+        seqs,
+    } = *chunk;
     let texts: Vec<String> =
         serde_json::from_str(texts).map_err(|error| format!("corrupt log chunk: {error}"))?;
+    let mut steps = seqs.map(|seqs| seqs.split(','));
     let mut offsets = offsets.split(',');
     let mut streams = streams.chars();
     let mut lines = Vec::with_capacity(texts.len());
@@ -315,14 +445,29 @@ pub(crate) fn decode_chunk(
             .next()
             .and_then(|offset| offset.parse::<i64>().ok())
             .unwrap_or(0);
-        lines.push(crate::store::LogLineRecord {
-            stage: stage.to_owned(),
-            attempt,
-            line: first_line + index as u64,
-            stream,
-            at_ms: first_at_ms + offset,
-            text,
-        });
+        let seq = match steps.as_mut() {
+            None => first_seq + index as u64,
+            Some(steps) => {
+                let step = steps
+                    .next()
+                    .and_then(|step| step.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        "corrupt log chunk: a line without its sequence number".to_owned()
+                    })?;
+                first_seq + step
+            }
+        };
+        lines.push((
+            seq,
+            crate::store::LogLineRecord {
+                stage: stage.to_owned(),
+                attempt,
+                line: first_line + index as u64,
+                stream,
+                at_ms: first_at_ms + offset,
+                text,
+            },
+        ));
     }
     Ok(lines)
 }
@@ -392,5 +537,34 @@ mod tests {
         let later = builder.build([finished(5, "b", 1)].iter());
         assert!(later.started.is_empty());
         assert_eq!(later.finished[0].started_at_ms, None);
+    }
+
+    #[test]
+    fn a_chunk_gives_each_line_back_its_own_sequence_number_with_or_without_gaps() {
+        let mut chunk = LogChunk::new("a", 1, 1, 10, 1000);
+        chunk.push(10, LogStreamKind::Stdout, 1000, "one");
+        chunk.push(11, LogStreamKind::Stdout, 1001, "two");
+        assert_eq!(chunk.seqs, None, "consecutive numbers are not written out");
+        // Another stage's events came in between.
+        chunk.push(15, LogStreamKind::Stderr, 1002, "three");
+        chunk.push(16, LogStreamKind::Stdout, 1003, "four");
+        chunk.finish();
+        assert_eq!(chunk.seqs.as_deref(), Some("0,1,5,6"));
+        assert_eq!(chunk.last_seq, 16);
+        assert!(!chunk.has_room_for(10 + MAX_CHUNK_SPAN, "x"));
+        let lines = decode_chunk(&ChunkColumns::from(&chunk)).unwrap_or_default();
+        let numbered: Vec<(u64, u64, &str)> = lines
+            .iter()
+            .map(|(seq, line)| (*seq, line.line, line.text.as_str()))
+            .collect();
+        assert_eq!(
+            numbered,
+            [
+                (10, 1, "one"),
+                (11, 2, "two"),
+                (15, 3, "three"),
+                (16, 4, "four")
+            ]
+        );
     }
 }

@@ -7,13 +7,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::api::Store;
-use super::batch::{LogChunk, RecordBatch, decode_chunk};
+use super::batch::{ChunkColumns, LogChunk, RecordBatch, StoredEvent, decode_chunk};
 use super::model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
     LogCursor, LogPage, LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord, RunRef, RunState,
     StoreError, millis,
 };
+use super::replay;
 use super::{interrupted_reason, now_ms, pick_run};
+use crate::events::RunEvent;
 
 /// Everything, for every tenant.
 #[derive(Debug, Default)]
@@ -25,6 +27,8 @@ struct State {
     /// Attempts by (tenant, run, stage, attempt).
     attempts: BTreeMap<(String, String, String, u32), AttemptRecord>,
     logs: Vec<(String, String, LogChunk)>,
+    /// Events other than log lines by (tenant, run, seq).
+    events: BTreeMap<(String, String, u64), StoredEvent>,
     jobs: Vec<StoredJob>,
 }
 
@@ -204,6 +208,12 @@ impl Store for MemoryStore {
             record.finished_at_ms = Some(end.at_ms);
             record.duration_ms = Some(end.duration_ms);
         }
+        for event in &batch.events {
+            state
+                .events
+                .entry((tenant.clone(), run_id.to_owned(), event.seq))
+                .or_insert_with(|| event.clone());
+        }
         for chunk in &batch.logs {
             let exists = state.logs.iter().any(|(t, r, stored)| {
                 *t == tenant
@@ -323,20 +333,65 @@ impl Store for MemoryStore {
 
     async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRecord>, StoreError> {
         let state = self.state()?;
-        let mut attempts: Vec<AttemptRecord> = state
+        let rows: Vec<AttemptRecord> = state
             .attempts
             .iter()
             .filter(|((t, r, _, _), _)| self.ours(t) && r == run_id)
             .map(|(_, attempt)| attempt.clone())
             .collect();
-        attempts.sort_by(|a, b| {
-            (a.started_at_ms.or(a.finished_at_ms), &a.stage, a.attempt).cmp(&(
-                b.started_at_ms.or(b.finished_at_ms),
-                &b.stage,
-                b.attempt,
-            ))
-        });
-        Ok(attempts)
+        let Some(run) = state
+            .runs
+            .iter()
+            .find(|stored| self.ours(&stored.tenant) && stored.record.id == run_id)
+        else {
+            return Ok(replay::merge_attempts(Vec::new(), rows));
+        };
+        let run_arc: Arc<str> = Arc::from(run_id);
+        let events = self
+            .stored_events(&state, run_id, 0)
+            .filter(|(_, event)| matches!(event.kind.as_str(), "stage-started" | "stage-finished"))
+            .map(|(_, event)| replay::decode_event(&run_arc, event.seq, event.at_ms, &event.body))
+            .collect::<Result<Vec<RunEvent>, StoreError>>()?;
+        let from_events =
+            replay::attempts_from_events(events, run.record.state, run.record.finished_at_ms);
+        Ok(replay::merge_attempts(from_events, rows))
+    }
+
+    async fn events_after(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        let state = self.state()?;
+        if !state
+            .runs
+            .iter()
+            .any(|stored| self.ours(&stored.tenant) && stored.record.id == run_id)
+        {
+            return Err(StoreError::NoSuchRun(run_id.to_owned()));
+        }
+        let run: Arc<str> = Arc::from(run_id);
+        // Everything after `after_seq`, then the first `limit`: the fake favours plainness over speed.
+        let mut events = self
+            .stored_events(&state, run_id, after_seq)
+            .map(|(_, event)| replay::decode_event(&run, event.seq, event.at_ms, &event.body))
+            .collect::<Result<Vec<RunEvent>, StoreError>>()?;
+        for (t, r, chunk) in &state.logs {
+            if !self.ours(t) || r != run_id || chunk.last_seq <= after_seq {
+                continue;
+            }
+            for (seq, line) in
+                decode_chunk(&ChunkColumns::from(chunk)).map_err(StoreError::Query)?
+            {
+                if seq > after_seq {
+                    events.push(replay::line_event(&run, seq, line));
+                }
+            }
+        }
+        events.sort_by_key(|event| event.seq);
+        events.truncate(limit);
+        Ok(events)
     }
 
     async fn logs(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
@@ -361,16 +416,10 @@ impl Store for MemoryStore {
         let mut lines = Vec::new();
         for chunk in &chunks {
             lines.extend(
-                decode_chunk(
-                    &chunk.stage,
-                    chunk.attempt,
-                    chunk.first_line,
-                    chunk.first_at_ms,
-                    &chunk.streams,
-                    &chunk.offsets,
-                    &chunk.texts,
-                )
-                .map_err(StoreError::Query)?,
+                decode_chunk(&ChunkColumns::from(*chunk))
+                    .map_err(StoreError::Query)?
+                    .into_iter()
+                    .map(|(_, line)| line),
             );
         }
         Ok(LogPage {
@@ -496,6 +545,22 @@ impl Store for MemoryStore {
 }
 
 impl MemoryStore {
+    /// This tenant's stored events of `run_id` after `after`, in order.
+    fn stored_events<'s>(
+        &self,
+        state: &'s State,
+        run_id: &str,
+        after: u64,
+    ) -> impl Iterator<Item = (&'s (String, String, u64), &'s StoredEvent)> {
+        let from = (
+            self.tenant.to_string(),
+            run_id.to_owned(),
+            after.saturating_add(1),
+        );
+        let to = (self.tenant.to_string(), run_id.to_owned(), u64::MAX);
+        state.events.range(from..=to)
+    }
+
     /// The job `lease` holds, if it still holds it.
     fn held<'s>(
         &self,

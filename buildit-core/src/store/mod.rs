@@ -3,12 +3,14 @@
 
 mod api;
 mod batch;
+mod follow;
 mod memory;
 mod model;
 mod open;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod recorder;
+mod replay;
 mod rows;
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -17,7 +19,8 @@ mod sqlite;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use api::Store;
-pub use batch::{AttemptEnd, AttemptStart, LogChunk, RecordBatch, RunEnd};
+pub use batch::{AttemptEnd, AttemptStart, LogChunk, RecordBatch, RunEnd, StoredEvent};
+pub use follow::{FOLLOW_PAGE, FollowError, RunFollower};
 pub use memory::MemoryStore;
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
@@ -27,7 +30,10 @@ pub use model::{
 pub use open::{StoreLocation, open_store};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
-pub use recorder::{MAX_BATCH_EVENTS, RUN_HEARTBEAT, RUN_STALE_AFTER, RecordSummary, record_run};
+pub use recorder::{
+    MAX_BATCH_EVENTS, RUN_HEARTBEAT, RUN_STALE_AFTER, RecordSummary, record_run,
+    record_run_reporting,
+};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 

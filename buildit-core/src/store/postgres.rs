@@ -17,6 +17,7 @@ use super::open::redact;
 use super::rows;
 use super::sql::Shared;
 use super::{interrupted_reason, now_ms, pick_run};
+use crate::events::RunEvent;
 
 /// How long to wait for a connection (an unreachable server fails after this, never hangs).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,6 +214,25 @@ impl Store for PostgresStore {
 
     async fn logs(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
         Shared::<Postgres>::logs(&mut *self.connection().await?, &self.tenant, query).await
+    }
+
+    async fn events_after(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        // One snapshot for the rows and the chunks: never from either side of a batch being committed (a line
+        // without the events around it would be a gap).
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(query_error)?;
+        let events =
+            Shared::<Postgres>::events_after(&mut tx, &self.tenant, run_id, after_seq, limit).await;
+        tx.rollback().await.map_err(query_error)?;
+        events
     }
 
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {

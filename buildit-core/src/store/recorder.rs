@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::api::Store;
 use super::batch::BatchBuilder;
@@ -43,9 +43,23 @@ pub struct RecordSummary {
 pub async fn record_run(
     store: Arc<dyn Store>,
     run_id: String,
-    mut events: mpsc::Receiver<EventBatch>,
+    events: mpsc::Receiver<EventBatch>,
 ) -> Result<RecordSummary, StoreError> {
-    let mut builder = BatchBuilder::default();
+    record_run_reporting(store, run_id, events, watch::channel(0).0).await
+}
+
+/// [`record_run`], telling `recorded` how far the run is stored: after each committed transaction, the sequence
+/// number of its last event. A late joiner ([`crate::store::RunFollower`]) waits on it before it reads the store.
+/// `recorded` is dropped when the recording ends, or as soon as a write has failed for good (the events after
+/// the last value will never be stored).
+pub async fn record_run_reporting(
+    store: Arc<dyn Store>,
+    run_id: String,
+    mut events: mpsc::Receiver<EventBatch>,
+    recorded: watch::Sender<u64>,
+) -> Result<RecordSummary, StoreError> {
+    let mut recorded = Some(recorded);
+    let mut builder = BatchBuilder::events_only();
     let mut summary = RecordSummary::default();
     let mut heartbeat = tokio::time::interval(RUN_HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -95,6 +109,11 @@ pub async fn record_run(
                 }
             }
         }
+        let last_seq = pending
+            .batches
+            .last()
+            .and_then(|batch| batch.last())
+            .map(|event| event.seq);
         let (returned, written) = write_off_thread(
             &store,
             &run_id,
@@ -107,8 +126,14 @@ pub async fn record_run(
             Ok(()) => {
                 summary.events += pending.events as u64;
                 summary.batches += 1;
+                if let (Some(recorded), Some(seq)) = (recorded.as_ref(), last_seq) {
+                    recorded.send_replace(seq);
+                }
             }
-            Err(error) => failure = Some(error),
+            Err(error) => {
+                failure = Some(error);
+                recorded = None;
+            }
         }
         pending.clear();
     }
@@ -160,7 +185,7 @@ async fn write_off_thread(
         Ok(done) => done,
         // The builder went down with the thread; the recording ends with the error, so it is not used again.
         Err(error) => (
-            BatchBuilder::default(),
+            BatchBuilder::events_only(),
             Err(StoreError::Query(format!(
                 "the batch writer failed: {error}"
             ))),

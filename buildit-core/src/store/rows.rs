@@ -100,23 +100,36 @@ where
     })
 }
 
-/// Columns: stage, attempt, first_line, first_seq, first_at_ms, streams, offsets_ms, lines. Returns the chunk's
-/// lines and its sequence number.
-pub(crate) fn log_chunk<R: StoreRow>(row: &R) -> Result<(u64, Vec<LogLineRecord>), sqlx::Error>
+/// The columns a log chunk is read with.
+pub(crate) const LOG_CHUNK_COLUMNS: &str =
+    "stage, attempt, first_line, first_seq, first_at_ms, streams, offsets_ms, lines, seqs";
+
+/// Columns: [`LOG_CHUNK_COLUMNS`]. Returns the chunk's sequence number and its lines, each with its own.
+pub(crate) fn log_chunk<R: StoreRow>(
+    row: &R,
+) -> Result<(u64, Vec<(u64, LogLineRecord)>), sqlx::Error>
 where
     for<'a> &'a str: ColumnIndex<R>,
 {
-    let lines = super::batch::decode_chunk(
-        &row.text("stage")?,
-        u32::try_from(row.int("attempt")?).unwrap_or(0),
-        unsigned(row.int("first_line")?),
-        row.int("first_at_ms")?,
-        &row.text("streams")?,
-        &row.text("offsets_ms")?,
-        &row.text("lines")?,
-    )
+    let stage = row.text("stage")?;
+    let streams = row.text("streams")?;
+    let offsets = row.text("offsets_ms")?;
+    let texts = row.text("lines")?;
+    let seqs = row.opt_text("seqs")?;
+    let first_seq = unsigned(row.int("first_seq")?);
+    let lines = super::batch::decode_chunk(&super::batch::ChunkColumns {
+        stage: &stage,
+        attempt: u32::try_from(row.int("attempt")?).unwrap_or(0),
+        first_line: unsigned(row.int("first_line")?),
+        first_seq,
+        first_at_ms: row.int("first_at_ms")?,
+        streams: &streams,
+        offsets: &offsets,
+        texts: &texts,
+        seqs: seqs.as_deref(),
+    })
     .map_err(|message| sqlx::Error::Decode(message.into()))?;
-    Ok((unsigned(row.int("first_seq")?), lines))
+    Ok((first_seq, lines))
 }
 
 /// Columns: id, payload, attempts, max_attempts, lease_until_ms (of a claim).

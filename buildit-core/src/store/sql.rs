@@ -3,15 +3,17 @@
 //! each database's placeholders. What differs (claiming, clocks, transactions) stays in each backend.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
 use super::batch::RecordBatch;
 use super::model::{
-    AttemptRecord, JobRecord, Lease, LogCursor, LogPage, LogQuery, RunFilter, RunOwner, RunRecord,
-    RunRef, RunState, StoreError,
+    AttemptRecord, JobRecord, Lease, LogCursor, LogLineRecord, LogPage, LogQuery, RunFilter,
+    RunOwner, RunRecord, RunRef, RunState, StoreError,
 };
-use super::rows;
+use super::{replay, rows};
+use crate::events::RunEvent;
 
 const RUN_COLUMNS: &str = "id, pipeline, number, status, reason, stage_count, created_at_ms, \
     finished_at_ms, duration_ms, sha, branch, event";
@@ -111,7 +113,7 @@ where
             return Ok(false);
         }
         let mut query = QueryBuilder::<DB>::new(
-            "UPDATE stage_results SET status = 'interrupted', finished_at_ms = ",
+            "UPDATE attempt_rows SET status = 'interrupted', finished_at_ms = ",
         );
         query.push_bind(now);
         query.push(" WHERE tenant_id = ");
@@ -207,6 +209,135 @@ where
         Self::fetch_all_as(connection, query, rows::attempt_record).await
     }
 
+    /// A run's state and end, if this tenant has it.
+    async fn run_state(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Option<(RunState, Option<i64>)>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT status, finished_at_ms FROM pipeline_runs WHERE tenant_id = ",
+        );
+        query.push_bind(tenant.to_owned());
+        query.push(" AND id = ");
+        query.push_bind(run_id.to_owned());
+        let found = Self::fetch_all_as(connection, query, |row| {
+            use rows::StoreRow as _;
+            Ok((
+                RunState::parse(&row.text("status")?),
+                row.opt_int("finished_at_ms")?,
+            ))
+        })
+        .await?;
+        Ok(found.into_iter().next())
+    }
+
+    /// The events `query` selects (columns seq, at_ms, body).
+    async fn event_rows(
+        connection: &mut DB::Connection,
+        mut query: QueryBuilder<DB>,
+        run_id: &Arc<str>,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        use rows::StoreRow as _;
+        let found = query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(query_error)?;
+        found
+            .iter()
+            .map(|row| {
+                let seq = u64::try_from(row.int("seq").map_err(query_error)?).unwrap_or(0);
+                let at_ms = row.int("at_ms").map_err(query_error)?;
+                replay::decode_event(run_id, seq, at_ms, &row.text("body").map_err(query_error)?)
+            })
+            .collect()
+    }
+
+    /// The log chunks `query` selects (columns [`rows::LOG_CHUNK_COLUMNS`]), each as numbered lines.
+    async fn chunk_rows(
+        connection: &mut DB::Connection,
+        mut query: QueryBuilder<DB>,
+    ) -> Result<Vec<Vec<(u64, LogLineRecord)>>, StoreError> {
+        let found = query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(query_error)?;
+        found
+            .iter()
+            .map(|row| {
+                rows::log_chunk(row)
+                    .map(|(_, lines)| lines)
+                    .map_err(query_error)
+            })
+            .collect()
+    }
+
+    /// Up to `limit` events of the run after `after`, in order: event rows and log chunks merged.
+    pub(crate) async fn events_after(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        if Self::run_state(connection, tenant, run_id).await?.is_none() {
+            return Err(StoreError::NoSuchRun(run_id.to_owned()));
+        }
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let run: Arc<str> = Arc::from(run_id);
+        let rows_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let scope = |query: &mut QueryBuilder<DB>| {
+            query.push_bind(tenant.to_owned());
+            query.push(" AND run_id = ");
+            query.push_bind(run_id.to_owned());
+        };
+        let mut query =
+            QueryBuilder::<DB>::new("SELECT seq, at_ms, body FROM run_events WHERE tenant_id = ");
+        scope(&mut query);
+        query.push(" AND seq > ");
+        query.push_bind(int(after));
+        query.push(" ORDER BY seq LIMIT ");
+        query.push_bind(rows_limit);
+        let rows = Self::event_rows(connection, query, &run).await?;
+        // Chunks that began before `after` and go on past it (a chunk spans at most `MAX_CHUNK_SPAN` numbers).
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {} FROM logs WHERE tenant_id = ",
+            rows::LOG_CHUNK_COLUMNS
+        ));
+        scope(&mut query);
+        query.push(" AND first_seq > ");
+        query.push_bind(int(replay::chunks_from(after)));
+        query.push(" AND first_seq <= ");
+        query.push_bind(int(after));
+        query.push(" AND last_seq > ");
+        query.push_bind(int(after));
+        let straddling = Self::chunk_rows(connection, query).await?;
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {} FROM logs WHERE tenant_id = ",
+            rows::LOG_CHUNK_COLUMNS
+        ));
+        scope(&mut query);
+        query.push(" AND first_seq > ");
+        query.push_bind(int(after));
+        query.push(" ORDER BY first_seq LIMIT ");
+        query.push_bind(rows_limit);
+        let starting = Self::chunk_rows(connection, query).await?;
+        Ok(replay::merge_page(
+            &run,
+            after,
+            limit,
+            replay::PageParts {
+                rows,
+                straddling,
+                starting,
+            },
+        ))
+    }
+
     /// A page of log chunks, decoded into lines.
     pub(crate) async fn logs(
         connection: &mut DB::Connection,
@@ -214,10 +345,10 @@ where
         log: &LogQuery,
     ) -> Result<LogPage, StoreError> {
         let limit = log.chunks.max(1);
-        let mut query = QueryBuilder::<DB>::new(
-            "SELECT stage, attempt, first_line, first_seq, first_at_ms, streams, offsets_ms, lines \
-             FROM logs WHERE tenant_id = ",
-        );
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {} FROM logs WHERE tenant_id = ",
+            rows::LOG_CHUNK_COLUMNS
+        ));
         query.push_bind(tenant.to_owned());
         query.push(" AND run_id = ");
         query.push_bind(log.run_id.clone());
@@ -244,7 +375,7 @@ where
         for row in &chunks {
             let (seq, chunk) = rows::log_chunk(row).map_err(query_error)?;
             last = Some(seq);
-            lines.extend(chunk);
+            lines.extend(chunk.into_iter().map(|(_, line)| line));
         }
         Ok(LogPage {
             lines,
@@ -332,7 +463,7 @@ where
         }
         for rows in statements_of(&batch.started, ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, started_at_ms) ",
+                "INSERT INTO attempt_rows (tenant_id, run_id, stage, attempt, status, started_at_ms) ",
             );
             query.push_values(rows, |mut row, start| {
                 row.push_bind(tenant.to_owned())
@@ -347,7 +478,7 @@ where
         }
         for rows in statements_of(&batch.finished, ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO stage_results (tenant_id, run_id, stage, attempt, status, exit_code, reason, \
+                "INSERT INTO attempt_rows (tenant_id, run_id, stage, attempt, status, exit_code, reason, \
                  started_at_ms, finished_at_ms, duration_ms) ",
             );
             query.push_values(rows, |mut row, end| {
@@ -365,16 +496,38 @@ where
             query.push(
                 " ON CONFLICT (tenant_id, run_id, stage, attempt) DO UPDATE SET status = excluded.status, \
                  exit_code = excluded.exit_code, reason = excluded.reason, \
-                 started_at_ms = COALESCE(stage_results.started_at_ms, excluded.started_at_ms), \
+                 started_at_ms = COALESCE(attempt_rows.started_at_ms, excluded.started_at_ms), \
                  finished_at_ms = excluded.finished_at_ms, duration_ms = excluded.duration_ms",
             );
+            query.build().execute(&mut *connection).await?;
+        }
+        for rows in statements_of(&batch.events, ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO run_events (tenant_id, run_id, seq, at_ms, type, stage, attempt, body) ",
+            );
+            query.push_values(rows, |mut row, event| {
+                row.push_bind(tenant.to_owned())
+                    .push_bind(run_id.to_owned())
+                    .push_bind(int(event.seq))
+                    .push_bind(event.at_ms)
+                    .push_bind(event.kind.clone())
+                    .push_bind(event.attempt_of.as_ref().map(|(stage, _)| stage.clone()))
+                    .push_bind(
+                        event
+                            .attempt_of
+                            .as_ref()
+                            .map(|(_, attempt)| i64::from(*attempt)),
+                    )
+                    .push_bind(event.body.clone());
+            });
+            query.push(" ON CONFLICT (tenant_id, run_id, seq) DO NOTHING");
             query.build().execute(&mut *connection).await?;
         }
         // Chunks are large: a few per statement keeps statements of reasonable size.
         for rows in statements_of(&batch.logs, 16) {
             let mut query = QueryBuilder::<DB>::new(
                 "INSERT INTO logs (tenant_id, run_id, stage, attempt, first_line, line_count, first_seq, \
-                 first_at_ms, streams, offsets_ms, lines) ",
+                 first_at_ms, streams, offsets_ms, lines, last_seq, seqs) ",
             );
             query.push_values(rows, |mut row, chunk| {
                 row.push_bind(tenant.to_owned())
@@ -387,16 +540,18 @@ where
                     .push_bind(chunk.first_at_ms)
                     .push_bind(chunk.streams.clone())
                     .push_bind(chunk.offsets.clone())
-                    .push_bind(chunk.texts.clone());
+                    .push_bind(chunk.texts.clone())
+                    .push_bind(int(chunk.last_seq))
+                    .push_bind(chunk.seqs.clone());
             });
             query.push(" ON CONFLICT (tenant_id, run_id, stage, attempt, first_line) DO NOTHING");
             query.build().execute(&mut *connection).await?;
         }
         if let Some(end) = batch.run_finished {
             // A finished run has no running attempt: one whose end was never reported (its task died) is
-            // interrupted.
+            // interrupted (the `stage_results` view says so of attempts read from events by itself).
             let mut query = QueryBuilder::<DB>::new(
-                "UPDATE stage_results SET status = 'interrupted', finished_at_ms = ",
+                "UPDATE attempt_rows SET status = 'interrupted', finished_at_ms = ",
             );
             query.push_bind(end.at_ms);
             query.push(" WHERE tenant_id = ");

@@ -20,6 +20,7 @@ use super::model::{
 use super::rows;
 use super::sql::Shared;
 use super::{interrupted_reason, now_ms, pick_run};
+use crate::events::RunEvent;
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -307,6 +308,25 @@ impl Store for SqliteStore {
 
     async fn logs(&self, query: &LogQuery) -> Result<LogPage, StoreError> {
         Shared::<Sqlite>::logs(&mut *self.reader().await?, &self.tenant, query).await
+    }
+
+    async fn events_after(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        // One read transaction: the rows and the chunks are read from one snapshot, never from either side of
+        // a batch being committed (a line without the events around it would be a gap).
+        let mut tx = self
+            .readers
+            .begin_with("BEGIN DEFERRED")
+            .await
+            .map_err(query_error)?;
+        let events =
+            Shared::<Sqlite>::events_after(&mut tx, &self.tenant, run_id, after_seq, limit).await;
+        tx.rollback().await.map_err(query_error)?;
+        events
     }
 
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
