@@ -1,7 +1,7 @@
 //! Path locks: a stage whose cache paths or artifacts overlap those of a running stage waits until it ends
 //! (stages of a run share the workspace; host stages also share the home directory and the file system).
 
-use super::scheduler::RunOptions;
+use super::options::RunOptions;
 use super::spec::{RunIdentity, artifact_patterns, cache_paths};
 use crate::config::ExecutorKind;
 use crate::paths::Claim;

@@ -1,0 +1,13 @@
+//! The scheduler: in-degree readiness, a concurrency limit, retries, timeouts, skips, fail-fast and cancellation.
+//! It never prints; everything it does is an event, and every stage lifecycle event comes from `lifecycle`.
+
+mod attempt;
+mod lifecycle;
+mod outcome;
+mod report;
+mod run_loop;
+mod stage;
+mod transfer;
+
+pub use report::{RunReport, StageReport};
+pub use run_loop::execute;
