@@ -139,4 +139,115 @@ mod tests {
         assert!(text.contains("started"), "{text}");
         assert!(text.contains("last words"), "{text}");
     }
+
+    /// The summary drawn from a run's events read back from the store is the one the live run printed: the
+    /// events carry everything the summary shows (plan order, attempts, retries, failures, durations, the
+    /// critical path), and the store keeps every one of them.
+    #[tokio::test]
+    async fn a_run_read_back_from_the_store_gives_the_summary_the_live_run_printed() {
+        use buildit_core::events::{RunEvent, RunView};
+        use buildit_core::exec::LocalExecutor;
+        use buildit_core::runner::Runner;
+        use buildit_core::store::{SqliteStore, Store};
+
+        use crate::reporter::summary;
+
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.path().join("buildit.db"))
+                .await
+                .expect("store"),
+        );
+        let pipeline = buildit_core::parse_pipeline(
+            r#"
+pipeline "p"
+stage "build" { run "echo built"; run "sleep 0.2" }
+stage "flaky" {
+    needs "build"
+    retry 1
+    run "test -e marker || { touch marker; exit 1; }"
+}
+stage "test" {
+    needs "build"
+    matrix { shard "1" "2" }
+    run "echo shard {matrix.shard}"
+}
+stage "lint" { run "exit 2"; allow-failure }
+stage "broken" { needs "flaky"; run "exit 3" }
+stage "deploy" { needs "broken"; run "true" }
+"#,
+            "buildit.kdl",
+        )
+        .expect("valid pipeline");
+        let plan = buildit_core::Plan::build(&pipeline, &buildit_core::RunContext::new())
+            .expect("valid plan");
+        let mut runner = Runner::new(
+            "summary-run",
+            plan,
+            LocalExecutor::new(),
+            Arc::clone(&store),
+        )
+        .workspace(dir.path());
+        let output = SharedOutput::default();
+        let printer = tokio::spawn(print_events(
+            runner.subscribe(64),
+            LineReporter::new(false),
+            RunOutput::Text,
+            output.clone(),
+        ));
+        let handle = runner.start().await.expect("the run starts");
+        let mut executed = handle.wait().await.expect("the run executes");
+        executed.recorded().await.expect("every event is stored");
+        let live = summary(&printer.await.expect("the printer ends with the run"));
+
+        let mut stored: Vec<RunEvent> = Vec::new();
+        loop {
+            let after = stored.last().map_or(0, |event| event.seq);
+            let page = store
+                .events_after("summary-run", after, 7)
+                .await
+                .expect("stored events");
+            if page.is_empty() {
+                break;
+            }
+            stored.extend(page);
+        }
+        let replayed = summary(&RunView::from_events(&stored));
+        assert_eq!(replayed, live);
+        // And the summary says what happened, in the plan's order.
+        let rows: Vec<(&str, &str, &str)> = live
+            .lines()
+            .skip(2)
+            .take(7)
+            .filter_map(|line| {
+                let mut words = line.split("  ").map(str::trim).filter(|w| !w.is_empty());
+                Some((words.next()?, words.next()?, words.next()?))
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("build", "succeeded", "1"),
+                ("lint", "failed-allowed", "1"),
+                ("flaky", "succeeded", "2"),
+                ("test (shard=1)", "succeeded", "1"),
+                ("test (shard=2)", "succeeded", "1"),
+                ("broken", "failed", "1"),
+                ("deploy", "skipped", "0"),
+            ],
+            "{live}"
+        );
+        assert!(live.contains("\nrun failed in "), "{live}");
+        assert!(
+            live.contains("critical path: build -> flaky -> broken\n"),
+            "{live}"
+        );
+        let printed = output.text();
+        assert!(
+            printed
+                .lines()
+                .any(|line| line.starts_with("broken ") && line.contains("| ✗ failed")),
+            "{printed}"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use buildit_core::events::{
-    LogStreamKind, RunEvent, RunEventKind, RunStatus, RunView, StageOutcome,
+    LogStreamKind, RunEvent, RunEventKind, RunOutcome, RunView, StageOutcome,
 };
 
 /// Widest stage-name column of log prefixes; longer names stick out rather than push every line right.
@@ -226,9 +226,9 @@ pub(crate) fn summary(view: &RunView) -> String {
         return out;
     };
     let status = match ending.status {
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
+        RunOutcome::Succeeded => "succeeded",
+        RunOutcome::Failed => "failed",
+        RunOutcome::Cancelled => "cancelled",
     };
     let _ = writeln!(
         out,
@@ -270,7 +270,7 @@ pub(crate) fn print_text(text: &str) {
 mod tests {
 
     use buildit_core::events::{
-        PlannedInstance, RunEvent, RunEventKind, RunStatus, RunView, StageCounts, StageOutcome,
+        PlannedInstance, RunEvent, RunEventKind, RunOutcome, RunView, StageCounts, StageOutcome,
     };
 
     use super::{LineReporter, summary};
@@ -329,7 +329,7 @@ mod tests {
                 4,
                 1_005,
                 RunEventKind::RunFinished {
-                    status: RunStatus::Succeeded,
+                    status: RunOutcome::Succeeded,
                     duration_ms: 5,
                     counts: StageCounts {
                         succeeded: 1,

@@ -149,10 +149,11 @@ impl StageCounts {
     }
 }
 
-/// How a whole run ended.
+/// How a whole run ended (as [`StageOutcome`] says how a stage ended). The store's
+/// [`crate::store::RunState`] is how a recorded run stands: running, one of these, or interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RunStatus {
+pub enum RunOutcome {
     /// Every stage that ran succeeded (or was allowed to fail).
     Succeeded,
     /// A stage failed.
@@ -223,7 +224,7 @@ pub enum RunEventKind {
     /// The run ended.
     RunFinished {
         /// How.
-        status: RunStatus,
+        status: RunOutcome,
         /// Wall time in milliseconds.
         duration_ms: u64,
         /// How many stages ended which way.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use buildit_core::RunContext;
-use buildit_core::events::{LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome};
+use buildit_core::events::{LogStreamKind, RunEvent, RunEventKind, RunOutcome, StageOutcome};
 use buildit_core::exec::{ArtifactStore, LocalExecutor, RunOptions, RunReport};
 use buildit_core::runner::Runner;
 use buildit_core::store::{MemoryStore, Store};
@@ -121,7 +121,7 @@ stage "a" {
             "$ exit 3",
         ]
     );
-    assert_eq!(run.report.status, RunStatus::Failed);
+    assert_eq!(run.report.status, RunOutcome::Failed);
 }
 
 #[tokio::test]
@@ -143,7 +143,7 @@ stage "always" { needs "later"; when status="always"; run "echo always" }
     assert_eq!(run.outcome("independent"), StageOutcome::Succeeded);
     assert_eq!(run.outcome("on-failure"), StageOutcome::Succeeded);
     assert_eq!(run.outcome("always"), StageOutcome::Succeeded);
-    assert_eq!(run.report.status, RunStatus::Failed);
+    assert_eq!(run.report.status, RunOutcome::Failed);
 }
 
 /// Every subscriber sees a stage's last end before anything that follows from it: its dependents' starts and the
@@ -225,7 +225,7 @@ stage "if-failed" { needs "flaky"; when status="failure"; run "echo no" }
     assert_eq!(run.outcome("flaky"), StageOutcome::FailedAllowed);
     assert_eq!(run.outcome("next"), StageOutcome::Succeeded);
     assert_eq!(run.outcome("if-failed"), StageOutcome::Skipped);
-    assert_eq!(run.report.status, RunStatus::Succeeded);
+    assert_eq!(run.report.status, RunOutcome::Succeeded);
 }
 
 #[tokio::test]
@@ -355,7 +355,7 @@ stage "next" { needs "long"; run "echo never" }
         "took {:?}",
         started.elapsed()
     );
-    assert_eq!(run.report.status, RunStatus::Cancelled);
+    assert_eq!(run.report.status, RunOutcome::Cancelled);
     assert_eq!(run.outcome("long"), StageOutcome::Cancelled);
     assert_eq!(run.outcome("next"), StageOutcome::Skipped);
     assert_eq!(
@@ -389,7 +389,7 @@ async fn fail_fast_cancels_what_is_still_running() {
         run.reason("waiting"),
         Some("fail-fast: another stage failed")
     );
-    assert_eq!(run.report.status, RunStatus::Failed);
+    assert_eq!(run.report.status, RunOutcome::Failed);
 }
 
 #[tokio::test]
@@ -535,7 +535,7 @@ stage "plain" { run "echo a b c" }
     );
     assert_eq!(run.outcome("plain"), StageOutcome::Succeeded);
     assert_eq!(run.lines("plain")[1], "a b c", "nothing short is masked");
-    assert_eq!(run.report.status, RunStatus::Failed);
+    assert_eq!(run.report.status, RunOutcome::Failed);
     // One refusal per stage that asked, each recorded as the stage's end with its reason.
     let refusals = run
         .events
@@ -576,7 +576,7 @@ stage "manual" { manual; run "echo no" }
     assert_eq!(run.lines("m (n=2)")[1], "n=2 env=2");
     assert_eq!(run.outcome("tag-only"), StageOutcome::Skipped);
     assert_eq!(run.outcome("manual"), StageOutcome::Skipped);
-    assert_eq!(run.report.status, RunStatus::Succeeded);
+    assert_eq!(run.report.status, RunOutcome::Succeeded);
 }
 
 #[tokio::test]
@@ -754,7 +754,7 @@ async fn the_kill_token_cuts_the_grace_period_short() {
         started.elapsed()
     );
     assert_eq!(run.outcome("stubborn"), StageOutcome::Cancelled);
-    assert_eq!(run.report.status, RunStatus::Cancelled);
+    assert_eq!(run.report.status, RunOutcome::Cancelled);
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use buildit_core::events::{
-    EventBus, FailureKind, LogStreamKind, RunEvent, RunEventKind, RunStatus, StageCounts,
+    EventBus, FailureKind, LogStreamKind, RunEvent, RunEventKind, RunOutcome, StageCounts,
     StageOutcome,
 };
 use buildit_core::store::{
@@ -335,7 +335,7 @@ async fn emit_sample_run(store: Arc<dyn Store>, run_id: &str, lines: usize) -> V
     })
     .await;
     bus.emit(RunEventKind::RunFinished {
-        status: RunStatus::Failed,
+        status: RunOutcome::Failed,
         duration_ms: 42,
         counts: StageCounts::default(),
         failures: std::collections::BTreeMap::new(),
@@ -628,7 +628,7 @@ async fn emit_interleaved_run(store: Arc<dyn Store>, run_id: &str) -> Vec<RunEve
         .await;
     }
     bus.emit(RunEventKind::RunFinished {
-        status: RunStatus::Succeeded,
+        status: RunOutcome::Succeeded,
         duration_ms: 9,
         counts: StageCounts::default(),
         failures: std::collections::BTreeMap::new(),
@@ -1033,7 +1033,7 @@ async fn a_stage_whose_task_dies_is_recorded_as_failed_not_running() {
     .await;
     drop(bus);
     let _ = recorder.await;
-    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(report.status, RunOutcome::Failed);
     // Subscribers are told how the stage ended, as for any other.
     let events = support::events(collector).await;
     assert!(

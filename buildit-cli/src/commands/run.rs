@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use buildit_core::Plan;
-use buildit_core::events::{RunStatus, RunView};
+use buildit_core::events::{RunOutcome, RunView};
 use buildit_core::exec::RunOptions;
 use buildit_core::runner::{RunSetup, Runner, RunnerError, connect_executor, new_run_id};
 use buildit_core::store::{Store, StoreError, StoreLocation, open_store};
@@ -250,10 +250,10 @@ impl LocalRun {
             return Exit::Infrastructure;
         }
         match status {
-            RunStatus::Succeeded => Exit::Success,
+            RunOutcome::Succeeded => Exit::Success,
             // Stages failed only because the infrastructure did (an image that cannot be pulled, an executor
             // error): the README's exit code for infrastructure errors.
-            RunStatus::Failed
+            RunOutcome::Failed
                 if view
                     .ending
                     .as_ref()
@@ -261,8 +261,8 @@ impl LocalRun {
             {
                 Exit::Infrastructure
             }
-            RunStatus::Failed => Exit::RunFailed,
-            RunStatus::Cancelled => Exit::Interrupted,
+            RunOutcome::Failed => Exit::RunFailed,
+            RunOutcome::Cancelled => Exit::Interrupted,
         }
     }
 }

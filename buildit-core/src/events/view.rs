@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{
-    FailureKind, PlannedInstance, RunEvent, RunEventKind, RunStatus, StageCounts, StageOutcome,
+    FailureKind, PlannedInstance, RunEvent, RunEventKind, RunOutcome, StageCounts, StageOutcome,
 };
 
 /// One stage instance as far as the events have told.
@@ -60,7 +60,7 @@ impl InstanceView {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunEnding {
     /// How.
-    pub status: RunStatus,
+    pub status: RunOutcome,
     /// Wall time in ms.
     pub duration_ms: u64,
     /// Stages by outcome.
@@ -75,7 +75,7 @@ impl RunEnding {
     /// Whether the run failed only through the infrastructure (image pulls, lost stages, executor errors): a
     /// retry elsewhere may succeed, and `buildit run` exits 4 rather than 1.
     pub fn failed_by_infrastructure_only(&self) -> bool {
-        self.status == RunStatus::Failed
+        self.status == RunOutcome::Failed
             && !self.failures.is_empty()
             && self.failures.keys().all(|kind| kind.is_infrastructure())
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::events::{LogStreamKind, RunEvent, RunEventKind, RunStatus, StageOutcome};
+use crate::events::{LogStreamKind, RunEvent, RunEventKind, RunOutcome, StageOutcome};
 
 /// Most lines in one stored chunk.
 pub(crate) const MAX_CHUNK_LINES: usize = 2000;
@@ -125,7 +125,7 @@ pub struct AttemptEnd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunEnd {
     /// How.
-    pub status: RunStatus,
+    pub status: RunOutcome,
     /// Wall time.
     pub duration_ms: u64,
     /// When.

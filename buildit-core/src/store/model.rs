@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::events::{LogStreamKind, RunStatus, StageOutcome};
+use crate::events::{LogStreamKind, RunOutcome, StageOutcome};
 // Who owns a run, and the lease of a job, are shared with the executors (what they leave behind is owned too).
 pub use crate::owner::{Lease, RunOwner};
 
@@ -117,12 +117,12 @@ impl RunState {
     }
 }
 
-impl From<RunStatus> for RunState {
-    fn from(status: RunStatus) -> Self {
+impl From<RunOutcome> for RunState {
+    fn from(status: RunOutcome) -> Self {
         match status {
-            RunStatus::Succeeded => Self::Succeeded,
-            RunStatus::Failed => Self::Failed,
-            RunStatus::Cancelled => Self::Cancelled,
+            RunOutcome::Succeeded => Self::Succeeded,
+            RunOutcome::Failed => Self::Failed,
+            RunOutcome::Cancelled => Self::Cancelled,
         }
     }
 }

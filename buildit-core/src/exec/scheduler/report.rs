@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::events::{FailureKind, RunStatus, StageOutcome};
+use crate::events::{FailureKind, RunOutcome, StageOutcome};
 use crate::plan::Plan;
 
 /// What happened to one stage instance.
@@ -52,7 +52,7 @@ impl StageReport {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     /// How it ended.
-    pub status: RunStatus,
+    pub status: RunOutcome,
     /// Every stage, in plan order of positions ([`Plan::stages`]).
     pub stages: Vec<StageReport>,
     /// Wall time.

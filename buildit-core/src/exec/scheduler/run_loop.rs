@@ -16,7 +16,7 @@ use super::lifecycle;
 use super::report::{RunReport, StageReport};
 use super::stage::StageTask;
 use crate::config::WhenStatus;
-use crate::events::{EventBus, FailureKind, RunStatus, StageOutcome};
+use crate::events::{EventBus, FailureKind, RunOutcome, StageOutcome};
 use crate::plan::Plan;
 
 /// Runs `plan` on `executor`. `cancel` stops the run gracefully: nothing new starts, running stages are
@@ -236,14 +236,14 @@ pub async fn execute<E: Executor>(
         })
         .collect();
     let status = if cancel.is_cancelled() {
-        RunStatus::Cancelled
+        RunOutcome::Cancelled
     } else if stages
         .iter()
         .any(|s| s.outcome.is_failure() || s.outcome == StageOutcome::Cancelled)
     {
-        RunStatus::Failed
+        RunOutcome::Failed
     } else {
-        RunStatus::Succeeded
+        RunOutcome::Succeeded
     };
     // What the executor kept for the run (a workspace volume) goes before the run is reported finished.
     let cleanup = executor
