@@ -316,15 +316,13 @@ impl EventBus {
         }
     }
 
-    /// A clone for subscribing only: it holds no lossless subscriber, so keeping it does not keep the store's
-    /// recorder (or any lossless subscriber) waiting for more events after the run's own clones are dropped.
-    /// Events it emits reach display subscribers only; the runner never emits through it.
-    pub(crate) fn subscribers_only(&self) -> Self {
-        Self {
+    /// What subscribes displays and late joiners to this bus without keeping it open: once the run's own clones
+    /// are dropped, their receivers see the stream closed.
+    pub fn subscriptions(&self) -> BusSubscriptions {
+        BusSubscriptions {
             run_id: Arc::clone(&self.run_id),
             seq: Arc::clone(&self.seq),
-            lossless: Arc::from(Vec::new()),
-            display: self.display.clone(),
+            display: self.display.downgrade(),
         }
     }
 
@@ -391,6 +389,41 @@ impl EventBus {
         if self.display.receiver_count() > 0 {
             let _ = self.display.send(batch);
         }
+    }
+}
+
+/// Subscribes to a run's bus from outside the run (a handle, a daemon's streams) without keeping the bus open:
+/// it holds no sender, so the run's end closes every display receiver, as a dropped bus does.
+#[derive(Debug, Clone)]
+pub struct BusSubscriptions {
+    run_id: Arc<str>,
+    seq: Arc<tokio::sync::Mutex<u64>>,
+    display: broadcast::WeakSender<EventBatch>,
+}
+
+impl BusSubscriptions {
+    /// The run.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// A display subscriber from now on; one that is closed at once when the run is over.
+    pub fn subscribe_display(&self) -> broadcast::Receiver<EventBatch> {
+        match self.display.upgrade() {
+            Some(display) => display.subscribe(),
+            None => broadcast::channel(1).1,
+        }
+    }
+
+    /// As [`EventBus::subscribe_display_at_edge`]; no receiver when the run is over (every event was sent).
+    pub async fn subscribe_display_at_edge(
+        &self,
+    ) -> (u64, Option<broadcast::Receiver<EventBatch>>) {
+        let seq = self.seq.lock().await;
+        (
+            *seq,
+            self.display.upgrade().map(|display| display.subscribe()),
+        )
     }
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use buildit_core::RunContext;
-use buildit_core::events::{LogStreamKind, RunEvent, RunEventKind, RunOutcome, StageOutcome};
+use buildit_core::events::{
+    FailureKind, LogStreamKind, RunEvent, RunEventKind, RunOutcome, StageOutcome,
+};
 use buildit_core::exec::{ArtifactStore, LocalExecutor, RunOptions, RunReport};
 use buildit_core::runner::Runner;
 use buildit_core::store::{MemoryStore, Store};
@@ -821,5 +823,69 @@ async fn workdir_that_climbs_back_inside_is_fine() {
         StageOutcome::Succeeded,
         "{:?}",
         run.reason("s")
+    );
+}
+
+/// Every failure says why for machines: the command's exit code, a timeout, the stage's own definition (a
+/// `workdir` that is not there), an announced retry; and the run's end counts them.
+#[tokio::test]
+async fn failures_carry_their_kind_and_the_run_counts_them() {
+    let run = run(r#"
+pipeline "p"
+stage "exits" { run "exit 4" }
+stage "slow" { timeout "1s"; run "sleep 5" }
+stage "nowhere" { workdir "not-there"; run "true" }
+stage "flaky" { retry 1; run "test -e marker || { touch marker; exit 1; }" }
+"#)
+    .await;
+    let failure = |stage: &str| {
+        run.report
+            .stages
+            .iter()
+            .find(|report| report.name == stage)
+            .and_then(|report| report.failure)
+    };
+    assert_eq!(failure("exits"), Some(FailureKind::ExitCode));
+    assert_eq!(failure("slow"), Some(FailureKind::Timeout));
+    assert_eq!(failure("nowhere"), Some(FailureKind::Config));
+    assert_eq!(failure("flaky"), None);
+    let flaky: Vec<(u32, Option<FailureKind>, bool)> = run
+        .events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            RunEventKind::StageFinished {
+                stage,
+                attempt,
+                failure,
+                retrying,
+                ..
+            } if stage == "flaky" => Some((*attempt, *failure, *retrying)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        flaky,
+        [(1, Some(FailureKind::ExitCode), true), (2, None, false)]
+    );
+    let Some(RunEventKind::RunFinished {
+        counts, failures, ..
+    }) = run.events.last().map(|event| &event.kind)
+    else {
+        panic!("the last event is not run-finished");
+    };
+    assert_eq!(
+        (counts.succeeded, counts.failed, counts.timed_out),
+        (1, 2, 1)
+    );
+    assert_eq!(
+        failures
+            .iter()
+            .map(|(kind, count)| (*kind, *count))
+            .collect::<Vec<_>>(),
+        [
+            (FailureKind::ExitCode, 1),
+            (FailureKind::Timeout, 1),
+            (FailureKind::Config, 1)
+        ]
     );
 }

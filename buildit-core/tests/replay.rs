@@ -176,6 +176,21 @@ async fn late_joins_see_the_whole_stream(store: Arc<dyn Store>) {
         full.last().map(|event| &event.kind),
         Some(RunEventKind::RunFinished { .. })
     ));
+    // After the end, through the run's joiner (still held, as a daemon holds it): at the very end, just before
+    // it, and past it. Each ends instead of waiting for live events that will never come.
+    for after in [last, last - 1, last + 5] {
+        let follower = joiner.join(after).await;
+        let events =
+            tokio::time::timeout(std::time::Duration::from_secs(10), drain(follower, false))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("a follower joined after {after} of a finished run never ended")
+                });
+        joined.push(Joined {
+            after: after.min(last),
+            events: tokio::spawn(async move { events.unwrap_or_default() }),
+        });
+    }
     // After the end, from the store alone: random points and the very end.
     for after in [random.below(last), random.below(last), last] {
         joined.push(Joined {

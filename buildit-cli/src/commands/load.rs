@@ -113,24 +113,27 @@ pub(crate) fn report_load_error(
     }
 }
 
-/// Prints (or collects) warnings found while loading.
-pub(crate) fn report_warnings(
-    diagnostics: &[ConfigDiagnostic],
-    source: &ConfigSource,
-    records: Option<&mut Vec<DiagnosticRecord>>,
-) {
-    report(diagnostics, source, records);
-}
-
 /// Checks the pipeline against the runner's system configuration (executors it enables); false on errors.
 pub(crate) fn check_against_system(
     pipeline: &Pipeline,
     system: &SystemConfig,
     records: Option<&mut Vec<DiagnosticRecord>>,
 ) -> bool {
-    let diagnostics = system.check_pipeline(pipeline);
-    report(&diagnostics, &pipeline.source, records);
-    !diagnostics.iter().any(ConfigDiagnostic::is_error)
+    match buildit_core::runner::check_against_system(pipeline, system) {
+        Ok(warnings) => {
+            report(&warnings, &pipeline.source, records);
+            true
+        }
+        Err(LoadError::Config(error)) => {
+            // As warnings are: every diagnostic with its excerpt, no summary line after them.
+            report(&error.diagnostics, &error.input, records);
+            false
+        }
+        Err(other) => {
+            report_load_error(other, records);
+            false
+        }
+    }
 }
 
 /// Most diagnostics rendered with source excerpts; each one rescans the source, and nobody reads thousands.

@@ -4,7 +4,7 @@ use buildit_core::config::EventKind;
 use buildit_core::plan::PlanFormat;
 use buildit_core::{Plan, RunContext, SystemConfig};
 
-use super::load::{load_pipeline, load_system_config, report_load_error, report_warnings};
+use super::load::{check_against_system, load_pipeline, load_system_config, report_load_error};
 use crate::cli::{ContextArgs, EventArg, PlanArgs, PlanOutput};
 use crate::exit::Exit;
 use crate::report::error_line;
@@ -41,12 +41,12 @@ pub(crate) fn load_plan(
 ) -> Result<(Plan, SystemConfig), Exit> {
     let pipeline = load_pipeline(file, None)?;
     let system = load_system_config(system, workspace, None)?;
+    if !check_against_system(&pipeline, &system, None) {
+        return Err(Exit::InvalidConfig);
+    }
     let context = run_context(context, workspace)?;
     match buildit_core::runner::plan_for(pipeline, &system, context) {
-        Ok((plan, warnings)) => {
-            report_warnings(&warnings, &plan.pipeline().source, None);
-            Ok((plan, system))
-        }
+        Ok(plan) => Ok((plan, system)),
         Err(error) => Err(report_load_error(error, None)),
     }
 }

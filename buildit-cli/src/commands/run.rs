@@ -1,13 +1,15 @@
 //! `buildit run`: execute a pipeline on this machine, streaming its logs, and summarise it.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use buildit_core::Plan;
 use buildit_core::events::{RunOutcome, RunView};
 use buildit_core::exec::RunOptions;
-use buildit_core::runner::{RunSetup, Runner, RunnerError, connect_executor, new_run_id};
+use buildit_core::runner::{
+    RunSetup, Runner, RunnerError, check_executors, connect_executor, new_run_id,
+};
 use buildit_core::store::{Store, StoreError, StoreLocation, open_store};
 use buildit_core::system::SystemConfig;
 use tokio_util::sync::CancellationToken;
@@ -85,6 +87,9 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(runtime) => runtime,
         Err(error) => return super::runtime_error(&error),
     };
+    if let Err(error) = check_executors(&plan) {
+        return runner_error(&error);
+    }
     let setup = RunSetup::from_system(
         &plan,
         &system,
@@ -102,7 +107,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     };
     // Opened early for this same place (the configuration could have changed in between), or opened now.
     let opened = opening.and_then(|(early, opened)| (early == location).then_some(opened));
-    create_data_dir(&workspace);
+    buildit_core::runner::create_data_dir(&workspace);
     let colors = !args.plain
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
@@ -123,20 +128,6 @@ fn runner_error(error: &RunnerError) -> Exit {
     let help = miette::Diagnostic::help(error).map(|help| help.to_string());
     error_line(&error.to_string(), help.as_deref());
     Exit::Infrastructure
-}
-
-/// Creates the workspace's `.buildit/` (store, caches, artifacts) with a `.gitignore` of its own, so that nothing
-/// in it is ever committed, whether or not the repository ignores it. An existing directory is left as it is.
-fn create_data_dir(workspace: &Path) {
-    let dir = workspace.join(".buildit");
-    // `create_dir` fails when it exists: only the run that creates it writes the file. Failures surface later,
-    // where the store or cache is written, with a better message.
-    if std::fs::create_dir(&dir).is_ok() {
-        let _ = std::fs::write(
-            dir.join(".gitignore"),
-            "# Created by BuildIt: its store, caches and artifacts are never committed.\n*\n",
-        );
-    }
 }
 
 /// A run of this machine, planned and set up, ready to execute.
@@ -193,10 +184,13 @@ impl LocalRun {
             .cancel_token(cancel.clone())
             .kill_token(kill.clone());
         let format = args.format;
+        let mut display = None;
         let printer = if self.colors && format == RunOutput::Text {
             // On a terminal, the display never slows the run; it says so when it skips. The summary follows
             // every event on its own.
-            tokio::spawn(crate::progress::show(runner.subscribe_display()));
+            display = Some(tokio::spawn(crate::progress::show(
+                runner.subscribe_display(),
+            )));
             tokio::spawn(follow(runner.subscribe(1024)))
         } else {
             // In logs and pipes, every line matters more than speed: the printer is a lossless subscriber.
@@ -223,6 +217,10 @@ impl LocalRun {
             );
         }
         let view = printer.await.unwrap_or_else(|_| RunView::new());
+        // The progress bar is cleared before the summary is written below it.
+        if let Some(display) = display {
+            let _ = display.await;
+        }
         signals.abort();
         // The summary is written while the recorder writes the last events; where the run is recorded follows
         // once they are in.

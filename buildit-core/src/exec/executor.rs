@@ -299,9 +299,20 @@ pub enum ExecError {
 impl ExecError {
     /// Why the attempt failed, for machines: every executor error is the infrastructure's, and some say which.
     pub fn failure_kind(&self) -> crate::events::FailureKind {
+        use std::io::ErrorKind;
         match self {
             Self::ImagePull(_) => crate::events::FailureKind::ImagePull,
             Self::Lost(_) => crate::events::FailureKind::Lost,
+            // A `workdir` that does not exist or a `shell` that is not installed is the stage's definition:
+            // running it again cannot help.
+            Self::Spawn { source, .. }
+                if matches!(
+                    source.kind(),
+                    ErrorKind::NotFound | ErrorKind::NotADirectory | ErrorKind::PermissionDenied
+                ) =>
+            {
+                crate::events::FailureKind::Config
+            }
             _ => crate::events::FailureKind::Infrastructure,
         }
     }

@@ -48,6 +48,8 @@ pub struct Runner<E> {
     identity: RunIdentity,
     options: RunOptions,
     cancel: CancellationToken,
+    /// The kill token given on its own, kept when options are given after it.
+    kill: Option<CancellationToken>,
     owner: RunOwner,
     bus: EventBus,
 }
@@ -65,6 +67,7 @@ impl<E: Executor> Runner<E> {
             store,
             options: RunOptions::default(),
             cancel: CancellationToken::new(),
+            kill: None,
             owner: RunOwner::this_process(),
         }
     }
@@ -76,11 +79,14 @@ impl<E: Executor> Runner<E> {
         self
     }
 
-    /// How the run is executed (concurrency, fail-fast, grace, artifact and cache stores). Its `kill` token is
-    /// kept unless [`Runner::kill_token`] gives one.
+    /// How the run is executed (concurrency, fail-fast, grace, artifact and cache stores). A token given with
+    /// [`Runner::kill_token`], before or after, takes the place of its `kill`.
     #[must_use]
     pub fn options(mut self, options: RunOptions) -> Self {
         self.options = options;
+        if let Some(kill) = &self.kill {
+            self.options.kill = kill.clone();
+        }
         self
     }
 
@@ -112,7 +118,8 @@ impl<E: Executor> Runner<E> {
     /// Cancelled to cut every grace period short (a second Ctrl-C).
     #[must_use]
     pub fn kill_token(mut self, kill: CancellationToken) -> Self {
-        self.options.kill = kill;
+        self.options.kill = kill.clone();
+        self.kill = Some(kill);
         self
     }
 
@@ -174,7 +181,7 @@ impl<E: Executor> Runner<E> {
             self.bus.subscribe_lossless(MAX_BATCH_EVENTS),
             progress,
         ));
-        let subscribers = self.bus.subscribers_only();
+        let subscribers = self.bus.subscriptions();
         let joiner = RunJoiner::new(Arc::clone(&self.store), subscribers.clone(), recorded);
         let Self {
             plan,

@@ -7,7 +7,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::error::RunnerError;
-use crate::events::{EventBatch, EventBus};
+use crate::events::{BusSubscriptions, EventBatch};
 use crate::exec::RunReport;
 use crate::plan::Plan;
 use crate::store::{RecordSummary, RunFollower, RunRecord, Store, StoreError};
@@ -18,14 +18,14 @@ use crate::store::{RecordSummary, RunFollower, RunRecord, Store, StoreError};
 #[derive(Debug, Clone)]
 pub struct RunJoiner {
     store: Arc<dyn Store>,
-    bus: EventBus,
+    bus: BusSubscriptions,
     recorded: watch::Receiver<u64>,
 }
 
 impl RunJoiner {
     pub(super) fn new(
         store: Arc<dyn Store>,
-        bus: EventBus,
+        bus: BusSubscriptions,
         recorded: watch::Receiver<u64>,
     ) -> Self {
         Self {
@@ -37,7 +37,7 @@ impl RunJoiner {
 
     /// A follower that receives every event after `after_seq` (0: from the first), to the run's end.
     pub async fn join(&self, after_seq: u64) -> RunFollower {
-        RunFollower::join(
+        RunFollower::join_subscribed(
             Arc::clone(&self.store),
             &self.bus,
             self.recorded.clone(),
@@ -52,7 +52,7 @@ impl RunJoiner {
 pub struct RunHandle {
     record: RunRecord,
     /// For display subscriptions only (it holds no lossless subscriber); the run's own clone sends.
-    bus: EventBus,
+    bus: BusSubscriptions,
     joiner: RunJoiner,
     cancel: CancellationToken,
     kill: CancellationToken,
@@ -63,7 +63,7 @@ pub struct RunHandle {
 impl RunHandle {
     pub(super) fn new(
         record: RunRecord,
-        bus: EventBus,
+        bus: BusSubscriptions,
         joiner: RunJoiner,
         cancel: CancellationToken,
         kill: CancellationToken,

@@ -88,23 +88,31 @@ pub fn read_system(
     Ok((config, Some(ConfigSource::new(name, text))))
 }
 
-/// Checks `pipeline` against `system` (the executors it enables) and plans the run `context` describes, with the
-/// system's default executor for stages with an image. Returns the plan and the check's warnings.
-pub fn plan_for(
-    pipeline: Pipeline,
+/// Checks `pipeline` against `system` (the executors it enables); returns the check's warnings, or every
+/// diagnostic when one is an error.
+pub fn check_against_system(
+    pipeline: &Pipeline,
     system: &SystemConfig,
-    mut context: RunContext,
-) -> Result<(Plan, Vec<ConfigDiagnostic>), LoadError> {
-    let diagnostics = system.check_pipeline(&pipeline);
+) -> Result<Vec<ConfigDiagnostic>, LoadError> {
+    let diagnostics = system.check_pipeline(pipeline);
     if diagnostics.iter().any(ConfigDiagnostic::is_error) {
         return Err(LoadError::Config(ConfigError {
             input: pipeline.source.clone(),
             diagnostics,
         }));
     }
+    Ok(diagnostics)
+}
+
+/// Plans the run `context` describes, with the system's default executor for stages with an image (check the
+/// pipeline against `system` first: [`check_against_system`]).
+pub fn plan_for(
+    pipeline: Pipeline,
+    system: &SystemConfig,
+    mut context: RunContext,
+) -> Result<Plan, LoadError> {
     context.default_image_executor = system.default_executor;
-    let plan = Plan::from_pipeline(pipeline, &context).map_err(LoadError::Plan)?;
-    Ok((plan, diagnostics))
+    Plan::from_pipeline(pipeline, &context).map_err(LoadError::Plan)
 }
 
 /// Every step at once: the pipeline at `path`, the system configuration found from `system` (`--system`),
@@ -129,11 +137,11 @@ pub fn load_plan(
     {
         warnings.push((source, std::mem::take(&mut config.warnings)));
     }
-    let source = pipeline.source.clone();
-    let (plan, checked) = plan_for(pipeline, &config, context)?;
+    let checked = check_against_system(&pipeline, &config)?;
     if !checked.is_empty() {
-        warnings.push((source, checked));
+        warnings.push((pipeline.source.clone(), checked));
     }
+    let plan = plan_for(pipeline, &config, context)?;
     Ok(Loaded {
         plan,
         system: config,

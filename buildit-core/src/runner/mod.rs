@@ -10,7 +10,9 @@ mod setup;
 pub use builder::{Runner, new_run_id};
 pub use error::RunnerError;
 pub use handle::{Executed, RunHandle, RunJoiner};
-pub use load::{LoadError, Loaded, load_plan, plan_for, read_pipeline, read_system};
+pub use load::{
+    LoadError, Loaded, check_against_system, load_plan, plan_for, read_pipeline, read_system,
+};
 #[cfg(feature = "docker")]
 pub use setup::docker_options;
-pub use setup::{RunSetup, connect_executor};
+pub use setup::{RunSetup, check_executors, connect_executor, create_data_dir};

@@ -74,6 +74,38 @@ impl RunSetup {
     }
 }
 
+/// Creates the workspace's `.buildit/` (store, caches, artifacts) with a `.gitignore` of its own, so that nothing
+/// in it is ever committed, whether or not the repository ignores it. An existing directory is left as it is.
+pub fn create_data_dir(workspace: &Path) {
+    let dir = workspace.join(".buildit");
+    // `create_dir` fails when it exists: only the run that creates it writes the file. Failures surface later,
+    // where the store or cache is written, with a better message.
+    if std::fs::create_dir(&dir).is_ok() {
+        let _ = std::fs::write(
+            dir.join(".gitignore"),
+            "# Created by BuildIt: its store, caches and artifacts are never committed.\n*\n",
+        );
+    }
+}
+
+/// The first stage that will run on `kind`.
+fn needs(plan: &Plan, kind: ExecutorKind) -> Option<&crate::plan::PlannedStage> {
+    plan.order()
+        .find(|stage| !stage.is_skipped() && stage.executor() == kind)
+}
+
+/// Refuses a plan with a stage that will run on an executor this build of BuildIt cannot run (Kubernetes), before
+/// anything is prepared for it.
+pub fn check_executors(plan: &Plan) -> Result<(), RunnerError> {
+    match needs(plan, ExecutorKind::Kubernetes) {
+        Some(stage) => Err(RunnerError::UnsupportedExecutor {
+            stage: stage.name().to_owned(),
+            executor: "kubernetes".to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// How to reach Docker, from the system configuration's `executor "docker"`.
 #[cfg(feature = "docker")]
 pub fn docker_options(system: &SystemConfig) -> DockerOptions {
@@ -101,17 +133,8 @@ pub async fn connect_executor(
     system: &SystemConfig,
     #[cfg(feature = "docker")] docker: impl FnOnce(DockerOptions) -> DockerOptions,
 ) -> Result<(AnyExecutor, Option<String>), RunnerError> {
-    let needs = |kind: ExecutorKind| {
-        plan.order()
-            .find(|stage| !stage.is_skipped() && stage.executor() == kind)
-    };
-    if let Some(stage) = needs(ExecutorKind::Kubernetes) {
-        return Err(RunnerError::UnsupportedExecutor {
-            stage: stage.name().to_owned(),
-            executor: "kubernetes".to_owned(),
-        });
-    }
-    let Some(_stage) = needs(ExecutorKind::Docker) else {
+    check_executors(plan)?;
+    let Some(_stage) = needs(plan, ExecutorKind::Docker) else {
         return Ok((AnyExecutor::local(), None));
     };
     #[cfg(feature = "docker")]

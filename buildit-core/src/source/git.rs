@@ -146,6 +146,15 @@ fn check_repository(repository: &str) -> Result<(), &'static str> {
     if lower.starts_with("ext::") || lower.starts_with("fd::") {
         return Err("the `ext::` and `fd::` transports are not allowed");
     }
+    // git runs in the checkout's directory: a relative path would be read from there, not from where the
+    // caller meant. URLs (`https://`, `file://`) and `host:path` are not paths.
+    let url = repository.contains("://");
+    let host_path = repository
+        .split_once(':')
+        .is_some_and(|(host, _)| !host.is_empty() && !host.contains('/'));
+    if !url && !host_path && !std::path::Path::new(repository).is_absolute() {
+        return Err("a local repository must be an absolute path");
+    }
     Ok(())
 }
 
@@ -289,10 +298,18 @@ mod tests {
             "--upload-pack=touch x",
             "ext::sh -c touch% x",
             "a\nb",
+            "../r",
+            "r",
         ] {
             assert!(check_repository(bad).is_err(), "{bad:?}");
         }
-        for good in ["/srv/repo", "https://host/r.git", "git@host:r.git", "../r"] {
+        for good in [
+            "/srv/repo",
+            "https://host/r.git",
+            "file:///srv/repo",
+            "git@host:r.git",
+            "host:r.git",
+        ] {
             assert!(check_repository(good).is_ok(), "{good:?}");
         }
     }

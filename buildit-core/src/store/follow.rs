@@ -7,7 +7,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::api::Store;
 use super::model::{RunRef, RunState, StoreError};
-use crate::events::{EventBatch, EventBus, RunEvent, RunEventKind};
+use crate::events::{BusSubscriptions, EventBatch, EventBus, RunEvent, RunEventKind};
 
 /// Most events a follower reads from the store at once.
 pub const FOLLOW_PAGE: usize = 1000;
@@ -60,13 +60,25 @@ impl RunFollower {
         recorded: watch::Receiver<u64>,
         after_seq: u64,
     ) -> Self {
+        Self::join_subscribed(store, &bus.subscriptions(), recorded, after_seq).await
+    }
+
+    /// As [`RunFollower::join`], through subscriptions that do not keep the bus open: when the run is over (its
+    /// bus dropped), the follower reads the rest from the store and ends.
+    pub async fn join_subscribed(
+        store: Arc<dyn Store>,
+        bus: &BusSubscriptions,
+        recorded: watch::Receiver<u64>,
+        after_seq: u64,
+    ) -> Self {
         let (edge, live) = bus.subscribe_display_at_edge().await;
         Self {
             store,
             run_id: bus.run_id().to_owned(),
             delivered: after_seq,
-            stored_until: edge,
-            live: Some(live),
+            // Without a live stream, everything comes from the store.
+            stored_until: if live.is_some() { edge } else { u64::MAX },
+            live,
             recorded: Some(recorded),
             ahead: None,
             finished: false,

@@ -46,7 +46,9 @@ impl<E: Executor> StageTask<E> {
         let mut attempts = 0;
         let mut caches: Vec<ResolvedCache> = Vec::new();
         for attempt in 1..=attempts_allowed {
-            if self.stop.is_cancelled() {
+            // A retry that was announced (`retrying` on the last attempt's end) always starts: stopped now, it
+            // ends `cancelled` while starting, so that the stage's last event is a final one.
+            if attempt == 1 && self.stop.is_cancelled() {
                 break;
             }
             attempts = attempt;
