@@ -7,7 +7,7 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use buildit_core::RunContext;
-use buildit_core::events::{LogStreamKind, RunEvent, RunEventKind, StageOutcome};
+use buildit_core::events::{FailureKind, LogStreamKind, RunEvent, RunEventKind, StageOutcome};
 use buildit_core::exec::{
     AnyExecutor, ArtifactStore, CacheStore, DockerExecutor, DockerOptions, Executor, RunOptions,
     RunReport, StageSpec, SweepScope,
@@ -1154,4 +1154,45 @@ stage "shell-form" {{
         run.reason("shell-form")
     );
     assert_nothing_left(&run.run_id).await;
+}
+
+/// A stage whose container someone else removes (`docker rm -f`) is `lost`: the infrastructure's failure, told
+/// apart from the command's own exit code.
+#[tokio::test]
+async fn a_container_removed_by_someone_else_is_lost() {
+    let Some(docker) = docker().await else { return };
+    let remover = tokio::task::spawn_blocking(|| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            // Running, not only created: removed before it starts, the stage would fail to start instead.
+            if let Some(id) = labelled(&["ps", "-q"], "buildit.stage", "removed-by-hand").first() {
+                std::thread::sleep(Duration::from_millis(300));
+                docker_cli(&["rm", "-f", id]);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    let run = run_simple(
+        &docker,
+        &format!(
+            r#"
+pipeline "p"
+stage "removed-by-hand" {{ image "{IMAGE}"; run "echo started; sleep 30" }}
+"#
+        ),
+    )
+    .await;
+    assert!(matches!(remover.await, Ok(true)), "the container never ran");
+    let report = &run.report.stages[0];
+    assert_eq!(report.outcome, StageOutcome::Failed, "{report:?}");
+    assert_eq!(report.failure, Some(FailureKind::Lost), "{report:?}");
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("removed by someone else")),
+        "{report:?}"
+    );
 }

@@ -7,7 +7,25 @@ use tokio::sync::{mpsc, watch};
 use super::executor::{ExecError, ExitStatus, LogStream, OutputChunk, StageStatus};
 
 /// The exit of an attempt, set once by the task that watches it; `Err` is the watcher's own failure.
-pub(crate) type ExitReport = Option<Result<ExitStatus, String>>;
+pub(crate) type ExitReport = Option<Result<ExitStatus, WaitFailure>>;
+
+/// Why the watcher could not say how the attempt ended.
+#[derive(Debug, Clone)]
+pub(crate) enum WaitFailure {
+    /// Watching failed.
+    Failed(String),
+    /// The attempt disappeared (its container was removed by someone else).
+    Lost(String),
+}
+
+impl WaitFailure {
+    fn to_error(&self) -> ExecError {
+        match self {
+            Self::Failed(message) => ExecError::Wait(message.clone()),
+            Self::Lost(message) => ExecError::Lost(message.clone()),
+        }
+    }
+}
 
 /// The reading side of an attempt's exit.
 #[derive(Debug)]
@@ -30,7 +48,7 @@ impl ExitWatch {
         match self.0.borrow().as_ref() {
             None => Ok(StageStatus::Running),
             Some(Ok(status)) => Ok(StageStatus::Exited(*status)),
-            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
+            Some(Err(failure)) => Err(failure.to_error()),
         }
     }
 
@@ -43,7 +61,7 @@ impl ExitWatch {
             .map_err(|_| ExecError::Wait("the attempt's watcher stopped".to_owned()))?;
         match result.as_ref() {
             Some(Ok(status)) => Ok(*status),
-            Some(Err(message)) => Err(ExecError::Wait(message.clone())),
+            Some(Err(failure)) => Err(failure.to_error()),
             None => Err(ExecError::Wait("no exit status".to_owned())),
         }
     }

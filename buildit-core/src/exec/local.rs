@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 
-use super::attempt::{ExitReport, ExitWatch, OutputOnce};
+use super::attempt::{ExitReport, ExitWatch, OutputOnce, WaitFailure};
 use super::executor::{
     ExecError, Executor, ExitStatus, LogStream, OutputChunk, StageSpec, StageStatus,
 };
@@ -241,7 +241,7 @@ async fn supervise(
             () = &mut watch_exit, if !watching && !exited => watching = true,
             status = exit.wait(), if !exited && (watching || (stdout.is_none() && stderr.is_none())) => {
                 exited = true;
-                let result = status.map_err(|error| error.to_string());
+                let result = status.map_err(|error| WaitFailure::Failed(error.to_string()));
                 // `Ok` only when something of the group was left to kill (most stages leave nothing).
                 if !cancelling.load(Ordering::SeqCst) && killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
                     tokio::spawn(reap_killed(pid));

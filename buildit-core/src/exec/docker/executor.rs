@@ -15,11 +15,11 @@ use bollard::query_parameters::{
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 
-use super::engine::{DockerExecutor, backend};
+use super::engine::{DockerExecutor, backend, is_not_found};
 use super::files::workspace_paths;
 use super::services::ServiceGroup;
 use crate::events::LogStreamKind;
-use crate::exec::attempt::{ExitWatch, OutputOnce};
+use crate::exec::attempt::{ExitWatch, OutputOnce, WaitFailure};
 use crate::exec::executor::{
     ExecError, Executor, ExitStatus, LogStream, OutputChunk, StageSpec, StageStatus,
 };
@@ -312,6 +312,25 @@ impl DockerExecutor {
             .unwrap_or(false)
     }
 
+    /// Whether the container is gone, or goes within a second.
+    async fn removed(&self, id: &str) -> bool {
+        for _ in 0..10 {
+            match self
+                .docker
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+            {
+                Err(error) if is_not_found(&error) => return true,
+                Err(_) => return false,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        false
+    }
+
     /// Waits for the container to end; its exit code, and whether the kernel killed it for memory (asked about
     /// longer when the container has a memory limit, the usual reason for an OOM kill).
     async fn wait_for(
@@ -319,7 +338,12 @@ impl DockerExecutor {
         id: &str,
         memory_limited: bool,
         stopping: &AtomicBool,
-    ) -> Result<ExitStatus, String> {
+    ) -> Result<ExitStatus, WaitFailure> {
+        let lost = || {
+            WaitFailure::Lost(
+                "the stage's container was removed by someone else while it ran".to_owned(),
+            )
+        };
         let mut waits = self
             .docker
             .wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
@@ -327,8 +351,17 @@ impl DockerExecutor {
             Some(Ok(response)) => response.status_code,
             // bollard reports a non-zero exit as an error carrying the code.
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(error)) => return Err(format!("cannot wait for the container: {error}")),
-            None => return Err("the engine stopped answering about the container".to_owned()),
+            Some(Err(error)) if is_not_found(&error) => return Err(lost()),
+            Some(Err(error)) => {
+                return Err(WaitFailure::Failed(format!(
+                    "cannot wait for the container: {error}"
+                )));
+            }
+            None => {
+                return Err(WaitFailure::Failed(
+                    "the engine stopped answering about the container".to_owned(),
+                ));
+            }
         };
         // The engine learns of an OOM kill from a separate kernel event, racing the exit: its `OOMKilled` flag
         // can be cleared again by the exit (cgroup v1 engines, when the killed process is not the container's
@@ -349,6 +382,13 @@ impl DockerExecutor {
                     oom_killed = self.oom_killed(id).await;
                 }
             }
+        }
+        // BuildIt removes a stage's container only after this: a SIGKILL it did not send, followed by the
+        // container's disappearance, is someone else's `docker rm -f` (the engine kills first and removes a
+        // moment later, so it is asked for a little while).
+        if code == 137 && !oom_killed && !stopping.load(Ordering::SeqCst) && self.removed(id).await
+        {
+            return Err(lost());
         }
         let code = i32::try_from(code).unwrap_or(i32::MAX);
         // Codes above 128 are a signal's (the init process reports 128 + signal).
