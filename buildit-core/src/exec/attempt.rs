@@ -15,6 +15,13 @@ pub(crate) enum WaitFailure {
     /// Watching failed.
     Failed(String),
     /// The attempt disappeared (its container was removed by someone else).
+    #[cfg_attr(
+        not(feature = "docker"),
+        expect(
+            dead_code,
+            reason = "only a container can be removed behind BuildIt's back"
+        )
+    )]
     Lost(String),
 }
 

@@ -12,6 +12,7 @@ use super::setup::RunSetup;
 use crate::events::{EventBatch, EventBus};
 use crate::exec::{Executor, RunIdentity, RunOptions, execute};
 use crate::plan::Plan;
+use crate::source::{SourceStore, WorkspaceSource, prepare};
 use crate::store::{
     MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, Store, record_run_reporting,
 };
@@ -50,6 +51,8 @@ pub struct Runner<E> {
     cancel: CancellationToken,
     /// The kill token given on its own, kept when options are given after it.
     kill: Option<CancellationToken>,
+    /// A source to prepare into a directory that becomes the workspace.
+    source: Option<(WorkspaceSource, SourceStore, PathBuf)>,
     owner: RunOwner,
     bus: EventBus,
 }
@@ -68,6 +71,7 @@ impl<E: Executor> Runner<E> {
             options: RunOptions::default(),
             cancel: CancellationToken::new(),
             kill: None,
+            source: None,
             owner: RunOwner::this_process(),
         }
     }
@@ -76,6 +80,22 @@ impl<E: Executor> Runner<E> {
     #[must_use]
     pub fn workspace(mut self, dir: impl Into<PathBuf>) -> Self {
         self.identity.workspace = dir.into();
+        self
+    }
+
+    /// Where the run's files come from. A git commit or an uploaded archive (from `sources`) is prepared into
+    /// `into`, a fresh directory, when the run starts, before it is recorded: a source that cannot be prepared
+    /// is an error of [`Runner::start`], and no run is recorded. That directory is then the workspace; it is
+    /// the caller's to remove once the run is over (a host directory is used in place, as
+    /// [`Runner::workspace`] does).
+    #[must_use]
+    pub fn source(
+        mut self,
+        source: WorkspaceSource,
+        sources: SourceStore,
+        into: impl Into<PathBuf>,
+    ) -> Self {
+        self.source = Some((source, sources, into.into()));
         self
     }
 
@@ -158,6 +178,9 @@ impl<E: Executor> Runner<E> {
     /// Marks runs whose runner died as interrupted, records this run (which gives it its number), and starts
     /// it. A store that cannot take the run stops it here, before anything executes.
     pub async fn start(mut self) -> Result<RunHandle, RunnerError> {
+        if let Some((source, sources, into)) = self.source.take() {
+            self.identity.workspace = prepare(&source, &sources, &into).await?;
+        }
         self.store
             .mark_interrupted(&self.owner, RUN_STALE_AFTER)
             .await?;

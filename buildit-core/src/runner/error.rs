@@ -1,6 +1,7 @@
 //! Why a run could not be started or recorded: the runner's failures, never a stage's.
 
 use crate::exec::ExecError;
+use crate::source::SourceError;
 use crate::store::StoreError;
 use crate::system::SecretError;
 
@@ -13,6 +14,10 @@ pub enum RunnerError {
     #[error(transparent)]
     #[diagnostic(code(buildit::runner::store))]
     Store(#[from] StoreError),
+    /// The run's source (a git commit, an uploaded archive) could not be prepared.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Source(#[from] SourceError),
     /// The secret store could not give the run's secrets.
     #[error(transparent)]
     #[diagnostic(code(buildit::runner::secrets))]
