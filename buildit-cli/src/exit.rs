@@ -1,5 +1,7 @@
 //! The one exit-code table of the whole CLI (documented in the README).
 
+use buildit_core::events::{RunEnding, RunOutcome};
+
 /// What a `buildit` process tells its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Exit {
@@ -18,6 +20,20 @@ pub(crate) enum Exit {
 }
 
 impl Exit {
+    /// How a run that was executed ended, for its caller: a run whose failed stages all failed because the
+    /// infrastructure did (an image that cannot be pulled, a lost container, an executor error) exits as an
+    /// infrastructure error.
+    pub(crate) fn of_run(outcome: RunOutcome, ending: Option<&RunEnding>) -> Self {
+        match outcome {
+            RunOutcome::Succeeded => Self::Success,
+            RunOutcome::Failed if ending.is_some_and(RunEnding::failed_by_infrastructure_only) => {
+                Self::Infrastructure
+            }
+            RunOutcome::Failed => Self::RunFailed,
+            RunOutcome::Cancelled => Self::Interrupted,
+        }
+    }
+
     pub(crate) fn code(self) -> u8 {
         match self {
             Self::Success => 0,

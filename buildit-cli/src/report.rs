@@ -5,6 +5,8 @@ use std::io::IsTerminal;
 use buildit_core::{ConfigDiagnostic, ConfigSource};
 use miette::{GraphicalReportHandler, GraphicalTheme};
 
+use crate::exit::Exit;
+
 /// Whether stderr should get colors.
 pub(crate) fn stderr_colors() -> bool {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
@@ -39,4 +41,12 @@ pub(crate) fn error_line(message: &str, help: Option<&str>) {
     if let Some(help) = help {
         eprintln!("  help: {help}");
     }
+}
+
+/// Prints why a run could not run (the store, the executor, the secrets, the source), with its help; the
+/// exit code it means.
+pub(crate) fn runner_error(error: &buildit_core::runner::RunnerError) -> Exit {
+    let help = miette::Diagnostic::help(error).map(|help| help.to_string());
+    error_line(&error.to_string(), help.as_deref());
+    Exit::Infrastructure
 }

@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use buildit_core::Plan;
-use buildit_core::events::{RunOutcome, RunView};
+use buildit_core::events::RunView;
 use buildit_core::exec::RunOptions;
-use buildit_core::runner::{
-    RunSetup, Runner, RunnerError, check_executors, connect_executor, new_run_id,
-};
+use buildit_core::runner::{RunSetup, Runner, check_executors, connect_executor, new_run_id};
 use buildit_core::store::{Store, StoreError, StoreLocation, open_store};
 use buildit_core::system::SystemConfig;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +17,7 @@ use super::plan::load_plan;
 use crate::cli::{RunArgs, RunOutput};
 use crate::exit::Exit;
 use crate::printer::{follow, print_events};
-use crate::report::error_line;
+use crate::report::{error_line, runner_error};
 use crate::reporter::{LineReporter, print_text, summary};
 
 pub(crate) fn run(args: &RunArgs) -> Exit {
@@ -87,16 +85,16 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         Ok(runtime) => runtime,
         Err(error) => return super::runtime_error(&error),
     };
-    if let Err(error) = check_executors(&plan) {
-        return runner_error(&error);
-    }
-    let setup = RunSetup::from_system(
-        &plan,
-        &system,
-        &workspace,
-        |name| std::env::var(name).ok(),
-        std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()),
-    );
+    // A stage this BuildIt cannot run is refused before anything is prepared for the run.
+    let setup = check_executors(&plan).and_then(|()| {
+        RunSetup::from_system(
+            &plan,
+            &system,
+            &workspace,
+            |name| std::env::var(name).ok(),
+            std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()),
+        )
+    });
     let setup = match setup {
         Ok(setup) => setup,
         Err(error) => return runner_error(&error),
@@ -121,13 +119,6 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         colors,
     };
     runtime.block_on(run.execute(args))
-}
-
-/// Prints why the runner could not run; the exit code it means.
-fn runner_error(error: &RunnerError) -> Exit {
-    let help = miette::Diagnostic::help(error).map(|help| help.to_string());
-    error_line(&error.to_string(), help.as_deref());
-    Exit::Infrastructure
 }
 
 /// A run of this machine, planned and set up, ready to execute.
@@ -247,20 +238,6 @@ impl LocalRun {
             );
             return Exit::Infrastructure;
         }
-        match status {
-            RunOutcome::Succeeded => Exit::Success,
-            // Stages failed only because the infrastructure did (an image that cannot be pulled, an executor
-            // error): the README's exit code for infrastructure errors.
-            RunOutcome::Failed
-                if view
-                    .ending
-                    .as_ref()
-                    .is_some_and(|ending| ending.failed_by_infrastructure_only()) =>
-            {
-                Exit::Infrastructure
-            }
-            RunOutcome::Failed => Exit::RunFailed,
-            RunOutcome::Cancelled => Exit::Interrupted,
-        }
+        Exit::of_run(status, view.ending.as_ref())
     }
 }
