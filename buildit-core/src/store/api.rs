@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::batch::RecordBatch;
 use super::model::{
     AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewRun, RunFilter,
-    RunOwner, RunRecord, RunRef, StoreError,
+    RunOwner, RunRecord, RunRef, StoreError, TokenRecord,
 };
 use crate::events::RunEvent;
 
@@ -89,6 +89,32 @@ pub trait Store: Send + Sync + Debug {
 
     /// One job.
     async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Every tenant's name, sorted.
+    async fn list_tenants(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Records an API token of `tenant` (created if missing; its name must pass
+    /// [`check_tenant_name`](super::check_tenant_name)) labelled `name`, by the hash of the token
+    /// ([`hash_token`](super::hash_token)): the token itself never reaches the store. Works whatever this handle's
+    /// tenant.
+    async fn create_token(
+        &self,
+        tenant: &str,
+        name: &str,
+        token_hash: &str,
+    ) -> Result<TokenRecord, StoreError>;
+
+    /// The tenant of the token whose hash is `token_hash`; `None` for a token that is unknown or revoked. Works
+    /// whatever this handle's tenant (a token is what says the tenant). Updates the token's `last_used_at_ms`,
+    /// at most once a minute.
+    async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
+
+    /// This tenant's tokens (revoked ones included), oldest first.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes one of this tenant's tokens (idempotent: a revoked token keeps its first revocation time).
+    /// [`StoreError::NoSuchToken`] for an id this tenant does not have.
+    async fn revoke_token(&self, id: i64) -> Result<(), StoreError>;
 
     /// Closes the store's connections, once the process is done with it. SQLite then folds its write-ahead log
     /// into the database file; a process that exits with connections open leaves the log to the next opener,

@@ -11,9 +11,10 @@ use super::batch::{ChunkColumns, LogChunk, RecordBatch, StoredEvent, decode_chun
 use super::model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
     LogCursor, LogPage, LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord, RunRef, RunState,
-    StoreError, millis,
+    StoreError, TokenRecord, millis,
 };
 use super::replay;
+use super::tokens::{check_tenant_name, last_use_is_stale};
 use super::{interrupted_reason, now_ms, pick_run};
 use crate::events::RunEvent;
 
@@ -30,6 +31,8 @@ struct State {
     /// Events other than log lines by (tenant, run, seq).
     events: BTreeMap<(String, String, u64), StoredEvent>,
     jobs: Vec<StoredJob>,
+    /// API tokens, in id order (id = index + 1), with the hash each is looked up by.
+    tokens: Vec<(String, TokenRecord)>,
 }
 
 #[derive(Debug, Clone)]
@@ -541,6 +544,74 @@ impl Store for MemoryStore {
             .iter()
             .find(|job| self.ours(&job.tenant) && job.record.id == id)
             .map(|job| job.record.clone()))
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<String>, StoreError> {
+        let mut tenants: Vec<String> = self.state()?.tenants.iter().cloned().collect();
+        tenants.sort();
+        Ok(tenants)
+    }
+
+    async fn create_token(
+        &self,
+        tenant: &str,
+        name: &str,
+        token_hash: &str,
+    ) -> Result<TokenRecord, StoreError> {
+        check_tenant_name(tenant)?;
+        let mut state = self.state()?;
+        if state.tokens.iter().any(|(hash, _)| hash == token_hash) {
+            return Err(StoreError::Query("the token hash exists".to_owned()));
+        }
+        state.tenants.insert(tenant.to_owned());
+        let record = TokenRecord {
+            id: i64::try_from(state.tokens.len()).unwrap_or(i64::MAX - 1) + 1,
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            created_at_ms: now_ms(),
+            last_used_at_ms: None,
+            revoked_at_ms: None,
+        };
+        state.tokens.push((token_hash.to_owned(), record.clone()));
+        Ok(record)
+    }
+
+    async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        let Some((_, record)) = state
+            .tokens
+            .iter_mut()
+            .find(|(hash, record)| hash == token_hash && record.revoked_at_ms.is_none())
+        else {
+            return Ok(None);
+        };
+        if last_use_is_stale(record.last_used_at_ms, now) {
+            record.last_used_at_ms = Some(now);
+        }
+        Ok(Some(record.tenant.clone()))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        Ok(self
+            .state()?
+            .tokens
+            .iter()
+            .filter(|(_, record)| self.ours(&record.tenant))
+            .map(|(_, record)| record.clone())
+            .collect())
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        let (_, record) = state
+            .tokens
+            .iter_mut()
+            .find(|(_, record)| self.ours(&record.tenant) && record.id == id)
+            .ok_or(StoreError::NoSuchToken(id))?;
+        record.revoked_at_ms.get_or_insert(now);
+        Ok(())
     }
 }
 

@@ -15,6 +15,8 @@ mod rows;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod token_sql;
+mod tokens;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +27,7 @@ pub use memory::MemoryStore;
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
     LogCursor, LogLineRecord, LogPage, LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord,
-    RunRef, RunState, StoreError,
+    RunRef, RunState, StoreError, TokenRecord,
 };
 pub use open::{StoreLocation, open_store};
 #[cfg(feature = "postgres")]
@@ -36,6 +38,7 @@ pub use recorder::{
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
+pub use tokens::{TOKEN_PREFIX, check_tenant_name, hash_token, new_token};
 
 /// Milliseconds since the Unix epoch, by this machine's clock.
 pub(crate) fn now_ms() -> i64 {

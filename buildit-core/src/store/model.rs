@@ -63,6 +63,17 @@ pub enum StoreError {
         /// The pipelines that have it.
         pipelines: Vec<String>,
     },
+    /// A token id this tenant does not have.
+    #[error("no token {0}")]
+    #[diagnostic(
+        code(buildit::store::no_such_token),
+        help("`buildit tokens list` shows the tokens and their ids")
+    )]
+    NoSuchToken(i64),
+    /// A tenant name that is not 1 to 64 characters of `a-z`, `0-9`, `-` and `_`.
+    #[error("invalid tenant name `{0}`: a tenant is 1 to 64 characters of a-z, 0-9, `-` and `_`")]
+    #[diagnostic(code(buildit::store::invalid_tenant))]
+    InvalidTenant(String),
     /// The store URL is not one BuildIt knows.
     #[error("unsupported store `{0}`")]
     #[diagnostic(
@@ -233,6 +244,23 @@ pub struct AttemptRecord {
     pub finished_at_ms: Option<i64>,
     /// Wall time.
     pub duration_ms: Option<u64>,
+}
+
+/// One API token, as the store keeps it: never the token, nor its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// Its id (what `revoke_token` takes).
+    pub id: i64,
+    /// The tenant it gives access to.
+    pub tenant: String,
+    /// Its label.
+    pub name: String,
+    /// When it was created (ms since the Unix epoch).
+    pub created_at_ms: i64,
+    /// When it was last presented (to the minute: the store updates it at most once a minute).
+    pub last_used_at_ms: Option<i64>,
+    /// When it was revoked; a revoked token is refused.
+    pub revoked_at_ms: Option<i64>,
 }
 
 /// Which runs to list.

@@ -11,11 +11,13 @@ use super::api::Store;
 use super::batch::RecordBatch;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
-    NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, millis,
+    NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, TokenRecord, millis,
 };
 use super::open::redact;
 use super::rows;
 use super::sql::Shared;
+use super::token_sql::TokenSql;
+use super::tokens::check_tenant_name;
 use super::{interrupted_reason, now_ms, pick_run};
 use crate::events::RunEvent;
 
@@ -341,6 +343,46 @@ impl Store for PostgresStore {
 
     async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError> {
         Shared::<Postgres>::job(&mut *self.connection().await?, &self.tenant, id).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<String>, StoreError> {
+        TokenSql::<Postgres>::tenants(&mut *self.connection().await?).await
+    }
+
+    async fn create_token(
+        &self,
+        tenant: &str,
+        name: &str,
+        token_hash: &str,
+    ) -> Result<TokenRecord, StoreError> {
+        check_tenant_name(tenant)?;
+        let mut tx = self.begin().await?;
+        let record =
+            TokenSql::<Postgres>::insert(&mut tx, tenant, name, token_hash, now_ms()).await?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(record)
+    }
+
+    async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        let mut connection = self.connection().await?;
+        let found = TokenSql::<Postgres>::lookup(&mut connection, token_hash, now).await?;
+        let Some((id, tenant, stale)) = found else {
+            return Ok(None);
+        };
+        if stale {
+            TokenSql::<Postgres>::touch(&mut connection, id, now).await?;
+        }
+        Ok(Some(tenant))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        TokenSql::<Postgres>::list(&mut *self.connection().await?, &self.tenant).await
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<(), StoreError> {
+        TokenSql::<Postgres>::revoke(&mut *self.connection().await?, &self.tenant, id, now_ms())
+            .await
     }
 
     async fn close(&self) {

@@ -149,3 +149,18 @@ where
         lease_until_ms: row.int("lease_until_ms")?,
     })
 }
+
+/// Columns: id, tenant_id, name, created_at_ms, last_used_at_ms, revoked_at_ms (never the hash).
+pub(crate) fn token_record<R: StoreRow>(row: &R) -> Result<super::model::TokenRecord, sqlx::Error>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(super::model::TokenRecord {
+        id: row.int("id")?,
+        tenant: row.text("tenant_id")?,
+        name: row.text("name")?,
+        created_at_ms: row.int("created_at_ms")?,
+        last_used_at_ms: row.opt_int("last_used_at_ms")?,
+        revoked_at_ms: row.opt_int("revoked_at_ms")?,
+    })
+}

@@ -15,10 +15,12 @@ use super::api::Store;
 use super::batch::RecordBatch;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
-    NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, millis,
+    NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, TokenRecord, millis,
 };
 use super::rows;
 use super::sql::Shared;
+use super::token_sql::TokenSql;
+use super::tokens::check_tenant_name;
 use super::{interrupted_reason, now_ms, pick_run};
 use crate::events::RunEvent;
 
@@ -438,6 +440,44 @@ impl Store for SqliteStore {
 
     async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError> {
         Shared::<Sqlite>::job(&mut *self.reader().await?, &self.tenant, id).await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<String>, StoreError> {
+        TokenSql::<Sqlite>::tenants(&mut *self.reader().await?).await
+    }
+
+    async fn create_token(
+        &self,
+        tenant: &str,
+        name: &str,
+        token_hash: &str,
+    ) -> Result<TokenRecord, StoreError> {
+        check_tenant_name(tenant)?;
+        let mut tx = self.immediate().await?;
+        let record = TokenSql::<Sqlite>::insert(&mut tx, tenant, name, token_hash, now_ms()).await?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(record)
+    }
+
+    async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        // A read on the readers; the writer only when the last use is due to be written.
+        let found = TokenSql::<Sqlite>::lookup(&mut *self.reader().await?, token_hash, now).await?;
+        let Some((id, tenant, stale)) = found else {
+            return Ok(None);
+        };
+        if stale {
+            TokenSql::<Sqlite>::touch(&mut *self.writer().await?, id, now).await?;
+        }
+        Ok(Some(tenant))
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        TokenSql::<Sqlite>::list(&mut *self.reader().await?, &self.tenant).await
+    }
+
+    async fn revoke_token(&self, id: i64) -> Result<(), StoreError> {
+        TokenSql::<Sqlite>::revoke(&mut *self.writer().await?, &self.tenant, id, now_ms()).await
     }
 
     async fn close(&self) {
