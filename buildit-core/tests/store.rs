@@ -13,7 +13,7 @@ use buildit_core::events::{
 use buildit_core::store::{
     AttemptEnd, AttemptStart, AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore,
     NewJob, NewRun, PostgresStore, RecordBatch, RunFilter, RunOwner, RunRef, RunState, SqliteStore,
-    Store, StoreError, record_run,
+    Store, StoreError, hash_token, new_token, record_run,
 };
 use sqlx::Connection as _;
 
@@ -172,6 +172,7 @@ contract!(
     lost_jobs_fail_after_max_attempts,
     many_claimers_never_share_a_job,
     stored_events_read_back_from_any_point,
+    tokens_give_their_tenant_and_are_stored_only_as_hashes,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -1157,4 +1158,212 @@ async fn a_sqlite_store_with_a_failed_migration_is_not_taken_for_up_to_date() {
     )
     .await;
     assert!(message.contains("partially applied"), "{message}");
+}
+
+/// Everything the backend's database holds, as text: every row of every table (the memory store: its state).
+async fn everything_stored(backend: &Backend) -> String {
+    use sqlx::Row as _;
+    let mut dump = String::new();
+    match &backend.reopen {
+        Reopen::Memory(store) => dump = format!("{store:?}"),
+        Reopen::Sqlite(path) => {
+            let url = format!("sqlite://{}", path.display());
+            let mut connection = ok(sqlx::SqliteConnection::connect(&url)
+                .await
+                .map_err(|error| StoreError::Query(error.to_string())));
+            let tables: Vec<String> = ok(sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table'",
+            )
+            .fetch_all(&mut connection)
+            .await
+            .map_err(|error| StoreError::Query(error.to_string())));
+            assert!(
+                tables.iter().any(|table| table == "api_tokens"),
+                "{tables:?}"
+            );
+            for table in tables {
+                let rows = ok(sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT * FROM \"{table}\""
+                )))
+                .fetch_all(&mut connection)
+                .await
+                .map_err(|error| StoreError::Query(error.to_string())));
+                for row in rows {
+                    for index in 0..row.len() {
+                        let cell = row
+                            .try_get::<String, _>(index)
+                            .or_else(|_| row.try_get::<i64, _>(index).map(|n| n.to_string()))
+                            .or_else(|_| {
+                                row.try_get::<Vec<u8>, _>(index)
+                                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                            })
+                            .unwrap_or_default();
+                        dump.push_str(&cell);
+                        dump.push('\t');
+                    }
+                    dump.push('\n');
+                }
+            }
+            let _ = connection.close().await;
+            // And the files themselves, the write-ahead log included.
+            for suffix in ["", "-wal", "-shm"] {
+                let mut file = path.as_os_str().to_owned();
+                file.push(suffix);
+                if let Ok(bytes) = std::fs::read(&file) {
+                    dump.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+        }
+        Reopen::Postgres(url) => {
+            let mut connection = ok(sqlx::PgConnection::connect(url)
+                .await
+                .map_err(|error| StoreError::Query(error.to_string())));
+            let tables: Vec<String> = ok(sqlx::query_scalar(
+                "SELECT table_name::TEXT FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+            )
+            .fetch_all(&mut connection)
+            .await
+            .map_err(|error| StoreError::Query(error.to_string())));
+            assert!(
+                tables.iter().any(|table| table == "api_tokens"),
+                "{tables:?}"
+            );
+            for table in tables {
+                let rows: Vec<String> = ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT t::TEXT FROM \"{table}\" AS t"
+                )))
+                .fetch_all(&mut connection)
+                .await
+                .map_err(|error| StoreError::Query(error.to_string())));
+                for row in rows {
+                    dump.push_str(&row);
+                    dump.push('\n');
+                }
+            }
+            let _ = connection.close().await;
+        }
+    }
+    dump
+}
+
+async fn tokens_give_their_tenant_and_are_stored_only_as_hashes(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let acme_token = new_token();
+    let globex_token = new_token();
+    // Creating a token creates its tenant, whatever the handle's tenant.
+    let acme = ok(store
+        .create_token("acme", "deploy bot", &hash_token(&acme_token))
+        .await);
+    assert_eq!(
+        (
+            acme.tenant.as_str(),
+            acme.name.as_str(),
+            acme.last_used_at_ms,
+            acme.revoked_at_ms
+        ),
+        ("acme", "deploy bot", None, None)
+    );
+    let globex = ok(store
+        .for_tenant("acme")
+        .create_token("globex", "ci", &hash_token(&globex_token))
+        .await);
+    assert_ne!(acme.id, globex.id);
+    assert!(ok(store.list_tenants().await).contains(&"globex".to_owned()));
+    // The same hash twice is refused.
+    assert!(
+        store
+            .create_token("acme", "again", &hash_token(&acme_token))
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        store
+            .create_token("Not Valid", "x", &hash_token(&new_token()))
+            .await,
+        Err(StoreError::InvalidTenant(_))
+    ));
+
+    // Lookups work from any tenant's handle, and from another process's.
+    let other = backend.reopen().await;
+    for handle in [
+        Arc::clone(&store),
+        store.for_tenant("globex"),
+        other.for_tenant("nobody"),
+    ] {
+        assert_eq!(
+            ok(handle.tenant_of_token(&hash_token(&acme_token)).await).as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            ok(handle.tenant_of_token(&hash_token(&globex_token)).await).as_deref(),
+            Some("globex")
+        );
+        assert_eq!(
+            ok(handle.tenant_of_token(&hash_token("bit_unknown")).await),
+            None
+        );
+        // The token itself is not its hash.
+        assert_eq!(ok(handle.tenant_of_token(&acme_token).await), None);
+    }
+
+    // Each tenant lists only its own; the first use is recorded, later ones within the minute are not.
+    let acme_store = store.for_tenant("acme");
+    let listed = ok(acme_store.list_tokens().await);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let used = listed[0].last_used_at_ms;
+    assert!(
+        used.is_some_and(|at| at >= acme.created_at_ms),
+        "{listed:?}"
+    );
+    assert_eq!(
+        ok(acme_store.tenant_of_token(&hash_token(&acme_token)).await).as_deref(),
+        Some("acme")
+    );
+    assert_eq!(ok(acme_store.list_tokens().await)[0].last_used_at_ms, used);
+    assert!(ok(store.list_tokens().await).is_empty());
+
+    // Another tenant cannot revoke it, and unknown ids are an error.
+    assert!(matches!(
+        store.for_tenant("globex").revoke_token(acme.id).await,
+        Err(StoreError::NoSuchToken(id)) if id == acme.id
+    ));
+    assert!(matches!(
+        acme_store.revoke_token(globex.id + acme.id + 100).await,
+        Err(StoreError::NoSuchToken(_))
+    ));
+    assert!(ok(store.tenant_of_token(&hash_token(&acme_token)).await).is_some());
+    ok(acme_store.revoke_token(acme.id).await);
+    let revoked_at = ok(acme_store.list_tokens().await)[0].revoked_at_ms;
+    assert!(revoked_at.is_some());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Revoking again keeps the first time.
+    ok(acme_store.revoke_token(acme.id).await);
+    assert_eq!(
+        ok(acme_store.list_tokens().await)[0].revoked_at_ms,
+        revoked_at
+    );
+    assert_eq!(
+        ok(other.tenant_of_token(&hash_token(&acme_token)).await),
+        None
+    );
+    assert_eq!(
+        ok(other.tenant_of_token(&hash_token(&globex_token)).await).as_deref(),
+        Some("globex")
+    );
+
+    // The store holds the hashes, never the tokens.
+    let dump = everything_stored(&backend).await;
+    assert!(
+        dump.contains(&hash_token(&acme_token)),
+        "the dump misses the table"
+    );
+    assert!(dump.contains(&hash_token(&globex_token)));
+    for token in [&acme_token, &globex_token] {
+        assert!(!dump.contains(token.as_str()), "a token is stored as it is");
+        assert!(
+            !dump.contains(&token["bit_".len()..]),
+            "a token is stored without its prefix"
+        );
+    }
 }

@@ -454,7 +454,8 @@ impl Store for SqliteStore {
     ) -> Result<TokenRecord, StoreError> {
         check_tenant_name(tenant)?;
         let mut tx = self.immediate().await?;
-        let record = TokenSql::<Sqlite>::insert(&mut tx, tenant, name, token_hash, now_ms()).await?;
+        let record =
+            TokenSql::<Sqlite>::insert(&mut tx, tenant, name, token_hash, now_ms()).await?;
         tx.commit().await.map_err(query_error)?;
         Ok(record)
     }

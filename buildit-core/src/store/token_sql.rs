@@ -24,7 +24,9 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
 {
     /// Every tenant's name, sorted.
-    pub(crate) async fn tenants(connection: &mut DB::Connection) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn tenants(
+        connection: &mut DB::Connection,
+    ) -> Result<Vec<String>, StoreError> {
         let mut query = QueryBuilder::<DB>::new("SELECT id FROM tenants ORDER BY id");
         query
             .build()
@@ -152,8 +154,9 @@ where
         id: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut query =
-            QueryBuilder::<DB>::new("UPDATE api_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, ");
+        let mut query = QueryBuilder::<DB>::new(
+            "UPDATE api_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, ",
+        );
         query.push_bind(now);
         query.push(") WHERE tenant_id = ");
         query.push_bind(tenant.to_owned());

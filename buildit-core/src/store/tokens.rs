@@ -87,7 +87,10 @@ mod tests {
                     .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_'),
                 "{token}"
             );
-            assert_eq!(URL_SAFE_NO_PAD.decode(body).map(|raw| raw.len()).ok(), Some(32));
+            assert_eq!(
+                URL_SAFE_NO_PAD.decode(body).map(|raw| raw.len()).ok(),
+                Some(32)
+            );
         }
     }
 
