@@ -25,6 +25,53 @@ pub(crate) enum Command {
     Runs(RunsCommand),
     /// Remove the containers that killed runs left behind (never those of live runs, nor anyone else's).
     Gc(GcArgs),
+    /// Create, list and revoke the API tokens clients of the daemon present (one tenant each).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+}
+
+/// Options every `tokens` command takes.
+#[derive(Debug, Args)]
+pub(crate) struct TokensCommon {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// The workspace (or daemon data directory's parent) whose default store (`.buildit/buildit.db`) to use
+    /// (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) workspace: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Create a token for a tenant (created if missing) and print it, once: the store keeps only its hash.
+    Create {
+        /// The tenant the token gives access to: 1 to 64 characters of a-z, 0-9, `-` and `_`.
+        #[arg(long, value_name = "NAME")]
+        tenant: String,
+        /// A label, to tell tokens apart in `tokens list`.
+        #[arg(long, value_name = "LABEL", default_value = "")]
+        name: String,
+        #[command(flatten)]
+        common: TokensCommon,
+    },
+    /// The tokens (never a token or its hash): id, tenant, label, creation, last use, revocation.
+    List {
+        /// Only this tenant's tokens.
+        #[arg(long, value_name = "NAME")]
+        tenant: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = HistoryOutput::Text)]
+        format: HistoryOutput,
+        #[command(flatten)]
+        common: TokensCommon,
+    },
+    /// Revoke a token by its id (from `tokens list`): it is refused from then on.
+    Revoke {
+        /// The token's id.
+        id: i64,
+        #[command(flatten)]
+        common: TokensCommon,
+    },
 }
 
 #[derive(Debug, Args)]

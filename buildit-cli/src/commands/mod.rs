@@ -8,6 +8,7 @@ mod run;
 mod runs;
 mod show_command;
 mod store;
+mod tokens;
 mod validate;
 
 use clap::Parser;
@@ -35,6 +36,7 @@ pub(crate) fn main_impl() -> Exit {
         Command::Run(args) => run::run(&args),
         Command::Runs(command) => runs::run(&command),
         Command::Gc(args) => gc::run(&args),
+        Command::Tokens(command) => tokens::run(&command),
     }
 }
 

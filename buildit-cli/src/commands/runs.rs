@@ -312,13 +312,13 @@ async fn events(
     Ok(Exit::Success)
 }
 
-fn print(text: &str) {
+pub(super) fn print(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
 }
 
-fn json<T: Serialize>(value: &T) -> String {
+pub(super) fn json<T: Serialize>(value: &T) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
     text
@@ -332,7 +332,7 @@ fn duration(ms: Option<u64>) -> String {
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
+pub(super) fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let mut widths = [0usize; N];
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -359,7 +359,7 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 }
 
 /// `2026-11-27 18:20:01Z` from ms since the Unix epoch (UTC, so the output does not depend on the machine).
-fn timestamp(ms: i64) -> String {
+pub(super) fn timestamp(ms: i64) -> String {
     let seconds = ms.div_euclid(1000);
     let (days, day_seconds) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
