@@ -28,6 +28,26 @@ pub(crate) enum Command {
     /// Create, list and revoke the API tokens clients of the daemon present (one tenant each).
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Serve the gRPC API: runs triggered remotely are queued, run by in-process workers, and streamed.
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DaemonArgs {
+    /// Where to listen.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7777")]
+    pub(crate) listen: String,
+    /// Where the daemon keeps its store (unless the system configuration names one) and its runs' workspaces.
+    #[arg(long, value_name = "DIR", default_value = ".buildit")]
+    pub(crate) data_dir: PathBuf,
+    /// Runs at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub(crate) workers: u32,
+    /// How long running runs may go on after SIGTERM before they are cancelled (`30s`, `5m`).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub(crate) drain: String,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
 }
 
 /// Options every `tokens` command takes.

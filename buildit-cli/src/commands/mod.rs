@@ -1,5 +1,6 @@
 //! Dispatch from the parsed command line to the core library.
 
+mod daemon;
 mod gc;
 mod load;
 mod plan;
@@ -37,6 +38,7 @@ pub(crate) fn main_impl() -> Exit {
         Command::Runs(command) => runs::run(&command),
         Command::Gc(args) => gc::run(&args),
         Command::Tokens(command) => tokens::run(&command),
+        Command::Daemon(args) => daemon::run(&args),
     }
 }
 

@@ -1,0 +1,107 @@
+//! `buildit daemon`: serve the gRPC API until SIGTERM or Ctrl-C (a second one exits at once).
+
+use std::path::PathBuf;
+
+use buildit_core::store::{StoreLocation, open_store};
+use buildit_grpc::{Daemon, DaemonConfig};
+use tokio_util::sync::CancellationToken;
+
+use super::load::load_system_config;
+use crate::cli::DaemonArgs;
+use crate::exit::Exit;
+use crate::report::error_line;
+
+pub(crate) fn run(args: &DaemonArgs) -> Exit {
+    let drain = match buildit_core::config::parse_duration(&args.drain) {
+        Ok(drain) => drain,
+        Err(problem) => {
+            error_line(&format!("--drain: {problem}"), Some("write `30s`, `5m`"));
+            return Exit::Usage;
+        }
+    };
+    if let Err(error) = std::fs::create_dir_all(&args.data_dir) {
+        error_line(
+            &format!("cannot create `{}`: {error}", args.data_dir.display()),
+            None,
+        );
+        return Exit::Infrastructure;
+    }
+    let data_dir = args
+        .data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| args.data_dir.clone());
+    let workspace = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let system = match load_system_config(args.store.system.as_deref(), &workspace, None) {
+        Ok(system) => system,
+        Err(exit) => return exit,
+    };
+    // Without a configuration that names a store, the daemon's own SQLite store in its data directory.
+    let location = match (&args.store.database_url, &system.file) {
+        (None, None) => StoreLocation::Sqlite(data_dir.join("buildit.db")),
+        _ => match super::store::locate(&args.store, &system) {
+            Ok(location) => location,
+            Err(exit) => return exit,
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return super::runtime_error(&error),
+    };
+    runtime.block_on(async {
+        let store = match open_store(&location).await {
+            Ok(store) => store,
+            Err(error) => {
+                error_line(&error.to_string(), None);
+                return Exit::Infrastructure;
+            }
+        };
+        let daemon = match Daemon::bind(DaemonConfig {
+            listen: args.listen.clone(),
+            data_dir,
+            workers: args.workers.max(1) as usize,
+            drain,
+            store,
+            system,
+        })
+        .await
+        {
+            Ok(daemon) => daemon,
+            Err(error) => {
+                error_line(&error.to_string(), None);
+                return Exit::Infrastructure;
+            }
+        };
+        if let Some(address) = daemon.local_addr() {
+            eprintln!("buildit daemon listening on {address}");
+        }
+        let stop = CancellationToken::new();
+        let signals = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let Ok(mut stops) = crate::signals::StopSignals::new() else {
+                    return;
+                };
+                stops.next().await;
+                eprintln!(
+                    "stopping: no new runs; running runs get the drain window (again to exit now)"
+                );
+                stop.cancel();
+                stops.next().await;
+                eprintln!("exiting now");
+                std::process::exit(i32::from(Exit::Interrupted.code()));
+            })
+        };
+        let served = daemon.serve(stop).await;
+        signals.abort();
+        match served {
+            Ok(()) => Exit::Success,
+            Err(error) => {
+                error_line(&error.to_string(), None);
+                Exit::Infrastructure
+            }
+        }
+    })
+}

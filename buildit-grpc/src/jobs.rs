@@ -1,0 +1,192 @@
+//! The runs queue: what a trigger puts in the store's job queue, and the in-process workers that claim those
+//! jobs with leases and run them through the core's `Runner`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use buildit_core::config::EventKind;
+use buildit_core::exec::RunOptions;
+use buildit_core::owner::RunOwner;
+use buildit_core::runner::{RunSetup, Runner, check_against_system, connect_executor, plan_for};
+use buildit_core::store::{ClaimedJob, Store};
+use buildit_core::system::SystemConfig;
+use buildit_core::{Plan, RunContext, parse_pipeline};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::{Phase, Registry};
+
+/// The queue runs wait in.
+pub(crate) const RUNS_QUEUE: &str = "runs";
+/// How long a claim holds a job without a heartbeat.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often a running job's lease is extended.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long an idle worker waits before it looks at the queues again.
+const IDLE: Duration = Duration::from_millis(100);
+
+/// A queued run, as the job's payload (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RunJob {
+    pub(crate) run_id: String,
+    pub(crate) pipeline: String,
+    pub(crate) file_name: String,
+    pub(crate) branch: Option<String>,
+    pub(crate) sha: Option<String>,
+    pub(crate) tag: Option<String>,
+    pub(crate) event: Option<String>,
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) stages: Vec<String>,
+}
+
+impl RunJob {
+    /// The run context the job asks for.
+    pub(crate) fn context(&self) -> Result<RunContext, String> {
+        let mut context = RunContext::new();
+        context.branch.clone_from(&self.branch);
+        context.sha.clone_from(&self.sha);
+        context.tag.clone_from(&self.tag);
+        context.event = Some(match &self.event {
+            Some(event) => event
+                .parse::<EventKind>()
+                .map_err(|_| format!("unknown event `{event}`"))?,
+            None => EventKind::Manual,
+        });
+        context.env = self.env.clone();
+        context.selected = self.stages.clone();
+        Ok(context)
+    }
+
+    /// The plan the job runs: parsed, checked against the daemon's system configuration and planned (the
+    /// trigger did the same, so a failure here is the configuration having changed in between).
+    pub(crate) fn plan(&self, system: &SystemConfig) -> Result<Plan, String> {
+        let pipeline =
+            parse_pipeline(&self.pipeline, &self.file_name).map_err(|error| error.to_string())?;
+        check_against_system(&pipeline, system).map_err(|error| error.to_string())?;
+        plan_for(pipeline, system, self.context()?).map_err(|error| error.to_string())
+    }
+}
+
+/// What every worker shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Workers {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) system: Arc<SystemConfig>,
+    pub(crate) registry: Arc<Registry>,
+    /// Where runs get their workspaces (`runs/<id>`).
+    pub(crate) data_dir: PathBuf,
+    /// Stops claiming (a drain); running runs go on.
+    pub(crate) stop_claiming: CancellationToken,
+}
+
+impl Workers {
+    /// One worker: claims a job from the queue of every tenant with runs here, runs it, and goes on until told
+    /// to stop claiming.
+    pub(crate) async fn work(self, worker: String) {
+        loop {
+            if self.stop_claiming.is_cancelled() {
+                return;
+            }
+            let mut claimed = None;
+            for tenant in self.registry.tenants() {
+                let store = self.store.for_tenant(&tenant);
+                if let Ok(Some(job)) = store.claim(RUNS_QUEUE, &worker, LEASE).await {
+                    claimed = Some((tenant, store, job));
+                    break;
+                }
+            }
+            match claimed {
+                Some((tenant, store, job)) => self.run(&tenant, store, job).await,
+                None => {
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE) => {}
+                        () = self.stop_claiming.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one claimed job to its end, extending its lease while it runs.
+    async fn run(&self, tenant: &str, store: Arc<dyn Store>, claimed: ClaimedJob) {
+        let job: RunJob = match serde_json::from_str(&claimed.payload) {
+            Ok(job) => job,
+            Err(error) => {
+                let _ = store
+                    .fail(&claimed.lease, &format!("unreadable job: {error}"))
+                    .await;
+                return;
+            }
+        };
+        let cancel = self
+            .registry
+            .cancel_token(tenant, &job.run_id)
+            .unwrap_or_default();
+        if cancel.is_cancelled() {
+            // Cancelled while it waited: it never starts.
+            self.registry.set(tenant, &job.run_id, Phase::Ended);
+            let _ = store.complete(&claimed.lease).await;
+            return;
+        }
+        let heartbeat = {
+            let store = Arc::clone(&store);
+            let lease = claimed.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(HEARTBEAT).await;
+                    if store.heartbeat(&lease, LEASE).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        let outcome = self.execute(tenant, &store, &job, cancel).await;
+        heartbeat.abort();
+        self.registry.set(tenant, &job.run_id, Phase::Ended);
+        let _ = match outcome {
+            Ok(()) => store.complete(&claimed.lease).await,
+            Err(error) => store.fail(&claimed.lease, &error).await,
+        };
+    }
+
+    /// Plans the job and runs it in a workspace of its own, removed afterwards.
+    async fn execute(
+        &self,
+        tenant: &str,
+        store: &Arc<dyn Store>,
+        job: &RunJob,
+        cancel: CancellationToken,
+    ) -> Result<(), String> {
+        let plan = job.plan(&self.system)?;
+        let workspace = self.data_dir.join("runs").join(&job.run_id);
+        std::fs::create_dir_all(&workspace)
+            .map_err(|error| format!("cannot create the run's workspace: {error}"))?;
+        let setup = RunSetup::from_system(&plan, &self.system, &workspace, |_| None, Vec::new())
+            .map_err(|error| error.to_string())?;
+        let (executor, _swept) = connect_executor(&plan, &self.system, |options| options)
+            .await
+            .map_err(|error| error.to_string())?;
+        let runner = Runner::new(job.run_id.clone(), plan, executor, Arc::clone(store))
+            .workspace(&workspace)
+            .options(RunOptions::default())
+            .setup(setup)
+            .cancel_token(cancel)
+            .owner(RunOwner::this_process());
+        let result = async {
+            let handle = runner.start().await.map_err(|error| error.to_string())?;
+            self.registry
+                .set(tenant, &job.run_id, Phase::Running(handle.joiner()));
+            let mut executed = handle.wait().await.map_err(|error| error.to_string())?;
+            executed
+                .recorded()
+                .await
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        }
+        .await;
+        let _ = tokio::fs::remove_dir_all(&workspace).await;
+        result
+    }
+}

@@ -1,0 +1,22 @@
+//! BuildIt's daemon: a gRPC server that queues runs, executes them through the core's `Runner`, and streams
+//! their events; and the generated client.
+
+mod convert;
+mod jobs;
+mod registry;
+mod server;
+mod service;
+
+pub mod proto {
+    //! The generated `buildit.v1` messages, server and client.
+    #![expect(clippy::allow_attributes, reason = "generated code allows what it needs")]
+    tonic::include_proto!("buildit.v1");
+
+    /// The descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("buildit_descriptor");
+}
+
+pub use convert::{diagnostics_of, event_from_wire};
+pub use server::{Daemon, DaemonConfig, DaemonError};
+pub use service::BuildItService;

@@ -1,0 +1,159 @@
+//! The daemon: the gRPC server (the BuildIt service, health, reflection) on one listener, and the in-process
+//! workers; stopped by a token, draining first.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use buildit_core::store::Store;
+use buildit_core::system::SystemConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::jobs::Workers;
+use crate::proto::build_it_server::BuildItServer;
+use crate::registry::Registry;
+use crate::service::BuildItService;
+
+/// Why the daemon could not serve.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    #[diagnostic(code(buildit::daemon::listen))]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reflection could not be set up from the descriptors.
+    #[error("cannot serve reflection: {0}")]
+    #[diagnostic(code(buildit::daemon::reflection))]
+    Reflection(String),
+    /// The server failed.
+    #[error("the server failed: {0}")]
+    #[diagnostic(code(buildit::daemon::serve))]
+    Serve(String),
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Where runs get their workspaces.
+    pub data_dir: PathBuf,
+    /// In-process workers (runs at once).
+    pub workers: usize,
+    /// How long running runs may go on after a stop before they are cancelled.
+    pub drain: Duration,
+    /// The store: runs, events, the job queue, tokens.
+    pub store: Arc<dyn Store>,
+    /// The system configuration runs are checked against and run with.
+    pub system: SystemConfig,
+}
+
+/// A daemon bound to its address, not serving yet.
+#[derive(Debug)]
+pub struct Daemon {
+    config: DaemonConfig,
+    listener: tokio::net::TcpListener,
+}
+
+impl Daemon {
+    /// Binds the listen address.
+    pub async fn bind(config: DaemonConfig) -> Result<Self, DaemonError> {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                address: config.listen.clone(),
+                source,
+            })?;
+        Ok(Self { config, listener })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `stop` is cancelled. Then health turns `NOT_SERVING`, workers claim nothing new, open
+    /// streams end with UNAVAILABLE (and the sequence number to resume from), running runs get the drain window
+    /// and are then cancelled, and this returns.
+    pub async fn serve(self, stop: CancellationToken) -> Result<(), DaemonError> {
+        let Self { config, listener } = self;
+        let registry = Arc::new(Registry::default());
+        let system = Arc::new(config.system);
+        let streams = CancellationToken::new();
+        let service = BuildItService {
+            store: Arc::clone(&config.store),
+            system: Arc::clone(&system),
+            registry: Arc::clone(&registry),
+            shutdown: streams.clone(),
+        };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<BuildItServer<BuildItService>>().await;
+        let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+            builder
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1()
+            .map_err(|error| DaemonError::Reflection(error.to_string()))?;
+        let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1alpha()
+            .map_err(|error| DaemonError::Reflection(error.to_string()))?;
+        let stop_claiming = CancellationToken::new();
+        let workers = Workers {
+            store: Arc::clone(&config.store),
+            system,
+            registry: Arc::clone(&registry),
+            data_dir: config.data_dir.clone(),
+            stop_claiming: stop_claiming.clone(),
+        };
+        let mut running = tokio::task::JoinSet::new();
+        for index in 0..config.workers.max(1) {
+            let worker = format!("{}-{index}", std::process::id());
+            running.spawn(workers.clone().work(worker));
+        }
+        let server_stop = CancellationToken::new();
+        let server = {
+            let server_stop = server_stop.clone();
+            tonic::transport::Server::builder()
+                .add_service(health_service)
+                .add_service(reflection_v1)
+                .add_service(reflection_v1alpha)
+                .add_service(BuildItServer::new(service))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    async move { server_stop.cancelled().await },
+                )
+        };
+        let drain = config.drain;
+        let stopping = async {
+            stop.cancelled().await;
+            health
+                .set_not_serving::<BuildItServer<BuildItService>>()
+                .await;
+            stop_claiming.cancel();
+            // Streams end themselves: the server waits for every open connection before it returns.
+            streams.cancel();
+            server_stop.cancel();
+            // Running runs get the drain window, then are cancelled (and recorded as such).
+            if tokio::time::timeout(drain, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await
+            .is_err()
+            {
+                registry.cancel_all();
+                while running.join_next().await.is_some() {}
+            }
+        };
+        let (served, ()) = tokio::join!(server, stopping);
+        served.map_err(|error| DaemonError::Serve(error.to_string()))
+    }
+}

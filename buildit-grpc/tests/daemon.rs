@@ -1,0 +1,447 @@
+//! The daemon for real: a server on loopback with a SQLite store, a real client, real runs of host stages.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails loudly when its daemon or client cannot be set up"
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use buildit_core::events::{RunEvent, RunEventKind, RunOutcome, RunView};
+use buildit_core::store::{SqliteStore, Store, hash_token, new_token};
+use buildit_core::system::SystemConfig;
+use buildit_grpc::proto::build_it_client::BuildItClient;
+use buildit_grpc::proto::{self, watch_run_response::Item};
+use buildit_grpc::{Daemon, DaemonConfig, diagnostics_of, event_from_wire};
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A daemon serving on a free loopback port, its tokens, and what stops it.
+struct Running {
+    address: String,
+    token: String,
+    other_tenant: String,
+    stop: CancellationToken,
+    served: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn daemon() -> Running {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("buildit.db"))
+            .await
+            .expect("store"),
+    );
+    let token = new_token();
+    store
+        .create_token("acme", "test", &hash_token(&token))
+        .await
+        .expect("token");
+    let other_tenant = new_token();
+    store
+        .create_token("other", "test", &hash_token(&other_tenant))
+        .await
+        .expect("token");
+    let daemon = Daemon::bind(DaemonConfig {
+        listen: "127.0.0.1:0".to_owned(),
+        data_dir: dir.path().to_path_buf(),
+        workers: 2,
+        drain: Duration::from_secs(2),
+        store,
+        system: SystemConfig::defaults(dir.path()),
+    })
+    .await
+    .expect("bind");
+    let address = format!("http://{}", daemon.local_addr().expect("address"));
+    let stop = CancellationToken::new();
+    let served = {
+        let stop = stop.clone();
+        tokio::spawn(async move { daemon.serve(stop).await.expect("serve") })
+    };
+    Running {
+        address,
+        token,
+        other_tenant,
+        stop,
+        served,
+        _dir: dir,
+    }
+}
+
+async fn client(running: &Running) -> BuildItClient<Channel> {
+    BuildItClient::connect(running.address.clone())
+        .await
+        .expect("connect")
+}
+
+/// `message` with `authorization: Bearer token`.
+fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    request
+}
+
+fn trigger(pipeline: &str) -> proto::TriggerRunRequest {
+    proto::TriggerRunRequest {
+        pipeline: pipeline.to_owned(),
+        branch: "main".to_owned(),
+        ..proto::TriggerRunRequest::default()
+    }
+}
+
+/// Every event of a watch from `after_seq`, until the stream ends; heartbeats are left out.
+async fn watch(
+    client: &mut BuildItClient<Channel>,
+    token: &str,
+    run: &str,
+    after_seq: u64,
+) -> Vec<RunEvent> {
+    let mut stream = client
+        .watch_run(authorized(
+            proto::WatchRunRequest {
+                run: run.to_owned(),
+                after_seq,
+            },
+            token,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await
+        .expect("the stream went silent")
+        .expect("the stream failed")
+    {
+        if let Some(Item::Events(batch)) = message.item {
+            events.extend(
+                batch
+                    .events
+                    .iter()
+                    .map(|event| event_from_wire(run, event).expect("a known event")),
+            );
+        }
+    }
+    events
+}
+
+const PIPELINE: &str = r#"
+pipeline "remote"
+stage "build" { run "echo building {branch}"; run "printf 'not utf-8: \\377\\n'" }
+stage "test" { needs "build"; run "for i in 1 2 3; do echo line $i; done" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_run_streams_every_event_and_can_be_resumed() {
+    let running = daemon().await;
+    let mut client = client(&running).await;
+    let triggered = client
+        .trigger_run(authorized(trigger(PIPELINE), &running.token))
+        .await
+        .expect("trigger")
+        .into_inner();
+    let run = triggered.run.expect("a run");
+    assert!(!triggered.existing);
+    assert_eq!(run.pipeline, "remote");
+    let events = watch(&mut client, &running.token, &run.id, 0).await;
+    let seqs: Vec<u64> = events.iter().map(|event| event.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gapless from 1"
+    );
+    let view = RunView::from_events(&events);
+    let ending = view.ending.as_ref().expect("run-finished came last");
+    assert_eq!(ending.status, RunOutcome::Succeeded);
+    let lines: Vec<&str> = events
+        .iter()
+        .filter_map(|event| match &event.kind {
+            RunEventKind::LogLine { text, .. } if !text.starts_with("$ ") => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "building main",
+            "not utf-8: \u{fffd}",
+            "line 1",
+            "line 2",
+            "line 3"
+        ]
+    );
+    // The record says the same.
+    let got = client
+        .get_run(authorized(
+            proto::GetRunRequest {
+                run: run.id.clone(),
+            },
+            &running.token,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!((got.state.as_str(), got.number), ("succeeded", 1));
+    // Resumed from any point, the rest follows with no gap and no duplicate.
+    for after in [
+        1,
+        seqs.len() as u64 / 2,
+        seqs.len() as u64 - 1,
+        seqs.len() as u64,
+    ] {
+        let rest = watch(&mut client, &running.token, &run.id, after).await;
+        let mut joined: Vec<RunEvent> = events[..after as usize].to_vec();
+        joined.extend(rest);
+        assert!(joined == events, "resumed after {after}");
+    }
+    running.stop.cancel();
+    running.served.await.expect("the daemon stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_tenants_guard_every_call() {
+    let running = daemon().await;
+    let mut client = client(&running).await;
+    let missing = client
+        .get_run(proto::GetRunRequest {
+            run: "x".to_owned(),
+        })
+        .await
+        .expect_err("no token");
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    let wrong = client
+        .trigger_run(authorized(trigger(PIPELINE), "bit_not-a-token"))
+        .await
+        .expect_err("a wrong token");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let run = client
+        .trigger_run(authorized(trigger(PIPELINE), &running.token))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .run
+        .expect("a run");
+    watch(&mut client, &running.token, &run.id, 0).await;
+    // Another tenant's token does not find the run: not forbidden, not found.
+    let other = &running.other_tenant;
+    let get = client
+        .get_run(authorized(
+            proto::GetRunRequest {
+                run: run.id.clone(),
+            },
+            other,
+        ))
+        .await
+        .expect_err("another tenant");
+    assert_eq!(get.code(), Code::NotFound);
+    let cancel = client
+        .cancel_run(authorized(
+            proto::CancelRunRequest {
+                run: run.id.clone(),
+            },
+            other,
+        ))
+        .await
+        .expect_err("another tenant");
+    assert_eq!(cancel.code(), Code::NotFound);
+    let watched = client
+        .watch_run(authorized(
+            proto::WatchRunRequest {
+                run: run.id.clone(),
+                after_seq: 0,
+            },
+            other,
+        ))
+        .await
+        .expect_err("another tenant");
+    assert_eq!(watched.code(), Code::NotFound);
+    let listed = client
+        .list_runs(authorized(proto::ListRunsRequest::default(), other))
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(listed.runs.is_empty(), "{listed:?}");
+    running.stop.cancel();
+    running.served.await.expect("the daemon stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_pipeline_is_refused_with_every_diagnostic() {
+    let running = daemon().await;
+    let mut client = client(&running).await;
+    let refused = client
+        .trigger_run(authorized(
+            trigger("pipeline \"p\"\nstage \"a\" { run \"true\"; needs \"biuld\" }\nstage \"build\" { rnu \"x\" }\n"),
+            &running.token,
+        ))
+        .await
+        .expect_err("an invalid pipeline");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let diagnostics: Vec<(String, u32, u32)> = diagnostics_of(&refused)
+        .into_iter()
+        .map(|diagnostic| (diagnostic.code, diagnostic.line, diagnostic.column))
+        .collect();
+    assert!(diagnostics.len() >= 2, "{diagnostics:?}");
+    assert!(
+        diagnostics
+            .iter()
+            .any(|(code, line, _)| code == "buildit::config::unknown_node" && *line == 3),
+        "{diagnostics:?}"
+    );
+    assert!(
+        diagnostics.iter().any(|(_, line, _)| *line == 2),
+        "{diagnostics:?}"
+    );
+    running.stop.cancel();
+    running.served.await.expect("the daemon stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_gives_the_same_run_and_a_cancel_stops_it() {
+    let running = daemon().await;
+    let mut client = client(&running).await;
+    let request = || proto::TriggerRunRequest {
+        idempotency_key: "push-42".to_owned(),
+        ..trigger("pipeline \"slow\"\nstage \"wait\" { run \"echo waiting\"; run \"sleep 30\" }\n")
+    };
+    let first = client
+        .trigger_run(authorized(request(), &running.token))
+        .await
+        .expect("trigger")
+        .into_inner();
+    let second = client
+        .trigger_run(authorized(request(), &running.token))
+        .await
+        .expect("trigger again")
+        .into_inner();
+    let run = first.run.expect("a run");
+    assert_eq!(second.run.map(|run| run.id), Some(run.id.clone()));
+    assert!(second.existing && !first.existing);
+    // Cancelled once it runs: it ends within a second or two, recorded as cancelled.
+    let started = Instant::now();
+    let watcher = {
+        let mut client = client.clone();
+        let token = running.token.clone();
+        let id = run.id.clone();
+        tokio::spawn(async move { watch(&mut client, &token, &id, 0).await })
+    };
+    loop {
+        let got = client
+            .get_run(authorized(
+                proto::GetRunRequest {
+                    run: run.id.clone(),
+                },
+                &running.token,
+            ))
+            .await
+            .expect("get")
+            .into_inner();
+        if got.state == "running" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancelled_at = Instant::now();
+    client
+        .cancel_run(authorized(
+            proto::CancelRunRequest {
+                run: run.id.clone(),
+            },
+            &running.token,
+        ))
+        .await
+        .expect("cancel");
+    let events = watcher.await.expect("watcher");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(15),
+        "the cancel took {:?}",
+        cancelled_at.elapsed()
+    );
+    let view = RunView::from_events(&events);
+    assert_eq!(
+        view.ending.map(|ending| ending.status),
+        Some(RunOutcome::Cancelled)
+    );
+    running.stop.cancel();
+    running.served.await.expect("the daemon stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_serves_and_a_stop_ends_open_streams_with_where_to_resume() {
+    let running = daemon().await;
+    let channel = Channel::from_shared(running.address.clone())
+        .expect("address")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "buildit.v1.BuildIt".to_owned(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    let mut client = client(&running).await;
+    let run = client
+        .trigger_run(authorized(
+            trigger("pipeline \"slow\"\nstage \"wait\" { run \"sleep 30\" }\n"),
+            &running.token,
+        ))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .run
+        .expect("a run");
+    let mut stream = client
+        .watch_run(authorized(
+            proto::WatchRunRequest {
+                run: run.id.clone(),
+                after_seq: 0,
+            },
+            &running.token,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    // Wait for the run to be under way.
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("events come");
+    assert!(matches!(first, Ok(Some(_))), "{first:?}");
+    let stopped_at = Instant::now();
+    running.stop.cancel();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the stream ends")
+        {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    let status = ended.expect_err("the stream ends with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("resume with after_seq"),
+        "{status:?}"
+    );
+    running.served.await.expect("the daemon stops");
+    // The drain window is 2 s: the daemon is gone within it and a second.
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(3) + Duration::from_secs(1),
+        "{:?}",
+        stopped_at.elapsed()
+    );
+}
