@@ -1741,3 +1741,214 @@ fn runs_events_print_the_stored_stream_from_postgresql() {
     };
     stored_events_are_the_run_s_stream(&[("BUILDIT_DATABASE_URL", url.as_str())]);
 }
+
+/// The tenant the store gives the token `token` (through the library, as the daemon asks it).
+fn tenant_of(path: &Path, token: &str) -> Option<String> {
+    use buildit_core::store::{SqliteStore, Store as _, hash_token};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => panic!("{error}"),
+    };
+    runtime.block_on(async {
+        let store = match SqliteStore::open(path).await {
+            Ok(store) => store,
+            Err(error) => panic!("{error}"),
+        };
+        let tenant = match store.tenant_of_token(&hash_token(token)).await {
+            Ok(tenant) => tenant,
+            Err(error) => panic!("{error}"),
+        };
+        store.close().await;
+        tenant
+    })
+}
+
+#[test]
+fn tokens_are_shown_once_listed_without_secrets_and_revoked() {
+    let dir = temp_dir();
+    let database = dir.path().join(".buildit/buildit.db");
+    // Nothing to list or revoke yet, and no database is made for asking.
+    for args in [&["tokens", "list"][..], &["tokens", "revoke", "1"]] {
+        let output = buildit(dir.path(), args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("no store at"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    // Invalid tenant names are usage errors, before any store is made.
+    for tenant in ["", "Acme", "a/b", "tenant with spaces", &"x".repeat(65)] {
+        let output = buildit(dir.path(), &["tokens", "create", "--tenant", tenant]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{tenant}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("invalid tenant name"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(stdout(&output).is_empty());
+    }
+    assert!(!database.exists());
+
+    let created = buildit(
+        dir.path(),
+        &[
+            "tokens",
+            "create",
+            "--tenant",
+            "acme",
+            "--name",
+            "deploy bot",
+        ],
+    );
+    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    let token = stdout(&created).trim_end().to_owned();
+    assert_eq!(stdout(&created), format!("{token}\n"));
+    assert!(token.starts_with("bit_") && token.len() == 47, "{token}");
+    assert!(
+        stderr(&created).contains("not shown again"),
+        "{}",
+        stderr(&created)
+    );
+    assert!(!stderr(&created).contains(&token));
+    let other = buildit(dir.path(), &["tokens", "create", "--tenant", "globex"]);
+    assert_eq!(other.status.code(), Some(0), "{}", stderr(&other));
+    let other_token = stdout(&other).trim_end().to_owned();
+    assert_ne!(token, other_token);
+    assert_eq!(tenant_of(&database, &token).as_deref(), Some("acme"));
+    assert_eq!(
+        tenant_of(&database, &other_token).as_deref(),
+        Some("globex")
+    );
+
+    let hash = buildit_core::store::hash_token(&token);
+    let listed = buildit_ok(dir.path(), &["tokens", "list"], 0);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 3, "{listed}");
+    assert!(lines[0].starts_with("ID  TENANT  NAME"), "{listed}");
+    assert!(lines[1].starts_with("1   acme    deploy bot"), "{listed}");
+    assert!(lines[2].starts_with("2   globex  -"), "{listed}");
+    let listed_json = buildit_ok(dir.path(), &["tokens", "list", "--format", "json"], 0);
+    for text in [&listed, &listed_json] {
+        assert!(
+            !text.contains(&token) && !text.contains(&other_token),
+            "{text}"
+        );
+        assert!(!text.contains(&hash), "{text}");
+    }
+    let tokens = json(&listed_json);
+    assert_eq!(tokens.as_array().map(Vec::len), Some(2), "{listed_json}");
+    assert_eq!(tokens[0]["tenant"], "acme");
+    assert_eq!(tokens[0]["name"], "deploy bot");
+    assert!(tokens[0]["last_used_at_ms"].is_i64(), "{listed_json}");
+    assert!(tokens[0]["revoked_at_ms"].is_null());
+    let only_globex = json(&buildit_ok(
+        dir.path(),
+        &["tokens", "list", "--tenant", "globex", "--format", "json"],
+        0,
+    ));
+    assert_eq!(only_globex.as_array().map(Vec::len), Some(1));
+    assert_eq!(only_globex[0]["tenant"], "globex");
+
+    let revoked = buildit_ok(dir.path(), &["tokens", "revoke", "1"], 0);
+    assert!(
+        revoked.contains("revoked token 1 of tenant `acme`"),
+        "{revoked}"
+    );
+    assert_eq!(tenant_of(&database, &token), None);
+    assert_eq!(
+        tenant_of(&database, &other_token).as_deref(),
+        Some("globex")
+    );
+    let after = json(&buildit_ok(
+        dir.path(),
+        &["tokens", "list", "--format", "json"],
+        0,
+    ));
+    assert!(after[0]["revoked_at_ms"].is_i64(), "{after}");
+    assert!(after[1]["revoked_at_ms"].is_null(), "{after}");
+    let unknown = buildit(dir.path(), &["tokens", "revoke", "42"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("no token 42"),
+        "{}",
+        stderr(&unknown)
+    );
+
+    // The database files hold the hash, never the token.
+    let mut stored = Vec::new();
+    for suffix in ["", "-wal"] {
+        let mut file = database.as_os_str().to_owned();
+        file.push(suffix);
+        stored.extend(std::fs::read(&file).unwrap_or_default());
+    }
+    let stored = String::from_utf8_lossy(&stored);
+    assert!(stored.contains(&hash));
+    assert!(!stored.contains(&token[4..]) && !stored.contains(&other_token[4..]));
+}
+
+#[test]
+fn tokens_are_kept_in_postgresql_as_hashes() {
+    let Some(url) = postgres_database("buildit_tokens") else {
+        return;
+    };
+    let dir = temp_dir();
+    let created = buildit(
+        dir.path(),
+        &[
+            "tokens",
+            "create",
+            "--tenant",
+            "acme",
+            "--database-url",
+            &url,
+        ],
+    );
+    assert_eq!(created.status.code(), Some(0), "{}", stderr(&created));
+    let token = stdout(&created).trim_end().to_owned();
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT tenant_id || ':' || token_sha256 FROM api_tokens"
+        ),
+        format!("acme:{}\n", buildit_core::store::hash_token(&token))
+    );
+    assert_eq!(
+        psql(&url, "SELECT count(*) FROM tenants WHERE id = 'acme'"),
+        "1\n"
+    );
+    let listed = buildit_ok(dir.path(), &["tokens", "list", "--database-url", &url], 0);
+    assert!(
+        listed.contains("acme") && !listed.contains(&token),
+        "{listed}"
+    );
+    buildit_ok(
+        dir.path(),
+        &["tokens", "revoke", "1", "--database-url", &url],
+        0,
+    );
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT count(*) FROM api_tokens WHERE revoked_at_ms IS NOT NULL"
+        ),
+        "1\n"
+    );
+    assert!(
+        !dir.path().join(".buildit").exists(),
+        "nothing went to SQLite"
+    );
+}
