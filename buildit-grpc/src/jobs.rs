@@ -90,7 +90,15 @@ impl Workers {
                 return;
             }
             let mut claimed = None;
-            for tenant in self.registry.tenants() {
+            // Tenants with runs triggered here, and every tenant of the store: jobs a daemon that died left
+            // queued (or leased) are claimed again after a restart.
+            let mut tenants = self.registry.tenants();
+            if let Ok(known) = self.store.list_tenants().await {
+                tenants.extend(known);
+            }
+            tenants.sort();
+            tenants.dedup();
+            for tenant in tenants {
                 let store = self.store.for_tenant(&tenant);
                 if let Ok(Some(job)) = store.claim(RUNS_QUEUE, &worker, LEASE).await {
                     claimed = Some((tenant, store, job));
