@@ -51,6 +51,7 @@ fn trigger(args: &TriggerArgs) -> Exit {
         env: context.env.into_iter().collect(),
         stages: context.selected,
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
+        source_sha256: String::new(),
     };
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
