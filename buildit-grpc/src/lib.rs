@@ -6,6 +6,7 @@ mod jobs;
 mod registry;
 mod server;
 mod service;
+mod stream;
 
 pub mod proto {
     //! The generated `buildit.v1` messages, server and client.

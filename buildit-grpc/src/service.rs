@@ -3,12 +3,9 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use buildit_core::runner::{check_against_system, new_run_id, plan_for};
-use buildit_core::store::{
-    FollowError, NewJob, RunFilter, RunFollower, RunRef, Store, StoreError, hash_token,
-};
+use buildit_core::store::{NewJob, RunFilter, RunRef, Store, StoreError, hash_token};
 use buildit_core::system::SystemConfig;
 use buildit_core::{ConfigError, parse_pipeline};
 use tokio_stream::Stream;
@@ -18,14 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::convert;
 use crate::jobs::{RUNS_QUEUE, RunJob};
 use crate::proto;
-use crate::registry::{Phase, Registry};
-
-/// How long a watch stream may be silent before it sends a heartbeat.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-/// Most events in one streamed message.
-const MAX_BATCH_EVENTS: usize = 1000;
-/// Most log text in one streamed message (bytes).
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
+use crate::registry::Registry;
 
 /// The service's state: the store, the daemon's system configuration, its runs.
 #[derive(Debug, Clone)]
@@ -95,6 +85,7 @@ fn invalid(error: &ConfigError) -> Status {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<proto::WatchRunResponse, Status>> + Send>>;
+type LogsStream = Pin<Box<dyn Stream<Item = Result<proto::StreamLogsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl proto::build_it_server::BuildIt for BuildItService {
@@ -242,6 +233,23 @@ impl proto::build_it_server::BuildIt for BuildItService {
         }))
     }
 
+    type StreamLogsStream = LogsStream;
+
+    async fn stream_logs(
+        &self,
+        request: Request<proto::StreamLogsRequest>,
+    ) -> Result<Response<LogsStream>, Status> {
+        let tenant = self.tenant(&request).await?;
+        let request = request.into_inner();
+        self.find(&tenant, &request.run).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let service = self.clone();
+        tokio::spawn(async move { service.logs_stream(&tenant, request, sender).await });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
     type WatchRunStream = WatchStream;
 
     async fn watch_run(
@@ -255,136 +263,11 @@ impl proto::build_it_server::BuildIt for BuildItService {
         let service = self.clone();
         tokio::spawn(async move {
             service
-                .stream(&tenant, &request.run, request.after_seq, sender)
+                .watch_stream(&tenant, &request.run, request.after_seq, sender)
                 .await;
         });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(receiver),
         )))
     }
-}
-
-type Sender = tokio::sync::mpsc::Sender<Result<proto::WatchRunResponse, Status>>;
-
-impl BuildItService {
-    /// Feeds one watch stream: waits for a queued run to start, follows it (live, or from the store once it is
-    /// over) in batches capped by count and size, with heartbeats, until `run-finished`, the client going away,
-    /// or the daemon stopping.
-    async fn stream(&self, tenant: &str, run_id: &str, after_seq: u64, sender: Sender) {
-        let mut follower = match self.follower(tenant, run_id, after_seq).await {
-            Ok(follower) => follower,
-            Err(status) => {
-                let _ = sender.send(Err(status)).await;
-                return;
-            }
-        };
-        let mut pending: Vec<proto::Event> = Vec::new();
-        loop {
-            let next = tokio::select! {
-                next = follower.next() => next,
-                () = tokio::time::sleep(HEARTBEAT) => {
-                    let beat = proto::WatchRunResponse {
-                        item: Some(proto::watch_run_response::Item::Heartbeat(proto::Heartbeat {
-                            seq: follower.delivered(),
-                        })),
-                    };
-                    if sender.send(Ok(beat)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                () = self.shutdown.cancelled() => {
-                    let _ = sender
-                        .send(Err(Status::unavailable(format!(
-                            "the daemon is stopping: resume with after_seq {}",
-                            follower.delivered()
-                        ))))
-                        .await;
-                    return;
-                }
-                () = sender.closed() => return,
-            };
-            match next {
-                Ok(Some(events)) => {
-                    pending.extend(events.iter().map(convert::event));
-                    for batch in batches(std::mem::take(&mut pending)) {
-                        let message = proto::WatchRunResponse {
-                            item: Some(proto::watch_run_response::Item::Events(proto::Events {
-                                events: batch,
-                            })),
-                        };
-                        if sender.send(Ok(message)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Ok(None) => return,
-                Err(error) => {
-                    let _ = sender.send(Err(follow_status(&error))).await;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// A follower of the run from `after_seq`: joined live while this daemon runs it, else read from the store.
-    async fn follower(
-        &self,
-        tenant: &str,
-        run_id: &str,
-        after_seq: u64,
-    ) -> Result<RunFollower, Status> {
-        if let Some(mut phase) = self.registry.watch(tenant, run_id) {
-            loop {
-                let current = phase.borrow_and_update().clone();
-                match current {
-                    Phase::Running(joiner) => return Ok(joiner.join(after_seq).await),
-                    Phase::Ended => break,
-                    Phase::Queued => {
-                        tokio::select! {
-                            changed = phase.changed() => if changed.is_err() { break },
-                            () = self.shutdown.cancelled() => {
-                                return Err(Status::unavailable("the daemon is stopping: resume with after_seq 0"));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(RunFollower::stored(
-            self.store.for_tenant(tenant),
-            run_id,
-            after_seq,
-        ))
-    }
-}
-
-fn follow_status(error: &FollowError) -> Status {
-    Status::unavailable(format!("cannot follow the run: {error}"))
-}
-
-/// Events cut into messages of at most [`MAX_BATCH_EVENTS`] events and about [`MAX_BATCH_BYTES`] of text.
-fn batches(events: Vec<proto::Event>) -> Vec<Vec<proto::Event>> {
-    let mut batches = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for event in events {
-        let size = match &event.kind {
-            Some(proto::event::Kind::LogLine(line)) => line.text.len(),
-            Some(proto::event::Kind::Json(json)) => json.len(),
-            None => 0,
-        };
-        if !current.is_empty()
-            && (current.len() >= MAX_BATCH_EVENTS || bytes + size > MAX_BATCH_BYTES)
-        {
-            batches.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += size;
-        current.push(event);
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    batches
 }

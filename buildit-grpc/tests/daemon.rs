@@ -548,3 +548,65 @@ async fn an_upload_over_the_limit_is_refused() {
     running.stop.cancel();
     running.served.await.expect("the daemon stops");
 }
+
+/// Every log line `StreamLogs` sends for `request`, and how many messages carried them.
+async fn logs(
+    client: &mut BuildItClient<Channel>,
+    token: &str,
+    request: proto::StreamLogsRequest,
+) -> (Vec<String>, usize) {
+    let mut stream = client
+        .stream_logs(authorized(request, token))
+        .await
+        .expect("logs")
+        .into_inner();
+    let mut lines = Vec::new();
+    let mut messages = 0;
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(60), stream.message())
+        .await
+        .expect("the stream went silent")
+        .expect("the stream failed")
+    {
+        messages += 1;
+        lines.extend(
+            message
+                .lines
+                .iter()
+                .map(|line| String::from_utf8_lossy(&line.text).into_owned()),
+        );
+    }
+    (lines, messages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_of_one_stage_come_in_batches_live_and_from_the_store() {
+    let running = daemon().await;
+    let mut client = client(&running).await;
+    let run = client
+        .trigger_run(authorized(
+            trigger("pipeline \"loud\"\nstage \"print\" { run \"seq 1 20000\" }\nstage \"other\" { run \"echo elsewhere\" }\n"),
+            &running.token,
+        ))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .run
+        .expect("a run");
+    let request = |follow: bool| proto::StreamLogsRequest {
+        run: run.id.clone(),
+        stage: "print".to_owned(),
+        follow,
+        ..proto::StreamLogsRequest::default()
+    };
+    let expected: Vec<String> = std::iter::once("$ seq 1 20000".to_owned())
+        .chain((1..=20_000).map(|n| n.to_string()))
+        .collect();
+    let (followed, messages) = logs(&mut client, &running.token, request(true)).await;
+    assert!(followed == expected, "{} lines followed", followed.len());
+    assert!(messages < 200, "{messages} messages for 20,000 lines");
+    // After the end, without following: the same lines, from the store.
+    let (stored, _) = logs(&mut client, &running.token, request(false)).await;
+    assert!(stored == expected, "{} lines stored", stored.len());
+    running.stop.cancel();
+    running.served.await.expect("the daemon stops");
+}
