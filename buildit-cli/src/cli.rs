@@ -91,6 +91,9 @@ pub(crate) struct DaemonArgs {
     /// How long running runs may go on after SIGTERM before they are cancelled (`30s`, `5m`).
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub(crate) drain: String,
+    /// How the daemon logs (to stderr): `plain` lines or `json` objects.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    pub(crate) log_format: LogFormat,
     #[command(flatten)]
     pub(crate) store: StoreArgs,
 }
@@ -321,6 +324,14 @@ pub(crate) struct PlanArgs {
     pub(crate) system: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) context: ContextArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One line of text a record.
+    Plain,
+    /// One JSON object a record.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -31,6 +31,8 @@ fn buildit(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 struct Daemon {
     child: Child,
     address: String,
+    /// What it logged after its first line.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Daemon {
@@ -44,7 +46,14 @@ impl Drop for Daemon {
 
 fn daemon(data: &Path) -> Daemon {
     let mut child = Command::new(env!("CARGO_BIN_EXE_buildit"))
-        .args(["daemon", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
         .arg(data)
         .env_remove("BUILDIT_SYSTEM")
         .env_remove("BUILDIT_DATABASE_URL")
@@ -62,9 +71,20 @@ fn daemon(data: &Path) -> Daemon {
                 .map(str::to_owned)
         })
         .expect("the daemon says where it listens");
-    // Its later lines go nowhere; reading them keeps the pipe from filling.
-    std::thread::spawn(move || for _ in lines {});
-    Daemon { child, address }
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(mut kept) = kept.lock() {
+                kept.push(line);
+            }
+        }
+    });
+    Daemon {
+        child,
+        address,
+        log,
+    }
 }
 
 /// Lines of a run's output without durations (`in 0.1s`, `0.1s` columns), which differ from run to run.
@@ -156,4 +176,27 @@ fn a_followed_remote_run_shows_what_a_local_run_shows() {
     );
     assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("unknown or revoked token"));
+
+    // The daemon logged every call as JSON, with a request id and the tenant, and never a token.
+    let log = daemon.log.lock().expect("log").clone();
+    let calls: Vec<serde_json::Value> = log
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|record: &serde_json::Value| record["fields"]["message"] == "call")
+        .collect();
+    assert!(
+        calls
+            .iter()
+            .any(|call| call["fields"]["tenant"] == "acme" && call["fields"]["request_id"].is_u64()),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|line| line.contains("call refused")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|line| line.contains(&token) || line.contains("bit_wrong")),
+        "{log:?}"
+    );
 }

@@ -164,7 +164,22 @@ impl Workers {
                 }
             })
         };
+        tracing::info!(
+            tenant,
+            run_id = job.run_id.as_str(),
+            job = claimed.id,
+            "run starts"
+        );
         let outcome = self.execute(tenant, &store, &job, cancel).await;
+        match &outcome {
+            Ok(()) => tracing::info!(tenant, run_id = job.run_id.as_str(), "run ended"),
+            Err(error) => tracing::warn!(
+                tenant,
+                run_id = job.run_id.as_str(),
+                error = error.as_str(),
+                "run failed to run"
+            ),
+        }
         heartbeat.abort();
         self.registry.set(tenant, &job.run_id, Phase::Ended);
         let _ = match outcome {

@@ -17,6 +17,9 @@ use crate::jobs::{RUNS_QUEUE, RunJob};
 use crate::proto;
 use crate::registry::Registry;
 
+/// Numbers the calls in the log.
+static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The service's state: the store, the daemon's system configuration, its runs.
 #[derive(Debug, Clone)]
 pub struct BuildItService {
@@ -30,8 +33,28 @@ pub struct BuildItService {
 }
 
 impl BuildItService {
-    /// The caller's tenant, from `authorization: Bearer TOKEN`.
+    /// The caller's tenant, from `authorization: Bearer TOKEN`; logs the call with a request id (never the token).
     async fn tenant<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let tenant = self.authenticate(request).await;
+        let id = NEXT_REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rpc = request
+            .extensions()
+            .get::<tonic::GrpcMethod>()
+            .map_or("?", |method| method.method());
+        match &tenant {
+            Ok(tenant) => tracing::info!(request_id = id, rpc, tenant = tenant.as_str(), "call"),
+            Err(status) => tracing::warn!(
+                request_id = id,
+                rpc,
+                code = ?status.code(),
+                reason = status.message(),
+                "call refused"
+            ),
+        }
+        tenant
+    }
+
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<String, Status> {
         let token = request
             .metadata()
             .get("authorization")

@@ -7,7 +7,7 @@ use buildit_grpc::{Daemon, DaemonConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::load::load_system_config;
-use crate::cli::DaemonArgs;
+use crate::cli::{DaemonArgs, LogFormat};
 use crate::exit::Exit;
 use crate::report::error_line;
 
@@ -42,6 +42,11 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             Ok(location) => location,
             Err(exit) => return exit,
         },
+    };
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Plain => logs.with_ansi(false).try_init(),
+        LogFormat::Json => logs.json().try_init(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
