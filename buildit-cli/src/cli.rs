@@ -71,6 +71,9 @@ pub(crate) struct TriggerArgs {
     /// The same key twice gives the same run.
     #[arg(long, value_name = "KEY")]
     pub(crate) idempotency_key: Option<String>,
+    /// Do not upload the workspace: the run starts in an empty directory on the daemon.
+    #[arg(long)]
+    pub(crate) no_upload: bool,
     #[command(flatten)]
     pub(crate) remote: RemoteArgs,
     #[command(flatten)]

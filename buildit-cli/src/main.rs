@@ -9,6 +9,7 @@ mod progress;
 mod report;
 mod reporter;
 mod signals;
+mod workspace_archive;
 
 // The engine allocates a little for every stage, event and log line; mimalloc costs less per allocation than
 // the system allocator (a 1,000-stage run: 2-7% less wall time, see docs/performance.md).

@@ -62,6 +62,13 @@ fn trigger(args: &TriggerArgs) -> Exit {
             Ok(client) => client,
             Err(exit) => return exit,
         };
+        let mut request = request;
+        if !args.no_upload {
+            match upload_workspace(&mut client, &args.remote.token, &workspace).await {
+                Ok(digest) => request.source_sha256 = digest,
+                Err(exit) => return exit,
+            }
+        }
         let triggered = match client
             .trigger_run(authorized(request, &args.remote.token))
             .await
@@ -89,6 +96,48 @@ fn trigger(args: &TriggerArgs) -> Exit {
         }
         follow(&mut client, &args.remote.token, &run.id, args.format).await
     })
+}
+
+/// Uploads the workspace's archive (see [`crate::workspace_archive`]); its sha256.
+async fn upload_workspace(
+    client: &mut BuildItClient<Channel>,
+    token: &str,
+    workspace: &std::path::Path,
+) -> Result<String, Exit> {
+    let (file, files) = match crate::workspace_archive::build(workspace) {
+        Ok(built) => built,
+        Err(problem) => {
+            error_line(&problem, None);
+            return Err(Exit::Usage);
+        }
+    };
+    let chunks = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
+    // A read error ends the upload early: the daemon then refuses the truncated archive.
+    let requests = upload_messages(chunks);
+    match client.upload_source(authorized(requests, token)).await {
+        Ok(uploaded) => {
+            let uploaded = uploaded.into_inner();
+            eprintln!(
+                "uploaded the workspace: {files} files, {} bytes",
+                uploaded.size
+            );
+            Ok(uploaded.sha256)
+        }
+        Err(status) => Err(refused(&status)),
+    }
+}
+
+/// The archive's chunks as upload messages.
+fn upload_messages(
+    chunks: tokio_util::io::ReaderStream<tokio::fs::File>,
+) -> impl futures_util::Stream<Item = proto::UploadSourceRequest> + Send + 'static {
+    use futures_util::StreamExt as _;
+    chunks
+        .take_while(|chunk| std::future::ready(chunk.is_ok()))
+        .filter_map(|chunk| std::future::ready(chunk.ok()))
+        .map(|chunk| proto::UploadSourceRequest {
+            chunk: chunk.to_vec(),
+        })
 }
 
 /// A client of the daemon at `remote.server`.
