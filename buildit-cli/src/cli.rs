@@ -30,6 +30,51 @@ pub(crate) enum Command {
     Tokens(TokensCommand),
     /// Serve the gRPC API: runs triggered remotely are queued, run by in-process workers, and streamed.
     Daemon(DaemonArgs),
+    /// Pipelines on a daemon (`--server`): trigger a run, and follow it as `buildit run` shows a local one.
+    #[command(subcommand)]
+    Pipelines(PipelinesCommand),
+}
+
+/// Where the daemon is and who is calling.
+#[derive(Debug, Args)]
+pub(crate) struct RemoteArgs {
+    /// The daemon's address (`http://HOST:PORT`, or `HOST:PORT`).
+    #[arg(long, env = "BUILDIT_SERVER", value_name = "URL")]
+    pub(crate) server: String,
+    /// The API token (`buildit tokens create` printed it).
+    #[arg(
+        long,
+        env = "BUILDIT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PipelinesCommand {
+    /// Send a pipeline to the daemon and queue a run of it; with `--follow`, show the run as it happens.
+    Trigger(TriggerArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TriggerArgs {
+    /// The pipeline file.
+    #[arg(default_value = "buildit.kdl")]
+    pub(crate) file: PathBuf,
+    /// Follow the run to its end: its lines live, its summary, and `buildit run`'s exit code.
+    #[arg(long)]
+    pub(crate) follow: bool,
+    /// Output format while following.
+    #[arg(long, value_enum, default_value_t = RunOutput::Text)]
+    pub(crate) format: RunOutput,
+    /// The same key twice gives the same run.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+    #[command(flatten)]
+    pub(crate) context: ContextArgs,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ use buildit_core::config::EventKind;
 use buildit_core::exec::RunOptions;
 use buildit_core::owner::RunOwner;
 use buildit_core::runner::{RunSetup, Runner, check_against_system, connect_executor, plan_for};
+use buildit_core::source::{ArchiveDigest, SourceStore, WorkspaceSource};
 use buildit_core::store::{ClaimedJob, Store};
 use buildit_core::system::SystemConfig;
 use buildit_core::{Plan, RunContext, parse_pipeline};
@@ -17,6 +18,16 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::{Phase, Registry};
+
+/// A tenant's uploaded archives: stored apart from every other tenant's, so a digest never reaches another
+/// tenant's upload.
+pub(crate) fn sources(
+    data_dir: &std::path::Path,
+    tenant: &str,
+    system: &SystemConfig,
+) -> SourceStore {
+    SourceStore::new(data_dir.join("sources").join(tenant), system.sources)
+}
 
 /// The queue runs wait in.
 pub(crate) const RUNS_QUEUE: &str = "runs";
@@ -39,6 +50,9 @@ pub(crate) struct RunJob {
     pub(crate) event: Option<String>,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) stages: Vec<String>,
+    /// The sha256 of an uploaded archive to unpack as the workspace.
+    #[serde(default)]
+    pub(crate) source: Option<String>,
 }
 
 impl RunJob {
@@ -90,7 +104,15 @@ impl Workers {
                 return;
             }
             let mut claimed = None;
-            for tenant in self.registry.tenants() {
+            // Tenants with runs triggered here, and every tenant of the store: jobs a daemon that died left
+            // queued (or leased) are claimed again after a restart.
+            let mut tenants = self.registry.tenants();
+            if let Ok(known) = self.store.list_tenants().await {
+                tenants.extend(known);
+            }
+            tenants.sort();
+            tenants.dedup();
+            for tenant in tenants {
                 let store = self.store.for_tenant(&tenant);
                 if let Ok(Some(job)) = store.claim(RUNS_QUEUE, &worker, LEASE).await {
                     claimed = Some((tenant, store, job));
@@ -161,6 +183,13 @@ impl Workers {
     ) -> Result<(), String> {
         let plan = job.plan(&self.system)?;
         let workspace = self.data_dir.join("runs").join(&job.run_id);
+        let source = match &job.source {
+            Some(digest) => Some(
+                ArchiveDigest::parse(digest)
+                    .map_err(|error| format!("source `{digest}`: {error}"))?,
+            ),
+            None => None,
+        };
         std::fs::create_dir_all(&workspace)
             .map_err(|error| format!("cannot create the run's workspace: {error}"))?;
         let setup = RunSetup::from_system(&plan, &self.system, &workspace, |_| None, Vec::new())
@@ -168,8 +197,16 @@ impl Workers {
         let (executor, _swept) = connect_executor(&plan, &self.system, |options| options)
             .await
             .map_err(|error| error.to_string())?;
-        let runner = Runner::new(job.run_id.clone(), plan, executor, Arc::clone(store))
-            .workspace(&workspace)
+        let mut runner = Runner::new(job.run_id.clone(), plan, executor, Arc::clone(store))
+            .workspace(&workspace);
+        if let Some(digest) = source {
+            runner = runner.source(
+                WorkspaceSource::Archive(digest),
+                sources(&self.data_dir, tenant, &self.system),
+                &workspace,
+            );
+        }
+        let runner = runner
             .options(RunOptions::default())
             .setup(setup)
             .cancel_token(cancel)

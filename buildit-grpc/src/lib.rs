@@ -9,7 +9,10 @@ mod service;
 
 pub mod proto {
     //! The generated `buildit.v1` messages, server and client.
-    #![expect(clippy::allow_attributes, reason = "generated code allows what it needs")]
+    #![expect(
+        clippy::allow_attributes,
+        reason = "generated code allows what it needs"
+    )]
     tonic::include_proto!("buildit.v1");
 
     /// The descriptor set, for server reflection.

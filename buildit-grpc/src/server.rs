@@ -84,6 +84,18 @@ impl Daemon {
     /// and are then cancelled, and this returns.
     pub async fn serve(self, stop: CancellationToken) -> Result<(), DaemonError> {
         let Self { config, listener } = self;
+        // Runs a daemon that died left `running` are marked interrupted before anything else starts (their jobs
+        // are claimed again when their leases expire).
+        if let Ok(tenants) = config.store.list_tenants().await {
+            let here = buildit_core::owner::RunOwner::this_process();
+            for tenant in tenants {
+                let _ = config
+                    .store
+                    .for_tenant(&tenant)
+                    .mark_interrupted(&here, buildit_core::store::RUN_STALE_AFTER)
+                    .await;
+            }
+        }
         let registry = Arc::new(Registry::default());
         let system = Arc::new(config.system);
         let streams = CancellationToken::new();
@@ -91,6 +103,7 @@ impl Daemon {
             store: Arc::clone(&config.store),
             system: Arc::clone(&system),
             registry: Arc::clone(&registry),
+            data_dir: config.data_dir.clone(),
             shutdown: streams.clone(),
         };
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -33,6 +33,8 @@ pub struct BuildItService {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) system: Arc<SystemConfig>,
     pub(crate) registry: Arc<Registry>,
+    /// Where uploads are kept (`sources/<tenant>`).
+    pub(crate) data_dir: std::path::PathBuf,
     /// Cancelled when the daemon stops: open streams end with UNAVAILABLE and where to resume.
     pub(crate) shutdown: CancellationToken,
 }
@@ -124,7 +126,15 @@ impl proto::build_it_server::BuildIt for BuildItService {
             event: non_empty(request.event),
             env: request.env.into_iter().collect(),
             stages: request.stages,
+            source: non_empty(request.source_sha256),
         };
+        if let Some(digest) = &job.source {
+            let digest = buildit_core::source::ArchiveDigest::parse(digest)
+                .map_err(|error| Status::invalid_argument(format!("source_sha256: {error}")))?;
+            if !crate::jobs::sources(&self.data_dir, &tenant, &self.system).contains(&digest) {
+                return Err(Status::not_found(format!("no uploaded source `{digest}`")));
+            }
+        }
         // Everything `buildit validate` and `buildit plan` would refuse is refused here, before anything queues.
         let pipeline = parse_pipeline(&job.pipeline, &job.file_name).map_err(|e| invalid(&e))?;
         check_against_system(&pipeline, &self.system).map_err(|error| match error {
@@ -204,6 +214,32 @@ impl proto::build_it_server::BuildIt for BuildItService {
         self.find(&tenant, run_id).await?;
         self.registry.cancel(&tenant, run_id);
         Ok(Response::new(self.find(&tenant, run_id).await?))
+    }
+
+    async fn upload_source(
+        &self,
+        request: Request<tonic::Streaming<proto::UploadSourceRequest>>,
+    ) -> Result<Response<proto::UploadSourceResponse>, Status> {
+        let tenant = self.tenant(&request).await?;
+        let chunks = request.into_inner();
+        let bytes = tokio_stream::StreamExt::map(chunks, |chunk| {
+            chunk
+                .map(|chunk| bytes::Bytes::from(chunk.chunk))
+                .map_err(std::io::Error::other)
+        });
+        let reader = tokio_util::io::StreamReader::new(bytes);
+        let store = crate::jobs::sources(&self.data_dir, &tenant, &self.system);
+        let digest = store.put(reader).await.map_err(|error| match error {
+            buildit_core::source::SourceError::UploadTooLarge { .. } => {
+                Status::resource_exhausted(error.to_string())
+            }
+            other => Status::invalid_argument(other.to_string()),
+        })?;
+        let size = std::fs::metadata(store.path(&digest)).map_or(0, |meta| meta.len());
+        Ok(Response::new(proto::UploadSourceResponse {
+            sha256: digest.to_string(),
+            size,
+        }))
     }
 
     type WatchRunStream = WatchStream;

@@ -445,3 +445,106 @@ async fn health_serves_and_a_stop_ends_open_streams_with_where_to_resume() {
         stopped_at.elapsed()
     );
 }
+
+/// Uploads `archive` in 64 KiB chunks.
+async fn upload(
+    client: &mut BuildItClient<Channel>,
+    token: &str,
+    archive: Vec<u8>,
+) -> Result<proto::UploadSourceResponse, tonic::Status> {
+    let chunks: Vec<proto::UploadSourceRequest> = archive
+        .chunks(64 * 1024)
+        .map(|chunk| proto::UploadSourceRequest {
+            chunk: chunk.to_vec(),
+        })
+        .collect();
+    let mut request = tonic::Request::new(tokio_stream::iter(chunks));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    client
+        .upload_source(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A tar of one file, `greeting.txt`, plus `filler` bytes of padding in a second file.
+fn archive(greeting: &str, filler: usize) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(dir.path().join("greeting.txt"), greeting).expect("file");
+    std::fs::write(dir.path().join("filler.bin"), vec![b'x'; filler]).expect("file");
+    let output = std::process::Command::new("tar")
+        .args(["-cf", "-", "-C"])
+        .arg(dir.path())
+        .args(["greeting.txt", "filler.bin"])
+        .output()
+        .expect("tar runs");
+    assert!(output.status.success());
+    output.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_workspace_is_where_the_run_works() {
+    let running = daemon().await;
+    let mut client = client(&running).await;
+    let tar = archive("hello from the upload\n", 300 * 1024);
+    let uploaded = upload(&mut client, &running.token, tar.clone())
+        .await
+        .expect("upload");
+    assert_eq!(uploaded.sha256.len(), 64);
+    assert_eq!(uploaded.size, tar.len() as u64);
+    // The same archive again: the same digest.
+    let again = upload(&mut client, &running.token, tar)
+        .await
+        .expect("upload again");
+    assert_eq!(again.sha256, uploaded.sha256);
+    let run = client
+        .trigger_run(authorized(
+            proto::TriggerRunRequest {
+                source_sha256: uploaded.sha256.clone(),
+                ..trigger("pipeline \"sourced\"\nstage \"read\" { run \"cat greeting.txt\"; run \"test -s filler.bin\" }\n")
+            },
+            &running.token,
+        ))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .run
+        .expect("a run");
+    let events = watch(&mut client, &running.token, &run.id, 0).await;
+    let view = RunView::from_events(&events);
+    assert_eq!(
+        view.ending.map(|ending| ending.status),
+        Some(RunOutcome::Succeeded)
+    );
+    assert!(events.iter().any(|event| matches!(&event.kind,
+        RunEventKind::LogLine { text, .. } if text == "hello from the upload")));
+    // Another tenant cannot run it: its uploads are its own.
+    let other = client
+        .trigger_run(authorized(
+            proto::TriggerRunRequest {
+                source_sha256: uploaded.sha256,
+                ..trigger("pipeline \"sourced\"\nstage \"read\" { run \"cat greeting.txt\" }\n")
+            },
+            &running.other_tenant,
+        ))
+        .await
+        .expect_err("another tenant's upload");
+    assert_eq!(other.code(), Code::NotFound);
+    running.stop.cancel();
+    running.served.await.expect("the daemon stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_limit_is_refused() {
+    let running = daemon().await;
+    let mut client = client(&running).await;
+    // The test daemon's limit is the default, 100 MiB: 101 MiB of one file is over it.
+    let refused = upload(&mut client, &running.token, archive("x", 101 * 1024 * 1024))
+        .await
+        .expect_err("too large");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    running.stop.cancel();
+    running.served.await.expect("the daemon stops");
+}

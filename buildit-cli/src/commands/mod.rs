@@ -3,6 +3,7 @@
 mod daemon;
 mod gc;
 mod load;
+mod pipelines;
 mod plan;
 mod prune;
 mod run;
@@ -39,6 +40,7 @@ pub(crate) fn main_impl() -> Exit {
         Command::Gc(args) => gc::run(&args),
         Command::Tokens(command) => tokens::run(&command),
         Command::Daemon(args) => daemon::run(&args),
+        Command::Pipelines(command) => pipelines::run(&command),
     }
 }
 

@@ -1,0 +1,265 @@
+//! `buildit pipelines trigger`: send a pipeline to the daemon, queue a run of it, and with `--follow` show it as a
+//! local `buildit run` would: the same lines, the same summary, the same exit codes, drawn from streamed events.
+
+use std::time::Duration;
+
+use buildit_core::events::{EventBatch, RunView};
+use buildit_grpc::proto::build_it_client::BuildItClient;
+use buildit_grpc::proto::{self, watch_run_response::Item};
+use buildit_grpc::{diagnostics_of, event_from_wire};
+use tonic::transport::Channel;
+
+use super::plan::run_context;
+use crate::cli::{PipelinesCommand, RemoteArgs, RunOutput, TriggerArgs};
+use crate::exit::Exit;
+use crate::printer::print_events;
+use crate::report::error_line;
+use crate::reporter::{LineReporter, print_text, summary};
+
+/// Times a follower reconnects after the stream broke (the daemon restarting, a network hiccup) before it gives up.
+const RECONNECTS: u32 = 5;
+
+pub(crate) fn run(command: &PipelinesCommand) -> Exit {
+    match command {
+        PipelinesCommand::Trigger(args) => trigger(args),
+    }
+}
+
+fn trigger(args: &TriggerArgs) -> Exit {
+    let pipeline = match buildit_core::config::read_config_file(&args.file) {
+        Ok(text) => text,
+        Err(error) => {
+            error_line(&format!("pipeline file {error}"), None);
+            return Exit::InvalidConfig;
+        }
+    };
+    let workspace = std::env::current_dir().unwrap_or_default();
+    let context = match run_context(&args.context, &workspace) {
+        Ok(context) => context,
+        Err(exit) => return exit,
+    };
+    let request = proto::TriggerRunRequest {
+        pipeline,
+        file_name: args.file.display().to_string(),
+        branch: context.branch.unwrap_or_default(),
+        sha: context.sha.unwrap_or_default(),
+        tag: context.tag.unwrap_or_default(),
+        event: context
+            .event
+            .map(|event| event.as_str().to_owned())
+            .unwrap_or_default(),
+        env: context.env.into_iter().collect(),
+        stages: context.selected,
+        idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
+        source_sha256: String::new(),
+    };
+    let runtime = match super::runtime() {
+        Ok(runtime) => runtime,
+        Err(exit) => return exit,
+    };
+    runtime.block_on(async {
+        let mut client = match connect(&args.remote).await {
+            Ok(client) => client,
+            Err(exit) => return exit,
+        };
+        let triggered = match client
+            .trigger_run(authorized(request, &args.remote.token))
+            .await
+        {
+            Ok(response) => response.into_inner(),
+            Err(status) => return refused(&status),
+        };
+        let Some(run) = triggered.run else {
+            error_line("the daemon answered without a run", None);
+            return Exit::Infrastructure;
+        };
+        if !args.follow {
+            print_text(&format!(
+                "{} run {} of `{}` ({})\n",
+                if triggered.existing {
+                    "existing"
+                } else {
+                    "queued"
+                },
+                run.id,
+                run.pipeline,
+                run.state
+            ));
+            return Exit::Success;
+        }
+        follow(&mut client, &args.remote.token, &run.id, args.format).await
+    })
+}
+
+/// A client of the daemon at `remote.server`.
+async fn connect(remote: &RemoteArgs) -> Result<BuildItClient<Channel>, Exit> {
+    let url = if remote.server.contains("://") {
+        remote.server.clone()
+    } else {
+        format!("http://{}", remote.server)
+    };
+    let endpoint = match Channel::from_shared(url.clone()) {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            error_line(&format!("`{url}` is not a server address: {error}"), None);
+            return Err(Exit::Usage);
+        }
+    };
+    match endpoint
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+    {
+        Ok(channel) => Ok(BuildItClient::new(channel)),
+        Err(error) => {
+            error_line(
+                &format!("cannot reach the daemon at `{url}`: {error}"),
+                Some("start it with `buildit daemon`, or check `--server` / `BUILDIT_SERVER`"),
+            );
+            Err(Exit::Infrastructure)
+        }
+    }
+}
+
+/// `message` with the caller's bearer token.
+fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// Reports a refused call; the exit code it means. An invalid pipeline prints every diagnostic the daemon found,
+/// with its code and position, as `buildit validate` does.
+fn refused(status: &tonic::Status) -> Exit {
+    match status.code() {
+        tonic::Code::InvalidArgument => {
+            let diagnostics = diagnostics_of(status);
+            for diagnostic in &diagnostics {
+                eprintln!(
+                    "{}[{}]: {}\n  --> {}:{}:{}",
+                    diagnostic.severity,
+                    diagnostic.code,
+                    diagnostic.message,
+                    diagnostic.file,
+                    diagnostic.line,
+                    diagnostic.column
+                );
+                if !diagnostic.help.is_empty() {
+                    eprintln!("  help: {}", diagnostic.help);
+                }
+            }
+            error_line(status.message(), None);
+            if diagnostics.is_empty() {
+                Exit::Usage
+            } else {
+                Exit::InvalidConfig
+            }
+        }
+        tonic::Code::Unauthenticated => {
+            error_line(
+                status.message(),
+                Some(
+                    "give a token with `--token` or `BUILDIT_TOKEN` (`buildit tokens create` makes one)",
+                ),
+            );
+            Exit::Usage
+        }
+        tonic::Code::NotFound => {
+            error_line(status.message(), None);
+            Exit::Usage
+        }
+        _ => {
+            error_line(&format!("the daemon: {}", status.message()), None);
+            Exit::Infrastructure
+        }
+    }
+}
+
+/// Streams the run's events into the same printer as a local run, resuming after the last event received when
+/// the stream breaks; then the summary and `buildit run`'s exit code.
+async fn follow(
+    client: &mut BuildItClient<Channel>,
+    token: &str,
+    run_id: &str,
+    format: RunOutput,
+) -> Exit {
+    let (events, received) = tokio::sync::mpsc::channel::<EventBatch>(64);
+    let printer = tokio::spawn(print_events(
+        received,
+        LineReporter::new(false),
+        format,
+        std::io::stdout(),
+    ));
+    let mut after_seq = 0;
+    let mut reconnects = 0;
+    let mut failure = None;
+    'stream: loop {
+        let opened = client
+            .watch_run(authorized(
+                proto::WatchRunRequest {
+                    run: run_id.to_owned(),
+                    after_seq,
+                },
+                token,
+            ))
+            .await;
+        let mut stream = match opened {
+            Ok(stream) => stream.into_inner(),
+            Err(status) => {
+                failure = Some(status);
+                break;
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(message)) => {
+                    let Some(Item::Events(batch)) = message.item else {
+                        continue;
+                    };
+                    let batch: Vec<_> = batch
+                        .events
+                        .iter()
+                        .filter_map(|event| event_from_wire(run_id, event))
+                        .collect();
+                    if let Some(last) = batch.last() {
+                        after_seq = last.seq;
+                    }
+                    if events.send(std::sync::Arc::new(batch)).await.is_err() {
+                        break 'stream;
+                    }
+                }
+                Ok(None) => break 'stream,
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable && reconnects < RECONNECTS =>
+                {
+                    reconnects += 1;
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(reconnects))).await;
+                    continue 'stream;
+                }
+                Err(status) => {
+                    failure = Some(status);
+                    break 'stream;
+                }
+            }
+        }
+    }
+    drop(events);
+    let view = printer.await.unwrap_or_else(|_| RunView::new());
+    if let Some(status) = failure {
+        return refused(&status);
+    }
+    let text = summary(&view);
+    match format {
+        RunOutput::Text => print_text(&text),
+        RunOutput::Json => eprint!("{text}"),
+    }
+    match &view.ending {
+        Some(ending) => Exit::of_run(ending.status, Some(ending)),
+        None => {
+            error_line("the run's events ended before it did", None);
+            Exit::Infrastructure
+        }
+    }
+}
