@@ -18,7 +18,8 @@ pub(crate) fn build(workspace: &Path) -> Result<(std::fs::File, usize), String> 
         .into_iter()
         .filter(|path| !is_ignored(&ignored, path))
         .collect();
-    let file = tempfile::tempfile().map_err(|error| format!("cannot create the archive: {error}"))?;
+    let file =
+        tempfile::tempfile().map_err(|error| format!("cannot create the archive: {error}"))?;
     let mut builder = tar::Builder::new(file);
     // Links are archived as links: the daemon refuses one that leads outside the workspace.
     builder.follow_symlinks(false);
@@ -73,7 +74,8 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String>
     for entry in entries {
         let entry = entry.map_err(|error| format!("cannot read `{}`: {error}", dir.display()))?;
         let relative = dir.join(entry.file_name());
-        if dir.as_os_str().is_empty() && (entry.file_name() == ".git" || entry.file_name() == ".buildit")
+        if dir.as_os_str().is_empty()
+            && (entry.file_name() == ".git" || entry.file_name() == ".buildit")
         {
             continue;
         }
@@ -110,9 +112,11 @@ fn ignore_patterns(workspace: &Path) -> Result<Vec<Glob>, String> {
             forms.extend([format!("**/{line}"), format!("**/{line}/**")]);
         }
         for form in forms {
-            patterns.push(Glob::new(&form).map_err(|problem| {
-                format!("{IGNORE_FILE}:{}: `{line}`: {problem}", number + 1)
-            })?);
+            patterns.push(
+                Glob::new(&form).map_err(|problem| {
+                    format!("{IGNORE_FILE}:{}: `{line}`: {problem}", number + 1)
+                })?,
+            );
         }
     }
     Ok(patterns)
@@ -154,7 +158,10 @@ mod tests {
             ("buildit.kdl", "pipeline \"p\""),
             ("src/main.rs", "fn main() {}"),
             ("target/debug/app", "binary"),
-            ("src/target/kept.txt", "kept: `/target` names the root's only"),
+            (
+                "src/target/kept.txt",
+                "kept: `/target` names the root's only",
+            ),
             ("logs/a.log", "log"),
             ("deep/x.log", "log"),
             (".buildit/buildit.db", "state"),
@@ -171,7 +178,12 @@ mod tests {
         assert_eq!(count, names.len());
         assert_eq!(
             names,
-            [IGNORE_FILE, "buildit.kdl", "src/main.rs", "src/target/kept.txt"]
+            [
+                IGNORE_FILE,
+                "buildit.kdl",
+                "src/main.rs",
+                "src/target/kept.txt"
+            ]
         );
     }
 }

@@ -149,6 +149,7 @@ impl Workers {
         if cancel.is_cancelled() {
             // Cancelled while it waited: it never starts.
             self.registry.set(tenant, &job.run_id, Phase::Ended);
+            self.registry.forget_later(tenant, &job.run_id);
             let _ = store.complete(&claimed.lease).await;
             return;
         }
@@ -182,6 +183,7 @@ impl Workers {
         }
         heartbeat.abort();
         self.registry.set(tenant, &job.run_id, Phase::Ended);
+        self.registry.forget_later(tenant, &job.run_id);
         let _ = match outcome {
             Ok(()) => store.complete(&claimed.lease).await,
             Err(error) => store.fail(&claimed.lease, &error).await,

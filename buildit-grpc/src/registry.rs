@@ -7,6 +7,9 @@ use buildit_core::runner::RunJoiner;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// How long an ended run stays known here.
+const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Where a run of this daemon is.
 #[derive(Debug, Clone)]
 pub(crate) enum Phase {
@@ -102,6 +105,21 @@ impl Registry {
                 .is_some(),
             Err(_) => false,
         }
+    }
+
+    /// Forgets an ended run after a while (its record is in the store): watchers that were waiting for it have
+    /// moved on to the store by then, and the daemon's memory does not grow with every run it ever ran.
+    pub(crate) fn forget_later(self: &std::sync::Arc<Self>, tenant: &str, run_id: &str) {
+        let registry = std::sync::Arc::downgrade(self);
+        let key = (tenant.to_owned(), run_id.to_owned());
+        tokio::spawn(async move {
+            tokio::time::sleep(FORGET_AFTER).await;
+            if let Some(registry) = registry.upgrade()
+                && let Ok(mut runs) = registry.runs.lock()
+            {
+                runs.remove(&key);
+            }
+        });
     }
 
     /// Cancels every run of this daemon (the drain window is over).

@@ -152,10 +152,10 @@ impl Daemon {
                 .set_not_serving::<BuildItServer<BuildItService>>()
                 .await;
             stop_claiming.cancel();
-            // Streams end themselves: the server waits for every open connection before it returns.
+            // Streams end themselves (the server waits for every open connection before it returns), and new
+            // triggers are refused; the server still answers (health says NOT_SERVING, runs can be read) while
+            // running runs get the drain window. Then they are cancelled (and recorded as such).
             streams.cancel();
-            server_stop.cancel();
-            // Running runs get the drain window, then are cancelled (and recorded as such).
             if tokio::time::timeout(drain, async {
                 while running.join_next().await.is_some() {}
             })
@@ -165,6 +165,7 @@ impl Daemon {
                 registry.cancel_all();
                 while running.join_next().await.is_some() {}
             }
+            server_stop.cancel();
         };
         let (served, ()) = tokio::join!(server, stopping);
         served.map_err(|error| DaemonError::Serve(error.to_string()))

@@ -117,6 +117,11 @@ impl proto::build_it_server::BuildIt for BuildItService {
         request: Request<proto::TriggerRunRequest>,
     ) -> Result<Response<proto::TriggerRunResponse>, Status> {
         let tenant = self.tenant(&request).await?;
+        if self.shutdown.is_cancelled() {
+            return Err(Status::unavailable(
+                "the daemon is stopping: trigger the run again once it is back",
+            ));
+        }
         let request = request.into_inner();
         let key = Some(request.idempotency_key.as_str()).filter(|key| !key.is_empty());
         if let Some(run_id) = key.and_then(|key| self.registry.run_for_key(&tenant, key)) {

@@ -437,6 +437,23 @@ async fn health_serves_and_a_stop_ends_open_streams_with_where_to_resume() {
         status.message().contains("resume with after_seq"),
         "{status:?}"
     );
+    // While the run drains, the daemon still answers: health says it is not serving, triggers are refused.
+    let draining = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "buildit.v1.BuildIt".to_owned(),
+        })
+        .await
+        .expect("health while draining")
+        .into_inner();
+    assert_eq!(
+        draining.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    let refused = client
+        .trigger_run(authorized(trigger(PIPELINE), &running.token))
+        .await
+        .expect_err("a trigger while draining");
+    assert_eq!(refused.code(), Code::Unavailable);
     running.served.await.expect("the daemon stops");
     // The drain window is 2 s: the daemon is gone within it and a second.
     assert!(

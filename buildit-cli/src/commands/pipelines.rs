@@ -111,7 +111,8 @@ async fn upload_workspace(
             return Err(Exit::Usage);
         }
     };
-    let chunks = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
+    let chunks =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), 256 * 1024);
     // A read error ends the upload early: the daemon then refuses the truncated archive.
     let requests = upload_messages(chunks);
     match client.upload_source(authorized(requests, token)).await {
