@@ -16,6 +16,9 @@ pub(crate) fn build(workspace: &Path) -> Result<(std::fs::File, usize), String> 
     let ignored = ignore_patterns(workspace)?;
     let files: Vec<PathBuf> = listed_files(workspace)?
         .into_iter()
+        // BuildIt's own state (the store, caches, a daemon's data directory) is never sent, ignored by git or
+        // not.
+        .filter(|path| !path.starts_with(".buildit") && !path.starts_with(".git"))
         .filter(|path| !is_ignored(&ignored, path))
         .collect();
     let file =
@@ -84,7 +87,8 @@ fn walk(root: &Path, dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), String>
             .map_err(|error| format!("cannot read `{}`: {error}", relative.display()))?;
         if kind.is_dir() {
             walk(root, &relative, files)?;
-        } else {
+        } else if kind.is_file() || kind.is_symlink() {
+            // FIFOs, sockets and devices are not workspace files: the daemon would refuse the archive.
             files.push(relative);
         }
     }

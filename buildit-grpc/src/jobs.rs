@@ -42,6 +42,9 @@ const IDLE: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RunJob {
     pub(crate) run_id: String,
+    /// The pipeline's name (known once the trigger parsed it).
+    #[serde(default)]
+    pub(crate) name: String,
     pub(crate) pipeline: String,
     pub(crate) file_name: String,
     pub(crate) branch: Option<String>,
@@ -142,10 +145,25 @@ impl Workers {
                 return;
             }
         };
-        let cancel = self
-            .registry
-            .cancel_token(tenant, &job.run_id)
-            .unwrap_or_default();
+        // A job claimed again after its daemon died, or queued by another daemon of the same store, is known
+        // here from now on: a cancel and the drain reach it.
+        let cancel = self.registry.ensure(tenant, &job.run_id, &job.name);
+        if store
+            .find_run(&buildit_core::store::RunRef::Id(job.run_id.clone()))
+            .await
+            .is_ok()
+        {
+            // Its run started under a daemon that died (the run is marked interrupted): it is not started twice.
+            self.registry.set(tenant, &job.run_id, Phase::Ended);
+            self.registry.forget_later(tenant, &job.run_id);
+            let _ = store.complete(&claimed.lease).await;
+            tracing::warn!(
+                tenant,
+                run_id = job.run_id.as_str(),
+                "a reclaimed job's run had already started: left as recorded"
+            );
+            return;
+        }
         if cancel.is_cancelled() {
             // Cancelled while it waited: it never starts.
             self.registry.set(tenant, &job.run_id, Phase::Ended);
@@ -156,11 +174,19 @@ impl Workers {
         let heartbeat = {
             let store = Arc::clone(&store);
             let lease = claimed.lease;
+            let cancel = cancel.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(HEARTBEAT).await;
-                    if store.heartbeat(&lease, LEASE).await.is_err() {
-                        return;
+                    match store.heartbeat(&lease, LEASE).await {
+                        Ok(_) => {}
+                        // Another worker holds the job now: this run stops rather than run twice.
+                        Err(buildit_core::store::StoreError::LeaseLost { .. }) => {
+                            cancel.cancel();
+                            return;
+                        }
+                        // A busy store: the next beat tries again, well within the lease.
+                        Err(_) => {}
                     }
                 }
             })
@@ -209,8 +235,13 @@ impl Workers {
         };
         std::fs::create_dir_all(&workspace)
             .map_err(|error| format!("cannot create the run's workspace: {error}"))?;
-        let setup = RunSetup::from_system(&plan, &self.system, &workspace, |_| None, Vec::new())
-            .map_err(|error| error.to_string())?;
+        let mut setup =
+            RunSetup::from_system(&plan, &self.system, &workspace, |_| None, Vec::new())
+                .map_err(|error| error.to_string())?;
+        // The daemon's secrets (a secrets file, its environment) are its own, not any tenant's: no remote run
+        // gets one until tenants have secret stores of their own. A stage asking for one fails as for a
+        // secret that is missing.
+        setup.secrets.clear();
         let (executor, _swept) = connect_executor(&plan, &self.system, |options| options)
             .await
             .map_err(|error| error.to_string())?;

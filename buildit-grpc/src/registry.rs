@@ -56,17 +56,7 @@ impl Registry {
     }
 
     /// Records a queued run (and the key that asked for it).
-    pub(crate) fn queued(
-        &self,
-        tenant: &str,
-        run_id: &str,
-        pipeline: &str,
-        created_at_ms: i64,
-        key: Option<&str>,
-    ) {
-        if let (Some(key), Ok(mut keys)) = (key, self.keys.lock()) {
-            keys.insert((tenant.to_owned(), key.to_owned()), run_id.to_owned());
-        }
+    pub(crate) fn queued(&self, tenant: &str, run_id: &str, pipeline: &str, created_at_ms: i64) {
         if let Ok(mut runs) = self.runs.lock() {
             runs.insert(
                 (tenant.to_owned(), run_id.to_owned()),
@@ -80,11 +70,41 @@ impl Registry {
         }
     }
 
-    /// The cancel token of a run (a worker hands it to the run's `Runner`).
-    pub(crate) fn cancel_token(&self, tenant: &str, run_id: &str) -> Option<CancellationToken> {
-        let runs = self.runs.lock().ok()?;
-        let entry = runs.get(&(tenant.to_owned(), run_id.to_owned()))?;
-        Some(entry.cancel.clone())
+    /// The cancel token of a run a worker claimed, its entry made when this daemon did not queue it.
+    pub(crate) fn ensure(&self, tenant: &str, run_id: &str, pipeline: &str) -> CancellationToken {
+        let Ok(mut runs) = self.runs.lock() else {
+            return CancellationToken::new();
+        };
+        runs.entry((tenant.to_owned(), run_id.to_owned()))
+            .or_insert_with(|| Entry {
+                pipeline: pipeline.to_owned(),
+                created_at_ms: 0,
+                phase: watch::channel(Phase::Queued).0,
+                cancel: CancellationToken::new(),
+            })
+            .cancel
+            .clone()
+    }
+
+    /// Reserves an idempotency key for `run_id`, atomically; the run that holds it already, if another does.
+    pub(crate) fn reserve_key(&self, tenant: &str, key: &str, run_id: &str) -> Result<(), String> {
+        let Ok(mut keys) = self.keys.lock() else {
+            return Ok(());
+        };
+        match keys.entry((tenant.to_owned(), key.to_owned())) {
+            std::collections::hash_map::Entry::Occupied(held) => Err(held.get().clone()),
+            std::collections::hash_map::Entry::Vacant(free) => {
+                free.insert(run_id.to_owned());
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives a reserved key up (the run was not queued after all).
+    pub(crate) fn release_key(&self, tenant: &str, key: &str) {
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.remove(&(tenant.to_owned(), key.to_owned()));
+        }
     }
 
     /// Moves a run on.

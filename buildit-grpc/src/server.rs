@@ -108,6 +108,9 @@ impl Daemon {
         };
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<BuildItServer<BuildItService>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
         let reflection = |builder: tonic_reflection::server::Builder<'static>| {
             builder
                 .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -151,6 +154,10 @@ impl Daemon {
             health
                 .set_not_serving::<BuildItServer<BuildItService>>()
                 .await;
+            // The whole server's status too: what probes and `grpcurl Health/Check` without a service ask.
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
             stop_claiming.cancel();
             // Streams end themselves (the server waits for every open connection before it returns), and new
             // triggers are refused; the server still answers (health says NOT_SERVING, runs can be read) while
@@ -167,7 +174,31 @@ impl Daemon {
             }
             server_stop.cancel();
         };
-        let (served, ()) = tokio::join!(server, stopping);
-        served.map_err(|error| DaemonError::Serve(error.to_string()))
+        // The server waits for every open connection to close; one a client keeps open (a health watch, a
+        // stream it stopped reading) gets one second after the drain, then the daemon exits regardless.
+        let stopped = server_stop.clone();
+        let grace = async move {
+            stopped.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        tokio::pin!(server, stopping, grace);
+        let mut drained = false;
+        loop {
+            tokio::select! {
+                served = &mut server => {
+                    // A server that failed stops the workers too (their runs are cancelled at once).
+                    if served.is_err() {
+                        stop.cancel();
+                        registry.cancel_all();
+                    }
+                    if !drained {
+                        (&mut stopping).await;
+                    }
+                    return served.map_err(|error| DaemonError::Serve(error.to_string()));
+                }
+                () = &mut stopping, if !drained => drained = true,
+                () = &mut grace => return Ok(()),
+            }
+        }
     }
 }

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::convert;
 use crate::jobs::{RUNS_QUEUE, RunJob};
 use crate::proto;
-use crate::registry::Registry;
+use crate::registry::{Phase, Registry};
 
 /// Numbers the calls in the log.
 static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -59,7 +59,11 @@ impl BuildItService {
             .metadata()
             .get("authorization")
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| {
+                // The scheme is case-insensitive (RFC 7235).
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then_some(token)
+            })
             .map(str::trim)
             .filter(|token| !token.is_empty())
             .ok_or_else(|| Status::unauthenticated("an `authorization: Bearer TOKEN` is needed"))?;
@@ -137,6 +141,7 @@ impl proto::build_it_server::BuildIt for BuildItService {
         let non_empty = |text: String| Some(text).filter(|text| !text.is_empty());
         let job = RunJob {
             run_id: new_run_id(),
+            name: String::new(),
             pipeline: request.pipeline,
             file_name,
             branch: non_empty(request.branch),
@@ -163,18 +168,20 @@ impl proto::build_it_server::BuildIt for BuildItService {
         let context = job.context().map_err(Status::invalid_argument)?;
         let plan = plan_for(pipeline, &self.system, context)
             .map_err(|error| Status::invalid_argument(error.to_string()))?;
-        let pipeline_name = plan.pipeline().name.value.clone();
+        let mut job = job;
+        job.name = plan.pipeline().name.value.clone();
         let payload = serde_json::to_string(&job)
             .map_err(|error| Status::internal(format!("cannot queue the run: {error}")))?;
-        let store = self.store.for_tenant(&tenant);
-        store
-            .enqueue(&NewJob {
-                queue: RUNS_QUEUE.to_owned(),
-                payload,
-                max_attempts: 3,
-            })
-            .await
-            .map_err(|error| store_status(&error))?;
+        // The key is taken, and the run known here, before the job can be claimed: a second trigger with the
+        // same key finds this run, and a worker that claims the job at once finds its cancel token.
+        if let Some(key) = key
+            && let Err(existing) = self.registry.reserve_key(&tenant, key, &job.run_id)
+        {
+            return Ok(Response::new(proto::TriggerRunResponse {
+                run: Some(self.find(&tenant, &existing).await?),
+                existing: true,
+            }));
+        }
         let created_at_ms = i64::try_from(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -182,7 +189,22 @@ impl proto::build_it_server::BuildIt for BuildItService {
         )
         .unwrap_or(i64::MAX);
         self.registry
-            .queued(&tenant, &job.run_id, &pipeline_name, created_at_ms, key);
+            .queued(&tenant, &job.run_id, &job.name, created_at_ms);
+        let store = self.store.for_tenant(&tenant);
+        let queued = store
+            .enqueue(&NewJob {
+                queue: RUNS_QUEUE.to_owned(),
+                payload,
+                max_attempts: 3,
+            })
+            .await;
+        if let Err(error) = queued {
+            if let Some(key) = key {
+                self.registry.release_key(&tenant, key);
+            }
+            self.registry.set(&tenant, &job.run_id, Phase::Ended);
+            return Err(store_status(&error));
+        }
         Ok(Response::new(proto::TriggerRunResponse {
             run: Some(self.find(&tenant, &job.run_id).await?),
             existing: false,

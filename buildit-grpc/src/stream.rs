@@ -124,7 +124,13 @@ impl BuildItService {
 }
 
 fn follow_status(error: &FollowError) -> Status {
-    Status::unavailable(format!("cannot follow the run: {error}"))
+    match error {
+        // A run that never got a record (it failed before it started, or was forgotten): not found.
+        FollowError::Store(buildit_core::store::StoreError::NoSuchRun(run)) => {
+            Status::not_found(format!("no run `{run}`"))
+        }
+        other => Status::unavailable(format!("cannot follow the run: {other}")),
+    }
 }
 
 /// Events cut into messages of at most [`MAX_BATCH_EVENTS`] events and about [`MAX_BATCH_BYTES`] of text.
@@ -173,7 +179,9 @@ impl BuildItService {
                 return;
             }
         };
-        let mut lines: Vec<proto::LogLine> = Vec::new();
+        // Each buffered line with its sequence number: a message's `last_seq` is its own last line's, so a
+        // client that resumes after any message misses nothing and gets nothing twice.
+        let mut lines: Vec<(u64, proto::LogLine)> = Vec::new();
         let mut bytes = 0;
         let mut due: Option<tokio::time::Instant> = None;
         loop {
@@ -183,12 +191,15 @@ impl BuildItService {
                 next = follower.next() => Some(next),
                 () = tokio::time::sleep_until(flush_at), if due.is_some() => None,
                 () = self.shutdown.cancelled() => {
-                    let _ = sender
-                        .send(Err(Status::unavailable(format!(
-                            "the daemon is stopping: resume with after_seq {}",
-                            follower.delivered()
-                        ))))
-                        .await;
+                    // What was buffered goes out first: the resume point counts it as sent.
+                    if send_lines(&sender, std::mem::take(&mut lines), follower.delivered()).await {
+                        let _ = sender
+                            .send(Err(Status::unavailable(format!(
+                                "the daemon is stopping: resume with after_seq {}",
+                                follower.delivered()
+                            ))))
+                            .await;
+                    }
                     return;
                 }
                 () = sender.closed() => return,
@@ -207,7 +218,7 @@ impl BuildItService {
                             (wanted, convert::event(event).kind)
                         {
                             bytes += line.text.len();
-                            lines.push(line);
+                            lines.push((event.seq, line));
                             due.get_or_insert_with(|| tokio::time::Instant::now() + MAX_BATCH_WAIT);
                         }
                     }
@@ -221,14 +232,8 @@ impl BuildItService {
             };
             let time_is_up = due.is_some_and(|due| tokio::time::Instant::now() >= due);
             if !lines.is_empty() && (ended || time_is_up || bytes >= MAX_BATCH_BYTES) {
-                for batch in cut_lines(std::mem::take(&mut lines)) {
-                    let message = proto::StreamLogsResponse {
-                        lines: batch,
-                        last_seq: follower.delivered(),
-                    };
-                    if sender.send(Ok(message)).await.is_err() {
-                        return;
-                    }
+                if !send_lines(&sender, std::mem::take(&mut lines), follower.delivered()).await {
+                    return;
                 }
                 bytes = 0;
                 due = None;
@@ -240,18 +245,45 @@ impl BuildItService {
     }
 }
 
+/// Sends buffered lines in messages of at most [`MAX_BATCH_BYTES`] of text (a longer line goes alone); the last
+/// message's `last_seq` is `covered` (every event up to it was looked at), the others' their own last line's.
+/// Whether the client still listens.
+async fn send_lines(
+    sender: &Sender<proto::StreamLogsResponse>,
+    lines: Vec<(u64, proto::LogLine)>,
+    covered: u64,
+) -> bool {
+    let batches = cut_lines(lines);
+    let count = batches.len();
+    for (index, batch) in batches.into_iter().enumerate() {
+        let last_seq = if index + 1 == count {
+            covered
+        } else {
+            batch.last().map_or(covered, |(seq, _)| *seq)
+        };
+        let message = proto::StreamLogsResponse {
+            lines: batch.into_iter().map(|(_, line)| line).collect(),
+            last_seq,
+        };
+        if sender.send(Ok(message)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Lines cut into messages of at most [`MAX_BATCH_BYTES`] of text (a longer line goes alone).
-fn cut_lines(lines: Vec<proto::LogLine>) -> Vec<Vec<proto::LogLine>> {
+fn cut_lines(lines: Vec<(u64, proto::LogLine)>) -> Vec<Vec<(u64, proto::LogLine)>> {
     let mut batches = Vec::new();
     let mut current = Vec::new();
     let mut bytes = 0;
-    for line in lines {
+    for (seq, line) in lines {
         if !current.is_empty() && bytes + line.text.len() > MAX_BATCH_BYTES {
             batches.push(std::mem::take(&mut current));
             bytes = 0;
         }
         bytes += line.text.len();
-        current.push(line);
+        current.push((seq, line));
     }
     if !current.is_empty() {
         batches.push(current);

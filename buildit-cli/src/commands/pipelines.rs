@@ -257,6 +257,12 @@ async fn follow(
             .await;
         let mut stream = match opened {
             Ok(stream) => stream.into_inner(),
+            // The daemon restarting: try again, from the last event received.
+            Err(status) if status.code() == tonic::Code::Unavailable && reconnects < RECONNECTS => {
+                reconnects += 1;
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(reconnects))).await;
+                continue;
+            }
             Err(status) => {
                 failure = Some(status);
                 break;
