@@ -179,6 +179,17 @@ pub(crate) struct StoreArgs {
 pub(crate) struct RunsCommon {
     #[command(flatten)]
     pub(crate) store: StoreArgs,
+    /// Ask this daemon instead of a local store (`http://HOST:PORT` or `HOST:PORT`).
+    #[arg(long, env = "BUILDIT_SERVER", value_name = "URL")]
+    pub(crate) server: Option<String>,
+    /// The API token for `--server`.
+    #[arg(
+        long,
+        env = "BUILDIT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
     /// The workspace whose default store (`.buildit/buildit.db`) to read (default: the current directory).
     #[arg(long, value_name = "DIR")]
     pub(crate) workspace: Option<PathBuf>,
@@ -231,6 +242,17 @@ pub(crate) enum RunsCommand {
         /// Only this attempt's lines.
         #[arg(long, value_parser = clap::value_parser!(u32).range(0..))]
         attempt: Option<u32>,
+        /// Go on with live lines until the run ends (a daemon's run: `--server`).
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        common: RunsCommon,
+    },
+    /// Stop a daemon's run (`--server`): running stages get their grace period; a run that has ended stays as it
+    /// is.
+    Cancel {
+        /// The run's id.
+        run: String,
         #[command(flatten)]
         common: RunsCommon,
     },

@@ -153,6 +153,47 @@ fn a_followed_remote_run_shows_what_a_local_run_shows() {
     );
     assert_eq!(shape(&remote_text), shape(&local_text));
 
+    // The daemon's runs, from the same commands that read a local store.
+    let listed = buildit(&work, &["runs", "list", "--format", "json"], &remote_env);
+    assert!(listed.status.success(), "{listed:?}");
+    let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("runs as JSON");
+    let run_id = runs[0]["id"].as_str().expect("a run id").to_owned();
+    assert_eq!(runs[0]["state"], "failed", "{runs}");
+    let shown = buildit(&work, &["runs", "show", &run_id], &remote_env);
+    let shown_text = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown_text.contains("critical path: build -> test"),
+        "{shown_text}"
+    );
+    let logs = buildit(
+        &work,
+        &["runs", "logs", &run_id, "--stage", "build"],
+        &remote_env,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout),
+        "$ echo hello from main\nhello from main\n"
+    );
+    let events = buildit(&work, &["runs", "events", &run_id], &remote_env);
+    let seqs: Vec<u64> = String::from_utf8_lossy(&events.stdout)
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).expect("an event")["seq"]
+                .as_u64()
+                .expect("a seq")
+        })
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    // Cancelling a run that has ended changes nothing.
+    let cancelled = buildit(&work, &["runs", "cancel", &run_id], &remote_env);
+    assert!(
+        String::from_utf8_lossy(&cancelled.stdout).contains("): failed"),
+        "{cancelled:?}"
+    );
+    // Locally, cancelling needs a daemon.
+    let local_cancel = buildit(&work, &["runs", "cancel", &run_id], &[]);
+    assert_eq!(local_cancel.status.code(), Some(2));
+
     // An invalid pipeline: the daemon's diagnostics, with codes and positions, and exit 3.
     std::fs::write(
         work.join("bad.kdl"),

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use buildit_core::events::{EventBatch, RunView};
+use buildit_grpc::event_from_wire;
 use buildit_grpc::proto::build_it_client::BuildItClient;
 use buildit_grpc::proto::{self, watch_run_response::Item};
-use buildit_grpc::{diagnostics_of, event_from_wire};
 use tonic::transport::Channel;
 
 use super::plan::run_context;
-use crate::cli::{PipelinesCommand, RemoteArgs, RunOutput, TriggerArgs};
+use super::remote::{authorized, connect, refused};
+use crate::cli::{PipelinesCommand, RunOutput, TriggerArgs};
 use crate::exit::Exit;
 use crate::printer::print_events;
 use crate::report::error_line;
@@ -58,7 +59,7 @@ fn trigger(args: &TriggerArgs) -> Exit {
         Err(exit) => return exit,
     };
     runtime.block_on(async {
-        let mut client = match connect(&args.remote).await {
+        let mut client = match connect(&args.remote.server).await {
             Ok(client) => client,
             Err(exit) => return exit,
         };
@@ -139,92 +140,6 @@ fn upload_messages(
         .map(|chunk| proto::UploadSourceRequest {
             chunk: chunk.to_vec(),
         })
-}
-
-/// A client of the daemon at `remote.server`.
-async fn connect(remote: &RemoteArgs) -> Result<BuildItClient<Channel>, Exit> {
-    let url = if remote.server.contains("://") {
-        remote.server.clone()
-    } else {
-        format!("http://{}", remote.server)
-    };
-    let endpoint = match Channel::from_shared(url.clone()) {
-        Ok(endpoint) => endpoint,
-        Err(error) => {
-            error_line(&format!("`{url}` is not a server address: {error}"), None);
-            return Err(Exit::Usage);
-        }
-    };
-    match endpoint
-        .connect_timeout(Duration::from_secs(10))
-        .connect()
-        .await
-    {
-        Ok(channel) => Ok(BuildItClient::new(channel)),
-        Err(error) => {
-            error_line(
-                &format!("cannot reach the daemon at `{url}`: {error}"),
-                Some("start it with `buildit daemon`, or check `--server` / `BUILDIT_SERVER`"),
-            );
-            Err(Exit::Infrastructure)
-        }
-    }
-}
-
-/// `message` with the caller's bearer token.
-fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = format!("Bearer {token}").parse() {
-        request.metadata_mut().insert("authorization", value);
-    }
-    request
-}
-
-/// Reports a refused call; the exit code it means. An invalid pipeline prints every diagnostic the daemon found,
-/// with its code and position, as `buildit validate` does.
-fn refused(status: &tonic::Status) -> Exit {
-    match status.code() {
-        tonic::Code::InvalidArgument => {
-            let diagnostics = diagnostics_of(status);
-            for diagnostic in &diagnostics {
-                eprintln!(
-                    "{}[{}]: {}\n  --> {}:{}:{}",
-                    diagnostic.severity,
-                    diagnostic.code,
-                    diagnostic.message,
-                    diagnostic.file,
-                    diagnostic.line,
-                    diagnostic.column
-                );
-                if !diagnostic.help.is_empty() {
-                    eprintln!("  help: {}", diagnostic.help);
-                }
-            }
-            error_line(status.message(), None);
-            if diagnostics.is_empty() {
-                Exit::Usage
-            } else {
-                Exit::InvalidConfig
-            }
-        }
-        tonic::Code::Unauthenticated => {
-            error_line(
-                status.message(),
-                Some(
-                    "give a token with `--token` or `BUILDIT_TOKEN` (`buildit tokens create` makes one)",
-                ),
-            );
-            Exit::Usage
-        }
-        tonic::Code::NotFound => {
-            error_line(status.message(), None);
-            Exit::Usage
-        }
-        _ => {
-            error_line(&format!("the daemon: {}", status.message()), None);
-            Exit::Infrastructure
-        }
-    }
 }
 
 /// Streams the run's events into the same printer as a local run, resuming after the last event received when

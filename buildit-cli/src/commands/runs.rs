@@ -26,8 +26,24 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
         RunsCommand::List { common, .. }
         | RunsCommand::Show { common, .. }
         | RunsCommand::Logs { common, .. }
-        | RunsCommand::Events { common, .. } => common,
+        | RunsCommand::Events { common, .. }
+        | RunsCommand::Cancel { common, .. } => common,
     };
+    if let Some(server) = &common.server {
+        return super::runs_remote::run(command, server, common.token.as_deref().unwrap_or(""));
+    }
+    let local_only = match command {
+        RunsCommand::Cancel { .. } => Some("cancelling a run"),
+        RunsCommand::Logs { follow: true, .. } => Some("following a run's logs"),
+        _ => None,
+    };
+    if let Some(what) = local_only {
+        error_line(
+            &format!("{what} works against a daemon"),
+            Some("give `--server URL` (or `BUILDIT_SERVER`) and a token"),
+        );
+        return Exit::Usage;
+    }
     let workspace = common
         .workspace
         .clone()
@@ -83,6 +99,7 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
                 stage,
                 attempt,
                 common,
+                ..
             } => {
                 logs(
                     Arc::clone(&store),
@@ -100,6 +117,8 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
                 after,
                 ..
             } => events(store.as_ref(), run, pipeline.as_deref(), *after).await,
+            // Refused above: a local store has no run to cancel.
+            RunsCommand::Cancel { .. } => Ok(Exit::Usage),
         };
         store.close().await;
         match result {
@@ -324,7 +343,7 @@ pub(super) fn json<T: Serialize>(value: &T) -> String {
     text
 }
 
-fn duration(ms: Option<u64>) -> String {
+pub(super) fn duration(ms: Option<u64>) -> String {
     ms.map_or_else(
         || "-".to_owned(),
         |ms| human(std::time::Duration::from_millis(ms)),
