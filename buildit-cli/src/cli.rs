@@ -30,6 +30,10 @@ pub(crate) enum Command {
     Tokens(TokensCommand),
     /// Serve the gRPC API: runs triggered remotely are queued, run by in-process workers, and streamed.
     Daemon(DaemonArgs),
+    /// Remember a daemon and a token (checked against it) for the remote commands, in a file only you can read.
+    Login(RemoteArgs),
+    /// Forget what `buildit login` remembered.
+    Logout,
     /// Pipelines on a daemon (`--server`): trigger a run, and follow it as `buildit run` shows a local one.
     #[command(subcommand)]
     Pipelines(PipelinesCommand),
@@ -38,17 +42,17 @@ pub(crate) enum Command {
 /// Where the daemon is and who is calling.
 #[derive(Debug, Args)]
 pub(crate) struct RemoteArgs {
-    /// The daemon's address (`http://HOST:PORT`, or `HOST:PORT`).
+    /// The daemon's address (`http://HOST:PORT`, or `HOST:PORT`); else `BUILDIT_SERVER`, else `buildit login`'s.
     #[arg(long, env = "BUILDIT_SERVER", value_name = "URL")]
-    pub(crate) server: String,
-    /// The API token (`buildit tokens create` printed it).
+    pub(crate) server: Option<String>,
+    /// The API token; else `BUILDIT_TOKEN`, else `buildit login`'s.
     #[arg(
         long,
         env = "BUILDIT_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    pub(crate) token: String,
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -19,6 +19,7 @@ fn buildit(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("BUILDIT_DATABASE_URL")
         .env_remove("BUILDIT_SERVER")
         .env_remove("BUILDIT_TOKEN")
+        .env_remove("XDG_CONFIG_HOME")
         .env("HOME", dir)
         .env("NO_COLOR", "1");
     for (name, value) in env {
@@ -217,6 +218,38 @@ fn a_followed_remote_run_shows_what_a_local_run_shows() {
     );
     assert_eq!(wrong.status.code(), Some(2), "{wrong:?}");
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("unknown or revoked token"));
+
+    // `buildit login` keeps the daemon and the token, checked, in a file only its owner reads; the remote commands
+    // use it when no flag nor the environment says otherwise.
+    let wrong_login = buildit(
+        &work,
+        &["login", "--server", &daemon.address, "--token", "bit_wrong"],
+        &[],
+    );
+    assert_eq!(wrong_login.status.code(), Some(2), "{wrong_login:?}");
+    let login_file = work.join(".config/buildit/login.json");
+    assert!(!login_file.exists(), "a refused token is not kept");
+    let login = buildit(
+        &work,
+        &["login", "--server", &daemon.address, "--token", &token],
+        &[],
+    );
+    assert!(login.status.success(), "{login:?}");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&login_file)
+        .expect("login file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let queued = buildit(&work, &["pipelines", "trigger", "--no-upload"], &[]);
+    assert!(queued.status.success(), "{queued:?}");
+    assert!(String::from_utf8_lossy(&queued.stdout).starts_with("queued run "));
+    std::fs::set_permissions(&login_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let exposed = buildit(&work, &["pipelines", "trigger", "--no-upload"], &[]);
+    assert_eq!(exposed.status.code(), Some(2), "{exposed:?}");
+    assert!(String::from_utf8_lossy(&exposed.stderr).contains("others can read it"));
+    assert!(buildit(&work, &["logout"], &[]).status.success());
+    assert!(!login_file.exists());
 
     // The daemon logged every call as JSON, with a request id and the tenant, and never a token.
     let log = daemon.log.lock().expect("log").clone();

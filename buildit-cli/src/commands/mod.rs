@@ -3,6 +3,7 @@
 mod daemon;
 mod gc;
 mod load;
+mod login;
 mod pipelines;
 mod plan;
 mod prune;
@@ -43,6 +44,8 @@ pub(crate) fn main_impl() -> Exit {
         Command::Tokens(command) => tokens::run(&command),
         Command::Daemon(args) => daemon::run(&args),
         Command::Pipelines(command) => pipelines::run(&command),
+        Command::Login(args) => login::login(&args),
+        Command::Logout => login::logout(),
     }
 }
 

@@ -54,26 +54,27 @@ fn trigger(args: &TriggerArgs) -> Exit {
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
         source_sha256: String::new(),
     };
+    let (server, token) = match super::login::resolve(&args.remote) {
+        Ok(remote) => remote,
+        Err(exit) => return exit,
+    };
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
         Err(exit) => return exit,
     };
     runtime.block_on(async {
-        let mut client = match connect(&args.remote.server).await {
+        let mut client = match connect(&server).await {
             Ok(client) => client,
             Err(exit) => return exit,
         };
         let mut request = request;
         if !args.no_upload {
-            match upload_workspace(&mut client, &args.remote.token, &workspace).await {
+            match upload_workspace(&mut client, &token, &workspace).await {
                 Ok(digest) => request.source_sha256 = digest,
                 Err(exit) => return exit,
             }
         }
-        let triggered = match client
-            .trigger_run(authorized(request, &args.remote.token))
-            .await
-        {
+        let triggered = match client.trigger_run(authorized(request, &token)).await {
             Ok(response) => response.into_inner(),
             Err(status) => return refused(&status),
         };
@@ -95,7 +96,7 @@ fn trigger(args: &TriggerArgs) -> Exit {
             ));
             return Exit::Success;
         }
-        follow(&mut client, &args.remote.token, &run.id, args.format).await
+        follow(&mut client, &token, &run.id, args.format).await
     })
 }
 

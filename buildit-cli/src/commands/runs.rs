@@ -29,8 +29,15 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
         | RunsCommand::Events { common, .. }
         | RunsCommand::Cancel { common, .. } => common,
     };
-    if let Some(server) = &common.server {
-        return super::runs_remote::run(command, server, common.token.as_deref().unwrap_or(""));
+    if common.server.is_some() {
+        let remote = crate::cli::RemoteArgs {
+            server: common.server.clone(),
+            token: common.token.clone(),
+        };
+        return match super::login::resolve(&remote) {
+            Ok((server, token)) => super::runs_remote::run(command, &server, &token),
+            Err(exit) => exit,
+        };
     }
     let local_only = match command {
         RunsCommand::Cancel { .. } => Some("cancelling a run"),
