@@ -98,6 +98,12 @@ pub(crate) struct DaemonArgs {
     /// How long running runs may go on after SIGTERM before they are cancelled (`30s`, `5m`).
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub(crate) drain: String,
+    /// A PEM certificate chain: with `--tls-key`, the daemon speaks TLS only.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// How the daemon logs (to stderr): `plain` lines or `json` objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub(crate) log_format: LogFormat,

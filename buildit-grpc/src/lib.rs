@@ -22,5 +22,5 @@ pub mod proto {
 }
 
 pub use convert::{diagnostics_of, event_from_wire};
-pub use server::{Daemon, DaemonConfig, DaemonError};
+pub use server::{Daemon, DaemonConfig, DaemonError, TlsFiles};
 pub use service::BuildItService;

@@ -32,6 +32,10 @@ pub enum DaemonError {
     #[error("cannot serve reflection: {0}")]
     #[diagnostic(code(buildit::daemon::reflection))]
     Reflection(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("cannot use the TLS certificate and key: {0}")]
+    #[diagnostic(code(buildit::daemon::tls))]
+    Tls(String),
     /// The server failed.
     #[error("the server failed: {0}")]
     #[diagnostic(code(buildit::daemon::serve))]
@@ -53,6 +57,17 @@ pub struct DaemonConfig {
     pub store: Arc<dyn Store>,
     /// The system configuration runs are checked against and run with.
     pub system: SystemConfig,
+    /// A certificate chain and its private key (PEM): with them the daemon speaks TLS only.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The daemon's TLS identity, as PEM text.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
 }
 
 /// A daemon bound to its address, not serving yet.
@@ -136,9 +151,17 @@ impl Daemon {
             running.spawn(workers.clone().work(worker));
         }
         let server_stop = CancellationToken::new();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                    tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+                ))
+                .map_err(|error| DaemonError::Tls(error.to_string()))?;
+        }
         let server = {
             let server_stop = server_stop.clone();
-            tonic::transport::Server::builder()
+            builder
                 .add_service(health_service)
                 .add_service(reflection_v1)
                 .add_service(reflection_v1alpha)

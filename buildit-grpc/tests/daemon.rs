@@ -52,6 +52,7 @@ async fn daemon() -> Running {
         drain: Duration::from_secs(2),
         store,
         system: SystemConfig::defaults(dir.path()),
+        tls: None,
     })
     .await
     .expect("bind");
@@ -626,4 +627,74 @@ async fn log_lines_of_one_stage_come_in_batches_live_and_from_the_store() {
     assert!(stored == expected, "{} lines stored", stored.len());
     running.stop.cancel();
     running.served.await.expect("the daemon stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_daemon_speaks_tls_only() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("buildit.db"))
+            .await
+            .expect("store"),
+    );
+    let token = new_token();
+    store
+        .create_token("acme", "test", &hash_token(&token))
+        .await
+        .expect("token");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("a certificate");
+    let cert_pem = certified.cert.pem();
+    let daemon = Daemon::bind(DaemonConfig {
+        listen: "127.0.0.1:0".to_owned(),
+        data_dir: dir.path().to_path_buf(),
+        workers: 1,
+        drain: Duration::from_secs(2),
+        store,
+        system: SystemConfig::defaults(dir.path()),
+        tls: Some(buildit_grpc::TlsFiles {
+            cert_pem: cert_pem.clone().into_bytes(),
+            key_pem: certified.signing_key.serialize_pem().into_bytes(),
+        }),
+    })
+    .await
+    .expect("bind");
+    let port = daemon.local_addr().expect("address").port();
+    let stop = CancellationToken::new();
+    let served = {
+        let stop = stop.clone();
+        tokio::spawn(async move { daemon.serve(stop).await.expect("serve") })
+    };
+    // A client that trusts the certificate gets through.
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&cert_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://localhost:{port}"))
+        .expect("address")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("a TLS connection");
+    let mut client = BuildItClient::new(channel);
+    let listed = client
+        .list_runs(authorized(proto::ListRunsRequest::default(), &token))
+        .await
+        .expect("a call over TLS");
+    assert!(listed.into_inner().runs.is_empty());
+    // Plaintext is not spoken.
+    let plain = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("address")
+        .connect()
+        .await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(channel) => BuildItClient::new(channel)
+            .list_runs(authorized(proto::ListRunsRequest::default(), &token))
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a plaintext call went through");
+    stop.cancel();
+    served.await.expect("the daemon stops");
 }

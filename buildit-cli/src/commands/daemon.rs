@@ -43,6 +43,21 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             Err(exit) => return exit,
         },
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).map_err(|error| {
+                    error_line(&format!("cannot read `{}`: {error}", path.display()), None);
+                    Exit::Usage
+                })
+            };
+            match (read(cert), read(key)) {
+                (Ok(cert_pem), Ok(key_pem)) => Some(buildit_grpc::TlsFiles { cert_pem, key_pem }),
+                (Err(exit), _) | (_, Err(exit)) => return exit,
+            }
+        }
+        _ => None,
+    };
     let logs = tracing_subscriber::fmt().with_writer(std::io::stderr);
     let _ = match args.log_format {
         LogFormat::Plain => logs.with_ansi(false).try_init(),
@@ -70,6 +85,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             drain,
             store,
             system,
+            tls,
         })
         .await
         {

@@ -16,13 +16,39 @@ pub(crate) async fn connect(server: &str) -> Result<BuildItClient<Channel>, Exit
     } else {
         format!("http://{server}")
     };
-    let endpoint = match Channel::from_shared(url.clone()) {
+    let mut endpoint = match Channel::from_shared(url.clone()) {
         Ok(endpoint) => endpoint,
         Err(error) => {
             error_line(&format!("`{url}` is not a server address: {error}"), None);
             return Err(Exit::Usage);
         }
     };
+    if url.starts_with("https://") {
+        // Public certificate authorities, and the one `BUILDIT_CA_CERT` names (a daemon's own certificate).
+        let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+        if let Some(path) = std::env::var_os("BUILDIT_CA_CERT").filter(|path| !path.is_empty()) {
+            match std::fs::read(&path) {
+                Ok(pem) => tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                Err(error) => {
+                    error_line(
+                        &format!(
+                            "cannot read `BUILDIT_CA_CERT` (`{}`): {error}",
+                            path.to_string_lossy()
+                        ),
+                        None,
+                    );
+                    return Err(Exit::Usage);
+                }
+            }
+        }
+        endpoint = match endpoint.tls_config(tls) {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                error_line(&format!("cannot set up TLS for `{url}`: {error}"), None);
+                return Err(Exit::Usage);
+            }
+        };
+    }
     match endpoint
         .connect_timeout(Duration::from_secs(10))
         .connect()
