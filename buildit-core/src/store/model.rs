@@ -579,3 +579,34 @@ pub const LOST: &str = "lost";
 pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RunRequestState::{Cancelled, Failed, Queued, Started};
+
+    #[test]
+    fn run_request_states_lead_forward_only() {
+        let all = [Queued, Started, Cancelled, Failed];
+        let allowed: Vec<_> = all
+            .iter()
+            .flat_map(|from| all.iter().map(move |to| (*from, *to)))
+            .filter(|(from, to)| from != to && from.can_become(*to))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Queued, Started),
+                (Queued, Cancelled),
+                (Queued, Failed),
+                (Started, Cancelled),
+                (Started, Failed),
+            ]
+        );
+        assert!(all.iter().all(|state| state.can_become(*state)));
+        assert_eq!(Cancelled.sources(), [Queued, Started]);
+        assert!(Queued.sources().is_empty());
+        for state in all {
+            assert_eq!(super::RunRequestState::parse(state.as_str()), state);
+        }
+    }
+}
