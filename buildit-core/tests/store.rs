@@ -12,8 +12,9 @@ use buildit_core::events::{
 };
 use buildit_core::store::{
     AttemptEnd, AttemptStart, AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore,
-    NewJob, NewRun, PostgresStore, RecordBatch, RunFilter, RunOwner, RunRef, RunState, SqliteStore,
-    Store, StoreError, hash_token, new_token, record_run,
+    NewJob, NewRun, NewRunRequest, PostgresStore, RecordBatch, RunFilter, RunOwner, RunRef,
+    RunRequestOutcome, RunRequestState, RunState, SqliteStore, Store, StoreError, hash_token,
+    new_token, record_run,
 };
 use sqlx::Connection as _;
 
@@ -173,6 +174,7 @@ contract!(
     many_claimers_never_share_a_job,
     stored_events_read_back_from_any_point,
     tokens_give_their_tenant_and_are_stored_only_as_hashes,
+    run_requests_are_created_once_per_key_and_change_state_by_the_rules,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -1366,4 +1368,219 @@ async fn tokens_give_their_tenant_and_are_stored_only_as_hashes(backend: Backend
             "a token is stored without its prefix"
         );
     }
+}
+
+fn run_request(run_id: &str, key: Option<&str>) -> NewRunRequest {
+    NewRunRequest {
+        run_id: run_id.to_owned(),
+        pipeline: "ci".to_owned(),
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+async fn run_requests_are_created_once_per_key_and_change_state_by_the_rules(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let RunRequestOutcome::Created(first) = ok(store
+        .create_run_request(&run_request("r1", Some("k1")))
+        .await)
+    else {
+        panic!("a new key made no new request");
+    };
+    assert_eq!(
+        (
+            first.run_id.as_str(),
+            first.pipeline.as_str(),
+            first.idempotency_key.as_deref(),
+            first.state,
+            first.reason.as_deref(),
+        ),
+        ("r1", "ci", Some("k1"), RunRequestState::Queued, None)
+    );
+    assert_eq!(first.created_at_ms, first.updated_at_ms);
+    assert_eq!(ok(store.run_request("r1").await).as_ref(), Some(&first));
+
+    // The same key again, with another run id or the same, gives the first request back, unchanged; from
+    // another handle on the same database too (a restarted daemon).
+    let other = backend.reopen().await;
+    for (handle, run_id) in [(&store, "r1-retry"), (&other, "r1")] {
+        let again = ok(handle
+            .create_run_request(&run_request(run_id, Some("k1")))
+            .await);
+        assert_eq!(again, RunRequestOutcome::Existing(first.clone()));
+    }
+    assert_eq!(ok(store.run_request("r1-retry").await), None);
+    // A run id requested already, under another key or none, is refused.
+    for key in [Some("k2"), None] {
+        assert!(matches!(
+            store.create_run_request(&run_request("r1", key)).await,
+            Err(StoreError::DuplicateRun(id)) if id == "r1"
+        ));
+    }
+    // Requests without a key never collide with each other.
+    assert!(ok(store.create_run_request(&run_request("r2", None)).await).is_created());
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    assert!(ok(store.create_run_request(&run_request("r3", None)).await).is_created());
+
+    // Eight concurrent requests with one key: exactly one creates, the others get its record.
+    let mut set = tokio::task::JoinSet::new();
+    for index in 0..8 {
+        let handle = if index % 2 == 0 {
+            Arc::clone(&store)
+        } else {
+            Arc::clone(&other)
+        };
+        set.spawn(async move {
+            ok(handle
+                .create_run_request(&run_request(&format!("race-{index}"), Some("race")))
+                .await)
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = set.join_next().await {
+        outcomes.push(match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => panic!("request task: {error}"),
+        });
+    }
+    let created: Vec<_> = outcomes
+        .iter()
+        .filter(|outcome| outcome.is_created())
+        .collect();
+    assert_eq!(created.len(), 1, "{outcomes:?}");
+    let winner = created[0].request().clone();
+    for outcome in &outcomes {
+        assert_eq!(outcome.request(), &winner, "{outcomes:?}");
+    }
+    let race_ids: Vec<String> = (0..8)
+        .map(|index| format!("race-{index}"))
+        .filter(|id| *id != winner.run_id)
+        .collect();
+    for id in &race_ids {
+        assert_eq!(ok(store.run_request(id).await), None, "{id}");
+    }
+
+    // Queued ones, oldest first, at most `limit`.
+    let queued: Vec<String> = ok(store.queued_run_requests(10).await)
+        .into_iter()
+        .map(|request| request.run_id)
+        .collect();
+    assert_eq!(queued, ["r1", "r2", "r3", winner.run_id.as_str()]);
+    let queued: Vec<String> = ok(store.queued_run_requests(2).await)
+        .into_iter()
+        .map(|request| request.run_id)
+        .collect();
+    assert_eq!(queued, ["r1", "r2"]);
+
+    // State changes and their rules.
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    ok(store
+        .set_run_request_state("r1", RunRequestState::Started, None)
+        .await);
+    let started = ok(store.run_request("r1").await);
+    assert_eq!(
+        started.as_ref().map(|request| request.state),
+        Some(RunRequestState::Started)
+    );
+    assert!(
+        started.is_some_and(|request| request.updated_at_ms > first.updated_at_ms
+            && request.created_at_ms == first.created_at_ms)
+    );
+    // A started request is never queued again; starting it again changes nothing.
+    assert!(matches!(
+        store.set_run_request_state("r1", RunRequestState::Queued, None).await,
+        Err(StoreError::RunRequestTransition { ref run_id, from: RunRequestState::Started, to: RunRequestState::Queued })
+            if run_id == "r1"
+    ));
+    ok(store
+        .set_run_request_state("r1", RunRequestState::Started, None)
+        .await);
+    // Cancelled after it started: allowed (the run's record says how it ended), and kept by a second cancel.
+    ok(store
+        .set_run_request_state("r1", RunRequestState::Cancelled, Some("cancelled by alice"))
+        .await);
+    ok(other
+        .set_run_request_state("r1", RunRequestState::Cancelled, Some("again"))
+        .await);
+    let cancelled = ok(store.run_request("r1").await);
+    assert_eq!(
+        cancelled.map(|request| (request.state, request.reason)),
+        Some((
+            RunRequestState::Cancelled,
+            Some("cancelled by alice".to_owned())
+        ))
+    );
+    // A cancelled or failed request is over: never started, queued or failed afterwards.
+    for to in [
+        RunRequestState::Queued,
+        RunRequestState::Started,
+        RunRequestState::Failed,
+    ] {
+        assert!(matches!(
+            store.set_run_request_state("r1", to, None).await,
+            Err(StoreError::RunRequestTransition {
+                from: RunRequestState::Cancelled,
+                ..
+            })
+        ));
+    }
+    ok(store
+        .set_run_request_state("r2", RunRequestState::Failed, Some("source gone"))
+        .await);
+    assert!(matches!(
+        store
+            .set_run_request_state("r2", RunRequestState::Started, None)
+            .await,
+        Err(StoreError::RunRequestTransition {
+            from: RunRequestState::Failed,
+            to: RunRequestState::Started,
+            ..
+        })
+    ));
+    // A queued one can be cancelled directly.
+    ok(store
+        .set_run_request_state("r3", RunRequestState::Cancelled, None)
+        .await);
+    let queued: Vec<String> = ok(store.queued_run_requests(10).await)
+        .into_iter()
+        .map(|request| request.run_id)
+        .collect();
+    assert_eq!(queued, [winner.run_id.as_str()]);
+
+    // Unknown ids.
+    assert_eq!(ok(store.run_request("nope").await), None);
+    assert!(matches!(
+        store.set_run_request_state("nope", RunRequestState::Cancelled, None).await,
+        Err(StoreError::NoSuchRun(id)) if id == "nope"
+    ));
+
+    // Another tenant neither sees these nor collides with them, on keys or run ids.
+    ok(store.create_tenant("acme").await);
+    let acme = store.for_tenant("acme");
+    assert_eq!(ok(acme.run_request("r1").await), None);
+    assert!(ok(acme.queued_run_requests(10).await).is_empty());
+    assert!(matches!(
+        acme.set_run_request_state("r1", RunRequestState::Failed, None)
+            .await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    let theirs = ok(acme
+        .create_run_request(&run_request("r1", Some("k1")))
+        .await);
+    assert!(theirs.is_created(), "{theirs:?}");
+    assert_eq!(
+        ok(acme.queued_run_requests(10).await),
+        vec![theirs.into_request()]
+    );
+    assert_eq!(
+        ok(store.run_request("r1").await).map(|request| request.state),
+        Some(RunRequestState::Cancelled)
+    );
+    // A tenant that does not exist cannot request runs.
+    assert!(
+        store
+            .for_tenant("nobody")
+            .create_run_request(&run_request("x", None))
+            .await
+            .is_err()
+    );
 }

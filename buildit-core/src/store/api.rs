@@ -7,8 +7,9 @@ use async_trait::async_trait;
 
 use super::batch::RecordBatch;
 use super::model::{
-    AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewRun, RunFilter,
-    RunOwner, RunRecord, RunRef, StoreError, TokenRecord,
+    AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewRun, NewRunRequest,
+    RunFilter, RunOwner, RunRecord, RunRef, RunRequest, RunRequestOutcome, RunRequestState,
+    StoreError, TokenRecord,
 };
 use crate::events::RunEvent;
 
@@ -89,6 +90,33 @@ pub trait Store: Send + Sync + Debug {
 
     /// One job.
     async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Records a run the daemon was asked for, as `queued`, in this tenant (which must exist). Atomic: of two
+    /// requests with one idempotency key, however concurrent, one is [`RunRequestOutcome::Created`] and the
+    /// other gets the first one's record as [`RunRequestOutcome::Existing`] (whatever its own run id and
+    /// pipeline). [`StoreError::DuplicateRun`] for a run id this tenant has already requested under another key
+    /// or none.
+    async fn create_run_request(
+        &self,
+        request: &NewRunRequest,
+    ) -> Result<RunRequestOutcome, StoreError>;
+
+    /// This tenant's request for `run_id`.
+    async fn run_request(&self, run_id: &str) -> Result<Option<RunRequest>, StoreError>;
+
+    /// Sets a request's state and reason, if its state leads there ([`RunRequestState::can_become`]): a started
+    /// request is never queued again, a cancelled or failed one is over ([`StoreError::RunRequestTransition`]);
+    /// the state it already has is left as it is, first reason included. [`StoreError::NoSuchRun`] for a run id
+    /// this tenant has not requested.
+    async fn set_run_request_state(
+        &self,
+        run_id: &str,
+        state: RunRequestState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` of this tenant's queued requests, oldest first (ties by run id).
+    async fn queued_run_requests(&self, limit: u32) -> Result<Vec<RunRequest>, StoreError>;
 
     /// Every tenant's name, sorted.
     async fn list_tenants(&self) -> Result<Vec<String>, StoreError>;

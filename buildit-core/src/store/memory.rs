@@ -10,8 +10,9 @@ use super::api::Store;
 use super::batch::{ChunkColumns, LogChunk, RecordBatch, StoredEvent, decode_chunk};
 use super::model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
-    LogCursor, LogPage, LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord, RunRef, RunState,
-    StoreError, TokenRecord, millis,
+    LogCursor, LogPage, LogQuery, NewJob, NewRun, NewRunRequest, RunFilter, RunOwner, RunRecord,
+    RunRef, RunRequest, RunRequestOutcome, RunRequestState, RunState, StoreError, TokenRecord,
+    millis,
 };
 use super::replay;
 use super::tokens::{check_tenant_name, last_use_is_stale};
@@ -33,6 +34,8 @@ struct State {
     jobs: Vec<StoredJob>,
     /// API tokens, in id order (id = index + 1), with the hash each is looked up by.
     tokens: Vec<(String, TokenRecord)>,
+    /// Run requests, with their tenant, in the order they were made.
+    requests: Vec<(String, RunRequest)>,
 }
 
 #[derive(Debug, Clone)]
@@ -612,6 +615,93 @@ impl Store for MemoryStore {
             .ok_or(StoreError::NoSuchToken(id))?;
         record.revoked_at_ms.get_or_insert(now);
         Ok(())
+    }
+
+    async fn create_run_request(
+        &self,
+        request: &NewRunRequest,
+    ) -> Result<RunRequestOutcome, StoreError> {
+        let now = now_ms();
+        // One lock for the check and the insert: the same atomicity as the databases' unique indexes.
+        let mut state = self.state()?;
+        if !state.tenants.contains(&*self.tenant) {
+            return Err(StoreError::Query(format!("no tenant `{}`", self.tenant)));
+        }
+        let mut ours = state.requests.iter().filter(|(t, _)| self.ours(t));
+        if let Some(key) = &request.idempotency_key
+            && let Some((_, existing)) = ours
+                .clone()
+                .find(|(_, stored)| stored.idempotency_key.as_ref() == Some(key))
+        {
+            return Ok(RunRequestOutcome::Existing(existing.clone()));
+        }
+        if ours.any(|(_, stored)| stored.run_id == request.run_id) {
+            return Err(StoreError::DuplicateRun(request.run_id.clone()));
+        }
+        let record = RunRequest {
+            run_id: request.run_id.clone(),
+            pipeline: request.pipeline.clone(),
+            idempotency_key: request.idempotency_key.clone(),
+            state: RunRequestState::Queued,
+            reason: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+        };
+        state
+            .requests
+            .push((self.tenant.to_string(), record.clone()));
+        Ok(RunRequestOutcome::Created(record))
+    }
+
+    async fn run_request(&self, run_id: &str) -> Result<Option<RunRequest>, StoreError> {
+        Ok(self
+            .state()?
+            .requests
+            .iter()
+            .find(|(t, stored)| self.ours(t) && stored.run_id == run_id)
+            .map(|(_, stored)| stored.clone()))
+    }
+
+    async fn set_run_request_state(
+        &self,
+        run_id: &str,
+        to: RunRequestState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        let (_, stored) = state
+            .requests
+            .iter_mut()
+            .find(|(t, stored)| self.ours(t) && stored.run_id == run_id)
+            .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+        if stored.state == to {
+            return Ok(());
+        }
+        if !stored.state.can_become(to) {
+            return Err(StoreError::RunRequestTransition {
+                run_id: run_id.to_owned(),
+                from: stored.state,
+                to,
+            });
+        }
+        stored.state = to;
+        stored.reason = reason.map(str::to_owned);
+        stored.updated_at_ms = now;
+        Ok(())
+    }
+
+    async fn queued_run_requests(&self, limit: u32) -> Result<Vec<RunRequest>, StoreError> {
+        let state = self.state()?;
+        let mut queued: Vec<RunRequest> = state
+            .requests
+            .iter()
+            .filter(|(t, stored)| self.ours(t) && stored.state == RunRequestState::Queued)
+            .map(|(_, stored)| stored.clone())
+            .collect();
+        queued.sort_by(|a, b| (a.created_at_ms, &a.run_id).cmp(&(b.created_at_ms, &b.run_id)));
+        queued.truncate(limit as usize);
+        Ok(queued)
     }
 }
 

@@ -11,6 +11,7 @@ mod open;
 mod postgres;
 mod recorder;
 mod replay;
+mod request_sql;
 mod rows;
 mod sql;
 #[cfg(feature = "sqlite")]
@@ -26,8 +27,9 @@ pub use follow::{FOLLOW_PAGE, FollowError, RunFollower};
 pub use memory::MemoryStore;
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
-    LogCursor, LogLineRecord, LogPage, LogQuery, NewJob, NewRun, RunFilter, RunOwner, RunRecord,
-    RunRef, RunState, StoreError, TokenRecord,
+    LogCursor, LogLineRecord, LogPage, LogQuery, NewJob, NewRun, NewRunRequest, RunFilter,
+    RunOwner, RunRecord, RunRef, RunRequest, RunRequestOutcome, RunRequestState, RunState,
+    StoreError, TokenRecord,
 };
 pub use open::{StoreLocation, open_store};
 #[cfg(feature = "postgres")]

@@ -70,6 +70,27 @@ pub enum StoreError {
         help("`buildit tokens list` shows the tokens and their ids")
     )]
     NoSuchToken(i64),
+    /// A run id this tenant has already requested, without the idempotency key that requested it.
+    #[error("run `{0}` was already requested")]
+    #[diagnostic(
+        code(buildit::store::duplicate_run),
+        help(
+            "give every run request a new id; a retried request passes the same idempotency key instead"
+        )
+    )]
+    DuplicateRun(String),
+    /// A run request asked to go where its state does not lead (a started run is never queued again; a
+    /// cancelled or failed request is over).
+    #[error("run request `{run_id}` is {} and cannot become {}", from.as_str(), to.as_str())]
+    #[diagnostic(code(buildit::store::run_request_transition))]
+    RunRequestTransition {
+        /// The run.
+        run_id: String,
+        /// Its state.
+        from: RunRequestState,
+        /// The state asked for.
+        to: RunRequestState,
+    },
     /// A tenant name that is not 1 to 64 characters of `a-z`, `0-9`, `-` and `_`.
     #[error("invalid tenant name `{0}`: a tenant is 1 to 64 characters of a-z, 0-9, `-` and `_`")]
     #[diagnostic(code(buildit::store::invalid_tenant))]
@@ -263,6 +284,120 @@ pub struct TokenRecord {
     pub revoked_at_ms: Option<i64>,
 }
 
+/// A run the daemon is asked for, before a worker starts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRunRequest {
+    /// The id its run will have.
+    pub run_id: String,
+    /// The pipeline to run.
+    pub pipeline: String,
+    /// The client's key: the same key twice (in one tenant) gives the first request back.
+    pub idempotency_key: Option<String>,
+}
+
+/// How a run request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunRequestState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker started its run; the run's record says how it goes.
+    Started,
+    /// Cancelled (while queued, or after it started: the run's record then says how it ended).
+    Cancelled,
+    /// It could not be started (the worker refused it, its source was gone).
+    Failed,
+}
+
+impl RunRequestState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Started => "started",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Self {
+        match text {
+            "started" => Self::Started,
+            "cancelled" => Self::Cancelled,
+            "failed" => Self::Failed,
+            _ => Self::Queued,
+        }
+    }
+
+    /// Whether a request in this state may be set to `to`: a queued one to anything, a started one to
+    /// cancelled or failed (never queued again), a cancelled or failed one to nothing else. Setting the state a
+    /// request has is allowed and changes nothing.
+    pub fn can_become(self, to: Self) -> bool {
+        self == to
+            || matches!(
+                (self, to),
+                (Self::Queued, _) | (Self::Started, Self::Cancelled | Self::Failed)
+            )
+    }
+
+    /// The states that lead to `self` (itself excluded).
+    pub(crate) fn sources(self) -> Vec<Self> {
+        [Self::Queued, Self::Started, Self::Cancelled, Self::Failed]
+            .into_iter()
+            .filter(|from| *from != self && from.can_become(self))
+            .collect()
+    }
+}
+
+/// One run request, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRequest {
+    /// The id its run has (or will have).
+    pub run_id: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The client's key, if it gave one.
+    pub idempotency_key: Option<String>,
+    /// How it stands.
+    pub state: RunRequestState,
+    /// Why it was cancelled or failed, when given.
+    pub reason: Option<String>,
+    /// When it was requested (ms since the Unix epoch).
+    pub created_at_ms: i64,
+    /// When its state last changed.
+    pub updated_at_ms: i64,
+}
+
+/// What [`Store::create_run_request`](super::Store::create_run_request) did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunRequestOutcome {
+    /// The request is new.
+    Created(RunRequest),
+    /// Its idempotency key had already asked for this one: the request stored then, unchanged.
+    Existing(RunRequest),
+}
+
+impl RunRequestOutcome {
+    /// The request, new or not.
+    pub fn request(&self) -> &RunRequest {
+        match self {
+            Self::Created(request) | Self::Existing(request) => request,
+        }
+    }
+
+    /// The request, new or not, by value.
+    pub fn into_request(self) -> RunRequest {
+        match self {
+            Self::Created(request) | Self::Existing(request) => request,
+        }
+    }
+
+    /// Whether the request is new.
+    pub fn is_created(&self) -> bool {
+        matches!(self, Self::Created(_))
+    }
+}
+
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -443,4 +578,35 @@ pub const LOST: &str = "lost";
 /// A lease's length.
 pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunRequestState::{Cancelled, Failed, Queued, Started};
+
+    #[test]
+    fn run_request_states_lead_forward_only() {
+        let all = [Queued, Started, Cancelled, Failed];
+        let allowed: Vec<_> = all
+            .iter()
+            .flat_map(|from| all.iter().map(move |to| (*from, *to)))
+            .filter(|(from, to)| from != to && from.can_become(*to))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Queued, Started),
+                (Queued, Cancelled),
+                (Queued, Failed),
+                (Started, Cancelled),
+                (Started, Failed),
+            ]
+        );
+        assert!(all.iter().all(|state| state.can_become(*state)));
+        assert_eq!(Cancelled.sources(), [Queued, Started]);
+        assert!(Queued.sources().is_empty());
+        for state in all {
+            assert_eq!(super::RunRequestState::parse(state.as_str()), state);
+        }
+    }
 }

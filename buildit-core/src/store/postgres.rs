@@ -11,9 +11,11 @@ use super::api::Store;
 use super::batch::RecordBatch;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
-    NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, TokenRecord, millis,
+    NewRun, NewRunRequest, RunFilter, RunOwner, RunRecord, RunRef, RunRequest, RunRequestOutcome,
+    RunRequestState, StoreError, TokenRecord, millis,
 };
 use super::open::redact;
+use super::request_sql::RequestSql;
 use super::rows;
 use super::sql::Shared;
 use super::token_sql::TokenSql;
@@ -383,6 +385,39 @@ impl Store for PostgresStore {
     async fn revoke_token(&self, id: i64) -> Result<(), StoreError> {
         TokenSql::<Postgres>::revoke(&mut *self.connection().await?, &self.tenant, id, now_ms())
             .await
+    }
+
+    async fn create_run_request(
+        &self,
+        request: &NewRunRequest,
+    ) -> Result<RunRequestOutcome, StoreError> {
+        // Read committed: an insert that conflicts with a concurrent one waits for its commit and does nothing;
+        // the read after it, a statement with a new snapshot, sees the committed winner.
+        let mut tx = self.begin().await?;
+        let outcome =
+            RequestSql::<Postgres>::create(&mut tx, &self.tenant, request, now_ms()).await?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(outcome)
+    }
+
+    async fn run_request(&self, run_id: &str) -> Result<Option<RunRequest>, StoreError> {
+        RequestSql::<Postgres>::get(&mut *self.connection().await?, &self.tenant, run_id).await
+    }
+
+    async fn set_run_request_state(
+        &self,
+        run_id: &str,
+        state: RunRequestState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        RequestSql::<Postgres>::set_state(&mut tx, &self.tenant, run_id, state, reason, now_ms())
+            .await?;
+        tx.commit().await.map_err(query_error)
+    }
+
+    async fn queued_run_requests(&self, limit: u32) -> Result<Vec<RunRequest>, StoreError> {
+        RequestSql::<Postgres>::queued(&mut *self.connection().await?, &self.tenant, limit).await
     }
 
     async fn close(&self) {

@@ -164,3 +164,19 @@ where
         revoked_at_ms: row.opt_int("revoked_at_ms")?,
     })
 }
+
+/// Columns: run_id, pipeline, idempotency_key, state, reason, created_at_ms, updated_at_ms.
+pub(crate) fn run_request<R: StoreRow>(row: &R) -> Result<super::model::RunRequest, sqlx::Error>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(super::model::RunRequest {
+        run_id: row.text("run_id")?,
+        pipeline: row.text("pipeline")?,
+        idempotency_key: row.opt_text("idempotency_key")?,
+        state: super::model::RunRequestState::parse(&row.text("state")?),
+        reason: row.opt_text("reason")?,
+        created_at_ms: row.int("created_at_ms")?,
+        updated_at_ms: row.int("updated_at_ms")?,
+    })
+}

@@ -15,8 +15,10 @@ use super::api::Store;
 use super::batch::RecordBatch;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
-    NewRun, RunFilter, RunOwner, RunRecord, RunRef, StoreError, TokenRecord, millis,
+    NewRun, NewRunRequest, RunFilter, RunOwner, RunRecord, RunRef, RunRequest, RunRequestOutcome,
+    RunRequestState, StoreError, TokenRecord, millis,
 };
+use super::request_sql::RequestSql;
 use super::rows;
 use super::sql::Shared;
 use super::token_sql::TokenSql;
@@ -479,6 +481,38 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, id: i64) -> Result<(), StoreError> {
         TokenSql::<Sqlite>::revoke(&mut *self.writer().await?, &self.tenant, id, now_ms()).await
+    }
+
+    async fn create_run_request(
+        &self,
+        request: &NewRunRequest,
+    ) -> Result<RunRequestOutcome, StoreError> {
+        // One immediate transaction on the one writer: the insert and the read of the winner see one state.
+        let mut tx = self.immediate().await?;
+        let outcome =
+            RequestSql::<Sqlite>::create(&mut tx, &self.tenant, request, now_ms()).await?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(outcome)
+    }
+
+    async fn run_request(&self, run_id: &str) -> Result<Option<RunRequest>, StoreError> {
+        RequestSql::<Sqlite>::get(&mut *self.reader().await?, &self.tenant, run_id).await
+    }
+
+    async fn set_run_request_state(
+        &self,
+        run_id: &str,
+        state: RunRequestState,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.immediate().await?;
+        RequestSql::<Sqlite>::set_state(&mut tx, &self.tenant, run_id, state, reason, now_ms())
+            .await?;
+        tx.commit().await.map_err(query_error)
+    }
+
+    async fn queued_run_requests(&self, limit: u32) -> Result<Vec<RunRequest>, StoreError> {
+        RequestSql::<Sqlite>::queued(&mut *self.reader().await?, &self.tenant, limit).await
     }
 
     async fn close(&self) {

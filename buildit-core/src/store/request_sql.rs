@@ -1,0 +1,184 @@
+//! The statements of run requests, the same on both SQL backends (the query builder writes each database's
+//! placeholders; each backend chooses connections and transactions).
+
+use std::marker::PhantomData;
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
+
+use super::model::{NewRunRequest, RunRequest, RunRequestOutcome, RunRequestState, StoreError};
+use super::rows;
+
+const REQUEST_COLUMNS: &str =
+    "run_id, pipeline, idempotency_key, state, reason, created_at_ms, updated_at_ms";
+
+/// The run request queries of database `DB`.
+pub(crate) struct RequestSql<DB>(PhantomData<DB>);
+
+impl<DB> RequestSql<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+{
+    /// Records `request` as queued, or finds the request its idempotency key already made; inside the caller's
+    /// transaction. The insert does nothing on a conflict (the database's unique indexes decide between two
+    /// concurrent requests with one key, each waiting for the other's commit), and the read that follows sees
+    /// the winner.
+    pub(crate) async fn create(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        request: &NewRunRequest,
+        now: i64,
+    ) -> Result<RunRequestOutcome, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "INSERT INTO run_requests (tenant_id, run_id, pipeline, idempotency_key, state, created_at_ms, \
+             updated_at_ms) VALUES (",
+        );
+        query.push_bind(tenant.to_owned());
+        query.push(", ");
+        query.push_bind(request.run_id.clone());
+        query.push(", ");
+        query.push_bind(request.pipeline.clone());
+        query.push(", ");
+        query.push_bind(request.idempotency_key.clone());
+        query.push(", ");
+        query.push_bind(RunRequestState::Queued.as_str().to_owned());
+        query.push(", ");
+        query.push_bind(now);
+        query.push(", ");
+        query.push_bind(now);
+        query.push(format!(
+            ") ON CONFLICT DO NOTHING RETURNING {REQUEST_COLUMNS}"
+        ));
+        let inserted = query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::query)?;
+        if let Some(row) = inserted {
+            return rows::run_request(&row)
+                .map(RunRequestOutcome::Created)
+                .map_err(StoreError::query);
+        }
+        // Nothing inserted: the key asked before, or the run id is taken (by a request without this key).
+        let Some(key) = &request.idempotency_key else {
+            return Err(StoreError::DuplicateRun(request.run_id.clone()));
+        };
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {REQUEST_COLUMNS} FROM run_requests WHERE tenant_id = "
+        ));
+        query.push_bind(tenant.to_owned());
+        query.push(" AND idempotency_key = ");
+        query.push_bind(key.clone());
+        match query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::query)?
+        {
+            Some(row) => rows::run_request(&row)
+                .map(RunRequestOutcome::Existing)
+                .map_err(StoreError::query),
+            None => Err(StoreError::DuplicateRun(request.run_id.clone())),
+        }
+    }
+
+    /// `tenant`'s request for `run_id`.
+    pub(crate) async fn get(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Option<RunRequest>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {REQUEST_COLUMNS} FROM run_requests WHERE tenant_id = "
+        ));
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(run_id.to_owned());
+        query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::query)?
+            .map(|row| rows::run_request(&row).map_err(StoreError::query))
+            .transpose()
+    }
+
+    /// Sets the state of `tenant`'s request for `run_id`, if its state leads there
+    /// ([`RunRequestState::can_become`]); the state it already has is left as it is, reason included.
+    pub(crate) async fn set_state(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+        state: RunRequestState,
+        reason: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let sources = state.sources();
+        if !sources.is_empty() {
+            // One conditional update: a concurrent change of state is either seen or waited for, never
+            // overwritten (a worker's `started` cannot undo a cancel that came first).
+            let mut query = QueryBuilder::<DB>::new("UPDATE run_requests SET state = ");
+            query.push_bind(state.as_str().to_owned());
+            query.push(", reason = ");
+            query.push_bind(reason.map(str::to_owned));
+            query.push(", updated_at_ms = ");
+            query.push_bind(now);
+            query.push(" WHERE tenant_id = ");
+            query.push_bind(tenant.to_owned());
+            query.push(" AND run_id = ");
+            query.push_bind(run_id.to_owned());
+            query.push(" AND state IN (");
+            let mut separated = query.separated(", ");
+            for source in &sources {
+                separated.push_bind(source.as_str().to_owned());
+            }
+            query.push(") RETURNING run_id");
+            let updated = query
+                .build()
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(StoreError::query)?;
+            if updated.is_some() {
+                return Ok(());
+            }
+        }
+        match Self::get(connection, tenant, run_id).await? {
+            None => Err(StoreError::NoSuchRun(run_id.to_owned())),
+            Some(found) if found.state == state => Ok(()),
+            Some(found) => Err(StoreError::RunRequestTransition {
+                run_id: run_id.to_owned(),
+                from: found.state,
+                to: state,
+            }),
+        }
+    }
+
+    /// Up to `limit` of `tenant`'s queued requests, oldest first (ties by run id).
+    pub(crate) async fn queued(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        limit: u32,
+    ) -> Result<Vec<RunRequest>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {REQUEST_COLUMNS} FROM run_requests WHERE tenant_id = "
+        ));
+        query.push_bind(tenant.to_owned());
+        query.push(" AND state = ");
+        query.push_bind(RunRequestState::Queued.as_str().to_owned());
+        query.push(" ORDER BY created_at_ms, run_id LIMIT ");
+        query.push_bind(i64::from(limit));
+        query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(StoreError::query)?
+            .iter()
+            .map(|row| rows::run_request(row).map_err(StoreError::query))
+            .collect()
+    }
+}
