@@ -27,6 +27,23 @@ pub(crate) fn run(record: &RunRecord) -> proto::Run {
     }
 }
 
+/// A run that has not started (queued, cancelled before it started, failed to start) on the wire.
+pub(crate) fn request(request: &buildit_core::store::RunRequest) -> proto::Run {
+    proto::Run {
+        id: request.run_id.clone(),
+        pipeline: request.pipeline.clone(),
+        state: request.state.as_str().to_owned(),
+        reason: request.reason.clone().unwrap_or_default(),
+        created_at_ms: request.created_at_ms,
+        finished_at_ms: if request.state == buildit_core::store::RunRequestState::Queued {
+            0
+        } else {
+            request.updated_at_ms
+        },
+        ..proto::Run::default()
+    }
+}
+
 /// An event on the wire: log lines as bytes, every other event as the JSON `buildit run --format json` prints.
 pub(crate) fn event(event: &RunEvent) -> proto::Event {
     let kind = match &event.kind {

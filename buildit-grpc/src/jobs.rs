@@ -11,7 +11,7 @@ use buildit_core::exec::RunOptions;
 use buildit_core::owner::RunOwner;
 use buildit_core::runner::{RunSetup, Runner, check_against_system, connect_executor, plan_for};
 use buildit_core::source::{ArchiveDigest, SourceStore, WorkspaceSource};
-use buildit_core::store::{ClaimedJob, Store};
+use buildit_core::store::{ClaimedJob, RunRequestState, Store};
 use buildit_core::system::SystemConfig;
 use buildit_core::{Plan, RunContext, parse_pipeline};
 use serde::{Deserialize, Serialize};
@@ -147,7 +147,7 @@ impl Workers {
         };
         // A job claimed again after its daemon died, or queued by another daemon of the same store, is known
         // here from now on: a cancel and the drain reach it.
-        let cancel = self.registry.ensure(tenant, &job.run_id, &job.name);
+        let cancel = self.registry.ensure(tenant, &job.run_id);
         if store
             .find_run(&buildit_core::store::RunRef::Id(job.run_id.clone()))
             .await
@@ -164,8 +164,14 @@ impl Workers {
             );
             return;
         }
-        if cancel.is_cancelled() {
-            // Cancelled while it waited: it never starts.
+        // The request says whether it may start: one cancelled while it waited (here or through another daemon)
+        // never does. Marking it started is what a later cancel sees.
+        let may_start = !cancel.is_cancelled()
+            && store
+                .set_run_request_state(&job.run_id, RunRequestState::Started, None)
+                .await
+                .is_ok();
+        if !may_start {
             self.registry.set(tenant, &job.run_id, Phase::Ended);
             self.registry.forget_later(tenant, &job.run_id);
             let _ = store.complete(&claimed.lease).await;
@@ -208,6 +214,18 @@ impl Workers {
             ),
         }
         heartbeat.abort();
+        if let Err(error) = &outcome {
+            // A run that could not start has no record: its request says why.
+            let recorded = store
+                .find_run(&buildit_core::store::RunRef::Id(job.run_id.clone()))
+                .await
+                .is_ok();
+            if !recorded {
+                let _ = store
+                    .set_run_request_state(&job.run_id, RunRequestState::Failed, Some(error))
+                    .await;
+            }
+        }
         self.registry.set(tenant, &job.run_id, Phase::Ended);
         self.registry.forget_later(tenant, &job.run_id);
         let _ = match outcome {

@@ -24,45 +24,23 @@ pub(crate) enum Phase {
 /// A run this daemon knows of.
 #[derive(Debug)]
 struct Entry {
-    pipeline: String,
-    created_at_ms: i64,
     phase: watch::Sender<Phase>,
     cancel: CancellationToken,
 }
 
-/// What `GetRun` says of a run that has no record yet.
-#[derive(Debug, Clone)]
-pub(crate) struct Pending {
-    pub(crate) pipeline: String,
-    pub(crate) created_at_ms: i64,
-    pub(crate) cancelled: bool,
-}
-
-/// The daemon's runs, by tenant and id, and idempotency keys by tenant.
+/// The daemon's runs, by tenant and id.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     runs: Mutex<HashMap<(String, String), Entry>>,
-    keys: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Registry {
-    /// The run an idempotency key already gave, if any.
-    pub(crate) fn run_for_key(&self, tenant: &str, key: &str) -> Option<String> {
-        self.keys
-            .lock()
-            .ok()?
-            .get(&(tenant.to_owned(), key.to_owned()))
-            .cloned()
-    }
-
     /// Records a queued run (and the key that asked for it).
-    pub(crate) fn queued(&self, tenant: &str, run_id: &str, pipeline: &str, created_at_ms: i64) {
+    pub(crate) fn queued(&self, tenant: &str, run_id: &str) {
         if let Ok(mut runs) = self.runs.lock() {
             runs.insert(
                 (tenant.to_owned(), run_id.to_owned()),
                 Entry {
-                    pipeline: pipeline.to_owned(),
-                    created_at_ms,
                     phase: watch::channel(Phase::Queued).0,
                     cancel: CancellationToken::new(),
                 },
@@ -71,40 +49,17 @@ impl Registry {
     }
 
     /// The cancel token of a run a worker claimed, its entry made when this daemon did not queue it.
-    pub(crate) fn ensure(&self, tenant: &str, run_id: &str, pipeline: &str) -> CancellationToken {
+    pub(crate) fn ensure(&self, tenant: &str, run_id: &str) -> CancellationToken {
         let Ok(mut runs) = self.runs.lock() else {
             return CancellationToken::new();
         };
         runs.entry((tenant.to_owned(), run_id.to_owned()))
             .or_insert_with(|| Entry {
-                pipeline: pipeline.to_owned(),
-                created_at_ms: 0,
                 phase: watch::channel(Phase::Queued).0,
                 cancel: CancellationToken::new(),
             })
             .cancel
             .clone()
-    }
-
-    /// Reserves an idempotency key for `run_id`, atomically; the run that holds it already, if another does.
-    pub(crate) fn reserve_key(&self, tenant: &str, key: &str, run_id: &str) -> Result<(), String> {
-        let Ok(mut keys) = self.keys.lock() else {
-            return Ok(());
-        };
-        match keys.entry((tenant.to_owned(), key.to_owned())) {
-            std::collections::hash_map::Entry::Occupied(held) => Err(held.get().clone()),
-            std::collections::hash_map::Entry::Vacant(free) => {
-                free.insert(run_id.to_owned());
-                Ok(())
-            }
-        }
-    }
-
-    /// Gives a reserved key up (the run was not queued after all).
-    pub(crate) fn release_key(&self, tenant: &str, key: &str) {
-        if let Ok(mut keys) = self.keys.lock() {
-            keys.remove(&(tenant.to_owned(), key.to_owned()));
-        }
     }
 
     /// Moves a run on.
@@ -159,17 +114,6 @@ impl Registry {
                 .phase
                 .subscribe(),
         )
-    }
-
-    /// A run that is queued (or ended without a record), as far as this daemon knows it.
-    pub(crate) fn pending(&self, tenant: &str, run_id: &str) -> Option<Pending> {
-        let runs = self.runs.lock().ok()?;
-        let entry = runs.get(&(tenant.to_owned(), run_id.to_owned()))?;
-        Some(Pending {
-            pipeline: entry.pipeline.clone(),
-            created_at_ms: entry.created_at_ms,
-            cancelled: entry.cancel.is_cancelled(),
-        })
     }
 
     /// Every tenant with a run here: the workers claim in their queues.

@@ -49,7 +49,7 @@ pub struct DaemonConfig {
     pub listen: String,
     /// Where runs get their workspaces.
     pub data_dir: PathBuf,
-    /// In-process workers (runs at once).
+    /// In-process workers (runs at once); 0 queues runs for other daemons of the same store.
     pub workers: usize,
     /// How long running runs may go on after a stop before they are cancelled.
     pub drain: Duration,
@@ -146,7 +146,7 @@ impl Daemon {
             stop_claiming: stop_claiming.clone(),
         };
         let mut running = tokio::task::JoinSet::new();
-        for index in 0..config.workers.max(1) {
+        for index in 0..config.workers {
             let worker = format!("{}-{index}", std::process::id());
             running.spawn(workers.clone().work(worker));
         }

@@ -5,7 +5,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use buildit_core::runner::{check_against_system, new_run_id, plan_for};
-use buildit_core::store::{NewJob, RunFilter, RunRef, Store, StoreError, hash_token};
+use buildit_core::store::{
+    NewJob, NewRunRequest, RunFilter, RunRef, RunRequestOutcome, RunRequestState, Store,
+    StoreError, hash_token,
+};
 use buildit_core::system::SystemConfig;
 use buildit_core::{ConfigError, parse_pipeline};
 use tokio_stream::Stream;
@@ -74,26 +77,17 @@ impl BuildItService {
         }
     }
 
-    /// A run of the tenant: this daemon's record of a queued run, else the store's.
+    /// A run of the tenant: its record once it started, else its request (queued, cancelled before it started,
+    /// or failed to start, with why).
     async fn find(&self, tenant: &str, run_id: &str) -> Result<proto::Run, Status> {
         let store = self.store.for_tenant(tenant);
         match store.find_run(&RunRef::Id(run_id.to_owned())).await {
             Ok(record) => Ok(convert::run(&record)),
-            Err(StoreError::NoSuchRun(_)) => match self.registry.pending(tenant, run_id) {
-                Some(pending) => Ok(proto::Run {
-                    id: run_id.to_owned(),
-                    pipeline: pending.pipeline,
-                    state: if pending.cancelled {
-                        "cancelled"
-                    } else {
-                        "queued"
-                    }
-                    .to_owned(),
-                    created_at_ms: pending.created_at_ms,
-                    ..proto::Run::default()
-                }),
+            Err(StoreError::NoSuchRun(_)) => match store.run_request(run_id).await {
+                Ok(Some(request)) => Ok(convert::request(&request)),
                 // Another tenant's run is not found, never forbidden.
-                None => Err(Status::not_found(format!("no run `{run_id}`"))),
+                Ok(None) => Err(Status::not_found(format!("no run `{run_id}`"))),
+                Err(error) => Err(store_status(&error)),
             },
             Err(error) => Err(store_status(&error)),
         }
@@ -127,13 +121,7 @@ impl proto::build_it_server::BuildIt for BuildItService {
             ));
         }
         let request = request.into_inner();
-        let key = Some(request.idempotency_key.as_str()).filter(|key| !key.is_empty());
-        if let Some(run_id) = key.and_then(|key| self.registry.run_for_key(&tenant, key)) {
-            return Ok(Response::new(proto::TriggerRunResponse {
-                run: Some(self.find(&tenant, &run_id).await?),
-                existing: true,
-            }));
-        }
+        let key = Some(request.idempotency_key.clone()).filter(|key| !key.is_empty());
         let file_name = Some(request.file_name.as_str())
             .filter(|name| !name.is_empty())
             .unwrap_or("buildit.kdl")
@@ -172,25 +160,24 @@ impl proto::build_it_server::BuildIt for BuildItService {
         job.name = plan.pipeline().name.value.clone();
         let payload = serde_json::to_string(&job)
             .map_err(|error| Status::internal(format!("cannot queue the run: {error}")))?;
-        // The key is taken, and the run known here, before the job can be claimed: a second trigger with the
-        // same key finds this run, and a worker that claims the job at once finds its cancel token.
-        if let Some(key) = key
-            && let Err(existing) = self.registry.reserve_key(&tenant, key, &job.run_id)
-        {
+        let store = self.store.for_tenant(&tenant);
+        // The request is recorded, with its key, before the job can be claimed: a second trigger with the same
+        // key (here or on another daemon of the store, before or after a restart) finds this run.
+        let requested = store
+            .create_run_request(&NewRunRequest {
+                run_id: job.run_id.clone(),
+                pipeline: job.name.clone(),
+                idempotency_key: key.clone(),
+            })
+            .await
+            .map_err(|error| store_status(&error))?;
+        if let RunRequestOutcome::Existing(existing) = requested {
             return Ok(Response::new(proto::TriggerRunResponse {
-                run: Some(self.find(&tenant, &existing).await?),
+                run: Some(self.find(&tenant, &existing.run_id).await?),
                 existing: true,
             }));
         }
-        let created_at_ms = i64::try_from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| elapsed.as_millis()),
-        )
-        .unwrap_or(i64::MAX);
-        self.registry
-            .queued(&tenant, &job.run_id, &job.name, created_at_ms);
-        let store = self.store.for_tenant(&tenant);
+        self.registry.queued(&tenant, &job.run_id);
         let queued = store
             .enqueue(&NewJob {
                 queue: RUNS_QUEUE.to_owned(),
@@ -199,9 +186,13 @@ impl proto::build_it_server::BuildIt for BuildItService {
             })
             .await;
         if let Err(error) = queued {
-            if let Some(key) = key {
-                self.registry.release_key(&tenant, key);
-            }
+            let _ = store
+                .set_run_request_state(
+                    &job.run_id,
+                    RunRequestState::Failed,
+                    Some(&format!("cannot queue the run: {error}")),
+                )
+                .await;
             self.registry.set(&tenant, &job.run_id, Phase::Ended);
             return Err(store_status(&error));
         }
@@ -234,15 +225,27 @@ impl proto::build_it_server::BuildIt for BuildItService {
                 size => size.min(500),
             },
         };
-        let runs = self
-            .store
-            .for_tenant(&tenant)
+        let store = self.store.for_tenant(&tenant);
+        let runs = store
             .list_runs(&filter)
             .await
             .map_err(|error| store_status(&error))?;
-        Ok(Response::new(proto::ListRunsResponse {
-            runs: runs.iter().map(convert::run).collect(),
-        }))
+        // Runs still queued come first (they are the newest), then the recorded ones.
+        let mut queued = store
+            .queued_run_requests(filter.limit)
+            .await
+            .map_err(|error| store_status(&error))?;
+        queued.retain(|request| {
+            filter
+                .pipeline
+                .as_ref()
+                .is_none_or(|pipeline| *pipeline == request.pipeline)
+        });
+        queued.reverse();
+        let mut listed: Vec<proto::Run> = queued.iter().map(convert::request).collect();
+        listed.extend(runs.iter().map(convert::run));
+        listed.truncate(filter.limit as usize);
+        Ok(Response::new(proto::ListRunsResponse { runs: listed }))
     }
 
     async fn cancel_run(
@@ -252,8 +255,21 @@ impl proto::build_it_server::BuildIt for BuildItService {
         let tenant = self.tenant(&request).await?;
         let run_id = &request.get_ref().run;
         // Found first: another tenant's run is not found, and cancelling it changes nothing.
-        self.find(&tenant, run_id).await?;
+        let found = self.find(&tenant, run_id).await?;
         self.registry.cancel(&tenant, run_id);
+        if found.state == "queued" {
+            // Not started: it never will (the worker that claims its job sees the request cancelled). A request
+            // that started in between keeps its state; the token above stops the run.
+            let _ = self
+                .store
+                .for_tenant(&tenant)
+                .set_run_request_state(
+                    run_id,
+                    RunRequestState::Cancelled,
+                    Some("cancelled before it started"),
+                )
+                .await;
+        }
         Ok(Response::new(self.find(&tenant, run_id).await?))
     }
 

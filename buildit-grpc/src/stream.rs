@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use buildit_core::events::RunEventKind;
-use buildit_core::store::{FollowError, RunFollower};
+use buildit_core::store::{FollowError, RunFollower, RunRef, RunRequestState};
 use tonic::Status;
 
 use crate::convert;
@@ -98,6 +98,26 @@ impl BuildItService {
         after_seq: u64,
         live: bool,
     ) -> Result<RunFollower, Status> {
+        let store = self.store.for_tenant(tenant);
+        if live && self.registry.watch(tenant, run_id).is_none() {
+            // Queued through another daemon of the store, or before this one restarted: waited for until it has
+            // a record (or will never get one).
+            loop {
+                if store.find_run(&RunRef::Id(run_id.to_owned())).await.is_ok() {
+                    break;
+                }
+                match store.run_request(run_id).await {
+                    Ok(Some(request)) if request.state == RunRequestState::Queued => {}
+                    _ => break,
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    () = self.shutdown.cancelled() => {
+                        return Err(Status::unavailable("the daemon is stopping: resume with after_seq 0"));
+                    }
+                }
+            }
+        }
         if let Some(mut phase) = self.registry.watch(tenant, run_id).filter(|_| live) {
             loop {
                 let current = phase.borrow_and_update().clone();
@@ -115,11 +135,7 @@ impl BuildItService {
                 }
             }
         }
-        Ok(RunFollower::stored(
-            self.store.for_tenant(tenant),
-            run_id,
-            after_seq,
-        ))
+        Ok(RunFollower::stored(store, run_id, after_seq))
     }
 }
 

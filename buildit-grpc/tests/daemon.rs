@@ -698,3 +698,148 @@ async fn with_a_certificate_the_daemon_speaks_tls_only() {
     stop.cancel();
     served.await.expect("the daemon stops");
 }
+
+/// A daemon on `dir`'s store (made by [`daemon`] or by hand) with `workers` workers.
+async fn daemon_on(
+    dir: &std::path::Path,
+    workers: usize,
+) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.join("buildit.db"))
+            .await
+            .expect("store"),
+    );
+    let daemon = Daemon::bind(DaemonConfig {
+        listen: "127.0.0.1:0".to_owned(),
+        data_dir: dir.to_path_buf(),
+        workers,
+        drain: Duration::from_secs(2),
+        store,
+        system: SystemConfig::defaults(dir),
+        tls: None,
+    })
+    .await
+    .expect("bind");
+    let address = format!("http://{}", daemon.local_addr().expect("address"));
+    let stop = CancellationToken::new();
+    let served = {
+        let stop = stop.clone();
+        tokio::spawn(async move { daemon.serve(stop).await.expect("serve") })
+    };
+    (address, stop, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_and_its_key_outlive_the_daemon_that_queued_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let token = new_token();
+    {
+        let store = SqliteStore::open(&dir.path().join("buildit.db"))
+            .await
+            .expect("store");
+        store
+            .create_token("acme", "test", &hash_token(&token))
+            .await
+            .expect("token");
+    }
+    let request = || proto::TriggerRunRequest {
+        idempotency_key: "push-7".to_owned(),
+        ..trigger(PIPELINE)
+    };
+    // A daemon without workers queues the run and stops.
+    let (address, stop, served) = daemon_on(dir.path(), 0).await;
+    let mut client = BuildItClient::connect(address).await.expect("connect");
+    let queued = client
+        .trigger_run(authorized(request(), &token))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .run
+        .expect("a run");
+    assert_eq!(queued.state, "queued");
+    let listed = client
+        .list_runs(authorized(proto::ListRunsRequest::default(), &token))
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(
+        listed.runs.first().map(|run| run.id.clone()),
+        Some(queued.id.clone())
+    );
+    stop.cancel();
+    served.await.expect("the first daemon stops");
+    // The next daemon knows the run and the key, and runs it.
+    let (address, stop, served) = daemon_on(dir.path(), 1).await;
+    let mut client = BuildItClient::connect(address).await.expect("connect");
+    let again = client
+        .trigger_run(authorized(request(), &token))
+        .await
+        .expect("trigger again")
+        .into_inner();
+    assert!(again.existing);
+    assert_eq!(again.run.map(|run| run.id), Some(queued.id.clone()));
+    let events = watch(&mut client, &token, &queued.id, 0).await;
+    let view = RunView::from_events(&events);
+    assert_eq!(
+        view.ending.map(|ending| ending.status),
+        Some(RunOutcome::Succeeded)
+    );
+    stop.cancel();
+    served.await.expect("the second daemon stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_cannot_start_says_why() {
+    let running = daemon().await;
+    let mut client = client(&running).await;
+    // An archive the daemon stores (uploads are only size-checked) but refuses to unpack: a link out.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::os::unix::fs::symlink("/etc/passwd", dir.path().join("escape")).expect("symlink");
+    let output = std::process::Command::new("tar")
+        .args(["-cf", "-", "-C"])
+        .arg(dir.path())
+        .arg("escape")
+        .output()
+        .expect("tar runs");
+    let uploaded = upload(&mut client, &running.token, output.stdout)
+        .await
+        .expect("upload");
+    let run = client
+        .trigger_run(authorized(
+            proto::TriggerRunRequest {
+                source_sha256: uploaded.sha256,
+                ..trigger(PIPELINE)
+            },
+            &running.token,
+        ))
+        .await
+        .expect("trigger")
+        .into_inner()
+        .run
+        .expect("a run");
+    let started = Instant::now();
+    let failed = loop {
+        let got = client
+            .get_run(authorized(
+                proto::GetRunRequest {
+                    run: run.id.clone(),
+                },
+                &running.token,
+            ))
+            .await
+            .expect("get")
+            .into_inner();
+        if got.state == "failed" {
+            break got;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still {}",
+            got.state
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(failed.reason.contains("escape"), "{failed:?}");
+    running.stop.cancel();
+    running.served.await.expect("the daemon stops");
+}

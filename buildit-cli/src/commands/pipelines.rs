@@ -219,6 +219,32 @@ async fn follow(
     }
     drop(events);
     let view = printer.await.unwrap_or_else(|_| RunView::new());
+    if view.ending.is_none() {
+        // A run that never started (cancelled while queued, or its workspace or executor could not be set up)
+        // has no events: its record says why.
+        let got = client
+            .get_run(authorized(
+                proto::GetRunRequest {
+                    run: run_id.to_owned(),
+                },
+                token,
+            ))
+            .await
+            .map(tonic::Response::into_inner);
+        if let Ok(run) = got
+            && matches!(run.state.as_str(), "failed" | "cancelled")
+        {
+            error_line(
+                &format!("the run {} before it started: {}", run.state, run.reason),
+                None,
+            );
+            return if run.state == "cancelled" {
+                Exit::Interrupted
+            } else {
+                Exit::Infrastructure
+            };
+        }
+    }
     if let Some(status) = failure {
         return refused(&status);
     }
