@@ -30,11 +30,9 @@ struct Running {
 
 async fn daemon() -> Running {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("buildit.db"))
-            .await
-            .expect("store"),
-    );
+    let store = SqliteStore::open(&dir.path().join("buildit.db"))
+        .await
+        .expect("store");
     let token = new_token();
     store
         .create_token("acme", "test", &hash_token(&token))
@@ -45,23 +43,8 @@ async fn daemon() -> Running {
         .create_token("other", "test", &hash_token(&other_tenant))
         .await
         .expect("token");
-    let daemon = Daemon::bind(DaemonConfig {
-        listen: "127.0.0.1:0".to_owned(),
-        data_dir: dir.path().to_path_buf(),
-        workers: 2,
-        drain: Duration::from_secs(2),
-        store,
-        system: SystemConfig::defaults(dir.path()),
-        tls: None,
-    })
-    .await
-    .expect("bind");
-    let address = format!("http://{}", daemon.local_addr().expect("address"));
-    let stop = CancellationToken::new();
-    let served = {
-        let stop = stop.clone();
-        tokio::spawn(async move { daemon.serve(stop).await.expect("serve") })
-    };
+    store.close().await;
+    let (address, stop, served) = daemon_on(dir.path(), 2).await;
     Running {
         address,
         token,
