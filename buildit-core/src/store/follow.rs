@@ -110,6 +110,12 @@ impl RunFollower {
     pub async fn next(&mut self) -> Result<Option<Vec<RunEvent>>, FollowError> {
         loop {
             if self.finished {
+                // A live `run-finished` can reach the follower before the store has it: the stream ends once it
+                // is stored, so that a client that watched a run to its end reads it finished from the store.
+                let delivered = self.delivered;
+                if let Some(recorded) = self.recorded.as_mut() {
+                    let _ = recorded.wait_for(|seq| *seq >= delivered).await;
+                }
                 return Ok(None);
             }
             if self.delivered < self.stored_until {
