@@ -298,14 +298,6 @@ impl EventBus {
         self.display.subscribe()
     }
 
-    /// A display subscriber that starts exactly at the live edge, with the sequence number of the last event
-    /// emitted before it (0: none yet): it receives every later event and none before (events are handed out
-    /// under the sequence lock that this takes). A late joiner reads the events up to the edge from the store.
-    pub async fn subscribe_display_at_edge(&self) -> (u64, broadcast::Receiver<EventBatch>) {
-        let seq = self.seq.lock().await;
-        (*seq, self.display.subscribe())
-    }
-
     /// A bus whose display subscribers may fall `capacity` batches behind before they skip (the default is
     /// 4,096).
     pub fn with_display_capacity(run_id: impl Into<String>, capacity: usize) -> Self {
@@ -415,7 +407,10 @@ impl BusSubscriptions {
         }
     }
 
-    /// As [`EventBus::subscribe_display_at_edge`]; no receiver when the run is over (every event was sent).
+    /// A display subscriber that starts exactly at the live edge, with the sequence number of the last event
+    /// emitted before it (0: none yet): it receives every later event and none before (events are handed out
+    /// under the sequence lock that this takes). A late joiner reads the events up to the edge from the store.
+    /// No receiver when the run is over (every event was sent).
     pub async fn subscribe_display_at_edge(
         &self,
     ) -> (u64, Option<broadcast::Receiver<EventBatch>>) {

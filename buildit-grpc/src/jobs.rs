@@ -9,7 +9,9 @@ use std::time::Duration;
 use buildit_core::config::EventKind;
 use buildit_core::exec::RunOptions;
 use buildit_core::owner::RunOwner;
-use buildit_core::runner::{RunSetup, Runner, check_against_system, connect_executor, plan_for};
+use buildit_core::runner::{
+    LoadError, RunSetup, Runner, check_against_system, connect_executor, plan_for,
+};
 use buildit_core::source::{ArchiveDigest, SourceStore, WorkspaceSource};
 use buildit_core::store::{ClaimedJob, RunRequestState, Store};
 use buildit_core::system::SystemConfig;
@@ -76,13 +78,32 @@ impl RunJob {
         Ok(context)
     }
 
-    /// The plan the job runs: parsed, checked against the daemon's system configuration and planned (the
-    /// trigger did the same, so a failure here is the configuration having changed in between).
-    pub(crate) fn plan(&self, system: &SystemConfig) -> Result<Plan, String> {
-        let pipeline =
-            parse_pipeline(&self.pipeline, &self.file_name).map_err(|error| error.to_string())?;
-        check_against_system(&pipeline, system).map_err(|error| error.to_string())?;
-        plan_for(pipeline, system, self.context()?).map_err(|error| error.to_string())
+    /// The plan the job runs: parsed, checked against the daemon's system configuration and planned. The
+    /// trigger refuses a job this refuses; a worker that gets a refusal saw the configuration change in between.
+    pub(crate) fn plan(&self, system: &SystemConfig) -> Result<Plan, Refusal> {
+        let pipeline = parse_pipeline(&self.pipeline, &self.file_name)
+            .map_err(|error| Refusal::Load(LoadError::Config(error)))?;
+        check_against_system(&pipeline, system).map_err(Refusal::Load)?;
+        let context = self.context().map_err(Refusal::Context)?;
+        plan_for(pipeline, system, context).map_err(Refusal::Load)
+    }
+}
+
+/// Why a job's pipeline cannot be planned.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// The pipeline, or the pipeline against the system configuration, is invalid; or the run cannot be planned.
+    Load(LoadError),
+    /// The job's context is not one (an unknown event).
+    Context(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Load(error) => error.fmt(f),
+            Self::Context(problem) => f.write_str(problem),
+        }
     }
 }
 
@@ -242,7 +263,9 @@ impl Workers {
         job: &RunJob,
         cancel: CancellationToken,
     ) -> Result<(), String> {
-        let plan = job.plan(&self.system)?;
+        let plan = job
+            .plan(&self.system)
+            .map_err(|refusal| refusal.to_string())?;
         let workspace = self.data_dir.join("runs").join(&job.run_id);
         let source = match &job.source {
             Some(digest) => Some(

@@ -35,20 +35,8 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    /// Records a queued run (and the key that asked for it).
-    pub(crate) fn queued(&self, tenant: &str, run_id: &str) {
-        if let Ok(mut runs) = self.runs.lock() {
-            runs.insert(
-                (tenant.to_owned(), run_id.to_owned()),
-                Entry {
-                    phase: watch::channel(Phase::Queued).0,
-                    cancel: CancellationToken::new(),
-                },
-            );
-        }
-    }
-
-    /// The cancel token of a run a worker claimed, its entry made when this daemon did not queue it.
+    /// A run known here from now on (one this daemon queues, or one a worker claimed that another daemon
+    /// queued); its cancel token, which a worker hands to the run's `Runner`.
     pub(crate) fn ensure(&self, tenant: &str, run_id: &str) -> CancellationToken {
         let Ok(mut runs) = self.runs.lock() else {
             return CancellationToken::new();

@@ -4,19 +4,19 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use buildit_core::runner::{check_against_system, new_run_id, plan_for};
+use buildit_core::ConfigError;
+use buildit_core::runner::{LoadError, new_run_id};
 use buildit_core::store::{
     NewJob, NewRunRequest, RunFilter, RunRef, RunRequestOutcome, RunRequestState, Store,
     StoreError, hash_token,
 };
 use buildit_core::system::SystemConfig;
-use buildit_core::{ConfigError, parse_pipeline};
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
-use crate::jobs::{RUNS_QUEUE, RunJob};
+use crate::jobs::{RUNS_QUEUE, Refusal, RunJob};
 use crate::proto;
 use crate::registry::{Phase, Registry};
 
@@ -148,14 +148,10 @@ impl proto::build_it_server::BuildIt for BuildItService {
             }
         }
         // Everything `buildit validate` and `buildit plan` would refuse is refused here, before anything queues.
-        let pipeline = parse_pipeline(&job.pipeline, &job.file_name).map_err(|e| invalid(&e))?;
-        check_against_system(&pipeline, &self.system).map_err(|error| match error {
-            buildit_core::runner::LoadError::Config(error) => invalid(&error),
+        let plan = job.plan(&self.system).map_err(|refusal| match refusal {
+            Refusal::Load(LoadError::Config(error)) => invalid(&error),
             other => Status::invalid_argument(other.to_string()),
         })?;
-        let context = job.context().map_err(Status::invalid_argument)?;
-        let plan = plan_for(pipeline, &self.system, context)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
         let mut job = job;
         job.name = plan.pipeline().name.value.clone();
         let payload = serde_json::to_string(&job)
@@ -177,7 +173,7 @@ impl proto::build_it_server::BuildIt for BuildItService {
                 existing: true,
             }));
         }
-        self.registry.queued(&tenant, &job.run_id);
+        self.registry.ensure(&tenant, &job.run_id);
         let queued = store
             .enqueue(&NewJob {
                 queue: RUNS_QUEUE.to_owned(),
