@@ -175,6 +175,8 @@ contract!(
     stored_events_read_back_from_any_point,
     tokens_give_their_tenant_and_are_stored_only_as_hashes,
     run_requests_are_created_once_per_key_and_change_state_by_the_rules,
+    cancels_and_restarts_travel_through_run_requests,
+    a_lease_ended_early_lets_its_job_be_claimed_at_once,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -1583,4 +1585,131 @@ async fn run_requests_are_created_once_per_key_and_change_state_by_the_rules(bac
             .await
             .is_err()
     );
+}
+
+async fn cancels_and_restarts_travel_through_run_requests(backend: Backend) {
+    let other = backend.reopen().await;
+    let store = backend.store;
+    ok(store
+        .create_run_request(&run_request("r1", Some("k1")))
+        .await);
+    ok(store
+        .set_run_request_state("r1", RunRequestState::Started, None)
+        .await);
+    // A cancel asked through one handle is seen through another; the first time counts.
+    assert_eq!(
+        ok(other.run_request("r1").await).and_then(|r| r.cancel_requested_at_ms),
+        None
+    );
+    ok(store.request_run_cancel("r1").await);
+    let first = ok(other.run_request("r1").await).and_then(|r| r.cancel_requested_at_ms);
+    assert!(first.is_some());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    ok(other.request_run_cancel("r1").await);
+    assert_eq!(
+        ok(store.run_request("r1").await).and_then(|r| r.cancel_requested_at_ms),
+        first
+    );
+    assert!(matches!(
+        store.request_run_cancel("nope").await,
+        Err(StoreError::NoSuchRun(id)) if id == "nope"
+    ));
+
+    // An interrupted run starts again as a new, started request that points back to it.
+    ok(store
+        .create_run_request(&run_request("r2", Some("k2")))
+        .await);
+    let restart = ok(store.restart_run_request("r2", "r2-again").await);
+    assert_eq!(restart.run_id, "r2-again");
+    assert_eq!(restart.pipeline, "ci");
+    assert_eq!(restart.state, RunRequestState::Started);
+    assert_eq!(restart.restart_of.as_deref(), Some("r2"));
+    assert_eq!(restart.idempotency_key, None);
+    assert_eq!(
+        ok(store.run_request("r2").await).and_then(|r| r.restarted_as),
+        Some("r2-again".to_owned())
+    );
+    // The first restart wins, from any handle: a second one gets the first's request and adds nothing.
+    let again = ok(other.restart_run_request("r2", "r2-twice").await);
+    assert_eq!(again, restart);
+    assert_eq!(ok(store.run_request("r2-twice").await), None);
+    // The key still names the first run.
+    let by_key = ok(store
+        .create_run_request(&run_request("r9", Some("k2")))
+        .await);
+    assert_eq!(by_key.request().run_id, "r2");
+    // A restarted run is not queued.
+    assert!(
+        ok(store.queued_run_requests(10).await)
+            .iter()
+            .all(|request| request.run_id != "r2-again")
+    );
+    assert!(matches!(
+        store.restart_run_request("nope", "x").await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    // Another tenant sees none of it.
+    ok(store.create_tenant("acme").await);
+    let acme = store.for_tenant("acme");
+    assert_eq!(ok(acme.run_request("r2-again").await), None);
+    assert!(acme.request_run_cancel("r1").await.is_err());
+    assert!(acme.restart_run_request("r2", "r2-acme").await.is_err());
+}
+
+async fn a_lease_ended_early_lets_its_job_be_claimed_at_once(backend: Backend) {
+    let store = backend.store;
+    let first = ok(store.enqueue(&job("one", 3)).await);
+    let second = ok(store.enqueue(&job("two", 3)).await);
+    let Some(claimed) = ok(store
+        .claim("runs", "gone-1", Duration::from_secs(300))
+        .await)
+    else {
+        panic!("nothing claimed")
+    };
+    assert_eq!(claimed.id, first);
+    let leased = ok(store.leased_jobs("runs").await);
+    assert_eq!(
+        leased
+            .iter()
+            .map(|job| (job.id, job.worker.as_deref(), job.attempts))
+            .collect::<Vec<_>>(),
+        [(first, Some("gone-1"), 1)]
+    );
+    assert!(ok(store.leased_jobs("other").await).is_empty());
+    // Without the early end, the next claim takes the other job; with it, this one again.
+    ok(store.expire_lease(&claimed.lease).await);
+    let Some(again) = ok(store
+        .claim("runs", "next-1", Duration::from_secs(300))
+        .await)
+    else {
+        panic!("nothing claimed")
+    };
+    assert_eq!((again.id, again.lease.attempt), (first, 2));
+    // The old lease is fenced: ending it again changes nothing, and it cannot complete the job.
+    ok(store.expire_lease(&claimed.lease).await);
+    assert!(store.complete(&claimed.lease).await.is_err());
+    let Some(other) = ok(store
+        .claim("runs", "next-2", Duration::from_secs(300))
+        .await)
+    else {
+        panic!("nothing claimed")
+    };
+    assert_eq!(other.id, second);
+    assert!(
+        ok(store
+            .claim("runs", "next-3", Duration::from_secs(300))
+            .await)
+        .is_none()
+    );
+    ok(store.complete(&again.lease).await);
+    assert_eq!(
+        ok(store.leased_jobs("runs").await)
+            .iter()
+            .map(|job| job.id)
+            .collect::<Vec<_>>(),
+        [second]
+    );
+    // Another tenant's leases are not listed.
+    ok(store.create_tenant("acme").await);
+    assert!(ok(store.for_tenant("acme").leased_jobs("runs").await).is_empty());
 }

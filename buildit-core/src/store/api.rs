@@ -88,6 +88,13 @@ pub trait Store: Send + Sync + Debug {
     /// Fails a held job for good, with why.
     async fn fail(&self, lease: &Lease, error: &str) -> Result<(), StoreError>;
 
+    /// This tenant's jobs of `queue` held under a lease, expired or not, by id.
+    async fn leased_jobs(&self, queue: &str) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Ends `lease` now, so that its job can be claimed again at once (its worker is known to be gone). A lease
+    /// that no longer holds its job changes nothing.
+    async fn expire_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+
     /// One job.
     async fn job(&self, id: i64) -> Result<Option<JobRecord>, StoreError>;
 
@@ -117,6 +124,21 @@ pub trait Store: Send + Sync + Debug {
 
     /// Up to `limit` of this tenant's queued requests, oldest first (ties by run id).
     async fn queued_run_requests(&self, limit: u32) -> Result<Vec<RunRequest>, StoreError>;
+
+    /// Notes that a cancel of `run_id` was asked for, so that whichever daemon of the store runs it (it polls
+    /// its request) stops it; the first time counts. [`StoreError::NoSuchRun`] for a run id this tenant has not
+    /// requested.
+    async fn request_run_cancel(&self, run_id: &str) -> Result<(), StoreError>;
+
+    /// Records that the interrupted run `run_id` starts again as `restart`: a new request, `started`, whose
+    /// `restart_of` is `run_id`, and `run_id`'s `restarted_as`. Atomic, and the first restart wins: for a run
+    /// restarted already it answers that restart's request, unchanged. [`StoreError::NoSuchRun`] for a run id
+    /// this tenant has not requested.
+    async fn restart_run_request(
+        &self,
+        run_id: &str,
+        restart: &str,
+    ) -> Result<RunRequest, StoreError>;
 
     /// Every tenant's name, sorted.
     async fn list_tenants(&self) -> Result<Vec<String>, StoreError>;

@@ -549,6 +549,82 @@ impl Store for MemoryStore {
             .map(|job| job.record.clone()))
     }
 
+    async fn leased_jobs(&self, queue: &str) -> Result<Vec<JobRecord>, StoreError> {
+        Ok(self
+            .state()?
+            .jobs
+            .iter()
+            .filter(|job| {
+                self.ours(&job.tenant)
+                    && job.record.queue == queue
+                    && job.record.state == JobState::Running
+            })
+            .map(|job| job.record.clone())
+            .collect())
+    }
+
+    async fn expire_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        if let Ok(job) = self.held(&mut state, lease) {
+            job.lease_until_ms = Some(now - 1);
+        }
+        Ok(())
+    }
+
+    async fn request_run_cancel(&self, run_id: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        let (_, stored) = state
+            .requests
+            .iter_mut()
+            .find(|(t, stored)| self.ours(t) && stored.run_id == run_id)
+            .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+        stored.cancel_requested_at_ms.get_or_insert(now);
+        stored.updated_at_ms = now;
+        Ok(())
+    }
+
+    async fn restart_run_request(
+        &self,
+        run_id: &str,
+        restart: &str,
+    ) -> Result<RunRequest, StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        let find = |requests: &[(String, RunRequest)], id: &str| {
+            requests
+                .iter()
+                .position(|(t, stored)| self.ours(t) && stored.run_id == id)
+        };
+        let index = find(&state.requests, run_id)
+            .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+        if let Some(existing) = state.requests[index].1.restarted_as.clone() {
+            let restarted =
+                find(&state.requests, &existing).ok_or(StoreError::NoSuchRun(existing))?;
+            return Ok(state.requests[restarted].1.clone());
+        }
+        let interrupted = &mut state.requests[index].1;
+        interrupted.restarted_as = Some(restart.to_owned());
+        interrupted.updated_at_ms = now;
+        let record = RunRequest {
+            run_id: restart.to_owned(),
+            pipeline: interrupted.pipeline.clone(),
+            idempotency_key: None,
+            state: RunRequestState::Started,
+            reason: None,
+            created_at_ms: now,
+            updated_at_ms: now,
+            cancel_requested_at_ms: None,
+            restart_of: Some(run_id.to_owned()),
+            restarted_as: None,
+        };
+        state
+            .requests
+            .push((self.tenant.to_string(), record.clone()));
+        Ok(record)
+    }
+
     async fn list_tenants(&self) -> Result<Vec<String>, StoreError> {
         let mut tenants: Vec<String> = self.state()?.tenants.iter().cloned().collect();
         tenants.sort();
@@ -646,6 +722,9 @@ impl Store for MemoryStore {
             reason: None,
             created_at_ms: now,
             updated_at_ms: now,
+            cancel_requested_at_ms: None,
+            restart_of: None,
+            restarted_as: None,
         };
         state
             .requests

@@ -364,8 +364,14 @@ pub struct RunRequest {
     pub reason: Option<String>,
     /// When it was requested (ms since the Unix epoch).
     pub created_at_ms: i64,
-    /// When its state last changed.
+    /// When it last changed.
     pub updated_at_ms: i64,
+    /// When a cancel was first asked for (through any daemon of the store), if one was.
+    pub cancel_requested_at_ms: Option<i64>,
+    /// The interrupted run this one starts again.
+    pub restart_of: Option<String>,
+    /// The run that started this one again after it was interrupted.
+    pub restarted_as: Option<String>,
 }
 
 /// What [`Store::create_run_request`](super::Store::create_run_request) did.

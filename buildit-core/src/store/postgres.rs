@@ -347,6 +347,43 @@ impl Store for PostgresStore {
         Shared::<Postgres>::job(&mut *self.connection().await?, &self.tenant, id).await
     }
 
+    async fn leased_jobs(&self, queue: &str) -> Result<Vec<JobRecord>, StoreError> {
+        Shared::<Postgres>::leased_jobs(&mut *self.connection().await?, &self.tenant, queue).await
+    }
+
+    async fn expire_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        Shared::<Postgres>::expire_lease(
+            &mut *self.connection().await?,
+            &self.tenant,
+            lease,
+            now_ms(),
+        )
+        .await
+    }
+
+    async fn request_run_cancel(&self, run_id: &str) -> Result<(), StoreError> {
+        RequestSql::<Postgres>::request_cancel(
+            &mut *self.connection().await?,
+            &self.tenant,
+            run_id,
+            now_ms(),
+        )
+        .await
+    }
+
+    async fn restart_run_request(
+        &self,
+        run_id: &str,
+        restart: &str,
+    ) -> Result<RunRequest, StoreError> {
+        let mut tx = self.begin().await?;
+        let request =
+            RequestSql::<Postgres>::restart(&mut tx, &self.tenant, run_id, restart, now_ms())
+                .await?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(request)
+    }
+
     async fn list_tenants(&self) -> Result<Vec<String>, StoreError> {
         TokenSql::<Postgres>::tenants(&mut *self.connection().await?).await
     }

@@ -6,10 +6,10 @@ use std::marker::PhantomData;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
 use super::model::{NewRunRequest, RunRequest, RunRequestOutcome, RunRequestState, StoreError};
-use super::rows;
+use super::rows::{self, StoreRow as _};
 
-const REQUEST_COLUMNS: &str =
-    "run_id, pipeline, idempotency_key, state, reason, created_at_ms, updated_at_ms";
+const REQUEST_COLUMNS: &str = "run_id, pipeline, idempotency_key, state, reason, created_at_ms, updated_at_ms, \
+     cancel_requested_at_ms, restart_of, restarted_as";
 
 /// The run request queries of database `DB`.
 pub(crate) struct RequestSql<DB>(PhantomData<DB>);
@@ -156,6 +156,99 @@ where
                 to: state,
             }),
         }
+    }
+
+    /// Notes that a cancel of `tenant`'s `run_id` was asked for (the first time counts); a request that does not
+    /// exist is [`StoreError::NoSuchRun`].
+    pub(crate) async fn request_cancel(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "UPDATE run_requests SET cancel_requested_at_ms = COALESCE(cancel_requested_at_ms, ",
+        );
+        query.push_bind(now);
+        query.push("), updated_at_ms = ");
+        query.push_bind(now);
+        query.push(" WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(run_id.to_owned());
+        query.push(" RETURNING run_id");
+        match query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::query)?
+        {
+            Some(_) => Ok(()),
+            None => Err(StoreError::NoSuchRun(run_id.to_owned())),
+        }
+    }
+
+    /// Records that `tenant`'s interrupted `run_id` starts again as `restart` (a new request, started, whose
+    /// `restart_of` is `run_id`), inside the caller's transaction; the first restart wins: a run restarted
+    /// already answers its restart's request as it is.
+    pub(crate) async fn restart(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+        restart: &str,
+        now: i64,
+    ) -> Result<RunRequest, StoreError> {
+        // The update first: on PostgreSQL it locks the row, so a concurrent restart waits and then finds it set.
+        let mut query = QueryBuilder::<DB>::new("UPDATE run_requests SET restarted_as = ");
+        query.push_bind(restart.to_owned());
+        query.push(", updated_at_ms = ");
+        query.push_bind(now);
+        query.push(" WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(run_id.to_owned());
+        query.push(" AND restarted_as IS NULL RETURNING pipeline");
+        let updated = query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::query)?;
+        let Some(row) = updated else {
+            let existing = Self::get(connection, tenant, run_id)
+                .await?
+                .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+            let restarted_as = existing
+                .restarted_as
+                .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+            return Self::get(connection, tenant, &restarted_as)
+                .await?
+                .ok_or(StoreError::NoSuchRun(restarted_as));
+        };
+        let pipeline = row.text("pipeline").map_err(StoreError::query)?;
+        let mut query = QueryBuilder::<DB>::new(
+            "INSERT INTO run_requests (tenant_id, run_id, pipeline, state, created_at_ms, updated_at_ms, \
+             restart_of) VALUES (",
+        );
+        query.push_bind(tenant.to_owned());
+        query.push(", ");
+        query.push_bind(restart.to_owned());
+        query.push(", ");
+        query.push_bind(pipeline);
+        query.push(", ");
+        query.push_bind(RunRequestState::Started.as_str().to_owned());
+        query.push(", ");
+        query.push_bind(now);
+        query.push(", ");
+        query.push_bind(now);
+        query.push(", ");
+        query.push_bind(run_id.to_owned());
+        query.push(format!(") RETURNING {REQUEST_COLUMNS}"));
+        let row = query
+            .build()
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(StoreError::query)?;
+        rows::run_request(&row).map_err(StoreError::query)
     }
 
     /// Up to `limit` of `tenant`'s queued requests, oldest first (ties by run id).

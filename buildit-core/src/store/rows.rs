@@ -165,7 +165,8 @@ where
     })
 }
 
-/// Columns: run_id, pipeline, idempotency_key, state, reason, created_at_ms, updated_at_ms.
+/// Columns: run_id, pipeline, idempotency_key, state, reason, created_at_ms, updated_at_ms,
+/// cancel_requested_at_ms, restart_of, restarted_as.
 pub(crate) fn run_request<R: StoreRow>(row: &R) -> Result<super::model::RunRequest, sqlx::Error>
 where
     for<'a> &'a str: ColumnIndex<R>,
@@ -178,5 +179,8 @@ where
         reason: row.opt_text("reason")?,
         created_at_ms: row.int("created_at_ms")?,
         updated_at_ms: row.int("updated_at_ms")?,
+        cancel_requested_at_ms: row.opt_int("cancel_requested_at_ms")?,
+        restart_of: row.opt_text("restart_of")?,
+        restarted_as: row.opt_text("restarted_as")?,
     })
 }

@@ -405,6 +405,57 @@ where
             .transpose()
     }
 
+    /// The jobs of `queue` held under a lease, expired or not.
+    pub(crate) async fn leased_jobs(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        queue: &str,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT id, queue, payload, status, attempts, max_attempts, worker, error FROM job_queue \
+             WHERE tenant_id = ",
+        );
+        query.push_bind(tenant.to_owned());
+        query.push(" AND queue = ");
+        query.push_bind(queue.to_owned());
+        query.push(" AND status = 'running' ORDER BY id");
+        query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(query_error)?
+            .iter()
+            .map(|row| rows::job_record(row).map_err(query_error))
+            .collect()
+    }
+
+    /// Ends `lease` now, if it still holds its job: the job can be claimed again at once. A lease that no
+    /// longer holds changes nothing.
+    pub(crate) async fn expire_lease(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        lease: &Lease,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut query = QueryBuilder::<DB>::new("UPDATE job_queue SET lease_until_ms = ");
+        query.push_bind(now - 1);
+        query.push(", updated_at_ms = ");
+        query.push_bind(now);
+        query.push(" WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND id = ");
+        query.push_bind(lease.job);
+        query.push(" AND attempts = ");
+        query.push_bind(lease.attempt);
+        query.push(" AND status = 'running'");
+        query
+            .build()
+            .execute(&mut *connection)
+            .await
+            .map_err(query_error)?;
+        Ok(())
+    }
+
     /// Ends a job the lease still holds (`completed`, or `failed` with why); [`StoreError::LeaseLost`]
     /// otherwise.
     pub(crate) async fn finish_job(

@@ -444,6 +444,37 @@ impl Store for SqliteStore {
         Shared::<Sqlite>::job(&mut *self.reader().await?, &self.tenant, id).await
     }
 
+    async fn leased_jobs(&self, queue: &str) -> Result<Vec<JobRecord>, StoreError> {
+        Shared::<Sqlite>::leased_jobs(&mut *self.reader().await?, &self.tenant, queue).await
+    }
+
+    async fn expire_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        Shared::<Sqlite>::expire_lease(&mut *self.writer().await?, &self.tenant, lease, now_ms())
+            .await
+    }
+
+    async fn request_run_cancel(&self, run_id: &str) -> Result<(), StoreError> {
+        RequestSql::<Sqlite>::request_cancel(
+            &mut *self.writer().await?,
+            &self.tenant,
+            run_id,
+            now_ms(),
+        )
+        .await
+    }
+
+    async fn restart_run_request(
+        &self,
+        run_id: &str,
+        restart: &str,
+    ) -> Result<RunRequest, StoreError> {
+        let mut tx = self.immediate().await?;
+        let request =
+            RequestSql::<Sqlite>::restart(&mut tx, &self.tenant, run_id, restart, now_ms()).await?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(request)
+    }
+
     async fn list_tenants(&self) -> Result<Vec<String>, StoreError> {
         TokenSql::<Sqlite>::tenants(&mut *self.reader().await?).await
     }
