@@ -104,6 +104,9 @@ pub(crate) struct DaemonArgs {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Leave a run that a daemon which died left interrupted as it is, rather than start it again as a new run.
+    #[arg(long)]
+    pub(crate) no_restart: bool,
     /// How the daemon logs (to stderr): `plain` lines or `json` objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub(crate) log_format: LogFormat,

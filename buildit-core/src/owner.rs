@@ -33,7 +33,7 @@ impl RunOwner {
     }
 
     /// Whether this owner is known to be gone: on this host, and no process with its id exists.
-    pub(crate) fn is_dead_here(&self, here: &RunOwner) -> bool {
+    pub fn is_dead_here(&self, here: &RunOwner) -> bool {
         if self.host != here.host || self.pid == here.pid {
             return false;
         }

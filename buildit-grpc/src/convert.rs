@@ -24,6 +24,9 @@ pub(crate) fn run(record: &RunRecord) -> proto::Run {
         branch: record.branch.clone().unwrap_or_default(),
         sha: record.sha.clone().unwrap_or_default(),
         event: record.event.clone().unwrap_or_default(),
+        // Restarts are the daemon's: its run requests know them.
+        restart_of: String::new(),
+        restarted_as: String::new(),
     }
 }
 

@@ -10,7 +10,7 @@ use buildit_core::store::Store;
 use buildit_core::system::SystemConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::Workers;
+use crate::jobs::{Workers, release_gone_workers, worker_name};
 use crate::proto::build_it_server::BuildItServer;
 use crate::registry::Registry;
 use crate::service::BuildItService;
@@ -59,6 +59,9 @@ pub struct DaemonConfig {
     pub system: SystemConfig,
     /// A certificate chain and its private key (PEM): with them the daemon speaks TLS only.
     pub tls: Option<TlsFiles>,
+    /// Whether a run left interrupted by a daemon that died starts again, as a new run, when its job is claimed
+    /// again (at most as often as the job may be claimed).
+    pub restart_interrupted: bool,
 }
 
 /// The daemon's TLS identity, as PEM text.
@@ -99,10 +102,10 @@ impl Daemon {
     /// and are then cancelled, and this returns.
     pub async fn serve(self, stop: CancellationToken) -> Result<(), DaemonError> {
         let Self { config, listener } = self;
-        // Runs a daemon that died left `running` are marked interrupted before anything else starts (their jobs
-        // are claimed again when their leases expire).
+        // Runs a daemon that died left `running` are marked interrupted before anything else starts, and the
+        // jobs of its workers are claimed again at once (elsewhere, when their leases run out).
+        let here = buildit_core::owner::RunOwner::this_process();
         if let Ok(tenants) = config.store.list_tenants().await {
-            let here = buildit_core::owner::RunOwner::this_process();
             for tenant in tenants {
                 let _ = config
                     .store
@@ -111,6 +114,7 @@ impl Daemon {
                     .await;
             }
         }
+        release_gone_workers(&config.store, &here).await;
         let registry = Arc::new(Registry::default());
         let system = Arc::new(config.system);
         let streams = CancellationToken::new();
@@ -144,10 +148,11 @@ impl Daemon {
             registry: Arc::clone(&registry),
             data_dir: config.data_dir.clone(),
             stop_claiming: stop_claiming.clone(),
+            restart_interrupted: config.restart_interrupted,
         };
         let mut running = tokio::task::JoinSet::new();
         for index in 0..config.workers {
-            let worker = format!("{}-{index}", std::process::id());
+            let worker = worker_name(&here, index);
             running.spawn(workers.clone().work(worker));
         }
         let server_stop = CancellationToken::new();

@@ -81,16 +81,42 @@ impl BuildItService {
     /// or failed to start, with why).
     async fn find(&self, tenant: &str, run_id: &str) -> Result<proto::Run, Status> {
         let store = self.store.for_tenant(tenant);
-        match store.find_run(&RunRef::Id(run_id.to_owned())).await {
-            Ok(record) => Ok(convert::run(&record)),
-            Err(StoreError::NoSuchRun(_)) => match store.run_request(run_id).await {
-                Ok(Some(request)) => Ok(convert::request(&request)),
+        let request = store
+            .run_request(run_id)
+            .await
+            .map_err(|error| store_status(&error))?;
+        let mut run = match store.find_run(&RunRef::Id(run_id.to_owned())).await {
+            Ok(record) => convert::run(&record),
+            Err(StoreError::NoSuchRun(_)) => match &request {
+                Some(request) => convert::request(request),
                 // Another tenant's run is not found, never forbidden.
-                Ok(None) => Err(Status::not_found(format!("no run `{run_id}`"))),
-                Err(error) => Err(store_status(&error)),
+                None => return Err(Status::not_found(format!("no run `{run_id}`"))),
             },
-            Err(error) => Err(store_status(&error)),
+            Err(error) => return Err(store_status(&error)),
+        };
+        if let Some(request) = request {
+            run.restart_of = request.restart_of.unwrap_or_default();
+            run.restarted_as = request.restarted_as.unwrap_or_default();
         }
+        Ok(run)
+    }
+
+    /// The last run of the chain `run_id` starts: itself, or the run that started it again after it was
+    /// interrupted (and so on).
+    async fn latest_restart(&self, tenant: &str, run_id: &str) -> String {
+        let store = self.store.for_tenant(tenant);
+        let mut current = run_id.to_owned();
+        // Bounded: a job is claimed a few times at most, so a chain is short.
+        for _ in 0..16 {
+            match store.run_request(&current).await {
+                Ok(Some(request)) => match request.restarted_as {
+                    Some(next) => current = next,
+                    None => break,
+                },
+                _ => break,
+            }
+        }
+        current
     }
 }
 
@@ -252,13 +278,19 @@ impl proto::build_it_server::BuildIt for BuildItService {
         let run_id = &request.get_ref().run;
         // Found first: another tenant's run is not found, and cancelling it changes nothing.
         let found = self.find(&tenant, run_id).await?;
-        self.registry.cancel(&tenant, run_id);
+        let store = self.store.for_tenant(&tenant);
+        // An interrupted run that started again is cancelled in its restart.
+        let latest = self.latest_restart(&tenant, run_id).await;
+        for run in [run_id.as_str(), latest.as_str()] {
+            self.registry.cancel(&tenant, run);
+            // For the daemon of the store that runs it, which polls its request. A run recorded by `buildit
+            // run` on the same store has no request: there is no daemon to tell.
+            let _ = store.request_run_cancel(run).await;
+        }
         if found.state == "queued" {
             // Not started: it never will (the worker that claims its job sees the request cancelled). A request
-            // that started in between keeps its state; the token above stops the run.
-            let _ = self
-                .store
-                .for_tenant(&tenant)
+            // that started in between keeps its state; the cancel asked above stops the run.
+            let _ = store
                 .set_run_request_state(
                     run_id,
                     RunRequestState::Cancelled,

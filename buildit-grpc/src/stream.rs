@@ -34,11 +34,24 @@ impl BuildItService {
         after_seq: u64,
         sender: Sender<proto::WatchRunResponse>,
     ) {
-        let mut follower = match self.follower(tenant, run_id, after_seq, true).await {
-            Ok(follower) => follower,
-            Err(status) => {
-                let _ = sender.send(Err(status)).await;
-                return;
+        // A queued run is waited for with heartbeats too: a client can tell a long queue from a dead connection.
+        let joining = self.follower(tenant, run_id, after_seq, true);
+        tokio::pin!(joining);
+        let mut follower = loop {
+            tokio::select! {
+                joined = &mut joining => match joined {
+                    Ok(follower) => break follower,
+                    Err(status) => {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                },
+                () = tokio::time::sleep(HEARTBEAT) => {
+                    if sender.send(Ok(heartbeat(after_seq))).await.is_err() {
+                        return;
+                    }
+                }
+                () = sender.closed() => return,
             }
         };
         let mut pending: Vec<proto::Event> = Vec::new();
@@ -46,12 +59,7 @@ impl BuildItService {
             let next = tokio::select! {
                 next = follower.next() => next,
                 () = tokio::time::sleep(HEARTBEAT) => {
-                    let beat = proto::WatchRunResponse {
-                        item: Some(proto::watch_run_response::Item::Heartbeat(proto::Heartbeat {
-                            seq: follower.delivered(),
-                        })),
-                    };
-                    if sender.send(Ok(beat)).await.is_err() {
+                    if sender.send(Ok(heartbeat(follower.delivered()))).await.is_err() {
                         return;
                     }
                     continue;
@@ -99,18 +107,42 @@ impl BuildItService {
         live: bool,
     ) -> Result<RunFollower, Status> {
         let store = self.store.for_tenant(tenant);
-        if live && self.registry.watch(tenant, run_id).is_none() {
-            // Queued through another daemon of the store, or before this one restarted: waited for until it has
-            // a record (or will never get one).
+        if live {
+            // Joined live while a worker of this daemon runs it; a run queued here may be claimed by another
+            // daemon of the store, and a run queued elsewhere is only in the store: both are polled there until
+            // the run has a record (or will never get one), then read from the store.
             loop {
+                let mut phase = self.registry.watch(tenant, run_id);
+                let current = phase
+                    .as_mut()
+                    .map(|phase| phase.borrow_and_update().clone());
+                match current {
+                    Some(Phase::Running(joiner)) => return Ok(joiner.join(after_seq).await),
+                    Some(Phase::Ended) => break,
+                    Some(Phase::Queued) | None => {}
+                }
                 if store.find_run(&RunRef::Id(run_id.to_owned())).await.is_ok() {
                     break;
                 }
+                // Started comes just before the run's first record: waited for as well.
                 match store.run_request(run_id).await {
-                    Ok(Some(request)) if request.state == RunRequestState::Queued => {}
+                    Ok(Some(request))
+                        if matches!(
+                            request.state,
+                            RunRequestState::Queued | RunRequestState::Started
+                        ) => {}
                     _ => break,
                 }
+                let changed = async {
+                    match phase.as_mut() {
+                        Some(phase) => {
+                            let _ = phase.changed().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
+                    () = changed => {}
                     () = tokio::time::sleep(Duration::from_millis(200)) => {}
                     () = self.shutdown.cancelled() => {
                         return Err(Status::unavailable("the daemon is stopping: resume with after_seq 0"));
@@ -118,24 +150,21 @@ impl BuildItService {
                 }
             }
         }
-        if let Some(mut phase) = self.registry.watch(tenant, run_id).filter(|_| live) {
-            loop {
-                let current = phase.borrow_and_update().clone();
-                match current {
-                    Phase::Running(joiner) => return Ok(joiner.join(after_seq).await),
-                    Phase::Ended => break,
-                    Phase::Queued => {
-                        tokio::select! {
-                            changed = phase.changed() => if changed.is_err() { break },
-                            () = self.shutdown.cancelled() => {
-                                return Err(Status::unavailable("the daemon is stopping: resume with after_seq 0"));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(RunFollower::stored(store, run_id, after_seq))
+        Ok(if live {
+            // Run by another daemon of the store (or over): its store is read until it ends.
+            RunFollower::tailing(store, run_id, after_seq)
+        } else {
+            RunFollower::stored(store, run_id, after_seq)
+        })
+    }
+}
+
+/// A heartbeat: nothing happened for [`HEARTBEAT`]; `seq` is the last sequence number sent.
+fn heartbeat(seq: u64) -> proto::WatchRunResponse {
+    proto::WatchRunResponse {
+        item: Some(proto::watch_run_response::Item::Heartbeat(
+            proto::Heartbeat { seq },
+        )),
     }
 }
 

@@ -639,6 +639,7 @@ async fn with_a_certificate_the_daemon_speaks_tls_only() {
             cert_pem: cert_pem.clone().into_bytes(),
             key_pem: certified.signing_key.serialize_pem().into_bytes(),
         }),
+        restart_interrupted: true,
     })
     .await
     .expect("bind");
@@ -700,6 +701,7 @@ async fn daemon_on(
         store,
         system: SystemConfig::defaults(dir),
         tls: None,
+        restart_interrupted: true,
     })
     .await
     .expect("bind");

@@ -86,6 +86,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             store,
             system,
             tls,
+            restart_interrupted: !args.no_restart,
         })
         .await
         {

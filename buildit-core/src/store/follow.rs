@@ -48,8 +48,22 @@ pub struct RunFollower {
     recorded: Option<watch::Receiver<u64>>,
     /// A live batch received ahead of what the store had to fill in first.
     ahead: Option<EventBatch>,
+    /// For a run recorded by another process: the store is read again while the run's record says it runs.
+    tail: Option<Tail>,
     finished: bool,
 }
+
+/// How a run recorded elsewhere is tailed through the store.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    /// Reads of the store so far that found nothing new.
+    idle_reads: u32,
+}
+
+/// How often a tailed run's store is read again when it had nothing new.
+const TAIL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// Every this many idle reads, runs whose runner is gone are marked interrupted (so that a tail of one ends).
+const TAIL_SWEEP_EVERY: u32 = 20;
 
 impl RunFollower {
     /// Joins the run `bus` carries, after sequence number `after_seq` (0: from its start). `recorded` is the
@@ -81,6 +95,7 @@ impl RunFollower {
             live,
             recorded: Some(recorded),
             ahead: None,
+            tail: None,
             finished: false,
         }
     }
@@ -96,7 +111,19 @@ impl RunFollower {
             live: None,
             recorded: None,
             ahead: None,
+            tail: None,
             finished: false,
+        }
+    }
+
+    /// Reads a run recorded by another process (another daemon of the store) from the store only, after
+    /// `after_seq`, and goes on reading while its record says it runs: the stream ends after `run-finished`,
+    /// or with what is stored once the run ended without one (interrupted). A run whose runner is gone without
+    /// a word is marked interrupted by the follower's own sweeps (as [`Store::mark_interrupted`] does).
+    pub fn tailing(store: Arc<dyn Store>, run_id: &str, after_seq: u64) -> Self {
+        Self {
+            tail: Some(Tail { idle_reads: 0 }),
+            ..Self::stored(store, run_id, after_seq)
         }
     }
 
@@ -120,7 +147,19 @@ impl RunFollower {
             }
             if self.delivered < self.stored_until {
                 if let Some(events) = self.read_stored().await? {
+                    if let Some(tail) = self.tail.as_mut() {
+                        tail.idle_reads = 0;
+                    }
                     return Ok(Some(self.hand_out(events)));
+                }
+                if self.tail.is_some() {
+                    if self.still_runs().await? {
+                        tokio::time::sleep(TAIL_EVERY).await;
+                    } else {
+                        // Over: one more read takes what it stored before its record said so.
+                        self.tail = None;
+                    }
+                    continue;
                 }
                 // The store has all there is and no live stream follows.
                 self.finished = true;
@@ -206,6 +245,26 @@ impl RunFollower {
             // The recorder says it stored these: the store must have them.
             None => Err(FollowError::Missing(self.delivered + 1)),
         }
+    }
+
+    /// Whether a tailed run's record says it runs; now and then, runs whose runner is gone are marked first.
+    async fn still_runs(&mut self) -> Result<bool, FollowError> {
+        if let Some(tail) = self.tail.as_mut() {
+            tail.idle_reads += 1;
+            if tail.idle_reads % TAIL_SWEEP_EVERY == 0 {
+                self.store
+                    .mark_interrupted(
+                        &crate::owner::RunOwner::this_process(),
+                        super::RUN_STALE_AFTER,
+                    )
+                    .await?;
+            }
+        }
+        let run = self
+            .store
+            .find_run(&RunRef::Id(self.run_id.clone()))
+            .await?;
+        Ok(run.state == RunState::Running)
     }
 
     fn hand_out(&mut self, events: Vec<RunEvent>) -> Vec<RunEvent> {

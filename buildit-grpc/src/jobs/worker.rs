@@ -1,111 +1,27 @@
-//! The runs queue: what a trigger puts in the store's job queue, and the in-process workers that claim those
-//! jobs with leases and run them through the core's `Runner`.
+//! The in-process workers: each claims jobs from the runs queue of every tenant in turn, and runs each one's
+//! run (or its restart) through the core's `Runner` under the job's lease.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use buildit_core::config::EventKind;
 use buildit_core::exec::RunOptions;
 use buildit_core::owner::RunOwner;
-use buildit_core::runner::{
-    LoadError, RunSetup, Runner, check_against_system, connect_executor, plan_for,
-};
-use buildit_core::source::{ArchiveDigest, SourceStore, WorkspaceSource};
+use buildit_core::runner::{RunSetup, Runner, connect_executor};
+use buildit_core::source::{ArchiveDigest, WorkspaceSource};
 use buildit_core::store::{ClaimedJob, RunRequestState, Store};
 use buildit_core::system::SystemConfig;
-use buildit_core::{Plan, RunContext, parse_pipeline};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::reclaim::{Resumption, resumption};
+use super::watchdog::{self, LEASE};
+use super::{RUNS_QUEUE, RunJob, sources};
 use crate::registry::{Phase, Registry};
 
-/// A tenant's uploaded archives: stored apart from every other tenant's, so a digest never reaches another
-/// tenant's upload.
-pub(crate) fn sources(
-    data_dir: &std::path::Path,
-    tenant: &str,
-    system: &SystemConfig,
-) -> SourceStore {
-    SourceStore::new(data_dir.join("sources").join(tenant), system.sources)
-}
+pub(crate) use super::reclaim::worker_name;
 
-/// The queue runs wait in.
-pub(crate) const RUNS_QUEUE: &str = "runs";
-/// How long a claim holds a job without a heartbeat.
-const LEASE: Duration = Duration::from_secs(30);
-/// How often a running job's lease is extended.
-const HEARTBEAT: Duration = Duration::from_secs(10);
 /// How long an idle worker waits before it looks at the queues again.
 const IDLE: Duration = Duration::from_millis(100);
-
-/// A queued run, as the job's payload (JSON).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct RunJob {
-    pub(crate) run_id: String,
-    /// The pipeline's name (known once the trigger parsed it).
-    #[serde(default)]
-    pub(crate) name: String,
-    pub(crate) pipeline: String,
-    pub(crate) file_name: String,
-    pub(crate) branch: Option<String>,
-    pub(crate) sha: Option<String>,
-    pub(crate) tag: Option<String>,
-    pub(crate) event: Option<String>,
-    pub(crate) env: BTreeMap<String, String>,
-    pub(crate) stages: Vec<String>,
-    /// The sha256 of an uploaded archive to unpack as the workspace.
-    #[serde(default)]
-    pub(crate) source: Option<String>,
-}
-
-impl RunJob {
-    /// The run context the job asks for.
-    pub(crate) fn context(&self) -> Result<RunContext, String> {
-        let mut context = RunContext::new();
-        context.branch.clone_from(&self.branch);
-        context.sha.clone_from(&self.sha);
-        context.tag.clone_from(&self.tag);
-        context.event = Some(match &self.event {
-            Some(event) => event
-                .parse::<EventKind>()
-                .map_err(|_| format!("unknown event `{event}`"))?,
-            None => EventKind::Manual,
-        });
-        context.env = self.env.clone();
-        context.selected = self.stages.clone();
-        Ok(context)
-    }
-
-    /// The plan the job runs: parsed, checked against the daemon's system configuration and planned. The
-    /// trigger refuses a job this refuses; a worker that gets a refusal saw the configuration change in between.
-    pub(crate) fn plan(&self, system: &SystemConfig) -> Result<Plan, Refusal> {
-        let pipeline = parse_pipeline(&self.pipeline, &self.file_name)
-            .map_err(|error| Refusal::Load(LoadError::Config(error)))?;
-        check_against_system(&pipeline, system).map_err(Refusal::Load)?;
-        let context = self.context().map_err(Refusal::Context)?;
-        plan_for(pipeline, system, context).map_err(Refusal::Load)
-    }
-}
-
-/// Why a job's pipeline cannot be planned.
-#[derive(Debug)]
-pub(crate) enum Refusal {
-    /// The pipeline, or the pipeline against the system configuration, is invalid; or the run cannot be planned.
-    Load(LoadError),
-    /// The job's context is not one (an unknown event).
-    Context(String),
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Load(error) => error.fmt(f),
-            Self::Context(problem) => f.write_str(problem),
-        }
-    }
-}
 
 /// What every worker shares.
 #[derive(Debug, Clone)]
@@ -117,12 +33,17 @@ pub(crate) struct Workers {
     pub(crate) data_dir: PathBuf,
     /// Stops claiming (a drain); running runs go on.
     pub(crate) stop_claiming: CancellationToken,
+    /// Whether a run its daemon left interrupted starts again, as a new run, when its job is claimed again.
+    pub(crate) restart_interrupted: bool,
 }
 
 impl Workers {
     /// One worker: claims a job from the queue of every tenant with runs here, runs it, and goes on until told
     /// to stop claiming.
     pub(crate) async fn work(self, worker: String) {
+        // Where the next look at the tenants starts: each claim moves it on, so that one tenant's long queue
+        // does not keep another's runs waiting.
+        let mut turn = 0usize;
         loop {
             if self.stop_claiming.is_cancelled() {
                 return;
@@ -136,9 +57,12 @@ impl Workers {
             }
             tenants.sort();
             tenants.dedup();
-            for tenant in tenants {
+            let count = tenants.len().max(1);
+            tenants.rotate_left(turn % count);
+            for (offset, tenant) in tenants.into_iter().enumerate() {
                 let store = self.store.for_tenant(&tenant);
                 if let Ok(Some(job)) = store.claim(RUNS_QUEUE, &worker, LEASE).await {
+                    turn = turn.wrapping_add(offset + 1);
                     claimed = Some((tenant, store, job));
                     break;
                 }
@@ -166,25 +90,42 @@ impl Workers {
                 return;
             }
         };
+        let mut job = job;
+        match resumption(&store, &job, self.restart_interrupted).await {
+            Ok(Resumption::Start) => {}
+            Ok(Resumption::Restart(run_id)) => {
+                tracing::warn!(
+                    tenant,
+                    run_id = job.run_id.as_str(),
+                    restart = run_id.as_str(),
+                    "a run its daemon left interrupted starts again as a new run"
+                );
+                job.run_id = run_id;
+            }
+            Ok(Resumption::Nothing(why)) => {
+                tracing::warn!(
+                    tenant,
+                    run_id = job.run_id.as_str(),
+                    why,
+                    "a reclaimed job ends"
+                );
+                let _ = store.complete(&claimed.lease).await;
+                return;
+            }
+            Err(error) => {
+                // Left to the lease: the job is claimed again once it runs out.
+                tracing::warn!(
+                    tenant,
+                    run_id = job.run_id.as_str(),
+                    error = %error,
+                    "cannot tell what a claimed job's run needs"
+                );
+                return;
+            }
+        }
         // A job claimed again after its daemon died, or queued by another daemon of the same store, is known
         // here from now on: a cancel and the drain reach it.
         let cancel = self.registry.ensure(tenant, &job.run_id);
-        if store
-            .find_run(&buildit_core::store::RunRef::Id(job.run_id.clone()))
-            .await
-            .is_ok()
-        {
-            // Its run started under a daemon that died (the run is marked interrupted): it is not started twice.
-            self.registry.set(tenant, &job.run_id, Phase::Ended);
-            self.registry.forget_later(tenant, &job.run_id);
-            let _ = store.complete(&claimed.lease).await;
-            tracing::warn!(
-                tenant,
-                run_id = job.run_id.as_str(),
-                "a reclaimed job's run had already started: left as recorded"
-            );
-            return;
-        }
         // The request says whether it may start: one cancelled while it waited (here or through another daemon)
         // never does. Marking it started is what a later cancel sees.
         let may_start = !cancel.is_cancelled()
@@ -198,26 +139,12 @@ impl Workers {
             let _ = store.complete(&claimed.lease).await;
             return;
         }
-        let heartbeat = {
-            let store = Arc::clone(&store);
-            let lease = claimed.lease;
-            let cancel = cancel.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(HEARTBEAT).await;
-                    match store.heartbeat(&lease, LEASE).await {
-                        Ok(_) => {}
-                        // Another worker holds the job now: this run stops rather than run twice.
-                        Err(buildit_core::store::StoreError::LeaseLost { .. }) => {
-                            cancel.cancel();
-                            return;
-                        }
-                        // A busy store: the next beat tries again, well within the lease.
-                        Err(_) => {}
-                    }
-                }
-            })
-        };
+        let watchdog = watchdog::watch(
+            Arc::clone(&store),
+            claimed.lease,
+            job.run_id.clone(),
+            cancel.clone(),
+        );
         tracing::info!(
             tenant,
             run_id = job.run_id.as_str(),
@@ -234,7 +161,7 @@ impl Workers {
                 "run failed to run"
             ),
         }
-        heartbeat.abort();
+        watchdog.abort();
         if let Err(error) = &outcome {
             // A run that could not start has no record: its request says why.
             let recorded = store

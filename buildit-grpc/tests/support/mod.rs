@@ -1,0 +1,132 @@
+//! What the daemon's tests share: a daemon on a data directory's SQLite store, authorized calls, and a watch
+//! read to its end.
+
+#![allow(dead_code, reason = "each test file uses a part of it")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use buildit_core::events::RunEvent;
+use buildit_core::store::{SqliteStore, Store};
+use buildit_core::system::SystemConfig;
+use buildit_grpc::proto::build_it_client::BuildItClient;
+use buildit_grpc::proto::{self, watch_run_response::Item};
+use buildit_grpc::{Daemon, DaemonConfig, event_from_wire};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// A daemon serving `dir`'s store (`dir/buildit.db`) on a free loopback port with `workers` workers: its
+/// address, what stops it, and its task.
+pub async fn daemon_on(
+    dir: &std::path::Path,
+    workers: usize,
+) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.join("buildit.db"))
+            .await
+            .expect("store"),
+    );
+    let daemon = Daemon::bind(DaemonConfig {
+        listen: "127.0.0.1:0".to_owned(),
+        data_dir: dir.to_path_buf(),
+        workers,
+        drain: Duration::from_secs(2),
+        store,
+        system: SystemConfig::defaults(dir),
+        tls: None,
+        restart_interrupted: true,
+    })
+    .await
+    .expect("bind");
+    let address = format!("http://{}", daemon.local_addr().expect("address"));
+    let stop = CancellationToken::new();
+    let served = {
+        let stop = stop.clone();
+        tokio::spawn(async move { daemon.serve(stop).await.expect("serve") })
+    };
+    (address, stop, served)
+}
+
+/// `message` with `authorization: Bearer token`.
+pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    request
+}
+
+/// A trigger of `pipeline`'s text on branch `main`.
+pub fn trigger(pipeline: &str) -> proto::TriggerRunRequest {
+    proto::TriggerRunRequest {
+        pipeline: pipeline.to_owned(),
+        branch: "main".to_owned(),
+        ..proto::TriggerRunRequest::default()
+    }
+}
+
+/// What a watch stream sends, heartbeats apart.
+pub enum Watched {
+    Events(Vec<RunEvent>),
+    Heartbeat(u64),
+}
+
+/// Opens a watch of `run` after `after_seq`.
+pub async fn open_watch(
+    client: &mut BuildItClient<Channel>,
+    token: &str,
+    run: &str,
+    after_seq: u64,
+) -> tonic::Streaming<proto::WatchRunResponse> {
+    client
+        .watch_run(authorized(
+            proto::WatchRunRequest {
+                run: run.to_owned(),
+                after_seq,
+            },
+            token,
+        ))
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+/// The next message of a watch stream (`None` at its end), within `limit`.
+pub async fn next_watched(
+    stream: &mut tonic::Streaming<proto::WatchRunResponse>,
+    run: &str,
+    limit: Duration,
+) -> Option<Watched> {
+    let message = tokio::time::timeout(limit, stream.message())
+        .await
+        .expect("the stream went silent")
+        .expect("the stream failed")?;
+    Some(match message.item.expect("an item") {
+        Item::Events(batch) => Watched::Events(
+            batch
+                .events
+                .iter()
+                .map(|event| event_from_wire(run, event).expect("a known event"))
+                .collect(),
+        ),
+        Item::Heartbeat(beat) => Watched::Heartbeat(beat.seq),
+    })
+}
+
+/// Every event of a watch from `after_seq`, until the stream ends; heartbeats are left out.
+pub async fn watch(
+    client: &mut BuildItClient<Channel>,
+    token: &str,
+    run: &str,
+    after_seq: u64,
+) -> Vec<RunEvent> {
+    let mut stream = open_watch(client, token, run, after_seq).await;
+    let mut events = Vec::new();
+    while let Some(watched) = next_watched(&mut stream, run, Duration::from_secs(60)).await {
+        if let Watched::Events(batch) = watched {
+            events.extend(batch);
+        }
+    }
+    events
+}
