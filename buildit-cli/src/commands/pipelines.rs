@@ -1,24 +1,17 @@
 //! `buildit pipelines trigger`: send a pipeline to the daemon, queue a run of it, and with `--follow` show it as a
 //! local `buildit run` would: the same lines, the same summary, the same exit codes, drawn from streamed events.
 
-use std::time::Duration;
-
-use buildit_core::events::{EventBatch, RunView};
-use buildit_grpc::event_from_wire;
+use buildit_grpc::proto;
 use buildit_grpc::proto::build_it_client::BuildItClient;
-use buildit_grpc::proto::{self, watch_run_response::Item};
 use tonic::transport::Channel;
 
+use super::follow_remote::follow;
 use super::plan::run_context;
 use super::remote::{authorized, connect, refused};
-use crate::cli::{PipelinesCommand, RunOutput, TriggerArgs};
+use crate::cli::{PipelinesCommand, TriggerArgs};
 use crate::exit::Exit;
-use crate::printer::print_events;
 use crate::report::error_line;
-use crate::reporter::{LineReporter, print_text, summary};
-
-/// Times a follower reconnects after the stream broke (the daemon restarting, a network hiccup) before it gives up.
-const RECONNECTS: u32 = 5;
+use crate::reporter::print_text;
 
 pub(crate) fn run(command: &PipelinesCommand) -> Exit {
     match command {
@@ -141,123 +134,4 @@ fn upload_messages(
         .map(|chunk| proto::UploadSourceRequest {
             chunk: chunk.to_vec(),
         })
-}
-
-/// Streams the run's events into the same printer as a local run, resuming after the last event received when
-/// the stream breaks; then the summary and `buildit run`'s exit code.
-async fn follow(
-    client: &mut BuildItClient<Channel>,
-    token: &str,
-    run_id: &str,
-    format: RunOutput,
-) -> Exit {
-    let (events, received) = tokio::sync::mpsc::channel::<EventBatch>(64);
-    let printer = tokio::spawn(print_events(
-        received,
-        LineReporter::new(false),
-        format,
-        std::io::stdout(),
-    ));
-    let mut after_seq = 0;
-    let mut reconnects = 0;
-    let mut failure = None;
-    'stream: loop {
-        let opened = client
-            .watch_run(authorized(
-                proto::WatchRunRequest {
-                    run: run_id.to_owned(),
-                    after_seq,
-                },
-                token,
-            ))
-            .await;
-        let mut stream = match opened {
-            Ok(stream) => stream.into_inner(),
-            // The daemon restarting: try again, from the last event received.
-            Err(status) if status.code() == tonic::Code::Unavailable && reconnects < RECONNECTS => {
-                reconnects += 1;
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(reconnects))).await;
-                continue;
-            }
-            Err(status) => {
-                failure = Some(status);
-                break;
-            }
-        };
-        loop {
-            match stream.message().await {
-                Ok(Some(message)) => {
-                    let Some(Item::Events(batch)) = message.item else {
-                        continue;
-                    };
-                    let batch: Vec<_> = batch
-                        .events
-                        .iter()
-                        .filter_map(|event| event_from_wire(run_id, event))
-                        .collect();
-                    if let Some(last) = batch.last() {
-                        after_seq = last.seq;
-                    }
-                    if events.send(std::sync::Arc::new(batch)).await.is_err() {
-                        break 'stream;
-                    }
-                }
-                Ok(None) => break 'stream,
-                Err(status)
-                    if status.code() == tonic::Code::Unavailable && reconnects < RECONNECTS =>
-                {
-                    reconnects += 1;
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(reconnects))).await;
-                    continue 'stream;
-                }
-                Err(status) => {
-                    failure = Some(status);
-                    break 'stream;
-                }
-            }
-        }
-    }
-    drop(events);
-    let view = printer.await.unwrap_or_else(|_| RunView::new());
-    if view.ending.is_none() {
-        // A run that never started (cancelled while queued, or its workspace or executor could not be set up)
-        // has no events: its record says why.
-        let got = client
-            .get_run(authorized(
-                proto::GetRunRequest {
-                    run: run_id.to_owned(),
-                },
-                token,
-            ))
-            .await
-            .map(tonic::Response::into_inner);
-        if let Ok(run) = got
-            && matches!(run.state.as_str(), "failed" | "cancelled")
-        {
-            error_line(
-                &format!("the run {} before it started: {}", run.state, run.reason),
-                None,
-            );
-            return if run.state == "cancelled" {
-                Exit::Interrupted
-            } else {
-                Exit::Infrastructure
-            };
-        }
-    }
-    if let Some(status) = failure {
-        return refused(&status);
-    }
-    let text = summary(&view);
-    match format {
-        RunOutput::Text => print_text(&text),
-        RunOutput::Json => eprint!("{text}"),
-    }
-    match &view.ending {
-        Some(ending) => Exit::of_run(ending.status, Some(ending)),
-        None => {
-            error_line("the run's events ended before it did", None);
-            Exit::Infrastructure
-        }
-    }
 }

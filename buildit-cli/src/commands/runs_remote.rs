@@ -69,18 +69,23 @@ pub(crate) fn run(command: &RunsCommand, server: &str, token: &str) -> Exit {
 fn describe(run: &proto::Run, format: HistoryOutput) -> String {
     match format {
         HistoryOutput::Json => format!("{}\n", run_json(run)),
-        HistoryOutput::Text => format!(
-            "run {}#{} ({}): {}{}\n",
-            run.pipeline,
-            run.number,
-            run.id,
-            run.state,
+        HistoryOutput::Text => {
+            let mut line = format!(
+                "run {}#{} ({}): {}",
+                run.pipeline, run.number, run.id, run.state
+            );
             if run.duration_ms > 0 {
-                format!(" in {}", duration(Some(run.duration_ms)))
-            } else {
-                String::new()
+                line.push_str(&format!(" in {}", duration(Some(run.duration_ms))));
             }
-        ),
+            if !run.restart_of.is_empty() {
+                line.push_str(&format!(", restart of {}", run.restart_of));
+            }
+            if !run.restarted_as.is_empty() {
+                line.push_str(&format!(", started again as {}", run.restarted_as));
+            }
+            line.push('\n');
+            line
+        }
     }
 }
 
@@ -98,6 +103,8 @@ fn run_json(run: &proto::Run) -> serde_json::Value {
         "branch": Some(&run.branch).filter(|branch| !branch.is_empty()),
         "sha": Some(&run.sha).filter(|sha| !sha.is_empty()),
         "event": Some(&run.event).filter(|event| !event.is_empty()),
+        "restart_of": Some(&run.restart_of).filter(|id| !id.is_empty()),
+        "restarted_as": Some(&run.restarted_as).filter(|id| !id.is_empty()),
     })
 }
 

@@ -1,0 +1,266 @@
+//! A `buildit daemon` killed while it runs a run, and started again on the same data directory: the run is
+//! marked interrupted and starts again as a new run (or, with `--no-restart`, stays interrupted), and a
+//! `pipelines trigger --follow` that was following it follows the new run to its end.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails loudly when its daemon or files cannot be set up"
+)]
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn buildit(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_buildit"));
+    command
+        .current_dir(dir)
+        .env_remove("BUILDIT_SYSTEM")
+        .env_remove("BUILDIT_DATABASE_URL")
+        .env_remove("BUILDIT_SERVER")
+        .env_remove("BUILDIT_TOKEN")
+        .env_remove("XDG_CONFIG_HOME")
+        .env("HOME", dir)
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// A free loopback port: both daemons of a test listen on it, as a restarted service would.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A daemon on `port` serving `data`; killed (SIGKILL) when dropped if it still runs.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon(data: &Path, port: u16, extra: &[&str]) -> Daemon {
+    let mut child = buildit(data.parent().expect("a parent"))
+        .args([
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the daemon starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert!(
+        first.starts_with("buildit daemon listening on "),
+        "the daemon did not start: {first}"
+    );
+    // The rest of its log is drained so that it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    Daemon(child)
+}
+
+fn create_token(dir: &Path, data: &Path) -> String {
+    let created = buildit(dir)
+        .args(["tokens", "create", "--tenant", "acme", "--database-url"])
+        .arg(format!("sqlite:{}", data.join("buildit.db").display()))
+        .output()
+        .expect("tokens create runs");
+    assert!(created.status.success(), "{created:?}");
+    String::from_utf8_lossy(&created.stdout).trim().to_owned()
+}
+
+/// A pipeline whose first run starts a long stage (and leaves `marker`), and whose next run ends at once.
+fn pipeline(marker: &Path) -> String {
+    let marker = marker.display();
+    format!(
+        r#"pipeline "restartable"
+stage "work" {{
+    run "if [ -e {marker} ]; then echo second; else touch {marker}; echo first; sleep 60; fi"
+}}
+"#
+    )
+}
+
+/// A follower whose output lines are collected as they come.
+struct Follower {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(reader: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(mut kept) = kept.lock() {
+                kept.push(line);
+            }
+        }
+    });
+    lines
+}
+
+impl Follower {
+    fn start(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the follower starts");
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn printed(&self, line: &str) -> bool {
+        self.stdout
+            .lock()
+            .map(|lines| lines.iter().any(|printed| printed == line))
+            .unwrap_or(false)
+    }
+
+    /// Waits until it printed `line`.
+    fn wait_for(&self, line: &str, within: Duration) {
+        let started = Instant::now();
+        while !self.printed(line) {
+            assert!(
+                started.elapsed() < within,
+                "the follower did not print {line:?} within {within:?}: {:?}",
+                self.stdout.lock().map(|lines| lines.clone())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its exit code, stdout and stderr once it exits, at most `within` from now.
+    fn finish(mut self, within: Duration) -> (Option<i32>, String, String) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if started.elapsed() > within {
+                let _ = self.child.kill();
+                panic!(
+                    "the follower did not exit within {within:?}: {:?}",
+                    self.stdout.lock().map(|lines| lines.clone())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // Its pipes close with it: what is left is read by then.
+        std::thread::sleep(Duration::from_millis(200));
+        let text = |lines: &Arc<Mutex<Vec<String>>>| {
+            lines
+                .lock()
+                .map(|lines| lines.join("\n"))
+                .unwrap_or_default()
+        };
+        (status.code(), text(&self.stdout), text(&self.stderr))
+    }
+}
+
+/// The runs the daemon lists, newest first, each as `runs show` gives it in JSON.
+fn runs(work: &Path, address: &str, token: &str) -> Vec<serde_json::Value> {
+    let remote = |args: &[&str]| {
+        let output = buildit(work)
+            .args(args)
+            .args(["--format", "json"])
+            .env("BUILDIT_SERVER", address)
+            .env("BUILDIT_TOKEN", token)
+            .output()
+            .expect("buildit runs");
+        assert!(output.status.success(), "{output:?}");
+        output.stdout
+    };
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_slice(&remote(&["runs", "list"])).expect("runs as JSON");
+    listed
+        .iter()
+        .map(|run| {
+            let id = run["id"].as_str().expect("a run id");
+            let shown = remote(&["runs", "show", id]);
+            let first_line = shown
+                .split(|byte| *byte == b'\n')
+                .next()
+                .unwrap_or_default();
+            serde_json::from_slice(first_line).expect("a run as JSON")
+        })
+        .collect()
+}
+
+/// Starts a run, kills its daemon while the run's stage sleeps, starts another daemon with `extra` arguments on
+/// the same data directory and port; the follower's output and the runs listed afterwards.
+fn kill_while_running(extra: &[&str]) -> ((Option<i32>, String, String), Vec<serde_json::Value>) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("daemon");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("work directory");
+    let marker = dir.path().join("started-once");
+    std::fs::write(work.join("buildit.kdl"), pipeline(&marker)).expect("pipeline");
+    let port = free_port();
+    let address = format!("http://127.0.0.1:{port}");
+    let mut first = daemon(&data, port, &[]);
+    let token = create_token(dir.path(), &data);
+    let mut trigger = buildit(&work);
+    trigger
+        .args(["pipelines", "trigger", "--follow"])
+        .env("BUILDIT_SERVER", &address)
+        .env("BUILDIT_TOKEN", &token);
+    let follower = Follower::start(trigger);
+    follower.wait_for("work | first", Duration::from_secs(30));
+    first.0.kill().expect("the daemon is killed");
+    first.0.wait().expect("the killed daemon is reaped");
+    let _second = daemon(&data, port, extra);
+    let output = follower.finish(Duration::from_secs(40));
+    let listed = runs(&work, &address, &token);
+    (output, listed)
+}
+
+#[test]
+fn a_killed_daemons_run_starts_again_and_its_follower_follows_it_to_the_end() {
+    let ((code, stdout, stderr), runs) = kill_while_running(&[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("work | first"), "{stdout}");
+    assert!(stdout.contains("work | second"), "{stdout}");
+    assert!(stderr.contains("it starts again as run"), "{stderr}");
+
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let (restart, interrupted) = (&runs[0], &runs[1]);
+    assert_eq!(interrupted["state"], "interrupted", "{runs:?}");
+    assert_eq!(restart["state"], "succeeded", "{runs:?}");
+    assert_eq!(interrupted["restarted_as"], restart["id"], "{runs:?}");
+    assert_eq!(restart["restart_of"], interrupted["id"], "{runs:?}");
+}
+
+#[test]
+fn with_no_restart_a_killed_daemons_run_stays_interrupted() {
+    let ((code, stdout, stderr), runs) = kill_while_running(&["--no-restart"]);
+    assert_eq!(code, Some(4), "{stdout}{stderr}");
+    assert!(stdout.contains("work | first"), "{stdout}");
+    assert!(!stdout.contains("work | second"), "{stdout}");
+    assert!(stderr.contains("did not start it again"), "{stderr}");
+
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["state"], "interrupted", "{runs:?}");
+    assert_eq!(runs[0]["restarted_as"], serde_json::Value::Null, "{runs:?}");
+}
