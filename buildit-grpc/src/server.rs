@@ -15,6 +15,9 @@ use crate::proto::build_it_server::BuildItServer;
 use crate::registry::Registry;
 use crate::service::BuildItService;
 
+/// How long cancelled runs' stages get to stop gracefully once a stopping daemon's drain ran out.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
 /// Why the daemon could not serve.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[non_exhaustive]
@@ -142,6 +145,7 @@ impl Daemon {
             .build_v1alpha()
             .map_err(|error| DaemonError::Reflection(error.to_string()))?;
         let stop_claiming = CancellationToken::new();
+        let kill = CancellationToken::new();
         let workers = Workers {
             store: Arc::clone(&config.store),
             system,
@@ -149,6 +153,7 @@ impl Daemon {
             data_dir: config.data_dir.clone(),
             stop_claiming: stop_claiming.clone(),
             restart_interrupted: config.restart_interrupted,
+            kill: kill.clone(),
         };
         let mut running = tokio::task::JoinSet::new();
         for index in 0..config.workers {
@@ -177,37 +182,52 @@ impl Daemon {
                 )
         };
         let drain = config.drain;
-        let stopping = async {
-            stop.cancelled().await;
-            health
-                .set_not_serving::<BuildItServer<BuildItService>>()
-                .await;
-            // The whole server's status too: what probes and `grpcurl Health/Check` without a service ask.
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            stop_claiming.cancel();
-            // Streams end themselves (the server waits for every open connection before it returns), and new
-            // triggers are refused; the server still answers (health says NOT_SERVING, runs can be read) while
-            // running runs get the drain window. Then they are cancelled (and recorded as such).
-            streams.cancel();
-            if tokio::time::timeout(drain, async {
-                while running.join_next().await.is_some() {}
-            })
-            .await
-            .is_err()
-            {
-                registry.cancel_all();
-                while running.join_next().await.is_some() {}
+        // Once asked to stop, the daemon is gone within the drain window and one second.
+        let deadline = std::sync::OnceLock::new();
+        let stopping = {
+            let deadline = &deadline;
+            async {
+                stop.cancelled().await;
+                let _ = deadline.set(tokio::time::Instant::now() + drain + Duration::from_secs(1));
+                health
+                    .set_not_serving::<BuildItServer<BuildItService>>()
+                    .await;
+                // The whole server's status too: what probes and `grpcurl Health/Check` without a service ask.
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                stop_claiming.cancel();
+                // Streams end themselves (the server waits for every open connection before it returns), and
+                // new triggers are refused; the server still answers (health says NOT_SERVING, runs can be read)
+                // while running runs get the drain window. Then they are cancelled (and recorded as such): half
+                // a second for their stages to stop gracefully, then the rest of their grace is cut short.
+                streams.cancel();
+                let all_ended = async { while running.join_next().await.is_some() {} };
+                tokio::pin!(all_ended);
+                if tokio::time::timeout(drain, &mut all_ended).await.is_err() {
+                    registry.cancel_all();
+                    if tokio::time::timeout(STOP_GRACE, &mut all_ended)
+                        .await
+                        .is_err()
+                    {
+                        kill.cancel();
+                        all_ended.await;
+                    }
+                }
+                server_stop.cancel();
             }
-            server_stop.cancel();
         };
         // The server waits for every open connection to close; one a client keeps open (a health watch, a
-        // stream it stopped reading) gets one second after the drain, then the daemon exits regardless.
+        // stream it stopped reading) has until the deadline, then the daemon exits regardless.
         let stopped = server_stop.clone();
-        let grace = async move {
+        let grace = async {
             stopped.cancelled().await;
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            let until = deadline
+                .get()
+                .copied()
+                .unwrap_or_else(tokio::time::Instant::now)
+                .max(tokio::time::Instant::now() + Duration::from_millis(100));
+            tokio::time::sleep_until(until).await;
         };
         tokio::pin!(server, stopping, grace);
         let mut drained = false;

@@ -35,6 +35,9 @@ pub(crate) struct Workers {
     pub(crate) stop_claiming: CancellationToken,
     /// Whether a run its daemon left interrupted starts again, as a new run, when its job is claimed again.
     pub(crate) restart_interrupted: bool,
+    /// Cuts the grace periods of cancelled runs' stages short: a stopping daemon whose drain ran out exits
+    /// within a second.
+    pub(crate) kill: CancellationToken,
 }
 
 impl Workers {
@@ -226,6 +229,7 @@ impl Workers {
             .options(RunOptions::default())
             .setup(setup)
             .cancel_token(cancel)
+            .kill_token(self.kill.child_token())
             .owner(RunOwner::this_process());
         let result = async {
             let handle = runner.start().await.map_err(|error| error.to_string())?;
