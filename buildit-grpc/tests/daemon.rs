@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 use buildit_core::events::{RunEvent, RunEventKind, RunOutcome, RunView};
 use buildit_core::store::{SqliteStore, Store, hash_token, new_token};
 use buildit_core::system::SystemConfig;
+use buildit_grpc::proto;
 use buildit_grpc::proto::build_it_client::BuildItClient;
-use buildit_grpc::proto::{self, watch_run_response::Item};
-use buildit_grpc::{Daemon, DaemonConfig, diagnostics_of, event_from_wire};
+use buildit_grpc::{Daemon, DaemonConfig, diagnostics_of};
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
+
+mod support;
+
+use support::{authorized, daemon_on, trigger, watch};
 
 /// A daemon serving on a free loopback port, its tokens, and what stops it.
 struct Running {
@@ -59,60 +63,6 @@ async fn client(running: &Running) -> BuildItClient<Channel> {
     BuildItClient::connect(running.address.clone())
         .await
         .expect("connect")
-}
-
-/// `message` with `authorization: Bearer token`.
-fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header value"),
-    );
-    request
-}
-
-fn trigger(pipeline: &str) -> proto::TriggerRunRequest {
-    proto::TriggerRunRequest {
-        pipeline: pipeline.to_owned(),
-        branch: "main".to_owned(),
-        ..proto::TriggerRunRequest::default()
-    }
-}
-
-/// Every event of a watch from `after_seq`, until the stream ends; heartbeats are left out.
-async fn watch(
-    client: &mut BuildItClient<Channel>,
-    token: &str,
-    run: &str,
-    after_seq: u64,
-) -> Vec<RunEvent> {
-    let mut stream = client
-        .watch_run(authorized(
-            proto::WatchRunRequest {
-                run: run.to_owned(),
-                after_seq,
-            },
-            token,
-        ))
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut events = Vec::new();
-    while let Some(message) = tokio::time::timeout(Duration::from_secs(60), stream.message())
-        .await
-        .expect("the stream went silent")
-        .expect("the stream failed")
-    {
-        if let Some(Item::Events(batch)) = message.item {
-            events.extend(
-                batch
-                    .events
-                    .iter()
-                    .map(|event| event_from_wire(run, event).expect("a known event")),
-            );
-        }
-    }
-    events
 }
 
 const PIPELINE: &str = r#"
@@ -681,37 +631,6 @@ async fn with_a_certificate_the_daemon_speaks_tls_only() {
     assert!(refused, "a plaintext call went through");
     stop.cancel();
     served.await.expect("the daemon stops");
-}
-
-/// A daemon on `dir`'s store (made by [`daemon`] or by hand) with `workers` workers.
-async fn daemon_on(
-    dir: &std::path::Path,
-    workers: usize,
-) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.join("buildit.db"))
-            .await
-            .expect("store"),
-    );
-    let daemon = Daemon::bind(DaemonConfig {
-        listen: "127.0.0.1:0".to_owned(),
-        data_dir: dir.to_path_buf(),
-        workers,
-        drain: Duration::from_secs(2),
-        store,
-        system: SystemConfig::defaults(dir),
-        tls: None,
-        restart_interrupted: true,
-    })
-    .await
-    .expect("bind");
-    let address = format!("http://{}", daemon.local_addr().expect("address"));
-    let stop = CancellationToken::new();
-    let served = {
-        let stop = stop.clone();
-        tokio::spawn(async move { daemon.serve(stop).await.expect("serve") })
-    };
-    (address, stop, served)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
