@@ -255,7 +255,8 @@ pub(crate) enum RunsCommand {
         /// Only this attempt's lines.
         #[arg(long, value_parser = clap::value_parser!(u32).range(0..))]
         attempt: Option<u32>,
-        /// Go on with live lines until the run ends (a daemon's run: `--server`).
+        /// Go on with live lines until the run ends (a daemon's run with `--server`, else one that another
+        /// `buildit run` records in the store).
         #[arg(long)]
         follow: bool,
         #[command(flatten)]

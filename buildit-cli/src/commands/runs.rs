@@ -4,9 +4,10 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use buildit_core::events::RunEventKind;
 use buildit_core::store::{
-    AttemptRecord, LogQuery, RUN_STALE_AFTER, RunFilter, RunOwner, RunRecord, RunRef, Store,
-    StoreError,
+    AttemptRecord, LogLineRecord, LogQuery, RUN_STALE_AFTER, RunFilter, RunFollower, RunOwner,
+    RunRecord, RunRef, Store, StoreError,
 };
 use serde::Serialize;
 
@@ -41,7 +42,6 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
     }
     let local_only = match command {
         RunsCommand::Cancel { .. } => Some("cancelling a run"),
-        RunsCommand::Logs { follow: true, .. } => Some("following a run's logs"),
         _ => None,
     };
     if let Some(what) = local_only {
@@ -105,18 +105,19 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
                 pipeline,
                 stage,
                 attempt,
+                follow,
                 common,
-                ..
             } => {
-                logs(
-                    Arc::clone(&store),
-                    run,
-                    pipeline.as_deref(),
-                    stage.clone(),
-                    *attempt,
-                    common.format,
-                )
-                .await
+                let selected = LogSelection {
+                    stage: stage.clone(),
+                    attempt: *attempt,
+                    format: common.format,
+                };
+                if *follow {
+                    follow_logs(Arc::clone(&store), run, pipeline.as_deref(), &selected).await
+                } else {
+                    logs(Arc::clone(&store), run, pipeline.as_deref(), selected).await
+                }
             }
             RunsCommand::Events {
                 run,
@@ -265,16 +266,40 @@ async fn show(
     Ok(Exit::Success)
 }
 
+/// Which log lines `runs logs` prints, and how.
+struct LogSelection {
+    stage: Option<String>,
+    attempt: Option<u32>,
+    format: HistoryOutput,
+}
+
+impl LogSelection {
+    /// Writes one line as `runs logs` prints it; an error is a closed pipe.
+    fn write(&self, out: &mut impl std::io::Write, line: &LogLineRecord) -> std::io::Result<()> {
+        match self.format {
+            HistoryOutput::Json => {
+                writeln!(out, "{}", serde_json::to_string(line).unwrap_or_default())
+            }
+            HistoryOutput::Text if self.stage.is_none() && line.attempt > 1 => {
+                writeln!(out, "{}#{} | {}", line.stage, line.attempt, line.text)
+            }
+            HistoryOutput::Text if self.stage.is_none() => {
+                writeln!(out, "{} | {}", line.stage, line.text)
+            }
+            HistoryOutput::Text => writeln!(out, "{}", line.text),
+        }
+    }
+}
+
 async fn logs(
     store: Arc<dyn Store>,
     run: &str,
     pipeline: Option<&str>,
-    stage: Option<String>,
-    attempt: Option<u32>,
-    format: HistoryOutput,
+    selected: LogSelection,
 ) -> Result<Exit, StoreError> {
+    let LogSelection { stage, attempt, .. } = &selected;
+    let (stage, attempt) = (stage.clone(), *attempt);
     let run = store.find_run(&RunRef::parse(run, pipeline)).await?;
-    let prefixed = stage.is_none();
     let mut query = LogQuery {
         run_id: run.id.clone(),
         stage,
@@ -286,16 +311,7 @@ async fn logs(
     loop {
         let page = store.logs(&query).await?;
         for line in &page.lines {
-            let written = match format {
-                HistoryOutput::Json => {
-                    writeln!(out, "{}", serde_json::to_string(line).unwrap_or_default())
-                }
-                HistoryOutput::Text if prefixed && line.attempt > 1 => {
-                    writeln!(out, "{}#{} | {}", line.stage, line.attempt, line.text)
-                }
-                HistoryOutput::Text if prefixed => writeln!(out, "{} | {}", line.stage, line.text),
-                HistoryOutput::Text => writeln!(out, "{}", line.text),
-            };
+            let written = selected.write(&mut out, line);
             // A closed pipe (`buildit runs logs 3 | head`) is the reader's choice.
             if written.is_err() {
                 return Ok(Exit::Success);
@@ -304,6 +320,69 @@ async fn logs(
         match page.next {
             Some(next) => query.after = Some(next),
             None => break,
+        }
+    }
+    let _ = out.flush();
+    Ok(Exit::Success)
+}
+
+/// The run's lines as they are recorded, from the first, until it ends: a run another `buildit run` records in
+/// this store (its record says whether it still runs; one whose runner died is marked interrupted and ends).
+async fn follow_logs(
+    store: Arc<dyn Store>,
+    run: &str,
+    pipeline: Option<&str>,
+    selected: &LogSelection,
+) -> Result<Exit, StoreError> {
+    let run = store.find_run(&RunRef::parse(run, pipeline)).await?;
+    let mut follower = RunFollower::tailing(store, &run.id, 0);
+    // Lines are numbered per attempt, as the store numbers them.
+    let mut numbered: std::collections::HashMap<(String, u32), u64> =
+        std::collections::HashMap::new();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    loop {
+        let batch = match follower.next().await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(error) => {
+                let _ = out.flush();
+                error_line(&format!("cannot follow the run: {error}"), None);
+                return Ok(Exit::Infrastructure);
+            }
+        };
+        for event in batch {
+            let RunEventKind::LogLine {
+                stage,
+                attempt,
+                stream,
+                text,
+            } = event.kind
+            else {
+                continue;
+            };
+            let number = numbered.entry((stage.clone(), attempt)).or_insert(0);
+            *number += 1;
+            let wanted = selected.stage.as_ref().is_none_or(|only| *only == stage)
+                && selected.attempt.is_none_or(|only| only == attempt);
+            if !wanted {
+                continue;
+            }
+            let line = LogLineRecord {
+                stage,
+                attempt,
+                line: *number,
+                stream,
+                at_ms: i64::try_from(event.at_ms).unwrap_or(i64::MAX),
+                text,
+            };
+            // A closed pipe (`buildit runs logs 3 --follow | head`) is the reader's choice.
+            if selected.write(&mut out, &line).is_err() {
+                return Ok(Exit::Success);
+            }
+        }
+        // Live lines are shown as they come.
+        if out.flush().is_err() {
+            return Ok(Exit::Success);
         }
     }
     let _ = out.flush();
