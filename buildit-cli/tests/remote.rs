@@ -191,6 +191,39 @@ fn a_followed_remote_run_shows_what_a_local_run_shows() {
         String::from_utf8_lossy(&cancelled.stdout).contains("): failed"),
         "{cancelled:?}"
     );
+    // Another tenant's token does not see the run: "not found", for every command.
+    let other = buildit(
+        dir.path(),
+        &[
+            "tokens",
+            "create",
+            "--tenant",
+            "other",
+            "--database-url",
+            &format!("sqlite:{}", data.join("buildit.db").display()),
+        ],
+        &[],
+    );
+    assert!(other.status.success(), "{other:?}");
+    let other_token = String::from_utf8_lossy(&other.stdout).trim().to_owned();
+    let other_env = [
+        ("BUILDIT_SERVER", daemon.address.as_str()),
+        ("BUILDIT_TOKEN", other_token.as_str()),
+    ];
+    for command in [
+        ["runs", "show", &run_id].as_slice(),
+        &["runs", "logs", &run_id],
+        &["runs", "events", &run_id],
+        &["runs", "cancel", &run_id],
+    ] {
+        let refused = buildit(&work, command, &other_env);
+        let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+        assert_eq!(refused.status.code(), Some(2), "{command:?}: {said}");
+        assert!(said.contains("not found: no run"), "{command:?}: {said}");
+    }
+    let listed = buildit(&work, &["runs", "list", "--format", "json"], &other_env);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+
     // Locally, cancelling needs a daemon.
     let local_cancel = buildit(&work, &["runs", "cancel", &run_id], &[]);
     assert_eq!(local_cancel.status.code(), Some(2));

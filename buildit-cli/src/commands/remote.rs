@@ -111,7 +111,7 @@ pub(crate) fn refused(status: &tonic::Status) -> Exit {
             Exit::Usage
         }
         tonic::Code::NotFound => {
-            error_line(status.message(), None);
+            error_line(&format!("not found: {}", status.message()), None);
             Exit::Usage
         }
         _ => {
