@@ -1648,6 +1648,24 @@ async fn cancels_and_restarts_travel_through_run_requests(backend: Backend) {
         store.restart_run_request("nope", "x").await,
         Err(StoreError::NoSuchRun(_))
     ));
+    // A cancel of a run reaches its restarts, made before the cancel or after it, and moves no request's time.
+    let before = ok(store.run_request("r2-again").await).map(|r| r.updated_at_ms);
+    ok(store.request_run_cancel("r2").await);
+    let restarted = ok(store.run_request("r2-again").await);
+    assert!(
+        restarted
+            .as_ref()
+            .is_some_and(|r| r.cancel_requested_at_ms.is_some()),
+        "{restarted:?}"
+    );
+    assert_eq!(restarted.map(|r| r.updated_at_ms), before);
+    ok(store
+        .create_run_request(&run_request("r3", Some("k3")))
+        .await);
+    ok(store.request_run_cancel("r3").await);
+    let late = ok(store.restart_run_request("r3", "r3-again").await);
+    assert!(late.cancel_requested_at_ms.is_some(), "{late:?}");
+
     // Another tenant sees none of it.
     ok(store.create_tenant("acme").await);
     let acme = store.for_tenant("acme");

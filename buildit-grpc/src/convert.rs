@@ -32,17 +32,24 @@ pub(crate) fn run(record: &RunRecord) -> proto::Run {
 
 /// A run that has not started (queued, cancelled before it started, failed to start) on the wire.
 pub(crate) fn request(request: &buildit_core::store::RunRequest) -> proto::Run {
+    use buildit_core::store::RunRequestState;
+    // Started without a record yet: a worker is setting it up (or a restart waits for its worker); to a client
+    // it is still queued.
+    let waiting = matches!(
+        request.state,
+        RunRequestState::Queued | RunRequestState::Started
+    );
     proto::Run {
         id: request.run_id.clone(),
         pipeline: request.pipeline.clone(),
-        state: request.state.as_str().to_owned(),
+        state: if waiting {
+            RunRequestState::Queued.as_str().to_owned()
+        } else {
+            request.state.as_str().to_owned()
+        },
         reason: request.reason.clone().unwrap_or_default(),
         created_at_ms: request.created_at_ms,
-        finished_at_ms: if request.state == buildit_core::store::RunRequestState::Queued {
-            0
-        } else {
-            request.updated_at_ms
-        },
+        finished_at_ms: if waiting { 0 } else { request.updated_at_ms },
         ..proto::Run::default()
     }
 }

@@ -32,6 +32,8 @@ struct Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     runs: Mutex<HashMap<(String, String), Entry>>,
+    /// The parent of every run's cancel token: once the drain is over, a run known later is cancelled too.
+    all: CancellationToken,
 }
 
 impl Registry {
@@ -39,12 +41,12 @@ impl Registry {
     /// queued); its cancel token, which a worker hands to the run's `Runner`.
     pub(crate) fn ensure(&self, tenant: &str, run_id: &str) -> CancellationToken {
         let Ok(mut runs) = self.runs.lock() else {
-            return CancellationToken::new();
+            return self.all.child_token();
         };
         runs.entry((tenant.to_owned(), run_id.to_owned()))
             .or_insert_with(|| Entry {
                 phase: watch::channel(Phase::Queued).0,
-                cancel: CancellationToken::new(),
+                cancel: self.all.child_token(),
             })
             .cancel
             .clone()
@@ -85,13 +87,9 @@ impl Registry {
         });
     }
 
-    /// Cancels every run of this daemon (the drain window is over).
+    /// Cancels every run of this daemon, and every run it comes to know from now on (the drain window is over).
     pub(crate) fn cancel_all(&self) {
-        if let Ok(runs) = self.runs.lock() {
-            for entry in runs.values() {
-                entry.cancel.cancel();
-            }
-        }
+        self.all.cancel();
     }
 
     /// Watches a run's phase.

@@ -188,7 +188,8 @@ impl Daemon {
             let deadline = &deadline;
             async {
                 stop.cancelled().await;
-                let _ = deadline.set(tokio::time::Instant::now() + drain + Duration::from_secs(1));
+                let gone_by = tokio::time::Instant::now() + drain + Duration::from_secs(1);
+                let _ = deadline.set(gone_by);
                 health
                     .set_not_serving::<BuildItServer<BuildItService>>()
                     .await;
@@ -211,7 +212,17 @@ impl Daemon {
                         .is_err()
                     {
                         kill.cancel();
-                        all_ended.await;
+                        // A run still recording (or removing a large workspace) then is left: the guard
+                        // process of its executor stops what is left of its stages, and the next daemon marks
+                        // it interrupted.
+                        if tokio::time::timeout_at(gone_by, &mut all_ended)
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!(
+                                "runs did not end within the drain window and a second: exiting"
+                            );
+                        }
                     }
                 }
                 server_stop.cancel();

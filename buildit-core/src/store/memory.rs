@@ -575,13 +575,27 @@ impl Store for MemoryStore {
     async fn request_run_cancel(&self, run_id: &str) -> Result<(), StoreError> {
         let now = now_ms();
         let mut state = self.state()?;
-        let (_, stored) = state
-            .requests
-            .iter_mut()
-            .find(|(t, stored)| self.ours(t) && stored.run_id == run_id)
-            .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
-        stored.cancel_requested_at_ms.get_or_insert(now);
-        stored.updated_at_ms = now;
+        let mut current = Some(run_id.to_owned());
+        let mut first = true;
+        // The run and every restart of it, as the SQL stores do.
+        for _ in 0..16 {
+            let Some(id) = current.take() else {
+                break;
+            };
+            let Some((_, stored)) = state
+                .requests
+                .iter_mut()
+                .find(|(t, stored)| self.ours(t) && stored.run_id == id)
+            else {
+                if first {
+                    return Err(StoreError::NoSuchRun(run_id.to_owned()));
+                }
+                break;
+            };
+            first = false;
+            stored.cancel_requested_at_ms.get_or_insert(now);
+            current = stored.restarted_as.clone();
+        }
         Ok(())
     }
 
@@ -607,6 +621,7 @@ impl Store for MemoryStore {
         let interrupted = &mut state.requests[index].1;
         interrupted.restarted_as = Some(restart.to_owned());
         interrupted.updated_at_ms = now;
+        let cancel_requested_at_ms = interrupted.cancel_requested_at_ms;
         let record = RunRequest {
             run_id: restart.to_owned(),
             pipeline: interrupted.pipeline.clone(),
@@ -615,7 +630,7 @@ impl Store for MemoryStore {
             reason: None,
             created_at_ms: now,
             updated_at_ms: now,
-            cancel_requested_at_ms: None,
+            cancel_requested_at_ms,
             restart_of: Some(run_id.to_owned()),
             restarted_as: None,
         };

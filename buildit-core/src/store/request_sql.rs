@@ -11,6 +11,10 @@ use super::rows::{self, StoreRow as _};
 const REQUEST_COLUMNS: &str = "run_id, pipeline, idempotency_key, state, reason, created_at_ms, updated_at_ms, \
      cancel_requested_at_ms, restart_of, restarted_as";
 
+/// Most restarts a cancel follows from the run it names (a chain is a few links long; this bounds a loop in a
+/// corrupted one).
+const MAX_RESTART_CHAIN: usize = 16;
+
 /// The run request queries of database `DB`.
 pub(crate) struct RequestSql<DB>(PhantomData<DB>);
 
@@ -22,6 +26,7 @@ where
     for<'a> &'a str: ColumnIndex<DB::Row>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
 {
     /// Records `request` as queued, or finds the request its idempotency key already made; inside the caller's
@@ -166,26 +171,36 @@ where
         run_id: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut query = QueryBuilder::<DB>::new(
-            "UPDATE run_requests SET cancel_requested_at_ms = COALESCE(cancel_requested_at_ms, ",
-        );
-        query.push_bind(now);
-        query.push("), updated_at_ms = ");
-        query.push_bind(now);
-        query.push(" WHERE tenant_id = ");
-        query.push_bind(tenant.to_owned());
-        query.push(" AND run_id = ");
-        query.push_bind(run_id.to_owned());
-        query.push(" RETURNING run_id");
-        match query
-            .build()
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(StoreError::query)?
-        {
-            Some(_) => Ok(()),
-            None => Err(StoreError::NoSuchRun(run_id.to_owned())),
+        // The run and every restart of it: a restart recorded before this update is found through
+        // `restarted_as`; one recorded after it copies the cancel from its interrupted run (see `restart`).
+        // `updated_at_ms` stays: it tells when a request that never started ended.
+        let mut current = run_id.to_owned();
+        for depth in 0..MAX_RESTART_CHAIN {
+            let mut query = QueryBuilder::<DB>::new(
+                "UPDATE run_requests SET cancel_requested_at_ms = COALESCE(cancel_requested_at_ms, ",
+            );
+            query.push_bind(now);
+            query.push(") WHERE tenant_id = ");
+            query.push_bind(tenant.to_owned());
+            query.push(" AND run_id = ");
+            query.push_bind(current.clone());
+            query.push(" RETURNING restarted_as");
+            let row = query
+                .build()
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(StoreError::query)?;
+            let next = match row {
+                Some(row) => row.opt_text("restarted_as").map_err(StoreError::query)?,
+                None if depth == 0 => return Err(StoreError::NoSuchRun(run_id.to_owned())),
+                None => None,
+            };
+            match next {
+                Some(next) => current = next,
+                None => break,
+            }
         }
+        Ok(())
     }
 
     /// Records that `tenant`'s interrupted `run_id` starts again as `restart` (a new request, started, whose
@@ -207,7 +222,7 @@ where
         query.push_bind(tenant.to_owned());
         query.push(" AND run_id = ");
         query.push_bind(run_id.to_owned());
-        query.push(" AND restarted_as IS NULL RETURNING pipeline");
+        query.push(" AND restarted_as IS NULL RETURNING pipeline, cancel_requested_at_ms");
         let updated = query
             .build()
             .fetch_optional(&mut *connection)
@@ -225,9 +240,13 @@ where
                 .ok_or(StoreError::NoSuchRun(restarted_as));
         };
         let pipeline = row.text("pipeline").map_err(StoreError::query)?;
+        // A cancel of the interrupted run that came first is the restart's too.
+        let cancel_requested_at_ms = row
+            .opt_int("cancel_requested_at_ms")
+            .map_err(StoreError::query)?;
         let mut query = QueryBuilder::<DB>::new(
             "INSERT INTO run_requests (tenant_id, run_id, pipeline, state, created_at_ms, updated_at_ms, \
-             restart_of) VALUES (",
+             restart_of, cancel_requested_at_ms) VALUES (",
         );
         query.push_bind(tenant.to_owned());
         query.push(", ");
@@ -242,6 +261,8 @@ where
         query.push_bind(now);
         query.push(", ");
         query.push_bind(run_id.to_owned());
+        query.push(", ");
+        query.push_bind(cancel_requested_at_ms);
         query.push(format!(") RETURNING {REQUEST_COLUMNS}"));
         let row = query
             .build()

@@ -437,8 +437,9 @@ where
         lease: &Lease,
         now: i64,
     ) -> Result<(), StoreError> {
+        // 0, not now: the claim compares with the database's clock, which may be behind this one.
         let mut query = QueryBuilder::<DB>::new("UPDATE job_queue SET lease_until_ms = ");
-        query.push_bind(now - 1);
+        query.push_bind(0_i64);
         query.push(", updated_at_ms = ");
         query.push_bind(now);
         query.push(" WHERE tenant_id = ");

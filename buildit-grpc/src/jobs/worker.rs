@@ -71,6 +71,11 @@ impl Workers {
                 }
             }
             match claimed {
+                // Claimed as the daemon began to stop: left for the next one at once.
+                Some((_, store, job)) if self.stop_claiming.is_cancelled() => {
+                    let _ = store.expire_lease(&job.lease).await;
+                    return;
+                }
                 Some((tenant, store, job)) => self.run(&tenant, store, job).await,
                 None => {
                     tokio::select! {
@@ -94,7 +99,19 @@ impl Workers {
             }
         };
         let mut job = job;
-        match resumption(&store, &job, self.restart_interrupted).await {
+        let resumed = resumption(
+            &store,
+            &job,
+            &claimed.lease,
+            self.restart_interrupted,
+            &self.stop_claiming,
+        )
+        .await;
+        match resumed {
+            Ok(Resumption::Later) => {
+                let _ = store.expire_lease(&claimed.lease).await;
+                return;
+            }
             Ok(Resumption::Start) => {}
             Ok(Resumption::Restart(run_id)) => {
                 tracing::warn!(
