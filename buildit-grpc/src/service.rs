@@ -190,6 +190,7 @@ impl proto::build_it_server::BuildIt for BuildItService {
                 run_id: job.run_id.clone(),
                 pipeline: job.name.clone(),
                 idempotency_key: key.clone(),
+                branch: job.branch.clone(),
             })
             .await
             .map_err(|error| store_status(&error))?;
@@ -246,6 +247,7 @@ impl proto::build_it_server::BuildIt for BuildItService {
                 0 => 50,
                 size => size.min(500),
             },
+            ..RunFilter::default()
         };
         let store = self.store.for_tenant(&tenant);
         let runs = store

@@ -155,7 +155,13 @@ async fn list(
     limit: u32,
     format: HistoryOutput,
 ) -> Result<Exit, StoreError> {
-    let runs = store.list_runs(&RunFilter { pipeline, limit }).await?;
+    let runs = store
+        .list_runs(&RunFilter {
+            pipeline,
+            limit,
+            ..RunFilter::default()
+        })
+        .await?;
     let text = match format {
         HistoryOutput::Json => json(&runs),
         HistoryOutput::Text if runs.is_empty() => "no runs recorded\n".to_owned(),
