@@ -43,7 +43,35 @@ pub(crate) fn request(request: &buildit_core::store::RunRequest) -> proto::Run {
         } else {
             request.updated_at_ms
         },
+        branch: request.branch.clone().unwrap_or_default(),
+        restart_of: request.restart_of.clone().unwrap_or_default(),
+        restarted_as: request.restarted_as.clone().unwrap_or_default(),
         ..proto::Run::default()
+    }
+}
+
+/// A registered pipeline on the wire, with its stages' names read from its text (none if it no longer parses:
+/// the text was valid when registered, a later BuildIt may read it differently).
+pub(crate) fn pipeline(record: &buildit_core::store::PipelineRecord) -> proto::Pipeline {
+    let stages: Vec<String> = buildit_core::parse_pipeline(&record.source, &record.file_name)
+        .map(|pipeline| {
+            pipeline
+                .stages
+                .into_iter()
+                .map(|stage| stage.name.value)
+                .collect()
+        })
+        .unwrap_or_default();
+    proto::Pipeline {
+        name: record.name.clone(),
+        file_name: record.file_name.clone(),
+        source: record.source.clone(),
+        sha256: record.sha256.clone(),
+        registered_at_ms: record.registered_at_ms,
+        updated_at_ms: record.updated_at_ms,
+        stage_count: u32::try_from(stages.len()).unwrap_or(u32::MAX),
+        stages,
+        registered_by: record.registered_by.clone().unwrap_or_default(),
     }
 }
 
