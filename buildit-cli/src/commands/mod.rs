@@ -7,6 +7,7 @@ mod login;
 mod pipelines;
 mod plan;
 mod prune;
+mod registered;
 mod remote;
 mod run;
 mod runs;
