@@ -125,6 +125,11 @@ fn a_registered_pipeline_is_listed_shown_and_triggered_by_name() {
     let again: serde_json::Value = serde_json::from_slice(&again.stdout).expect("JSON");
     assert_eq!(again["changed"], false, "{again}");
     assert_eq!(again["registered_by"], "ci bot", "{again}");
+    let unchanged = buildit(&work, &["pipelines", "register", "ci.kdl"], &remote);
+    assert!(
+        text(&unchanged).starts_with("pipeline `hello` unchanged"),
+        "{unchanged:?}"
+    );
 
     // An invalid one is refused with the daemon's diagnostics, exit 3; a wrong name, exit 2.
     std::fs::write(

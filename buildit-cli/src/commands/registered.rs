@@ -42,15 +42,16 @@ pub(crate) fn register(args: &RegisterArgs) -> Exit {
                 json["changed"] = serde_json::Value::Bool(registered.changed);
                 format!("{json}\n")
             }
-            HistoryOutput::Text => format!(
-                "{} pipeline `{}` from {}: {}, sha256 {}\n",
-                if registered.changed {
-                    "registered"
-                } else {
-                    "unchanged: already registered,"
-                },
+            HistoryOutput::Text if registered.changed => format!(
+                "registered pipeline `{}` from {}: {}, sha256 {}\n",
                 pipeline.name,
                 pipeline.file_name,
+                stages(&pipeline),
+                short(&pipeline.sha256),
+            ),
+            HistoryOutput::Text => format!(
+                "pipeline `{}` unchanged: the same text is registered ({}, sha256 {})\n",
+                pipeline.name,
                 stages(&pipeline),
                 short(&pipeline.sha256),
             ),
@@ -146,7 +147,7 @@ pub(crate) fn show(args: &PipelinesShowArgs) -> Exit {
                     } else {
                         format!(" by {}", pipeline.registered_by)
                     },
-                    stages(&pipeline),
+                    pipeline.stages.join(", "),
                 );
                 text.push_str(&pipeline.source);
                 if !pipeline.source.ends_with('\n') {
