@@ -83,6 +83,11 @@ async fn memory() -> Backend {
 
 /// A fresh database on the test server, or `None` (outside CI) when there is no server.
 async fn postgres() -> Option<Backend> {
+    postgres_created("").await
+}
+
+/// [`postgres`], the database created with `options` (`CREATE DATABASE name options`).
+async fn postgres_created(options: &str) -> Option<Backend> {
     let Ok(server) = std::env::var(DATABASE_URL) else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -103,9 +108,11 @@ async fn postgres() -> Option<Backend> {
         Ok(connection) => connection,
         Err(error) => panic!("connect to {server}: {error}"),
     };
-    if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
+    if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} {options}"
+    )))
+    .execute(&mut admin)
+    .await
     {
         panic!("create database: {error}");
     }
@@ -2136,4 +2143,102 @@ async fn pipelines_are_registered_replaced_and_listed_per_tenant(backend: Backen
     ok(acme.revoke_token(record.id).await);
     assert_eq!(ok(store.find_token(&hash_token(&token)).await), None);
     assert_eq!(ok(store.find_token(&hash_token("unknown")).await), None);
+}
+
+/// Ids and names whose order by language rules (lowercase first, `a` before `B`) is not their byte order.
+const MIXED: [&str; 7] = ["a-b", "ab", "aB", "A", "_x", "b", "B"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lists_in_byte_order_whatever_the_database_collation() {
+    // A database sorting text by English rules: listings must still page in the byte order of their cursors.
+    let Some(backend) = postgres_created(
+        "TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
+    )
+    .await
+    else {
+        return;
+    };
+    let Reopen::Postgres(url) = &backend.reopen else {
+        panic!("a PostgreSQL backend");
+    };
+    let store = Arc::clone(&backend.store);
+    for id in MIXED {
+        ok(store.create_run(&new_run(id, "p")).await);
+        ok(store
+            .create_run_request(&request_on(&format!("q{id}"), "p", "main"))
+            .await);
+        ok(store
+            .register_pipeline(&pipeline(id, "pipeline \"x\"\n", "a"))
+            .await);
+    }
+    // Every run and request asked for in the same millisecond: the ids alone order them.
+    let mut connection = ok(sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|error| StoreError::Query(error.to_string())));
+    for statement in [
+        "UPDATE pipeline_runs SET requested_at_ms = 1000",
+        "UPDATE run_requests SET created_at_ms = 1000",
+    ] {
+        ok(sqlx::raw_sql(statement)
+            .execute(&mut connection)
+            .await
+            .map_err(|error| StoreError::Query(error.to_string())));
+    }
+    let _ = connection.close().await;
+    let mut bytewise: Vec<String> = MIXED.iter().map(|id| (*id).to_owned()).collect();
+    bytewise.sort();
+    let newest_first: Vec<String> = bytewise.iter().rev().cloned().collect();
+    for limit in [2, 100] {
+        let mut runs = Vec::new();
+        let mut requests = Vec::new();
+        let (mut run_before, mut request_before) = (None, None);
+        loop {
+            let page = ok(store
+                .list_runs(&RunFilter {
+                    before: run_before.clone(),
+                    limit,
+                    ..RunFilter::default()
+                })
+                .await);
+            runs.extend(page.iter().map(|run| run.id.clone()));
+            match page.last() {
+                Some(last) if page.len() == limit as usize => run_before = Some(last.cursor()),
+                _ => break,
+            }
+        }
+        loop {
+            let page = ok(store
+                .unrecorded_run_requests(&RunRequestFilter {
+                    before: request_before.clone(),
+                    limit,
+                    ..RunRequestFilter::default()
+                })
+                .await);
+            requests.extend(page.iter().map(|request| request.run_id[1..].to_owned()));
+            match page.last() {
+                Some(last) if page.len() == limit as usize => {
+                    request_before = Some(last.cursor());
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(runs, newest_first, "runs, pages of {limit}");
+        assert_eq!(requests, newest_first, "requests, pages of {limit}");
+        let mut names = Vec::new();
+        let mut after = None;
+        loop {
+            let page = ok(store
+                .list_pipelines(&PipelineFilter {
+                    after: after.clone(),
+                    limit,
+                })
+                .await);
+            names.extend(page.iter().map(|pipeline| pipeline.name.clone()));
+            match page.last() {
+                Some(last) if page.len() == limit as usize => after = Some(last.name.clone()),
+                _ => break,
+            }
+        }
+        assert_eq!(names, bytewise, "pipelines, pages of {limit}");
+    }
 }

@@ -18,7 +18,8 @@ UPDATE pipeline_runs SET requested_at_ms = COALESCE(
     (SELECT q.created_at_ms FROM run_requests AS q
      WHERE q.tenant_id = pipeline_runs.tenant_id AND q.run_id = pipeline_runs.id),
     created_at_ms);
-CREATE INDEX IF NOT EXISTS pipeline_runs_listed ON pipeline_runs (tenant_id, requested_at_ms, id);
+-- Ids in byte order (what listings compare them in), whatever the database's collation.
+CREATE INDEX IF NOT EXISTS pipeline_runs_listed ON pipeline_runs (tenant_id, requested_at_ms, id COLLATE "C");
 
 -- A request's branch (what listings filter a run on before it has a record; requests made before this migration
 -- have none), and when its run's record was created: requests without a record are listed as runs themselves.
@@ -27,5 +28,5 @@ ALTER TABLE run_requests ADD COLUMN recorded_at_ms BIGINT;
 UPDATE run_requests SET recorded_at_ms = (
     SELECT r.created_at_ms FROM pipeline_runs AS r
     WHERE r.tenant_id = run_requests.tenant_id AND r.id = run_requests.run_id);
-CREATE INDEX IF NOT EXISTS run_requests_unrecorded ON run_requests (tenant_id, created_at_ms, run_id)
+CREATE INDEX IF NOT EXISTS run_requests_unrecorded ON run_requests (tenant_id, created_at_ms, run_id COLLATE "C")
     WHERE recorded_at_ms IS NULL;

@@ -88,14 +88,15 @@ where
             .transpose()
     }
 
-    /// `tenant`'s registered pipelines after `filter.after`, by `ordered_name` (the name column, in byte order
-    /// on this database).
+    /// `tenant`'s registered pipelines after `filter.after`, by name compared byte by byte (`byte_order` is what
+    /// makes this database do so).
     pub(crate) async fn list(
         connection: &mut DB::Connection,
         tenant: &str,
         filter: &PipelineFilter,
-        ordered_name: &str,
+        byte_order: &str,
     ) -> Result<Vec<PipelineRecord>, StoreError> {
+        let ordered_name = format!("name{byte_order}");
         let mut query = QueryBuilder::<DB>::new(format!(
             "SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE tenant_id = "
         ));

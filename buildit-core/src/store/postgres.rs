@@ -25,6 +25,10 @@ use super::tokens::check_tenant_name;
 use super::{interrupted_reason, now_ms, pick_run};
 use crate::events::RunEvent;
 
+/// What makes a text comparison byte by byte whatever the database's collation (which may sort by language
+/// rules): listings page by run ids and names, and their order must be the one cursors and the memory store use.
+const BYTE_ORDER: &str = " COLLATE \"C\"";
+
 /// How long to wait for a connection (an unreachable server fails after this, never hangs).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -208,7 +212,13 @@ impl Store for PostgresStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        Shared::<Postgres>::list_runs(&mut *self.connection().await?, &self.tenant, filter).await
+        Shared::<Postgres>::list_runs(
+            &mut *self.connection().await?,
+            &self.tenant,
+            filter,
+            BYTE_ORDER,
+        )
+        .await
     }
 
     async fn find_run(&self, run: &RunRef) -> Result<RunRecord, StoreError> {
@@ -471,8 +481,13 @@ impl Store for PostgresStore {
         &self,
         filter: &RunRequestFilter,
     ) -> Result<Vec<RunRequest>, StoreError> {
-        RequestSql::<Postgres>::unrecorded(&mut *self.connection().await?, &self.tenant, filter)
-            .await
+        RequestSql::<Postgres>::unrecorded(
+            &mut *self.connection().await?,
+            &self.tenant,
+            filter,
+            BYTE_ORDER,
+        )
+        .await
     }
 
     async fn register_pipeline(&self, pipeline: &NewPipeline) -> Result<bool, StoreError> {
@@ -493,13 +508,11 @@ impl Store for PostgresStore {
         &self,
         filter: &PipelineFilter,
     ) -> Result<Vec<PipelineRecord>, StoreError> {
-        // The database's collation may sort by language rules; names are listed in byte order on every
-        // backend.
         PipelineSql::<Postgres>::list(
             &mut *self.connection().await?,
             &self.tenant,
             filter,
-            "name COLLATE \"C\"",
+            BYTE_ORDER,
         )
         .await
     }

@@ -260,11 +260,13 @@ where
     }
 
     /// `tenant`'s requests without a run record matching `filter`, newest first by (created_at_ms, run_id): the
-    /// `run_requests_unrecorded` index, read backwards from the cursor.
+    /// `run_requests_unrecorded` index, read backwards from the cursor; run ids compared byte by byte
+    /// (`byte_order`), as runs are.
     pub(crate) async fn unrecorded(
         connection: &mut DB::Connection,
         tenant: &str,
         filter: &RunRequestFilter,
+        byte_order: &str,
     ) -> Result<Vec<RunRequest>, StoreError> {
         let mut query = QueryBuilder::<DB>::new(format!(
             "SELECT {REQUEST_COLUMNS} FROM run_requests WHERE tenant_id = "
@@ -283,10 +285,13 @@ where
             query.push(" AND branch = ");
             query.push_bind(branch.clone());
         }
+        let run_id = format!("run_id{byte_order}");
         if let Some(before) = &filter.before {
-            push_before(&mut query, "created_at_ms", "run_id", before);
+            push_before(&mut query, "created_at_ms", &run_id, before);
         }
-        query.push(" ORDER BY created_at_ms DESC, run_id DESC LIMIT ");
+        query.push(format!(
+            " ORDER BY created_at_ms DESC, {run_id} DESC LIMIT "
+        ));
         query.push_bind(i64::from(filter.limit));
         query
             .build()

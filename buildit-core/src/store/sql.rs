@@ -147,11 +147,13 @@ where
     }
 
     /// Runs matching `filter`, newest first by (requested_at_ms, id): the `pipeline_runs_listed` index, read
-    /// backwards from the cursor.
+    /// backwards from the cursor. `byte_order` is what makes this database compare ids byte by byte, as
+    /// [`RunCursor`]'s order does (the daemon merges this list with another in that order).
     pub(crate) async fn list_runs(
         connection: &mut DB::Connection,
         tenant: &str,
         filter: &RunFilter,
+        byte_order: &str,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut query = QueryBuilder::<DB>::new(format!(
             "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE tenant_id = "
@@ -169,10 +171,11 @@ where
             query.push(" AND branch = ");
             query.push_bind(branch.clone());
         }
+        let id = format!("id{byte_order}");
         if let Some(before) = &filter.before {
-            push_before(&mut query, "requested_at_ms", "id", before);
+            push_before(&mut query, "requested_at_ms", &id, before);
         }
-        query.push(" ORDER BY requested_at_ms DESC, id DESC LIMIT ");
+        query.push(format!(" ORDER BY requested_at_ms DESC, {id} DESC LIMIT "));
         query.push_bind(i64::from(filter.limit));
         Self::fetch_all_as(connection, query, rows::run_record).await
     }

@@ -28,6 +28,9 @@ use super::tokens::check_tenant_name;
 use super::{interrupted_reason, now_ms, pick_run};
 use crate::events::RunEvent;
 
+/// What makes a text comparison byte by byte: nothing, SQLite compares text so (BINARY) unless told otherwise.
+const BYTE_ORDER: &str = "";
+
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pages of write-ahead log (4 KiB each) after which a commit folds the log into the file (SQLite's default:
@@ -303,7 +306,8 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        Shared::<Sqlite>::list_runs(&mut *self.reader().await?, &self.tenant, filter).await
+        Shared::<Sqlite>::list_runs(&mut *self.reader().await?, &self.tenant, filter, BYTE_ORDER)
+            .await
     }
 
     async fn find_run(&self, run: &RunRef) -> Result<RunRecord, StoreError> {
@@ -560,7 +564,13 @@ impl Store for SqliteStore {
         &self,
         filter: &RunRequestFilter,
     ) -> Result<Vec<RunRequest>, StoreError> {
-        RequestSql::<Sqlite>::unrecorded(&mut *self.reader().await?, &self.tenant, filter).await
+        RequestSql::<Sqlite>::unrecorded(
+            &mut *self.reader().await?,
+            &self.tenant,
+            filter,
+            BYTE_ORDER,
+        )
+        .await
     }
 
     async fn register_pipeline(&self, pipeline: &NewPipeline) -> Result<bool, StoreError> {
@@ -581,8 +591,8 @@ impl Store for SqliteStore {
         &self,
         filter: &PipelineFilter,
     ) -> Result<Vec<PipelineRecord>, StoreError> {
-        // SQLite compares text byte by byte (BINARY) unless told otherwise.
-        PipelineSql::<Sqlite>::list(&mut *self.reader().await?, &self.tenant, filter, "name").await
+        PipelineSql::<Sqlite>::list(&mut *self.reader().await?, &self.tenant, filter, BYTE_ORDER)
+            .await
     }
 
     async fn close(&self) {
