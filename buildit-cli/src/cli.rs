@@ -34,7 +34,8 @@ pub(crate) enum Command {
     Login(RemoteArgs),
     /// Forget what `buildit login` remembered.
     Logout,
-    /// Pipelines on a daemon (`--server`): trigger a run, and follow it as `buildit run` shows a local one.
+    /// Pipelines on a daemon (`--server`): register them, list them, trigger a run (of a file or a registered
+    /// pipeline), and follow it as `buildit run` shows a local one.
     #[command(subcommand)]
     Pipelines(PipelinesCommand),
 }
@@ -57,8 +58,51 @@ pub(crate) struct RemoteArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PipelinesCommand {
-    /// Send a pipeline to the daemon and queue a run of it; with `--follow`, show the run as it happens.
+    /// Send a pipeline to the daemon (or name a registered one) and queue a run of it; with `--follow`, show the
+    /// run as it happens.
     Trigger(TriggerArgs),
+    /// Validate a pipeline on the daemon and keep it there under the name it declares: `pipelines trigger
+    /// --registered NAME` runs it. Registering a name again replaces its text.
+    Register(RegisterArgs),
+    /// The daemon's registered pipelines, by name.
+    List(PipelinesListArgs),
+    /// One registered pipeline: its file name, sha256, times, stages and text.
+    Show(PipelinesShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RegisterArgs {
+    /// The pipeline file.
+    #[arg(default_value = "buildit.kdl")]
+    pub(crate) file: PathBuf,
+    /// Refuse unless the file declares this pipeline name.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) name: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = HistoryOutput::Text)]
+    pub(crate) format: HistoryOutput,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PipelinesListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = HistoryOutput::Text)]
+    pub(crate) format: HistoryOutput,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PipelinesShowArgs {
+    /// The pipeline's name.
+    pub(crate) name: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = HistoryOutput::Text)]
+    pub(crate) format: HistoryOutput,
+    #[command(flatten)]
+    pub(crate) remote: RemoteArgs,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +110,9 @@ pub(crate) struct TriggerArgs {
     /// The pipeline file.
     #[arg(default_value = "buildit.kdl")]
     pub(crate) file: PathBuf,
+    /// Run the pipeline registered under this name (`pipelines register`) instead of sending a file.
+    #[arg(long, value_name = "NAME", conflicts_with = "file")]
+    pub(crate) registered: Option<String>,
     /// Follow the run to its end: its lines live, its summary, and `buildit run`'s exit code.
     #[arg(long)]
     pub(crate) follow: bool,
@@ -221,11 +268,17 @@ pub(crate) enum HistoryOutput {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RunsCommand {
-    /// Recorded runs, newest first.
+    /// Recorded runs (a daemon's: its queued ones too), newest first.
     List {
         /// Only this pipeline's runs.
         #[arg(long)]
         pipeline: Option<String>,
+        /// Only runs in this state (`queued` and `started`: a daemon's runs not recorded yet, `--server`).
+        #[arg(long, value_parser = RUN_STATES)]
+        state: Option<String>,
+        /// Only runs of this branch.
+        #[arg(long)]
+        branch: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         limit: u32,
@@ -284,6 +337,17 @@ pub(crate) enum RunsCommand {
         common: RunsCommon,
     },
 }
+
+/// The states `runs list --state` takes: a `Run`'s, as the daemon shows them.
+pub(crate) const RUN_STATES: [&str; 7] = [
+    "queued",
+    "started",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "interrupted",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum DiagnosticFormat {

@@ -179,7 +179,7 @@ impl Follower {
     }
 }
 
-/// The runs the daemon lists, newest first, each as `runs show` gives it in JSON.
+/// The runs the daemon lists, newest first, each as `runs show` gives it in JSON (which the list agrees with).
 fn runs(work: &Path, address: &str, token: &str) -> Vec<serde_json::Value> {
     let remote = |args: &[&str]| {
         let output = buildit(work)
@@ -203,7 +203,13 @@ fn runs(work: &Path, address: &str, token: &str) -> Vec<serde_json::Value> {
                 .split(|byte| *byte == b'\n')
                 .next()
                 .unwrap_or_default();
-            serde_json::from_slice(first_line).expect("a run as JSON")
+            let shown: serde_json::Value =
+                serde_json::from_slice(first_line).expect("a run as JSON");
+            // The list says what `show` says of a run's restarts.
+            for field in ["restart_of", "restarted_as"] {
+                assert_eq!(run[field], shown[field], "{field}: {run} against {shown}");
+            }
+            shown
         })
         .collect()
 }

@@ -12,9 +12,9 @@ use buildit_core::events::{
 };
 use buildit_core::store::{
     AttemptEnd, AttemptStart, AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore,
-    NewJob, NewRun, NewRunRequest, PostgresStore, RecordBatch, RunFilter, RunOwner, RunRef,
-    RunRequestOutcome, RunRequestState, RunState, SqliteStore, Store, StoreError, hash_token,
-    new_token, record_run,
+    NewJob, NewPipeline, NewRun, NewRunRequest, PipelineFilter, PostgresStore, RecordBatch,
+    RunCursor, RunFilter, RunOwner, RunRef, RunRequestFilter, RunRequestOutcome, RunRequestState,
+    RunState, SqliteStore, Store, StoreError, hash_token, new_token, record_run, sha256_hex,
 };
 use sqlx::Connection as _;
 
@@ -83,6 +83,11 @@ async fn memory() -> Backend {
 
 /// A fresh database on the test server, or `None` (outside CI) when there is no server.
 async fn postgres() -> Option<Backend> {
+    postgres_created("").await
+}
+
+/// [`postgres`], the database created with `options` (`CREATE DATABASE name options`).
+async fn postgres_created(options: &str) -> Option<Backend> {
     let Ok(server) = std::env::var(DATABASE_URL) else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -103,9 +108,11 @@ async fn postgres() -> Option<Backend> {
         Ok(connection) => connection,
         Err(error) => panic!("connect to {server}: {error}"),
     };
-    if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
+    if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} {options}"
+    )))
+    .execute(&mut admin)
+    .await
     {
         panic!("create database: {error}");
     }
@@ -177,6 +184,9 @@ contract!(
     run_requests_are_created_once_per_key_and_change_state_by_the_rules,
     cancels_and_restarts_travel_through_run_requests,
     a_lease_ended_early_lets_its_job_be_claimed_at_once,
+    runs_keep_their_place_from_request_to_record_and_list_by_filter_and_cursor,
+    pages_of_runs_never_skip_nor_repeat_a_run,
+    pipelines_are_registered_replaced_and_listed_per_tenant,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -539,8 +549,8 @@ async fn tenants_do_not_see_each_other(backend: Backend) {
     assert_eq!(theirs.number, 1);
     ok(acme.create_run(&new_run("acme-only", "p")).await);
     let filter = RunFilter {
-        pipeline: None,
         limit: 100,
+        ..RunFilter::default()
     };
     assert_eq!(ok(store.list_runs(&filter).await).len(), 1);
     assert_eq!(ok(acme.list_runs(&filter).await).len(), 2);
@@ -802,6 +812,7 @@ async fn runs_are_found_by_id_or_number(backend: Backend) {
         .list_runs(&RunFilter {
             pipeline: Some("build".to_owned()),
             limit: 1,
+            ..RunFilter::default()
         })
         .await);
     assert_eq!(listed.len(), 1);
@@ -1377,6 +1388,7 @@ fn run_request(run_id: &str, key: Option<&str>) -> NewRunRequest {
         run_id: run_id.to_owned(),
         pipeline: "ci".to_owned(),
         idempotency_key: key.map(str::to_owned),
+        branch: None,
     }
 }
 
@@ -1730,4 +1742,521 @@ async fn a_lease_ended_early_lets_its_job_be_claimed_at_once(backend: Backend) {
     // Another tenant's leases are not listed.
     ok(store.create_tenant("acme").await);
     assert!(ok(store.for_tenant("acme").leased_jobs("runs").await).is_empty());
+}
+
+/// A request of pipeline `pipeline` on `branch`.
+fn request_on(run_id: &str, pipeline: &str, branch: &str) -> NewRunRequest {
+    NewRunRequest {
+        run_id: run_id.to_owned(),
+        pipeline: pipeline.to_owned(),
+        idempotency_key: None,
+        branch: Some(branch.to_owned()),
+    }
+}
+
+fn ids_of_runs(runs: &[buildit_core::store::RunRecord]) -> Vec<&str> {
+    runs.iter().map(|run| run.id.as_str()).collect()
+}
+
+fn ids_of_requests(requests: &[buildit_core::store::RunRequest]) -> Vec<&str> {
+    requests
+        .iter()
+        .map(|request| request.run_id.as_str())
+        .collect()
+}
+
+async fn runs_keep_their_place_from_request_to_record_and_list_by_filter_and_cursor(
+    backend: Backend,
+) {
+    let store = backend.store;
+    let tick = || tokio::time::sleep(Duration::from_millis(4));
+    // A run a daemon was asked for, recorded later: its record keeps its request's time.
+    let asked = ok(store
+        .create_run_request(&request_on("d1", "ci", "main"))
+        .await)
+    .into_request();
+    assert_eq!(asked.branch.as_deref(), Some("main"));
+    tick().await;
+    let d2 = ok(store
+        .create_run_request(&request_on("d2", "ci", "dev"))
+        .await)
+    .into_request();
+    tick().await;
+    ok(store
+        .create_run_request(&request_on("d3", "deploy", "main"))
+        .await);
+    tick().await;
+    let unrecorded = |filter: RunRequestFilter| {
+        let store = Arc::clone(&store);
+        async move { ok(store.unrecorded_run_requests(&filter).await) }
+    };
+    let every = RunRequestFilter {
+        limit: 100,
+        ..RunRequestFilter::default()
+    };
+    assert_eq!(
+        ids_of_requests(&unrecorded(every.clone()).await),
+        ["d3", "d2", "d1"]
+    );
+    ok(store
+        .set_run_request_state("d1", RunRequestState::Started, None)
+        .await);
+    // Started but not recorded yet: still listed from its request.
+    assert_eq!(
+        ids_of_requests(&unrecorded(every.clone()).await),
+        ["d3", "d2", "d1"]
+    );
+    let recorded = ok(store.create_run(&new_run("d1", "ci")).await);
+    assert!(recorded.created_at_ms > asked.created_at_ms);
+    assert_eq!(
+        recorded.cursor(),
+        RunCursor {
+            at_ms: asked.created_at_ms,
+            id: "d1".to_owned()
+        }
+    );
+    assert_eq!(
+        ids_of_requests(&unrecorded(every.clone()).await),
+        ["d3", "d2"]
+    );
+    // A run nobody asked a daemon for (`buildit run`) is placed at its creation.
+    tick().await;
+    let mut local = new_run("l1", "ci");
+    local.branch = Some("dev".to_owned());
+    local.owner.pid = dead_pid();
+    let local = ok(store.create_run(&local).await);
+    assert_eq!(local.cursor().at_ms, local.created_at_ms);
+    ok(store
+        .mark_interrupted(&RunOwner::this_process(), Duration::from_secs(60))
+        .await);
+    let runs = |filter: RunFilter| {
+        let store = Arc::clone(&store);
+        async move { ok(store.list_runs(&filter).await) }
+    };
+    let all = RunFilter {
+        limit: 100,
+        ..RunFilter::default()
+    };
+    let listed = runs(all.clone()).await;
+    assert_eq!(ids_of_runs(&listed), ["l1", "d1"]);
+    assert_eq!(listed[1].cursor().at_ms, asked.created_at_ms);
+    // Filters: state, branch, pipeline, each on both halves.
+    let with = |change: fn(&mut RunFilter)| {
+        let mut filter = all.clone();
+        change(&mut filter);
+        filter
+    };
+    assert_eq!(
+        ids_of_runs(&runs(with(|f| f.state = Some(RunState::Interrupted))).await),
+        ["l1"]
+    );
+    assert_eq!(
+        ids_of_runs(&runs(with(|f| f.state = Some(RunState::Running))).await),
+        ["d1"]
+    );
+    assert_eq!(
+        ids_of_runs(&runs(with(|f| f.branch = Some("main".to_owned()))).await),
+        ["d1"]
+    );
+    assert!(
+        runs(with(|f| f.pipeline = Some("deploy".to_owned())))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        ids_of_requests(
+            &unrecorded(RunRequestFilter {
+                branch: Some("main".to_owned()),
+                ..every.clone()
+            })
+            .await
+        ),
+        ["d3"]
+    );
+    assert_eq!(
+        ids_of_requests(
+            &unrecorded(RunRequestFilter {
+                pipeline: Some("ci".to_owned()),
+                ..every.clone()
+            })
+            .await
+        ),
+        ["d2"]
+    );
+    ok(store
+        .set_run_request_state(
+            "d2",
+            RunRequestState::Cancelled,
+            Some("cancelled before it started"),
+        )
+        .await);
+    assert_eq!(
+        ids_of_requests(
+            &unrecorded(RunRequestFilter {
+                state: Some(RunRequestState::Queued),
+                ..every.clone()
+            })
+            .await
+        ),
+        ["d3"]
+    );
+    assert_eq!(
+        ids_of_requests(
+            &unrecorded(RunRequestFilter {
+                state: Some(RunRequestState::Cancelled),
+                ..every.clone()
+            })
+            .await
+        ),
+        ["d2"]
+    );
+    // Cursors: strictly after the place given.
+    assert_eq!(
+        ids_of_runs(
+            &runs(RunFilter {
+                before: Some(local.cursor()),
+                ..all.clone()
+            })
+            .await
+        ),
+        ["d1"]
+    );
+    let before_d2 = |id: &str| RunRequestFilter {
+        before: Some(RunCursor {
+            at_ms: d2.created_at_ms,
+            id: id.to_owned(),
+        }),
+        ..every.clone()
+    };
+    assert_eq!(
+        ids_of_requests(&unrecorded(before_d2("d3")).await),
+        ["d2"],
+        "at the same time, a smaller id comes after"
+    );
+    assert!(
+        unrecorded(before_d2("d2")).await.is_empty(),
+        "the place itself is not after itself"
+    );
+    assert!(unrecorded(before_d2("d1")).await.is_empty());
+    // A restart keeps its run's branch; another tenant sees none of these.
+    ok(store
+        .create_run_request(&request_on("d4", "ci", "feature"))
+        .await);
+    let restart = ok(store.restart_run_request("d4", "d4-again").await);
+    assert_eq!(restart.branch.as_deref(), Some("feature"));
+    ok(store.create_tenant("acme").await);
+    let acme = store.for_tenant("acme");
+    assert!(ok(acme.list_runs(&all).await).is_empty());
+    assert!(ok(acme.unrecorded_run_requests(&every).await).is_empty());
+}
+
+async fn pages_of_runs_never_skip_nor_repeat_a_run(backend: Backend) {
+    let store = backend.store;
+    // Many runs in the same millisecond: the id breaks the tie.
+    let mut made = Vec::new();
+    for index in 0..11 {
+        let run = ok(store
+            .create_run(&new_run(&format!("run-{index:02}"), "p"))
+            .await);
+        made.push(run.id);
+    }
+    for limit in [1, 3, 4, 11, 12] {
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = ok(store
+                .list_runs(&RunFilter {
+                    before: before.clone(),
+                    limit,
+                    ..RunFilter::default()
+                })
+                .await);
+            assert!(page.len() <= limit as usize);
+            seen.extend(page.iter().map(|run| run.id.clone()));
+            match page.last() {
+                Some(last) if page.len() == limit as usize => before = Some(last.cursor()),
+                _ => break,
+            }
+        }
+        let mut expected = made.clone();
+        expected.sort_by_key(|id| std::cmp::Reverse(id.clone()));
+        let all = ok(store
+            .list_runs(&RunFilter {
+                limit: 100,
+                ..RunFilter::default()
+            })
+            .await);
+        // Newest first: one millisecond or several, the order is by time, then id.
+        let mut by_place: Vec<_> = all
+            .iter()
+            .map(|run| (run.cursor(), run.id.clone()))
+            .collect();
+        by_place.sort_by(|a, b| b.0.cmp(&a.0));
+        assert_eq!(
+            ids_of_runs(&all),
+            by_place
+                .iter()
+                .map(|(_, id)| id.as_str())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(seen, ids_of_runs(&all), "pages of {limit}");
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), made.len(), "pages of {limit}");
+    }
+}
+
+fn pipeline(name: &str, source: &str, by: &str) -> NewPipeline {
+    NewPipeline {
+        name: name.to_owned(),
+        file_name: format!("{name}.kdl"),
+        source: source.to_owned(),
+        registered_by: Some(by.to_owned()),
+    }
+}
+
+async fn pipelines_are_registered_replaced_and_listed_per_tenant(backend: Backend) {
+    let store = backend.store;
+    let text = "pipeline \"build\"\nstage \"a\" { run \"true\" }\n";
+    assert!(ok(store
+        .register_pipeline(&pipeline("build", text, "alice"))
+        .await));
+    let first = ok(store.get_pipeline("build").await).unwrap_or_else(|| panic!("registered"));
+    assert_eq!(
+        (
+            first.name.as_str(),
+            first.file_name.as_str(),
+            first.source.as_str(),
+            first.registered_by.as_deref()
+        ),
+        ("build", "build.kdl", text, Some("alice"))
+    );
+    assert_eq!(first.sha256, sha256_hex(text.as_bytes()));
+    assert_eq!(first.registered_at_ms, first.updated_at_ms);
+    // The same text again changes nothing, not even who registered it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(!ok(store
+        .register_pipeline(&pipeline("build", text, "bob"))
+        .await));
+    assert_eq!(ok(store.get_pipeline("build").await).as_ref(), Some(&first));
+    // Another text replaces it: registered when first registered, updated now, by whoever changed it.
+    let newer = format!("{text}stage \"b\" {{ run \"true\" }}\n");
+    assert!(ok(store
+        .register_pipeline(&pipeline("build", &newer, "bob"))
+        .await));
+    let second = ok(store.get_pipeline("build").await).unwrap_or_else(|| panic!("registered"));
+    assert_eq!(second.source, newer);
+    assert_eq!(second.sha256, sha256_hex(newer.as_bytes()));
+    assert_eq!(second.registered_at_ms, first.registered_at_ms);
+    assert!(second.updated_at_ms > first.updated_at_ms);
+    assert_eq!(second.registered_by.as_deref(), Some("bob"));
+    // So does another file name for the same text.
+    let mut renamed = pipeline("build", &newer, "bob");
+    renamed.file_name = "ci/build.kdl".to_owned();
+    assert!(ok(store.register_pipeline(&renamed).await));
+    assert_eq!(
+        ok(store.get_pipeline("build").await).map(|p| p.file_name),
+        Some("ci/build.kdl".to_owned())
+    );
+
+    // A pipeline that only ran is not registered; registering it keeps its run numbers going.
+    ok(store.create_run(&new_run("deploy-1", "deploy")).await);
+    assert_eq!(ok(store.get_pipeline("deploy").await), None);
+    assert!(ok(store
+        .register_pipeline(&pipeline("deploy", text, "alice"))
+        .await));
+    assert_eq!(
+        ok(store.create_run(&new_run("deploy-2", "deploy")).await).number,
+        2
+    );
+    // Registering first and running after numbers runs from 1.
+    assert!(ok(store
+        .register_pipeline(&pipeline("alpha", text, "alice"))
+        .await));
+    assert_eq!(
+        ok(store.create_run(&new_run("alpha-1", "alpha")).await).number,
+        1
+    );
+    ok(store.create_run(&new_run("zeta-1", "zeta")).await);
+
+    // Listed by name, a page at a time.
+    let names = |filter: PipelineFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            ok(store.list_pipelines(&filter).await)
+                .into_iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        names(PipelineFilter {
+            after: None,
+            limit: 10
+        })
+        .await,
+        ["alpha", "build", "deploy"]
+    );
+    assert_eq!(
+        names(PipelineFilter {
+            after: None,
+            limit: 2
+        })
+        .await,
+        ["alpha", "build"]
+    );
+    assert_eq!(
+        names(PipelineFilter {
+            after: Some("build".to_owned()),
+            limit: 2
+        })
+        .await,
+        ["deploy"]
+    );
+    assert!(
+        names(PipelineFilter {
+            after: Some("deploy".to_owned()),
+            limit: 2
+        })
+        .await
+        .is_empty()
+    );
+
+    // Another tenant sees none of them, and has its own.
+    ok(store.create_tenant("acme").await);
+    let acme = store.for_tenant("acme");
+    assert_eq!(ok(acme.get_pipeline("build").await), None);
+    assert!(
+        ok(acme
+            .list_pipelines(&PipelineFilter {
+                after: None,
+                limit: 10
+            })
+            .await)
+        .is_empty()
+    );
+    assert!(ok(acme
+        .register_pipeline(&pipeline("build", "other", "carol"))
+        .await));
+    assert_eq!(
+        ok(store.get_pipeline("build").await).map(|p| p.source),
+        Some(newer.clone())
+    );
+    assert!(
+        store
+            .for_tenant("nobody")
+            .register_pipeline(&pipeline("x", text, "a"))
+            .await
+            .is_err(),
+        "an unknown tenant is refused rather than created by accident"
+    );
+
+    // The label of a token is found by its hash (what a registration records as its registrant).
+    let token = new_token();
+    let record = ok(store
+        .create_token("acme", "deploy bot", &hash_token(&token))
+        .await);
+    let found = ok(store.find_token(&hash_token(&token)).await);
+    assert_eq!(found.as_ref().map(|t| t.name.as_str()), Some("deploy bot"));
+    assert_eq!(found.map(|t| t.last_used_at_ms), Some(None));
+    ok(acme.revoke_token(record.id).await);
+    assert_eq!(ok(store.find_token(&hash_token(&token)).await), None);
+    assert_eq!(ok(store.find_token(&hash_token("unknown")).await), None);
+}
+
+/// Ids and names whose order by language rules (lowercase first, `a` before `B`) is not their byte order.
+const MIXED: [&str; 7] = ["a-b", "ab", "aB", "A", "_x", "b", "B"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_lists_in_byte_order_whatever_the_database_collation() {
+    // A database sorting text by English rules: listings must still page in the byte order of their cursors.
+    let Some(backend) = postgres_created(
+        "TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
+    )
+    .await
+    else {
+        return;
+    };
+    let Reopen::Postgres(url) = &backend.reopen else {
+        panic!("a PostgreSQL backend");
+    };
+    let store = Arc::clone(&backend.store);
+    for id in MIXED {
+        ok(store.create_run(&new_run(id, "p")).await);
+        ok(store
+            .create_run_request(&request_on(&format!("q{id}"), "p", "main"))
+            .await);
+        ok(store
+            .register_pipeline(&pipeline(id, "pipeline \"x\"\n", "a"))
+            .await);
+    }
+    // Every run and request asked for in the same millisecond: the ids alone order them.
+    let mut connection = ok(sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|error| StoreError::Query(error.to_string())));
+    for statement in [
+        "UPDATE pipeline_runs SET requested_at_ms = 1000",
+        "UPDATE run_requests SET created_at_ms = 1000",
+    ] {
+        ok(sqlx::raw_sql(statement)
+            .execute(&mut connection)
+            .await
+            .map_err(|error| StoreError::Query(error.to_string())));
+    }
+    let _ = connection.close().await;
+    let mut bytewise: Vec<String> = MIXED.iter().map(|id| (*id).to_owned()).collect();
+    bytewise.sort();
+    let newest_first: Vec<String> = bytewise.iter().rev().cloned().collect();
+    for limit in [2, 100] {
+        let mut runs = Vec::new();
+        let mut requests = Vec::new();
+        let (mut run_before, mut request_before) = (None, None);
+        loop {
+            let page = ok(store
+                .list_runs(&RunFilter {
+                    before: run_before.clone(),
+                    limit,
+                    ..RunFilter::default()
+                })
+                .await);
+            runs.extend(page.iter().map(|run| run.id.clone()));
+            match page.last() {
+                Some(last) if page.len() == limit as usize => run_before = Some(last.cursor()),
+                _ => break,
+            }
+        }
+        loop {
+            let page = ok(store
+                .unrecorded_run_requests(&RunRequestFilter {
+                    before: request_before.clone(),
+                    limit,
+                    ..RunRequestFilter::default()
+                })
+                .await);
+            requests.extend(page.iter().map(|request| request.run_id[1..].to_owned()));
+            match page.last() {
+                Some(last) if page.len() == limit as usize => {
+                    request_before = Some(last.cursor());
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(runs, newest_first, "runs, pages of {limit}");
+        assert_eq!(requests, newest_first, "requests, pages of {limit}");
+        let mut names = Vec::new();
+        let mut after = None;
+        loop {
+            let page = ok(store
+                .list_pipelines(&PipelineFilter {
+                    after: after.clone(),
+                    limit,
+                })
+                .await);
+            names.extend(page.iter().map(|pipeline| pipeline.name.clone()));
+            match page.last() {
+                Some(last) if page.len() == limit as usize => after = Some(last.name.clone()),
+                _ => break,
+            }
+        }
+        assert_eq!(names, bytewise, "pipelines, pages of {limit}");
+    }
 }

@@ -33,8 +33,7 @@ pub(crate) fn run(record: &RunRecord) -> proto::Run {
 /// A run that has not started (queued, cancelled before it started, failed to start) on the wire.
 pub(crate) fn request(request: &buildit_core::store::RunRequest) -> proto::Run {
     use buildit_core::store::RunRequestState;
-    // Started without a record yet: a worker is setting it up (or a restart waits for its worker); to a client
-    // it is still queued.
+    // Started without a record yet: a worker is setting it up (or a restart waits for its worker).
     let waiting = matches!(
         request.state,
         RunRequestState::Queued | RunRequestState::Started
@@ -42,15 +41,39 @@ pub(crate) fn request(request: &buildit_core::store::RunRequest) -> proto::Run {
     proto::Run {
         id: request.run_id.clone(),
         pipeline: request.pipeline.clone(),
-        state: if waiting {
-            RunRequestState::Queued.as_str().to_owned()
-        } else {
-            request.state.as_str().to_owned()
-        },
+        state: request.state.as_str().to_owned(),
         reason: request.reason.clone().unwrap_or_default(),
         created_at_ms: request.created_at_ms,
         finished_at_ms: if waiting { 0 } else { request.updated_at_ms },
+        branch: request.branch.clone().unwrap_or_default(),
+        restart_of: request.restart_of.clone().unwrap_or_default(),
+        restarted_as: request.restarted_as.clone().unwrap_or_default(),
         ..proto::Run::default()
+    }
+}
+
+/// A registered pipeline on the wire, with its stages' names read from its text (none if it no longer parses:
+/// the text was valid when registered, a later BuildIt may read it differently).
+pub(crate) fn pipeline(record: &buildit_core::store::PipelineRecord) -> proto::Pipeline {
+    let stages: Vec<String> = buildit_core::parse_pipeline(&record.source, &record.file_name)
+        .map(|pipeline| {
+            pipeline
+                .stages
+                .into_iter()
+                .map(|stage| stage.name.value)
+                .collect()
+        })
+        .unwrap_or_default();
+    proto::Pipeline {
+        name: record.name.clone(),
+        file_name: record.file_name.clone(),
+        source: record.source.clone(),
+        sha256: record.sha256.clone(),
+        registered_at_ms: record.registered_at_ms,
+        updated_at_ms: record.updated_at_ms,
+        stage_count: u32::try_from(stages.len()).unwrap_or(u32::MAX),
+        stages,
+        registered_by: record.registered_by.clone().unwrap_or_default(),
     }
 }
 

@@ -113,8 +113,8 @@ pub(crate) fn login(args: &RemoteArgs) -> Exit {
         client
             .list_runs(super::remote::authorized(
                 buildit_grpc::proto::ListRunsRequest {
-                    pipeline: String::new(),
                     page_size: 1,
+                    ..buildit_grpc::proto::ListRunsRequest::default()
                 },
                 token,
             ))

@@ -8,6 +8,7 @@ mod login;
 mod pipelines;
 mod plan;
 mod prune;
+mod registered;
 mod remote;
 mod run;
 mod runs;

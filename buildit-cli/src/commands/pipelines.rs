@@ -1,5 +1,6 @@
-//! `buildit pipelines trigger`: send a pipeline to the daemon, queue a run of it, and with `--follow` show it as a
-//! local `buildit run` would: the same lines, the same summary, the same exit codes, drawn from streamed events.
+//! `buildit pipelines trigger`: send a pipeline to the daemon (or name a registered one), queue a run of it, and
+//! with `--follow` show it as a local `buildit run` would: the same lines, the same summary, the same exit codes,
+//! drawn from streamed events. `register`, `list` and `show` are the `registered` module's.
 
 use buildit_grpc::proto;
 use buildit_grpc::proto::build_it_client::BuildItClient;
@@ -16,16 +17,23 @@ use crate::reporter::print_text;
 pub(crate) fn run(command: &PipelinesCommand) -> Exit {
     match command {
         PipelinesCommand::Trigger(args) => trigger(args),
+        PipelinesCommand::Register(args) => super::registered::register(args),
+        PipelinesCommand::List(args) => super::registered::list(args),
+        PipelinesCommand::Show(args) => super::registered::show(args),
     }
 }
 
 fn trigger(args: &TriggerArgs) -> Exit {
-    let pipeline = match buildit_core::config::read_config_file(&args.file) {
-        Ok(text) => text,
-        Err(error) => {
-            error_line(&format!("pipeline file {error}"), None);
-            return Exit::InvalidConfig;
-        }
+    // A registered pipeline's text is the daemon's: no file is read.
+    let (pipeline, file_name) = match &args.registered {
+        Some(_) => (String::new(), String::new()),
+        None => match buildit_core::config::read_config_file(&args.file) {
+            Ok(text) => (text, args.file.display().to_string()),
+            Err(error) => {
+                error_line(&format!("pipeline file {error}"), None);
+                return Exit::InvalidConfig;
+            }
+        },
     };
     let workspace = std::env::current_dir().unwrap_or_default();
     let context = match run_context(&args.context, &workspace) {
@@ -34,7 +42,7 @@ fn trigger(args: &TriggerArgs) -> Exit {
     };
     let request = proto::TriggerRunRequest {
         pipeline,
-        file_name: args.file.display().to_string(),
+        file_name,
         branch: context.branch.unwrap_or_default(),
         sha: context.sha.unwrap_or_default(),
         tag: context.tag.unwrap_or_default(),
@@ -46,6 +54,7 @@ fn trigger(args: &TriggerArgs) -> Exit {
         stages: context.selected,
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
         source_sha256: String::new(),
+        registered: args.registered.clone().unwrap_or_default(),
     };
     let (server, token) = match super::login::resolve(&args.remote) {
         Ok(remote) => remote,

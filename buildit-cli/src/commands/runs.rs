@@ -7,7 +7,7 @@ use std::sync::Arc;
 use buildit_core::events::RunEventKind;
 use buildit_core::store::{
     AttemptRecord, LogLineRecord, LogQuery, RUN_STALE_AFTER, RunFilter, RunFollower, RunOwner,
-    RunRecord, RunRef, Store, StoreError,
+    RunRecord, RunRef, RunState, Store, StoreError,
 };
 use serde::Serialize;
 
@@ -42,6 +42,10 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
     }
     let local_only = match command {
         RunsCommand::Cancel { .. } => Some("cancelling a run"),
+        // A store read here holds recorded runs; the runs a daemon has not started are the daemon's to list.
+        RunsCommand::List {
+            state: Some(state), ..
+        } if recorded_state(state).is_none() => Some("listing runs not recorded yet"),
         _ => None,
     };
     if let Some(what) = local_only {
@@ -92,9 +96,20 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
         let result = match command {
             RunsCommand::List {
                 pipeline,
+                state,
+                branch,
                 limit,
                 common,
-            } => list(store.as_ref(), pipeline.clone(), *limit, common.format).await,
+            } => {
+                let filter = RunFilter {
+                    pipeline: pipeline.clone(),
+                    state: state.as_deref().and_then(recorded_state),
+                    branch: branch.clone(),
+                    before: None,
+                    limit: *limit,
+                };
+                list(store.as_ref(), &filter, common.format).await
+            }
             RunsCommand::Show {
                 run,
                 pipeline,
@@ -150,13 +165,25 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
     })
 }
 
+/// The state of a recorded run `--state` names (`None` for `queued` and `started`, which only requests have).
+fn recorded_state(name: &str) -> Option<RunState> {
+    [
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::Cancelled,
+        RunState::Interrupted,
+    ]
+    .into_iter()
+    .find(|state| state.as_str() == name)
+}
+
 async fn list(
     store: &dyn Store,
-    pipeline: Option<String>,
-    limit: u32,
+    filter: &RunFilter,
     format: HistoryOutput,
 ) -> Result<Exit, StoreError> {
-    let runs = store.list_runs(&RunFilter { pipeline, limit }).await?;
+    let runs = store.list_runs(filter).await?;
     let text = match format {
         HistoryOutput::Json => json(&runs),
         HistoryOutput::Text if runs.is_empty() => "no runs recorded\n".to_owned(),

@@ -27,9 +27,19 @@ pub(crate) fn run(command: &RunsCommand, server: &str, token: &str) -> Exit {
         let done = match command {
             RunsCommand::List {
                 pipeline,
+                state,
+                branch,
                 limit,
                 common,
-            } => list(&mut client, token, pipeline.clone(), *limit, common.format).await,
+            } => {
+                let wanted = proto::ListRunsRequest {
+                    pipeline: pipeline.clone().unwrap_or_default(),
+                    state: state.clone().unwrap_or_default(),
+                    branch: branch.clone().unwrap_or_default(),
+                    ..proto::ListRunsRequest::default()
+                };
+                list(&mut client, token, wanted, *limit, common.format).await
+            }
             RunsCommand::Show { run, common, .. } => {
                 show(&mut client, token, run, common.format).await
             }
@@ -108,24 +118,39 @@ fn run_json(run: &proto::Run) -> serde_json::Value {
     })
 }
 
+/// The daemon's page size at most: a longer list is read a page at a time.
+const MAX_PAGE: u32 = 500;
+
+/// Up to `limit` runs `wanted` selects, a page at a time.
 async fn list(
     client: &mut BuildItClient<Channel>,
     token: &str,
-    pipeline: Option<String>,
+    wanted: proto::ListRunsRequest,
     limit: u32,
     format: HistoryOutput,
 ) -> Result<Exit, tonic::Status> {
-    let runs = client
-        .list_runs(authorized(
-            proto::ListRunsRequest {
-                pipeline: pipeline.unwrap_or_default(),
-                page_size: limit,
-            },
-            token,
-        ))
-        .await?
-        .into_inner()
-        .runs;
+    let mut runs: Vec<proto::Run> = Vec::new();
+    let mut page_token = String::new();
+    while runs.len() < limit as usize {
+        let left = limit.saturating_sub(u32::try_from(runs.len()).unwrap_or(u32::MAX));
+        let page = client
+            .list_runs(authorized(
+                proto::ListRunsRequest {
+                    page_size: left.min(MAX_PAGE),
+                    page_token,
+                    ..wanted.clone()
+                },
+                token,
+            ))
+            .await?
+            .into_inner();
+        runs.extend(page.runs);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    runs.truncate(limit as usize);
     let text = match format {
         HistoryOutput::Json => format!(
             "{}\n",

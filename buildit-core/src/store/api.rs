@@ -7,9 +7,9 @@ use async_trait::async_trait;
 
 use super::batch::RecordBatch;
 use super::model::{
-    AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewRun, NewRunRequest,
-    RunFilter, RunOwner, RunRecord, RunRef, RunRequest, RunRequestOutcome, RunRequestState,
-    StoreError, TokenRecord,
+    AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewPipeline, NewRun,
+    NewRunRequest, PipelineFilter, PipelineRecord, RunFilter, RunOwner, RunRecord, RunRef,
+    RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, StoreError, TokenRecord,
 };
 use crate::events::RunEvent;
 
@@ -28,7 +28,10 @@ pub trait Store: Send + Sync + Debug {
     /// Adds a tenant (idempotent).
     async fn create_tenant(&self, tenant: &str) -> Result<(), StoreError>;
 
-    /// Records a new run as `running` and gives it the next number of its pipeline (race-free).
+    /// Records a new run as `running` and gives it the next number of its pipeline (race-free). A run the
+    /// tenant has a request for keeps the request's time as its place in listings ([`RunRecord::cursor`]), and
+    /// the request is marked recorded (no longer listed by [`Store::unrecorded_run_requests`]), in one
+    /// transaction.
     async fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError>;
 
     /// Writes a batch of a run's events in one transaction.
@@ -45,7 +48,8 @@ pub trait Store: Send + Sync + Debug {
         stale_after: Duration,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Runs, newest first.
+    /// Runs matching `filter`, newest first: by when they were asked for, then by id, both descending
+    /// ([`RunRecord::cursor`]); after `filter.before` when given, at most `filter.limit`.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
 
     /// One run by id or number.
@@ -125,6 +129,30 @@ pub trait Store: Send + Sync + Debug {
     /// Up to `limit` of this tenant's queued requests, oldest first (ties by run id).
     async fn queued_run_requests(&self, limit: u32) -> Result<Vec<RunRequest>, StoreError>;
 
+    /// This tenant's requests whose run has no record (queued, started but not recorded yet, cancelled before
+    /// it started, failed to start) matching `filter`, newest first in the order [`Store::list_runs`] uses
+    /// ([`RunRequest::cursor`]): merged with the runs it lists, they are every run a daemon knows, and a run
+    /// keeps its place from its request to its record.
+    async fn unrecorded_run_requests(
+        &self,
+        filter: &RunRequestFilter,
+    ) -> Result<Vec<RunRequest>, StoreError>;
+
+    /// Registers a pipeline's text under its name in this tenant (which must exist), or replaces the text
+    /// registered under that name. Whether anything changed: a new pipeline, another text or another file name.
+    /// The same text and file name again change nothing, times and registrant included.
+    async fn register_pipeline(&self, pipeline: &NewPipeline) -> Result<bool, StoreError>;
+
+    /// This tenant's registered pipeline `name`.
+    async fn get_pipeline(&self, name: &str) -> Result<Option<PipelineRecord>, StoreError>;
+
+    /// This tenant's registered pipelines by name (byte order), after `filter.after`, at most `filter.limit`.
+    /// A pipeline that has run without being registered is not one.
+    async fn list_pipelines(
+        &self,
+        filter: &PipelineFilter,
+    ) -> Result<Vec<PipelineRecord>, StoreError>;
+
     /// Notes that a cancel of `run_id` was asked for, so that whichever daemon of the store runs it (it polls
     /// its request) stops it; the first time counts. [`StoreError::NoSuchRun`] for a run id this tenant has not
     /// requested.
@@ -158,6 +186,10 @@ pub trait Store: Send + Sync + Debug {
     /// whatever this handle's tenant (a token is what says the tenant). Updates the token's `last_used_at_ms`,
     /// at most once a minute.
     async fn tenant_of_token(&self, token_hash: &str) -> Result<Option<String>, StoreError>;
+
+    /// The unrevoked token whose hash is `token_hash`, whatever this handle's tenant; unlike
+    /// [`Store::tenant_of_token`] it leaves its last use as it is.
+    async fn find_token(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError>;
 
     /// This tenant's tokens (revoked ones included), oldest first.
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;

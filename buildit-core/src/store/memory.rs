@@ -10,12 +10,13 @@ use super::api::Store;
 use super::batch::{ChunkColumns, LogChunk, RecordBatch, StoredEvent, decode_chunk};
 use super::model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
-    LogCursor, LogPage, LogQuery, NewJob, NewRun, NewRunRequest, RunFilter, RunOwner, RunRecord,
-    RunRef, RunRequest, RunRequestOutcome, RunRequestState, RunState, StoreError, TokenRecord,
+    LogCursor, LogPage, LogQuery, NewJob, NewPipeline, NewRun, NewRunRequest, PipelineFilter,
+    PipelineRecord, RunCursor, RunFilter, RunOwner, RunRecord, RunRef, RunRequest,
+    RunRequestFilter, RunRequestOutcome, RunRequestState, RunState, StoreError, TokenRecord,
     millis,
 };
 use super::replay;
-use super::tokens::{check_tenant_name, last_use_is_stale};
+use super::tokens::{check_tenant_name, last_use_is_stale, sha256_hex};
 use super::{interrupted_reason, now_ms, pick_run};
 use crate::events::RunEvent;
 
@@ -36,6 +37,8 @@ struct State {
     tokens: Vec<(String, TokenRecord)>,
     /// Run requests, with their tenant, in the order they were made.
     requests: Vec<(String, RunRequest)>,
+    /// Registered pipelines by (tenant, name).
+    pipelines: BTreeMap<(String, String), PipelineRecord>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,10 +143,17 @@ impl Store for MemoryStore {
             .entry((self.tenant.to_string(), run.pipeline.clone()))
             .or_insert(0);
         *counter += 1;
+        let number = *counter;
+        // A daemon's run keeps its request's place in listings.
+        let requested_at_ms = state
+            .requests
+            .iter()
+            .find(|(t, request)| self.ours(t) && request.run_id == run.id)
+            .map_or(now, |(_, request)| request.created_at_ms);
         let record = RunRecord {
             id: run.id.clone(),
             pipeline: run.pipeline.clone(),
-            number: *counter,
+            number,
             state: RunState::Running,
             reason: None,
             stage_count: None,
@@ -153,6 +163,7 @@ impl Store for MemoryStore {
             sha: run.sha.clone(),
             branch: run.branch.clone(),
             event: run.event.clone(),
+            requested_at_ms,
         };
         state.runs.push(StoredRun {
             tenant: self.tenant.to_string(),
@@ -305,15 +316,19 @@ impl Store for MemoryStore {
             .runs
             .iter()
             .filter(|stored| self.ours(&stored.tenant))
-            .filter(|stored| {
-                filter
-                    .pipeline
-                    .as_ref()
-                    .is_none_or(|pipeline| *pipeline == stored.record.pipeline)
+            .map(|stored| &stored.record)
+            .filter(|run| {
+                filter.pipeline.as_ref().is_none_or(|p| *p == run.pipeline)
+                    && filter.state.is_none_or(|s| s == run.state)
+                    && filter
+                        .branch
+                        .as_ref()
+                        .is_none_or(|b| Some(b) == run.branch.as_ref())
+                    && before(filter.before.as_ref(), &run.cursor())
             })
-            .map(|stored| stored.record.clone())
+            .cloned()
             .collect();
-        runs.sort_by_key(|run| std::cmp::Reverse((run.created_at_ms, run.number)));
+        runs.sort_by_key(|run| std::cmp::Reverse(run.cursor()));
         runs.truncate(filter.limit as usize);
         Ok(runs)
     }
@@ -633,6 +648,7 @@ impl Store for MemoryStore {
             cancel_requested_at_ms,
             restart_of: Some(run_id.to_owned()),
             restarted_as: None,
+            branch: interrupted.branch.clone(),
         };
         state
             .requests
@@ -684,6 +700,15 @@ impl Store for MemoryStore {
             record.last_used_at_ms = Some(now);
         }
         Ok(Some(record.tenant.clone()))
+    }
+
+    async fn find_token(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self
+            .state()?
+            .tokens
+            .iter()
+            .find(|(hash, record)| hash == token_hash && record.revoked_at_ms.is_none())
+            .map(|(_, record)| record.clone()))
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -740,6 +765,7 @@ impl Store for MemoryStore {
             cancel_requested_at_ms: None,
             restart_of: None,
             restarted_as: None,
+            branch: request.branch.clone(),
         };
         state
             .requests
@@ -797,6 +823,101 @@ impl Store for MemoryStore {
         queued.truncate(limit as usize);
         Ok(queued)
     }
+
+    async fn unrecorded_run_requests(
+        &self,
+        filter: &RunRequestFilter,
+    ) -> Result<Vec<RunRequest>, StoreError> {
+        let state = self.state()?;
+        let recorded = |run_id: &str| {
+            state
+                .runs
+                .iter()
+                .any(|stored| self.ours(&stored.tenant) && stored.record.id == run_id)
+        };
+        let mut requests: Vec<RunRequest> = state
+            .requests
+            .iter()
+            .filter(|(t, request)| self.ours(t) && !recorded(&request.run_id))
+            .map(|(_, request)| request)
+            .filter(|request| {
+                filter
+                    .pipeline
+                    .as_ref()
+                    .is_none_or(|p| *p == request.pipeline)
+                    && filter.state.is_none_or(|s| s == request.state)
+                    && filter
+                        .branch
+                        .as_ref()
+                        .is_none_or(|b| Some(b) == request.branch.as_ref())
+                    && before(filter.before.as_ref(), &request.cursor())
+            })
+            .cloned()
+            .collect();
+        requests.sort_by_key(|request| std::cmp::Reverse(request.cursor()));
+        requests.truncate(filter.limit as usize);
+        Ok(requests)
+    }
+
+    async fn register_pipeline(&self, pipeline: &NewPipeline) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        if !state.tenants.contains(&*self.tenant) {
+            return Err(StoreError::Query(format!("no tenant `{}`", self.tenant)));
+        }
+        let sha256 = sha256_hex(pipeline.source.as_bytes());
+        let key = (self.tenant.to_string(), pipeline.name.clone());
+        let registered_at_ms = match state.pipelines.get(&key) {
+            Some(stored) if stored.sha256 == sha256 && stored.file_name == pipeline.file_name => {
+                return Ok(false);
+            }
+            Some(stored) => stored.registered_at_ms,
+            None => now,
+        };
+        state.pipelines.insert(
+            key,
+            PipelineRecord {
+                name: pipeline.name.clone(),
+                file_name: pipeline.file_name.clone(),
+                source: pipeline.source.clone(),
+                sha256,
+                registered_at_ms,
+                updated_at_ms: now,
+                registered_by: pipeline.registered_by.clone(),
+            },
+        );
+        Ok(true)
+    }
+
+    async fn get_pipeline(&self, name: &str) -> Result<Option<PipelineRecord>, StoreError> {
+        Ok(self
+            .state()?
+            .pipelines
+            .get(&(self.tenant.to_string(), name.to_owned()))
+            .cloned())
+    }
+
+    async fn list_pipelines(
+        &self,
+        filter: &PipelineFilter,
+    ) -> Result<Vec<PipelineRecord>, StoreError> {
+        let state = self.state()?;
+        // Keys sort by tenant, then by name in byte order.
+        Ok(state
+            .pipelines
+            .iter()
+            .filter(|((t, name), _)| {
+                self.ours(t) && filter.after.as_ref().is_none_or(|after| name > after)
+            })
+            .map(|(_, record)| record.clone())
+            .take(filter.limit as usize)
+            .collect())
+    }
+}
+
+/// Whether `place` comes after `cursor` in the newest-first order of listings (anything does without one).
+fn before(cursor: Option<&RunCursor>, place: &RunCursor) -> bool {
+    cursor.is_none_or(|cursor| place < cursor)
 }
 
 impl MemoryStore {

@@ -7,6 +7,7 @@ mod follow;
 mod memory;
 mod model;
 mod open;
+mod pipeline_sql;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod recorder;
@@ -27,9 +28,9 @@ pub use follow::{FOLLOW_PAGE, FollowError, RunFollower};
 pub use memory::MemoryStore;
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
-    LogCursor, LogLineRecord, LogPage, LogQuery, NewJob, NewRun, NewRunRequest, RunFilter,
-    RunOwner, RunRecord, RunRef, RunRequest, RunRequestOutcome, RunRequestState, RunState,
-    StoreError, TokenRecord,
+    LogCursor, LogLineRecord, LogPage, LogQuery, NewJob, NewPipeline, NewRun, NewRunRequest,
+    PipelineFilter, PipelineRecord, RunCursor, RunFilter, RunOwner, RunRecord, RunRef, RunRequest,
+    RunRequestFilter, RunRequestOutcome, RunRequestState, RunState, StoreError, TokenRecord,
 };
 pub use open::{StoreLocation, open_store};
 #[cfg(feature = "postgres")]
@@ -40,7 +41,7 @@ pub use recorder::{
 };
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
-pub use tokens::{TOKEN_PREFIX, check_tenant_name, hash_token, new_token};
+pub use tokens::{TOKEN_PREFIX, check_tenant_name, hash_token, new_token, sha256_hex};
 
 /// Milliseconds since the Unix epoch, by this machine's clock.
 pub(crate) fn now_ms() -> i64 {

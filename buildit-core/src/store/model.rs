@@ -244,6 +244,20 @@ pub struct RunRecord {
     pub branch: Option<String>,
     /// What started it.
     pub event: Option<String>,
+    /// When it was asked for: its request's time when a daemon queued it, else when it was created. Runs are
+    /// listed newest first by this and their id ([`RunRecord::cursor`]).
+    #[serde(skip)]
+    pub requested_at_ms: i64,
+}
+
+impl RunRecord {
+    /// Its place in the order runs are listed in: pass it as [`RunFilter::before`] for the runs after it.
+    pub fn cursor(&self) -> RunCursor {
+        RunCursor {
+            at_ms: self.requested_at_ms,
+            id: self.id.clone(),
+        }
+    }
 }
 
 /// One recorded attempt of a stage instance (attempt 0: it never started).
@@ -293,6 +307,8 @@ pub struct NewRunRequest {
     pub pipeline: String,
     /// The client's key: the same key twice (in one tenant) gives the first request back.
     pub idempotency_key: Option<String>,
+    /// The branch the run builds, if any: what a listing of runs filters on before the run has a record.
+    pub branch: Option<String>,
 }
 
 /// How a run request stands.
@@ -372,6 +388,18 @@ pub struct RunRequest {
     pub restart_of: Option<String>,
     /// The run that started this one again after it was interrupted.
     pub restarted_as: Option<String>,
+    /// The branch its run builds, if the trigger said.
+    pub branch: Option<String>,
+}
+
+impl RunRequest {
+    /// Its place in the order runs are listed in (its run, once recorded, keeps it: [`RunRecord::cursor`]).
+    pub fn cursor(&self) -> RunCursor {
+        RunCursor {
+            at_ms: self.created_at_ms,
+            id: self.run_id.clone(),
+        }
+    }
 }
 
 /// What [`Store::create_run_request`](super::Store::create_run_request) did.
@@ -404,12 +432,85 @@ impl RunRequestOutcome {
     }
 }
 
-/// Which runs to list.
+/// Which runs to list, newest first: by when they were asked for, then by id, descending.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     /// Only this pipeline's.
     pub pipeline: Option<String>,
-    /// At most this many, newest first.
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// Only runs of this branch.
+    pub branch: Option<String>,
+    /// Only the runs after this one in the order (the last one of the previous page).
+    pub before: Option<RunCursor>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// Which requests without a run record to list (queued, starting, cancelled before they started, failed to
+/// start), newest first in the order runs are listed in.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequestFilter {
+    /// Only this pipeline's.
+    pub pipeline: Option<String>,
+    /// Only requests in this state.
+    pub state: Option<RunRequestState>,
+    /// Only requests of this branch.
+    pub branch: Option<String>,
+    /// Only the requests after this one in the order.
+    pub before: Option<RunCursor>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// A place in the order runs are listed in, newest first: when the run was asked for and its id (a tie is
+/// broken by the id). A page of runs ends at one; the next page starts after it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunCursor {
+    /// When the run was asked for (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// The run's id.
+    pub id: String,
+}
+
+/// A pipeline to register: its KDL text, already validated by the caller, under the name it declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPipeline {
+    /// The pipeline's name (`pipeline "NAME"`).
+    pub name: String,
+    /// The file name its diagnostics name.
+    pub file_name: String,
+    /// The KDL text.
+    pub source: String,
+    /// The label of the token that registered it, if known.
+    pub registered_by: Option<String>,
+}
+
+/// A registered pipeline, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineRecord {
+    /// Its name.
+    pub name: String,
+    /// The file name its diagnostics name.
+    pub file_name: String,
+    /// The KDL text.
+    pub source: String,
+    /// The SHA-256 of the text, lowercase hex.
+    pub sha256: String,
+    /// When it was first registered (ms since the Unix epoch).
+    pub registered_at_ms: i64,
+    /// When its text (or file name) last changed.
+    pub updated_at_ms: i64,
+    /// The label of the token that last changed it.
+    pub registered_by: Option<String>,
+}
+
+/// Which registered pipelines to list, by name.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineFilter {
+    /// Only the pipelines whose name sorts after this one (the last of the previous page).
+    pub after: Option<String>,
+    /// At most this many.
     pub limit: u32,
 }
 

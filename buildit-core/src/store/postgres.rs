@@ -11,10 +11,12 @@ use super::api::Store;
 use super::batch::RecordBatch;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
-    NewRun, NewRunRequest, RunFilter, RunOwner, RunRecord, RunRef, RunRequest, RunRequestOutcome,
-    RunRequestState, StoreError, TokenRecord, millis,
+    NewPipeline, NewRun, NewRunRequest, PipelineFilter, PipelineRecord, RunFilter, RunOwner,
+    RunRecord, RunRef, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState,
+    StoreError, TokenRecord, millis,
 };
 use super::open::redact;
+use super::pipeline_sql::PipelineSql;
 use super::request_sql::RequestSql;
 use super::rows;
 use super::sql::Shared;
@@ -22,6 +24,10 @@ use super::token_sql::TokenSql;
 use super::tokens::check_tenant_name;
 use super::{interrupted_reason, now_ms, pick_run};
 use crate::events::RunEvent;
+
+/// What makes a text comparison byte by byte whatever the database's collation (which may sort by language
+/// rules): listings page by run ids and names, and their order must be the one cursors and the memory store use.
+const BYTE_ORDER: &str = " COLLATE \"C\"";
 
 /// How long to wait for a connection (an unreachable server fails after this, never hangs).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -133,11 +139,14 @@ impl Store for PostgresStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(query_error)?;
+        let requested = RequestSql::<Postgres>::mark_recorded(&mut tx, &self.tenant, &run.id, now)
+            .await?
+            .unwrap_or(now);
         sqlx::query(
             "INSERT INTO pipeline_runs (tenant_id, id, pipeline, number, status, created_at_ms, owner_host,
-                 owner_pid, heartbeat_at_ms, sha, branch, event)
+                 owner_pid, heartbeat_at_ms, sha, branch, event, requested_at_ms)
              VALUES ($1, $2, $3, $4, 'running', $5, $6, $7,
-                 (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT, $8, $9, $10)",
+                 (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT, $8, $9, $10, $11)",
         )
         .bind(&*self.tenant)
         .bind(&run.id)
@@ -149,6 +158,7 @@ impl Store for PostgresStore {
         .bind(&run.sha)
         .bind(&run.branch)
         .bind(&run.event)
+        .bind(requested)
         .execute(&mut *tx)
         .await
         .map_err(query_error)?;
@@ -202,7 +212,13 @@ impl Store for PostgresStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        Shared::<Postgres>::list_runs(&mut *self.connection().await?, &self.tenant, filter).await
+        Shared::<Postgres>::list_runs(
+            &mut *self.connection().await?,
+            &self.tenant,
+            filter,
+            BYTE_ORDER,
+        )
+        .await
     }
 
     async fn find_run(&self, run: &RunRef) -> Result<RunRecord, StoreError> {
@@ -415,6 +431,10 @@ impl Store for PostgresStore {
         Ok(Some(tenant))
     }
 
+    async fn find_token(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        TokenSql::<Postgres>::find(&mut *self.connection().await?, token_hash).await
+    }
+
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         TokenSql::<Postgres>::list(&mut *self.connection().await?, &self.tenant).await
     }
@@ -455,6 +475,46 @@ impl Store for PostgresStore {
 
     async fn queued_run_requests(&self, limit: u32) -> Result<Vec<RunRequest>, StoreError> {
         RequestSql::<Postgres>::queued(&mut *self.connection().await?, &self.tenant, limit).await
+    }
+
+    async fn unrecorded_run_requests(
+        &self,
+        filter: &RunRequestFilter,
+    ) -> Result<Vec<RunRequest>, StoreError> {
+        RequestSql::<Postgres>::unrecorded(
+            &mut *self.connection().await?,
+            &self.tenant,
+            filter,
+            BYTE_ORDER,
+        )
+        .await
+    }
+
+    async fn register_pipeline(&self, pipeline: &NewPipeline) -> Result<bool, StoreError> {
+        PipelineSql::<Postgres>::register(
+            &mut *self.connection().await?,
+            &self.tenant,
+            pipeline,
+            now_ms(),
+        )
+        .await
+    }
+
+    async fn get_pipeline(&self, name: &str) -> Result<Option<PipelineRecord>, StoreError> {
+        PipelineSql::<Postgres>::get(&mut *self.connection().await?, &self.tenant, name).await
+    }
+
+    async fn list_pipelines(
+        &self,
+        filter: &PipelineFilter,
+    ) -> Result<Vec<PipelineRecord>, StoreError> {
+        PipelineSql::<Postgres>::list(
+            &mut *self.connection().await?,
+            &self.tenant,
+            filter,
+            BYTE_ORDER,
+        )
+        .await
     }
 
     async fn close(&self) {

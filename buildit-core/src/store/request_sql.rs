@@ -5,11 +5,14 @@ use std::marker::PhantomData;
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
-use super::model::{NewRunRequest, RunRequest, RunRequestOutcome, RunRequestState, StoreError};
+use super::model::{
+    NewRunRequest, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, StoreError,
+};
 use super::rows::{self, StoreRow as _};
+use super::sql::push_before;
 
 const REQUEST_COLUMNS: &str = "run_id, pipeline, idempotency_key, state, reason, created_at_ms, updated_at_ms, \
-     cancel_requested_at_ms, restart_of, restarted_as";
+     cancel_requested_at_ms, restart_of, restarted_as, branch";
 
 /// Most restarts a cancel follows from the run it names (a chain is a few links long; this bounds a loop in a
 /// corrupted one).
@@ -41,7 +44,7 @@ where
     ) -> Result<RunRequestOutcome, StoreError> {
         let mut query = QueryBuilder::<DB>::new(
             "INSERT INTO run_requests (tenant_id, run_id, pipeline, idempotency_key, state, created_at_ms, \
-             updated_at_ms) VALUES (",
+             updated_at_ms, branch) VALUES (",
         );
         query.push_bind(tenant.to_owned());
         query.push(", ");
@@ -56,6 +59,8 @@ where
         query.push_bind(now);
         query.push(", ");
         query.push_bind(now);
+        query.push(", ");
+        query.push_bind(request.branch.clone());
         query.push(format!(
             ") ON CONFLICT DO NOTHING RETURNING {REQUEST_COLUMNS}"
         ));
@@ -222,7 +227,7 @@ where
         query.push_bind(tenant.to_owned());
         query.push(" AND run_id = ");
         query.push_bind(run_id.to_owned());
-        query.push(" AND restarted_as IS NULL RETURNING pipeline, cancel_requested_at_ms");
+        query.push(" AND restarted_as IS NULL RETURNING pipeline, branch, cancel_requested_at_ms");
         let updated = query
             .build()
             .fetch_optional(&mut *connection)
@@ -240,13 +245,14 @@ where
                 .ok_or(StoreError::NoSuchRun(restarted_as));
         };
         let pipeline = row.text("pipeline").map_err(StoreError::query)?;
+        let branch = row.opt_text("branch").map_err(StoreError::query)?;
         // A cancel of the interrupted run that came first is the restart's too.
         let cancel_requested_at_ms = row
             .opt_int("cancel_requested_at_ms")
             .map_err(StoreError::query)?;
         let mut query = QueryBuilder::<DB>::new(
             "INSERT INTO run_requests (tenant_id, run_id, pipeline, state, created_at_ms, updated_at_ms, \
-             restart_of, cancel_requested_at_ms) VALUES (",
+             restart_of, branch, cancel_requested_at_ms) VALUES (",
         );
         query.push_bind(tenant.to_owned());
         query.push(", ");
@@ -262,6 +268,8 @@ where
         query.push(", ");
         query.push_bind(run_id.to_owned());
         query.push(", ");
+        query.push_bind(branch);
+        query.push(", ");
         query.push_bind(cancel_requested_at_ms);
         query.push(format!(") RETURNING {REQUEST_COLUMNS}"));
         let row = query
@@ -270,6 +278,76 @@ where
             .await
             .map_err(StoreError::query)?;
         rows::run_request(&row).map_err(StoreError::query)
+    }
+
+    /// `tenant`'s requests without a run record matching `filter`, newest first by (created_at_ms, run_id): the
+    /// `run_requests_unrecorded` index, read backwards from the cursor; run ids compared byte by byte
+    /// (`byte_order`), as runs are.
+    pub(crate) async fn unrecorded(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        filter: &RunRequestFilter,
+        byte_order: &str,
+    ) -> Result<Vec<RunRequest>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {REQUEST_COLUMNS} FROM run_requests WHERE tenant_id = "
+        ));
+        query.push_bind(tenant.to_owned());
+        query.push(" AND recorded_at_ms IS NULL");
+        if let Some(pipeline) = &filter.pipeline {
+            query.push(" AND pipeline = ");
+            query.push_bind(pipeline.clone());
+        }
+        if let Some(state) = filter.state {
+            query.push(" AND state = ");
+            query.push_bind(state.as_str().to_owned());
+        }
+        if let Some(branch) = &filter.branch {
+            query.push(" AND branch = ");
+            query.push_bind(branch.clone());
+        }
+        let run_id = format!("run_id{byte_order}");
+        if let Some(before) = &filter.before {
+            push_before(&mut query, "created_at_ms", &run_id, before);
+        }
+        query.push(format!(
+            " ORDER BY created_at_ms DESC, {run_id} DESC LIMIT "
+        ));
+        query.push_bind(i64::from(filter.limit));
+        query
+            .build()
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(StoreError::query)?
+            .iter()
+            .map(|row| rows::run_request(row).map_err(StoreError::query))
+            .collect()
+    }
+
+    /// Marks `tenant`'s request for `run_id`, if there is one, as having its run's record from `now` on, and
+    /// answers its time (the run's place in listings); inside the transaction that creates the record.
+    pub(crate) async fn mark_recorded(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "UPDATE run_requests SET recorded_at_ms = COALESCE(recorded_at_ms, ",
+        );
+        query.push_bind(now);
+        query.push(") WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(run_id.to_owned());
+        query.push(" RETURNING created_at_ms");
+        query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::query)?
+            .map(|row| row.int("created_at_ms").map_err(StoreError::query))
+            .transpose()
     }
 
     /// Up to `limit` of `tenant`'s queued requests, oldest first (ties by run id).

@@ -43,7 +43,7 @@ fn unsigned(value: i64) -> u64 {
 }
 
 /// Columns: id, pipeline, number, status, reason, stage_count, created_at_ms, finished_at_ms, duration_ms, sha,
-/// branch, event.
+/// branch, event, requested_at_ms.
 pub(crate) fn run_record<R: StoreRow>(row: &R) -> Result<RunRecord, sqlx::Error>
 where
     for<'a> &'a str: ColumnIndex<R>,
@@ -61,6 +61,7 @@ where
         sha: row.opt_text("sha")?,
         branch: row.opt_text("branch")?,
         event: row.opt_text("event")?,
+        requested_at_ms: row.int("requested_at_ms")?,
     })
 }
 
@@ -166,7 +167,7 @@ where
 }
 
 /// Columns: run_id, pipeline, idempotency_key, state, reason, created_at_ms, updated_at_ms,
-/// cancel_requested_at_ms, restart_of, restarted_as.
+/// cancel_requested_at_ms, restart_of, restarted_as, branch.
 pub(crate) fn run_request<R: StoreRow>(row: &R) -> Result<super::model::RunRequest, sqlx::Error>
 where
     for<'a> &'a str: ColumnIndex<R>,
@@ -182,5 +183,25 @@ where
         cancel_requested_at_ms: row.opt_int("cancel_requested_at_ms")?,
         restart_of: row.opt_text("restart_of")?,
         restarted_as: row.opt_text("restarted_as")?,
+        branch: row.opt_text("branch")?,
+    })
+}
+
+/// Columns: name, file_name, source, source_sha256, registered_at_ms, updated_at_ms, registered_by (of a
+/// registered pipeline: the registration columns are not null).
+pub(crate) fn pipeline_record<R: StoreRow>(
+    row: &R,
+) -> Result<super::model::PipelineRecord, sqlx::Error>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(super::model::PipelineRecord {
+        name: row.text("name")?,
+        file_name: row.opt_text("file_name")?.unwrap_or_default(),
+        source: row.opt_text("source")?.unwrap_or_default(),
+        sha256: row.opt_text("source_sha256")?.unwrap_or_default(),
+        registered_at_ms: row.opt_int("registered_at_ms")?.unwrap_or(0),
+        updated_at_ms: row.opt_int("updated_at_ms")?.unwrap_or(0),
+        registered_by: row.opt_text("registered_by")?,
     })
 }

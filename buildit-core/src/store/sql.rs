@@ -9,14 +9,14 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Query
 
 use super::batch::RecordBatch;
 use super::model::{
-    AttemptRecord, JobRecord, Lease, LogCursor, LogLineRecord, LogPage, LogQuery, RunFilter,
-    RunOwner, RunRecord, RunRef, RunState, StoreError,
+    AttemptRecord, JobRecord, Lease, LogCursor, LogLineRecord, LogPage, LogQuery, RunCursor,
+    RunFilter, RunOwner, RunRecord, RunRef, RunState, StoreError,
 };
 use super::{replay, rows};
 use crate::events::RunEvent;
 
 const RUN_COLUMNS: &str = "id, pipeline, number, status, reason, stage_count, created_at_ms, \
-    finished_at_ms, duration_ms, sha, branch, event";
+    finished_at_ms, duration_ms, sha, branch, event, requested_at_ms";
 
 fn query_error(error: sqlx::Error) -> StoreError {
     StoreError::query(error)
@@ -40,6 +40,21 @@ fn statements_of<T>(rows: &[T], most: usize) -> impl Iterator<Item = &[T]> {
         rest = after;
         Some(statement)
     })
+}
+
+/// `AND (at, id) < (before.at_ms, before.id)`: a row comparison, which both databases turn into a range of the
+/// index on (tenant_id, at, id) (spelt out with `OR`, it would be a filter over every newer row).
+pub(crate) fn push_before<DB>(query: &mut QueryBuilder<DB>, at: &str, id: &str, before: &RunCursor)
+where
+    DB: Database,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    query.push(format!(" AND ({at}, {id}) < ("));
+    query.push_bind(before.at_ms);
+    query.push(", ");
+    query.push_bind(before.id.clone());
+    query.push(")");
 }
 
 fn int(value: u64) -> i64 {
@@ -129,11 +144,14 @@ where
         Ok(true)
     }
 
-    /// Runs, newest first.
+    /// Runs matching `filter`, newest first by (requested_at_ms, id): the `pipeline_runs_listed` index, read
+    /// backwards from the cursor. `byte_order` is what makes this database compare ids byte by byte, as
+    /// [`RunCursor`]'s order does (the daemon merges this list with another in that order).
     pub(crate) async fn list_runs(
         connection: &mut DB::Connection,
         tenant: &str,
         filter: &RunFilter,
+        byte_order: &str,
     ) -> Result<Vec<RunRecord>, StoreError> {
         let mut query = QueryBuilder::<DB>::new(format!(
             "SELECT {RUN_COLUMNS} FROM pipeline_runs WHERE tenant_id = "
@@ -143,7 +161,19 @@ where
             query.push(" AND pipeline = ");
             query.push_bind(pipeline.clone());
         }
-        query.push(" ORDER BY created_at_ms DESC, number DESC LIMIT ");
+        if let Some(state) = filter.state {
+            query.push(" AND status = ");
+            query.push_bind(state.as_str());
+        }
+        if let Some(branch) = &filter.branch {
+            query.push(" AND branch = ");
+            query.push_bind(branch.clone());
+        }
+        let id = format!("id{byte_order}");
+        if let Some(before) = &filter.before {
+            push_before(&mut query, "requested_at_ms", &id, before);
+        }
+        query.push(format!(" ORDER BY requested_at_ms DESC, {id} DESC LIMIT "));
         query.push_bind(i64::from(filter.limit));
         Self::fetch_all_as(connection, query, rows::run_record).await
     }

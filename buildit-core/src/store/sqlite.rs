@@ -15,9 +15,11 @@ use super::api::Store;
 use super::batch::RecordBatch;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
-    NewRun, NewRunRequest, RunFilter, RunOwner, RunRecord, RunRef, RunRequest, RunRequestOutcome,
-    RunRequestState, StoreError, TokenRecord, millis,
+    NewPipeline, NewRun, NewRunRequest, PipelineFilter, PipelineRecord, RunFilter, RunOwner,
+    RunRecord, RunRef, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState,
+    StoreError, TokenRecord, millis,
 };
+use super::pipeline_sql::PipelineSql;
 use super::request_sql::RequestSql;
 use super::rows;
 use super::sql::Shared;
@@ -25,6 +27,9 @@ use super::token_sql::TokenSql;
 use super::tokens::check_tenant_name;
 use super::{interrupted_reason, now_ms, pick_run};
 use crate::events::RunEvent;
+
+/// What makes a text comparison byte by byte: nothing, SQLite compares text so (BINARY) unless told otherwise.
+const BYTE_ORDER: &str = "";
 
 /// How long a writer waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -227,10 +232,13 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(query_error)?;
+        let requested = RequestSql::<Sqlite>::mark_recorded(&mut tx, &self.tenant, &run.id, now)
+            .await?
+            .unwrap_or(now);
         sqlx::query(
             "INSERT INTO pipeline_runs (tenant_id, id, pipeline, number, status, created_at_ms, owner_host,
-                 owner_pid, heartbeat_at_ms, sha, branch, event)
-             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?5, ?8, ?9, ?10)",
+                 owner_pid, heartbeat_at_ms, sha, branch, event, requested_at_ms)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?5, ?8, ?9, ?10, ?11)",
         )
         .bind(&*self.tenant)
         .bind(&run.id)
@@ -242,6 +250,7 @@ impl Store for SqliteStore {
         .bind(&run.sha)
         .bind(&run.branch)
         .bind(&run.event)
+        .bind(requested)
         .execute(&mut *tx)
         .await
         .map_err(query_error)?;
@@ -297,7 +306,8 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        Shared::<Sqlite>::list_runs(&mut *self.reader().await?, &self.tenant, filter).await
+        Shared::<Sqlite>::list_runs(&mut *self.reader().await?, &self.tenant, filter, BYTE_ORDER)
+            .await
     }
 
     async fn find_run(&self, run: &RunRef) -> Result<RunRecord, StoreError> {
@@ -506,6 +516,10 @@ impl Store for SqliteStore {
         Ok(Some(tenant))
     }
 
+    async fn find_token(&self, token_hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        TokenSql::<Sqlite>::find(&mut *self.reader().await?, token_hash).await
+    }
+
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         TokenSql::<Sqlite>::list(&mut *self.reader().await?, &self.tenant).await
     }
@@ -544,6 +558,41 @@ impl Store for SqliteStore {
 
     async fn queued_run_requests(&self, limit: u32) -> Result<Vec<RunRequest>, StoreError> {
         RequestSql::<Sqlite>::queued(&mut *self.reader().await?, &self.tenant, limit).await
+    }
+
+    async fn unrecorded_run_requests(
+        &self,
+        filter: &RunRequestFilter,
+    ) -> Result<Vec<RunRequest>, StoreError> {
+        RequestSql::<Sqlite>::unrecorded(
+            &mut *self.reader().await?,
+            &self.tenant,
+            filter,
+            BYTE_ORDER,
+        )
+        .await
+    }
+
+    async fn register_pipeline(&self, pipeline: &NewPipeline) -> Result<bool, StoreError> {
+        PipelineSql::<Sqlite>::register(
+            &mut *self.writer().await?,
+            &self.tenant,
+            pipeline,
+            now_ms(),
+        )
+        .await
+    }
+
+    async fn get_pipeline(&self, name: &str) -> Result<Option<PipelineRecord>, StoreError> {
+        PipelineSql::<Sqlite>::get(&mut *self.reader().await?, &self.tenant, name).await
+    }
+
+    async fn list_pipelines(
+        &self,
+        filter: &PipelineFilter,
+    ) -> Result<Vec<PipelineRecord>, StoreError> {
+        PipelineSql::<Sqlite>::list(&mut *self.reader().await?, &self.tenant, filter, BYTE_ORDER)
+            .await
     }
 
     async fn close(&self) {

@@ -105,6 +105,25 @@ where
         Ok(Some(found))
     }
 
+    /// The unrevoked token with this hash, whatever its tenant.
+    pub(crate) async fn find(
+        connection: &mut DB::Connection,
+        token_hash: &str,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_sha256 = "
+        ));
+        query.push_bind(token_hash.to_owned());
+        query.push(" AND revoked_at_ms IS NULL");
+        query
+            .build()
+            .fetch_optional(&mut *connection)
+            .await
+            .map_err(StoreError::query)?
+            .map(|row| rows::token_record(&row).map_err(StoreError::query))
+            .transpose()
+    }
+
     /// Writes the token's last use, unless another lookup did within the minute.
     pub(crate) async fn touch(
         connection: &mut DB::Connection,

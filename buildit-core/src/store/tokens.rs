@@ -40,7 +40,12 @@ pub fn new_token() -> String {
 /// The SHA-256 of `token`, lowercase hex: what the store keeps and looks tokens up by. A token has 256 random
 /// bits, so a plain (unsalted, fast) hash is enough: there is no dictionary to try.
 pub fn hash_token(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
+    sha256_hex(token.as_bytes())
+}
+
+/// The SHA-256 of `bytes`, lowercase hex (a token's hash, a registered pipeline's digest).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     let mut hex = String::with_capacity(64);
     for byte in digest {
         hex.push(char::from(HEX[usize::from(byte >> 4)]));

@@ -191,6 +191,7 @@ mod tests {
             run_id: "r1".to_owned(),
             pipeline: "p".to_owned(),
             idempotency_key: None,
+            branch: None,
         };
         let steps = async {
             store.create_run_request(&request).await?;
