@@ -7,9 +7,7 @@
     reason = "a test fails loudly when its daemon or client cannot be set up"
 )]
 
-use std::io::BufRead as _;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use buildit_core::events::{RunEventKind, RunOutcome};
@@ -18,58 +16,11 @@ use buildit_grpc::proto::build_it_client::BuildItClient;
 use buildit_grpc::proto::{self, watch_run_response::Item};
 use tonic::transport::Channel;
 
+mod support;
+
+use support::{Daemon, create_token};
+
 const DRAIN: Duration = Duration::from_secs(2);
-
-fn buildit(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_buildit"));
-    command
-        .current_dir(dir)
-        .env_remove("BUILDIT_SYSTEM")
-        .env_remove("BUILDIT_DATABASE_URL")
-        .env_remove("BUILDIT_SERVER")
-        .env_remove("BUILDIT_TOKEN")
-        .env("HOME", dir)
-        .env("NO_COLOR", "1");
-    command
-}
-
-/// A daemon with a 2 s drain; killed when dropped if it still runs.
-struct Daemon {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon(data: &Path) -> Daemon {
-    let mut child = buildit(data.parent().expect("a parent"))
-        .args([
-            "daemon",
-            "--listen",
-            "127.0.0.1:0",
-            "--drain",
-            "2s",
-            "--data-dir",
-        ])
-        .arg(data)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the daemon starts");
-    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    let address = first
-        .strip_prefix("buildit daemon listening on ")
-        .unwrap_or_else(|| panic!("the daemon did not start: {first}"))
-        .trim()
-        .to_owned();
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    Daemon { child, address }
-}
 
 fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -104,18 +55,10 @@ async fn sigterm_ends_open_streams_cancels_the_run_after_the_drain_and_exits_wit
 {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("daemon");
-    let mut first = daemon(&data);
-    let created = buildit(dir.path())
-        .args(["tokens", "create", "--tenant", "acme", "--database-url"])
-        .arg(format!("sqlite:{}", data.join("buildit.db").display()))
-        .output()
-        .expect("tokens create runs");
-    assert!(created.status.success(), "{created:?}");
-    let token = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    let mut first = Daemon::on_free_port(&data, &["--drain", "2s"]);
+    let token = create_token(dir.path(), &data, "acme", "test");
 
-    let mut client = BuildItClient::connect(format!("http://{}", first.address))
-        .await
-        .expect("connect");
+    let mut client = BuildItClient::connect(first.url()).await.expect("connect");
     let run = client
         .trigger_run(authorized(
             proto::TriggerRunRequest {
@@ -210,10 +153,8 @@ async fn sigterm_ends_open_streams_cancels_the_run_after_the_drain_and_exits_wit
     );
 
     // The next daemon tells the rest: the stage cancelled, then the run.
-    let second = daemon(&data);
-    let mut client = BuildItClient::connect(format!("http://{}", second.address))
-        .await
-        .expect("connect");
+    let second = Daemon::on_free_port(&data, &["--drain", "2s"]);
+    let mut client = BuildItClient::connect(second.url()).await.expect("connect");
     let mut rest = watch(&mut client, &token, &run.id, last_seq).await;
     let mut events = Vec::new();
     while let Some(message) = tokio::time::timeout(Duration::from_secs(30), rest.message())

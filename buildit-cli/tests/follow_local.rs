@@ -10,17 +10,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
+use support::buildit_command;
+
 fn buildit(dir: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_buildit"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BUILDIT_SYSTEM")
-        .env_remove("BUILDIT_DATABASE_URL")
-        .env_remove("BUILDIT_SERVER")
-        .env_remove("BUILDIT_TOKEN")
-        .env("HOME", dir)
-        .env("NO_COLOR", "1");
+    let mut command = buildit_command(dir);
+    command.args(args);
     command
 }
 

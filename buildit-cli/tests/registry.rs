@@ -7,67 +7,11 @@
     reason = "a test fails loudly when its daemon or files cannot be set up"
 )]
 
-use std::io::BufRead as _;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 
-fn buildit(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_buildit"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BUILDIT_SYSTEM")
-        .env_remove("BUILDIT_DATABASE_URL")
-        .env_remove("BUILDIT_SERVER")
-        .env_remove("BUILDIT_TOKEN")
-        .env_remove("XDG_CONFIG_HOME")
-        .env("HOME", dir)
-        .env("NO_COLOR", "1");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("buildit runs")
-}
+mod support;
 
-/// A daemon on a free loopback port, stopped (SIGTERM) when dropped.
-struct Daemon {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon(data: &Path) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_buildit"))
-        .args(["daemon", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env_remove("BUILDIT_SYSTEM")
-        .env_remove("BUILDIT_DATABASE_URL")
-        .current_dir(data.parent().expect("a parent"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the daemon starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let address = lines
-        .next()
-        .and_then(Result::ok)
-        .and_then(|line| {
-            line.strip_prefix("buildit daemon listening on ")
-                .map(str::to_owned)
-        })
-        .expect("the daemon says where it listens");
-    // Its log is read (and dropped) so that it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    Daemon { child, address }
-}
+use support::{Daemon, buildit};
 
 const PIPELINE: &str = r#"pipeline "hello"
 stage "greet" { run "cat greeting.txt" }
@@ -82,7 +26,7 @@ fn text(output: &Output) -> String {
 fn a_registered_pipeline_is_listed_shown_and_triggered_by_name() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("daemon");
-    let daemon = daemon(&data);
+    let daemon = Daemon::on_free_port(&data, &[]);
     let created = buildit(
         dir.path(),
         &[

@@ -6,87 +6,9 @@
     reason = "a test fails loudly when its daemon or files cannot be set up"
 )]
 
-use std::io::BufRead as _;
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+mod support;
 
-fn buildit(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_buildit"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("BUILDIT_SYSTEM")
-        .env_remove("BUILDIT_DATABASE_URL")
-        .env_remove("BUILDIT_SERVER")
-        .env_remove("BUILDIT_TOKEN")
-        .env_remove("XDG_CONFIG_HOME")
-        .env("HOME", dir)
-        .env("NO_COLOR", "1");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("buildit runs")
-}
-
-/// A daemon on a free loopback port, stopped (SIGTERM) when dropped.
-struct Daemon {
-    child: Child,
-    address: String,
-    /// What it logged after its first line.
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn daemon(data: &Path) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_buildit"))
-        .args([
-            "daemon",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
-        .arg(data)
-        .env_remove("BUILDIT_SYSTEM")
-        .env_remove("BUILDIT_DATABASE_URL")
-        .current_dir(data.parent().expect("a parent"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the daemon starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let address = lines
-        .next()
-        .and_then(Result::ok)
-        .and_then(|line| {
-            line.strip_prefix("buildit daemon listening on ")
-                .map(str::to_owned)
-        })
-        .expect("the daemon says where it listens");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let kept = std::sync::Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if let Ok(mut kept) = kept.lock() {
-                kept.push(line);
-            }
-        }
-    });
-    Daemon {
-        child,
-        address,
-        log,
-    }
-}
+use support::{Daemon, buildit};
 
 /// Lines of a run's output without durations (`in 0.1s`, `0.1s` columns), which differ from run to run.
 fn shape(output: &str) -> Vec<String> {
@@ -116,7 +38,7 @@ stage "after" { needs "test"; run "true" }
 fn a_followed_remote_run_shows_what_a_local_run_shows() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = dir.path().join("daemon");
-    let daemon = daemon(&data);
+    let daemon = Daemon::on_free_port(&data, &["--log-format", "json"]);
     let created = buildit(
         dir.path(),
         &[

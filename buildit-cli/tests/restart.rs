@@ -11,21 +11,11 @@ use std::io::BufRead as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-fn buildit(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_buildit"));
-    command
-        .current_dir(dir)
-        .env_remove("BUILDIT_SYSTEM")
-        .env_remove("BUILDIT_DATABASE_URL")
-        .env_remove("BUILDIT_SERVER")
-        .env_remove("BUILDIT_TOKEN")
-        .env_remove("XDG_CONFIG_HOME")
-        .env("HOME", dir)
-        .env("NO_COLOR", "1");
-    command
-}
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{Daemon, buildit_command, create_token};
 
 /// A free loopback port: both daemons of a test listen on it, as a restarted service would.
 fn free_port() -> u16 {
@@ -33,51 +23,6 @@ fn free_port() -> u16 {
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
         .port()
-}
-
-/// A daemon on `port` serving `data`; killed (SIGKILL) when dropped if it still runs.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn daemon(data: &Path, port: u16, extra: &[&str]) -> Daemon {
-    let mut child = buildit(data.parent().expect("a parent"))
-        .args([
-            "daemon",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the daemon starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert!(
-        first.starts_with("buildit daemon listening on "),
-        "the daemon did not start: {first}"
-    );
-    // The rest of its log is drained so that it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    Daemon(child)
-}
-
-fn create_token(dir: &Path, data: &Path) -> String {
-    let created = buildit(dir)
-        .args(["tokens", "create", "--tenant", "acme", "--database-url"])
-        .arg(format!("sqlite:{}", data.join("buildit.db").display()))
-        .output()
-        .expect("tokens create runs");
-    assert!(created.status.success(), "{created:?}");
-    String::from_utf8_lossy(&created.stdout).trim().to_owned()
 }
 
 /// A pipeline whose first run starts a long stage (and leaves `marker`), and whose next run ends at once.
@@ -182,7 +127,7 @@ impl Follower {
 /// The runs the daemon lists, newest first, each as `runs show` gives it in JSON (which the list agrees with).
 fn runs(work: &Path, address: &str, token: &str) -> Vec<serde_json::Value> {
     let remote = |args: &[&str]| {
-        let output = buildit(work)
+        let output = buildit_command(work)
             .args(args)
             .args(["--format", "json"])
             .env("BUILDIT_SERVER", address)
@@ -225,18 +170,18 @@ fn kill_while_running(extra: &[&str]) -> ((Option<i32>, String, String), Vec<ser
     std::fs::write(work.join("buildit.kdl"), pipeline(&marker)).expect("pipeline");
     let port = free_port();
     let address = format!("http://127.0.0.1:{port}");
-    let mut first = daemon(&data, port, &[]);
-    let token = create_token(dir.path(), &data);
-    let mut trigger = buildit(&work);
+    let mut first = Daemon::start(&data, &format!("127.0.0.1:{port}"), &[]);
+    let token = create_token(dir.path(), &data, "acme", "test");
+    let mut trigger = buildit_command(&work);
     trigger
         .args(["pipelines", "trigger", "--follow"])
         .env("BUILDIT_SERVER", &address)
         .env("BUILDIT_TOKEN", &token);
     let follower = Follower::start(trigger);
     follower.wait_for("work | first", Duration::from_secs(30));
-    first.0.kill().expect("the daemon is killed");
-    first.0.wait().expect("the killed daemon is reaped");
-    let _second = daemon(&data, port, extra);
+    first.child.kill().expect("the daemon is killed");
+    first.child.wait().expect("the killed daemon is reaped");
+    let _second = Daemon::start(&data, &format!("127.0.0.1:{port}"), extra);
     let output = follower.finish(Duration::from_secs(40));
     let listed = runs(&work, &address, &token);
     (output, listed)
