@@ -1,6 +1,6 @@
 //! Late join: followers that join a 1,000-stage run at random points (and after its end) get, with what came
-//! before the point they joined at, exactly the run's full stream, whether they keep up with the live events
-//! or fall behind them.
+//! before the point they joined at, exactly the run's full stream, whether they keep up with the live events,
+//! fall behind them, or let go of them while their reader is busy.
 
 use std::sync::Arc;
 
@@ -8,13 +8,17 @@ use buildit_core::RunContext;
 use buildit_core::events::{RunEvent, RunEventKind};
 use buildit_core::exec::{LocalExecutor, RunOptions};
 use buildit_core::runner::Runner;
-use buildit_core::store::{MemoryStore, RunFollower, SqliteStore, Store};
+use buildit_core::store::{MAX_LIVE_LAG, MemoryStore, RunFollower, SqliteStore, Store};
 use tokio::task::JoinHandle;
 
 #[expect(dead_code, reason = "only the plan, collector and temp dir are used")]
 mod support;
 
 const RUN: &str = "late";
+
+// Slow followers on the default display buffer (4,096 batches) let go of the live stream before the bus would
+// skip them: the two ways of falling behind are tested apart.
+const _: () = assert!(MAX_LIVE_LAG < 4096);
 const STAGES: usize = 1000;
 
 /// A small deterministic generator (xorshift): the join points are random but the same on every run.
@@ -45,16 +49,27 @@ fn pipeline() -> String {
     text
 }
 
-/// Reads a follower to its end; `slow` followers pause on every batch, so that they fall behind the bus's small
-/// display buffer and must refill what they missed from the store.
-fn drain(mut follower: RunFollower, slow: bool) -> JoinHandle<Vec<RunEvent>> {
+/// Reads a follower to its end; `slow` followers pause on every batch, so that they fall behind the bus's display
+/// buffer (a small one: they must refill what they missed from the store; a large one: they let go of the live
+/// stream once [`MAX_LIVE_LAG`] batches behind). With `detaching`, every third batch the follower is told to let
+/// go of the live stream, as a daemon's stream does while its client reads slowly.
+fn read_all(mut follower: RunFollower, slow: bool, detaching: bool) -> JoinHandle<Vec<RunEvent>> {
     tokio::spawn(async move {
         let mut events = Vec::new();
+        let mut batches = 0_u64;
         loop {
             match follower.next().await {
                 Ok(Some(batch)) => events.extend(batch),
                 Ok(None) => return events,
                 Err(error) => panic!("follower after {}: {error}", follower.delivered()),
+            }
+            batches += 1;
+            if detaching && batches.is_multiple_of(3) {
+                follower.detach();
+                assert!(
+                    !follower.is_live(),
+                    "a detached follower is off the live stream"
+                );
             }
             if slow {
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
@@ -69,11 +84,22 @@ struct Joined {
     events: JoinHandle<Vec<RunEvent>>,
 }
 
-async fn late_joins_see_the_whole_stream(store: Arc<dyn Store>) {
+/// How the followers of a run read it.
+#[derive(Debug, Clone, Copy)]
+enum Readers {
+    /// On a bus with a display buffer of 8 batches: slow followers are skipped past and refill from the store.
+    SmallBuffer,
+    /// On a bus with the default display buffer: slow followers let go of the live stream when too far behind,
+    /// and some are told to let go every few batches.
+    Detaching,
+}
+
+async fn late_joins_see_the_whole_stream(store: Arc<dyn Store>, readers: Readers) {
     let workspace = support::temp_dir();
     let plan = support::plan(&pipeline(), &RunContext::new());
-    // A display buffer of 8 batches: slow followers lag for sure.
-    let mut runner = Runner::new(
+    let detaching = matches!(readers, Readers::Detaching);
+    let drain = move |follower: RunFollower, slow: bool| read_all(follower, slow, detaching);
+    let runner = Runner::new(
         RUN,
         plan,
         LocalExecutor::new(),
@@ -83,8 +109,12 @@ async fn late_joins_see_the_whole_stream(store: Arc<dyn Store>) {
     .options(RunOptions {
         concurrency: Some(16),
         ..RunOptions::default()
-    })
-    .display_capacity(8);
+    });
+    let mut runner = match readers {
+        // Slow followers lag past the buffer for sure.
+        Readers::SmallBuffer => runner.display_capacity(8),
+        Readers::Detaching => runner,
+    };
     let everything = support::collect_from(runner.subscribe(64));
     let mut live = runner.subscribe_display();
     let handle = match runner.start().await {
@@ -218,17 +248,33 @@ async fn late_joins_see_the_whole_stream(store: Arc<dyn Store>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn late_joins_to_a_sqlite_recorded_run_see_the_whole_stream() {
+async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = support::temp_dir();
     let store = match SqliteStore::open(&dir.path().join("buildit.db")).await {
         Ok(store) => store,
         Err(error) => panic!("open: {error}"),
     };
-    late_joins_see_the_whole_stream(Arc::new(store)).await;
+    (dir, Arc::new(store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_joins_to_a_sqlite_recorded_run_see_the_whole_stream() {
+    let (_dir, store) = sqlite().await;
+    late_joins_see_the_whole_stream(store, Readers::SmallBuffer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn late_joins_to_a_memory_recorded_run_see_the_whole_stream() {
-    late_joins_see_the_whole_stream(Arc::new(MemoryStore::new())).await;
+    late_joins_see_the_whole_stream(Arc::new(MemoryStore::new()), Readers::SmallBuffer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_that_let_go_of_a_sqlite_recorded_run_see_the_whole_stream() {
+    let (_dir, store) = sqlite().await;
+    late_joins_see_the_whole_stream(store, Readers::Detaching).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_that_let_go_of_a_memory_recorded_run_see_the_whole_stream() {
+    late_joins_see_the_whole_stream(Arc::new(MemoryStore::new()), Readers::Detaching).await;
 }

@@ -66,8 +66,11 @@ pub(crate) fn merge_page(
     parts: PageParts,
 ) -> Vec<RunEvent> {
     let mut events = parts.rows;
+    // Sequence numbers are gapless: the page's events are those up to `after + limit`; a line past that is not
+    // made into an event only to be cut off.
+    let last = after.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX));
     for (seq, line) in parts.straddling.into_iter().chain(parts.starting).flatten() {
-        if seq > after {
+        if seq > after && seq <= last {
             events.push(line_event(run_id, seq, line));
         }
     }

@@ -353,6 +353,13 @@ where
         scope(&mut query);
         query.push(" AND first_seq > ");
         query.push_bind(int(after));
+        // Sequence numbers are gapless: a chunk that begins past `after + limit` holds none of the page's
+        // events. Without this bound a page read (and decoded) every chunk after `after`, the whole rest of a
+        // long log, for each page of a reader that is behind.
+        query.push(" AND first_seq <= ");
+        query.push_bind(int(
+            after.saturating_add(u64::try_from(limit).unwrap_or(u64::MAX))
+        ));
         query.push(" ORDER BY first_seq LIMIT ");
         query.push_bind(rows_limit);
         let starting = Self::chunk_rows(connection, query).await?;
