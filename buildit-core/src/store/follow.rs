@@ -354,12 +354,15 @@ impl RunFollower {
         if let Some(tail) = self.tail.as_mut() {
             tail.idle_reads += 1;
             if tail.idle_reads % TAIL_SWEEP_EVERY == 0 {
-                self.store
+                // A sweep that cannot write (the store busy or read-only for this reader) is tried again at
+                // the next one: reading goes on.
+                let _ = self
+                    .store
                     .mark_interrupted(
                         &crate::owner::RunOwner::this_process(),
                         super::RUN_STALE_AFTER,
                     )
-                    .await?;
+                    .await;
             }
         }
         let run = self

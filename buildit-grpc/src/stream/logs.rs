@@ -17,10 +17,12 @@ impl BuildItService {
         request: proto::StreamLogsRequest,
         sender: Sender<proto::StreamLogsResponse>,
     ) {
-        let follower = match self
-            .follower(tenant, &request.run, request.after_seq, request.follow)
-            .await
-        {
+        // A client that goes away while its queued run waits stops the waiting.
+        let joined = tokio::select! {
+            joined = self.follower(tenant, &request.run, request.after_seq, request.follow) => joined,
+            () = sender.closed() => return,
+        };
+        let follower = match joined {
             Ok(follower) => follower,
             Err(status) => {
                 let _ = sender.send(Err(status)).await;
