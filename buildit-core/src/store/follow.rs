@@ -16,16 +16,11 @@ use crate::events::{BusSubscriptions, EventBatch, EventBus, RunEvent, RunEventKi
 /// is also what a slow reader may have waiting for it (about 1 MB of events for 100-byte lines).
 pub const FOLLOW_PAGE: usize = 4096;
 
-/// Most batches a follower lets queue up on the live stream before it lets go of it and reads on from the
-/// store: what the bus keeps for a slow reader is at most this many batches (one batch is what one read of a
-/// stage's output gave, at most 16 KiB of text from a local stage), however long the run's log.
-pub const MAX_LIVE_LAG: usize = 64;
-
-/// How far (in events) the recorder may be behind the live edge for a follower to join the live stream: until
-/// the store has the events up to the edge, the live batches after it wait for the follower on the bus, and a
-/// recorder far behind (a stage printing faster than the store writes) would make that the rest of the log.
-/// Further behind, the follower reads the store as the recorder commits, and joins once it is closer.
-pub const MAX_JOIN_GAP: u64 = 4096;
+/// Most events the bus keeps for a follower beyond what the run keeps anyway. A batch stays on the bus until
+/// every receiver has taken it, and the recorder holds each batch until it has stored it: what a follower has
+/// not read yet costs memory only once the recorder has stored it. A follower that many events behind the
+/// recorder lets go of the live stream and reads on from the store.
+pub const MAX_HELD: u64 = 4096;
 
 /// Why a follower cannot go on.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -48,10 +43,11 @@ pub enum FollowError {
 /// Follows one run from a sequence number on. [`RunFollower::next`] hands out consecutive events in order: from
 /// the store up to the point where the follower joined (waiting until the recorder has stored them), then live
 /// batches from the bus. A follower that falls behind the bus's display buffer (it is a display subscriber, so
-/// it never slows the run) reads what it missed from the store the same way. One that falls [`MAX_LIVE_LAG`]
-/// batches behind, or is told to [`RunFollower::detach`] (its reader is busy), lets go of the live stream, so
-/// that nothing is kept for it: it reads on from the store up to what the recorder has stored, and joins the
-/// live stream again once it has caught up. The stream ends after `run-finished`.
+/// it never slows the run) reads what it missed from the store the same way. One that falls more than
+/// [`MAX_HELD`] events behind the recorder (see [`RunFollower::fallen_behind`]), or is told to
+/// [`RunFollower::detach`], lets go of the live stream, so that nothing is kept for it: it reads on from the
+/// store up to what the recorder has stored, and joins the live stream again once it has caught up. The stream
+/// ends after `run-finished`.
 #[derive(Debug)]
 pub struct RunFollower {
     store: Arc<dyn Store>,
@@ -108,8 +104,7 @@ impl RunFollower {
         after_seq: u64,
     ) -> Self {
         let (edge, live) = bus.subscribe_display_at_edge().await;
-        let far = live.is_some() && edge > (*recorded.borrow()).saturating_add(MAX_JOIN_GAP);
-        let mut follower = Self {
+        Self {
             store,
             run_id: bus.run_id().to_owned(),
             delivered: after_seq,
@@ -122,12 +117,7 @@ impl RunFollower {
             ahead: None,
             tail: None,
             finished: false,
-        };
-        if far {
-            // The store first, as the recorder catches up; the live stream once it is close.
-            follower.detach();
         }
-        follower
     }
 
     /// Reads a run from the store only, after `after_seq`: a run that has ended, or one recorded elsewhere (then
@@ -181,6 +171,40 @@ impl RunFollower {
         self.live.is_some()
     }
 
+    /// Waits until the follower's live receiver is more than [`MAX_HELD`] events behind the recorder: the bus
+    /// then keeps, for it alone, events the run no longer needs. For a reader that stopped calling
+    /// [`RunFollower::next`] for a while (its client is slow): it should then [`RunFollower::detach`]. Never, off
+    /// the live stream; at once, if the recorder stopped.
+    pub async fn fallen_behind(&mut self) {
+        let position = self.live_position();
+        match self.recorded.as_mut() {
+            Some(recorded) if self.live.is_some() => {
+                let _ = recorded
+                    .wait_for(|seq| *seq > position.saturating_add(MAX_HELD))
+                    .await;
+            }
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Where the live receiver is: the bus keeps for it the batches after this. While the store fills in up to
+    /// the edge it joined at, that edge; then what it handed out.
+    fn live_position(&self) -> u64 {
+        if self.stored_until == u64::MAX {
+            self.delivered
+        } else {
+            self.delivered.max(self.stored_until)
+        }
+    }
+
+    /// Whether the recorder has stored more than [`MAX_HELD`] events that the live receiver still waits to give
+    /// this follower (the bus keeps them for it alone).
+    fn behind_the_recorder(&self) -> bool {
+        self.recorded.as_ref().is_some_and(|recorded| {
+            *recorded.borrow() > self.live_position().saturating_add(MAX_HELD)
+        })
+    }
+
     /// The next events, in order and consecutive with the previous ones; `None` once `run-finished` was handed
     /// out (or, for a stored run without one, once the store has nothing more).
     pub async fn next(&mut self) -> Result<Option<Vec<RunEvent>>, FollowError> {
@@ -196,6 +220,11 @@ impl RunFollower {
                 } else {
                     self.rejoin().await;
                 }
+            }
+            if self.live.is_some() && self.behind_the_recorder() {
+                // Too slow: the store has what the bus would keep for it.
+                self.detach();
+                continue;
             }
             if self.finished {
                 // A live `run-finished` can reach the follower before the store has it: the stream ends once it
@@ -229,11 +258,6 @@ impl RunFollower {
             let received = match self.ahead.take() {
                 Some(batch) => Ok(batch),
                 None => match self.live.as_mut() {
-                    Some(live) if live.len() > MAX_LIVE_LAG => {
-                        // Too far behind: the bus would keep every batch until this follower reads it.
-                        self.detach();
-                        continue;
-                    }
                     Some(live) => live.recv().await,
                     None => Err(broadcast::error::RecvError::Closed),
                 },
@@ -268,32 +292,14 @@ impl RunFollower {
     }
 
     /// Joins the live stream again at its edge after [`RunFollower::detach`]: the store fills in up to the edge;
-    /// a run that is over (its bus gone) is read from the store to its end.
+    /// a run that is over (its bus gone) is read from the store to its end. (What the new receiver gets while the
+    /// store fills in, the recorder holds too until it has stored it.)
     async fn rejoin(&mut self) {
+        self.detached = false;
         let (edge, live) = match self.bus.as_ref() {
             Some(bus) => bus.subscribe_display_at_edge().await,
             None => (0, None),
         };
-        let far = live.is_some()
-            && self
-                .recorded
-                .as_ref()
-                .is_some_and(|recorded| edge > (*recorded.borrow()).saturating_add(MAX_JOIN_GAP));
-        if far {
-            // The recorder is far behind: nothing is kept on the bus for this follower while it catches up; the
-            // follower reads what it commits next.
-            drop(live);
-            if let Some(recorded) = self.recorded.as_mut()
-                && recorded.changed().await.is_ok()
-            {
-                return;
-            }
-            // The recorder stopped: the next read of the store says so.
-            self.detached = false;
-            self.stored_until = edge.max(self.delivered);
-            return;
-        }
-        self.detached = false;
         match live {
             Some(live) => {
                 self.live = Some(live);
@@ -303,16 +309,22 @@ impl RunFollower {
         }
     }
 
-    /// The next page of stored events up to `stored_until`, once the recorder has stored them; `None` when the
-    /// store has none and none are to come.
+    /// The next page of stored events up to `stored_until`, as far as the recorder has stored them (once it has
+    /// stored the next one); `None` when the store has none and none are to come.
     async fn read_stored(&mut self) -> Result<Option<Vec<RunEvent>>, FollowError> {
-        let wanted = self.stored_until;
+        let mut wanted = self.stored_until;
         if let Some(recorded) = self.recorded.as_mut() {
             if wanted == u64::MAX {
                 // No live stream: the recorder's end means everything is stored.
                 while recorded.changed().await.is_ok() {}
-            } else if recorded.wait_for(|seq| *seq >= wanted).await.is_err() {
-                return Err(FollowError::RecorderStopped(self.delivered + 1));
+            } else {
+                // What is stored goes out without waiting for the rest: a recorder far behind the live edge
+                // does not hold a reader back until it reaches the edge.
+                let delivered = self.delivered;
+                match recorded.wait_for(|seq| *seq > delivered).await {
+                    Ok(seq) => wanted = wanted.min(*seq),
+                    Err(_) => return Err(FollowError::RecorderStopped(delivered + 1)),
+                }
             }
         }
         let page = self
@@ -392,73 +404,189 @@ mod tests {
     use std::time::Duration;
 
     use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
 
     use super::*;
     use crate::events::{LogStreamKind, RunOutcome, StageCounts};
     use crate::owner::RunOwner;
-    use crate::store::{MemoryStore, NewRun, record_run_reporting};
+    use crate::store::{MemoryStore, NewRun, RecordSummary, record_run_reporting};
 
-    async fn emit_lines(bus: &EventBus, from: usize, batches: usize, pause: Option<Duration>) {
-        for batch in 0..batches {
-            let lines = (0..10)
-                .map(|line| format!("line {}", from + batch * 10 + line))
-                .collect();
-            bus.emit_lines("print", 1, LogStreamKind::Stdout, lines)
+    /// A run of the memory store with a bus whose recorder gets a batch only when the test hands it on.
+    struct HeldRun {
+        store: Arc<dyn Store>,
+        bus: EventBus,
+        /// What the bus sent to the recorder, not handed on yet.
+        sent: mpsc::Receiver<EventBatch>,
+        to_recorder: mpsc::Sender<EventBatch>,
+        recorded: watch::Receiver<u64>,
+        recorder: JoinHandle<Result<RecordSummary, StoreError>>,
+    }
+
+    impl HeldRun {
+        async fn new() -> Self {
+            let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+            store
+                .create_run(&NewRun {
+                    id: "run".to_owned(),
+                    pipeline: "loud".to_owned(),
+                    owner: RunOwner::this_process(),
+                    sha: None,
+                    branch: None,
+                    event: None,
+                })
+                .await
+                .expect("a run");
+            let mut bus = EventBus::new("run");
+            let sent = bus.subscribe_lossless(4096);
+            let (to_recorder, recorder_events) = mpsc::channel(4096);
+            let (progress, recorded) = watch::channel(0);
+            let recorder = tokio::spawn(record_run_reporting(
+                Arc::clone(&store),
+                "run".to_owned(),
+                recorder_events,
+                progress,
+            ));
+            Self {
+                store,
+                bus,
+                sent,
+                to_recorder,
+                recorded,
+                recorder,
+            }
+        }
+
+        /// `batches` batches of 10 lines, `line N` from `from` on.
+        async fn emit_lines(&self, from: usize, batches: usize, pause: Option<Duration>) {
+            for batch in 0..batches {
+                let lines = (0..10)
+                    .map(|line| format!("line {}", from + batch * 10 + line))
+                    .collect();
+                self.bus
+                    .emit_lines("print", 1, LogStreamKind::Stdout, lines)
+                    .await;
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+
+        /// Hands `batches` sent batches on to the recorder and waits until it has stored them.
+        async fn record(&mut self, batches: usize) {
+            let mut last = 0;
+            for _ in 0..batches {
+                let batch = self.sent.recv().await.expect("a sent batch");
+                last = batch.last().map_or(last, |event| event.seq);
+                self.to_recorder.send(batch).await.expect("the recorder");
+            }
+            let _ = self.recorded.wait_for(|seq| *seq >= last).await;
+        }
+
+        async fn follow(&self, after_seq: u64) -> RunFollower {
+            RunFollower::join(
+                Arc::clone(&self.store),
+                &self.bus,
+                self.recorded.clone(),
+                after_seq,
+            )
+            .await
+        }
+
+        /// Ends the run: `run-finished`, the bus dropped; from now on every batch is handed to the recorder,
+        /// `pause` after each of the first `slowly`; then waits for the recorder to finish.
+        async fn finish(self, slowly: usize, pause: Duration) {
+            self.bus
+                .emit(RunEventKind::RunFinished {
+                    status: RunOutcome::Succeeded,
+                    duration_ms: 1,
+                    counts: StageCounts::default(),
+                    failures: std::collections::BTreeMap::new(),
+                    critical_path: Vec::new(),
+                })
                 .await;
-            if let Some(pause) = pause {
-                tokio::time::sleep(pause).await;
+            drop(self.bus);
+            let mut sent = self.sent;
+            let mut handed = 0;
+            while let Some(batch) = sent.recv().await {
+                self.to_recorder.send(batch).await.expect("the recorder");
+                handed += 1;
+                if handed <= slowly {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            drop(self.to_recorder);
+            self.recorder
+                .await
+                .expect("the recorder")
+                .expect("recorded");
+        }
+    }
+
+    /// Reads a follower to its end; every event, and whether it was on the live stream after each batch.
+    fn read_all(mut follower: RunFollower) -> JoinHandle<(Vec<RunEvent>, Vec<bool>)> {
+        tokio::spawn(async move {
+            let mut events = Vec::new();
+            let mut live = Vec::new();
+            while let Some(batch) = follower.next().await.expect("the follower goes on") {
+                events.extend(batch);
+                live.push(follower.is_live());
+            }
+            (events, live)
+        })
+    }
+
+    fn assert_whole(events: &[RunEvent], lines: usize) {
+        assert_eq!(events.len(), lines + 1, "every line and run-finished");
+        for (index, event) in events.iter().enumerate() {
+            assert_eq!(event.seq, index as u64 + 1);
+            if let RunEventKind::LogLine { text, .. } = &event.kind {
+                assert_eq!(text, &format!("line {index}"));
             }
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_follower_far_ahead_of_the_recorder_keeps_nothing_on_the_bus_and_gets_every_event() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        store
-            .create_run(&NewRun {
-                id: "run".to_owned(),
-                pipeline: "loud".to_owned(),
-                owner: RunOwner::this_process(),
-                sha: None,
-                branch: None,
-                event: None,
-            })
+    async fn a_follower_ahead_of_the_recorder_stays_on_the_live_stream() {
+        let run = HeldRun::new().await;
+        // 10,000 lines out, none stored: what the follower has not read, the recorder holds anyway.
+        run.emit_lines(0, 1000, None).await;
+        let follower = run.follow(0).await;
+        assert!(follower.is_live());
+        let reader = read_all(follower);
+        // The recorder catches up slowly; the follower reads what it stores as it goes.
+        run.finish(1001, Duration::from_micros(500)).await;
+        let (events, live) = reader.await.expect("the reader");
+        assert_whole(&events, 10_000);
+        assert!(
+            live.iter().all(|live| *live),
+            "the follower never let go of the live stream"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_follower_whose_receiver_falls_behind_the_recorder_reads_the_store_then_joins_again()
+    {
+        let mut run = HeldRun::new().await;
+        run.emit_lines(0, 1000, None).await;
+        run.record(1000).await;
+        // Joined at the start of 10,000 stored events: the history comes from the store, and the bus keeps only
+        // what comes after them, which the recorder holds too.
+        let mut follower = run.follow(0).await;
+        assert!(follower.is_live());
+        // 5,000 more, stored, before it reads anything: the bus would keep them for it alone.
+        run.emit_lines(10_000, 500, None).await;
+        run.record(500).await;
+        let first = follower
+            .next()
             .await
-            .expect("a run");
-        let mut bus = EventBus::new("run");
-        let mut lossless = bus.subscribe_lossless(4096);
-        // A recorder held back: it gets a batch only when the test hands it on.
-        let (to_recorder, recorder_events) = mpsc::channel(4096);
-        let (progress, recorded) = watch::channel(0);
-        let recorder = tokio::spawn(record_run_reporting(
-            Arc::clone(&store),
-            "run".to_owned(),
-            recorder_events,
-            progress,
-        ));
-        // 10,000 lines out, none stored.
-        emit_lines(&bus, 0, 1000, None).await;
-        let mut follower = RunFollower::join(Arc::clone(&store), &bus, recorded, 0).await;
+            .expect("the follower")
+            .expect("events");
         assert!(
             !follower.is_live(),
-            "joined 10,000 events ahead of the recorder, the follower is off the live stream"
+            "behind the recorder, it let go of the live stream"
         );
-        // The recorder catches up slowly, then keeps up with what comes next.
-        let forwarder = tokio::spawn(async move {
-            let mut handed = 0_u32;
-            while let Some(batch) = lossless.recv().await {
-                to_recorder
-                    .send(batch)
-                    .await
-                    .expect("the recorder takes it");
-                handed += 1;
-                if handed <= 1000 && handed.is_multiple_of(50) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        });
         let reader = tokio::spawn(async move {
-            let mut events = Vec::new();
+            let mut events = first;
             let mut went_live = false;
             while let Some(batch) = follower.next().await.expect("the follower goes on") {
                 events.extend(batch);
@@ -466,30 +594,42 @@ mod tests {
             }
             (events, went_live)
         });
-        // 10,000 more lines, slowly enough for the recorder to keep up: the follower joins the live stream.
-        emit_lines(&bus, 10_000, 1000, Some(Duration::from_micros(200))).await;
-        bus.emit(RunEventKind::RunFinished {
-            status: RunOutcome::Succeeded,
-            duration_ms: 1,
-            counts: StageCounts::default(),
-            failures: std::collections::BTreeMap::new(),
-            critical_path: Vec::new(),
-        })
-        .await;
-        drop(bus);
-        forwarder.await.expect("the forwarder");
-        recorder.await.expect("the recorder").expect("recorded");
-        let (events, went_live) = reader.await.expect("the reader");
-        assert_eq!(events.len(), 20_001);
-        for (index, event) in events.iter().enumerate() {
-            assert_eq!(event.seq, index as u64 + 1);
-            if let RunEventKind::LogLine { text, .. } = &event.kind {
-                assert_eq!(text, &format!("line {index}"));
-            }
+        // 10,000 more lines, stored as they come (1,000 at a time: the recorder writes a trickle only after a
+        // pause): once caught up, the follower joins the live stream again.
+        for step in 0..10 {
+            run.emit_lines(15_000 + step * 1000, 100, Some(Duration::from_micros(200)))
+                .await;
+            run.record(100).await;
         }
+        run.finish(0, Duration::ZERO).await;
+        let (events, went_live) = reader.await.expect("the reader");
+        assert_whole(&events, 25_000);
         assert!(
             went_live,
-            "once the recorder was close, the follower joined the live stream"
+            "once caught up, the follower joined the live stream"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_follower_not_read_falls_behind_once_the_recorder_is_past_it() {
+        let mut run = HeldRun::new().await;
+        let mut follower = run.follow(0).await;
+        run.emit_lines(0, 600, None).await;
+        // 3,000 stored: the bus keeps nothing the run does not.
+        run.record(300).await;
+        let waited =
+            tokio::time::timeout(Duration::from_millis(100), follower.fallen_behind()).await;
+        assert!(waited.is_err(), "not behind yet");
+        // 6,000 stored, none read: more than MAX_HELD on the bus for this follower alone.
+        run.record(300).await;
+        tokio::time::timeout(Duration::from_secs(10), follower.fallen_behind())
+            .await
+            .expect("it has fallen behind");
+        follower.detach();
+        assert!(!follower.is_live());
+        let reader = read_all(follower);
+        run.finish(0, Duration::ZERO).await;
+        let (events, _) = reader.await.expect("the reader");
+        assert_whole(&events, 6_000);
     }
 }

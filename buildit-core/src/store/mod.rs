@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use api::Store;
 pub use batch::{AttemptEnd, AttemptStart, LogChunk, RecordBatch, RunEnd, StoredEvent};
-pub use follow::{FOLLOW_PAGE, FollowError, MAX_JOIN_GAP, MAX_LIVE_LAG, RunFollower};
+pub use follow::{FOLLOW_PAGE, FollowError, MAX_HELD, RunFollower};
 pub use memory::MemoryStore;
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,

@@ -1,6 +1,6 @@
 //! Feeding one stream from its follower: a message goes out as soon as the connection takes one, holding what
-//! was ready by then; a client that reads slower than the run writes gets a bounded outbox, and its follower
-//! lets go of the live stream and reads on from the store.
+//! was ready by then; a client that reads slower than the run writes gets a bounded outbox, and once it is
+//! behind what the store has, its follower lets go of the live stream and reads on from the store.
 
 use std::collections::VecDeque;
 
@@ -37,10 +37,11 @@ pub(super) trait Feed {
 ///
 /// The follower is read while the outbox has room for more than a message; a message is sent whenever the
 /// connection's channel has room, with everything that was ready by then (up to a message's caps). So a client
-/// that keeps up gets each read of a stage's output at once, and one that falls behind gets full messages. When
-/// the outbox is full the follower lets go of the live stream ([`RunFollower::detach`]): what a slow client has
-/// not read yet is then held by the store, not by the daemon, which keeps for it at most its outbox and the few
-/// messages in the connection's channel.
+/// that keeps up gets each read of a stage's output at once, and one that falls behind gets full messages.
+/// While the outbox is full the follower is not read; once it has fallen too far behind the recorder
+/// ([`RunFollower::fallen_behind`]) it lets go of the live stream ([`RunFollower::detach`]): what a slow client
+/// has not read yet is then held by the store, not by the daemon, which keeps for it at most its outbox (a
+/// message and a page of the store) and the few messages in the connection's channel.
 pub(super) async fn pump<F: Feed>(
     feed: &F,
     follower: RunFollower,
@@ -55,13 +56,11 @@ pub(super) async fn pump<F: Feed>(
     let mut ended = false;
     let mut quiet_since = Instant::now();
     loop {
-        if !ended && let Some(mut follower) = idle.take() {
-            if outbox.has_room(F::MAX_ITEMS) {
-                reading = Some(Box::pin(read(follower)));
-            } else {
-                follower.detach();
-                idle = Some(follower);
-            }
+        if !ended
+            && outbox.has_room(F::MAX_ITEMS)
+            && let Some(follower) = idle.take()
+        {
+            reading = Some(Box::pin(read(follower)));
         }
         if ended && outbox.is_empty() {
             return;
@@ -93,6 +92,13 @@ pub(super) async fn pump<F: Feed>(
                         }
                         return;
                     }
+                }
+            }
+            // The client is slow and the follower waits: once the store has what it has not read, the bus
+            // need not keep it.
+            () = fallen_behind(&mut idle), if !ended && idle.as_ref().is_some_and(RunFollower::is_live) => {
+                if let Some(follower) = idle.as_mut() {
+                    follower.detach();
                 }
             }
             permit = sender.reserve(), if !outbox.is_empty() => {
@@ -127,6 +133,14 @@ async fn next_of<R: Future<Output = (RunFollower, Next)> + Unpin>(
 ) -> (RunFollower, Next) {
     match reading {
         Some(reading) => reading.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Until the idle follower has fallen behind the recorder (never, without one).
+async fn fallen_behind(idle: &mut Option<RunFollower>) {
+    match idle {
+        Some(follower) => follower.fallen_behind().await,
         None => std::future::pending().await,
     }
 }
