@@ -1,4 +1,6 @@
-//! Generators of large pipelines for BuildIt's benchmarks and comparison scripts.
+//! Generators of large pipelines for BuildIt's benchmarks and comparison scripts, and a client of the daemon.
+
+pub mod daemon_client;
 
 use std::fmt::Write as _;
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Many watchers against run time: one stage prints LINES lines (`awk`); a `buildit daemon` on loopback runs it
+# alone and with WATCHERS WatchRun streams attached (the `watch-many` client: each stream on its own
+# connection, reading every event), alternately, ROUNDS times each in one go. Prints the run's duration as its
+# record gives it, per round, and the ratio of the medians (target: at most 1.10).
+#
+# Usage: bench/watchers.sh [LINES] [WATCHERS] [ROUNDS]     (default: 200000 100 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+lines="${1:-200000}"
+watchers="${2:-100}"
+rounds="${3:-5}"
+work="$(mktemp -d)"
+daemon_pid=""
+cleanup() {
+    if [[ -n "$daemon_pid" ]]; then kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+cargo build --release --locked -q -p buildit-cli
+cargo build --release --locked -q -p buildit-benches --bin watch-many
+buildit="$(pwd)/${CARGO_TARGET_DIR:-target}/release/buildit"
+client="$(pwd)/${CARGO_TARGET_DIR:-target}/release/watch-many"
+mkdir -p "$work/data"
+command="awk 'BEGIN { for (i = 1; i <= $lines; i++) print \"line \" i \" of the build log\" }'"
+python3 - "$work/buildit.kdl" "$command" <<'PY'
+import json, sys
+path, command = sys.argv[1], sys.argv[2]
+with open(path, "w") as f:
+    f.write('pipeline "watched"\nstage "print" {\n    run ' + json.dumps(command) + "\n}\n")
+PY
+
+(cd "$work" && exec "$buildit" daemon --listen 127.0.0.1:0 --data-dir "$work/data" --workers 1 2> "$work/daemon.log") &
+daemon_pid=$!
+for _ in $(seq 1 100); do
+    grep -q "listening on" "$work/daemon.log" 2>/dev/null && break
+    sleep 0.1
+done
+address="$(sed -n 's/^buildit daemon listening on //p' "$work/daemon.log" | head -n 1)"
+token="$("$buildit" tokens create --tenant bench --database-url "sqlite:$work/data/buildit.db" 2>/dev/null)"
+echo "stage prints $lines lines; $watchers watchers; daemon at $address"
+"$client" "$address" "$token" "$work/buildit.kdl" "$watchers" "$rounds"
