@@ -2,7 +2,9 @@
 # Many watchers against run time: one stage prints LINES lines (`awk`); a `buildit daemon` on loopback runs it
 # alone and with WATCHERS WatchRun streams attached (the `watch-many` client: each stream on its own
 # connection, reading every event), alternately, ROUNDS times each in one go. Prints the run's duration as its
-# record gives it, per round, and the ratio of the medians (target: at most 1.10).
+# record gives it, per round, and the ratio of the medians (target: at most 1.10). The client shares the
+# machine with the daemon; BUILDIT_BENCH_CLIENT_NICE=19 runs it at that niceness, so that its own decoding
+# (WATCHERS x LINES events) does not take the cores from the run the way remote watchers would not.
 #
 # Usage: bench/watchers.sh [LINES] [WATCHERS] [ROUNDS]     (default: 200000 100 5)
 set -euo pipefail
@@ -41,4 +43,4 @@ done
 address="$(sed -n 's/^buildit daemon listening on //p' "$work/daemon.log" | head -n 1)"
 token="$("$buildit" tokens create --tenant bench --database-url "sqlite:$work/data/buildit.db" 2>/dev/null)"
 echo "stage prints $lines lines; $watchers watchers; daemon at $address"
-"$client" "$address" "$token" "$work/buildit.kdl" "$watchers" "$rounds"
+nice -n "${BUILDIT_BENCH_CLIENT_NICE:-0}" "$client" "$address" "$token" "$work/buildit.kdl" "$watchers" "$rounds"

@@ -27,10 +27,9 @@ const SLOW_READ: Duration = Duration::from_millis(50);
 /// How much the daemon's resident memory may grow while it runs the stage and feeds the slow clients.
 ///
 /// The log is 10 MB of text, about 21 MB as events (the event, its text, its stage's name). The run alone grows
-/// the daemon by 21-27 MB (its recorder's queue holds much of the log while the store catches up with a stage
-/// this fast); with the five slow clients, by 34-36 MB (release build; docs/daemon.md, "Slow clients"). A
-/// daemon that kept the unread stream for each slow client would need another 21 MB or more per client, over
-/// 100 MB for five.
+/// the daemon by 18-24 MB (its recorder's queue holds much of the log while the store catches up with a stage
+/// this fast); with the five slow clients, by 38-44 MB (40-43 MB in a release build; docs/daemon.md, "Slow
+/// clients"). A daemon that kept the unread stream for each slow client grew by 104-109 MB here.
 const MAX_GROWTH_KB: u64 = 64 * 1024;
 
 /// `buildit` in `dir`, with a clean environment for the variables it reads.

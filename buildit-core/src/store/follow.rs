@@ -12,8 +12,8 @@ use crate::events::{BusSubscriptions, EventBatch, EventBus, RunEvent, RunEventKi
 /// Most events a follower reads from the store at once. A page costs a read transaction and three queries and
 /// decodes whole log chunks (up to 2,000 lines each): a reader behind a busy stage reads the store page after
 /// page, and pages of about two chunks keep that near the speed of the live stream (a million lines followed
-/// through the daemon: 1.45 s with pages of 1,000 events, 0.95 s with these, 0.9 s with 8,192), while a page
-/// is also what a slow reader may have waiting for it (about 1 MB of events for 100-byte lines).
+/// through the daemon from the store: 1.45 s with pages of 1,000 events, 0.95 s with these, 0.9 s with 8,192),
+/// while a page is also what a slow reader may have waiting for it (about 1 MB of events for 100-byte lines).
 pub const FOLLOW_PAGE: usize = 4096;
 
 /// Most events the bus keeps for a follower beyond what the run keeps anyway. A batch stays on the bus until
