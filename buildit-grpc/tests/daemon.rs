@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 mod support;
 
-use support::{authorized, daemon_on, trigger, watch};
+use support::{authorized, daemon_on, token_in, trigger, watch};
 
 /// A daemon serving on a free loopback port, its tokens, and what stops it.
 struct Running {
@@ -636,16 +636,7 @@ async fn with_a_certificate_the_daemon_speaks_tls_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_run_and_its_key_outlive_the_daemon_that_queued_it() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let token = new_token();
-    {
-        let store = SqliteStore::open(&dir.path().join("buildit.db"))
-            .await
-            .expect("store");
-        store
-            .create_token("acme", "test", &hash_token(&token))
-            .await
-            .expect("token");
-    }
+    let token = token_in(dir.path(), "acme").await;
     let request = || proto::TriggerRunRequest {
         idempotency_key: "push-7".to_owned(),
         ..trigger(PIPELINE)

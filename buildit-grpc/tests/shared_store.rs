@@ -11,10 +11,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use buildit_core::events::{RunEventKind, RunOutcome, RunView};
-use buildit_core::store::{SqliteStore, Store, hash_token, new_token};
 use buildit_grpc::proto;
 use buildit_grpc::proto::build_it_client::BuildItClient;
-use support::{Watched, authorized, daemon_on, next_watched, open_watch, trigger};
+use support::{Watched, authorized, daemon_on, next_watched, open_watch, token_in, trigger};
 
 const PIPELINE: &str = r#"
 pipeline "shared"
@@ -25,17 +24,7 @@ stage "slow" { needs "first"; run "echo waiting; sleep 60" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_of_another_daemon_is_watched_and_cancelled_through_this_one() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let token = new_token();
-    {
-        let store = SqliteStore::open(&dir.path().join("buildit.db"))
-            .await
-            .expect("store");
-        store
-            .create_token("acme", "test", &hash_token(&token))
-            .await
-            .expect("token");
-        store.close().await;
-    }
+    let token = token_in(dir.path(), "acme").await;
     // The front daemon has no workers: it queues runs for the other one.
     let (front, front_stop, front_served) = daemon_on(dir.path(), 0).await;
     let mut client = BuildItClient::connect(front).await.expect("connect");

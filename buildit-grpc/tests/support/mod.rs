@@ -47,6 +47,20 @@ pub async fn daemon_on(
     (address, stop, served)
 }
 
+/// A new token of `tenant` in `dir`'s store (`dir/buildit.db`, created if missing).
+pub async fn token_in(dir: &std::path::Path, tenant: &str) -> String {
+    let store = SqliteStore::open(&dir.join("buildit.db"))
+        .await
+        .expect("store");
+    let token = buildit_core::store::new_token();
+    store
+        .create_token(tenant, "test", &buildit_core::store::hash_token(&token))
+        .await
+        .expect("token");
+    store.close().await;
+    token
+}
+
 /// `message` with `authorization: Bearer token`.
 pub fn authorized<T>(message: T, token: &str) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
