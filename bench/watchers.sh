@@ -3,8 +3,11 @@
 # alone and with WATCHERS WatchRun streams attached (the `watch-many` client: each stream on its own
 # connection, reading every event), alternately, ROUNDS times each in one go. Prints the run's duration as its
 # record gives it, per round, and the ratio of the medians (target: at most 1.10). The client shares the
-# machine with the daemon; BUILDIT_BENCH_CLIENT_NICE=19 runs it at that niceness, so that its own decoding
-# (WATCHERS x LINES events) does not take the cores from the run the way remote watchers would not.
+# machine with the daemon; its own decoding (WATCHERS x LINES events) takes the cores from the run, which
+# watchers on other machines would not: BUILDIT_BENCH_CLIENT_WRAP="chrt --idle 0" runs it only when the
+# cores are otherwise idle (BUILDIT_BENCH_CLIENT_NICE=N: at niceness N).
+# BUILDIT_BENCH_DAEMON_ARGS: more arguments for `buildit daemon` (e.g. `--serve-niceness 0`, to serve streams
+# at the runs' priority).
 #
 # Usage: bench/watchers.sh [LINES] [WATCHERS] [ROUNDS]     (default: 200000 100 5)
 set -euo pipefail
@@ -34,7 +37,7 @@ with open(path, "w") as f:
     f.write('pipeline "watched"\nstage "print" {\n    run ' + json.dumps(command) + "\n}\n")
 PY
 
-(cd "$work" && exec "$buildit" daemon --listen 127.0.0.1:0 --data-dir "$work/data" --workers 1 2> "$work/daemon.log") &
+(cd "$work" && exec "$buildit" daemon --listen 127.0.0.1:0 --data-dir "$work/data" --workers 1 ${BUILDIT_BENCH_DAEMON_ARGS:-} 2> "$work/daemon.log") &
 daemon_pid=$!
 for _ in $(seq 1 100); do
     grep -q "listening on" "$work/daemon.log" 2>/dev/null && break
@@ -43,4 +46,4 @@ done
 address="$(sed -n 's/^buildit daemon listening on //p' "$work/daemon.log" | head -n 1)"
 token="$("$buildit" tokens create --tenant bench --database-url "sqlite:$work/data/buildit.db" 2>/dev/null)"
 echo "stage prints $lines lines; $watchers watchers; daemon at $address"
-nice -n "${BUILDIT_BENCH_CLIENT_NICE:-0}" "$client" "$address" "$token" "$work/buildit.kdl" "$watchers" "$rounds"
+${BUILDIT_BENCH_CLIENT_WRAP:-} nice -n "${BUILDIT_BENCH_CLIENT_NICE:-0}" "$client" "$address" "$token" "$work/buildit.kdl" "$watchers" "$rounds"

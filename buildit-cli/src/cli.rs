@@ -154,6 +154,12 @@ pub(crate) struct DaemonArgs {
     /// Leave a run that a daemon which died left interrupted as it is, rather than start it again as a new run.
     #[arg(long)]
     pub(crate) no_restart: bool,
+    /// How much lower than runs the daemon's serving threads run (API calls, streams to watchers), as a
+    /// niceness from 0 (the same as runs) to 19 (the least CPU when runs want it all): on a busy machine,
+    /// watchers of a run then fall behind rather than slow it, and catch up as soon as there is room. Linux
+    /// only; elsewhere everything runs at the process's priority.
+    #[arg(long, value_name = "N", default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub(crate) serve_niceness: u8,
     /// How the daemon logs (to stderr): `plain` lines or `json` objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub(crate) log_format: LogFormat,

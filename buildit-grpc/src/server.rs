@@ -65,6 +65,10 @@ pub struct DaemonConfig {
     /// Whether a run left interrupted by a daemon that died starts again, as a new run, when its job is claimed
     /// again (at most as often as the job may be claimed).
     pub restart_interrupted: bool,
+    /// The runtime runs are run on (their stages, output and recording); `None`: the one serving. A daemon
+    /// gives runs a runtime of their own so that streams to watchers, served on threads of lower priority, give
+    /// way to runs on a busy machine.
+    pub runs: Option<tokio::runtime::Handle>,
 }
 
 /// The daemon's TLS identity, as PEM text.
@@ -156,9 +160,13 @@ impl Daemon {
             kill: kill.clone(),
         };
         let mut running = tokio::task::JoinSet::new();
+        let runs = config
+            .runs
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
         for index in 0..config.workers {
             let worker = worker_name(&here, index);
-            running.spawn(workers.clone().work(worker));
+            running.spawn_on(workers.clone().work(worker), &runs);
         }
         let server_stop = CancellationToken::new();
         let mut builder = tonic::transport::Server::builder();

@@ -6,6 +6,7 @@ use buildit_core::store::{StoreLocation, open_store};
 use buildit_grpc::{Daemon, DaemonConfig};
 use tokio_util::sync::CancellationToken;
 
+use super::daemon_runtimes::Runtimes;
 use super::load::load_system_config;
 use crate::cli::{DaemonArgs, LogFormat};
 use crate::exit::Exit;
@@ -63,14 +64,14 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
         LogFormat::Plain => logs.with_ansi(false).try_init(),
         LogFormat::Json => logs.json().try_init(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
+    let runtimes = match Runtimes::new(args.serve_niceness) {
+        Ok(runtimes) => runtimes,
         Err(error) => return super::runtime_error(&error),
     };
-    runtime.block_on(async {
+    let runs = runtimes.runs.handle().clone();
+    // This thread stays at the process's priority: the store's connections it opens (the writer among them)
+    // serve runs too.
+    runtimes.serving.block_on(async {
         let store = match open_store(&location).await {
             Ok(store) => store,
             Err(error) => {
@@ -87,6 +88,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             system,
             tls,
             restart_interrupted: !args.no_restart,
+            runs: Some(runs),
         })
         .await
         {

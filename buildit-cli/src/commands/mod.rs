@@ -1,6 +1,7 @@
 //! Dispatch from the parsed command line to the core library.
 
 mod daemon;
+mod daemon_runtimes;
 mod follow_remote;
 mod gc;
 mod load;

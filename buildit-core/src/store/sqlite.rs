@@ -83,6 +83,11 @@ impl SqliteStore {
             // lock: a queued write waits for those, not only for its own.
             .acquire_timeout(4 * BUSY_TIMEOUT)
             .test_before_acquire(false)
+            // The connection opened here is kept for the store's life: its thread (SQLite connections each have
+            // one) has the priority of the thread that opens the store, not that of whichever task writes first
+            // after an idle spell (a daemon serves streams on threads of lower priority than runs).
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options.clone())
             .await
             .map_err(|error| open_error(error.to_string()))?;

@@ -35,6 +35,7 @@ pub async fn daemon_on(
         system: SystemConfig::defaults(dir),
         tls: None,
         restart_interrupted: true,
+        runs: None,
     })
     .await
     .expect("bind");
