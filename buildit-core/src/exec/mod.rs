@@ -11,6 +11,8 @@ mod executor;
 mod fake;
 mod guard;
 mod host;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod lines;
 mod local;
 mod mask;
@@ -32,6 +34,8 @@ pub use executor::{
 };
 pub use fake::{NoopExecutor, NoopHandle};
 pub use guard::GUARD_VARIABLE;
+#[cfg(feature = "kubernetes")]
+pub use kubernetes::{ApiUse, KUBERNETES_API_USES};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
 pub use local::{LocalExecutor, LocalHandle, adopt_orphans};
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker, unmaskable};

@@ -1,0 +1,48 @@
+//! Every call the Kubernetes executor makes to the cluster's API, by resource and verb: what its RBAC role
+//! must grant (`deploy/kubernetes/` is checked against it), and nothing more.
+
+/// One resource the executor uses and the verbs it calls on it, in its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiUse {
+    /// The API group (`""`: the core group).
+    pub group: &'static str,
+    /// The resource, with its subresource after a slash (`pods/log`).
+    pub resource: &'static str,
+    /// The verbs.
+    pub verbs: &'static [&'static str],
+}
+
+/// What the executor calls: Jobs for attempts, their Pods (status, logs, waiting for them to go), the Secret
+/// of an attempt, the run's volume claim, and Events (why a pod is pending).
+pub const KUBERNETES_API_USES: &[ApiUse] = &[
+    ApiUse {
+        group: "batch",
+        resource: "jobs",
+        verbs: &["create", "get", "list", "watch", "delete"],
+    },
+    ApiUse {
+        group: "",
+        resource: "pods",
+        verbs: &["get", "list", "watch", "delete"],
+    },
+    ApiUse {
+        group: "",
+        resource: "pods/log",
+        verbs: &["get"],
+    },
+    ApiUse {
+        group: "",
+        resource: "secrets",
+        verbs: &["create", "get", "list", "delete"],
+    },
+    ApiUse {
+        group: "",
+        resource: "persistentvolumeclaims",
+        verbs: &["create", "get", "list", "delete"],
+    },
+    ApiUse {
+        group: "",
+        resource: "events",
+        verbs: &["list", "watch"],
+    },
+];
