@@ -35,10 +35,14 @@ fn streams_are_served_below_the_runs_priority_and_stages_keep_it() {
     let daemon = Daemon::on_free_port(&data, &[]);
     let token = create_token(dir.path(), &data, "acme", "priority");
 
-    let threads = thread_niceness(daemon.child.id());
     let own = thread_niceness(std::process::id())
         .first()
         .map_or(0, |(_, niceness)| *niceness);
+    if own >= 19 {
+        eprintln!("skipped: this test runs at niceness {own}, where nothing can be nicer");
+        return;
+    }
+    let threads = thread_niceness(daemon.child.id());
     let serving: Vec<i32> = threads
         .iter()
         .filter(|(name, _)| name == "buildit-serve")
@@ -54,6 +58,14 @@ fn streams_are_served_below_the_runs_priority_and_stages_keep_it() {
     let lowest = (own + 19).min(19);
     assert!(serving.iter().all(|n| *n == lowest), "{threads:?}");
     assert!(runs.iter().all(|n| *n == own), "{threads:?}");
+    // The runs' store writes through a connection of the runs' priority (SQLite gives each connection a
+    // thread; the serving side's store has its own).
+    assert!(
+        threads
+            .iter()
+            .any(|(name, niceness)| name.starts_with("sqlx-sqlite") && *niceness == own),
+        "{threads:?}"
+    );
 
     let work = dir.path().join("work");
     std::fs::create_dir(&work).expect("work directory");

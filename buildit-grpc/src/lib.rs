@@ -4,6 +4,7 @@
 mod convert;
 mod jobs;
 mod registry;
+mod routed_store;
 mod server;
 mod service;
 mod stream;
@@ -22,5 +23,6 @@ pub mod proto {
 }
 
 pub use convert::{diagnostics_of, event_from_wire};
-pub use server::{Daemon, DaemonConfig, DaemonError, TlsFiles};
+pub use routed_store::RoutedStore;
+pub use server::{Daemon, DaemonConfig, DaemonError, Serving, TlsFiles};
 pub use service::BuildItService;

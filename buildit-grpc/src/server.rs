@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::{Workers, release_gone_workers, worker_name};
 use crate::proto::build_it_server::BuildItServer;
 use crate::registry::Registry;
+use crate::routed_store::RoutedStore;
 use crate::service::BuildItService;
 
 /// How long cancelled runs' stages get to stop gracefully once a stopping daemon's drain ran out.
@@ -65,10 +66,19 @@ pub struct DaemonConfig {
     /// Whether a run left interrupted by a daemon that died starts again, as a new run, when its job is claimed
     /// again (at most as often as the job may be claimed).
     pub restart_interrupted: bool,
-    /// The runtime runs are run on (their stages, output and recording); `None`: the one serving. A daemon
-    /// gives runs a runtime of their own so that streams to watchers, served on threads of lower priority, give
-    /// way to runs on a busy machine.
-    pub runs: Option<tokio::runtime::Handle>,
+    /// Where the API and its streams are served when not on the runtime `serve` runs on (where the runs run):
+    /// a runtime whose threads have a lower priority, so that on a busy machine watchers give way to runs.
+    pub serving: Option<Serving>,
+}
+
+/// A runtime of lower priority for the API and its streams, and a store of their own for what they read (its
+/// connections are that runtime's); what they write goes through the runs' store, on the runs' runtime.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    /// The runtime.
+    pub runtime: tokio::runtime::Handle,
+    /// The store it reads through: the same store as the runs', opened on that runtime.
+    pub store: Arc<dyn Store>,
 }
 
 /// The daemon's TLS identity, as PEM text.
@@ -125,8 +135,16 @@ impl Daemon {
         let registry = Arc::new(Registry::default());
         let system = Arc::new(config.system);
         let streams = CancellationToken::new();
+        let service_store: Arc<dyn Store> = match &config.serving {
+            Some(serving) => Arc::new(RoutedStore::new(
+                Arc::clone(&serving.store),
+                Arc::clone(&config.store),
+                tokio::runtime::Handle::current(),
+            )),
+            None => Arc::clone(&config.store),
+        };
         let service = BuildItService {
-            store: Arc::clone(&config.store),
+            store: service_store,
             system: Arc::clone(&system),
             registry: Arc::clone(&registry),
             data_dir: config.data_dir.clone(),
@@ -160,13 +178,9 @@ impl Daemon {
             kill: kill.clone(),
         };
         let mut running = tokio::task::JoinSet::new();
-        let runs = config
-            .runs
-            .clone()
-            .unwrap_or_else(tokio::runtime::Handle::current);
         for index in 0..config.workers {
             let worker = worker_name(&here, index);
-            running.spawn_on(workers.clone().work(worker), &runs);
+            running.spawn(workers.clone().work(worker));
         }
         let server_stop = CancellationToken::new();
         let mut builder = tonic::transport::Server::builder();
@@ -188,6 +202,23 @@ impl Daemon {
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     async move { server_stop.cancelled().await },
                 )
+        };
+        // Served on the serving runtime when there is one: the connections' tasks are spawned where the server
+        // runs. The stop sequence below stays here, with the runs.
+        let server = {
+            let serving = config
+                .serving
+                .as_ref()
+                .map(|serving| serving.runtime.clone());
+            async move {
+                match serving {
+                    Some(runtime) => match runtime.spawn(server).await {
+                        Ok(served) => served.map_err(|error| error.to_string()),
+                        Err(error) => Err(format!("the server's task failed: {error}")),
+                    },
+                    None => server.await.map_err(|error| error.to_string()),
+                }
+            }
         };
         let drain = config.drain;
         // Once asked to stop, the daemon is gone within the drain window and one second.
@@ -261,7 +292,7 @@ impl Daemon {
                     if !drained {
                         (&mut stopping).await;
                     }
-                    return served.map_err(|error| DaemonError::Serve(error.to_string()));
+                    return served.map_err(DaemonError::Serve);
                 }
                 () = &mut stopping, if !drained => drained = true,
                 () = &mut grace => return Ok(()),

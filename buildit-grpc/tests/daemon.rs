@@ -590,7 +590,7 @@ async fn with_a_certificate_the_daemon_speaks_tls_only() {
             key_pem: certified.signing_key.serialize_pem().into_bytes(),
         }),
         restart_interrupted: true,
-        runs: None,
+        serving: None,
     })
     .await
     .expect("bind");

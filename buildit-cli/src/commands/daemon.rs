@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use buildit_core::store::{StoreLocation, open_store};
-use buildit_grpc::{Daemon, DaemonConfig};
+use buildit_grpc::{Daemon, DaemonConfig, Serving};
 use tokio_util::sync::CancellationToken;
 
 use super::daemon_runtimes::Runtimes;
@@ -68,16 +68,40 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
         Ok(runtimes) => runtimes,
         Err(error) => return super::runtime_error(&error),
     };
-    let runs = runtimes.runs.handle().clone();
-    // This thread stays at the process's priority: the store's connections it opens (the writer among them)
-    // serve runs too.
-    runtimes.serving.block_on(async {
+    let serving_runtime = runtimes
+        .serving
+        .as_ref()
+        .map(|serving| serving.handle().clone());
+    // The runs' runtime runs the daemon (and its stop sequence); the server goes to the serving runtime.
+    let exit = runtimes.runs.block_on(async {
         let store = match open_store(&location).await {
             Ok(store) => store,
             Err(error) => {
                 error_line(&error.to_string(), None);
                 return Exit::Infrastructure;
             }
+        };
+        // The serving side reads through a store opened on its own runtime: its connections (and SQLite's
+        // connection threads) are of the serving priority, and never the runs'.
+        let serving = match serving_runtime {
+            Some(runtime) => {
+                let opened = runtime.spawn({
+                    let location = location.clone();
+                    async move { open_store(&location).await }
+                });
+                match opened.await {
+                    Ok(Ok(store)) => Some(Serving { runtime, store }),
+                    Ok(Err(error)) => {
+                        error_line(&error.to_string(), None);
+                        return Exit::Infrastructure;
+                    }
+                    Err(error) => {
+                        error_line(&format!("cannot open the store: {error}"), None);
+                        return Exit::Infrastructure;
+                    }
+                }
+            }
+            None => None,
         };
         let daemon = match Daemon::bind(DaemonConfig {
             listen: args.listen.clone(),
@@ -88,7 +112,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             system,
             tls,
             restart_interrupted: !args.no_restart,
-            runs: Some(runs),
+            serving,
         })
         .await
         {
@@ -127,5 +151,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
                 Exit::Infrastructure
             }
         }
-    })
+    });
+    runtimes.shut_down();
+    exit
 }

@@ -16,13 +16,37 @@ pub(crate) enum WaitFailure {
     Failed(String),
     /// The attempt disappeared (its container was removed by someone else).
     #[cfg_attr(
-        not(feature = "docker"),
+        not(any(feature = "docker", feature = "kubernetes")),
         expect(
             dead_code,
             reason = "only a container can be removed behind BuildIt's back"
         )
     )]
     Lost(String),
+    /// The machine took the attempt away (evicted).
+    #[cfg_attr(
+        not(feature = "kubernetes"),
+        expect(dead_code, reason = "only pods are evicted")
+    )]
+    Evicted(String),
+    /// Its image could not be pulled.
+    #[cfg_attr(
+        not(feature = "kubernetes"),
+        expect(dead_code, reason = "seen while a pod waits")
+    )]
+    ImagePull(String),
+    /// Its definition could not be run.
+    #[cfg_attr(
+        not(feature = "kubernetes"),
+        expect(dead_code, reason = "seen while a pod waits")
+    )]
+    Config(String),
+    /// The backend stopped it at its deadline.
+    #[cfg_attr(
+        not(feature = "kubernetes"),
+        expect(dead_code, reason = "a Job's deadline")
+    )]
+    TimedOut(String),
 }
 
 impl WaitFailure {
@@ -30,6 +54,10 @@ impl WaitFailure {
         match self {
             Self::Failed(message) => ExecError::Wait(message.clone()),
             Self::Lost(message) => ExecError::Lost(message.clone()),
+            Self::Evicted(message) => ExecError::Evicted(message.clone()),
+            Self::ImagePull(message) => ExecError::ImagePull(message.clone()),
+            Self::Config(message) => ExecError::Config(message.clone()),
+            Self::TimedOut(message) => ExecError::TimedOut(message.clone()),
         }
     }
 }

@@ -294,6 +294,18 @@ pub enum ExecError {
     #[error("{0}")]
     #[diagnostic(code(buildit::exec::lost))]
     Lost(String),
+    /// The attempt's machine took it away (a Kubernetes eviction or disruption).
+    #[error("{0}")]
+    #[diagnostic(code(buildit::exec::evicted))]
+    Evicted(String),
+    /// The attempt's definition cannot be run as it is (a container the cluster cannot create from it).
+    #[error("{0}")]
+    #[diagnostic(code(buildit::exec::config))]
+    Config(String),
+    /// The backend stopped the attempt at its deadline.
+    #[error("{0}")]
+    #[diagnostic(code(buildit::exec::timed_out))]
+    TimedOut(String),
 }
 
 impl ExecError {
@@ -303,6 +315,9 @@ impl ExecError {
         match self {
             Self::ImagePull(_) => crate::events::FailureKind::ImagePull,
             Self::Lost(_) => crate::events::FailureKind::Lost,
+            Self::Evicted(_) => crate::events::FailureKind::Evicted,
+            Self::Config(_) => crate::events::FailureKind::Config,
+            Self::TimedOut(_) => crate::events::FailureKind::Timeout,
             // A `workdir` that does not exist or a `shell` that is not installed is the stage's definition:
             // running it again cannot help.
             Self::Spawn { source, .. }

@@ -35,7 +35,9 @@ pub use executor::{
 pub use fake::{NoopExecutor, NoopHandle};
 pub use guard::GUARD_VARIABLE;
 #[cfg(feature = "kubernetes")]
-pub use kubernetes::{ApiUse, KUBERNETES_API_USES};
+pub use kubernetes::{
+    ApiUse, JOB_LABEL, KUBERNETES_API_USES, KubernetesExecutor, KubernetesHandle, KubernetesOptions,
+};
 pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
 pub use local::{LocalExecutor, LocalHandle, adopt_orphans};
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker, unmaskable};

@@ -35,7 +35,7 @@ pub async fn daemon_on(
         system: SystemConfig::defaults(dir),
         tls: None,
         restart_interrupted: true,
-        runs: None,
+        serving: None,
     })
     .await
     .expect("bind");

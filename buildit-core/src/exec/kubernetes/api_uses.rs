@@ -12,13 +12,14 @@ pub struct ApiUse {
     pub verbs: &'static [&'static str],
 }
 
-/// What the executor calls: Jobs for attempts, their Pods (status, logs, waiting for them to go), the Secret
-/// of an attempt, the run's volume claim, and Events (why a pod is pending).
+/// What the executor calls: Jobs for attempts (created, read when their pod goes, listed and deleted by
+/// sweeps), their Pods (watched, read, deleted when a cancel finds one left, and their logs), and the Secret
+/// of an attempt (created, made owned by its Job, listed and deleted by sweeps).
 pub const KUBERNETES_API_USES: &[ApiUse] = &[
     ApiUse {
         group: "batch",
         resource: "jobs",
-        verbs: &["create", "get", "list", "watch", "delete"],
+        verbs: &["create", "get", "list", "delete"],
     },
     ApiUse {
         group: "",
@@ -33,16 +34,6 @@ pub const KUBERNETES_API_USES: &[ApiUse] = &[
     ApiUse {
         group: "",
         resource: "secrets",
-        verbs: &["create", "get", "list", "delete"],
-    },
-    ApiUse {
-        group: "",
-        resource: "persistentvolumeclaims",
-        verbs: &["create", "get", "list", "delete"],
-    },
-    ApiUse {
-        group: "",
-        resource: "events",
-        verbs: &["list", "watch"],
+        verbs: &["create", "list", "patch", "delete"],
     },
 ];

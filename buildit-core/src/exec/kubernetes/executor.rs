@@ -1,0 +1,365 @@
+//! The Kubernetes executor: an attempt is a Secret (when it has secrets) and a Job, watched through its pod,
+//! its log followed, and its Job deleted (with its pods and Secret) once its output is read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::logs::{PodProgress, follow};
+use super::manifest::{attempt_objects, owned_by_job};
+use super::names::{JOB_LABEL, RUN_LABEL};
+use super::options::{KubernetesOptions, connect};
+use super::watch::watch_attempt;
+use crate::events::LogStreamKind;
+use crate::exec::attempt::{ExitWatch, OutputOnce};
+use crate::exec::executor::{
+    ExecError, Executor, ExitStatus, LogStream, OutputChunk, StageSpec, StageStatus,
+};
+use crate::exec::sweep::{SweepReport, SweepScope};
+use crate::owner::LeftoverOwner;
+
+/// How long a deleted attempt's pods may take to go before the executor stops waiting for them.
+const GONE_WAIT: Duration = Duration::from_secs(60);
+/// How often the executor looks whether they went.
+const GONE_POLL: Duration = Duration::from_millis(100);
+
+/// Runs stages of the `kubernetes` executor kind as Jobs on a cluster.
+#[derive(Clone)]
+pub struct KubernetesExecutor {
+    pub(super) client: kube::Client,
+    pub(super) namespace: String,
+    pub(super) options: KubernetesOptions,
+    pub(super) owner: LeftoverOwner,
+    /// Each run's attempts being cleaned up (their Jobs deleted once their output is read): the run's
+    /// release waits for them.
+    cleanups: Arc<Mutex<HashMap<String, Vec<JoinHandle<()>>>>>,
+}
+
+impl std::fmt::Debug for KubernetesExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesExecutor")
+            .field("namespace", &self.namespace)
+            .field("options", &self.options)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Kubernetes attempt.
+#[derive(Debug)]
+pub struct KubernetesHandle {
+    job: String,
+    exit: ExitWatch,
+    logs: OutputOnce,
+    /// Set by `cancel`: the pod's going away is then BuildIt's doing, not someone else's.
+    stopping: Arc<AtomicBool>,
+}
+
+impl KubernetesHandle {
+    /// The attempt's Job.
+    pub fn job_name(&self) -> &str {
+        &self.job
+    }
+}
+
+impl KubernetesExecutor {
+    /// Finds the cluster as the options say (`KUBECONFIG`, the kubeconfig's context, or in-cluster) and checks
+    /// that its API answers: an unreachable cluster is one clear error here, never a hang later.
+    pub async fn connect(options: KubernetesOptions) -> Result<Self, ExecError> {
+        let (client, namespace) = connect(&options).await?;
+        let executor = Self::with_client(client, namespace, options);
+        executor.client.apiserver_version().await.map_err(|error| {
+            ExecError::Backend(format!("the Kubernetes cluster does not answer: {error}"))
+        })?;
+        Ok(executor)
+    }
+
+    /// An executor over `client`, in `namespace` (tests give a client of their own).
+    pub fn with_client(
+        client: kube::Client,
+        namespace: String,
+        options: KubernetesOptions,
+    ) -> Self {
+        Self {
+            client,
+            namespace,
+            options,
+            owner: LeftoverOwner::this_process(),
+            cleanups: Arc::default(),
+        }
+    }
+
+    /// The same executor, creating what it creates for `owner` (a fleet's worker, and its lease).
+    #[must_use]
+    pub fn with_owner(mut self, owner: LeftoverOwner) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    /// The namespace its objects go to.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(super) fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub(super) fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub(super) fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Deletes Job `name` (its pods and Secret go with it) and waits until no pod of it is left, pending ones
+    /// included.
+    pub(super) async fn delete_attempt(
+        &self,
+        name: &str,
+        grace: Option<Duration>,
+    ) -> Result<(), ExecError> {
+        let mut params = DeleteParams::background();
+        if let Some(grace) = grace {
+            params = params.grace_period(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX));
+        }
+        match self.jobs().delete(name, &params).await {
+            Ok(_) => {}
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => return Err(backend(&format!("cannot delete Job {name}"), &error)),
+        }
+        // The cluster's garbage collector deletes the pods; a pod it has not reached yet is deleted here, so
+        // that a pending pod never outlives a cancelled attempt.
+        self.delete_pods_of(&format!("{JOB_LABEL}={name}"), grace)
+            .await
+    }
+
+    /// Deletes the pods `selector` names and waits until they are gone.
+    pub(super) async fn delete_pods_of(
+        &self,
+        selector: &str,
+        grace: Option<Duration>,
+    ) -> Result<(), ExecError> {
+        let pods = self.pods();
+        let listed = ListParams::default().labels(selector);
+        let deadline = tokio::time::Instant::now() + grace.unwrap_or_default() + GONE_WAIT;
+        let mut deleted = std::collections::HashSet::new();
+        loop {
+            let left = pods
+                .list(&listed)
+                .await
+                .map_err(|error| backend("cannot list pods", &error))?;
+            if left.items.is_empty() {
+                return Ok(());
+            }
+            for pod in &left.items {
+                let Some(name) = pod.metadata.name.clone() else {
+                    continue;
+                };
+                if pod.metadata.deletion_timestamp.is_none() && deleted.insert(name.clone()) {
+                    let mut params = DeleteParams::background();
+                    if let Some(grace) = grace {
+                        params =
+                            params.grace_period(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX));
+                    }
+                    match pods.delete(&name, &params).await {
+                        Ok(_) => {}
+                        Err(error) if is_not_found(&error) => {}
+                        Err(error) => {
+                            return Err(backend(&format!("cannot delete pod {name}"), &error));
+                        }
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ExecError::Backend(format!(
+                    "pods of `{selector}` are still there after {}s",
+                    GONE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(GONE_POLL).await;
+        }
+    }
+
+    fn track_cleanup(&self, run: &str, cleanup: JoinHandle<()>) {
+        if let Ok(mut cleanups) = self.cleanups.lock() {
+            let list = cleanups.entry(run.to_owned()).or_default();
+            list.retain(|task| !task.is_finished());
+            list.push(cleanup);
+        }
+    }
+}
+
+fn files_not_moved() -> ExecError {
+    ExecError::Backend(
+        "artifacts and caches are not moved in and out of Kubernetes pods yet".to_owned(),
+    )
+}
+
+pub(super) fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 404)
+}
+
+pub(super) fn backend(context: &str, error: &kube::Error) -> ExecError {
+    ExecError::Backend(format!("{context}: {error}"))
+}
+
+impl Executor for KubernetesExecutor {
+    type Handle = KubernetesHandle;
+
+    async fn spawn(&self, spec: StageSpec) -> Result<KubernetesHandle, ExecError> {
+        let Some(image) = spec.image.clone() else {
+            return Err(ExecError::Config(
+                "a stage on the `kubernetes` executor needs an image".to_owned(),
+            ));
+        };
+        if let Some(service) = spec.services.first() {
+            return Err(ExecError::Config(format!(
+                "service `{}`: services are not run on the `kubernetes` executor yet",
+                service.name
+            )));
+        }
+        let objects = attempt_objects(&spec, &image, &self.namespace, &self.options, &self.owner);
+        let name = objects.name.clone();
+        let run = spec.labels.get(RUN_LABEL).cloned().unwrap_or_default();
+        // The Secret first: the pod reads it by reference as it starts.
+        if let Some(secret) = &objects.secret {
+            self.secrets()
+                .create(&PostParams::default(), secret)
+                .await
+                .map_err(|error| backend(&format!("cannot create Secret {name}"), &error))?;
+        }
+        let job = match self
+            .jobs()
+            .create(&PostParams::default(), &objects.job)
+            .await
+        {
+            Ok(job) => job,
+            Err(error) => {
+                if objects.secret.is_some() {
+                    let _ = self.secrets().delete(&name, &DeleteParams::default()).await;
+                }
+                return Err(match &error {
+                    kube::Error::Api(status) if status.code == 422 || status.code == 400 => {
+                        ExecError::Config(format!(
+                            "the cluster refused the stage's Job: {}",
+                            status.message
+                        ))
+                    }
+                    _ => backend(&format!("cannot create Job {name}"), &error),
+                });
+            }
+        };
+        // Owned by its Job, the Secret goes when the Job goes (also when the cluster deletes a finished Job
+        // whose runner died). Failing that, its labels let the run's release and sweeps find it.
+        if objects.secret.is_some()
+            && let Some(owner) = owned_by_job(&job)
+        {
+            let patch = serde_json::json!({ "metadata": { "ownerReferences": [owner] } });
+            let _ = self
+                .secrets()
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        }
+        let (exit_sender, exit) = ExitWatch::new();
+        let (output, output_receiver) = mpsc::channel(64);
+        if let Some(echo) = spec.first_echo() {
+            let _ = output
+                .send(OutputChunk {
+                    stream: LogStreamKind::Stdout,
+                    bytes: echo.into_bytes(),
+                })
+                .await;
+        }
+        let (progress_sender, progress) = watch::channel(PodProgress::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let watcher = tokio::spawn(watch_attempt(
+            self.clone(),
+            name.clone(),
+            Arc::clone(&stopping),
+            exit_sender,
+            progress_sender,
+        ));
+        let reader = tokio::spawn(follow(self.pods(), progress, output));
+        let cleanup = {
+            let executor = self.clone();
+            let name = name.clone();
+            let stopping = Arc::clone(&stopping);
+            tokio::spawn(async move {
+                let _ = watcher.await;
+                // The log is read to its end before anything is deleted.
+                let _ = reader.await;
+                if !stopping.load(Ordering::SeqCst) {
+                    let _ = executor.delete_attempt(&name, None).await;
+                }
+            })
+        };
+        self.track_cleanup(&run, cleanup);
+        Ok(KubernetesHandle {
+            job: name,
+            exit,
+            logs: OutputOnce::new(output_receiver),
+            stopping,
+        })
+    }
+
+    async fn logs(&self, handle: &KubernetesHandle) -> Result<LogStream, ExecError> {
+        handle.logs.take()
+    }
+
+    async fn status(&self, handle: &KubernetesHandle) -> Result<StageStatus, ExecError> {
+        handle.exit.status()
+    }
+
+    async fn wait(&self, handle: &KubernetesHandle) -> Result<ExitStatus, ExecError> {
+        handle.exit.wait().await
+    }
+
+    async fn cancel(&self, handle: &KubernetesHandle, grace: Duration) -> Result<(), ExecError> {
+        handle.stopping.store(true, Ordering::SeqCst);
+        self.delete_attempt(&handle.job, Some(grace)).await
+    }
+
+    fn workspace_on_host(&self, _spec: &StageSpec) -> bool {
+        false
+    }
+
+    async fn put_files(&self, _spec: &StageSpec, _from: &std::path::Path) -> Result<(), ExecError> {
+        Err(files_not_moved())
+    }
+
+    async fn get_files(
+        &self,
+        _spec: &StageSpec,
+        _paths: &[std::path::PathBuf],
+        _into: &std::path::Path,
+    ) -> Result<(), ExecError> {
+        Err(files_not_moved())
+    }
+
+    async fn release_run(&self, run_id: &str) -> Result<(), ExecError> {
+        let cleanups = self
+            .cleanups
+            .lock()
+            .ok()
+            .and_then(|mut cleanups| cleanups.remove(run_id))
+            .unwrap_or_default();
+        for cleanup in cleanups {
+            let _ = cleanup.await;
+        }
+        self.sweep(&SweepScope::run(run_id)).await.map(|_| ())
+    }
+
+    async fn sweep(&self, scope: &SweepScope) -> Result<SweepReport, ExecError> {
+        super::sweep::sweep(self, scope).await
+    }
+}

@@ -1,0 +1,227 @@
+//! Following the stage container's log from its first line to its last: a stream cut short is resumed from the
+//! last line's timestamp, and the lines seen already are not repeated.
+
+use std::time::Duration;
+
+use futures_util::AsyncBufReadExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::LogParams;
+use tokio::sync::{mpsc, watch};
+
+use super::manifest::STAGE_CONTAINER;
+use crate::events::LogStreamKind;
+use crate::exec::executor::OutputChunk;
+
+/// How often a stream that cannot be read is tried again before the log says lines may be missing.
+const RECONNECTS: u32 = 10;
+/// How long to wait between two tries.
+const RECONNECT_DELAY: Duration = Duration::from_millis(200);
+
+/// Where the attempt's pod is, as its watcher last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodProgress {
+    /// The pod's name, once the Job has one.
+    pub pod: Option<String>,
+    /// Whether the stage's container has started (running or ended): its log can be read.
+    pub started: bool,
+    /// Whether the attempt has ended (for whatever reason): a log not started by then never will.
+    pub ended: bool,
+}
+
+/// Which lines of a log have been passed on: the last timestamp, and how many lines had it.
+#[derive(Debug, Default)]
+pub struct LogCursor {
+    last: Option<Timestamp>,
+    at_last: usize,
+    /// Lines at `last` still to be skipped in the stream being read (those read before it was resumed).
+    repeats: usize,
+}
+
+impl LogCursor {
+    /// A new stream starts: it repeats the lines at `last` that were read already.
+    pub fn resume(&mut self) -> Option<Timestamp> {
+        self.repeats = self.at_last;
+        self.last
+    }
+
+    /// Whether a line stamped `at` is new, counting it when it is.
+    pub fn admit(&mut self, at: Timestamp) -> bool {
+        match self.last {
+            Some(last) if at < last => false,
+            Some(last) if at == last => {
+                if self.repeats > 0 {
+                    self.repeats -= 1;
+                    false
+                } else {
+                    self.at_last += 1;
+                    true
+                }
+            }
+            _ => {
+                self.last = Some(at);
+                self.at_last = 1;
+                self.repeats = 0;
+                true
+            }
+        }
+    }
+}
+
+/// Splits `LINE` as the API gives it with `timestamps=true` (`2026-12-07T13:05:40.123456789Z text\n`) into its
+/// time and its text (with the newline); `None` for a line without a readable timestamp.
+pub fn split_timestamp(line: &[u8]) -> Option<(Timestamp, &[u8])> {
+    let space = line.iter().position(|b| *b == b' ')?;
+    let stamp = std::str::from_utf8(&line[..space]).ok()?;
+    let at: Timestamp = stamp.parse().ok()?;
+    Some((at, &line[space + 1..]))
+}
+
+/// Sends the stage container's log to `output` until the container has ended and its log is read, or the
+/// attempt ended before it started. Lines go out as read (stdout: the API merges the two streams).
+pub async fn follow(
+    pods: Api<Pod>,
+    mut progress: watch::Receiver<PodProgress>,
+    output: mpsc::Sender<OutputChunk>,
+) {
+    let Ok(state) = progress
+        .wait_for(|state| state.started || state.ended)
+        .await
+        .map(|state| state.clone())
+    else {
+        return;
+    };
+    let Some(pod) = state.pod.filter(|_| state.started) else {
+        return;
+    };
+    let mut cursor = LogCursor::default();
+    let mut failures = 0;
+    loop {
+        let since = cursor.resume();
+        let params = LogParams {
+            container: Some(STAGE_CONTAINER.to_owned()),
+            follow: true,
+            timestamps: true,
+            since_time: since,
+            ..LogParams::default()
+        };
+        let read = match pods.log_stream(&pod, &params).await {
+            Ok(stream) => read_lines(stream, &mut cursor, &output).await,
+            Err(error) => Err(error.to_string()),
+        };
+        match read {
+            Ok(Progress::Ended) => return,
+            Ok(Progress::ReaderGone) => return,
+            Ok(Progress::Cut) => failures = 0,
+            Err(why) => {
+                failures += 1;
+                // The pod is gone (deleted, or its Job cancelled): there is nothing left to read.
+                if progress.borrow().ended && pods.get_opt(&pod).await.ok().flatten().is_none() {
+                    return;
+                }
+                if failures >= RECONNECTS {
+                    let _ = output
+                        .send(OutputChunk {
+                            stream: LogStreamKind::Stderr,
+                            bytes: format!(
+                                "buildit: the log of pod {pod} could not be read to its end ({why}): lines may be missing\n"
+                            )
+                            .into_bytes(),
+                        })
+                        .await;
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+/// How reading one stream ended.
+enum Progress {
+    /// At its end: the container's log is complete.
+    Ended,
+    /// Cut short (the connection failed): resume from the cursor.
+    Cut,
+    /// Nobody reads the output any more.
+    ReaderGone,
+}
+
+async fn read_lines(
+    stream: impl futures_util::AsyncBufRead + Unpin,
+    cursor: &mut LogCursor,
+    output: &mpsc::Sender<OutputChunk>,
+) -> Result<Progress, String> {
+    let mut stream = stream;
+    let mut line = Vec::new();
+    let mut read_any = false;
+    loop {
+        line.clear();
+        match stream.read_until(b'\n', &mut line).await {
+            Ok(0) => return Ok(Progress::Ended),
+            Ok(_) => {
+                read_any = true;
+                let (at, text) = match split_timestamp(&line) {
+                    Some(split) => split,
+                    // Not a stamped line (an API that ignores `timestamps`): passed on as it is.
+                    None => (Timestamp::UNIX_EPOCH, line.as_slice()),
+                };
+                if (at == Timestamp::UNIX_EPOCH || cursor.admit(at))
+                    && output
+                        .send(OutputChunk {
+                            stream: LogStreamKind::Stdout,
+                            bytes: text.to_vec(),
+                        })
+                        .await
+                        .is_err()
+                {
+                    return Ok(Progress::ReaderGone);
+                }
+            }
+            Err(error) if read_any => {
+                let _ = error;
+                return Ok(Progress::Cut);
+            }
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("a timestamp")
+    }
+
+    #[test]
+    fn stamped_lines_are_split() {
+        let (stamp, text) =
+            split_timestamp(b"2026-12-07T13:05:40.123456789Z hello world\n").expect("split");
+        assert_eq!(stamp, at("2026-12-07T13:05:40.123456789Z"));
+        assert_eq!(text, b"hello world\n");
+        assert!(split_timestamp(b"no stamp here\n").is_none());
+    }
+
+    #[test]
+    fn a_resumed_stream_repeats_nothing_and_loses_nothing() {
+        let mut cursor = LogCursor::default();
+        assert_eq!(cursor.resume(), None);
+        let first = at("2026-12-07T13:05:40.1Z");
+        let second = at("2026-12-07T13:05:40.2Z");
+        // Two lines with the same time, then the stream is cut.
+        assert!(cursor.admit(first));
+        assert!(cursor.admit(second));
+        assert!(cursor.admit(second));
+        // Resumed from the second (the server goes back to the start of that second): what came before and
+        // the two lines already read at `second` are skipped; a third line at `second` is new.
+        assert_eq!(cursor.resume(), Some(second));
+        assert!(!cursor.admit(first));
+        assert!(!cursor.admit(second));
+        assert!(!cursor.admit(second));
+        assert!(cursor.admit(second));
+        assert!(cursor.admit(at("2026-12-07T13:05:41Z")));
+    }
+}

@@ -1,0 +1,214 @@
+//! Watching an attempt to its end through its pod: the exit of its container, or why it will not run (an
+//! image that cannot be pulled, a pod no node takes, an eviction, a pod deleted by someone else), each said
+//! as soon as the pod's status says it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::executor::{KubernetesExecutor, is_not_found};
+use super::logs::PodProgress;
+use super::names::JOB_LABEL;
+use super::status::{PodVerdict, pod_verdict};
+use crate::exec::attempt::{ExitReport, WaitFailure};
+use crate::exec::executor::ExitStatus;
+
+/// How often the attempt's clocks (image pull grace, unschedulable limit, a Job with no pod) are looked at.
+const TICK: Duration = Duration::from_millis(500);
+/// How long a Job may have no pod before the executor asks the Job why.
+const NO_POD_CHECK: Duration = Duration::from_secs(5);
+/// How long the watch may keep failing before the attempt is given up.
+const WATCH_FAILING_LIMIT: Duration = Duration::from_secs(60);
+
+/// Watches the pod of Job `job` until the attempt ends, and says how through `exit`; `progress` tells the log
+/// reader where the pod is.
+pub async fn watch_attempt(
+    executor: KubernetesExecutor,
+    job: String,
+    stopping: Arc<AtomicBool>,
+    exit: watch::Sender<ExitReport>,
+    progress: watch::Sender<PodProgress>,
+) {
+    let config = watcher::Config::default().labels(&format!("{JOB_LABEL}={job}"));
+    let mut events = watcher::watcher(executor.pods(), config)
+        .default_backoff()
+        .boxed();
+    let mut clock = Clock::default();
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(TICK);
+    let ended = loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                    clock.failing_since = None;
+                    clock.seen_pod = true;
+                    let verdict = pod_verdict(&pod);
+                    progress.send_modify(|state| {
+                        state.pod = pod.metadata.name.clone();
+                        state.started |= matches!(verdict, PodVerdict::Running | PodVerdict::Exited(_));
+                    });
+                    if let Some(ended) = clock.judge(verdict, &executor.options) {
+                        break ended;
+                    }
+                }
+                Some(Ok(Event::Delete(pod))) => {
+                    let verdict = pod_verdict(&pod);
+                    if let PodVerdict::Exited(status) = verdict {
+                        break Ok(status);
+                    }
+                    if stopping.load(Ordering::SeqCst) {
+                        break Ok(cancelled());
+                    }
+                    let name = pod.metadata.name.unwrap_or_default();
+                    break Err(job_failure(&executor, &job).await.unwrap_or_else(|| {
+                        WaitFailure::Lost(format!("pod {name} was deleted by someone else"))
+                    }));
+                }
+                Some(Ok(Event::Init | Event::InitDone)) => {}
+                Some(Err(error)) => {
+                    let since = *clock.failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > WATCH_FAILING_LIMIT {
+                        break Err(WaitFailure::Failed(format!("cannot watch the attempt's pod: {error}")));
+                    }
+                }
+                None => break Err(WaitFailure::Failed("the watch of the attempt's pod ended".to_owned())),
+            },
+            _ = tick.tick() => {
+                if let Some(ended) = clock.overdue(&executor.options) {
+                    break ended;
+                }
+                if stopping.load(Ordering::SeqCst) && !clock.seen_pod {
+                    break Ok(cancelled());
+                }
+                // A Job without a pod for long: the cluster may refuse to create it (a quota), or the Job is
+                // gone.
+                if !clock.seen_pod && started.elapsed() > NO_POD_CHECK {
+                    clock.seen_pod = true;
+                    if let Some(failure) = job_failure(&executor, &job).await {
+                        break Err(failure);
+                    }
+                    clock.seen_pod = false;
+                }
+            }
+        }
+    };
+    progress.send_modify(|state| state.ended = true);
+    let _ = exit.send(Some(ended));
+}
+
+/// An attempt stopped by BuildIt.
+fn cancelled() -> ExitStatus {
+    ExitStatus {
+        code: None,
+        signal: Some(15),
+        oom_killed: false,
+    }
+}
+
+/// What the attempt's Job says of its end when its pod went away: its deadline, or its own deletion.
+async fn job_failure(executor: &KubernetesExecutor, job: &str) -> Option<WaitFailure> {
+    match executor.jobs().get(job).await {
+        Err(error) if is_not_found(&error) => Some(WaitFailure::Lost(format!(
+            "Job {job} was deleted by someone else"
+        ))),
+        Err(_) => None,
+        Ok(found) => {
+            let failed = found
+                .status
+                .and_then(|status| status.conditions)
+                .into_iter()
+                .flatten()
+                .find(|condition| {
+                    matches!(condition.type_.as_str(), "Failed" | "FailureTarget")
+                        && condition.status == "True"
+                })?;
+            let message = failed.message.unwrap_or_default();
+            Some(match failed.reason.as_deref() {
+                Some("DeadlineExceeded") => WaitFailure::TimedOut(format!(
+                    "the cluster stopped the Job at its deadline: {message}"
+                )),
+                Some("PodFailurePolicy") => WaitFailure::Evicted(format!("evicted: {message}")),
+                reason => WaitFailure::Failed(format!(
+                    "Job {job} failed: {}{message}",
+                    reason
+                        .map(|reason| format!("{reason}: "))
+                        .unwrap_or_default()
+                )),
+            })
+        }
+    }
+}
+
+/// The attempt's clocks: since when its image has failed to pull, since when no node takes it.
+#[derive(Debug, Default)]
+struct Clock {
+    seen_pod: bool,
+    pull_failing: Option<(Instant, String)>,
+    unschedulable: Option<(Instant, String)>,
+    failing_since: Option<Instant>,
+}
+
+impl Clock {
+    /// The attempt's end, when `verdict` is one.
+    fn judge(
+        &mut self,
+        verdict: PodVerdict,
+        options: &super::options::KubernetesOptions,
+    ) -> Option<Result<ExitStatus, WaitFailure>> {
+        match verdict {
+            PodVerdict::Exited(status) => return Some(Ok(status)),
+            PodVerdict::Evicted(message) => return Some(Err(WaitFailure::Evicted(message))),
+            PodVerdict::ImageInvalid(message) => return Some(Err(WaitFailure::ImagePull(message))),
+            PodVerdict::ConfigError(message) => return Some(Err(WaitFailure::Config(message))),
+            PodVerdict::Failed(message) => return Some(Err(WaitFailure::Failed(message))),
+            PodVerdict::ImagePullFailing(message) => {
+                let since = self
+                    .pull_failing
+                    .as_ref()
+                    .map_or_else(Instant::now, |(since, _)| *since);
+                self.pull_failing = Some((since, message));
+            }
+            PodVerdict::Unschedulable(message) => {
+                let since = self
+                    .unschedulable
+                    .as_ref()
+                    .map_or_else(Instant::now, |(since, _)| *since);
+                self.unschedulable = Some((since, message));
+            }
+            PodVerdict::Pending | PodVerdict::Running => {
+                self.pull_failing = None;
+                self.unschedulable = None;
+            }
+        }
+        self.overdue(options)
+    }
+
+    /// A failure that has lasted longer than it may.
+    fn overdue(
+        &self,
+        options: &super::options::KubernetesOptions,
+    ) -> Option<Result<ExitStatus, WaitFailure>> {
+        if let Some((since, message)) = &self.pull_failing
+            && since.elapsed() >= options.image_pull_grace
+        {
+            return Some(Err(WaitFailure::ImagePull(format!(
+                "the image cannot be pulled ({message})"
+            ))));
+        }
+        if let Some((since, message)) = &self.unschedulable
+            && since.elapsed() >= options.unschedulable_limit
+        {
+            return Some(Err(WaitFailure::Failed(format!(
+                "no node can run the stage after {}s: {message}",
+                options.unschedulable_limit.as_secs()
+            ))));
+        }
+        None
+    }
+}
