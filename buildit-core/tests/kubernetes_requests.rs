@@ -61,11 +61,7 @@ fn answer(status: u16, body: &serde_json::Value) -> Response<Body> {
 }
 
 /// Serves `handle` as a small API server that knows one attempt, recording every request.
-fn scripted_server(
-    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
-    script: PodScript,
-    seen: Arc<Mutex<Vec<Seen>>>,
-) {
+fn scripted_server(mut handle: ApiHandle, script: PodScript, seen: Arc<Mutex<Vec<Seen>>>) {
     tokio::spawn(async move {
         let job: Arc<Mutex<Option<String>>> = Arc::default();
         let deleted_job = Arc::new(Mutex::new(false));
@@ -153,11 +149,10 @@ fn scripted_server(
     });
 }
 
-fn executor() -> (
-    KubernetesExecutor,
-    Arc<Mutex<Vec<Seen>>>,
-    tower_test::mock::Handle<Request<Body>, Response<Body>>,
-) {
+/// The scripted server's side of the connection.
+type ApiHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn executor() -> (KubernetesExecutor, Arc<Mutex<Vec<Seen>>>, ApiHandle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "ci");
     let executor =

@@ -139,17 +139,17 @@ impl Store for RoutedStore {
     }
 
     async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<i64, StoreError> {
-        let lease = lease.clone();
+        let lease = *lease;
         on_runs!(self, |store| store.heartbeat(&lease, duration).await)
     }
 
     async fn complete(&self, lease: &Lease) -> Result<(), StoreError> {
-        let lease = lease.clone();
+        let lease = *lease;
         on_runs!(self, |store| store.complete(&lease).await)
     }
 
     async fn fail(&self, lease: &Lease, error: &str) -> Result<(), StoreError> {
-        let (lease, error) = (lease.clone(), error.to_owned());
+        let (lease, error) = (*lease, error.to_owned());
         on_runs!(self, |store| store.fail(&lease, &error).await)
     }
 
@@ -158,7 +158,7 @@ impl Store for RoutedStore {
     }
 
     async fn expire_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        let lease = lease.clone();
+        let lease = *lease;
         on_runs!(self, |store| store.expire_lease(&lease).await)
     }
 

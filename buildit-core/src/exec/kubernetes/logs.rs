@@ -189,6 +189,10 @@ async fn read_lines(
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::expect_used,
+    reason = "a test fails loudly on what it cannot build"
+)]
 mod tests {
     use super::*;
 

@@ -207,6 +207,10 @@ fn seconds(duration: Duration) -> i64 {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::expect_used,
+    reason = "a test fails loudly on what it cannot build"
+)]
 mod tests {
     use super::*;
 

@@ -114,6 +114,10 @@ fn waiting_verdict(waiting: &ContainerStateWaiting) -> Option<PodVerdict> {
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::expect_used,
+    reason = "a test fails loudly on what it cannot build"
+)]
 mod tests {
     use super::*;
 
