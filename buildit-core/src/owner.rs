@@ -56,6 +56,13 @@ pub struct Lease {
     pub attempt: i64,
 }
 
+/// The mark naming the process that created something (`host/pid`): a sweep removes what dead owners left.
+pub const OWNER_MARK: &str = "buildit.owner";
+/// The mark naming the fleet worker that created it, when a worker did.
+pub const WORKER_MARK: &str = "buildit.worker";
+/// The mark naming the job lease it was created under (`job/claim`), when there was one.
+pub const LEASE_MARK: &str = "buildit.lease";
+
 /// Who created what an executor leaves outside its own process (containers, networks and volumes; pods later),
 /// so that a later sweep can tell whether it may go. A `buildit run` is a process of a host; a worker of a fleet
 /// is also known by its id, and works under the lease of the job it claimed.
@@ -91,6 +98,46 @@ impl LeftoverOwner {
     pub fn with_lease(mut self, lease: Lease) -> Self {
         self.lease = Some(lease);
         self
+    }
+
+    /// The marks (labels or annotations, by the backend's name for them) that say this owner created
+    /// something: [`OWNER_MARK`], and [`WORKER_MARK`] and [`LEASE_MARK`] when it has them.
+    pub fn marks(&self) -> Vec<(String, String)> {
+        let mut marks = vec![(
+            OWNER_MARK.to_owned(),
+            format!("{}/{}", self.process.host, self.process.pid),
+        )];
+        if let Some(worker) = &self.worker {
+            marks.push((WORKER_MARK.to_owned(), worker.clone()));
+        }
+        if let Some(lease) = self.lease {
+            marks.push((
+                LEASE_MARK.to_owned(),
+                format!("{}/{}", lease.job, lease.attempt),
+            ));
+        }
+        marks
+    }
+
+    /// The owner the marks `mark` gives (by name) say, when they name one that can be read.
+    pub fn from_marks<'m>(mark: impl Fn(&str) -> Option<&'m String>) -> Option<Self> {
+        let (host, pid) = mark(OWNER_MARK)?.rsplit_once('/')?;
+        let lease = mark(LEASE_MARK)
+            .and_then(|lease| lease.split_once('/'))
+            .and_then(|(job, attempt)| {
+                Some(Lease {
+                    job: job.parse().ok()?,
+                    attempt: attempt.parse().ok()?,
+                })
+            });
+        Some(Self {
+            process: RunOwner {
+                host: host.to_owned(),
+                pid: pid.parse().ok()?,
+            },
+            worker: mark(WORKER_MARK).cloned(),
+            lease,
+        })
     }
 
     /// Whether what this owner left behind may be removed by `here`, the owner of the executor that sweeps:

@@ -3,60 +3,31 @@
 
 use std::collections::HashMap;
 
-use crate::owner::{Lease, LeftoverOwner, RunOwner};
+use crate::owner::LeftoverOwner;
 
 /// Label every BuildIt container, network and volume carries: the run it belongs to.
 pub const RUN_LABEL: &str = "buildit.run";
 /// Label naming the process that created it (`host/pid`): a sweep removes what dead owners left.
-pub const OWNER_LABEL: &str = "buildit.owner";
+pub const OWNER_LABEL: &str = crate::owner::OWNER_MARK;
 /// Label naming the fleet worker that created it, when a worker did.
-pub const WORKER_LABEL: &str = "buildit.worker";
+pub const WORKER_LABEL: &str = crate::owner::WORKER_MARK;
 /// Label naming the job lease it was created under (`job/claim`), when there was one.
-pub const LEASE_LABEL: &str = "buildit.lease";
+pub const LEASE_LABEL: &str = crate::owner::LEASE_MARK;
 
 /// The labels that say `owner` created something.
 pub(super) fn owner_labels(owner: &LeftoverOwner) -> Vec<(String, String)> {
-    let mut labels = vec![(
-        OWNER_LABEL.to_owned(),
-        format!("{}/{}", owner.process.host, owner.process.pid),
-    )];
-    if let Some(worker) = &owner.worker {
-        labels.push((WORKER_LABEL.to_owned(), worker.clone()));
-    }
-    if let Some(lease) = owner.lease {
-        labels.push((
-            LEASE_LABEL.to_owned(),
-            format!("{}/{}", lease.job, lease.attempt),
-        ));
-    }
-    labels
+    owner.marks()
 }
 
 /// The owner `labels` name, when they name one that can be read.
 pub(super) fn owner_from_labels(labels: &HashMap<String, String>) -> Option<LeftoverOwner> {
-    let (host, pid) = labels.get(OWNER_LABEL)?.rsplit_once('/')?;
-    let lease = labels
-        .get(LEASE_LABEL)
-        .and_then(|lease| lease.split_once('/'))
-        .and_then(|(job, attempt)| {
-            Some(Lease {
-                job: job.parse().ok()?,
-                attempt: attempt.parse().ok()?,
-            })
-        });
-    Some(LeftoverOwner {
-        process: RunOwner {
-            host: host.to_owned(),
-            pid: pid.parse().ok()?,
-        },
-        worker: labels.get(WORKER_LABEL).cloned(),
-        lease,
-    })
+    LeftoverOwner::from_marks(|mark| labels.get(mark))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::owner::{Lease, RunOwner};
 
     #[test]
     fn owners_are_read_back_from_their_labels() {

@@ -5,18 +5,12 @@ use std::collections::BTreeMap;
 
 use sha2::Digest as _;
 
-use crate::owner::{Lease, LeftoverOwner, RunOwner};
+use crate::owner::LeftoverOwner;
 
 /// Label every object BuildIt creates carries: the run it belongs to.
 pub const RUN_LABEL: &str = "buildit.run";
 /// Label naming the attempt's Job on it and on everything made for it (its pod, its secret).
 pub const JOB_LABEL: &str = "buildit.job";
-/// Annotation naming the process that created it (`host/pid`), for sweeps.
-const OWNER_ANNOTATION: &str = "buildit.owner";
-/// Annotation naming the fleet worker that created it.
-const WORKER_ANNOTATION: &str = "buildit.worker";
-/// Annotation naming the job lease it was created under (`job/claim`).
-const LEASE_ANNOTATION: &str = "buildit.lease";
 /// The longest label value and object name segment the API takes.
 const MAX_LABEL: usize = 63;
 /// The longest Job name whose pods' names (`JOB-xxxxx`) still fit in a label.
@@ -104,47 +98,19 @@ pub fn annotations(
     owner: &LeftoverOwner,
 ) -> BTreeMap<String, String> {
     let mut annotations = spec_labels.clone();
-    annotations.insert(
-        OWNER_ANNOTATION.to_owned(),
-        format!("{}/{}", owner.process.host, owner.process.pid),
-    );
-    if let Some(worker) = &owner.worker {
-        annotations.insert(WORKER_ANNOTATION.to_owned(), worker.clone());
-    }
-    if let Some(lease) = owner.lease {
-        annotations.insert(
-            LEASE_ANNOTATION.to_owned(),
-            format!("{}/{}", lease.job, lease.attempt),
-        );
-    }
+    annotations.extend(owner.marks());
     annotations
 }
 
 /// The owner `annotations` name, when they name one that can be read.
 pub fn owner_from_annotations(annotations: &BTreeMap<String, String>) -> Option<LeftoverOwner> {
-    let (host, pid) = annotations.get(OWNER_ANNOTATION)?.rsplit_once('/')?;
-    let lease = annotations
-        .get(LEASE_ANNOTATION)
-        .and_then(|lease| lease.split_once('/'))
-        .and_then(|(job, attempt)| {
-            Some(Lease {
-                job: job.parse().ok()?,
-                attempt: attempt.parse().ok()?,
-            })
-        });
-    Some(LeftoverOwner {
-        process: RunOwner {
-            host: host.to_owned(),
-            pid: pid.parse().ok()?,
-        },
-        worker: annotations.get(WORKER_ANNOTATION).cloned(),
-        lease,
-    })
+    LeftoverOwner::from_marks(|mark| annotations.get(mark))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::owner::{Lease, RunOwner};
 
     #[test]
     fn label_values_are_valid_and_keep_apart_what_differs() {
