@@ -90,6 +90,8 @@ impl LogStream {
         loop {
             if self.cut_after == Some(0) {
                 self.cut_after = None;
+                // Let the lines before the cut leave first: an error aborts the connection at once.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 self.follow = false;
                 self.next = usize::MAX;
                 return Some(Err(std::io::Error::other("the log stream was cut (fault)")));

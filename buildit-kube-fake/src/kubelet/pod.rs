@@ -229,10 +229,13 @@ pub(crate) async fn run_pod(
     match outcome {
         Outcome::Deleted(grace_seconds) => {
             terminate(&runtime, grace_seconds).await;
+            clean_up(&shared, &pod).await;
             // The kubelet confirms the deletion once the containers are gone.
             shared.store.remove(&key);
         }
-        Outcome::Removed | Outcome::Evicted => terminate(&runtime, 0).await,
+        Outcome::Removed | Outcome::Evicted => {
+            terminate(&runtime, 0).await;
+            clean_up(&shared, &pod).await;
+        }
     }
-    clean_up(&shared, &pod).await;
 }
