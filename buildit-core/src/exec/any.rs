@@ -1,4 +1,5 @@
-//! One executor for a whole run: each stage goes to the executor of its kind (`local`: the host; `docker`).
+//! One executor for a whole run: each stage goes to the executor of its kind (`local`: the host; `docker`;
+//! `kubernetes`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -6,6 +7,8 @@ use std::time::Duration;
 #[cfg(feature = "docker")]
 use super::docker::{DockerExecutor, DockerHandle};
 use super::executor::{ExecError, Executor, ExitStatus, LogStream, StageSpec, StageStatus};
+#[cfg(feature = "kubernetes")]
+use super::kubernetes::{KubernetesExecutor, KubernetesHandle};
 use super::local::{LocalExecutor, LocalHandle};
 use super::sweep::{SweepReport, SweepScope};
 use crate::config::ExecutorKind;
@@ -17,6 +20,8 @@ pub struct AnyExecutor {
     local: LocalExecutor,
     #[cfg(feature = "docker")]
     docker: Option<DockerExecutor>,
+    #[cfg(feature = "kubernetes")]
+    kubernetes: Option<KubernetesExecutor>,
 }
 
 impl AnyExecutor {
@@ -29,9 +34,17 @@ impl AnyExecutor {
     #[cfg(feature = "docker")]
     pub fn with_docker(docker: DockerExecutor) -> Self {
         Self {
-            local: LocalExecutor::new(),
             docker: Some(docker),
+            ..Self::default()
         }
+    }
+
+    /// The same executor, with Kubernetes stages on `kubernetes`.
+    #[cfg(feature = "kubernetes")]
+    #[must_use]
+    pub fn with_kubernetes(mut self, kubernetes: KubernetesExecutor) -> Self {
+        self.kubernetes = Some(kubernetes);
+        self
     }
 }
 
@@ -51,6 +64,9 @@ pub enum AnyHandle {
     /// In a container.
     #[cfg(feature = "docker")]
     Docker(DockerHandle),
+    /// In a pod.
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(KubernetesHandle),
 }
 
 // The Docker executor's futures are large (its API client's state machines): boxed, they do not make every host
@@ -71,6 +87,10 @@ impl Executor for AnyExecutor {
             }
             #[cfg(feature = "docker")]
             Route::Docker(docker) => Box::pin(docker.spawn(spec)).await.map(AnyHandle::Docker),
+            #[cfg(feature = "kubernetes")]
+            Route::Kubernetes(kubernetes) => Box::pin(kubernetes.spawn(spec))
+                .await
+                .map(AnyHandle::Kubernetes),
         }
     }
 
@@ -79,6 +99,8 @@ impl Executor for AnyExecutor {
             AnyHandle::Local(handle) => self.local.logs(handle).await,
             #[cfg(feature = "docker")]
             AnyHandle::Docker(handle) => Box::pin(self.docker(handle)?.logs(handle)).await,
+            #[cfg(feature = "kubernetes")]
+            AnyHandle::Kubernetes(handle) => Box::pin(self.kubernetes()?.logs(handle)).await,
         }
     }
 
@@ -87,6 +109,8 @@ impl Executor for AnyExecutor {
             AnyHandle::Local(handle) => self.local.status(handle).await,
             #[cfg(feature = "docker")]
             AnyHandle::Docker(handle) => Box::pin(self.docker(handle)?.status(handle)).await,
+            #[cfg(feature = "kubernetes")]
+            AnyHandle::Kubernetes(handle) => Box::pin(self.kubernetes()?.status(handle)).await,
         }
     }
 
@@ -95,6 +119,8 @@ impl Executor for AnyExecutor {
             AnyHandle::Local(handle) => self.local.wait(handle).await,
             #[cfg(feature = "docker")]
             AnyHandle::Docker(handle) => Box::pin(self.docker(handle)?.wait(handle)).await,
+            #[cfg(feature = "kubernetes")]
+            AnyHandle::Kubernetes(handle) => Box::pin(self.kubernetes()?.wait(handle)).await,
         }
     }
 
@@ -103,6 +129,10 @@ impl Executor for AnyExecutor {
             AnyHandle::Local(handle) => self.local.cancel(handle, grace).await,
             #[cfg(feature = "docker")]
             AnyHandle::Docker(handle) => Box::pin(self.docker(handle)?.cancel(handle, grace)).await,
+            #[cfg(feature = "kubernetes")]
+            AnyHandle::Kubernetes(handle) => {
+                Box::pin(self.kubernetes()?.cancel(handle, grace)).await
+            }
         }
     }
 
@@ -110,6 +140,8 @@ impl Executor for AnyExecutor {
         match self.route(spec.executor) {
             #[cfg(feature = "docker")]
             Ok(Route::Docker(docker)) => docker.workspace_on_host(spec),
+            #[cfg(feature = "kubernetes")]
+            Ok(Route::Kubernetes(kubernetes)) => kubernetes.workspace_on_host(spec),
             // A kind without an executor fails at `spawn`; nothing is copied for it before.
             Ok(Route::Local(local)) => local.workspace_on_host(spec),
             Err(_) => self.local.workspace_on_host(spec),
@@ -121,6 +153,8 @@ impl Executor for AnyExecutor {
             Route::Local(local) => local.put_files(spec, from).await,
             #[cfg(feature = "docker")]
             Route::Docker(docker) => Box::pin(docker.put_files(spec, from)).await,
+            #[cfg(feature = "kubernetes")]
+            Route::Kubernetes(kubernetes) => Box::pin(kubernetes.put_files(spec, from)).await,
         }
     }
 
@@ -134,6 +168,10 @@ impl Executor for AnyExecutor {
             Route::Local(local) => local.get_files(spec, paths, into).await,
             #[cfg(feature = "docker")]
             Route::Docker(docker) => Box::pin(docker.get_files(spec, paths, into)).await,
+            #[cfg(feature = "kubernetes")]
+            Route::Kubernetes(kubernetes) => {
+                Box::pin(kubernetes.get_files(spec, paths, into)).await
+            }
         }
     }
 
@@ -141,6 +179,10 @@ impl Executor for AnyExecutor {
         #[cfg(feature = "docker")]
         if let Some(docker) = &self.docker {
             Box::pin(docker.release_run(run_id)).await?;
+        }
+        #[cfg(feature = "kubernetes")]
+        if let Some(kubernetes) = &self.kubernetes {
+            Box::pin(kubernetes.release_run(run_id)).await?;
         }
         self.local.release_run(run_id).await
     }
@@ -155,6 +197,14 @@ impl Executor for AnyExecutor {
             }
             report
         };
+        #[cfg(feature = "kubernetes")]
+        let report = {
+            let mut report = report;
+            if let Some(kubernetes) = &self.kubernetes {
+                report.absorb(Box::pin(kubernetes.sweep(scope)).await?);
+            }
+            report
+        };
         Ok(report)
     }
 }
@@ -166,6 +216,9 @@ enum Route<'a> {
     /// A Docker Engine.
     #[cfg(feature = "docker")]
     Docker(&'a DockerExecutor),
+    /// A Kubernetes cluster.
+    #[cfg(feature = "kubernetes")]
+    Kubernetes(&'a KubernetesExecutor),
 }
 
 impl AnyExecutor {
@@ -189,9 +242,21 @@ impl AnyExecutor {
                 why: "this build of BuildIt has no Docker executor (the `docker` feature)"
                     .to_owned(),
             }),
+            #[cfg(feature = "kubernetes")]
+            ExecutorKind::Kubernetes => {
+                self.kubernetes
+                    .as_ref()
+                    .map(Route::Kubernetes)
+                    .ok_or_else(|| ExecError::NoExecutor {
+                        kind,
+                        why: "no Kubernetes cluster is connected".to_owned(),
+                    })
+            }
+            #[cfg(not(feature = "kubernetes"))]
             ExecutorKind::Kubernetes => Err(ExecError::NoExecutor {
                 kind,
-                why: "this version of BuildIt cannot run it yet".to_owned(),
+                why: "this build of BuildIt has no Kubernetes executor (the `kubernetes` feature)"
+                    .to_owned(),
             }),
         }
     }
@@ -204,6 +269,23 @@ impl AnyExecutor {
             kind: ExecutorKind::Docker,
             why: "no Docker Engine is connected".to_owned(),
         })
+    }
+}
+
+#[cfg(feature = "kubernetes")]
+impl AnyExecutor {
+    /// The Kubernetes executor, when there is one.
+    pub fn kubernetes_executor(&self) -> Option<&KubernetesExecutor> {
+        self.kubernetes.as_ref()
+    }
+
+    fn kubernetes(&self) -> Result<&KubernetesExecutor, ExecError> {
+        self.kubernetes
+            .as_ref()
+            .ok_or_else(|| ExecError::NoExecutor {
+                kind: ExecutorKind::Kubernetes,
+                why: "no Kubernetes cluster is connected".to_owned(),
+            })
     }
 }
 
@@ -270,9 +352,11 @@ stage "cluster" { executor "kubernetes"; run "true"; }
                     other => panic!("a docker stage ran without Docker: {other:?}"),
                 },
                 _ => match result {
-                    Err(error @ ExecError::NoExecutor { .. }) => assert_eq!(
-                        error.to_string(),
-                        "this stage runs on the `kubernetes` executor, and this version of BuildIt cannot run it yet"
+                    Err(error @ ExecError::NoExecutor { .. }) => assert!(
+                        error
+                            .to_string()
+                            .starts_with("this stage runs on the `kubernetes` executor, and "),
+                        "{error}"
                     ),
                     other => panic!("a kubernetes stage ran: {other:?}"),
                 },

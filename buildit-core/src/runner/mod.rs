@@ -15,4 +15,6 @@ pub use load::{
 };
 #[cfg(feature = "docker")]
 pub use setup::docker_options;
+#[cfg(feature = "kubernetes")]
+pub use setup::kubernetes_options;
 pub use setup::{RunSetup, check_executors, connect_executor, create_data_dir};

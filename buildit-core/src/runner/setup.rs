@@ -94,16 +94,48 @@ fn needs(plan: &Plan, kind: ExecutorKind) -> Option<&crate::plan::PlannedStage> 
         .find(|stage| !stage.is_skipped() && stage.executor() == kind)
 }
 
-/// Refuses a plan with a stage that will run on an executor this build of BuildIt cannot run (Kubernetes), before
-/// anything is prepared for it.
+/// Refuses a plan with a stage that will run on an executor this build of BuildIt cannot run (Kubernetes without
+/// the `kubernetes` feature), before anything is prepared for it.
 pub fn check_executors(plan: &Plan) -> Result<(), RunnerError> {
     match needs(plan, ExecutorKind::Kubernetes) {
-        Some(stage) => Err(RunnerError::UnsupportedExecutor {
+        Some(stage) if !cfg!(feature = "kubernetes") => Err(RunnerError::UnsupportedExecutor {
             stage: stage.name().to_owned(),
             executor: "kubernetes".to_owned(),
         }),
-        None => Ok(()),
+        _ => Ok(()),
     }
+}
+
+/// How to reach the cluster, from the system configuration's `executor "kubernetes"`.
+#[cfg(feature = "kubernetes")]
+pub fn kubernetes_options(system: &SystemConfig) -> crate::exec::KubernetesOptions {
+    use crate::system::ExecutorConfig;
+    let mut options = crate::exec::KubernetesOptions::default();
+    if let Some(ExecutorConfig::Kubernetes {
+        namespace,
+        kubeconfig,
+        context,
+        service_account,
+        storage_class,
+        image_pull_secrets,
+        image_pull_grace,
+        unschedulable_limit,
+    }) = system.executor(ExecutorKind::Kubernetes)
+    {
+        options.namespace.clone_from(namespace);
+        options.kubeconfig.clone_from(kubeconfig);
+        options.context.clone_from(context);
+        options.service_account.clone_from(service_account);
+        options.storage_class.clone_from(storage_class);
+        options.image_pull_secrets.clone_from(image_pull_secrets);
+        if let Some(grace) = image_pull_grace {
+            options.image_pull_grace = *grace;
+        }
+        if let Some(limit) = unschedulable_limit {
+            options.unschedulable_limit = *limit;
+        }
+    }
+    options
 }
 
 /// How to reach Docker, from the system configuration's `executor "docker"`.
@@ -125,8 +157,8 @@ pub fn docker_options(system: &SystemConfig) -> DockerOptions {
     }
 }
 
-/// The executor for the stages `plan` runs: the host, and Docker when a stage needs it (connected, and swept of
-/// what killed runs left behind). `docker` adjusts the options the system configuration gives. Returns the
+/// The executor for the stages `plan` runs: the host, and Docker and Kubernetes when a stage needs them
+/// (connected, and swept of what killed runs left behind). `docker` adjusts the options the system configuration gives. Returns the
 /// executor and, when the sweep failed, why (the run goes on: it is the last run's leftovers, not this run's).
 pub async fn connect_executor(
     plan: &Plan,
@@ -134,24 +166,45 @@ pub async fn connect_executor(
     #[cfg(feature = "docker")] docker: impl FnOnce(DockerOptions) -> DockerOptions,
 ) -> Result<(AnyExecutor, Option<String>), RunnerError> {
     check_executors(plan)?;
-    let Some(_stage) = needs(plan, ExecutorKind::Docker) else {
-        return Ok((AnyExecutor::local(), None));
-    };
-    #[cfg(feature = "docker")]
-    {
-        let executor = DockerExecutor::connect(docker(docker_options(system))).await?;
-        let swept = crate::exec::Executor::sweep(&executor, &crate::exec::SweepScope::leftovers())
-            .await
-            .err()
-            .map(|error| format!("cannot remove leftovers of earlier runs: {error}"));
-        Ok((AnyExecutor::with_docker(executor), swept))
-    }
-    #[cfg(not(feature = "docker"))]
-    {
-        let _ = system;
-        Err(RunnerError::UnsupportedExecutor {
+    #[cfg_attr(
+        not(any(feature = "docker", feature = "kubernetes")),
+        expect(unused_mut, reason = "only container executors are added")
+    )]
+    let mut executor = AnyExecutor::local();
+    #[cfg_attr(
+        not(any(feature = "docker", feature = "kubernetes")),
+        expect(unused_mut, reason = "only container executors are swept")
+    )]
+    let mut swept = None;
+    if let Some(_stage) = needs(plan, ExecutorKind::Docker) {
+        #[cfg(feature = "docker")]
+        {
+            let docker = DockerExecutor::connect(docker(docker_options(system))).await?;
+            swept = sweep_leftovers(&docker).await;
+            executor = AnyExecutor::with_docker(docker);
+        }
+        #[cfg(not(feature = "docker"))]
+        return Err(RunnerError::UnsupportedExecutor {
             stage: _stage.name().to_owned(),
             executor: "docker".to_owned(),
-        })
+        });
     }
+    #[cfg(feature = "kubernetes")]
+    if needs(plan, ExecutorKind::Kubernetes).is_some() {
+        let kubernetes =
+            crate::exec::KubernetesExecutor::connect(kubernetes_options(system)).await?;
+        swept = swept.or(sweep_leftovers(&kubernetes).await);
+        executor = executor.with_kubernetes(kubernetes);
+    }
+    let _ = system;
+    Ok((executor, swept))
+}
+
+/// Removes what killed runs left on `executor`'s backend; why it could not, if it could not.
+#[cfg(any(feature = "docker", feature = "kubernetes"))]
+async fn sweep_leftovers(executor: &impl crate::exec::Executor) -> Option<String> {
+    crate::exec::Executor::sweep(executor, &crate::exec::SweepScope::leftovers())
+        .await
+        .err()
+        .map(|error| format!("cannot remove leftovers of earlier runs: {error}"))
 }

@@ -1,6 +1,7 @@
 //! The owned model of a system configuration, with BuildIt's embedded defaults.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -66,10 +67,20 @@ pub enum ExecutorConfig {
     Kubernetes {
         /// Namespace for stage pods.
         namespace: Option<String>,
+        /// The kubeconfig file; unset: `KUBECONFIG`, `~/.kube/config`, or the pod's own service account.
+        kubeconfig: Option<PathBuf>,
         /// kubeconfig context.
         context: Option<String>,
         /// Service account of stage pods.
         service_account: Option<String>,
+        /// Storage class of a run's workspace claim.
+        storage_class: Option<String>,
+        /// Secrets for pulling stage images.
+        image_pull_secrets: Vec<String>,
+        /// How long an image may fail to pull before the attempt fails.
+        image_pull_grace: Option<Duration>,
+        /// How long a pod may stay unschedulable before the attempt fails.
+        unschedulable_limit: Option<Duration>,
     },
 }
 

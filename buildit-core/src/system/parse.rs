@@ -296,8 +296,18 @@ fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<ExecutorConf
     let allowed: &[&str] = match kind.as_str() {
         "local" => &[],
         "docker" => &["host", "pull", "network"],
-        _ => &["namespace", "context", "service-account"],
+        _ => &[
+            "namespace",
+            "kubeconfig",
+            "context",
+            "service-account",
+            "storage-class",
+            "image-pull-secrets",
+            "image-pull-grace",
+            "unschedulable-limit",
+        ],
     };
+    let mut pull_secrets: Vec<String> = Vec::new();
     let mut values: Vec<(String, Spanned<String>)> = Vec::new();
     let mut seen = Seen::default();
     for child in node.children().map(KdlDocument::nodes).unwrap_or_default() {
@@ -318,9 +328,17 @@ fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<ExecutorConf
         }
         reader.props(child, &[], &[]);
         reader.no_children(child);
-        if seen.first(reader, key, child)
-            && let Some(value) = reader.one_string(child, key)
-        {
+        if !seen.first(reader, key, child) {
+            continue;
+        }
+        if key == "image-pull-secrets" {
+            pull_secrets.extend(
+                reader
+                    .strings(child, key)
+                    .into_iter()
+                    .map(|name| name.value),
+            );
+        } else if let Some(value) = reader.one_string(child, key) {
             values.push((key.to_owned(), value));
         }
     }
@@ -374,11 +392,38 @@ fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<ExecutorConf
                 network: take(&mut values, "network").map(|n| n.value),
             }
         }
-        _ => ExecutorConfig::Kubernetes {
-            namespace: take(&mut values, "namespace").map(|n| n.value),
-            context: take(&mut values, "context").map(|c| c.value),
-            service_account: take(&mut values, "service-account").map(|s| s.value),
-        },
+        _ => {
+            let mut duration = |key: &str| {
+                let value = take(&mut values, key)?;
+                match crate::config::parse_duration(&value.value) {
+                    Ok(duration) => Some(duration),
+                    Err(problem) => {
+                        reader.push(
+                            ConfigDiagnostic::error(
+                                DiagnosticCode::InvalidValue,
+                                format!("invalid `{key}`: {problem}"),
+                                value.span,
+                                "not a duration",
+                            )
+                            .with_help("write `30s`, `5m`"),
+                        );
+                        None
+                    }
+                }
+            };
+            let image_pull_grace = duration("image-pull-grace");
+            let unschedulable_limit = duration("unschedulable-limit");
+            ExecutorConfig::Kubernetes {
+                namespace: take(&mut values, "namespace").map(|n| n.value),
+                kubeconfig: take(&mut values, "kubeconfig").map(|k| PathBuf::from(k.value)),
+                context: take(&mut values, "context").map(|c| c.value),
+                service_account: take(&mut values, "service-account").map(|s| s.value),
+                storage_class: take(&mut values, "storage-class").map(|s| s.value),
+                image_pull_secrets: pull_secrets,
+                image_pull_grace,
+                unschedulable_limit,
+            }
+        }
     })
 }
 

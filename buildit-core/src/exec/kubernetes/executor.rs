@@ -128,19 +128,59 @@ impl KubernetesExecutor {
         name: &str,
         grace: Option<Duration>,
     ) -> Result<(), ExecError> {
+        let selector = format!("{JOB_LABEL}={name}");
+        // The pods first, with the grace asked for: those the garbage collector deletes for the Job get their
+        // spec's grace period instead. A pod deleted before its Job counts as failed: with no retries, the
+        // Job makes no other.
+        let mut deleted = std::collections::HashSet::new();
+        self.delete_pods_once(&selector, grace, &mut deleted)
+            .await?;
         let mut params = DeleteParams::background();
         if let Some(grace) = grace {
-            params = params.grace_period(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX));
+            params = params.grace_period(grace_seconds(grace));
         }
         match self.jobs().delete(name, &params).await {
             Ok(_) => {}
             Err(error) if is_not_found(&error) => {}
             Err(error) => return Err(backend(&format!("cannot delete Job {name}"), &error)),
         }
-        // The cluster's garbage collector deletes the pods; a pod it has not reached yet is deleted here, so
-        // that a pending pod never outlives a cancelled attempt.
-        self.delete_pods_of(&format!("{JOB_LABEL}={name}"), grace)
+        // A pod made meanwhile, or one the garbage collector has not reached yet, is deleted here, so that a
+        // pending pod never outlives a cancelled attempt.
+        self.delete_pods_of(&selector, grace).await
+    }
+
+    /// Deletes the pods `selector` names that are not being deleted already (nor by this executor, in
+    /// `deleted`); whether any pod was left.
+    async fn delete_pods_once(
+        &self,
+        selector: &str,
+        grace: Option<Duration>,
+        deleted: &mut std::collections::HashSet<String>,
+    ) -> Result<bool, ExecError> {
+        let pods = self.pods();
+        let left = pods
+            .list(&ListParams::default().labels(selector))
             .await
+            .map_err(|error| backend("cannot list pods", &error))?;
+        for pod in &left.items {
+            let Some(name) = pod.metadata.name.clone() else {
+                continue;
+            };
+            if pod.metadata.deletion_timestamp.is_none() && deleted.insert(name.clone()) {
+                let mut params = DeleteParams::background();
+                if let Some(grace) = grace {
+                    params = params.grace_period(grace_seconds(grace));
+                }
+                match pods.delete(&name, &params).await {
+                    Ok(_) => {}
+                    Err(error) if is_not_found(&error) => {}
+                    Err(error) => {
+                        return Err(backend(&format!("cannot delete pod {name}"), &error));
+                    }
+                }
+            }
+        }
+        Ok(!left.items.is_empty())
     }
 
     /// Deletes the pods `selector` names and waits until they are gone.
@@ -149,36 +189,11 @@ impl KubernetesExecutor {
         selector: &str,
         grace: Option<Duration>,
     ) -> Result<(), ExecError> {
-        let pods = self.pods();
-        let listed = ListParams::default().labels(selector);
         let deadline = tokio::time::Instant::now() + grace.unwrap_or_default() + GONE_WAIT;
         let mut deleted = std::collections::HashSet::new();
         loop {
-            let left = pods
-                .list(&listed)
-                .await
-                .map_err(|error| backend("cannot list pods", &error))?;
-            if left.items.is_empty() {
+            if !self.delete_pods_once(selector, grace, &mut deleted).await? {
                 return Ok(());
-            }
-            for pod in &left.items {
-                let Some(name) = pod.metadata.name.clone() else {
-                    continue;
-                };
-                if pod.metadata.deletion_timestamp.is_none() && deleted.insert(name.clone()) {
-                    let mut params = DeleteParams::background();
-                    if let Some(grace) = grace {
-                        params =
-                            params.grace_period(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX));
-                    }
-                    match pods.delete(&name, &params).await {
-                        Ok(_) => {}
-                        Err(error) if is_not_found(&error) => {}
-                        Err(error) => {
-                            return Err(backend(&format!("cannot delete pod {name}"), &error));
-                        }
-                    }
-                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ExecError::Backend(format!(
@@ -197,6 +212,10 @@ impl KubernetesExecutor {
             list.push(cleanup);
         }
     }
+}
+
+fn grace_seconds(grace: Duration) -> u32 {
+    u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)
 }
 
 fn files_not_moved() -> ExecError {

@@ -66,9 +66,12 @@ pub async fn watch_attempt(
                         break Ok(cancelled());
                     }
                     let name = pod.metadata.name.unwrap_or_default();
-                    break Err(job_failure(&executor, &job).await.unwrap_or_else(|| {
-                        WaitFailure::Lost(format!("pod {name} was deleted by someone else"))
-                    }));
+                    // The Job's deadline or a disruption deletes the pod too; anything else that deletes a
+                    // running pod (and so fails its Job) is someone else.
+                    break Err(match job_failure(&executor, &job).await {
+                        Some(failure @ (WaitFailure::TimedOut(_) | WaitFailure::Evicted(_) | WaitFailure::Lost(_))) => failure,
+                        _ => WaitFailure::Lost(format!("pod {name} was deleted by someone else")),
+                    });
                 }
                 Some(Ok(Event::Init | Event::InitDone)) => {}
                 Some(Err(error)) => {

@@ -1,0 +1,93 @@
+//! `buildit run` of a pipeline whose stages use `executor "kubernetes"`, against a real API server on loopback
+//! (`buildit-kube-fake`, its pods in the local Docker Engine): the stages' real output with the secret masked,
+//! the right outcome and exit code, and nothing left on the cluster afterwards.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails loudly when its cluster or files cannot be set up"
+)]
+
+mod support;
+
+use buildit_kube_fake::{FakeCluster, FakeOptions};
+use support::buildit_command;
+
+const SECRET: &str = "hunter2-k8s-secret-value";
+
+const PIPELINE: &str = r#"pipeline "on-kubernetes"
+defaults { image "buildit-test/busybox:latest"; }
+stage "build" {
+    executor "kubernetes"
+    secrets "TOKEN"
+    run "echo building on $(hostname)"
+    run "echo token=$TOKEN"
+}
+stage "test" {
+    needs "build"
+    executor "kubernetes"
+    run "echo testing"
+    run "exit 3"
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_runs_on_the_cluster_with_its_output_masked_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fake = FakeCluster::start(FakeOptions::default())
+        .await
+        .expect("the fake cluster starts");
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, "ci")
+        .expect("kubeconfig");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("work directory");
+    std::fs::write(work.join("buildit.kdl"), PIPELINE).expect("pipeline");
+    std::fs::write(
+        work.join("buildit-system.kdl"),
+        format!(
+            "executor \"local\"\nexecutor \"kubernetes\" {{ kubeconfig \"{}\"; namespace \"ci\"; }}\n",
+            kubeconfig.display()
+        ),
+    )
+    .expect("system configuration");
+
+    let mut command = buildit_command(&work);
+    command
+        .args(["run", "--plain"])
+        .env("BUILDIT_SECRET_TOKEN", SECRET);
+    let ran = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("joined")
+        .expect("buildit runs");
+    let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&ran.stderr).into_owned();
+    assert_eq!(ran.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("| building on buildit-build-"), "{stdout}");
+    assert!(stdout.contains("| token=***"), "{stdout}");
+    assert!(
+        !stdout.contains(SECRET) && !stderr.contains(SECRET),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("| testing\n"), "{stdout}");
+    assert!(stdout.contains("exited with code 3"), "{stdout}");
+
+    // Nothing of the run is left, as kubectl sees it.
+    if let Ok(listed) = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "jobs,pods,secrets", "-l", "buildit.run", "-A"])
+        .output()
+    {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&listed.stdout),
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        assert!(text.contains("No resources found"), "{text}");
+    }
+    // No request carried the secret's value, but for the Secret itself (base64).
+    for request in fake.requests() {
+        assert!(!request.body.contains(SECRET), "{request:?}");
+    }
+    fake.stop().await;
+}

@@ -1,0 +1,277 @@
+//! The Kubernetes executor against a real API server on loopback (`buildit-kube-fake`) whose pods run in the
+//! local Docker Engine: real output, exit codes, and every failure told apart (image pull, OOM, eviction, a pod
+//! deleted by someone else, a pod no node takes, a cut log stream), with nothing left behind.
+
+#![expect(
+    clippy::expect_used,
+    reason = "a test fails loudly when its cluster cannot be set up"
+)]
+
+use std::time::Duration;
+
+use buildit_core::exec::{
+    ExecError, Executor, ExitStatus, KubernetesExecutor, KubernetesOptions, StageSpec,
+};
+use buildit_kube_fake::{FakeCluster, FakeOptions, Fault, FaultKind};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::ListParams;
+
+const IMAGE: &str = "buildit-test/busybox:latest";
+const NAMESPACE: &str = "buildit-test";
+
+/// A fake cluster and an executor on it (its kubeconfig in `dir`).
+async fn cluster(dir: &std::path::Path) -> (FakeCluster, KubernetesExecutor) {
+    let fake = FakeCluster::start(FakeOptions::default())
+        .await
+        .expect("the fake cluster starts");
+    let kubeconfig = dir.join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, NAMESPACE)
+        .expect("kubeconfig");
+    let mut options = KubernetesOptions::default();
+    options.kubeconfig = Some(kubeconfig);
+    options.image_pull_grace = Duration::from_secs(1);
+    options.unschedulable_limit = Duration::from_secs(1);
+    let executor = KubernetesExecutor::connect(options)
+        .await
+        .expect("the executor connects");
+    assert_eq!(executor.namespace(), NAMESPACE);
+    (fake, executor)
+}
+
+fn spec(run: &str, stage: &str, commands: &[&str]) -> StageSpec {
+    let mut spec = StageSpec::new(
+        commands
+            .iter()
+            .map(|command| (*command).to_owned())
+            .collect(),
+        "/workspace",
+    );
+    spec.image = Some(IMAGE.to_owned());
+    spec.labels.insert("buildit.run".into(), run.into());
+    spec.labels.insert("buildit.stage".into(), stage.into());
+    spec.labels.insert("buildit.instance".into(), stage.into());
+    spec.labels.insert("buildit.attempt".into(), "1".into());
+    spec
+}
+
+/// Runs `spec` to its end: how it ended and its output.
+async fn run(
+    executor: &KubernetesExecutor,
+    spec: StageSpec,
+) -> (Result<ExitStatus, ExecError>, String) {
+    let attempt = executor.spawn(spec).await.expect("spawned");
+    let mut logs = executor.logs(&attempt).await.expect("logs");
+    let reading = tokio::spawn(async move {
+        let mut output = Vec::new();
+        while let Some(chunk) = logs.next().await {
+            output.extend(chunk.bytes);
+        }
+        String::from_utf8_lossy(&output).into_owned()
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(60), executor.wait(&attempt))
+        .await
+        .expect("the attempt ends in time");
+    let output = tokio::time::timeout(Duration::from_secs(30), reading)
+        .await
+        .expect("the output ends in time")
+        .expect("read");
+    (ended, output)
+}
+
+/// What of run `run` is left on the cluster: Jobs, Pods and Secrets.
+async fn left(executor_kubeconfig: &std::path::Path, run: &str) -> Vec<String> {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(executor_kubeconfig).expect("kubeconfig"),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("config");
+    let client = kube::Client::try_from(config).expect("client");
+    let selector = ListParams::default().labels(&format!("buildit.run={run}"));
+    let mut left = Vec::new();
+    for job in kube::Api::<Job>::namespaced(client.clone(), NAMESPACE)
+        .list(&selector)
+        .await
+        .expect("jobs")
+    {
+        left.push(format!("job {}", job.metadata.name.unwrap_or_default()));
+    }
+    for pod in kube::Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .list(&selector)
+        .await
+        .expect("pods")
+    {
+        left.push(format!("pod {}", pod.metadata.name.unwrap_or_default()));
+    }
+    for secret in kube::Api::<Secret>::namespaced(client, NAMESPACE)
+        .list(&selector)
+        .await
+        .expect("secrets")
+    {
+        left.push(format!(
+            "secret {}",
+            secret.metadata.name.unwrap_or_default()
+        ));
+    }
+    left
+}
+
+#[tokio::test]
+async fn a_stage_runs_its_commands_with_its_secret_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster(dir.path()).await;
+    let mut stage = spec("run-ok", "build", &["echo hello", "echo \"token=$TOKEN\""]);
+    stage
+        .secrets
+        .insert("TOKEN".into(), "hunter2-in-a-secret".into());
+    stage.env.insert("GREETING".into(), "hi".into());
+    let (ended, output) = run(&executor, stage).await;
+    assert_eq!(ended.expect("an exit").code, Some(0), "{output}");
+    assert!(output.contains("$ echo hello\nhello\n"), "{output}");
+    assert!(output.contains("token=hunter2-in-a-secret\n"), "{output}");
+    executor.release_run("run-ok").await.expect("released");
+    assert_eq!(
+        left(&dir.path().join("kubeconfig"), "run-ok").await,
+        Vec::<String>::new()
+    );
+    // The value went to the cluster in the Secret only (base64), never in a Job's or a Pod's body.
+    for request in fake.requests() {
+        assert!(!request.body.contains("hunter2-in-a-secret"), "{request:?}");
+    }
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_command_gives_its_exit_code_and_a_missing_image_fails_as_image_pull() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster(dir.path()).await;
+    let (ended, output) = run(
+        &executor,
+        spec("run-fail", "test", &["echo before", "exit 3", "echo never"]),
+    )
+    .await;
+    let status = ended.expect("an exit");
+    assert_eq!(status.code, Some(3), "{output}");
+    assert!(!status.oom_killed);
+    assert!(!output.contains("never"), "{output}");
+
+    let mut missing = spec("run-fail", "pull", &["true"]);
+    missing.image = Some("buildit-test/not-there:1".to_owned());
+    let (ended, _) = run(&executor, missing).await;
+    match ended {
+        Err(error @ ExecError::ImagePull(_)) => {
+            assert!(error.to_string().contains("not-there"), "{error}")
+        }
+        other => panic!("a missing image ended as {other:?}"),
+    }
+    executor.release_run("run-fail").await.expect("released");
+    assert_eq!(
+        left(&dir.path().join("kubeconfig"), "run-fail").await,
+        Vec::<String>::new()
+    );
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn oom_eviction_deletion_and_unschedulable_are_each_told_apart() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster(dir.path()).await;
+    let faults = [
+        ("oom", FaultKind::Oom),
+        ("evict", FaultKind::Evict),
+        ("delete", FaultKind::Delete),
+        ("unschedulable", FaultKind::Unschedulable),
+    ];
+    for (stage, fault) in faults {
+        fake.faults()
+            .inject(Fault::new(fault, &format!("buildit.stage={stage}")).after_ms(300))
+            .expect("a fault");
+    }
+    let (oom, _) = run(&executor, spec("run-faults", "oom", &["sleep 10"])).await;
+    assert!(
+        oom.as_ref().is_ok_and(|status| status.oom_killed),
+        "{oom:?}"
+    );
+    let (evicted, _) = run(&executor, spec("run-faults", "evict", &["sleep 10"])).await;
+    assert!(matches!(evicted, Err(ExecError::Evicted(_))), "{evicted:?}");
+    let (deleted, _) = run(&executor, spec("run-faults", "delete", &["sleep 10"])).await;
+    assert!(matches!(deleted, Err(ExecError::Lost(_))), "{deleted:?}");
+    let (pending, _) = run(&executor, spec("run-faults", "unschedulable", &["true"])).await;
+    match pending {
+        Err(error @ ExecError::Wait(_)) => {
+            assert!(error.to_string().contains("nodes are available"), "{error}");
+        }
+        other => panic!("an unschedulable pod ended as {other:?}"),
+    }
+    executor.release_run("run-faults").await.expect("released");
+    assert_eq!(
+        left(&dir.path().join("kubeconfig"), "run-faults").await,
+        Vec::<String>::new()
+    );
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_cut_log_stream_is_resumed_without_repeating_or_losing_a_line() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster(dir.path()).await;
+    fake.faults()
+        .inject(Fault::new(FaultKind::CutLogs, "buildit.stage=chatty").after_lines(3))
+        .expect("a fault");
+    let (ended, output) = run(
+        &executor,
+        spec(
+            "run-cut",
+            "chatty",
+            &["for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.2; done"],
+        ),
+    )
+    .await;
+    assert_eq!(ended.expect("an exit").code, Some(0));
+    let lines: Vec<&str> = output
+        .lines()
+        .filter(|line| line.starts_with("line "))
+        .collect();
+    assert_eq!(
+        lines,
+        (1..=8).map(|i| format!("line {i}")).collect::<Vec<_>>(),
+        "{output}"
+    );
+    executor.release_run("run-cut").await.expect("released");
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_stops_the_pod_and_waits_until_none_is_left() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster(dir.path()).await;
+    let attempt = executor
+        .spawn(spec("run-cancel", "long", &["sleep 60"]))
+        .await
+        .expect("spawned");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        executor.cancel(&attempt, Duration::from_secs(1)),
+    )
+    .await
+    .expect("cancelled in time")
+    .expect("cancelled");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(10), executor.wait(&attempt))
+        .await
+        .expect("ends");
+    assert!(ended.is_ok_and(|status| !status.success()));
+    executor.release_run("run-cancel").await.expect("released");
+    assert_eq!(
+        left(&dir.path().join("kubeconfig"), "run-cancel").await,
+        Vec::<String>::new()
+    );
+    fake.stop().await;
+}
