@@ -91,3 +91,86 @@ async fn a_pipeline_runs_on_the_cluster_with_its_output_masked_and_leaves_nothin
     }
     fake.stop().await;
 }
+
+/// What `kubectl get KINDS -l buildit.run` lists on the fake, or `None` without kubectl.
+fn kubectl_listed(kubeconfig: &std::path::Path, kinds: &str) -> Option<String> {
+    let listed = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["get", kinds, "-l", "buildit.run", "-A", "-o", "name"])
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&listed.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildit_gc_removes_what_a_killed_run_left_on_the_cluster() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fake = FakeCluster::start(FakeOptions::default())
+        .await
+        .expect("the fake cluster starts");
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, "ci")
+        .expect("kubeconfig");
+    if kubectl_listed(&kubeconfig, "pods").is_none() {
+        eprintln!("skipped: no kubectl");
+        return;
+    }
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("work directory");
+    std::fs::write(
+        work.join("buildit.kdl"),
+        "pipeline \"killed\"\nstage \"long\" { executor \"kubernetes\"; image \"buildit-test/busybox:latest\"; secrets \"TOKEN\"; run \"sleep 120\"; }\n",
+    )
+    .expect("pipeline");
+    std::fs::write(
+        work.join("buildit-system.kdl"),
+        format!(
+            "executor \"local\"\nexecutor \"kubernetes\" {{ kubeconfig \"{}\"; namespace \"ci\"; }}\n",
+            kubeconfig.display()
+        ),
+    )
+    .expect("system configuration");
+    let mut child = buildit_command(&work)
+        .args(["run", "--plain"])
+        .env("BUILDIT_SECRET_TOKEN", SECRET)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("buildit runs");
+    // Once its pod runs, the run is killed: nothing of it can clean up.
+    let mut running = false;
+    for _ in 0..100 {
+        if kubectl_listed(&kubeconfig, "pods").is_some_and(|pods| !pods.trim().is_empty()) {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(running, "the stage's pod never appeared");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets").unwrap_or_default();
+    assert!(
+        left.contains("job.batch/") && left.contains("secret/"),
+        "{left}"
+    );
+
+    let mut gc = buildit_command(&work);
+    gc.arg("gc");
+    let collected = tokio::task::spawn_blocking(move || gc.output())
+        .await
+        .expect("joined")
+        .expect("buildit gc runs");
+    let said = String::from_utf8_lossy(&collected.stdout).into_owned();
+    assert!(
+        collected.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&collected.stderr)
+    );
+    assert!(said.contains("Kubernetes Job"), "{said}");
+    let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets").unwrap_or_default();
+    assert_eq!(left.trim(), "", "{left}");
+    fake.stop().await;
+}

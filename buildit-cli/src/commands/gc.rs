@@ -1,4 +1,5 @@
-//! `buildit gc`: prune old caches and artifacts, and remove what killed runs left in Docker.
+//! `buildit gc`: prune old caches and artifacts, and remove what killed runs left in Docker and on the
+//! Kubernetes cluster the system configuration names.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,9 @@ use super::load::load_system_config;
 use crate::cli::GcArgs;
 use crate::exit::Exit;
 use crate::report::error_line;
-use buildit_core::runner::docker_options;
+use buildit_core::config::ExecutorKind;
+use buildit_core::exec::KubernetesExecutor;
+use buildit_core::runner::{docker_options, kubernetes_options};
 
 pub(crate) fn run(args: &GcArgs) -> Exit {
     let workspace = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
@@ -80,17 +83,37 @@ pub(crate) fn run(args: &GcArgs) -> Exit {
                     return Exit::Infrastructure;
                 }
             };
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
         match docker.sweep(&SweepScope::leftovers()).await {
+            Ok(report) => println!(
+                "removed {} container{}, {} network{} and {} volume{} left by runs whose `buildit` is gone",
+                report.containers.len(),
+                plural(report.containers.len()),
+                report.networks.len(),
+                plural(report.networks.len()),
+                report.volumes.len(),
+                plural(report.volumes.len())
+            ),
+            Err(error) => {
+                error_line(&error.to_string(), None);
+                return Exit::Infrastructure;
+            }
+        }
+        // The cluster too, when the system configuration names one.
+        if system.executor(ExecutorKind::Kubernetes).is_none() {
+            return Exit::Success;
+        }
+        let swept = match KubernetesExecutor::connect(kubernetes_options(&system)).await {
+            Ok(kubernetes) => kubernetes.sweep(&SweepScope::leftovers()).await,
+            Err(error) => Err(error),
+        };
+        match swept {
             Ok(report) => {
-                let plural = |n: usize| if n == 1 { "" } else { "s" };
                 println!(
-                    "removed {} container{}, {} network{} and {} volume{} left by runs whose `buildit` is gone",
+                    "removed {} Kubernetes Job{} and pod{} left by runs whose `buildit` is gone",
                     report.containers.len(),
                     plural(report.containers.len()),
-                    report.networks.len(),
-                    plural(report.networks.len()),
-                    report.volumes.len(),
-                    plural(report.volumes.len())
+                    plural(report.containers.len()),
                 );
                 Exit::Success
             }
