@@ -30,43 +30,50 @@ pub struct PodProgress {
     pub ended: bool,
 }
 
-/// Which lines of a log have been passed on: the last timestamp, and how many lines had it.
+/// Which lines of a log have been passed on, so that a resumed stream repeats none. The API resumes from a
+/// whole second (`sinceTime`) and gives every line stamped at or after it, in the log's order (which is not
+/// always the order of the stamps): the lines passed on since that second are the first ones it repeats.
 #[derive(Debug, Default)]
 pub struct LogCursor {
-    last: Option<Timestamp>,
-    at_last: usize,
-    /// Lines at `last` still to be skipped in the stream being read (those read before it was resumed).
+    /// The latest stamp passed on.
+    latest: Option<Timestamp>,
+    /// The stamps passed on at or after the start of `latest`'s second.
+    recent: Vec<Timestamp>,
+    /// Lines still to be skipped at the start of the stream being read.
     repeats: usize,
 }
 
 impl LogCursor {
-    /// A new stream starts: it repeats the lines at `last` that were read already.
+    /// A new stream starts: from where (`None`: the log's start); it repeats the lines of that second that
+    /// were passed on already.
     pub fn resume(&mut self) -> Option<Timestamp> {
-        self.repeats = self.at_last;
-        self.last
+        let since = second_of(self.latest?);
+        self.recent.retain(|at| *at >= since);
+        self.repeats = self.recent.len();
+        Some(since)
     }
 
-    /// Whether a line stamped `at` is new, counting it when it is.
+    /// Whether the next line of the stream, stamped `at`, is new; counted when it is.
     pub fn admit(&mut self, at: Timestamp) -> bool {
-        match self.last {
-            Some(last) if at < last => false,
-            Some(last) if at == last => {
-                if self.repeats > 0 {
-                    self.repeats -= 1;
-                    false
-                } else {
-                    self.at_last += 1;
-                    true
-                }
-            }
-            _ => {
-                self.last = Some(at);
-                self.at_last = 1;
-                self.repeats = 0;
-                true
-            }
+        if self.repeats > 0 {
+            self.repeats -= 1;
+            return false;
         }
+        if self.latest.is_none_or(|latest| at > latest) {
+            self.latest = Some(at);
+            let since = second_of(at);
+            self.recent.retain(|seen| *seen >= since);
+        }
+        if self.latest.is_some_and(|latest| at >= second_of(latest)) {
+            self.recent.push(at);
+        }
+        true
     }
+}
+
+/// The start of `at`'s second: what the API resumes from (it takes whole seconds).
+fn second_of(at: Timestamp) -> Timestamp {
+    Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
 
 /// Splits `LINE` as the API gives it with `timestamps=true` (`2026-12-07T13:05:40.123456789Z text\n`) into its
@@ -78,8 +85,9 @@ pub fn split_timestamp(line: &[u8]) -> Option<(Timestamp, &[u8])> {
     Some((at, &line[space + 1..]))
 }
 
-/// Sends the stage container's log to `output` until the container has ended and its log is read, or the
-/// attempt ended before it started. Lines go out as read (stdout: the API merges the two streams).
+/// Sends the stage container's log to `output` until the attempt has ended and its container's log is read,
+/// or the attempt ended before its container started. Lines go out as read (stdout: the API merges the two
+/// streams).
 pub async fn follow(
     pods: Api<Pod>,
     mut progress: watch::Receiver<PodProgress>,
@@ -98,43 +106,53 @@ pub async fn follow(
     let mut cursor = LogCursor::default();
     let mut failures = 0;
     loop {
-        let since = cursor.resume();
         let params = LogParams {
             container: Some(STAGE_CONTAINER.to_owned()),
             follow: true,
             timestamps: true,
-            since_time: since,
+            since_time: cursor.resume(),
             ..LogParams::default()
         };
         let read = match pods.log_stream(&pod, &params).await {
             Ok(stream) => read_lines(stream, &mut cursor, &output).await,
             Err(error) => Err(error.to_string()),
         };
-        match read {
-            Ok(Progress::Ended) => return,
+        let why = match read {
             Ok(Progress::ReaderGone) => return,
-            Ok(Progress::Cut) => failures = 0,
+            // A stream ends when the container has ended and its log is read, but also when something
+            // between (a proxy, a log rotation) closes it: the end counts once the attempt has ended.
+            Ok(Progress::Ended) if progress.borrow().ended => return,
+            Ok(Progress::Ended | Progress::Cut) => {
+                failures = 0;
+                None
+            }
             Err(why) => {
                 failures += 1;
-                // The pod is gone (deleted, or its Job cancelled): there is nothing left to read.
-                if progress.borrow().ended && pods.get_opt(&pod).await.ok().flatten().is_none() {
-                    return;
-                }
-                if failures >= RECONNECTS {
-                    let _ = output
-                        .send(OutputChunk {
-                            stream: LogStreamKind::Stderr,
-                            bytes: format!(
-                                "buildit: the log of pod {pod} could not be read to its end ({why}): lines may be missing\n"
-                            )
-                            .into_bytes(),
-                        })
-                        .await;
-                    return;
-                }
+                Some(why)
+            }
+        };
+        if let Some(why) = why {
+            let gone = pods.get_opt(&pod).await.ok().flatten().is_none();
+            if gone || failures >= RECONNECTS {
+                let why = if gone {
+                    "the pod was deleted".to_owned()
+                } else {
+                    why
+                };
+                let _ = output
+                    .send(OutputChunk {
+                        stream: LogStreamKind::Stderr,
+                        bytes: format!(
+                            "buildit: the log of pod {pod} could not be read to its end ({why}): lines may be missing\n"
+                        )
+                        .into_bytes(),
+                    })
+                    .await;
+                return;
             }
         }
-        tokio::time::sleep(RECONNECT_DELAY).await;
+        // Until the attempt's end is known, an ended stream is tried again (it gives what came since).
+        let _ = tokio::time::timeout(RECONNECT_DELAY, progress.changed()).await;
     }
 }
 
@@ -213,19 +231,22 @@ mod tests {
     fn a_resumed_stream_repeats_nothing_and_loses_nothing() {
         let mut cursor = LogCursor::default();
         assert_eq!(cursor.resume(), None);
-        let first = at("2026-12-07T13:05:40.1Z");
-        let second = at("2026-12-07T13:05:40.2Z");
-        // Two lines with the same time, then the stream is cut.
-        assert!(cursor.admit(first));
-        assert!(cursor.admit(second));
-        assert!(cursor.admit(second));
-        // Resumed from the second (the server goes back to the start of that second): what came before and
-        // the two lines already read at `second` are skipped; a third line at `second` is new.
-        assert_eq!(cursor.resume(), Some(second));
-        assert!(!cursor.admit(first));
-        assert!(!cursor.admit(second));
-        assert!(!cursor.admit(second));
-        assert!(cursor.admit(second));
-        assert!(cursor.admit(at("2026-12-07T13:05:41Z")));
+        // Stamps out of order within a second (stdout and stderr are stamped before they are written).
+        assert!(cursor.admit(at("2026-12-07T13:05:39.9Z")));
+        assert!(cursor.admit(at("2026-12-07T13:05:40.6Z")));
+        assert!(cursor.admit(at("2026-12-07T13:05:40.2Z")));
+        assert!(cursor.admit(at("2026-12-07T13:05:40.6Z")));
+        // Cut; resumed from the start of the second (the API takes whole seconds), which repeats the three
+        // lines of that second already passed on, in the log's order, then goes on.
+        assert_eq!(cursor.resume(), Some(at("2026-12-07T13:05:40Z")));
+        assert!(!cursor.admit(at("2026-12-07T13:05:40.6Z")));
+        assert!(!cursor.admit(at("2026-12-07T13:05:40.2Z")));
+        assert!(!cursor.admit(at("2026-12-07T13:05:40.6Z")));
+        assert!(cursor.admit(at("2026-12-07T13:05:40.7Z")));
+        assert!(cursor.admit(at("2026-12-07T13:05:41.1Z")));
+        // Cut again, in a new second: only its one line is repeated.
+        assert_eq!(cursor.resume(), Some(at("2026-12-07T13:05:41Z")));
+        assert!(!cursor.admit(at("2026-12-07T13:05:41.1Z")));
+        assert!(cursor.admit(at("2026-12-07T13:05:41.1Z")));
     }
 }

@@ -2,6 +2,7 @@
 //! image that cannot be pulled, a pod no node takes, an eviction, a pod deleted by someone else), each said
 //! as soon as the pod's status says it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,6 +26,8 @@ const TICK: Duration = Duration::from_millis(500);
 const NO_POD_CHECK: Duration = Duration::from_secs(5);
 /// How long the watch may keep failing before the attempt is given up.
 const WATCH_FAILING_LIMIT: Duration = Duration::from_secs(60);
+/// Errors further apart than this are not in a row (the watcher's backoff waits up to about half a minute).
+const WATCH_ERROR_GAP: Duration = Duration::from_secs(45);
 
 /// Watches the pod of Job `job` until the attempt ends, and says how through `exit`; `progress` tells the log
 /// reader where the pod is.
@@ -42,45 +45,61 @@ pub async fn watch_attempt(
     let mut clock = Clock::default();
     let started = Instant::now();
     let mut tick = tokio::time::interval(TICK);
+    // The pods a re-list (after `410 Gone`) shows: one deleted meanwhile gets no `Delete` event.
+    let mut relisted: Option<HashSet<String>> = None;
     let ended = loop {
         tokio::select! {
-            event = events.next() => match event {
-                Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
-                    clock.failing_since = None;
-                    clock.seen_pod = true;
-                    let verdict = pod_verdict(&pod);
-                    progress.send_modify(|state| {
-                        state.pod = pod.metadata.name.clone();
-                        state.started |= matches!(verdict, PodVerdict::Running | PodVerdict::Exited(_));
-                    });
-                    if let Some(ended) = clock.judge(verdict, &executor.options) {
-                        break ended;
-                    }
+            event = events.next() => {
+                if matches!(event, Some(Ok(_))) {
+                    clock.failing = None;
                 }
-                Some(Ok(Event::Delete(pod))) => {
-                    let verdict = pod_verdict(&pod);
-                    if let PodVerdict::Exited(status) = verdict {
-                        break Ok(status);
+                match event {
+                    Some(Ok(Event::Apply(pod) | Event::InitApply(pod))) => {
+                        clock.seen_pod = true;
+                        if let (Some(relisted), Some(name)) = (&mut relisted, &pod.metadata.name) {
+                            relisted.insert(name.clone());
+                        }
+                        let verdict = pod_verdict(&pod);
+                        progress.send_modify(|state| {
+                            state.pod.clone_from(&pod.metadata.name);
+                            state.started |= matches!(verdict, PodVerdict::Running | PodVerdict::Exited(_));
+                        });
+                        // Being deleted, and not by BuildIt: whatever its container says, the attempt did not
+                        // end on its own (a trapped SIGTERM exits 0).
+                        if pod.metadata.deletion_timestamp.is_some() && !stopping.load(Ordering::SeqCst) {
+                            break deleted(&executor, &job, Some(&pod), &stopping).await;
+                        }
+                        if let Some(ended) = clock.judge(verdict, &executor.options) {
+                            break ended;
+                        }
                     }
-                    if stopping.load(Ordering::SeqCst) {
-                        break Ok(cancelled());
+                    Some(Ok(Event::Delete(pod))) => {
+                        break deleted(&executor, &job, Some(&pod), &stopping).await;
                     }
-                    let name = pod.metadata.name.unwrap_or_default();
-                    // The Job's deadline or a disruption deletes the pod too; anything else that deletes a
-                    // running pod (and so fails its Job) is someone else.
-                    break Err(match job_failure(&executor, &job).await {
-                        Some(failure @ (WaitFailure::TimedOut(_) | WaitFailure::Evicted(_) | WaitFailure::Lost(_))) => failure,
-                        _ => WaitFailure::Lost(format!("pod {name} was deleted by someone else")),
-                    });
+                    Some(Ok(Event::Init)) => relisted = Some(HashSet::new()),
+                    Some(Ok(Event::InitDone)) => {
+                        let known = progress.borrow().pod.clone();
+                        if let (Some(known), Some(relisted)) = (known, relisted.take())
+                            && !relisted.contains(&known)
+                        {
+                            break deleted(&executor, &job, None, &stopping).await;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        // Errors in a row (the watcher retries with a backoff of up to half a minute) for
+                        // longer than the limit end the attempt; an error long after the last one starts anew.
+                        let now = Instant::now();
+                        let (since, _) = match clock.failing {
+                            Some((since, last)) if now.duration_since(last) < WATCH_ERROR_GAP => (since, last),
+                            _ => (now, now),
+                        };
+                        clock.failing = Some((since, now));
+                        if now.duration_since(since) > WATCH_FAILING_LIMIT {
+                            break Err(WaitFailure::Failed(format!("cannot watch the attempt's pod: {error}")));
+                        }
+                    }
+                    None => break Err(WaitFailure::Failed("the watch of the attempt's pod ended".to_owned())),
                 }
-                Some(Ok(Event::Init | Event::InitDone)) => {}
-                Some(Err(error)) => {
-                    let since = *clock.failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > WATCH_FAILING_LIMIT {
-                        break Err(WaitFailure::Failed(format!("cannot watch the attempt's pod: {error}")));
-                    }
-                }
-                None => break Err(WaitFailure::Failed("the watch of the attempt's pod ended".to_owned())),
             },
             _ = tick.tick() => {
                 if let Some(ended) = clock.overdue(&executor.options) {
@@ -89,20 +108,46 @@ pub async fn watch_attempt(
                 if stopping.load(Ordering::SeqCst) && !clock.seen_pod {
                     break Ok(cancelled());
                 }
-                // A Job without a pod for long: the cluster may refuse to create it (a quota), or the Job is
-                // gone.
-                if !clock.seen_pod && started.elapsed() > NO_POD_CHECK {
-                    clock.seen_pod = true;
+                // A Job without a pod for long: the Job may be gone or failed.
+                if !clock.seen_pod
+                    && started.elapsed() > NO_POD_CHECK
+                    && clock.job_checked.is_none_or(|at| at.elapsed() > NO_POD_CHECK)
+                {
+                    clock.job_checked = Some(Instant::now());
                     if let Some(failure) = job_failure(&executor, &job).await {
                         break Err(failure);
                     }
-                    clock.seen_pod = false;
                 }
             }
         }
     };
     progress.send_modify(|state| state.ended = true);
     let _ = exit.send(Some(ended));
+}
+
+/// How an attempt whose pod is deleted (`pod`: as last seen, if it was) ended: stopped by BuildIt, evicted,
+/// stopped at its Job's deadline, or taken away by someone else.
+async fn deleted(
+    executor: &KubernetesExecutor,
+    job: &str,
+    pod: Option<&k8s_openapi::api::core::v1::Pod>,
+    stopping: &AtomicBool,
+) -> Result<ExitStatus, WaitFailure> {
+    if stopping.load(Ordering::SeqCst) {
+        return Ok(cancelled());
+    }
+    if let Some(PodVerdict::Evicted(message)) = pod.map(pod_verdict) {
+        return Err(WaitFailure::Evicted(message));
+    }
+    let name = pod
+        .and_then(|pod| pod.metadata.name.clone())
+        .unwrap_or_else(|| format!("of Job {job}"));
+    Err(match job_failure(executor, job).await {
+        Some(failure @ (WaitFailure::TimedOut(_) | WaitFailure::Evicted(_) | WaitFailure::Lost(_))) => {
+            failure
+        }
+        _ => WaitFailure::Lost(format!("pod {name} was deleted by someone else")),
+    })
 }
 
 /// An attempt stopped by BuildIt.
@@ -154,7 +199,10 @@ struct Clock {
     seen_pod: bool,
     pull_failing: Option<(Instant, String)>,
     unschedulable: Option<(Instant, String)>,
-    failing_since: Option<Instant>,
+    /// Since when the watch has failed, and when it last did.
+    failing: Option<(Instant, Instant)>,
+    /// When the Job was last asked why it has no pod.
+    job_checked: Option<Instant>,
 }
 
 impl Clock {
