@@ -119,8 +119,14 @@ impl Kubelet {
             let shared = Arc::clone(shared);
             tokio::spawn(async move {
                 let name = runtime::claim_volume(&uid);
-                // A volume still mounted by a stopping pod is removed once it is free.
+                let label = format!("{INSTANCE_LABEL}={}", shared.instance);
+                // Finished pods' stopped containers still hold the volume (their output is already in the
+                // log book); a running pod's hold it until the pod ends.
                 for _ in 0..120 {
+                    for id in docker::stopped_containers_using(&shared.docker, &label, &name).await
+                    {
+                        docker::remove(&shared.docker, &id).await;
+                    }
                     if docker::remove_volume(&shared.docker, &name).await
                         || shared.shutdown.is_cancelled()
                     {
