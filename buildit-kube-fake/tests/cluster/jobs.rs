@@ -64,6 +64,16 @@ async fn a_job_completes_with_its_secret_in_the_environment_and_its_output_in_th
         .map(|request| request.path)
         .collect();
     assert_eq!(carrying, ["/api/v1/namespaces/default/secrets"]);
+    // The same dump over HTTP, for tests in other processes.
+    let dump = axum::http::Request::get("/fake/requests")
+        .body(Vec::new())
+        .expect("a request");
+    let dump = harness.client.request_text(dump).await.expect("the dump");
+    let dump: Vec<buildit_kube_fake::RecordedRequest> = serde_json::from_str(&dump).expect("json");
+    assert!(
+        dump.iter()
+            .any(|request| request.method == "POST" && request.path.ends_with("/jobs"))
+    );
     harness.stop().await;
 }
 
