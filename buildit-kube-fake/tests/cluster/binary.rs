@@ -85,3 +85,37 @@ async fn the_binary_serves_until_sigterm_then_removes_its_containers() {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_dropped_without_stop_still_removes_its_containers() {
+    let harness = crate::support::Harness::start().await;
+    crate::support::create_job(&harness, &job("dropped", "sleep 300")).await;
+    let name = crate::support::job_pod(&harness, "dropped")
+        .await
+        .metadata
+        .name
+        .expect("a name");
+    eventually(20, "the pod running", || async {
+        let pod = harness.pods().get(&name).await.ok()?;
+        (pod.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+    let label = format!("label=buildit-kube-fake={}", harness.cluster.instance_id());
+    let running = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &label])
+        .output()
+        .expect("ps");
+    assert!(!running.stdout.is_empty(), "the pod's containers exist");
+    // As when a test panics: the fake is dropped, not stopped.
+    let crate::support::Harness { cluster, .. } = harness;
+    drop(cluster);
+    let left = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &label])
+        .output()
+        .expect("ps");
+    assert!(
+        left.stdout.is_empty(),
+        "containers left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
