@@ -181,6 +181,18 @@ async fn lists_filter_by_label_selectors() {
     assert!(
         matches!(taken, Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists")
     );
+    let mut invalid = secret("badlabel", "k", "v");
+    invalid
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("buildit.stage".to_owned(), "build step".to_owned());
+    let refused = secrets.create(&PostParams::default(), &invalid).await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref status)) if status.code == 422 && status.reason == "Invalid"
+            && status.message.starts_with("Secret \"badlabel\" is invalid: metadata.labels: Invalid value: \"build step\"")),
+        "{refused:?}"
+    );
     let missing = secrets.get("nope").await;
     assert!(
         matches!(missing, Err(kube::Error::Api(status)) if status.code == 404 && status.reason == "NotFound")
