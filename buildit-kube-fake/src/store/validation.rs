@@ -18,6 +18,19 @@ const DNS_LABEL_ADVICE: &str = "a lowercase RFC 1123 label must consist of lower
     or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used \
     for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
+const ENV_NAME_ADVICE: &str = "a valid environment variable name must consist of alphabetic characters, \
+    digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or \
+    'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";
+
+fn is_env_name(name: &str) -> bool {
+    name.as_bytes()
+        .first()
+        .is_some_and(|byte| !byte.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-._".contains(&byte))
+}
+
 fn is_label_value(value: &str) -> bool {
     value.is_empty()
         || (value.len() <= 63
@@ -94,6 +107,22 @@ fn pod_spec_errors(path: &str, spec: Option<&Value>, errors: &mut Vec<String>) {
                 errors.push(format!(
                     "{path}.{list}[{index}].name: Invalid value: \"{name}\": {DNS_LABEL_ADVICE}"
                 ));
+            }
+            let variables = container
+                .get("env")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            for (position, variable) in variables.enumerate() {
+                let variable = variable
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if !is_env_name(variable) {
+                    errors.push(format!(
+                        "{path}.{list}[{index}].env[{position}].name: Invalid value: \"{variable}\": {ENV_NAME_ADVICE}"
+                    ));
+                }
             }
         }
     }
@@ -180,9 +209,15 @@ mod tests {
         assert!(errors[0].starts_with("metadata.labels: Invalid value: \"build step\""));
         assert!(errors[1].starts_with("data[a b]: Invalid value"));
         let long = "j".repeat(64);
-        let job = json!({"metadata": {"name": long}, "spec": {"template": {"spec": {"containers": [{"name": "Main"}]}}}});
+        let containers = json!([{"name": "Main", "env": [{"name": "OK_1"}, {"name": "1 BAD"}]}]);
+        let job = json!({"metadata": {"name": long}, "spec": {"template": {"spec": {"containers": containers}}}});
         let errors = field_errors(Resource::Jobs, &job);
-        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[2].starts_with(
+                "spec.template.spec.containers[0].env[1].name: Invalid value: \"1 BAD\""
+            )
+        );
         assert!(
             invalid_message(Resource::Jobs, &long, &errors)
                 .starts_with(&format!("Job.batch \"{long}\" is invalid: ["))
