@@ -90,8 +90,16 @@ fn label_errors(path: &str, labels: Option<&Value>, errors: &mut Vec<String>) {
 
 fn pod_spec_errors(path: &str, spec: Option<&Value>, errors: &mut Vec<String>) {
     let Some(spec) = spec else {
+        errors.push(format!("{path}: Required value"));
         return;
     };
+    if spec
+        .get("containers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        errors.push(format!("{path}.containers: Required value"));
+    }
     for list in ["initContainers", "containers"] {
         let containers = spec
             .get(list)
