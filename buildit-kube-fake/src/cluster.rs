@@ -37,6 +37,8 @@ pub struct FakeCluster {
     shared: Arc<Shared>,
     url: String,
     tasks: JoinSet<()>,
+    /// Whether `stop` ran; otherwise dropping the fake removes its containers.
+    stopped: bool,
 }
 
 async fn connect_docker(host: Option<&str>) -> Result<Docker, FakeError> {
@@ -77,6 +79,7 @@ impl FakeCluster {
             instance: random_suffix(10),
             docker,
             shutdown: CancellationToken::new(),
+            pod_workers: std::sync::Mutex::default(),
         });
         let mut tasks = JoinSet::new();
         let router = api::router(Arc::clone(&shared));
@@ -95,6 +98,7 @@ impl FakeCluster {
             shared,
             url: format!("http://{address}"),
             tasks,
+            stopped: false,
         })
     }
 
@@ -133,6 +137,38 @@ impl FakeCluster {
         {
             self.tasks.abort_all();
         }
-        kubelet::remove_everything(&self.shared).await;
+        kubelet::abort_workers(&self.shared);
+        kubelet::remove_everything(&self.shared.docker, &self.shared.instance).await;
+        self.stopped = true;
+    }
+}
+
+impl Drop for FakeCluster {
+    /// A fake dropped without `stop` (a test that panicked) still removes its containers: on a thread of its
+    /// own with its own runtime and Docker connection, since the caller's runtime may be going away.
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.shared.shutdown.cancel();
+        self.tasks.abort_all();
+        kubelet::abort_workers(&self.shared);
+        let host = self.shared.options.docker_host.clone();
+        let instance = self.shared.instance.clone();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(docker) = connect_docker(host.as_deref()).await {
+                    kubelet::remove_everything(&docker, &instance).await;
+                }
+            });
+        });
+        // Nothing more can be done about a cleanup that panicked.
+        let _ = cleanup.join();
     }
 }

@@ -56,6 +56,29 @@ pub(crate) fn record_event(
     if let (Some(path), Some(involved)) = (field_path, involved.as_object_mut()) {
         involved.insert("fieldPath".to_owned(), json!(path));
     }
+    // The same event again (a back-off loop) is counted on the first one, as the real event recorder does.
+    let uid = meta_str(object, "uid").unwrap_or_default();
+    let repeated = shared
+        .store
+        .list(Resource::Events, Some(namespace))
+        .0
+        .into_iter()
+        .find(|event| {
+            event.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(uid)
+                && event.get("reason").and_then(Value::as_str) == Some(reason)
+                && event.get("message").and_then(Value::as_str) == Some(message)
+        });
+    if let Some(event) = repeated.as_ref().and_then(|event| meta_str(event, "name")) {
+        let key = crate::store::ObjectKey::new(Resource::Events, namespace, event);
+        shared.store.update(&key, |event| {
+            let count = event.get("count").and_then(Value::as_i64).unwrap_or(1);
+            if let Some(event) = event.as_object_mut() {
+                event.insert("count".to_owned(), json!(count + 1));
+                event.insert("lastTimestamp".to_owned(), json!(now));
+            }
+        });
+        return;
+    }
     let host = match reporter {
         Reporter::Kubelet => NODE_NAME,
         _ => "",

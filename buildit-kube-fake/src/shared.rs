@@ -30,4 +30,6 @@ pub(crate) struct Shared {
     pub docker: Docker,
     /// Cancelled when the fake stops: streams end, controllers return.
     pub shutdown: CancellationToken,
+    /// The kubelet's pod workers, to stop them with the fake.
+    pub pod_workers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }

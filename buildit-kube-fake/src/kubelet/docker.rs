@@ -159,6 +159,34 @@ pub(crate) async fn containers_labelled(docker: &Docker, labels: &[String]) -> V
         .collect()
 }
 
+/// The ids of this fake's stopped containers that mount `volume`.
+pub(crate) async fn stopped_containers_using(
+    docker: &Docker,
+    instance_label: &str,
+    volume: &str,
+) -> Vec<String> {
+    let filters = HashMap::from([
+        ("label".to_owned(), vec![instance_label.to_owned()]),
+        ("volume".to_owned(), vec![volume.to_owned()]),
+        (
+            "status".to_owned(),
+            vec!["exited".to_owned(), "created".to_owned(), "dead".to_owned()],
+        ),
+    ]);
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(filters),
+        ..ListContainersOptions::default()
+    };
+    docker
+        .list_containers(Some(options))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|container| container.id)
+        .collect()
+}
+
 /// The image's id, if the engine has it.
 pub(crate) async fn image_id(docker: &Docker, image: &str) -> Option<String> {
     docker

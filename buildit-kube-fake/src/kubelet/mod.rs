@@ -119,8 +119,14 @@ impl Kubelet {
             let shared = Arc::clone(shared);
             tokio::spawn(async move {
                 let name = runtime::claim_volume(&uid);
-                // A volume still mounted by a stopping pod is removed once it is free.
+                let label = format!("{INSTANCE_LABEL}={}", shared.instance);
+                // Finished pods' stopped containers still hold the volume (their output is already in the
+                // log book); a running pod's hold it until the pod ends.
                 for _ in 0..120 {
+                    for id in docker::stopped_containers_using(&shared.docker, &label, &name).await
+                    {
+                        docker::remove(&shared.docker, &id).await;
+                    }
                     if docker::remove_volume(&shared.docker, &name).await
                         || shared.shutdown.is_cancelled()
                     {
@@ -137,43 +143,45 @@ impl Kubelet {
 pub(crate) async fn run_kubelet(shared: Arc<Shared>) {
     let mut kubelet = Kubelet::default();
     let owner = Arc::clone(&shared);
-    let workers = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let handles = Arc::clone(&workers);
-    reconcile_loop(shared, Duration::from_millis(500), move |_| {
+    reconcile_loop(Arc::clone(&shared), Duration::from_millis(500), move |_| {
         kubelet.sync_pods(&owner);
         kubelet.sync_claims(&owner);
         let aborts = kubelet
             .workers
             .values()
             .map(|worker| worker.handle.abort_handle());
-        *handles
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = aborts.collect();
+        *lock_workers(&owner) = aborts.collect();
     })
     .await;
-    // The fake is stopping: no worker may create a container after the final sweep.
-    let aborts = std::mem::take(
-        &mut *workers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    for abort in aborts {
+    abort_workers(&shared);
+}
+
+fn lock_workers(shared: &Shared) -> std::sync::MutexGuard<'_, Vec<tokio::task::AbortHandle>> {
+    shared
+        .pod_workers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Stops every pod worker: the fake is stopping, and no worker may create a container after the final sweep.
+pub(crate) fn abort_workers(shared: &Shared) {
+    for abort in std::mem::take(&mut *lock_workers(shared)) {
         abort.abort();
     }
 }
 
-/// Removes every container and volume this fake created (twice: a request a stopped worker had in flight
-/// may still create a container).
-pub(crate) async fn remove_everything(shared: &Shared) {
-    let label = format!("{INSTANCE_LABEL}={}", shared.instance);
+/// Removes every container and volume the fake `instance` created (twice: a request a stopped worker had in
+/// flight may still create a container).
+pub(crate) async fn remove_everything(docker: &bollard::Docker, instance: &str) {
+    let label = format!("{INSTANCE_LABEL}={instance}");
     for pass in 0..2 {
         if pass > 0 {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let ids = docker::containers_labelled(&shared.docker, std::slice::from_ref(&label)).await;
-        join_all(ids.iter().map(|id| docker::remove(&shared.docker, id))).await;
+        let ids = docker::containers_labelled(docker, std::slice::from_ref(&label)).await;
+        join_all(ids.iter().map(|id| docker::remove(docker, id))).await;
     }
-    for volume in docker::volumes_labelled(&shared.docker, &label).await {
-        docker::remove_volume(&shared.docker, &volume).await;
+    for volume in docker::volumes_labelled(docker, &label).await {
+        docker::remove_volume(docker, &volume).await;
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod meta;
 mod objects;
 mod resource;
 mod typed;
+mod validation;
 
 pub use changes::{Change, ChangeType};
 pub(crate) use objects::{ObjectKey, Store, StoreError, Subscription};

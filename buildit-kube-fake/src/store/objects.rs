@@ -154,12 +154,25 @@ impl Store {
             },
         };
         if let Some(problem) = invalid_subdomain(&name) {
-            return Err(StoreError::Invalid(format!(
-                "{} \"{name}\" is invalid: metadata.name: Invalid value: \"{name}\": {problem}",
-                resource.kind()
+            let error = format!("metadata.name: Invalid value: \"{name}\": {problem}");
+            return Err(StoreError::Invalid(super::validation::invalid_message(
+                resource,
+                &name,
+                &[error],
             )));
         }
         metadata.insert("name".to_owned(), Value::String(name.clone()));
+        let errors = super::validation::field_errors(resource, &object);
+        if !errors.is_empty() {
+            return Err(StoreError::Invalid(super::validation::invalid_message(
+                resource, &name, &errors,
+            )));
+        }
+        let Some(metadata) = metadata_mut(&mut object) else {
+            return Err(StoreError::Invalid(
+                "the object is not a JSON object".to_owned(),
+            ));
+        };
         metadata.insert("namespace".to_owned(), Value::String(namespace.to_owned()));
         // The API layer drops a client's uid; a uid here was given by the fake itself (defaults need it).
         if !metadata.get("uid").is_some_and(Value::is_string) {

@@ -64,6 +64,16 @@ async fn a_job_completes_with_its_secret_in_the_environment_and_its_output_in_th
         .map(|request| request.path)
         .collect();
     assert_eq!(carrying, ["/api/v1/namespaces/default/secrets"]);
+    // The same dump over HTTP, for tests in other processes.
+    let dump = axum::http::Request::get("/fake/requests")
+        .body(Vec::new())
+        .expect("a request");
+    let dump = harness.client.request_text(dump).await.expect("the dump");
+    let dump: Vec<buildit_kube_fake::RecordedRequest> = serde_json::from_str(&dump).expect("json");
+    assert!(
+        dump.iter()
+            .any(|request| request.method == "POST" && request.path.ends_with("/jobs"))
+    );
     harness.stop().await;
 }
 
@@ -170,6 +180,18 @@ async fn lists_filter_by_label_selectors() {
     let taken = secrets.create(&PostParams::default(), &unlabelled).await;
     assert!(
         matches!(taken, Err(kube::Error::Api(status)) if status.code == 409 && status.reason == "AlreadyExists")
+    );
+    let mut invalid = secret("badlabel", "k", "v");
+    invalid
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("buildit.stage".to_owned(), "build step".to_owned());
+    let refused = secrets.create(&PostParams::default(), &invalid).await;
+    assert!(
+        matches!(refused, Err(kube::Error::Api(ref status)) if status.code == 422 && status.reason == "Invalid"
+            && status.message.starts_with("Secret \"badlabel\" is invalid: metadata.labels: Invalid value: \"build step\"")),
+        "{refused:?}"
     );
     let missing = secrets.get("nope").await;
     assert!(

@@ -30,7 +30,7 @@ async fn a_followed_log_is_live_and_ends_with_the_container() {
     let harness = Harness::start().await;
     create_job(
         &harness,
-        &job("live", "echo early; sleep 1; echo late; echo err >&2"),
+        &job("live", "echo early; sleep 2; echo late; echo err >&2"),
     )
     .await;
     let name = running_pod(&harness, "live").await;
@@ -61,7 +61,7 @@ async fn a_followed_log_is_live_and_ends_with_the_container() {
     );
     let second = lines.next().await.expect("a line").expect("readable");
     assert!(
-        early_at.elapsed() >= Duration::from_millis(700),
+        early_at.elapsed() >= Duration::from_millis(1000),
         "the next line came after the sleep"
     );
     let third = lines.next().await.expect("a line").expect("readable");

@@ -5,10 +5,12 @@
     reason = "tests fail loudly when their setup breaks"
 )]
 
+mod binary;
 mod deletion;
 mod faults;
 mod jobs;
 mod kubectl;
 mod logs;
+mod pods;
 mod support;
 mod watches;
