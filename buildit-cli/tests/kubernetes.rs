@@ -169,7 +169,7 @@ async fn buildit_gc_removes_what_a_killed_run_left_on_the_cluster() {
         "{said}\n{}",
         String::from_utf8_lossy(&collected.stderr)
     );
-    assert!(said.contains("Kubernetes Job"), "{said}");
+    assert!(said.contains("Kubernetes object"), "{said}");
     let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets").unwrap_or_default();
     assert_eq!(left.trim(), "", "{left}");
     fake.stop().await;

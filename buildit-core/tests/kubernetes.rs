@@ -275,3 +275,53 @@ async fn a_cancel_stops_the_pod_and_waits_until_none_is_left() {
     );
     fake.stop().await;
 }
+
+#[tokio::test]
+async fn a_pod_deleted_gracefully_by_someone_else_is_lost_even_when_it_exits_zero() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster(dir.path()).await;
+    let attempt = executor
+        .spawn(spec(
+            "run-trap",
+            "trap",
+            &["trap 'echo bye; exit 0' TERM; sleep 30 & wait"],
+        ))
+        .await
+        .expect("spawned");
+    // Once it runs, another client deletes its pod with a grace period: the shell exits 0 on SIGTERM.
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(dir.path().join("kubeconfig")).expect("kubeconfig"),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("config");
+    let pods =
+        kube::Api::<Pod>::namespaced(kube::Client::try_from(config).expect("client"), NAMESPACE);
+    let selector = ListParams::default().labels(&format!("buildit.job={}", attempt.job_name()));
+    let mut deleted = false;
+    for _ in 0..100 {
+        let listed = pods.list(&selector).await.expect("pods");
+        let running = listed.items.iter().find(|pod| {
+            pod.status
+                .as_ref()
+                .and_then(|status| status.phase.as_deref())
+                == Some("Running")
+        });
+        if let Some(name) = running.and_then(|pod| pod.metadata.name.clone()) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            pods.delete(&name, &kube::api::DeleteParams::default().grace_period(5))
+                .await
+                .expect("deleted");
+            deleted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(deleted, "the pod never ran");
+    let ended = tokio::time::timeout(Duration::from_secs(30), executor.wait(&attempt))
+        .await
+        .expect("ends in time");
+    assert!(matches!(ended, Err(ExecError::Lost(_))), "{ended:?}");
+    executor.release_run("run-trap").await.expect("released");
+    fake.stop().await;
+}

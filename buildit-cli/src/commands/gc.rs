@@ -75,16 +75,14 @@ pub(crate) fn run(args: &GcArgs) -> Exit {
         Err(exit) => return exit,
     };
     runtime.block_on(async {
-        let docker =
-            match buildit_core::exec::DockerExecutor::connect(docker_options(&system)).await {
-                Ok(docker) => docker,
-                Err(error) => {
-                    error_line(&error.to_string(), None);
-                    return Exit::Infrastructure;
-                }
-            };
         let plural = |n: usize| if n == 1 { "" } else { "s" };
-        match docker.sweep(&SweepScope::leftovers()).await {
+        let mut exit = Exit::Success;
+        let swept = match buildit_core::exec::DockerExecutor::connect(docker_options(&system)).await
+        {
+            Ok(docker) => docker.sweep(&SweepScope::leftovers()).await,
+            Err(error) => Err(error),
+        };
+        match swept {
             Ok(report) => println!(
                 "removed {} container{}, {} network{} and {} volume{} left by runs whose `buildit` is gone",
                 report.containers.len(),
@@ -96,12 +94,12 @@ pub(crate) fn run(args: &GcArgs) -> Exit {
             ),
             Err(error) => {
                 error_line(&error.to_string(), None);
-                return Exit::Infrastructure;
+                exit = Exit::Infrastructure;
             }
         }
         // The cluster too, when the system configuration names one.
         if system.executor(ExecutorKind::Kubernetes).is_none() {
-            return Exit::Success;
+            return exit;
         }
         let swept = match KubernetesExecutor::connect(kubernetes_options(&system)).await {
             Ok(kubernetes) => kubernetes.sweep(&SweepScope::leftovers()).await,
@@ -110,12 +108,11 @@ pub(crate) fn run(args: &GcArgs) -> Exit {
         match swept {
             Ok(report) => {
                 println!(
-                    "removed {} Kubernetes Job{} and pod{} left by runs whose `buildit` is gone",
+                    "removed {} Kubernetes object{} (Jobs, pods, Secrets) left by runs whose `buildit` is gone",
                     report.containers.len(),
                     plural(report.containers.len()),
-                    plural(report.containers.len()),
                 );
-                Exit::Success
+                exit
             }
             Err(error) => {
                 error_line(&error.to_string(), None);

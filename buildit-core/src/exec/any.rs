@@ -176,15 +176,19 @@ impl Executor for AnyExecutor {
     }
 
     async fn release_run(&self, run_id: &str) -> Result<(), ExecError> {
+        // Each backend releases the run even when another could not: the first failure is reported.
+        let mut released = self.local.release_run(run_id).await;
         #[cfg(feature = "docker")]
         if let Some(docker) = &self.docker {
-            Box::pin(docker.release_run(run_id)).await?;
+            let docker = Box::pin(docker.release_run(run_id)).await;
+            released = released.and(docker);
         }
         #[cfg(feature = "kubernetes")]
         if let Some(kubernetes) = &self.kubernetes {
-            Box::pin(kubernetes.release_run(run_id)).await?;
+            let kubernetes = Box::pin(kubernetes.release_run(run_id)).await;
+            released = released.and(kubernetes);
         }
-        self.local.release_run(run_id).await
+        released
     }
 
     async fn sweep(&self, scope: &SweepScope) -> Result<SweepReport, ExecError> {

@@ -30,6 +30,8 @@ use crate::owner::LeftoverOwner;
 const GONE_WAIT: Duration = Duration::from_secs(60);
 /// How often the executor looks whether they went.
 const GONE_POLL: Duration = Duration::from_millis(100);
+/// How long the end of a run waits for its attempts' cleanups.
+const RELEASE_WAIT: Duration = Duration::from_secs(120);
 
 /// Runs stages of the `kubernetes` executor kind as Jobs on a cluster.
 #[derive(Clone)]
@@ -214,6 +216,61 @@ impl KubernetesExecutor {
     }
 }
 
+/// What a starting attempt has created so far, deleted when the start is abandoned halfway.
+struct Created {
+    executor: KubernetesExecutor,
+    name: String,
+    secret: bool,
+    job: bool,
+    armed: bool,
+}
+
+impl Created {
+    fn new(executor: &KubernetesExecutor, name: &str, secret: bool) -> Self {
+        Self {
+            executor: executor.clone(),
+            name: name.to_owned(),
+            secret,
+            // Until it is known to be created, a Job whose request was sent may exist: deleting it then
+            // costs a request.
+            job: true,
+            armed: true,
+        }
+    }
+
+    /// The attempt is handed over: its cleanup owns what was created.
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (executor, name, secret, job) = (
+            self.executor.clone(),
+            self.name.clone(),
+            self.secret,
+            self.job,
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if job {
+                    let _ = executor.delete_attempt(&name, None).await;
+                }
+                if secret {
+                    let _ = executor
+                        .secrets()
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
+            });
+        }
+    }
+}
+
 fn grace_seconds(grace: Duration) -> u32 {
     u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)
 }
@@ -250,6 +307,9 @@ impl Executor for KubernetesExecutor {
         let objects = attempt_objects(&spec, &image, &self.namespace, &self.options, &self.owner);
         let name = objects.name.clone();
         let run = spec.labels.get(RUN_LABEL).cloned().unwrap_or_default();
+        // Should this future be dropped before the attempt is handed over (the scheduler's deadline or stop
+        // while starting), or fail halfway, what it created is deleted in the background.
+        let mut created = Created::new(self, &name, objects.secret.is_some());
         // The Secret first: the pod reads it by reference as it starts.
         if let Some(secret) = &objects.secret {
             self.secrets()
@@ -264,9 +324,6 @@ impl Executor for KubernetesExecutor {
         {
             Ok(job) => job,
             Err(error) => {
-                if objects.secret.is_some() {
-                    let _ = self.secrets().delete(&name, &DeleteParams::default()).await;
-                }
                 return Err(match &error {
                     kube::Error::Api(status) if status.code == 422 || status.code == 400 => {
                         ExecError::Config(format!(
@@ -289,6 +346,7 @@ impl Executor for KubernetesExecutor {
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await;
         }
+        created.job = true;
         let (exit_sender, exit) = ExitWatch::new();
         let (output, output_receiver) = mpsc::channel(64);
         if let Some(echo) = spec.first_echo() {
@@ -312,17 +370,16 @@ impl Executor for KubernetesExecutor {
         let cleanup = {
             let executor = self.clone();
             let name = name.clone();
-            let stopping = Arc::clone(&stopping);
             tokio::spawn(async move {
                 let _ = watcher.await;
-                // The log is read to its end before anything is deleted.
+                // The log is read to its end before anything is deleted. Deleting is done again after a
+                // cancel (which may have given up): it costs a request when all is gone already.
                 let _ = reader.await;
-                if !stopping.load(Ordering::SeqCst) {
-                    let _ = executor.delete_attempt(&name, None).await;
-                }
+                let _ = executor.delete_attempt(&name, None).await;
             })
         };
         self.track_cleanup(&run, cleanup);
+        created.disarm();
         Ok(KubernetesHandle {
             job: name,
             exit,
@@ -345,7 +402,9 @@ impl Executor for KubernetesExecutor {
 
     async fn cancel(&self, handle: &KubernetesHandle, grace: Duration) -> Result<(), ExecError> {
         handle.stopping.store(true, Ordering::SeqCst);
-        self.delete_attempt(&handle.job, Some(grace)).await
+        // A grace period of 0 is a forced delete: the pod object goes while its containers may still run.
+        self.delete_attempt(&handle.job, Some(grace.max(Duration::from_secs(1))))
+            .await
     }
 
     fn workspace_on_host(&self, _spec: &StageSpec) -> bool {
@@ -372,9 +431,10 @@ impl Executor for KubernetesExecutor {
             .ok()
             .and_then(|mut cleanups| cleanups.remove(run_id))
             .unwrap_or_default();
-        for cleanup in cleanups {
-            let _ = cleanup.await;
-        }
+        // Bounded: a cleanup stuck on a pod that never goes (its node lost) does not hold the run forever;
+        // the sweep below deletes what is left, and the cluster finishes it.
+        let all = futures_util::future::join_all(cleanups);
+        let _ = tokio::time::timeout(RELEASE_WAIT, all).await;
         self.sweep(&SweepScope::run(run_id)).await.map(|_| ())
     }
 

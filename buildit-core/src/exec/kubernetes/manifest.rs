@@ -138,6 +138,9 @@ pub fn attempt_objects(
         // A stage talks to the cluster's API only through a service account given for it.
         automount_service_account_token: Some(options.service_account.is_some()),
         enable_service_links: Some(false),
+        // A pod deleted by the cluster (a Job's deadline, its TTL) gets BuildIt's own grace period; a cancel
+        // gives the run's.
+        termination_grace_period_seconds: Some(seconds(crate::exec::DEFAULT_GRACE)),
         image_pull_secrets: (!options.image_pull_secrets.is_empty()).then(|| {
             options
                 .image_pull_secrets

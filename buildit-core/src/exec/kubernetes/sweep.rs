@@ -24,14 +24,22 @@ pub async fn sweep(
     let mut report = SweepReport::default();
     let jobs = remove(executor, executor.jobs(), &selector, scope).await?;
     let pods = remove(executor, executor.pods(), &selector, scope).await?;
-    remove(executor, executor.secrets(), &selector, scope).await?;
+    let secrets = remove(executor, executor.secrets(), &selector, scope).await?;
     for job in &jobs {
         executor
             .delete_pods_of(&format!("{}={job}", super::names::JOB_LABEL), None)
             .await?;
     }
-    report.containers.extend(jobs);
-    report.containers.extend(pods);
+    // The report's "containers" are the objects removed, by kind.
+    report
+        .containers
+        .extend(jobs.into_iter().map(|name| format!("job/{name}")));
+    report
+        .containers
+        .extend(pods.into_iter().map(|name| format!("pod/{name}")));
+    report
+        .containers
+        .extend(secrets.into_iter().map(|name| format!("secret/{name}")));
     Ok(report)
 }
 

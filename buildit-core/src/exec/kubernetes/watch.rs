@@ -143,9 +143,9 @@ async fn deleted(
         .and_then(|pod| pod.metadata.name.clone())
         .unwrap_or_else(|| format!("of Job {job}"));
     Err(match job_failure(executor, job).await {
-        Some(failure @ (WaitFailure::TimedOut(_) | WaitFailure::Evicted(_) | WaitFailure::Lost(_))) => {
-            failure
-        }
+        Some(
+            failure @ (WaitFailure::TimedOut(_) | WaitFailure::Evicted(_) | WaitFailure::Lost(_)),
+        ) => failure,
         _ => WaitFailure::Lost(format!("pod {name} was deleted by someone else")),
     })
 }
