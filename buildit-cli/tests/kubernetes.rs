@@ -174,3 +174,139 @@ async fn buildit_gc_removes_what_a_killed_run_left_on_the_cluster() {
     assert_eq!(left.trim(), "", "{left}");
     fake.stop().await;
 }
+
+/// A workspace in `dir` whose system configuration points at `kubeconfig`, with `pipeline` as its pipeline.
+fn workspace(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    pipeline: &str,
+) -> std::path::PathBuf {
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).expect("work directory");
+    std::fs::write(work.join("buildit.kdl"), pipeline).expect("pipeline");
+    std::fs::write(
+        work.join("buildit-system.kdl"),
+        format!(
+            "executor \"local\"\nexecutor \"kubernetes\" {{ kubeconfig \"{}\"; namespace \"ci\"; image-pull-grace \"1s\"; }}\ndefault-executor \"kubernetes\"\n",
+            kubeconfig.display()
+        ),
+    )
+    .expect("system configuration");
+    work
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_failure_on_the_cluster_is_reported_as_what_it_is_and_leaves_nothing() {
+    use buildit_kube_fake::{Fault, FaultKind};
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fake = FakeCluster::start(FakeOptions::default())
+        .await
+        .expect("the fake cluster starts");
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, "ci")
+        .expect("kubeconfig");
+    for (stage, fault) in [
+        ("oom", FaultKind::Oom),
+        ("evicted", FaultKind::Evict),
+        ("gone", FaultKind::Delete),
+    ] {
+        fake.faults()
+            .inject(Fault::new(fault, &format!("buildit.stage={stage}")).after_ms(500))
+            .expect("a fault");
+    }
+    let work = workspace(
+        dir.path(),
+        &kubeconfig,
+        r#"pipeline "failures"
+defaults { image "buildit-test/busybox:latest"; }
+stage "ok" { run "echo fine" }
+stage "fails" { run "exit 3" }
+stage "slow" { timeout "2s"; run "sleep 60" }
+stage "pull" { image "buildit-test/not-there:1"; run "true" }
+stage "oom" { run "sleep 30" }
+stage "evicted" { run "echo still here; sleep 30" }
+stage "gone" { run "sleep 30" }
+"#,
+    );
+    let mut command = buildit_command(&work);
+    command.args(["run", "--plain", "-j", "8"]);
+    let ran = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("joined")
+        .expect("buildit runs");
+    let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
+    assert_eq!(
+        ran.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let line = |stage: &str| {
+        stdout
+            .lines()
+            .find(|line| line.starts_with(stage) && (line.contains('✓') || line.contains('✗')))
+            .unwrap_or_else(|| panic!("no end of `{stage}` in {stdout}"))
+            .to_owned()
+    };
+    assert!(line("ok ").contains("succeeded"), "{stdout}");
+    assert!(line("fails ").contains("exited with code 3"), "{stdout}");
+    assert!(line("slow ").contains("timed out after 2s"), "{stdout}");
+    assert!(line("pull ").contains("cannot be pulled"), "{stdout}");
+    assert!(line("oom ").contains("out of memory"), "{stdout}");
+    assert!(line("evicted ").contains("evicted"), "{stdout}");
+    assert!(
+        line("gone ").contains("deleted by someone else"),
+        "{stdout}"
+    );
+    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets") {
+        assert_eq!(left.trim(), "", "{left}");
+    }
+    fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_stages_on_the_cluster_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fake = FakeCluster::start(FakeOptions::default())
+        .await
+        .expect("the fake cluster starts");
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, "ci")
+        .expect("kubeconfig");
+    if kubectl_listed(&kubeconfig, "pods").is_none() {
+        eprintln!("skipped: no kubectl");
+        return;
+    }
+    let work = workspace(
+        dir.path(),
+        &kubeconfig,
+        "pipeline \"cancelled\"\nstage \"long\" { executor \"kubernetes\"; image \"buildit-test/busybox:latest\"; run \"sleep 120\"; }\n",
+    );
+    let child = buildit_command(&work)
+        .args(["run", "--plain"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("buildit runs");
+    let mut running = false;
+    for _ in 0..100 {
+        if kubectl_listed(&kubeconfig, "pods").is_some_and(|pods| !pods.trim().is_empty()) {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(running, "the stage's pod never appeared");
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let ended = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("joined")
+        .expect("buildit ends");
+    let stdout = String::from_utf8_lossy(&ended.stdout).into_owned();
+    assert_eq!(ended.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("cancelled"), "{stdout}");
+    let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets").unwrap_or_default();
+    assert_eq!(left.trim(), "", "{left}");
+    fake.stop().await;
+}
