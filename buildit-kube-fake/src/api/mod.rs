@@ -6,6 +6,7 @@ mod discovery;
 mod logs;
 mod objects;
 mod params;
+mod patch;
 mod record;
 pub(crate) mod status;
 mod table;
@@ -34,7 +35,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let object = get(objects::get_one)
         .delete(delete::delete_one)
         .put(objects::not_allowed)
-        .patch(objects::not_allowed);
+        .patch(patch::patch_one);
     Router::new()
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::core_versions))

@@ -145,7 +145,7 @@ pub(crate) async fn list_or_watch(
     .into_response())
 }
 
-/// `PUT` and `PATCH`: the fake does not update objects on behalf of clients.
+/// `PUT`: the fake does not replace objects on behalf of clients.
 pub(crate) async fn not_allowed(method: Method) -> ApiError {
     ApiError::method_not_allowed(method.as_str())
 }

@@ -76,6 +76,18 @@ impl ApiError {
         }
     }
 
+    /// `415 UnsupportedMediaType`, for a patch type the fake does not apply (only merge patches).
+    pub fn unsupported_patch(content_type: &str) -> ApiError {
+        ApiError {
+            code: 415,
+            reason: "UnsupportedMediaType",
+            message: format!(
+                "the body of the request was in an unknown format - accepted media types include: application/merge-patch+json (got `{content_type}`)"
+            ),
+            details: None,
+        }
+    }
+
     /// `410 Expired`, for a watch from a forgotten version.
     pub fn expired(message: impl Into<String>) -> ApiError {
         ApiError {

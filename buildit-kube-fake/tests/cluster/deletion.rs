@@ -184,3 +184,61 @@ async fn a_deleted_pod_gets_sigterm_then_sigkill_after_its_grace_period() {
     );
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_made_owned_by_a_merge_patch_goes_with_its_job() {
+    let harness = Harness::start().await;
+    let created = create_job(&harness, &job("patched", "sleep 30")).await;
+    let uid = created.metadata.uid.expect("a uid");
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "patched-token", "labels": {"buildit.run": "test"}},
+        "data": {"token": "c2VjcmV0"},
+    }))
+    .expect("a secret");
+    harness
+        .secrets()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the secret");
+    let patch = json!({"metadata": {"ownerReferences": [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "patched", "uid": uid}
+    ], "name": "renamed"}});
+    let patched = harness
+        .secrets()
+        .patch(
+            "patched-token",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("patched");
+    assert_eq!(
+        patched.metadata.name.as_deref(),
+        Some("patched-token"),
+        "a patch keeps the name"
+    );
+    assert_eq!(
+        patched.data, secret.data,
+        "a patch of metadata keeps the data"
+    );
+    assert_eq!(
+        patched
+            .metadata
+            .owner_references
+            .as_ref()
+            .and_then(|refs| refs.first())
+            .map(|r| r.uid.clone()),
+        Some(uid)
+    );
+    harness
+        .jobs()
+        .delete("patched", &DeleteParams::background())
+        .await
+        .expect("delete");
+    eventually(15, "the owned secret collected", || async {
+        nothing_labelled(&harness).await.then_some(())
+    })
+    .await;
+    harness.stop().await;
+}
