@@ -32,6 +32,8 @@ enum PodScript {
     Exited(i32),
     /// It runs until it is deleted.
     Running,
+    /// The cluster refuses to create it (its Job has a `FailedCreate` event).
+    Refused,
 }
 
 fn pod_json(job: &str, script: PodScript) -> serde_json::Value {
@@ -39,7 +41,7 @@ fn pod_json(job: &str, script: PodScript) -> serde_json::Value {
         PodScript::Exited(code) => {
             serde_json::json!({"terminated": {"exitCode": code, "reason": "Completed"}})
         }
-        PodScript::Running => serde_json::json!({"running": {}}),
+        PodScript::Running | PodScript::Refused => serde_json::json!({"running": {}}),
     };
     serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -120,7 +122,7 @@ fn scripted_server(mut handle: ApiHandle, script: PodScript, seen: Arc<Mutex<Vec
                 }
                 ("GET", "/api/v1/namespaces/ci/pods") => {
                     let gone = *deleted_job.lock().expect("deleted");
-                    let items = if gone || job_name.is_empty() {
+                    let items = if gone || job_name.is_empty() || script == PodScript::Refused {
                         vec![]
                     } else {
                         vec![pod_json(&job_name, script)]
@@ -129,6 +131,24 @@ fn scripted_server(mut handle: ApiHandle, script: PodScript, seen: Arc<Mutex<Vec
                         200,
                         &serde_json::json!({
                             "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "7"}, "items": items,
+                        }),
+                    )
+                }
+                ("GET", "/api/v1/namespaces/ci/events") => {
+                    let items = if script == PodScript::Refused {
+                        vec![serde_json::json!({
+                            "metadata": {"name": "e1", "namespace": "ci"},
+                            "involvedObject": {"kind": "Job", "name": job_name},
+                            "reason": "FailedCreate",
+                            "message": "pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\"",
+                        })]
+                    } else {
+                        vec![]
+                    };
+                    answer(
+                        200,
+                        &serde_json::json!({
+                            "apiVersion": "v1", "kind": "EventList", "metadata": {"resourceVersion": "7"}, "items": items,
                         }),
                     )
                 }
@@ -276,4 +296,29 @@ async fn a_cancel_deletes_the_job_and_its_pods_and_waits_until_they_are_gone() {
             request.method == "GET" && request.uri.contains("labelSelector=buildit.job")
         });
     assert!(listed_after, "{seen:#?}");
+}
+
+#[tokio::test]
+async fn a_pod_the_cluster_refuses_to_create_fails_the_attempt_with_the_reason() {
+    let (executor, seen, handle) = executor();
+    scripted_server(handle, PodScript::Refused, Arc::clone(&seen));
+    let attempt = executor.spawn(spec()).await.expect("spawned");
+    let ended = tokio::time::timeout(Duration::from_secs(20), executor.wait(&attempt))
+        .await
+        .expect("ends in time");
+    match ended {
+        Err(error @ buildit_core::exec::ExecError::Config(_)) => {
+            assert!(
+                error.to_string().contains("violates PodSecurity"),
+                "{error}"
+            );
+        }
+        other => panic!("a refused pod ended as {other:?}"),
+    }
+    let seen = seen.lock().expect("seen").clone();
+    assert!(
+        seen.iter()
+            .any(|request| request.uri.contains("fieldSelector=involvedObject.kind")),
+        "{seen:#?}"
+    );
 }

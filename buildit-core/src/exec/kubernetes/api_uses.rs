@@ -14,7 +14,8 @@ pub struct ApiUse {
 
 /// What the executor calls: Jobs for attempts (created, read when their pod goes, listed and deleted by
 /// sweeps), their Pods (watched, read, deleted when a cancel finds one left, and their logs), and the Secret
-/// of an attempt (created, made owned by its Job, listed and deleted by sweeps).
+/// of an attempt (created, made owned by its Job, listed and deleted by sweeps), and the Events of a Job that
+/// has no pod (the cluster refusing to create it).
 pub const KUBERNETES_API_USES: &[ApiUse] = &[
     ApiUse {
         group: "batch",
@@ -35,5 +36,10 @@ pub const KUBERNETES_API_USES: &[ApiUse] = &[
         group: "",
         resource: "secrets",
         verbs: &["create", "list", "patch", "delete"],
+    },
+    ApiUse {
+        group: "",
+        resource: "events",
+        verbs: &["list"],
     },
 ];

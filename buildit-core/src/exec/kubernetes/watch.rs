@@ -117,6 +117,11 @@ pub async fn watch_attempt(
                     if let Some(failure) = job_failure(&executor, &job).await {
                         break Err(failure);
                     }
+                    // The cluster may refuse to create its pod (admission, a quota): the Job only says so in
+                    // its events, and would wait for ever.
+                    if let Some(refused) = pod_refused(&executor, &job).await {
+                        break Err(WaitFailure::Config(refused));
+                    }
                 }
             }
         }
@@ -191,6 +196,24 @@ async fn job_failure(executor: &KubernetesExecutor, job: &str) -> Option<WaitFai
             })
         }
     }
+}
+
+/// Why the cluster refuses to create the pod of Job `job`, when its events say so (`FailedCreate`).
+async fn pod_refused(executor: &KubernetesExecutor, job: &str) -> Option<String> {
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(executor.client.clone(), &executor.namespace);
+    let selector = format!("involvedObject.kind=Job,involvedObject.name={job}");
+    let listed = events
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await
+        .ok()?;
+    listed
+        .items
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some("FailedCreate"))
+        .filter_map(|event| event.message)
+        .next_back()
+        .map(|message| format!("the cluster refuses to create the stage's pod: {message}"))
 }
 
 /// The attempt's clocks: since when its image has failed to pull, since when no node takes it.
