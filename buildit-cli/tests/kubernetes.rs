@@ -310,3 +310,56 @@ async fn ctrl_c_cancels_the_stages_on_the_cluster_and_leaves_nothing() {
     assert_eq!(left.trim(), "", "{left}");
     fake.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fake = FakeCluster::start(FakeOptions::default())
+        .await
+        .expect("the fake cluster starts");
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, "ci")
+        .expect("kubeconfig");
+    // The daemon finds its system configuration where it starts (the data directory's parent); the store it
+    // names is the one tokens are made in.
+    std::fs::write(
+        dir.path().join("buildit-system.kdl"),
+        format!(
+            "store \"sqlite\" path=\"daemon/buildit.db\"\nexecutor \"local\"\nexecutor \"kubernetes\" {{ kubeconfig \"{}\"; namespace \"ci\"; }}\n",
+            kubeconfig.display()
+        ),
+    )
+    .expect("system configuration");
+    let data = dir.path().join("daemon");
+    let daemon = support::Daemon::on_free_port(&data, &[]);
+    let token = support::create_token(dir.path(), &data, "acme", "kubernetes");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("work directory");
+    std::fs::write(
+        work.join("buildit.kdl"),
+        "pipeline \"remote-k8s\"\nstage \"hello\" { executor \"kubernetes\"; image \"buildit-test/busybox:latest\"; run \"echo hello from the cluster\"; }\n",
+    )
+    .expect("pipeline");
+    let mut command = buildit_command(&work);
+    command
+        .args(["pipelines", "trigger", "--follow", "--no-upload"])
+        .env("BUILDIT_SERVER", &daemon.address)
+        .env("BUILDIT_TOKEN", &token);
+    let followed = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("joined")
+        .expect("buildit runs");
+    let stdout = String::from_utf8_lossy(&followed.stdout).into_owned();
+    assert_eq!(
+        followed.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&followed.stderr)
+    );
+    assert!(stdout.contains("| hello from the cluster"), "{stdout}");
+    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets") {
+        assert_eq!(left.trim(), "", "{left}");
+    }
+    drop(daemon);
+    fake.stop().await;
+}
