@@ -14,6 +14,17 @@ use support::buildit_command;
 
 const SECRET: &str = "hunter2-k8s-secret-value";
 
+/// A fake cluster, and the kubeconfig (in `dir`) that points at it with the namespace `ci`.
+async fn cluster(dir: &std::path::Path) -> (FakeCluster, std::path::PathBuf) {
+    let fake = FakeCluster::start(FakeOptions::default())
+        .await
+        .expect("the fake cluster starts");
+    let kubeconfig = dir.join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, "ci")
+        .expect("kubeconfig");
+    (fake, kubeconfig)
+}
+
 const PIPELINE: &str = r#"pipeline "on-kubernetes"
 defaults { image "buildit-test/busybox:latest"; }
 stage "build" {
@@ -33,23 +44,8 @@ stage "test" {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_runs_on_the_cluster_with_its_output_masked_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let fake = FakeCluster::start(FakeOptions::default())
-        .await
-        .expect("the fake cluster starts");
-    let kubeconfig = dir.path().join("kubeconfig");
-    fake.write_kubeconfig(&kubeconfig, "ci")
-        .expect("kubeconfig");
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).expect("work directory");
-    std::fs::write(work.join("buildit.kdl"), PIPELINE).expect("pipeline");
-    std::fs::write(
-        work.join("buildit-system.kdl"),
-        format!(
-            "executor \"local\"\nexecutor \"kubernetes\" {{ kubeconfig \"{}\"; namespace \"ci\"; }}\n",
-            kubeconfig.display()
-        ),
-    )
-    .expect("system configuration");
+    let (fake, kubeconfig) = cluster(dir.path()).await;
+    let work = workspace(dir.path(), &kubeconfig, PIPELINE);
 
     let mut command = buildit_command(&work);
     command
@@ -106,31 +102,16 @@ fn kubectl_listed(kubeconfig: &std::path::Path, kinds: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buildit_gc_removes_what_a_killed_run_left_on_the_cluster() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let fake = FakeCluster::start(FakeOptions::default())
-        .await
-        .expect("the fake cluster starts");
-    let kubeconfig = dir.path().join("kubeconfig");
-    fake.write_kubeconfig(&kubeconfig, "ci")
-        .expect("kubeconfig");
+    let (fake, kubeconfig) = cluster(dir.path()).await;
     if kubectl_listed(&kubeconfig, "pods").is_none() {
         eprintln!("skipped: no kubectl");
         return;
     }
-    let work = dir.path().join("work");
-    std::fs::create_dir(&work).expect("work directory");
-    std::fs::write(
-        work.join("buildit.kdl"),
+    let work = workspace(
+        dir.path(),
+        &kubeconfig,
         "pipeline \"killed\"\nstage \"long\" { executor \"kubernetes\"; image \"buildit-test/busybox:latest\"; secrets \"TOKEN\"; run \"sleep 120\"; }\n",
-    )
-    .expect("pipeline");
-    std::fs::write(
-        work.join("buildit-system.kdl"),
-        format!(
-            "executor \"local\"\nexecutor \"kubernetes\" {{ kubeconfig \"{}\"; namespace \"ci\"; }}\n",
-            kubeconfig.display()
-        ),
-    )
-    .expect("system configuration");
+    );
     let mut child = buildit_command(&work)
         .args(["run", "--plain"])
         .env("BUILDIT_SECRET_TOKEN", SECRET)
@@ -199,12 +180,7 @@ fn workspace(
 async fn every_failure_on_the_cluster_is_reported_as_what_it_is_and_leaves_nothing() {
     use buildit_kube_fake::{Fault, FaultKind};
     let dir = tempfile::tempdir().expect("temporary directory");
-    let fake = FakeCluster::start(FakeOptions::default())
-        .await
-        .expect("the fake cluster starts");
-    let kubeconfig = dir.path().join("kubeconfig");
-    fake.write_kubeconfig(&kubeconfig, "ci")
-        .expect("kubeconfig");
+    let (fake, kubeconfig) = cluster(dir.path()).await;
     for (stage, fault) in [
         ("oom", FaultKind::Oom),
         ("evicted", FaultKind::Evict),
@@ -267,12 +243,7 @@ stage "gone" { run "sleep 30" }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_cancels_the_stages_on_the_cluster_and_leaves_nothing() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let fake = FakeCluster::start(FakeOptions::default())
-        .await
-        .expect("the fake cluster starts");
-    let kubeconfig = dir.path().join("kubeconfig");
-    fake.write_kubeconfig(&kubeconfig, "ci")
-        .expect("kubeconfig");
+    let (fake, kubeconfig) = cluster(dir.path()).await;
     if kubectl_listed(&kubeconfig, "pods").is_none() {
         eprintln!("skipped: no kubectl");
         return;
@@ -314,12 +285,7 @@ async fn ctrl_c_cancels_the_stages_on_the_cluster_and_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let fake = FakeCluster::start(FakeOptions::default())
-        .await
-        .expect("the fake cluster starts");
-    let kubeconfig = dir.path().join("kubeconfig");
-    fake.write_kubeconfig(&kubeconfig, "ci")
-        .expect("kubeconfig");
+    let (fake, kubeconfig) = cluster(dir.path()).await;
     // The daemon finds its system configuration where it starts (the data directory's parent); the store it
     // names is the one tokens are made in.
     std::fs::write(
