@@ -303,9 +303,28 @@ pub(crate) async fn start_container(
 
 /// How a stopped container ended, from the engine.
 pub(crate) async fn read_ending(runtime: &PodRuntime, id: &str, oom_fault: bool) -> Ending {
-    let state = docker::inspect(&runtime.shared.docker, id)
-        .await
-        .and_then(|details| details.state);
+    let mut details = docker::inspect(&runtime.shared.docker, id).await;
+    // The engine may report a memory-limited container's SIGKILL before it has recorded the OOM kill behind
+    // it (a busy machine): it is asked again for a moment, as the real kubelet learns of it from its events.
+    for _ in 0..OOM_RECHECKS {
+        let state = details.as_ref().and_then(|details| details.state.as_ref());
+        let limited = details
+            .as_ref()
+            .and_then(|details| details.host_config.as_ref())
+            .and_then(|config| config.memory)
+            .is_some_and(|memory| memory > 0);
+        let killed = state.and_then(|state| state.exit_code) == Some(137);
+        if oom_fault
+            || !limited
+            || !killed
+            || state.and_then(|state| state.oom_killed) == Some(true)
+        {
+            break;
+        }
+        tokio::time::sleep(OOM_RECHECK_EVERY).await;
+        details = docker::inspect(&runtime.shared.docker, id).await;
+    }
+    let state = details.and_then(|details| details.state);
     let parse = |text: Option<&String>| text.and_then(|text| text.parse::<Timestamp>().ok());
     let exit_code = state
         .as_ref()
@@ -323,6 +342,10 @@ pub(crate) async fn read_ending(runtime: &PodRuntime, id: &str, oom_fault: bool)
         .unwrap_or_else(crate::store::meta::now);
     Ending::from_exit(exit_code, oom_killed, started, finished)
 }
+
+/// How often, and how far apart, a SIGKILLed memory-limited container is asked whether it was an OOM kill.
+const OOM_RECHECKS: u32 = 30;
+const OOM_RECHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Waits for a started container to end (killing it as the OOM killer would when the `oom` fault says so),
 /// waits for its log to be complete, and publishes how it ended.

@@ -88,8 +88,9 @@ async fn drive(
 }
 
 /// Stops every container still running (SIGTERM, SIGKILL after `grace_seconds`) and publishes how each
-/// ended and the phase that follows.
-async fn terminate(runtime: &PodRuntime, grace_seconds: i64) {
+/// ended and the phase that follows: `Failed` with `failed_because` (reason, message) when it is given, in
+/// the same update (a client never sees the phase without its reason).
+async fn terminate(runtime: &PodRuntime, grace_seconds: i64, failed_because: Option<(&str, &str)>) {
     let status = runtime.status();
     let live: Vec<(ContainerList, String, String)> = runtime
         .container_ids()
@@ -131,7 +132,11 @@ async fn terminate(runtime: &PodRuntime, grace_seconds: i64) {
         .iter()
         .all(|container| exit_code(&status, ContainerList::Main, &container.name) == Some(0));
     runtime.publish(|status| {
-        if !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        if let Some((reason, message)) = failed_because {
+            status.phase = Some("Failed".to_owned());
+            status.reason = Some(reason.to_owned());
+            status.message = Some(message.to_owned());
+        } else if !matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
             status.phase = Some(if succeeded { "Succeeded" } else { "Failed" }.to_owned());
         }
         set_condition(status, "Ready", false, Some("PodCompleted"));
@@ -158,12 +163,7 @@ async fn evict(runtime: &PodRuntime) {
         }
     });
     runtime.event(EventType::Warning, "Evicted", EVICTION_MESSAGE, None);
-    terminate(runtime, 0).await;
-    runtime.publish(|status| {
-        status.phase = Some("Failed".to_owned());
-        status.reason = Some("Evicted".to_owned());
-        status.message = Some(EVICTION_MESSAGE.to_owned());
-    });
+    terminate(runtime, 0, Some(("Evicted", EVICTION_MESSAGE))).await;
 }
 
 /// Removes the pod's containers, its `emptyDir` volumes and its logs.
@@ -228,13 +228,13 @@ pub(crate) async fn run_pod(
     }
     match outcome {
         Outcome::Deleted(grace_seconds) => {
-            terminate(&runtime, grace_seconds).await;
+            terminate(&runtime, grace_seconds, None).await;
             clean_up(&shared, &pod).await;
             // The kubelet confirms the deletion once the containers are gone.
             shared.store.remove(&key);
         }
         Outcome::Removed | Outcome::Evicted => {
-            terminate(&runtime, 0).await;
+            terminate(&runtime, 0, None).await;
             clean_up(&shared, &pod).await;
         }
     }
