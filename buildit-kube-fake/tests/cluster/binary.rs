@@ -90,11 +90,7 @@ async fn the_binary_serves_until_sigterm_then_removes_its_containers() {
 async fn a_fake_dropped_without_stop_still_removes_its_containers() {
     let harness = crate::support::Harness::start().await;
     crate::support::create_job(&harness, &job("dropped", "sleep 300")).await;
-    let name = crate::support::job_pod(&harness, "dropped")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let name = crate::support::job_pod_name(&harness, "dropped").await;
     eventually(20, "the pod running", || async {
         let pod = harness.pods().get(&name).await.ok()?;
         (pod.status?.phase.as_deref() == Some("Running")).then_some(())

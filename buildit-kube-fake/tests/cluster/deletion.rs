@@ -7,7 +7,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
-use crate::support::{Harness, create_job, eventually, job, job_pod, job_pods};
+use crate::support::{
+    Harness, create_job, eventually, job, job_pod, job_pod_name, job_pods, pod_running,
+};
 
 async fn owned_secret(harness: &Harness, name: &str, job_name: &str, job_uid: &str) {
     let secret: Secret = serde_json::from_value(json!({
@@ -89,13 +91,8 @@ async fn background_deletion_removes_the_job_at_once_and_its_pods_and_secrets_af
 async fn foreground_deletion_keeps_the_job_until_its_pods_are_gone() {
     let harness = Harness::start().await;
     create_job(&harness, &job("fg", "sleep 30")).await;
-    let pod = job_pod(&harness, "fg").await;
-    let pod_name = pod.metadata.name.expect("a name");
-    eventually(15, "the pod running", || async {
-        let pod = harness.pods().get(&pod_name).await.ok()?;
-        (pod.status?.phase.as_deref() == Some("Running")).then_some(())
-    })
-    .await;
+    let pod_name = job_pod_name(&harness, "fg").await;
+    pod_running(&harness, &pod_name).await;
     harness
         .jobs()
         .delete("fg", &DeleteParams::foreground())
@@ -152,13 +149,8 @@ async fn a_deleted_pod_gets_sigterm_then_sigkill_after_its_grace_period() {
     let harness = Harness::start().await;
     // The shell ignores SIGTERM: only the kill after the grace period (2 s) stops it.
     create_job(&harness, &job("graceful", "trap '' TERM; sleep 30")).await;
-    let pod = job_pod(&harness, "graceful").await;
-    let name = pod.metadata.name.expect("a name");
-    eventually(15, "the pod running", || async {
-        let pod = harness.pods().get(&name).await.ok()?;
-        (pod.status?.phase.as_deref() == Some("Running")).then_some(())
-    })
-    .await;
+    let name = job_pod_name(&harness, "graceful").await;
+    pod_running(&harness, &name).await;
     let started = Instant::now();
     harness
         .pods()

@@ -8,7 +8,7 @@ use kube::api::{Api, ListParams};
 use serde_json::json;
 
 use crate::support::{
-    Harness, create_job, eventually, job, job_condition, job_pod, terminated, with,
+    Harness, create_job, eventually, job, job_condition, job_pod, job_pod_name, terminated, with,
 };
 
 /// The reasons of the events about a pod.
@@ -62,11 +62,7 @@ async fn an_image_that_cannot_be_pulled_leaves_the_pod_pending_in_back_off() {
     let fault = Fault::new(FaultKind::ImagePull, "buildit.stage=pull");
     harness.cluster.faults().inject(fault).expect("inject");
     create_job(&harness, &job("pull", "echo never")).await;
-    let name = job_pod(&harness, "pull")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let name = job_pod_name(&harness, "pull").await;
     let message = waiting(&harness, &name, "ErrImagePull").await;
     assert!(
         message.contains("failed to pull and unpack image"),
@@ -96,11 +92,7 @@ async fn an_image_that_cannot_be_pulled_leaves_the_pod_pending_in_back_off() {
             json!("buildit-test/nonexistent:1");
     });
     create_job(&harness, &missing).await;
-    let name = job_pod(&harness, "missing")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let name = job_pod_name(&harness, "missing").await;
     waiting(&harness, &name, "ImagePullBackOff").await;
     harness.stop().await;
 }
@@ -144,11 +136,7 @@ async fn an_evicted_pod_fails_with_a_disruption_target_and_the_policy_decides() 
         job["spec"]["podFailurePolicy"] = policy("FailJob")
     });
     create_job(&harness, &evicted).await;
-    let name = job_pod(&harness, "evicted")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let name = job_pod_name(&harness, "evicted").await;
     let pod = pod_when(&harness, &name, "the pod evicted", |pod| {
         phase(pod) == "Failed"
     })
@@ -190,11 +178,7 @@ async fn an_evicted_pod_fails_with_a_disruption_target_and_the_policy_decides() 
         job["spec"]["podFailurePolicy"] = policy("Ignore")
     });
     create_job(&harness, &ignored).await;
-    let first = job_pod(&harness, "ignored")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let first = job_pod_name(&harness, "ignored").await;
     pod_when(&harness, &first, "the first pod evicted", |pod| {
         phase(pod) == "Failed"
     })
@@ -215,11 +199,7 @@ async fn exit_code_rules_fail_the_job_with_the_controllers_message() {
     });
     create_job(&harness, &coded).await;
     let (_, reason, message) = job_condition(&harness, "coded", "Failed", 30).await;
-    let pod = job_pod(&harness, "coded")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let pod = job_pod_name(&harness, "coded").await;
     assert_eq!(reason, "PodFailurePolicy");
     assert_eq!(
         message,
@@ -248,7 +228,7 @@ async fn unschedulable_pods_stay_pending_with_the_schedulers_message() {
         ("greedy", "0/1 nodes are available: 1 Insufficient cpu."),
         ("held", "0/1 nodes are available:"),
     ] {
-        let pod = job_pod(&harness, name).await.metadata.name.expect("a name");
+        let pod = job_pod_name(&harness, name).await;
         let pod = pod_when(&harness, &pod, "the pod unschedulable", |pod| {
             pod.status
                 .iter()
@@ -299,11 +279,7 @@ async fn a_pod_deleted_by_someone_else_fails_its_job() {
         .inject(Fault::new(FaultKind::Delete, "buildit.stage=deleted").after_ms(300))
         .expect("inject");
     create_job(&harness, &job("deleted", "sleep 30")).await;
-    let name = job_pod(&harness, "deleted")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let name = job_pod_name(&harness, "deleted").await;
     eventually(20, "the pod gone", || async {
         harness
             .pods()
@@ -334,11 +310,7 @@ async fn a_missing_secret_is_a_create_container_config_error() {
         &with(job("nosecret", "true"), needs("absent", "token")),
     )
     .await;
-    let name = job_pod(&harness, "nosecret")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let name = job_pod_name(&harness, "nosecret").await;
     assert_eq!(
         waiting(&harness, &name, "CreateContainerConfigError").await,
         "secret \"absent\" not found"
@@ -355,11 +327,7 @@ async fn a_missing_secret_is_a_create_container_config_error() {
         &with(job("nokey", "true"), needs("present", "token")),
     )
     .await;
-    let name = job_pod(&harness, "nokey")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let name = job_pod_name(&harness, "nokey").await;
     assert_eq!(
         waiting(&harness, &name, "CreateContainerConfigError").await,
         "couldn't find key token in Secret default/present"

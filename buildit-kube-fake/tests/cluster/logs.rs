@@ -7,7 +7,7 @@ use futures_util::StreamExt as _;
 use futures_util::io::AsyncBufReadExt as _;
 use kube::api::LogParams;
 
-use crate::support::{Harness, create_job, eventually, job, job_condition, job_pod};
+use crate::support::{Harness, create_job, eventually, job, job_condition, job_pod, job_pod_name};
 
 /// The pod's name once its main container runs.
 async fn running_pod(harness: &Harness, job_name: &str) -> String {
@@ -81,11 +81,7 @@ async fn timestamps_are_rfc3339_with_nanoseconds_and_tail_lines_work() {
     let harness = Harness::start().await;
     create_job(&harness, &job("stamped", "echo one; echo two; echo three")).await;
     job_condition(&harness, "stamped", "Complete", 30).await;
-    let name = job_pod(&harness, "stamped")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let name = job_pod_name(&harness, "stamped").await;
     let params = LogParams {
         timestamps: true,
         ..LogParams::default()

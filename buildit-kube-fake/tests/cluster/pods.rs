@@ -5,7 +5,9 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
-use crate::support::{Harness, IMAGE, create_job, eventually, job, job_condition, job_pod, with};
+use crate::support::{
+    Harness, IMAGE, create_job, eventually, job, job_condition, job_pod, job_pod_name, with,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sidecar_serves_localhost_after_its_startup_probe_and_stops_after_the_main_container() {
@@ -101,11 +103,7 @@ async fn a_claim_is_bound_at_once_and_its_volume_outlives_pods_until_the_claim_g
     job_condition(&harness, "write", "Complete", 30).await;
     create_job(&harness, &mounted("read", "cat /cache/file")).await;
     job_condition(&harness, "read", "Complete", 30).await;
-    let reader = job_pod(&harness, "read")
-        .await
-        .metadata
-        .name
-        .expect("a name");
+    let reader = job_pod_name(&harness, "read").await;
     assert_eq!(
         harness
             .pods()

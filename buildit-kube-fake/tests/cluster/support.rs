@@ -230,6 +230,20 @@ pub async fn job_pod(harness: &Harness, name: &str) -> Pod {
     .await
 }
 
+/// The name of the one pod of a Job, once it exists.
+pub async fn job_pod_name(harness: &Harness, name: &str) -> String {
+    job_pod(harness, name).await.metadata.name.expect("a name")
+}
+
+/// Waits until pod `name` runs.
+pub async fn pod_running(harness: &Harness, name: &str) {
+    eventually(15, "the pod running", || async {
+        let pod = harness.pods().get(name).await.ok()?;
+        (pod.status?.phase.as_deref() == Some("Running")).then_some(())
+    })
+    .await;
+}
+
 /// The main container's terminated state of a pod.
 pub fn terminated(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStateTerminated> {
     pod.status
