@@ -137,11 +137,7 @@ impl KubernetesExecutor {
         let mut deleted = std::collections::HashSet::new();
         self.delete_pods_once(&selector, grace, &mut deleted)
             .await?;
-        let mut params = DeleteParams::background();
-        if let Some(grace) = grace {
-            params = params.grace_period(grace_seconds(grace));
-        }
-        match self.jobs().delete(name, &params).await {
+        match self.jobs().delete(name, &deleting(grace)).await {
             Ok(_) => {}
             Err(error) if is_not_found(&error) => {}
             Err(error) => return Err(backend(&format!("cannot delete Job {name}"), &error)),
@@ -169,11 +165,7 @@ impl KubernetesExecutor {
                 continue;
             };
             if pod.metadata.deletion_timestamp.is_none() && deleted.insert(name.clone()) {
-                let mut params = DeleteParams::background();
-                if let Some(grace) = grace {
-                    params = params.grace_period(grace_seconds(grace));
-                }
-                match pods.delete(&name, &params).await {
+                match pods.delete(&name, &deleting(grace)).await {
                     Ok(_) => {}
                     Err(error) if is_not_found(&error) => {}
                     Err(error) => {
@@ -221,7 +213,6 @@ struct Created {
     executor: KubernetesExecutor,
     name: String,
     secret: bool,
-    job: bool,
     armed: bool,
 }
 
@@ -231,9 +222,6 @@ impl Created {
             executor: executor.clone(),
             name: name.to_owned(),
             secret,
-            // Until it is known to be created, a Job whose request was sent may exist: deleting it then
-            // costs a request.
-            job: true,
             armed: true,
         }
     }
@@ -249,17 +237,12 @@ impl Drop for Created {
         if !self.armed {
             return;
         }
-        let (executor, name, secret, job) = (
-            self.executor.clone(),
-            self.name.clone(),
-            self.secret,
-            self.job,
-        );
+        let (executor, name, secret) = (self.executor.clone(), self.name.clone(), self.secret);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if job {
-                    let _ = executor.delete_attempt(&name, None).await;
-                }
+                // A Job whose request was sent may exist even when its answer never came: deleting one
+                // that does not costs a request.
+                let _ = executor.delete_attempt(&name, None).await;
                 if secret {
                     let _ = executor
                         .secrets()
@@ -271,8 +254,13 @@ impl Drop for Created {
     }
 }
 
-fn grace_seconds(grace: Duration) -> u32 {
-    u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)
+/// A delete with `Background` propagation and, when given, `grace` (the object's own grace period otherwise).
+fn deleting(grace: Option<Duration>) -> DeleteParams {
+    let params = DeleteParams::background();
+    match grace {
+        Some(grace) => params.grace_period(u32::try_from(grace.as_secs()).unwrap_or(u32::MAX)),
+        None => params,
+    }
 }
 
 fn files_not_moved() -> ExecError {
@@ -346,7 +334,6 @@ impl Executor for KubernetesExecutor {
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await;
         }
-        created.job = true;
         let (exit_sender, exit) = ExitWatch::new();
         let (output, output_receiver) = mpsc::channel(64);
         if let Some(echo) = spec.first_echo() {
