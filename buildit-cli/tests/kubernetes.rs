@@ -99,6 +99,17 @@ fn kubectl_listed(kubeconfig: &std::path::Path, kinds: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&listed.stdout).into_owned())
 }
 
+/// Waits (10 s at most) until `kubectl` lists a pod of a run.
+async fn a_pod_appears(kubeconfig: &std::path::Path) {
+    for _ in 0..100 {
+        if kubectl_listed(kubeconfig, "pods").is_some_and(|pods| !pods.trim().is_empty()) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the stage's pod never appeared");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buildit_gc_removes_what_a_killed_run_left_on_the_cluster() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -119,15 +130,7 @@ async fn buildit_gc_removes_what_a_killed_run_left_on_the_cluster() {
         .spawn()
         .expect("buildit runs");
     // Once its pod runs, the run is killed: nothing of it can clean up.
-    let mut running = false;
-    for _ in 0..100 {
-        if kubectl_listed(&kubeconfig, "pods").is_some_and(|pods| !pods.trim().is_empty()) {
-            running = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(running, "the stage's pod never appeared");
+    a_pod_appears(&kubeconfig).await;
     let _ = std::process::Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
         .status();
@@ -258,15 +261,7 @@ async fn ctrl_c_cancels_the_stages_on_the_cluster_and_leaves_nothing() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("buildit runs");
-    let mut running = false;
-    for _ in 0..100 {
-        if kubectl_listed(&kubeconfig, "pods").is_some_and(|pods| !pods.trim().is_empty()) {
-            running = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(running, "the stage's pod never appeared");
+    a_pod_appears(&kubeconfig).await;
     let _ = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status();
