@@ -10,12 +10,8 @@ cd "$(dirname "$0")/.."
 lines="${1:-1000000}"
 rounds="${2:-5}"
 work="$(mktemp -d)"
-daemon_pid=""
-cleanup() {
-    if [[ -n "$daemon_pid" ]]; then kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
+source bench/daemon.sh
 
 cargo build --release --locked -q -p buildit-cli
 buildit="$(pwd)/${CARGO_TARGET_DIR:-target}/release/buildit"
@@ -29,14 +25,7 @@ with open(path, "w") as f:
 PY
 cp "$work/local/buildit.kdl" "$work/remote/buildit.kdl"
 
-(cd "$work" && exec "$buildit" daemon --listen 127.0.0.1:0 --data-dir "$work/data" --workers 1 2> "$work/daemon.log") &
-daemon_pid=$!
-for _ in $(seq 1 100); do
-    grep -q "listening on" "$work/daemon.log" 2>/dev/null && break
-    sleep 0.1
-done
-address="$(sed -n 's/^buildit daemon listening on //p' "$work/daemon.log" | head -n 1)"
-token="$("$buildit" tokens create --tenant bench --database-url "sqlite:$work/data/buildit.db" 2>/dev/null)"
+start_daemon "$work" "$buildit"
 echo "stage prints $lines lines; daemon at $address"
 
 cd "$work/remote"

@@ -17,12 +17,8 @@ lines="${1:-200000}"
 watchers="${2:-100}"
 rounds="${3:-5}"
 work="$(mktemp -d)"
-daemon_pid=""
-cleanup() {
-    if [[ -n "$daemon_pid" ]]; then kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
+source bench/daemon.sh
 
 cargo build --release --locked -q -p buildit-cli
 cargo build --release --locked -q -p buildit-benches --bin watch-many
@@ -37,13 +33,7 @@ with open(path, "w") as f:
     f.write('pipeline "watched"\nstage "print" {\n    run ' + json.dumps(command) + "\n}\n")
 PY
 
-(cd "$work" && exec "$buildit" daemon --listen 127.0.0.1:0 --data-dir "$work/data" --workers 1 ${BUILDIT_BENCH_DAEMON_ARGS:-} 2> "$work/daemon.log") &
-daemon_pid=$!
-for _ in $(seq 1 100); do
-    grep -q "listening on" "$work/daemon.log" 2>/dev/null && break
-    sleep 0.1
-done
-address="$(sed -n 's/^buildit daemon listening on //p' "$work/daemon.log" | head -n 1)"
-token="$("$buildit" tokens create --tenant bench --database-url "sqlite:$work/data/buildit.db" 2>/dev/null)"
+# shellcheck disable=SC2086 # the extra arguments are words
+start_daemon "$work" "$buildit" ${BUILDIT_BENCH_DAEMON_ARGS:-}
 echo "stage prints $lines lines; $watchers watchers; daemon at $address"
 ${BUILDIT_BENCH_CLIENT_WRAP:-} nice -n "${BUILDIT_BENCH_CLIENT_NICE:-0}" "$client" "$address" "$token" "$work/buildit.kdl" "$watchers" "$rounds"
