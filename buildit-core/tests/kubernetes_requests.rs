@@ -1,6 +1,7 @@
 //! The Kubernetes executor's requests, asserted one by one against a scripted API server (kube-rs's own way:
 //! `tower-test`): the Secret before the Job, no secret value in any body but the Secret's, the Job deleted with
-//! `Background` propagation once its output is read, and a cancel that waits until no pod is left.
+//! `Background` propagation once its output is read, a cancel that waits until no pod is left, and the run's
+//! workspace claim and its holder made first and deleted at the run's end.
 
 #![expect(
     clippy::expect_used,
@@ -96,6 +97,30 @@ fn scripted_server(mut handle: ApiHandle, script: PodScript, seen: Arc<Mutex<Vec
                     *job.lock().expect("job") =
                         created["metadata"]["name"].as_str().map(str::to_owned);
                     answer(201, &created)
+                }
+                (
+                    "POST",
+                    "/api/v1/namespaces/ci/persistentvolumeclaims" | "/api/v1/namespaces/ci/pods",
+                ) => {
+                    let mut created: serde_json::Value = serde_json::from_str(&body).expect("json");
+                    created["metadata"]["uid"] = "workspace-uid".into();
+                    answer(201, &created)
+                }
+                ("GET", path) if path.starts_with("/api/v1/namespaces/ci/pods/buildit-ws-") => {
+                    // The pod that holds the run's workspace runs, on one node.
+                    let name = path.rsplit('/').next().unwrap_or_default();
+                    answer(
+                        200,
+                        &serde_json::json!({
+                            "apiVersion": "v1", "kind": "Pod",
+                            "metadata": {"name": name, "namespace": "ci", "resourceVersion": "3"},
+                            "spec": {"nodeName": "node-1", "containers": [{"name": "files", "image": "busybox"}]},
+                            "status": {"phase": "Running", "containerStatuses": [{
+                                "name": "files", "image": "busybox", "imageID": "", "ready": true,
+                                "restartCount": 0, "state": {"running": {}},
+                            }]},
+                        }),
+                    )
                 }
                 ("PATCH", _) => answer(200, &serde_json::json!({"metadata": {}})),
                 ("DELETE", path) if path.starts_with("/apis/batch/v1/namespaces/ci/jobs/") => {
@@ -220,10 +245,44 @@ async fn an_attempt_creates_its_secret_then_its_job_and_deletes_the_job_in_the_b
             .position(|request| request.method == method && request.uri.starts_with(path))
             .unwrap_or_else(|| panic!("no {method} {path} in {seen:#?}"))
     };
+    let claim = position("POST", "/api/v1/namespaces/ci/persistentvolumeclaims");
+    let holder = position("POST", "/api/v1/namespaces/ci/pods");
     let secret = position("POST", "/api/v1/namespaces/ci/secrets");
     let job = position("POST", "/apis/batch/v1/namespaces/ci/jobs");
     let delete = position("DELETE", "/apis/batch/v1/namespaces/ci/jobs/");
-    assert!(secret < job && job < delete, "{seen:#?}");
+    assert!(
+        claim < holder && holder < secret && secret < job && job < delete,
+        "{seen:#?}"
+    );
+    // The stage's pod mounts the run's claim, on the node that holds it (a read-write-once claim).
+    let job_body: serde_json::Value = serde_json::from_str(&seen[job].body).expect("json");
+    let pod = &job_body["spec"]["template"]["spec"];
+    let claim_name = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        .as_str()
+        .expect("the claim");
+    assert!(
+        seen[claim].body.contains(claim_name),
+        "{}",
+        seen[claim].body
+    );
+    assert_eq!(
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchFields"][0]["values"][0],
+        "node-1"
+    );
+    // The run's end deletes the holder, then the claim.
+    let holder_deleted = position(
+        "DELETE",
+        &format!("/api/v1/namespaces/ci/pods/{claim_name}"),
+    );
+    let claim_deleted = position(
+        "DELETE",
+        &format!("/api/v1/namespaces/ci/persistentvolumeclaims/{claim_name}"),
+    );
+    assert!(
+        delete < holder_deleted && holder_deleted < claim_deleted,
+        "{seen:#?}"
+    );
     // The Secret is owned by its Job once the Job exists.
     let owned = position("PATCH", "/api/v1/namespaces/ci/secrets/");
     assert!(seen[owned].body.contains("job-uid"), "{}", seen[owned].body);

@@ -50,7 +50,8 @@ pub(crate) enum WaitFailure {
 }
 
 impl WaitFailure {
-    fn to_error(&self) -> ExecError {
+    /// The error it is.
+    pub(crate) fn to_error(&self) -> ExecError {
         match self {
             Self::Failed(message) => ExecError::Wait(message.clone()),
             Self::Lost(message) => ExecError::Lost(message.clone()),

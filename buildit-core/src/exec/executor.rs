@@ -11,7 +11,7 @@ use super::sweep::{SweepReport, SweepScope};
 use crate::config::{ExecutorKind, Resources};
 use crate::events::LogStreamKind;
 // The container executors reach the workspace path rules through here.
-#[cfg(feature = "docker")]
+#[cfg(any(feature = "docker", feature = "kubernetes"))]
 pub(crate) use crate::paths::{inside_workspace, outermost};
 
 /// Everything an executor needs to run one attempt of one stage, fully resolved.

@@ -20,6 +20,8 @@ mod options;
 mod scheduler;
 mod spec;
 mod sweep;
+#[cfg(any(feature = "docker", feature = "kubernetes"))]
+mod tree;
 
 pub use any::{AnyExecutor, AnyHandle};
 pub use artifacts::{ArtifactError, ArtifactStore};

@@ -117,6 +117,9 @@ pub fn kubernetes_options(system: &SystemConfig) -> crate::exec::KubernetesOptio
         context,
         service_account,
         storage_class,
+        workspace_size,
+        workspace_access,
+        helper_image,
         image_pull_secrets,
         image_pull_grace,
         unschedulable_limit,
@@ -127,6 +130,11 @@ pub fn kubernetes_options(system: &SystemConfig) -> crate::exec::KubernetesOptio
         options.context.clone_from(context);
         options.service_account.clone_from(service_account);
         options.storage_class.clone_from(storage_class);
+        if let Some(size) = workspace_size {
+            options.workspace_size.clone_from(size);
+        }
+        options.workspace_access = *workspace_access;
+        options.helper_image.clone_from(helper_image);
         options.image_pull_secrets.clone_from(image_pull_secrets);
         if let Some(grace) = image_pull_grace {
             options.image_pull_grace = *grace;

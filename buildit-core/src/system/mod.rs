@@ -11,7 +11,7 @@ pub use discover::{
 };
 pub use model::{
     ArtifactStoreConfig, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_UPLOAD, DeployerConfig, ExecutorConfig,
-    PullPolicy, SecretStoreConfig, SourceLimits, StoreConfig, SystemConfig,
+    PullPolicy, SecretStoreConfig, SourceLimits, StoreConfig, SystemConfig, WorkspaceAccess,
 };
 pub use parse::parse_system;
 pub use secrets::SecretError;

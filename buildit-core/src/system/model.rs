@@ -24,6 +24,34 @@ pub enum StoreConfig {
     },
 }
 
+/// How the pods of a run reach its workspace claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum WorkspaceAccess {
+    #[default]
+    /// `ReadWriteOnce`: one node mounts it; every pod of the run is placed on the node of the pod that holds
+    /// the workspace (what any storage class offers).
+    ReadWriteOnce,
+    /// `ReadWriteMany`: pods on any node mount it (NFS, CephFS, EFS and the like).
+    ReadWriteMany,
+}
+
+impl WorkspaceAccess {
+    /// The access mode as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWriteOnce => "ReadWriteOnce",
+            Self::ReadWriteMany => "ReadWriteMany",
+        }
+    }
+
+    /// The access mode the API calls `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::ReadWriteOnce, Self::ReadWriteMany]
+            .into_iter()
+            .find(|access| access.as_str() == name)
+    }
+}
+
 /// When a Docker executor pulls images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -75,6 +103,12 @@ pub enum ExecutorConfig {
         service_account: Option<String>,
         /// Storage class of a run's workspace claim.
         storage_class: Option<String>,
+        /// The size of a run's workspace claim (a Kubernetes quantity).
+        workspace_size: Option<String>,
+        /// How a run's pods share its workspace claim.
+        workspace_access: WorkspaceAccess,
+        /// The image of the pod that holds a run's workspace.
+        helper_image: Option<String>,
         /// Secrets for pulling stage images.
         image_pull_secrets: Vec<String>,
         /// How long an image may fail to pull before the attempt fails.

@@ -7,7 +7,7 @@ use miette::SourceSpan;
 
 use super::model::{
     ArtifactStoreConfig, DeployerConfig, ExecutorConfig, PullPolicy, SecretStoreConfig,
-    SourceLimits, StoreConfig, SystemConfig,
+    SourceLimits, StoreConfig, SystemConfig, WorkspaceAccess,
 };
 use crate::config::{ExecutorKind, Reader, Spanned, TemplateScope, is_env_name, is_valid_name};
 use crate::diagnostic::{ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticCode};
@@ -214,6 +214,20 @@ fn misplaced(
     }
 }
 
+/// Whether `text` is a Kubernetes quantity of bytes: digits, maybe a fraction, maybe a suffix.
+fn is_quantity(text: &str) -> bool {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &text[digits.len()..];
+    let number_ok = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|&b| b == b'.').count() <= 1
+        && digits.bytes().next().is_some_and(|b| b.is_ascii_digit());
+    let suffixes = [
+        "", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+    ];
+    number_ok && suffixes.contains(&suffix)
+}
+
 fn take(values: &mut Vec<(String, Spanned<String>)>, key: &str) -> Option<Spanned<String>> {
     let position = values.iter().position(|(k, _)| k == key)?;
     Some(values.remove(position).1)
@@ -302,6 +316,9 @@ fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<ExecutorConf
             "context",
             "service-account",
             "storage-class",
+            "workspace-size",
+            "workspace-access",
+            "helper-image",
             "image-pull-secrets",
             "image-pull-grace",
             "unschedulable-limit",
@@ -413,12 +430,50 @@ fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<ExecutorConf
             };
             let image_pull_grace = duration("image-pull-grace");
             let unschedulable_limit = duration("unschedulable-limit");
+            let workspace_size = take(&mut values, "workspace-size").and_then(|size| {
+                if is_quantity(&size.value) {
+                    Some(size.value)
+                } else {
+                    reader.push(
+                        ConfigDiagnostic::error(
+                            DiagnosticCode::InvalidValue,
+                            format!("invalid `workspace-size` `{}`", size.value),
+                            size.span,
+                            "not a size",
+                        )
+                        .with_help("write a Kubernetes quantity: `10Gi`, `500Mi`"),
+                    );
+                    None
+                }
+            });
+            let workspace_access = match take(&mut values, "workspace-access") {
+                None => WorkspaceAccess::default(),
+                Some(value) => WorkspaceAccess::parse(&value.value).unwrap_or_else(|| {
+                    let modes = ["ReadWriteOnce", "ReadWriteMany"];
+                    let help = did_you_mean(&value.value, modes).unwrap_or_else(|| {
+                        "expected one of: ReadWriteOnce, ReadWriteMany".to_owned()
+                    });
+                    reader.push(
+                        ConfigDiagnostic::error(
+                            DiagnosticCode::InvalidValue,
+                            format!("unknown workspace access mode `{}`", value.value),
+                            value.span,
+                            "unknown access mode",
+                        )
+                        .with_help(help),
+                    );
+                    WorkspaceAccess::default()
+                }),
+            };
             ExecutorConfig::Kubernetes {
                 namespace: take(&mut values, "namespace").map(|n| n.value),
                 kubeconfig: take(&mut values, "kubeconfig").map(|k| PathBuf::from(k.value)),
                 context: take(&mut values, "context").map(|c| c.value),
                 service_account: take(&mut values, "service-account").map(|s| s.value),
                 storage_class: take(&mut values, "storage-class").map(|s| s.value),
+                workspace_size,
+                workspace_access,
+                helper_image: take(&mut values, "helper-image").map(|i| i.value),
                 image_pull_secrets: pull_secrets,
                 image_pull_grace,
                 unschedulable_limit,

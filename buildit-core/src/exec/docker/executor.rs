@@ -16,7 +16,6 @@ use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 
 use super::engine::{DockerExecutor, backend, is_not_found};
-use super::files::workspace_paths;
 use super::services::ServiceGroup;
 use crate::events::LogStreamKind;
 use crate::exec::attempt::{ExitWatch, OutputOnce, WaitFailure};
@@ -24,6 +23,7 @@ use crate::exec::executor::{
     ExecError, Executor, ExitStatus, LogStream, OutputChunk, StageSpec, StageStatus,
 };
 use crate::exec::sweep::{SweepReport, SweepScope};
+use crate::exec::tree::workspace_paths;
 
 /// Where secrets are handed to the container: a file uploaded before start, read and deleted by the shell, so
 /// that no secret appears in the container's configuration (`docker inspect`).

@@ -13,9 +13,11 @@ pub struct ApiUse {
 }
 
 /// What the executor calls: Jobs for attempts (created, read when their pod goes, listed and deleted by
-/// sweeps), their Pods (watched, read, deleted when a cancel finds one left, and their logs), and the Secret
-/// of an attempt (created, made owned by its Job, listed and deleted by sweeps), and the Events of a Job that
-/// has no pod (the cluster refusing to create it).
+/// sweeps), their Pods (watched, read, deleted when a cancel finds one left, and their logs), the Secret
+/// of an attempt (created, made owned by its Job, listed and deleted by sweeps), the Events of a Job that
+/// has no pod (the cluster refusing to create it), and a run's workspace: its claim (created, listed and
+/// deleted) and the pod that holds it (created, and files copied through `pods/exec`: a WebSocket `GET` that
+/// clusters since 1.30 also authorise as `create`).
 pub const KUBERNETES_API_USES: &[ApiUse] = &[
     ApiUse {
         group: "batch",
@@ -25,7 +27,7 @@ pub const KUBERNETES_API_USES: &[ApiUse] = &[
     ApiUse {
         group: "",
         resource: "pods",
-        verbs: &["get", "list", "watch", "delete"],
+        verbs: &["create", "get", "list", "watch", "delete"],
     },
     ApiUse {
         group: "",
@@ -41,5 +43,15 @@ pub const KUBERNETES_API_USES: &[ApiUse] = &[
         group: "",
         resource: "events",
         verbs: &["list"],
+    },
+    ApiUse {
+        group: "",
+        resource: "pods/exec",
+        verbs: &["create", "get"],
+    },
+    ApiUse {
+        group: "",
+        resource: "persistentvolumeclaims",
+        verbs: &["create", "list", "delete"],
     },
 ];

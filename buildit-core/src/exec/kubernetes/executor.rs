@@ -14,16 +14,18 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::logs::{PodProgress, follow};
-use super::manifest::{attempt_objects, owned_by_job};
+use super::manifest::{WorkspacePlace, attempt_objects, owned_by_job};
 use super::names::{JOB_LABEL, RUN_LABEL};
 use super::options::{KubernetesOptions, connect};
 use super::watch::watch_attempt;
+use super::workspace::Workspaces;
 use crate::events::LogStreamKind;
 use crate::exec::attempt::{ExitWatch, OutputOnce};
 use crate::exec::executor::{
     ExecError, Executor, ExitStatus, LogStream, OutputChunk, StageSpec, StageStatus,
 };
 use crate::exec::sweep::{SweepReport, SweepScope};
+use crate::exec::tree::workspace_paths;
 use crate::owner::LeftoverOwner;
 
 /// How long a deleted attempt's pods may take to go before the executor stops waiting for them.
@@ -43,6 +45,8 @@ pub struct KubernetesExecutor {
     /// Each run's attempts being cleaned up (their Jobs deleted once their output is read): the run's
     /// release waits for them.
     cleanups: Arc<Mutex<HashMap<String, Vec<JoinHandle<()>>>>>,
+    /// Each run's workspace claim and the pod that holds it.
+    pub(super) workspaces: Arc<Workspaces>,
 }
 
 impl std::fmt::Debug for KubernetesExecutor {
@@ -96,6 +100,7 @@ impl KubernetesExecutor {
             options,
             owner: LeftoverOwner::this_process(),
             cleanups: Arc::default(),
+            workspaces: Arc::default(),
         }
     }
 
@@ -263,12 +268,6 @@ fn deleting(grace: Option<Duration>) -> DeleteParams {
     }
 }
 
-fn files_not_moved() -> ExecError {
-    ExecError::Backend(
-        "artifacts and caches are not moved in and out of Kubernetes pods yet".to_owned(),
-    )
-}
-
 pub(super) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
@@ -286,13 +285,20 @@ impl Executor for KubernetesExecutor {
                 "a stage on the `kubernetes` executor needs an image".to_owned(),
             ));
         };
-        if let Some(service) = spec.services.first() {
-            return Err(ExecError::Config(format!(
-                "service `{}`: services are not run on the `kubernetes` executor yet",
-                service.name
-            )));
-        }
-        let objects = attempt_objects(&spec, &image, &self.namespace, &self.options, &self.owner);
+        let workspace = self.run_workspace(&spec).await?;
+        let node = self.pinned_node(&workspace);
+        let place = WorkspacePlace {
+            claim: &workspace.name,
+            node: node.as_deref(),
+        };
+        let objects = attempt_objects(
+            &spec,
+            &image,
+            &self.namespace,
+            &self.options,
+            &self.owner,
+            place,
+        );
         let name = objects.name.clone();
         let run = spec.labels.get(RUN_LABEL).cloned().unwrap_or_default();
         // Should this future be dropped before the attempt is handed over (the scheduler's deadline or stop
@@ -398,17 +404,20 @@ impl Executor for KubernetesExecutor {
         false
     }
 
-    async fn put_files(&self, _spec: &StageSpec, _from: &std::path::Path) -> Result<(), ExecError> {
-        Err(files_not_moved())
+    async fn put_files(&self, spec: &StageSpec, from: &std::path::Path) -> Result<(), ExecError> {
+        self.put_workspace_files(spec, from).await
     }
 
     async fn get_files(
         &self,
-        _spec: &StageSpec,
-        _paths: &[std::path::PathBuf],
-        _into: &std::path::Path,
+        spec: &StageSpec,
+        paths: &[std::path::PathBuf],
+        into: &std::path::Path,
     ) -> Result<(), ExecError> {
-        Err(files_not_moved())
+        let paths = workspace_paths(paths)?;
+        let workspace = self.run_workspace(spec).await?;
+        self.copy_out(&workspace.name, &spec.workspace, paths, into)
+            .await
     }
 
     async fn release_run(&self, run_id: &str) -> Result<(), ExecError> {
@@ -422,6 +431,15 @@ impl Executor for KubernetesExecutor {
         // the sweep below deletes what is left, and the cluster finishes it.
         let all = futures_util::future::join_all(cleanups);
         let _ = tokio::time::timeout(RELEASE_WAIT, all).await;
+        let workspace = self
+            .workspaces
+            .lock()
+            .ok()
+            .and_then(|mut workspaces| workspaces.remove(run_id));
+        if let Some(workspace) = workspace.as_ref().and_then(|cell| cell.get()) {
+            self.remove_workspace(&workspace.name).await?;
+        }
+        // The sweep also finds a workspace whose making was interrupted.
         self.sweep(&SweepScope::run(run_id)).await.map(|_| ())
     }
 

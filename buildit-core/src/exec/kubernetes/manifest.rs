@@ -9,14 +9,16 @@ use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, LocalObjectReference, PodSpec,
-    PodTemplateSpec, ResourceRequirements, Secret, SecretKeySelector, Volume, VolumeMount,
+    Container, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec, ResourceRequirements, Secret,
+    SecretKeySelector,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::names;
 use super::options::KubernetesOptions;
+use super::services::{host_aliases, sidecars};
+use super::workspace_manifest::{on_node, pull_secrets, workspace_mount, workspace_volume};
 use crate::exec::executor::StageSpec;
 use crate::owner::LeftoverOwner;
 
@@ -25,8 +27,6 @@ pub const STAGE_CONTAINER: &str = "stage";
 /// How much longer than the stage's timeout the cluster lets the Job run: the runner stops the stage at its
 /// timeout itself; the Job's deadline stops it when no runner is left to.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(30);
-/// The workspace volume's name in the pod.
-const WORKSPACE_VOLUME: &str = "workspace";
 
 /// An attempt's objects, ready to be created.
 #[derive(Debug, Clone)]
@@ -39,6 +39,15 @@ pub struct AttemptObjects {
     pub job: Job,
 }
 
+/// Where an attempt's pod finds the run's workspace.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkspacePlace<'a> {
+    /// The run's claim.
+    pub claim: &'a str,
+    /// The node the pod must run on to mount it, when it must.
+    pub node: Option<&'a str>,
+}
+
 /// The objects of one attempt of `spec`.
 pub fn attempt_objects(
     spec: &StageSpec,
@@ -46,6 +55,7 @@ pub fn attempt_objects(
     namespace: &str,
     options: &KubernetesOptions,
     owner: &LeftoverOwner,
+    workspace: WorkspacePlace<'_>,
 ) -> AttemptObjects {
     let run = spec.labels.get(names::RUN_LABEL).map_or("", String::as_str);
     let instance = spec
@@ -115,7 +125,7 @@ pub fn attempt_objects(
             ..ResourceRequirements::default()
         }
     });
-    let workspace = spec.workspace.display().to_string();
+    let workspace_path = spec.workspace.display().to_string();
     let container = Container {
         name: STAGE_CONTAINER.to_owned(),
         image: Some(image.to_owned()),
@@ -124,11 +134,7 @@ pub fn attempt_objects(
         env: Some(env),
         working_dir: Some(spec.workdir.display().to_string()),
         resources,
-        volume_mounts: Some(vec![VolumeMount {
-            name: WORKSPACE_VOLUME.to_owned(),
-            mount_path: workspace,
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![workspace_mount(&workspace_path)]),
         ..Container::default()
     };
     let pod = PodSpec {
@@ -141,18 +147,11 @@ pub fn attempt_objects(
         // A pod deleted by the cluster (a Job's deadline, its TTL) gets BuildIt's own grace period; a cancel
         // gives the run's.
         termination_grace_period_seconds: Some(seconds(crate::exec::DEFAULT_GRACE)),
-        image_pull_secrets: (!options.image_pull_secrets.is_empty()).then(|| {
-            options
-                .image_pull_secrets
-                .iter()
-                .map(|name| LocalObjectReference { name: name.clone() })
-                .collect()
-        }),
-        volumes: Some(vec![Volume {
-            name: WORKSPACE_VOLUME.to_owned(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        image_pull_secrets: pull_secrets(options),
+        volumes: Some(vec![workspace_volume(workspace.claim)]),
+        affinity: workspace.node.map(on_node),
+        init_containers: (!spec.services.is_empty()).then(|| sidecars(&spec.services)),
+        host_aliases: host_aliases(&spec.services),
         ..PodSpec::default()
     };
     let job = Job {
@@ -240,6 +239,10 @@ mod tests {
             "ci",
             &KubernetesOptions::default(),
             &LeftoverOwner::this_process(),
+            WorkspacePlace {
+                claim: "buildit-ws-1",
+                node: Some("node-7"),
+            },
         );
         let job = serde_json::to_string(&objects.job).expect("serializes");
         assert!(!job.contains("hunter2-secret-value"), "{job}");
@@ -277,6 +280,20 @@ mod tests {
         assert_eq!(spec.backoff_limit, Some(0));
         assert_eq!(spec.active_deadline_seconds, Some(630));
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let pod_json = serde_json::to_value(pod).expect("serializes");
+        assert_eq!(
+            pod_json["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "buildit-ws-1"
+        );
+        assert_eq!(
+            pod_json["containers"][0]["volumeMounts"][0]["mountPath"],
+            "/work/repo"
+        );
+        assert_eq!(
+            pod_json["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0],
+            "node-7"
+        );
         let labels = objects.job.metadata.labels.as_ref().expect("labels");
         assert_eq!(
             labels.get("buildit.run").map(String::as_str),
@@ -301,6 +318,10 @@ mod tests {
             "ci",
             &KubernetesOptions::default(),
             &LeftoverOwner::this_process(),
+            WorkspacePlace {
+                claim: "buildit-ws-1",
+                node: Some("node-7"),
+            },
         );
         assert!(objects.secret.is_none());
     }

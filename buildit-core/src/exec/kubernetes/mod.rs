@@ -6,9 +6,13 @@ mod logs;
 mod manifest;
 mod names;
 mod options;
+mod services;
 mod status;
 mod sweep;
+mod transfer;
 mod watch;
+mod workspace;
+mod workspace_manifest;
 
 pub use api_uses::{ApiUse, KUBERNETES_API_USES};
 pub use executor::{KubernetesExecutor, KubernetesHandle};

@@ -11,6 +11,8 @@ use crate::owner::LeftoverOwner;
 pub const RUN_LABEL: &str = "buildit.run";
 /// Label naming the attempt's Job on it and on everything made for it (its pod, its secret).
 pub const JOB_LABEL: &str = "buildit.job";
+/// Label of a run's workspace claim and of the pod that holds it (`workspace`).
+pub const ROLE_LABEL: &str = "buildit.role";
 /// The longest label value and object name segment the API takes.
 const MAX_LABEL: usize = 63;
 /// The longest Job name whose pods' names (`JOB-xxxxx`) still fit in a label.
@@ -76,7 +78,16 @@ pub fn job_name(run_id: &str, instance: &str, attempt: u32) -> String {
     }
 }
 
-fn short_hash(value: &str) -> String {
+/// The name of a run's workspace claim and of the pod that holds it: unique (the run and a random part).
+pub fn workspace_name(run_id: &str) -> String {
+    let mut random = [0_u8; 4];
+    let _ = getrandom::fill(&mut random);
+    let random: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("buildit-ws-{}", short_hash(&format!("{run_id}/{random}")))
+}
+
+/// A short hash of `value`, that keeps apart names made alike.
+pub(super) fn short_hash(value: &str) -> String {
     let digest = sha2::Sha256::digest(value.as_bytes());
     digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::exec::executor::ExecError;
+pub use crate::system::WorkspaceAccess;
 
 /// The Kubernetes executor's settings.
 #[derive(Debug, Clone)]
@@ -20,6 +21,13 @@ pub struct KubernetesOptions {
     pub service_account: Option<String>,
     /// Storage class of a run's workspace claim; `None`: the cluster's default.
     pub storage_class: Option<String>,
+    /// The size a run's workspace claim asks for (a Kubernetes quantity: `10Gi`).
+    pub workspace_size: String,
+    /// How the stages of a run share its workspace claim.
+    pub workspace_access: WorkspaceAccess,
+    /// The image of the pod that holds a run's workspace and moves files in and out of it (it needs `sh` and
+    /// `tar`); `None`: the image of the run's first stage on the cluster.
+    pub helper_image: Option<String>,
     /// Secrets for pulling stage images.
     pub image_pull_secrets: Vec<String>,
     /// How long an image may fail to pull (`ErrImagePull`, `ImagePullBackOff`) before the attempt fails.
@@ -38,6 +46,9 @@ impl Default for KubernetesOptions {
             context: None,
             service_account: None,
             storage_class: None,
+            workspace_size: "10Gi".to_owned(),
+            workspace_access: WorkspaceAccess::ReadWriteOnce,
+            helper_image: None,
             image_pull_secrets: Vec::new(),
             image_pull_grace: Duration::from_secs(30),
             unschedulable_limit: Duration::from_secs(300),

@@ -1,8 +1,9 @@
 //! Reading an attempt's pod: running, waiting (and on what), or ended (and how), from its status alone.
 
-use k8s_openapi::api::core::v1::{ContainerStateWaiting, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateWaiting, Pod, PodStatus};
 
 use super::manifest::STAGE_CONTAINER;
+use super::services::service_of;
 use crate::exec::executor::ExitStatus;
 
 /// What a pod's status says of the attempt.
@@ -26,10 +27,17 @@ pub enum PodVerdict {
     Evicted(String),
     /// The pod failed without its container ending (a deadline, the node lost).
     Failed(String),
+    /// A service stopped, or its `ready` command kept failing, before the stage started.
+    ServiceNotReady(String),
 }
 
-/// Reads `pod`.
+/// Reads an attempt's `pod`.
 pub fn pod_verdict(pod: &Pod) -> PodVerdict {
+    container_verdict(pod, STAGE_CONTAINER)
+}
+
+/// Reads `pod` by its container `container` (the one whose work the pod is).
+pub fn container_verdict(pod: &Pod, container: &str) -> PodVerdict {
     let Some(status) = &pod.status else {
         return PodVerdict::Pending;
     };
@@ -51,7 +59,7 @@ pub fn pod_verdict(pod: &Pod) -> PodVerdict {
         .container_statuses
         .iter()
         .flatten()
-        .find(|container| container.name == STAGE_CONTAINER);
+        .find(|status| status.name == container);
     if let Some(state) = stage.and_then(|container| container.state.as_ref()) {
         if let Some(terminated) = &state.terminated {
             let oom_killed = terminated.reason.as_deref() == Some("OOMKilled");
@@ -69,6 +77,9 @@ pub fn pod_verdict(pod: &Pod) -> PodVerdict {
         {
             return verdict;
         }
+    }
+    if let Some(verdict) = services_verdict(status) {
+        return verdict;
     }
     if status.phase.as_deref() == Some("Failed") {
         let why = [status.reason.as_deref(), status.message.as_deref()]
@@ -95,6 +106,42 @@ pub fn pod_verdict(pod: &Pod) -> PodVerdict {
         );
     }
     PodVerdict::Pending
+}
+
+/// What the services (the pod's sidecars) say while the stage has not started: one whose image cannot be
+/// pulled or that cannot be created, or one restarted (it stopped, or its startup probe gave up).
+fn services_verdict(status: &PodStatus) -> Option<PodVerdict> {
+    for sidecar in status.init_container_statuses.iter().flatten() {
+        let Some(service) = service_of(&sidecar.name) else {
+            continue;
+        };
+        if let Some(waiting) = sidecar
+            .state
+            .as_ref()
+            .and_then(|state| state.waiting.as_ref())
+            && let Some(verdict) = waiting_verdict(waiting)
+        {
+            return Some(match verdict {
+                PodVerdict::ImagePullFailing(why) => {
+                    PodVerdict::ImagePullFailing(format!("service `{service}`: {why}"))
+                }
+                PodVerdict::ImageInvalid(why) => {
+                    PodVerdict::ImageInvalid(format!("service `{service}`: {why}"))
+                }
+                PodVerdict::ConfigError(why) => {
+                    PodVerdict::ConfigError(format!("service `{service}`: {why}"))
+                }
+                other => other,
+            });
+        }
+        if sidecar.restart_count > 0 {
+            return Some(PodVerdict::ServiceNotReady(format!(
+                "service `{service}` was not ready: it stopped, or its `ready` command kept failing past its \
+                 timeout"
+            )));
+        }
+    }
+    None
 }
 
 fn waiting_verdict(waiting: &ContainerStateWaiting) -> Option<PodVerdict> {
@@ -227,5 +274,44 @@ mod tests {
             pod_verdict(&pending),
             PodVerdict::Unschedulable("0/1 nodes are available: 1 Insufficient cpu.".to_owned())
         );
+    }
+
+    #[test]
+    fn a_service_that_cannot_start_or_get_ready_fails_the_stage_before_it_starts() {
+        let with_service = |sidecar: serde_json::Value, stage: serde_json::Value| {
+            pod(serde_json::json!({
+                "phase": "Pending",
+                "initContainerStatuses": [sidecar],
+                "containerStatuses": [{
+                    "name": "stage", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": stage,
+                }],
+            }))
+        };
+        let initializing = serde_json::json!({"waiting": {"reason": "PodInitializing"}});
+        let pulling = with_service(
+            serde_json::json!({
+                "name": "service-db", "image": "postgres", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull"}},
+            }),
+            initializing.clone(),
+        );
+        assert_eq!(
+            pod_verdict(&pulling),
+            PodVerdict::ImagePullFailing("service `db`: ErrImagePull".to_owned())
+        );
+        let restarted = serde_json::json!({
+            "name": "service-db", "image": "postgres", "imageID": "", "ready": false,
+            "restartCount": 1, "state": {"running": {}},
+        });
+        let not_ready = with_service(restarted.clone(), initializing);
+        assert!(
+            matches!(pod_verdict(&not_ready), PodVerdict::ServiceNotReady(ref why) if why.contains("`db`")),
+            "{:?}",
+            pod_verdict(&not_ready)
+        );
+        // Once the stage runs, a service that restarts is the stage's business.
+        let running = with_service(restarted, serde_json::json!({"running": {}}));
+        assert_eq!(pod_verdict(&running), PodVerdict::Running);
     }
 }

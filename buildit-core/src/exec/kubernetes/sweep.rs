@@ -1,5 +1,5 @@
-//! Sweeping what attempts left on the cluster: the labelled Jobs, Pods and Secrets of a run that has ended, or
-//! of an owner that is gone.
+//! Sweeping what runs left on the cluster: the labelled Jobs, Pods, Secrets and workspace claims of a run that
+//! has ended, or of an owner that is gone.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,7 @@ use super::names::{RUN_LABEL, owner_from_annotations};
 use crate::exec::executor::ExecError;
 use crate::exec::sweep::{SweepReport, SweepScope};
 
-/// Removes the Jobs, Pods and Secrets `scope` says may go, and waits until their pods are gone.
+/// Removes the Jobs, Pods, Secrets and claims `scope` says may go, and waits until their pods are gone.
 pub async fn sweep(
     executor: &KubernetesExecutor,
     scope: &SweepScope,
@@ -25,6 +25,8 @@ pub async fn sweep(
     let jobs = remove(executor, executor.jobs(), &selector, scope).await?;
     let pods = remove(executor, executor.pods(), &selector, scope).await?;
     let secrets = remove(executor, executor.secrets(), &selector, scope).await?;
+    // Claims last: one in use stays (protected) until its pods are gone.
+    let claims = remove(executor, executor.claims(), &selector, scope).await?;
     for job in &jobs {
         executor
             .delete_pods_of(&format!("{}={job}", super::names::JOB_LABEL), None)
@@ -40,6 +42,9 @@ pub async fn sweep(
     report
         .containers
         .extend(secrets.into_iter().map(|name| format!("secret/{name}")));
+    report
+        .containers
+        .extend(claims.into_iter().map(|name| format!("pvc/{name}")));
     Ok(report)
 }
 

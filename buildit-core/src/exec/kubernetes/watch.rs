@@ -218,7 +218,7 @@ async fn pod_refused(executor: &KubernetesExecutor, job: &str) -> Option<String>
 
 /// The attempt's clocks: since when its image has failed to pull, since when no node takes it.
 #[derive(Debug, Default)]
-struct Clock {
+pub(super) struct Clock {
     seen_pod: bool,
     pull_failing: Option<(Instant, String)>,
     unschedulable: Option<(Instant, String)>,
@@ -230,7 +230,7 @@ struct Clock {
 
 impl Clock {
     /// The attempt's end, when `verdict` is one.
-    fn judge(
+    pub(super) fn judge(
         &mut self,
         verdict: PodVerdict,
         options: &super::options::KubernetesOptions,
@@ -240,7 +240,9 @@ impl Clock {
             PodVerdict::Evicted(message) => return Some(Err(WaitFailure::Evicted(message))),
             PodVerdict::ImageInvalid(message) => return Some(Err(WaitFailure::ImagePull(message))),
             PodVerdict::ConfigError(message) => return Some(Err(WaitFailure::Config(message))),
-            PodVerdict::Failed(message) => return Some(Err(WaitFailure::Failed(message))),
+            PodVerdict::Failed(message) | PodVerdict::ServiceNotReady(message) => {
+                return Some(Err(WaitFailure::Failed(message)));
+            }
             PodVerdict::ImagePullFailing(message) => {
                 let since = self
                     .pull_failing

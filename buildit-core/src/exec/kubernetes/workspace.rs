@@ -1,0 +1,228 @@
+//! A run's workspace on the cluster: one claim its pods share, and a pod that holds it, created (and filled with
+//! the run's files) by the first stage that needs it and deleted when the run ends.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use tokio::sync::OnceCell;
+
+use super::executor::{KubernetesExecutor, backend, is_not_found};
+use super::names::RUN_LABEL;
+use super::status::{PodVerdict, container_verdict};
+use super::watch::Clock;
+use super::workspace_manifest::{HOLDER_CONTAINER, workspace_objects};
+use crate::exec::executor::{ExecError, StageSpec};
+use crate::system::WorkspaceAccess;
+
+/// Top-level directories of the host workspace that are not copied into a run's claim: BuildIt's own state.
+const NOT_UPLOADED: &[&str] = &[".buildit"];
+/// How often the holder pod is looked at while it starts.
+const START_POLL: Duration = Duration::from_millis(200);
+
+/// A run's workspace on the cluster.
+#[derive(Debug, Clone)]
+pub(super) struct RunWorkspace {
+    /// The claim's name, and the holder pod's.
+    pub name: String,
+    /// The node the holder runs on, where every pod of the run must run when the claim is read-write-once.
+    pub node: Option<String>,
+}
+
+/// Each run's workspace, made once by the first stage that needs it.
+pub(super) type Workspaces =
+    std::sync::Mutex<std::collections::HashMap<String, Arc<OnceCell<RunWorkspace>>>>;
+
+impl KubernetesExecutor {
+    pub(super) fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The run's workspace, created (and filled with the host workspace) by the first stage that needs it.
+    pub(super) async fn run_workspace(&self, spec: &StageSpec) -> Result<RunWorkspace, ExecError> {
+        let run = spec.labels.get(RUN_LABEL).cloned().unwrap_or_default();
+        let cell = match self.workspaces.lock() {
+            Ok(mut workspaces) => Arc::clone(workspaces.entry(run).or_default()),
+            Err(_) => return Err(ExecError::Backend("workspace registry poisoned".to_owned())),
+        };
+        cell.get_or_try_init(|| self.create_workspace(spec))
+            .await
+            .cloned()
+    }
+
+    /// The node an attempt's pod must run on to reach the run's workspace, if any.
+    pub(super) fn pinned_node(&self, workspace: &RunWorkspace) -> Option<String> {
+        match self.options.workspace_access {
+            WorkspaceAccess::ReadWriteOnce => workspace.node.clone(),
+            WorkspaceAccess::ReadWriteMany => None,
+        }
+    }
+
+    async fn create_workspace(&self, spec: &StageSpec) -> Result<RunWorkspace, ExecError> {
+        let image = match (&self.options.helper_image, &spec.image) {
+            (Some(image), _) | (None, Some(image)) => image.clone(),
+            (None, None) => {
+                return Err(ExecError::Config(
+                    "a stage on the `kubernetes` executor needs an image".to_owned(),
+                ));
+            }
+        };
+        let objects = workspace_objects(
+            &spec.labels,
+            &spec.workspace,
+            &image,
+            &self.namespace,
+            &self.options,
+            &self.owner,
+        );
+        let name = objects.name.clone();
+        // Dropped or failed halfway, the start deletes what it made.
+        let mut made = Made {
+            executor: self.clone(),
+            name: name.clone(),
+            armed: true,
+        };
+        self.claims()
+            .create(&PostParams::default(), &objects.claim)
+            .await
+            .map_err(|error| refused("the run's workspace claim", &name, &error))?;
+        self.pods()
+            .create(&PostParams::default(), &objects.holder)
+            .await
+            .map_err(|error| refused("the pod that holds the run's workspace", &name, &error))?;
+        let node = self.holder_started(&name).await?;
+        if has_files(&spec.workspace)? {
+            self.put_tree(&name, &spec.workspace, &spec.workspace, NOT_UPLOADED)
+                .await
+                .map_err(|error| {
+                    ExecError::Backend(format!("cannot copy the workspace into its claim: {error}"))
+                })?;
+        }
+        made.armed = false;
+        Ok(RunWorkspace { name, node })
+    }
+
+    /// Waits until the holder pod runs; the node it runs on. Fails as a stage would: an image that cannot be
+    /// pulled, a pod no node takes, within the same limits.
+    async fn holder_started(&self, name: &str) -> Result<Option<String>, ExecError> {
+        let mut clock = Clock::default();
+        loop {
+            let pod = match self.pods().get(name).await {
+                Ok(pod) => pod,
+                Err(error) if is_not_found(&error) => {
+                    return Err(ExecError::Lost(format!(
+                        "the pod that holds the run's workspace ({name}) was deleted"
+                    )));
+                }
+                Err(error) => return Err(backend("cannot read the workspace's pod", &error)),
+            };
+            let verdict = container_verdict(&pod, HOLDER_CONTAINER);
+            if verdict == PodVerdict::Running {
+                return Ok(node_of(&pod));
+            }
+            if let PodVerdict::Exited(status) = verdict {
+                return Err(ExecError::Backend(format!(
+                    "the pod that holds the run's workspace ended ({status:?}): its image needs `sh`, \
+                     `sleep` and `tar` (set `helper-image` in `executor \"kubernetes\"`)"
+                )));
+            }
+            if let Some(Err(failure)) = clock.judge(verdict, &self.options) {
+                let error = failure.to_error();
+                return Err(match error {
+                    ExecError::Wait(message) => ExecError::Backend(format!(
+                        "the run's workspace cannot be made ready: {message}"
+                    )),
+                    other => other,
+                });
+            }
+            tokio::time::sleep(START_POLL).await;
+        }
+    }
+
+    /// Deletes the run's workspace: the holder pod, then the claim.
+    pub(super) async fn remove_workspace(&self, name: &str) -> Result<(), ExecError> {
+        let gone = |error: kube::Error| -> Result<(), ExecError> {
+            if is_not_found(&error) {
+                Ok(())
+            } else {
+                Err(backend(&format!("cannot delete {name}"), &error))
+            }
+        };
+        let grace = DeleteParams::background().grace_period(1);
+        if let Err(error) = self.pods().delete(name, &grace).await {
+            gone(error)?;
+        }
+        if let Err(error) = self
+            .claims()
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            gone(error)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the host tree `from` into the run's workspace, over what is there.
+    pub(super) async fn put_workspace_files(
+        &self,
+        spec: &StageSpec,
+        from: &Path,
+    ) -> Result<(), ExecError> {
+        let workspace = self.run_workspace(spec).await?;
+        self.put_tree(&workspace.name, from, &spec.workspace, &[])
+            .await
+    }
+}
+
+/// Whether the host workspace has anything to copy (an empty one, or none, needs no copy).
+fn has_files(workspace: &Path) -> Result<bool, ExecError> {
+    match std::fs::read_dir(workspace) {
+        Ok(entries) => Ok(entries.flatten().any(|entry| {
+            !NOT_UPLOADED
+                .iter()
+                .any(|skipped| entry.file_name() == *skipped)
+        })),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(ExecError::Backend(format!(
+            "cannot read the workspace `{}`: {error}",
+            workspace.display()
+        ))),
+    }
+}
+
+fn node_of(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref()?.node_name.clone()
+}
+
+fn refused(what: &str, name: &str, error: &kube::Error) -> ExecError {
+    match error {
+        kube::Error::Api(status) if status.code == 422 || status.code == 400 => {
+            ExecError::Config(format!("the cluster refused {what}: {}", status.message))
+        }
+        _ => backend(&format!("cannot create {what} ({name})"), error),
+    }
+}
+
+/// A workspace being made, deleted unless it is finished.
+struct Made {
+    executor: KubernetesExecutor,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (executor, name) = (self.executor.clone(), self.name.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = executor.remove_workspace(&name).await;
+            });
+        }
+    }
+}
