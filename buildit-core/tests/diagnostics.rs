@@ -499,6 +499,54 @@ fn system_configuration_errors_have_spans() {
     );
 }
 
+#[test]
+fn kubernetes_workspace_settings_are_checked_with_spans() {
+    let text = "executor \"kubernetes\" {\n    workspace-size \"ten gigs\"\n    workspace-access \"ReadWriteMony\"\n}\n";
+    let error = match parse_system(text, "buildit-system.kdl") {
+        Ok(_) => panic!("invalid workspace settings accepted"),
+        Err(error) => error,
+    };
+    let found: Vec<(&str, usize, usize, String, Option<String>)> = error
+        .records()
+        .into_iter()
+        .map(|r| (r.code, r.line, r.column, r.message, r.help))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "buildit::config::invalid_value",
+                2,
+                20,
+                "invalid `workspace-size` `ten gigs`".to_owned(),
+                Some("write a Kubernetes quantity: `10Gi`, `500Mi`".to_owned())
+            ),
+            (
+                "buildit::config::invalid_value",
+                3,
+                22,
+                "unknown workspace access mode `ReadWriteMony`".to_owned(),
+                Some("did you mean `ReadWriteMany`?".to_owned())
+            ),
+        ]
+    );
+    let good = "executor \"kubernetes\" {\n    workspace-size \"2.5Gi\"\n    workspace-access \"ReadWriteMany\"\n    helper-image \"busybox:1.36\"\n}\n";
+    let system = parse_system(good, "buildit-system.kdl").unwrap_or_else(|error| panic!("{error:?}"));
+    match system.executor(buildit_core::config::ExecutorKind::Kubernetes) {
+        Some(buildit_core::system::ExecutorConfig::Kubernetes {
+            workspace_size,
+            workspace_access,
+            helper_image,
+            ..
+        }) => {
+            assert_eq!(workspace_size.as_deref(), Some("2.5Gi"));
+            assert_eq!(*workspace_access, buildit_core::system::WorkspaceAccess::ReadWriteMany);
+            assert_eq!(helper_image.as_deref(), Some("busybox:1.36"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// The messages of `limit` diagnostics, for a pipeline that must be refused.
 fn limit_messages(text: &str) -> Vec<String> {
     match parse_pipeline(text, "limits.kdl") {

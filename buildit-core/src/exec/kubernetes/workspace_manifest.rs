@@ -92,6 +92,8 @@ pub fn workspace_objects(
             }],
             volumes: Some(vec![workspace_volume(&name)]),
             restart_policy: Some("Never".to_owned()),
+            // The stages' account (what the namespace's policies expect of BuildIt's pods), never its token.
+            service_account_name: options.service_account.clone(),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             termination_grace_period_seconds: Some(HOLDER_GRACE_SECONDS),
