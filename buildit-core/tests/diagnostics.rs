@@ -531,7 +531,8 @@ fn kubernetes_workspace_settings_are_checked_with_spans() {
         ]
     );
     let good = "executor \"kubernetes\" {\n    workspace-size \"2.5Gi\"\n    workspace-access \"ReadWriteMany\"\n    helper-image \"busybox:1.36\"\n}\n";
-    let system = parse_system(good, "buildit-system.kdl").unwrap_or_else(|error| panic!("{error:?}"));
+    let system =
+        parse_system(good, "buildit-system.kdl").unwrap_or_else(|error| panic!("{error:?}"));
     match system.executor(buildit_core::config::ExecutorKind::Kubernetes) {
         Some(buildit_core::system::ExecutorConfig::Kubernetes {
             workspace_size,
@@ -540,7 +541,10 @@ fn kubernetes_workspace_settings_are_checked_with_spans() {
             ..
         }) => {
             assert_eq!(workspace_size.as_deref(), Some("2.5Gi"));
-            assert_eq!(*workspace_access, buildit_core::system::WorkspaceAccess::ReadWriteMany);
+            assert_eq!(
+                *workspace_access,
+                buildit_core::system::WorkspaceAccess::ReadWriteMany
+            );
             assert_eq!(helper_image.as_deref(), Some("busybox:1.36"));
         }
         other => panic!("{other:?}"),

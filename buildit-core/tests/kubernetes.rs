@@ -1,6 +1,7 @@
 //! The Kubernetes executor against a real API server on loopback (`buildit-kube-fake`) whose pods run in the
 //! local Docker Engine: real output, exit codes, and every failure told apart (image pull, OOM, eviction, a pod
-//! deleted by someone else, a pod no node takes, a cut log stream), with nothing left behind.
+//! deleted by someone else, a pod no node takes, a cut log stream), a run's workspace shared by its stages with
+//! files moved in and out of it, services as sidecars, with nothing left behind.
 
 #![expect(
     clippy::expect_used,
@@ -10,11 +11,12 @@
 use std::time::Duration;
 
 use buildit_core::exec::{
-    ExecError, Executor, ExitStatus, KubernetesExecutor, KubernetesOptions, StageSpec,
+    ExecError, Executor, ExitStatus, KubernetesExecutor, KubernetesOptions, ReadyCheck,
+    ServiceSpec, StageSpec,
 };
 use buildit_kube_fake::{FakeCluster, FakeOptions, Fault, FaultKind};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::ListParams;
 
 const IMAGE: &str = "buildit-test/busybox:latest";
@@ -79,7 +81,7 @@ async fn run(
     (ended, output)
 }
 
-/// What of run `run` is left on the cluster: Jobs, Pods and Secrets.
+/// What of run `run` is left on the cluster: Jobs, Pods, Secrets and claims.
 async fn left(executor_kubeconfig: &std::path::Path, run: &str) -> Vec<String> {
     let config = kube::Config::from_custom_kubeconfig(
         kube::config::Kubeconfig::read_from(executor_kubeconfig).expect("kubeconfig"),
@@ -104,7 +106,7 @@ async fn left(executor_kubeconfig: &std::path::Path, run: &str) -> Vec<String> {
     {
         left.push(format!("pod {}", pod.metadata.name.unwrap_or_default()));
     }
-    for secret in kube::Api::<Secret>::namespaced(client, NAMESPACE)
+    for secret in kube::Api::<Secret>::namespaced(client.clone(), NAMESPACE)
         .list(&selector)
         .await
         .expect("secrets")
@@ -114,7 +116,27 @@ async fn left(executor_kubeconfig: &std::path::Path, run: &str) -> Vec<String> {
             secret.metadata.name.unwrap_or_default()
         ));
     }
+    for claim in kube::Api::<PersistentVolumeClaim>::namespaced(client, NAMESPACE)
+        .list(&selector)
+        .await
+        .expect("claims")
+    {
+        left.push(format!("pvc {}", claim.metadata.name.unwrap_or_default()));
+    }
     left
+}
+
+/// A stage of run `run` whose workspace is the host directory `workspace`.
+fn in_workspace(
+    run: &str,
+    stage: &str,
+    commands: &[&str],
+    workspace: &std::path::Path,
+) -> StageSpec {
+    let mut spec = spec(run, stage, commands);
+    spec.workspace = workspace.to_path_buf();
+    spec.workdir = workspace.to_path_buf();
+    spec
 }
 
 #[tokio::test]
@@ -323,5 +345,166 @@ async fn a_pod_deleted_gracefully_by_someone_else_is_lost_even_when_it_exits_zer
         .expect("ends in time");
     assert!(matches!(ended, Err(ExecError::Lost(_))), "{ended:?}");
     executor.release_run("run-trap").await.expect("released");
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_runs_stages_share_its_workspace_and_files_move_in_and_out() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster(dir.path()).await;
+    let workspace = dir.path().join("repo");
+    std::fs::create_dir_all(workspace.join("src")).expect("src");
+    std::fs::write(workspace.join("src/main.txt"), "the source\n").expect("a source file");
+    std::fs::create_dir_all(workspace.join(".buildit")).expect("state");
+    std::fs::write(workspace.join(".buildit/buildit.db"), "not for pods").expect("state file");
+    let run_id = "run-files";
+
+    // The host workspace is in the claim (without BuildIt's state); what one stage writes, the next reads.
+    let (ended, output) = run(
+        &executor,
+        in_workspace(
+            run_id,
+            "build",
+            &[
+                "cat src/main.txt",
+                "test ! -e .buildit",
+                "mkdir -p out/deep && echo built > out/deep/result.txt",
+                "ln -s /etc/hostname out/link",
+            ],
+            &workspace,
+        ),
+    )
+    .await;
+    assert_eq!(ended.expect("an exit").code, Some(0), "{output}");
+    assert!(output.contains("the source\n"), "{output}");
+    let (ended, output) = run(
+        &executor,
+        in_workspace(run_id, "test", &["cat out/deep/result.txt"], &workspace),
+    )
+    .await;
+    assert_eq!(ended.expect("an exit").code, Some(0), "{output}");
+    assert!(output.contains("built\n"), "{output}");
+
+    // Files in (a restored cache: several MiB of bytes that are not text), then out again, unchanged.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir_all(restored.join("target/cache")).expect("restored");
+    let bytes: Vec<u8> = (0..6_000_000_u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(restored.join("target/cache/blob.bin"), &bytes).expect("a blob");
+    let stage = in_workspace(run_id, "test", &["true"], &workspace);
+    executor
+        .put_files(&stage, &restored)
+        .await
+        .expect("files copied in");
+    let copied = dir.path().join("copied");
+    executor
+        .get_files(
+            &stage,
+            &[
+                "out".into(),
+                "out/deep".into(),
+                "missing".into(),
+                "target/cache/blob.bin".into(),
+            ],
+            &copied,
+        )
+        .await
+        .expect("files copied out");
+    assert_eq!(
+        std::fs::read_to_string(copied.join("out/deep/result.txt")).expect("the result"),
+        "built\n"
+    );
+    assert_eq!(
+        std::fs::read_link(copied.join("out/link")).expect("a symlink kept as one"),
+        std::path::Path::new("/etc/hostname")
+    );
+    assert!(!copied.join("missing").exists());
+    assert!(
+        std::fs::read(copied.join("target/cache/blob.bin")).expect("the blob") == bytes,
+        "the blob came back changed"
+    );
+    // The same path rules as Docker: a path asked for that is a symlink, or outside the workspace, is refused.
+    let link = executor
+        .get_files(&stage, &["out/link".into()], &dir.path().join("link"))
+        .await;
+    assert!(
+        link.as_ref()
+            .is_err_and(|error| error.to_string().contains("symlink")),
+        "{link:?}"
+    );
+    let outside = executor
+        .get_files(&stage, &["../etc".into()], &dir.path().join("outside"))
+        .await;
+    assert!(outside.is_err(), "{outside:?}");
+
+    executor.release_run(run_id).await.expect("released");
+    assert_eq!(
+        left(&dir.path().join("kubeconfig"), run_id).await,
+        Vec::<String>::new()
+    );
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn services_run_beside_the_stage_and_one_never_ready_fails_it_before_it_starts() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster(dir.path()).await;
+    let web = ServiceSpec {
+        name: "web".to_owned(),
+        image: IMAGE.to_owned(),
+        env: [("GREETING".to_owned(), "hello-from-web".to_owned())].into(),
+        command: vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            "mkdir -p /www && echo $GREETING > /www/index.html && exec httpd -f -p 8080 -h /www"
+                .to_owned(),
+        ],
+        ready: Some(ReadyCheck::Shell(
+            "wget -qO- http://127.0.0.1:8080/".to_owned(),
+        )),
+        ready_timeout: Duration::from_secs(20),
+    };
+    let mut stage = spec("run-services", "test", &["wget -qO- http://web:8080/"]);
+    stage.services = vec![web];
+    let (ended, output) = run(&executor, stage).await;
+    assert_eq!(ended.expect("an exit").code, Some(0), "{output}");
+    assert!(output.contains("hello-from-web"), "{output}");
+
+    let never = ServiceSpec {
+        name: "db".to_owned(),
+        image: IMAGE.to_owned(),
+        env: std::collections::BTreeMap::new(),
+        command: vec!["sleep".to_owned(), "60".to_owned()],
+        ready: Some(ReadyCheck::Shell("false".to_owned())),
+        ready_timeout: Duration::from_secs(2),
+    };
+    let mut stage = spec("run-services", "blocked", &["echo the stage ran"]);
+    stage.services = vec![never];
+    let started = std::time::Instant::now();
+    let (ended, output) = run(&executor, stage).await;
+    match ended {
+        Err(error) => assert!(
+            error.to_string().contains("service `db` was not ready"),
+            "{error}"
+        ),
+        Ok(status) => {
+            panic!("a stage whose service is never ready ended with {status:?}: {output}")
+        }
+    }
+    assert!(!output.contains("the stage ran"), "{output}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    executor
+        .release_run("run-services")
+        .await
+        .expect("released");
+    assert_eq!(
+        left(&dir.path().join("kubeconfig"), "run-services").await,
+        Vec::<String>::new()
+    );
     fake.stop().await;
 }

@@ -68,6 +68,7 @@ fn scripted_server(mut handle: ApiHandle, script: PodScript, seen: Arc<Mutex<Vec
     tokio::spawn(async move {
         let job: Arc<Mutex<Option<String>>> = Arc::default();
         let deleted_job = Arc::new(Mutex::new(false));
+        let mut holder_deleted = false;
         let mut held = Vec::new();
         while let Some((request, send)) = handle.next_request().await {
             let method = request.method().to_string();
@@ -105,6 +106,22 @@ fn scripted_server(mut handle: ApiHandle, script: PodScript, seen: Arc<Mutex<Vec
                     let mut created: serde_json::Value = serde_json::from_str(&body).expect("json");
                     created["metadata"]["uid"] = "workspace-uid".into();
                     answer(201, &created)
+                }
+                ("DELETE", path) if path.starts_with("/api/v1/namespaces/ci/pods/buildit-ws-") => {
+                    holder_deleted = true;
+                    answer(
+                        200,
+                        &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                    )
+                }
+                ("GET", path)
+                    if path.starts_with("/api/v1/namespaces/ci/pods/buildit-ws-")
+                        && holder_deleted =>
+                {
+                    answer(
+                        404,
+                        &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound", "message": "gone"}),
+                    )
                 }
                 ("GET", path) if path.starts_with("/api/v1/namespaces/ci/pods/buildit-ws-") => {
                     // The pod that holds the run's workspace runs, on one node.
@@ -237,7 +254,7 @@ async fn an_attempt_creates_its_secret_then_its_job_and_deletes_the_job_in_the_b
     tokio::time::timeout(Duration::from_secs(10), executor.release_run("run-1"))
         .await
         .expect("released in time")
-        .expect("released");
+        .unwrap_or_else(|error| panic!("{error}: {:#?}", seen.lock().expect("seen")));
 
     let seen = seen.lock().expect("seen").clone();
     let position = |method: &str, path: &str| {

@@ -20,7 +20,9 @@ use crate::system::WorkspaceAccess;
 
 /// Top-level directories of the host workspace that are not copied into a run's claim: BuildIt's own state.
 const NOT_UPLOADED: &[&str] = &[".buildit"];
-/// How often the holder pod is looked at while it starts.
+/// How long the holder pod may take to go.
+const HOLDER_GONE_WAIT: Duration = Duration::from_secs(60);
+/// How often the holder pod is looked at while it starts or goes.
 const START_POLL: Duration = Duration::from_millis(200);
 
 /// A run's workspace on the cluster.
@@ -142,27 +144,44 @@ impl KubernetesExecutor {
         }
     }
 
-    /// Deletes the run's workspace: the holder pod, then the claim.
+    /// Deletes the run's workspace: the holder pod, and once it is gone, the claim (a claim in use would stay,
+    /// protected, until its pods are gone).
     pub(super) async fn remove_workspace(&self, name: &str) -> Result<(), ExecError> {
-        let gone = |error: kube::Error| -> Result<(), ExecError> {
-            if is_not_found(&error) {
-                Ok(())
-            } else {
-                Err(backend(&format!("cannot delete {name}"), &error))
-            }
-        };
-        let grace = DeleteParams::background().grace_period(1);
-        if let Err(error) = self.pods().delete(name, &grace).await {
-            gone(error)?;
+        let failed = |error: &kube::Error| backend(&format!("cannot delete {name}"), error);
+        match self
+            .pods()
+            .delete(name, &DeleteParams::background().grace_period(1))
+            .await
+        {
+            Ok(_) => {}
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => return Err(failed(&error)),
         }
-        if let Err(error) = self
+        let deadline = tokio::time::Instant::now() + HOLDER_GONE_WAIT;
+        loop {
+            match self.pods().get_opt(name).await {
+                Ok(None) => break,
+                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(START_POLL).await;
+                }
+                Ok(Some(_)) => {
+                    return Err(ExecError::Backend(format!(
+                        "the pod {name} is still there after {}s",
+                        HOLDER_GONE_WAIT.as_secs()
+                    )));
+                }
+                Err(error) => return Err(failed(&error)),
+            }
+        }
+        match self
             .claims()
             .delete(name, &DeleteParams::background())
             .await
         {
-            gone(error)?;
+            Ok(_) => Ok(()),
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(error) => Err(failed(&error)),
         }
-        Ok(())
     }
 
     /// Copies the host tree `from` into the run's workspace, over what is there.
