@@ -12,5 +12,6 @@ mod jobs;
 mod kubectl;
 mod logs;
 mod pods;
+mod scheduling;
 mod support;
 mod watches;
