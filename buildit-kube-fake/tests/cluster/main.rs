@@ -7,6 +7,7 @@
 
 mod binary;
 mod deletion;
+mod exec;
 mod faults;
 mod jobs;
 mod kubectl;
