@@ -52,6 +52,10 @@ fn resource_list(group: &str) -> Value {
             "name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"],
         }));
         resources.push(json!({
+            "name": "pods/exec", "singularName": "", "namespaced": true, "kind": "PodExecOptions",
+            "verbs": ["create", "get"],
+        }));
+        resources.push(json!({
             "name": "namespaces", "singularName": "namespace", "namespaced": false, "kind": "Namespace",
             "verbs": ["get", "list"], "shortNames": ["ns"],
         }));

@@ -13,21 +13,13 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::containers::pick_container;
 use super::status::ApiError;
 use crate::faults::FaultKind;
 use crate::logbook::{ContainerLog, LogProgress};
 use crate::shared::Shared;
 use crate::store::meta::{format_nanos, labels, meta_str};
 use crate::store::{ObjectKey, Resource};
-
-fn names(pod: &Value, list: &str) -> Vec<String> {
-    pod.pointer(&format!("/spec/{list}"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|container| Some(container.get("name")?.as_str()?.to_owned()))
-        .collect()
-}
 
 /// Why a container has no log yet, as the real kubelet says it.
 fn waiting_reason(pod: &Value, container: &str) -> String {
@@ -51,25 +43,6 @@ fn waiting_reason(pod: &Value, container: &str) -> String {
         }
     }
     "ContainerCreating".to_owned()
-}
-
-/// Which container the request is for.
-fn pick_container(pod: &Value, name: &str, asked: Option<&String>) -> Result<String, ApiError> {
-    let containers = names(pod, "containers");
-    let init = names(pod, "initContainers");
-    match asked {
-        Some(asked) if containers.contains(asked) || init.contains(asked) => Ok(asked.clone()),
-        Some(asked) => Err(ApiError::bad_request(format!(
-            "container {asked} is not valid for pod {name}"
-        ))),
-        None if containers.len() == 1 => Ok(containers[0].clone()),
-        None => Err(ApiError::bad_request(format!(
-            "a container name must be specified for pod {name}, choose one of: [{}] or one of the init \
-             containers: [{}]",
-            containers.join(" "),
-            init.join(" ")
-        ))),
-    }
 }
 
 struct LogStream {

@@ -1,8 +1,10 @@
-//! The HTTP API: Kubernetes routes (discovery, objects, watches, logs) and the fake's own control routes.
+//! The HTTP API: Kubernetes routes (discovery, objects, watches, logs, exec) and the fake's own control routes.
 
+mod containers;
 mod control;
 mod delete;
 mod discovery;
+mod exec;
 mod logs;
 mod objects;
 mod params;
@@ -71,6 +73,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/api/v1/namespaces/{namespace}/pods/{name}/log",
             get(logs::pod_log),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+            get(exec::pod_exec).post(exec::pod_exec),
         )
         .route("/fake/requests", get(control::requests))
         .route(

@@ -53,6 +53,18 @@ impl ApiError {
         }
     }
 
+    /// `500 InternalError`: `Internal error occurred: ...`, the cause in `details`.
+    pub fn internal(cause: impl Into<String>) -> ApiError {
+        let cause = cause.into();
+        ApiError {
+            code: 500,
+            reason: "InternalError",
+            message: format!("Internal error occurred: {cause}"),
+            details: None,
+        }
+        .with_details(json!({"causes": [{"message": cause}]}))
+    }
+
     /// `422 Invalid`.
     pub fn invalid(resource: Resource, name: &str, message: impl Into<String>) -> ApiError {
         ApiError {

@@ -6,6 +6,7 @@ mod failure_policy;
 mod garbage;
 mod job;
 mod job_pods;
+mod node_affinity;
 mod reconcile;
 mod scheduler;
 

@@ -1,6 +1,6 @@
 //! The scheduler: binds each new pod to the one fake node when its requests fit what is left of the node's
-//! CPU and memory (and its claims exist), else leaves it `Pending` with `PodScheduled=False` and a
-//! `FailedScheduling` event, as the real scheduler says it.
+//! CPU and memory (and its claims exist, and its node selector and affinity allow the node), else leaves it
+//! `Pending` with `PodScheduled=False` and a `FailedScheduling` event, as the real scheduler says it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::node_affinity::allows_node;
 use super::reconcile::reconcile_loop;
 use crate::events::{EventType, Reporter, record_event};
 use crate::faults::FaultKind;
@@ -134,6 +135,11 @@ fn unschedulable_reason(shared: &Shared, pod: &Pod, uid: &str, namespace: &str) 
                 claim.claim_name
             ));
         }
+    }
+    if !allows_node(pod) {
+        return Some(format!(
+            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. {NOT_HELPFUL}"
+        ));
     }
     let needed = pod_requests(pod);
     let used = shared

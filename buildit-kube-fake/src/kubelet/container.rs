@@ -92,6 +92,7 @@ fn plan(
             .and_then(|millis| i64::try_from(millis * 1_000_000).ok()),
         network_mode: runtime.sandbox_id().map(|id| format!("container:{id}")),
         hostname: None,
+        extra_hosts: Vec::new(),
         labels,
     }
 }

@@ -32,6 +32,9 @@ pub(crate) struct ContainerPlan {
     /// `container:<id>`: the pod sandbox whose network namespace it joins.
     pub network_mode: Option<String>,
     pub hostname: Option<String>,
+    /// `hostname:ip` lines for `/etc/hosts` (the sandbox's: Docker refuses them on a container that joins
+    /// another's network namespace, and such a container shares the sandbox's `/etc/hosts`).
+    pub extra_hosts: Vec<String>,
     pub labels: HashMap<String, String>,
 }
 
@@ -71,6 +74,7 @@ pub(crate) async fn create(docker: &Docker, plan: ContainerPlan) -> Result<Strin
             // No swap: a container over its memory limit is killed, as on a node without swap.
             memory_swap: plan.memory_bytes,
             nano_cpus: plan.nano_cpus,
+            extra_hosts: (!plan.extra_hosts.is_empty()).then_some(plan.extra_hosts),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()

@@ -19,6 +19,24 @@ use crate::events::EventType;
 /// How long the sandbox sleeps: for ever, as far as a pod is concerned.
 const SANDBOX_SLEEP: &str = "2147483647";
 
+/// The pod's `hostAliases` as Docker's `hostname:ip` entries, one per hostname.
+fn host_alias_entries(runtime: &PodRuntime) -> Vec<String> {
+    let aliases = runtime
+        .pod
+        .spec
+        .iter()
+        .flat_map(|spec| spec.host_aliases.iter().flatten());
+    aliases
+        .flat_map(|alias| {
+            alias
+                .hostnames
+                .iter()
+                .flatten()
+                .map(move |hostname| format!("{hostname}:{}", alias.ip))
+        })
+        .collect()
+}
+
 async fn create_sandbox(runtime: &PodRuntime) {
     let image = runtime.shared.options.pause_image.clone();
     let mut labels = runtime.labels();
@@ -32,6 +50,8 @@ async fn create_sandbox(runtime: &PodRuntime) {
             image: image.clone(),
             entrypoint: Some(vec!["sleep".to_owned(), SANDBOX_SLEEP.to_owned()]),
             hostname: Some(runtime.key.name.chars().take(63).collect()),
+            // The pod's containers join the sandbox's network namespace and share its `/etc/hosts`.
+            extra_hosts: host_alias_entries(runtime),
             labels: labels.clone(),
             ..ContainerPlan::default()
         };

@@ -1,9 +1,10 @@
 //! The kubelet of the one fake node: a worker per pod bound to it (its containers in Docker), the deletion
-//! signals those workers get, and a Docker volume per persistent volume claim.
+//! signals those workers get, a Docker volume per persistent volume claim, and the commands `pods/exec` runs.
 
 mod container;
 mod docker;
 mod env;
+mod exec;
 mod lifecycle;
 mod logs;
 mod pod;
@@ -23,6 +24,10 @@ use tokio::task::JoinHandle;
 use crate::controller::reconcile_loop;
 use crate::shared::{INSTANCE_LABEL, NODE_NAME, Shared};
 use crate::store::{ObjectKey, Resource};
+pub(crate) use exec::{
+    AttachedStreams, CreatedExec, ExecEnd, ExecError, ExecInput, ExecOutput, RunningExec,
+    create_exec,
+};
 use pod::{StopSignal, run_pod};
 
 #[derive(Debug)]

@@ -1,51 +1,26 @@
 //! The `buildit-kube-fake` binary: writes the kubeconfig, says where it serves, and removes its containers
 //! when it is stopped with SIGTERM.
 
-use std::process::Stdio;
-
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use tokio::io::AsyncBufReadExt as _;
 
-use crate::support::{eventually, job};
+use crate::support::{FakeProcess, eventually, job};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_until_sigterm_then_removes_its_containers() {
-    let directory = tempfile::tempdir().expect("temporary directory");
-    let kubeconfig = directory.path().join("kubeconfig");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_buildit-kube-fake"))
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--namespace", "builds"])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the binary");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    let first = lines.next_line().await.expect("readable").expect("a line");
-    let url = first
-        .strip_prefix("buildit-kube-fake serving on ")
-        .expect("the serving line");
-    assert!(url.starts_with("http://127.0.0.1:"), "{first}");
-    let text = std::fs::read_to_string(&kubeconfig).expect("the kubeconfig");
+    let fake = FakeProcess::start("builds").await;
+    assert!(fake.url.starts_with("http://127.0.0.1:"), "{}", fake.url);
+    let text = std::fs::read_to_string(&fake.kubeconfig).expect("the kubeconfig");
     assert!(
-        text.contains(&format!("server: {url}")) && text.contains("namespace: builds"),
+        text.contains(&format!("server: {}", fake.url)) && text.contains("namespace: builds"),
         "{text}"
     );
-    let config = Kubeconfig::read_from(&kubeconfig).expect("parse");
-    let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    assert_eq!(config.default_namespace, "builds");
-    let client = kube::Client::try_from(config).expect("client");
-    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let jobs: Api<Job> = Api::default_namespaced(fake.client.clone());
     jobs.create(&PostParams::default(), &job("long", "sleep 300"))
         .await
         .expect("create");
-    let pods: Api<Pod> = Api::default_namespaced(client);
+    let pods: Api<Pod> = Api::default_namespaced(fake.client.clone());
     let uid = eventually(20, "the pod running", || async {
         let pod = pods
             .list(&ListParams::default())
@@ -58,17 +33,7 @@ async fn the_binary_serves_until_sigterm_then_removes_its_containers() {
             .then(|| pod.metadata.uid.clone())?
     })
     .await;
-    let pid = child.id().expect("a pid").to_string();
-    let signalled = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(signalled.success());
-    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait())
-        .await
-        .expect("it stops")
-        .expect("an exit status");
+    let status = fake.terminate().await;
     assert!(status.success(), "{status}");
     let left = std::process::Command::new("docker")
         .args([

@@ -7,10 +7,12 @@
 
 mod binary;
 mod deletion;
+mod exec;
 mod faults;
 mod jobs;
 mod kubectl;
 mod logs;
 mod pods;
+mod scheduling;
 mod support;
 mod watches;

@@ -1,5 +1,6 @@
 //! What a pod's containers share and how they start: native sidecars with startup probes on the pod's
-//! `localhost`, init containers before the main ones, `emptyDir` and claim volumes, and TTL after finishing.
+//! `localhost`, init containers before the main ones, `emptyDir` and claim volumes, `hostAliases` in the
+//! shared `/etc/hosts`, and TTL after finishing.
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, PostParams};
@@ -153,6 +154,39 @@ async fn a_finished_job_is_deleted_with_its_pods_after_its_ttl() {
     assert!(
         reasons.contains(&"Completed".to_owned()),
         "it completed before it went: {reasons:?}"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_aliases_are_in_the_etc_hosts_that_every_container_of_the_pod_reads() {
+    let harness = Harness::start().await;
+    let script = "grep buildit /etc/hosts; ping -c1 -W2 cache.buildit.test | head -n 1";
+    let aliased = with(job("aliased", script), |job| {
+        let spec = &mut job["spec"]["template"]["spec"];
+        spec["hostAliases"] = json!([
+            {"ip": "127.0.0.1", "hostnames": ["buildit-cache", "cache.buildit.test"]},
+            {"ip": "10.1.2.3", "hostnames": ["buildit-far"]},
+        ]);
+        // An init container must see them too: it fails the pod when it does not.
+        spec["initContainers"] = json!([{
+            "name": "check",
+            "image": IMAGE,
+            "command": ["grep", "-q", "buildit-far", "/etc/hosts"],
+        }]);
+    });
+    create_job(&harness, &aliased).await;
+    job_condition(&harness, "aliased", "Complete", 30).await;
+    let name = job_pod_name(&harness, "aliased").await;
+    let log = harness
+        .pods()
+        .logs(&name, &Default::default())
+        .await
+        .expect("the log");
+    assert_eq!(
+        log,
+        "127.0.0.1\tbuildit-cache\n127.0.0.1\tcache.buildit.test\n10.1.2.3\tbuildit-far\n\
+         PING cache.buildit.test (127.0.0.1): 56 data bytes\n"
     );
     harness.stop().await;
 }

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
+use tokio::io::AsyncBufReadExt as _;
 
 pub const IMAGE: &str = "buildit-test/busybox:latest";
 
@@ -63,6 +64,75 @@ fn ensure_test_image() {
         .status()
         .expect("run build-test-image.sh");
     assert!(status.success(), "building {IMAGE} failed");
+}
+
+/// The `buildit-kube-fake` binary running as a child process, and a client from the kubeconfig it wrote.
+pub struct FakeProcess {
+    pub child: tokio::process::Child,
+    pub client: kube::Client,
+    /// The URL of its serving line.
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    /// Kept open: the binary writes to stderr when it stops, and a closed pipe would fail it.
+    _stderr: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    _directory: tempfile::TempDir,
+}
+
+impl FakeProcess {
+    /// Starts the binary with `namespace` as its kubeconfig's namespace and waits for its serving line.
+    pub async fn start(namespace: &str) -> FakeProcess {
+        ensure_test_image();
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let kubeconfig = directory.path().join("kubeconfig");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_buildit-kube-fake"))
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--namespace", namespace])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let first = lines.next_line().await.expect("readable").expect("a line");
+        let url = first
+            .strip_prefix("buildit-kube-fake serving on ")
+            .unwrap_or_else(|| panic!("not the serving line: {first}"))
+            .to_owned();
+        let config = Kubeconfig::read_from(&kubeconfig).expect("parse the kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
+            .await
+            .expect("config");
+        assert_eq!(config.default_namespace, namespace);
+        let client = kube::Client::try_from(config).expect("client");
+        FakeProcess {
+            child,
+            client,
+            url,
+            kubeconfig,
+            _stderr: lines,
+            _directory: directory,
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("a running child")
+    }
+
+    /// Stops it with SIGTERM, as a user would; how it exited.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let signalled = tokio::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .await
+            .expect("kill");
+        assert!(signalled.success());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("it stops")
+            .expect("an exit status")
+    }
 }
 
 impl Harness {
