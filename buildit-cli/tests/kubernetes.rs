@@ -71,7 +71,7 @@ async fn a_pipeline_runs_on_the_cluster_with_its_output_masked_and_leaves_nothin
     if let Ok(listed) = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
-        .args(["get", "jobs,pods,secrets", "-l", "buildit.run", "-A"])
+        .args(["get", "jobs,pods,secrets,pvc", "-l", "buildit.run", "-A"])
         .output()
     {
         let text = format!(
@@ -90,19 +90,26 @@ async fn a_pipeline_runs_on_the_cluster_with_its_output_masked_and_leaves_nothin
 
 /// What `kubectl get KINDS -l buildit.run` lists on the fake, or `None` without kubectl.
 fn kubectl_listed(kubeconfig: &std::path::Path, kinds: &str) -> Option<String> {
+    kubectl_names(kubeconfig, kinds, "buildit.run")
+}
+
+/// What `kubectl get KINDS -l SELECTOR` lists on the fake, or `None` without kubectl.
+fn kubectl_names(kubeconfig: &std::path::Path, kinds: &str, selector: &str) -> Option<String> {
     let listed = std::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .args(["get", kinds, "-l", "buildit.run", "-A", "-o", "name"])
+        .args(["get", kinds, "-l", selector, "-A", "-o", "name"])
         .output()
         .ok()?;
     Some(String::from_utf8_lossy(&listed.stdout).into_owned())
 }
 
-/// Waits (10 s at most) until `kubectl` lists a pod of a run.
+/// Waits (30 s at most) until `kubectl` lists the pod of a stage (not the one that holds the workspace).
 async fn a_pod_appears(kubeconfig: &std::path::Path) {
-    for _ in 0..100 {
-        if kubectl_listed(kubeconfig, "pods").is_some_and(|pods| !pods.trim().is_empty()) {
+    for _ in 0..300 {
+        if kubectl_names(kubeconfig, "pods", "buildit.stage")
+            .is_some_and(|pods| !pods.trim().is_empty())
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -135,9 +142,11 @@ async fn buildit_gc_removes_what_a_killed_run_left_on_the_cluster() {
         .args(["-KILL", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets").unwrap_or_default();
+    let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc").unwrap_or_default();
     assert!(
-        left.contains("job.batch/") && left.contains("secret/"),
+        left.contains("job.batch/")
+            && left.contains("secret/")
+            && left.contains("persistentvolumeclaim/"),
         "{left}"
     );
 
@@ -154,7 +163,7 @@ async fn buildit_gc_removes_what_a_killed_run_left_on_the_cluster() {
         String::from_utf8_lossy(&collected.stderr)
     );
     assert!(said.contains("Kubernetes object"), "{said}");
-    let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets").unwrap_or_default();
+    let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc").unwrap_or_default();
     assert_eq!(left.trim(), "", "{left}");
     fake.stop().await;
 }
@@ -237,7 +246,7 @@ stage "gone" { run "sleep 30" }
         line("gone ").contains("deleted by someone else"),
         "{stdout}"
     );
-    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets") {
+    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
         assert_eq!(left.trim(), "", "{left}");
     }
     fake.stop().await;
@@ -272,7 +281,7 @@ async fn ctrl_c_cancels_the_stages_on_the_cluster_and_leaves_nothing() {
     let stdout = String::from_utf8_lossy(&ended.stdout).into_owned();
     assert_eq!(ended.status.code(), Some(130), "{stdout}");
     assert!(stdout.contains("cancelled"), "{stdout}");
-    let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets").unwrap_or_default();
+    let left = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc").unwrap_or_default();
     assert_eq!(left.trim(), "", "{left}");
     fake.stop().await;
 }
@@ -298,12 +307,13 @@ async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
     std::fs::create_dir(&work).expect("work directory");
     std::fs::write(
         work.join("buildit.kdl"),
-        "pipeline \"remote-k8s\"\nstage \"hello\" { executor \"kubernetes\"; image \"buildit-test/busybox:latest\"; run \"echo hello from the cluster\"; }\n",
+        "pipeline \"remote-k8s\"\nstage \"hello\" { executor \"kubernetes\"; image \"buildit-test/busybox:latest\"; run \"echo hello from the cluster\"; run \"cat uploaded.txt\"; }\n",
     )
     .expect("pipeline");
+    std::fs::write(work.join("uploaded.txt"), "this file was uploaded\n").expect("a file");
     let mut command = buildit_command(&work);
     command
-        .args(["pipelines", "trigger", "--follow", "--no-upload"])
+        .args(["pipelines", "trigger", "--follow"])
         .env("BUILDIT_SERVER", &daemon.address)
         .env("BUILDIT_TOKEN", &token);
     let followed = tokio::task::spawn_blocking(move || command.output())
@@ -318,9 +328,86 @@ async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
         String::from_utf8_lossy(&followed.stderr)
     );
     assert!(stdout.contains("| hello from the cluster"), "{stdout}");
-    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets") {
+    // The uploaded workspace reached the stage's pod.
+    assert!(stdout.contains("| this file was uploaded"), "{stdout}");
+    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
         assert_eq!(left.trim(), "", "{left}");
     }
     drop(daemon);
+    fake.stop().await;
+}
+
+const FILES_PIPELINE: &str = r#"pipeline "files"
+defaults { image "buildit-test/busybox:latest"; }
+cache "deps" {
+    path "deps"
+    key "deps-v1"
+}
+stage "build" {
+    executor "kubernetes"
+    cache "deps"
+    run "echo source=$(cat src.txt)"
+    run "if test -f deps/fetched; then echo deps-cached; else echo deps-fetched; mkdir -p deps; echo x > deps/fetched; fi"
+    run "mkdir -p out && echo built-from-$(cat src.txt) > out/result.txt"
+    artifacts "out/result.txt"
+}
+stage "check" {
+    needs "build"
+    executor "local"
+    run "cat out/result.txt"
+}
+stage "serve" {
+    needs "build"
+    executor "kubernetes"
+    service "web" {
+        image "buildit-test/busybox:latest"
+        env { PAGE "page-from-the-service" }
+        command "sh" "-c" "mkdir -p /www && echo $PAGE > /www/index.html && exec httpd -f -p 8080 -h /www"
+        ready "wget -qO- http://127.0.0.1:8080/" timeout="20s"
+    }
+    run "wget -qO- http://web:8080/"
+    run "cat out/result.txt"
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workspace_artifacts_caches_and_services_work_on_the_cluster() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, kubeconfig) = cluster(dir.path()).await;
+    let work = workspace(dir.path(), &kubeconfig, FILES_PIPELINE);
+    std::fs::write(work.join("src.txt"), "the-repository").expect("a source file");
+    let run = |work: std::path::PathBuf| async move {
+        let mut command = buildit_command(&work);
+        command.args(["run", "--plain"]);
+        let ran = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("joined")
+            .expect("buildit runs");
+        let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
+        assert_eq!(
+            ran.status.code(),
+            Some(0),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        stdout
+    };
+    let first = run(work.clone()).await;
+    // The workspace reached the pod; the artifact came back to the host stage, and through the claim to the
+    // other pod; the service answered by its name.
+    assert!(first.contains("| source=the-repository"), "{first}");
+    assert!(first.contains("| deps-fetched"), "{first}");
+    assert!(first.contains("| built-from-the-repository"), "{first}");
+    assert!(first.contains("| page-from-the-service"), "{first}");
+    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
+        assert_eq!(left.trim(), "", "{left}");
+    }
+    // The second run gets the cache the first one saved, in a new claim.
+    let second = run(work).await;
+    assert!(second.contains("| deps-cached"), "{second}");
+    assert!(second.contains("cache `deps` restored"), "{second}");
+    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
+        assert_eq!(left.trim(), "", "{left}");
+    }
     fake.stop().await;
 }

@@ -32,6 +32,10 @@ pub async fn sweep(
             .delete_pods_of(&format!("{}={job}", super::names::JOB_LABEL), None)
             .await?;
     }
+    // The pods removed by name (a workspace's holder) are gone too before the sweep says it is done.
+    for pod in &pods {
+        executor.pod_gone(pod).await?;
+    }
     // The report's "containers" are the objects removed, by kind.
     report
         .containers

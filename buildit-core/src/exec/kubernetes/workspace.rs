@@ -20,6 +20,8 @@ use crate::system::WorkspaceAccess;
 
 /// Top-level directories of the host workspace that are not copied into a run's claim: BuildIt's own state.
 const NOT_UPLOADED: &[&str] = &[".buildit"];
+/// How much longer than its limits a holder pod may take to start.
+const START_MARGIN: Duration = Duration::from_secs(120);
 /// How long the holder pod may take to go.
 const HOLDER_GONE_WAIT: Duration = Duration::from_secs(60);
 /// How often the holder pod is looked at while it starts or goes.
@@ -111,7 +113,16 @@ impl KubernetesExecutor {
     /// pulled, a pod no node takes, within the same limits.
     async fn holder_started(&self, name: &str) -> Result<Option<String>, ExecError> {
         let mut clock = Clock::default();
+        // A pod that stays pending with no reason the clock knows (a claim never bound, say) is given up too.
+        let limit = self.options.unschedulable_limit + self.options.image_pull_grace + START_MARGIN;
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ExecError::Backend(format!(
+                    "the pod that holds the run's workspace ({name}) did not start within {}s",
+                    limit.as_secs()
+                )));
+            }
             let pod = match self.pods().get(name).await {
                 Ok(pod) => pod,
                 Err(error) if is_not_found(&error) => {
@@ -157,10 +168,24 @@ impl KubernetesExecutor {
             Err(error) if is_not_found(&error) => {}
             Err(error) => return Err(failed(&error)),
         }
+        self.pod_gone(name).await?;
+        match self
+            .claims()
+            .delete(name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if is_not_found(&error) => Ok(()),
+            Err(error) => Err(failed(&error)),
+        }
+    }
+
+    /// Waits until pod `name` is gone (a minute at most).
+    pub(super) async fn pod_gone(&self, name: &str) -> Result<(), ExecError> {
         let deadline = tokio::time::Instant::now() + HOLDER_GONE_WAIT;
         loop {
             match self.pods().get_opt(name).await {
-                Ok(None) => break,
+                Ok(None) => return Ok(()),
                 Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(START_POLL).await;
                 }
@@ -170,17 +195,8 @@ impl KubernetesExecutor {
                         HOLDER_GONE_WAIT.as_secs()
                     )));
                 }
-                Err(error) => return Err(failed(&error)),
+                Err(error) => return Err(backend(&format!("cannot read pod {name}"), &error)),
             }
-        }
-        match self
-            .claims()
-            .delete(name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if is_not_found(&error) => Ok(()),
-            Err(error) => Err(failed(&error)),
         }
     }
 
