@@ -169,10 +169,12 @@ mod tests {
     #[test]
     fn the_claim_and_its_holder_carry_the_run_and_the_settings() {
         let labels = BTreeMap::from([(RUN_LABEL.to_owned(), "18bd-1a".to_owned())]);
-        let mut options = KubernetesOptions::default();
-        options.storage_class = Some("nfs".to_owned());
-        options.workspace_access = WorkspaceAccess::ReadWriteMany;
-        options.workspace_size = "3Gi".to_owned();
+        let options = KubernetesOptions {
+            storage_class: Some("nfs".to_owned()),
+            workspace_access: WorkspaceAccess::ReadWriteMany,
+            workspace_size: "3Gi".to_owned(),
+            ..KubernetesOptions::default()
+        };
         let owner = LeftoverOwner::this_process();
         let objects = workspace_objects(
             &labels,
