@@ -411,3 +411,36 @@ async fn the_workspace_artifacts_caches_and_services_work_on_the_cluster() {
     }
     fake.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kubernetes_example_runs_on_the_fake_cluster() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, kubeconfig) = cluster(dir.path()).await;
+    let work = workspace(dir.path(), &kubeconfig, "");
+    std::fs::remove_file(work.join("buildit.kdl")).expect("no pipeline of its own");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/kubernetes.kdl")
+        .display()
+        .to_string();
+    let mut command = buildit_command(&work);
+    command.args(["run", &example, "--plain"]);
+    let ran = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("joined")
+        .expect("buildit runs");
+    let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(stdout.contains("| the service says ok"), "{stdout}");
+    assert!(stdout.contains("| built in pod buildit-build-"), "{stdout}");
+    // Only the artifact reached the host workspace.
+    assert!(work.join("out/build.txt").is_file());
+    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
+        assert_eq!(left.trim(), "", "{left}");
+    }
+    fake.stop().await;
+}

@@ -437,6 +437,27 @@ async fn a_runs_stages_share_its_workspace_and_files_move_in_and_out() {
         .get_files(&stage, &["../etc".into()], &dir.path().join("outside"))
         .await;
     assert!(outside.is_err(), "{outside:?}");
+    // The empty path is the whole workspace (what a pattern like `**/*.xml` starts from).
+    let whole = dir.path().join("whole");
+    executor
+        .get_files(&stage, &["".into()], &whole)
+        .await
+        .expect("the whole workspace copied out");
+    assert_eq!(
+        std::fs::read_to_string(whole.join("src/main.txt")).expect("a source file"),
+        "the source\n"
+    );
+    // A copy that fails halfway (its destination is in the way) with megabytes still to come ends at once,
+    // with the reason, and leaves the exec neither blocked nor waiting.
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir_all(blocked.join("target/cache/blob.bin/inside")).expect("in the way");
+    let failed = tokio::time::timeout(
+        Duration::from_secs(30),
+        executor.get_files(&stage, &["target/cache/blob.bin".into()], &blocked),
+    )
+    .await
+    .expect("a failed copy ends in time");
+    assert!(failed.is_err(), "{failed:?}");
 
     executor.release_run(run_id).await.expect("released");
     assert_eq!(
@@ -510,4 +531,56 @@ async fn services_run_beside_the_stage_and_one_never_ready_fails_it_before_it_st
         Vec::<String>::new()
     );
     fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_holder_image_without_tar_fails_the_stage_in_time_with_the_reason() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let image = "buildit-test/busybox-without-tar:latest";
+    let built = std::process::Command::new("docker")
+        .args(["build", "--quiet", "--tag", image, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(format!("FROM {IMAGE}\nRUN rm /bin/tar\n").as_bytes())?;
+            }
+            child.wait()
+        })
+        .expect("docker build runs");
+    assert!(built.success(), "the image without tar was not built");
+    let fake = FakeCluster::start(FakeOptions::default())
+        .await
+        .expect("the fake cluster starts");
+    let kubeconfig = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, NAMESPACE)
+        .expect("kubeconfig");
+    let mut options = KubernetesOptions::default();
+    options.kubeconfig = Some(kubeconfig.clone());
+    options.helper_image = Some(image.to_owned());
+    let executor = KubernetesExecutor::connect(options)
+        .await
+        .expect("the executor connects");
+    // More than the exec's buffers: a copy that nobody reads would block.
+    let workspace = dir.path().join("repo");
+    std::fs::create_dir_all(&workspace).expect("workspace");
+    std::fs::write(workspace.join("big.bin"), vec![7_u8; 4_000_000]).expect("a big file");
+    let spawned = tokio::time::timeout(
+        Duration::from_secs(60),
+        executor.spawn(in_workspace("run-no-tar", "build", &["true"], &workspace)),
+    )
+    .await
+    .expect("the start ends in time");
+    match spawned {
+        Err(error) => assert!(error.to_string().contains("helper-image"), "{error}"),
+        Ok(_) => panic!("a workspace was filled without tar"),
+    }
+    executor.release_run("run-no-tar").await.expect("released");
+    assert_eq!(left(&kubeconfig, "run-no-tar").await, Vec::<String>::new());
+    fake.stop().await;
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", "--force", image])
+        .output();
 }

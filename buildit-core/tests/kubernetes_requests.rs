@@ -287,7 +287,7 @@ async fn an_attempt_creates_its_secret_then_its_job_and_deletes_the_job_in_the_b
             [0]["matchFields"][0]["values"][0],
         "node-1"
     );
-    // The run's end deletes the holder, then the claim.
+    // The run's end deletes the holder, then the claim (while the last Jobs go).
     let holder_deleted = position(
         "DELETE",
         &format!("/api/v1/namespaces/ci/pods/{claim_name}"),
@@ -296,10 +296,7 @@ async fn an_attempt_creates_its_secret_then_its_job_and_deletes_the_job_in_the_b
         "DELETE",
         &format!("/api/v1/namespaces/ci/persistentvolumeclaims/{claim_name}"),
     );
-    assert!(
-        delete < holder_deleted && holder_deleted < claim_deleted,
-        "{seen:#?}"
-    );
+    assert!(holder_deleted < claim_deleted, "{seen:#?}");
     // The Secret is owned by its Job once the Job exists.
     let owned = position("PATCH", "/api/v1/namespaces/ci/secrets/");
     assert!(seen[owned].body.contains("job-uid"), "{}", seen[owned].body);

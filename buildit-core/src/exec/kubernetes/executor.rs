@@ -285,6 +285,9 @@ impl Executor for KubernetesExecutor {
                 "a stage on the `kubernetes` executor needs an image".to_owned(),
             ));
         };
+        if let Some(why) = super::services::refused(&spec.services) {
+            return Err(ExecError::Config(why));
+        }
         let workspace = self.run_workspace(&spec).await?;
         let node = self.pinned_node(&workspace);
         let place = WorkspacePlace {
@@ -430,17 +433,25 @@ impl Executor for KubernetesExecutor {
         // Bounded: a cleanup stuck on a pod that never goes (its node lost) does not hold the run forever;
         // the sweep below deletes what is left, and the cluster finishes it.
         let all = futures_util::future::join_all(cleanups);
-        let _ = tokio::time::timeout(RELEASE_WAIT, all).await;
+        let attempts_gone = async {
+            let _ = tokio::time::timeout(RELEASE_WAIT, all).await;
+        };
         let workspace = self
             .workspaces
             .lock()
             .ok()
             .and_then(|mut workspaces| workspaces.remove(run_id));
-        if let Some(workspace) = workspace.as_ref().and_then(|cell| cell.get()) {
-            self.remove_workspace(&workspace.name).await?;
-        }
-        // The sweep also finds a workspace whose making was interrupted.
-        self.sweep(&SweepScope::run(run_id)).await.map(|_| ())
+        // No stage of the run starts any more: its workspace goes while its last Jobs do.
+        let workspace_gone = async {
+            match workspace.as_ref().and_then(|cell| cell.get()) {
+                Some(workspace) => self.remove_workspace(&workspace.name).await,
+                None => Ok(()),
+            }
+        };
+        let ((), removed) = tokio::join!(attempts_gone, workspace_gone);
+        // The sweep runs whatever happened above: it also finds a workspace whose making was interrupted.
+        let swept = self.sweep(&SweepScope::run(run_id)).await.map(|_| ());
+        removed.and(swept)
     }
 
     async fn sweep(&self, scope: &SweepScope) -> Result<SweepReport, ExecError> {

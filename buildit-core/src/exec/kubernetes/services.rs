@@ -41,16 +41,16 @@ pub fn sidecars(services: &[ServiceSpec]) -> Vec<Container> {
 }
 
 fn sidecar(service: &ServiceSpec) -> Container {
+    let ready_seconds = i32::try_from(service.ready_timeout.as_secs().max(1)).unwrap_or(i32::MAX);
     let startup_probe = service.ready.as_ref().map(|ready| Probe {
         exec: Some(ExecAction {
             command: Some(ready.argv()),
         }),
         period_seconds: Some(READY_PERIOD_SECONDS),
-        // Each run gets at most what its period leaves; the timeout is what all of them may take.
-        timeout_seconds: Some(READY_PERIOD_SECONDS),
-        failure_threshold: Some(
-            i32::try_from(service.ready_timeout.as_secs().max(1)).unwrap_or(i32::MAX),
-        ),
+        // One run may take the whole timeout (a slow first check), as with Docker; the runs together are
+        // given up after about the timeout too (one failure a second).
+        timeout_seconds: Some(ready_seconds),
+        failure_threshold: Some(ready_seconds),
         ..Probe::default()
     });
     Container {
@@ -74,6 +74,31 @@ fn sidecar(service: &ServiceSpec) -> Container {
         startup_probe,
         ..Container::default()
     }
+}
+
+/// Why the services cannot run on Kubernetes as they are, if they cannot: a service's name is its host name
+/// there, which must be a DNS label (Docker takes more).
+pub fn refused(services: &[ServiceSpec]) -> Option<String> {
+    services
+        .iter()
+        .find(|service| !is_dns_label(&service.name))
+        .map(|service| {
+            format!(
+                "service `{}`: on Kubernetes a service's name is its host name, which takes only lowercase \
+                 letters, digits and `-` (at most 63, a letter or digit at each end)",
+                service.name
+            )
+        })
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CONTAINER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 /// The stage reaches each service by its name: the pod's containers share one network, so the names point at
@@ -142,6 +167,17 @@ mod tests {
         assert_eq!(dashed, "service-db-main");
         assert_ne!(dotted, dashed);
         assert!(dotted.starts_with("service-db-main-"), "{dotted}");
+        let named = |name: &str| ServiceSpec {
+            name: name.to_owned(),
+            ..service("db")
+        };
+        assert_eq!(refused(&[named("db"), named("cache-2")]), None);
+        for bad in ["my_db", "DB", "db.main", "-db"] {
+            assert!(
+                refused(&[named("db"), named(bad)]).is_some_and(|why| why.contains(bad)),
+                "{bad}"
+            );
+        }
         let long = container_name(&"Cache".repeat(30));
         assert!(long.len() <= MAX_CONTAINER_NAME, "{long}");
         assert!(

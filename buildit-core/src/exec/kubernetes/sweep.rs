@@ -22,20 +22,25 @@ pub async fn sweep(
         None => RUN_LABEL.to_owned(),
     };
     let mut report = SweepReport::default();
-    let jobs = remove(executor, executor.jobs(), &selector, scope).await?;
-    let pods = remove(executor, executor.pods(), &selector, scope).await?;
-    let secrets = remove(executor, executor.secrets(), &selector, scope).await?;
+    let (jobs, _) = remove(executor, executor.jobs(), &selector, scope).await?;
+    let (pods, going) = remove(executor, executor.pods(), &selector, scope).await?;
+    let (secrets, _) = remove(executor, executor.secrets(), &selector, scope).await?;
     // Claims last: one in use stays (protected) until its pods are gone.
-    let claims = remove(executor, executor.claims(), &selector, scope).await?;
+    let (claims, _) = remove(executor, executor.claims(), &selector, scope).await?;
+    // Every wait is done even when one fails: a pod stuck on a lost node does not keep the others.
+    let mut waited = Ok(());
     for job in &jobs {
-        executor
+        let gone = executor
             .delete_pods_of(&format!("{}={job}", super::names::JOB_LABEL), None)
-            .await?;
+            .await;
+        waited = waited.and(gone);
     }
-    // The pods removed by name (a workspace's holder) are gone too before the sweep says it is done.
-    for pod in &pods {
-        executor.pod_gone(pod).await?;
+    // The pods removed by name (a workspace's holder), and those of the sweep's scope being deleted already,
+    // are gone too before the sweep says it is done.
+    for pod in pods.iter().chain(&going) {
+        waited = waited.and(executor.pod_gone(pod).await);
     }
+    waited?;
     // The report's "containers" are the objects removed, by kind.
     report
         .containers
@@ -52,13 +57,14 @@ pub async fn sweep(
     Ok(report)
 }
 
-/// Deletes the objects of `api` under `selector` that may go; their names.
+/// Deletes the objects of `api` under `selector` that may go: the names of those it deleted, and of those in
+/// its scope that were being deleted already.
 async fn remove<K>(
     executor: &KubernetesExecutor,
     api: Api<K>,
     selector: &str,
     scope: &SweepScope,
-) -> Result<Vec<String>, ExecError>
+) -> Result<(Vec<String>, Vec<String>), ExecError>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -67,13 +73,11 @@ where
         .await
         .map_err(|error| backend("cannot list what runs left on the cluster", &error))?;
     let mut removed = Vec::new();
+    let mut going = Vec::new();
     for object in listed.items {
         let Some(name) = object.metadata.name.clone() else {
             continue;
         };
-        if object.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
         let empty = BTreeMap::new();
         let annotations = object.metadata.annotations.as_ref().unwrap_or(&empty);
         let of_run = scope.run.is_some();
@@ -82,11 +86,15 @@ where
         if !(of_run || gone) {
             continue;
         }
+        if object.metadata.deletion_timestamp.is_some() {
+            going.push(name);
+            continue;
+        }
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => removed.push(name),
             Err(error) if is_not_found(&error) => {}
             Err(error) => return Err(backend(&format!("cannot delete {name}"), &error)),
         }
     }
-    Ok(removed)
+    Ok((removed, going))
 }

@@ -25,7 +25,7 @@ const START_MARGIN: Duration = Duration::from_secs(120);
 /// How long the holder pod may take to go.
 const HOLDER_GONE_WAIT: Duration = Duration::from_secs(60);
 /// How often the holder pod is looked at while it starts or goes.
-const START_POLL: Duration = Duration::from_millis(200);
+const START_POLL: Duration = Duration::from_millis(50);
 
 /// A run's workspace on the cluster.
 #[derive(Debug, Clone)]
@@ -83,30 +83,49 @@ impl KubernetesExecutor {
             &self.owner,
         );
         let name = objects.name.clone();
-        // Dropped or failed halfway, the start deletes what it made.
+        // Dropped halfway (the stage's start abandoned), the start deletes what it made in the background.
         let mut made = Made {
             executor: self.clone(),
             name: name.clone(),
             armed: true,
         };
+        let filled = self.fill_workspace(spec, &objects).await;
+        made.armed = false;
+        match filled {
+            Ok(node) => Ok(RunWorkspace { name, node }),
+            Err(error) => {
+                // Failed, it deletes it before it says so: the run's end finds nothing left.
+                let _ = self.remove_workspace(&name).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Creates the claim and its holder, waits until the holder runs, and copies the host workspace in; the
+    /// holder's node.
+    async fn fill_workspace(
+        &self,
+        spec: &StageSpec,
+        objects: &super::workspace_manifest::WorkspaceObjects,
+    ) -> Result<Option<String>, ExecError> {
+        let name = &objects.name;
         self.claims()
             .create(&PostParams::default(), &objects.claim)
             .await
-            .map_err(|error| refused("the run's workspace claim", &name, &error))?;
+            .map_err(|error| refused("the run's workspace claim", name, &error))?;
         self.pods()
             .create(&PostParams::default(), &objects.holder)
             .await
-            .map_err(|error| refused("the pod that holds the run's workspace", &name, &error))?;
-        let node = self.holder_started(&name).await?;
+            .map_err(|error| refused("the pod that holds the run's workspace", name, &error))?;
+        let node = self.holder_started(name).await?;
         if has_files(&spec.workspace)? {
-            self.put_tree(&name, &spec.workspace, &spec.workspace, NOT_UPLOADED)
+            self.put_tree(name, &spec.workspace, &spec.workspace, NOT_UPLOADED)
                 .await
                 .map_err(|error| {
                     ExecError::Backend(format!("cannot copy the workspace into its claim: {error}"))
                 })?;
         }
-        made.armed = false;
-        Ok(RunWorkspace { name, node })
+        Ok(node)
     }
 
     /// Waits until the holder pod runs; the node it runs on. Fails as a stage would: an image that cannot be
@@ -148,6 +167,10 @@ impl KubernetesExecutor {
                     ExecError::Wait(message) => ExecError::Backend(format!(
                         "the run's workspace cannot be made ready: {message}"
                     )),
+                    ExecError::Config(message) => ExecError::Config(format!(
+                        "the pod that holds the run's workspace cannot start: {message}; its image needs \
+                         `sh`, `sleep` and `tar` (set `helper-image` in `executor \"kubernetes\"`)"
+                    )),
                     other => other,
                 });
             }
@@ -155,29 +178,26 @@ impl KubernetesExecutor {
         }
     }
 
-    /// Deletes the run's workspace: the holder pod, and once it is gone, the claim (a claim in use would stay,
-    /// protected, until its pods are gone).
+    /// Deletes the run's workspace: the holder pod and the claim (which the cluster keeps, protected, until the
+    /// pod is gone), and waits until the pod is gone.
     pub(super) async fn remove_workspace(&self, name: &str) -> Result<(), ExecError> {
         let failed = |error: &kube::Error| backend(&format!("cannot delete {name}"), error);
-        match self
+        let pod = self
             .pods()
             .delete(name, &DeleteParams::background().grace_period(1))
-            .await
-        {
-            Ok(_) => {}
-            Err(error) if is_not_found(&error) => {}
-            Err(error) => return Err(failed(&error)),
-        }
-        self.pod_gone(name).await?;
-        match self
+            .await;
+        // The claim is deleted even when the pod could not be: a claim left behind is the costly leftover.
+        let claim = self
             .claims()
             .delete(name, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if is_not_found(&error) => Ok(()),
-            Err(error) => Err(failed(&error)),
+            .await;
+        for deleted in [pod.map(|_| ()), claim.map(|_| ())] {
+            match deleted {
+                Err(error) if !is_not_found(&error) => return Err(failed(&error)),
+                _ => {}
+            }
         }
+        self.pod_gone(name).await
     }
 
     /// Waits until pod `name` is gone (a minute at most).

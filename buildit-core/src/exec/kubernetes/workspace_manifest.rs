@@ -23,8 +23,9 @@ pub const HOLDER_CONTAINER: &str = "files";
 pub const WORKSPACE_VOLUME: &str = "workspace";
 /// The value of [`ROLE_LABEL`] on a run's claim and holder pod.
 const WORKSPACE_ROLE: &str = "workspace";
-/// What the holder runs: nothing, until it is told to stop (then at once: it holds no work of its own).
-const HOLD: &str = "trap 'exit 0' TERM INT; while :; do sleep 1; done";
+/// What the holder runs: nothing, until it is told to stop (then at once: it holds no work of its own). An
+/// image without `sleep` ends it at once, which is reported, rather than spinning.
+const HOLD: &str = "trap 'exit 0' TERM INT; while sleep 1; do :; done";
 /// How long the holder may take to stop.
 const HOLDER_GRACE_SECONDS: i64 = 2;
 
