@@ -51,13 +51,8 @@ async fn a_pipeline_runs_on_the_cluster_with_its_output_masked_and_leaves_nothin
     command
         .args(["run", "--plain"])
         .env("BUILDIT_SECRET_TOKEN", SECRET);
-    let ran = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("joined")
-        .expect("buildit runs");
-    let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&ran.stderr).into_owned();
-    assert_eq!(ran.status.code(), Some(1), "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = output(command).await;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("| building on buildit-build-"), "{stdout}");
     assert!(stdout.contains("| token=***"), "{stdout}");
     assert!(
@@ -86,6 +81,19 @@ async fn a_pipeline_runs_on_the_cluster_with_its_output_masked_and_leaves_nothin
         assert!(!request.body.contains(SECRET), "{request:?}");
     }
     fake.stop().await;
+}
+
+/// Runs `command` off the test's runtime: its exit code, stdout and stderr.
+async fn output(mut command: std::process::Command) -> (Option<i32>, String, String) {
+    let ran = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("joined")
+        .expect("buildit runs");
+    (
+        ran.status.code(),
+        String::from_utf8_lossy(&ran.stdout).into_owned(),
+        String::from_utf8_lossy(&ran.stderr).into_owned(),
+    )
 }
 
 /// What `kubectl get KINDS -l buildit.run` lists on the fake, or `None` without kubectl.
@@ -218,17 +226,8 @@ stage "gone" { run "sleep 30" }
     );
     let mut command = buildit_command(&work);
     command.args(["run", "--plain", "-j", "8"]);
-    let ran = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("joined")
-        .expect("buildit runs");
-    let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
-    assert_eq!(
-        ran.status.code(),
-        Some(1),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
+    let (code, stdout, stderr) = output(command).await;
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     let line = |stage: &str| {
         stdout
             .lines()
@@ -316,17 +315,8 @@ async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
         .args(["pipelines", "trigger", "--follow"])
         .env("BUILDIT_SERVER", &daemon.address)
         .env("BUILDIT_TOKEN", &token);
-    let followed = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("joined")
-        .expect("buildit runs");
-    let stdout = String::from_utf8_lossy(&followed.stdout).into_owned();
-    assert_eq!(
-        followed.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&followed.stderr)
-    );
+    let (code, stdout, stderr) = output(command).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("| hello from the cluster"), "{stdout}");
     // The uploaded workspace reached the stage's pod.
     assert!(stdout.contains("| this file was uploaded"), "{stdout}");
@@ -379,17 +369,8 @@ async fn the_workspace_artifacts_caches_and_services_work_on_the_cluster() {
     let run = |work: std::path::PathBuf| async move {
         let mut command = buildit_command(&work);
         command.args(["run", "--plain"]);
-        let ran = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .expect("joined")
-            .expect("buildit runs");
-        let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
-        assert_eq!(
-            ran.status.code(),
-            Some(0),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&ran.stderr)
-        );
+        let (code, stdout, stderr) = output(command).await;
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
         stdout
     };
     let first = run(work.clone()).await;
@@ -424,17 +405,8 @@ async fn the_kubernetes_example_runs_on_the_fake_cluster() {
         .to_string();
     let mut command = buildit_command(&work);
     command.args(["run", &example, "--plain"]);
-    let ran = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .expect("joined")
-        .expect("buildit runs");
-    let stdout = String::from_utf8_lossy(&ran.stdout).into_owned();
-    assert_eq!(
-        ran.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
+    let (code, stdout, stderr) = output(command).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("| the service says ok"), "{stdout}");
     assert!(stdout.contains("| built in pod buildit-build-"), "{stdout}");
     // Only the artifact reached the host workspace.

@@ -17,6 +17,8 @@ mod lines;
 mod local;
 mod mask;
 mod options;
+#[cfg(any(feature = "docker", feature = "kubernetes"))]
+mod per_run;
 mod scheduler;
 mod spec;
 mod sweep;

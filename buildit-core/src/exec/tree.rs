@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::io::{ReaderStream, StreamReader, SyncIoBridge};
 
 use super::cache::written_through_symlink;
-use super::executor::{ExecError, inside_workspace};
+use super::executor::{ExecError, inside_workspace, outermost};
 
 /// Bytes in flight between the packing thread and the upload.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -186,6 +186,23 @@ fn unpack_into(reader: impl std::io::Read, destination: &Path) -> Result<(), Str
             .map_err(|error| format!("cannot write `{}`: {error}", target.display()))?;
     }
     Ok(())
+}
+
+/// The paths to copy out of a workspace into the host directory `into`: `paths` without those nested in
+/// another (they would unpack twice, the second time through what the first one wrote), or an error naming the
+/// first whose place in `into` would be written through a symlink.
+pub(crate) fn copy_out_paths(paths: Vec<PathBuf>, into: &Path) -> Result<Vec<PathBuf>, ExecError> {
+    let paths = outermost(paths);
+    match paths
+        .iter()
+        .find(|path| written_through_symlink(into, &into.join(path)))
+    {
+        Some(path) => Err(ExecError::Backend(format!(
+            "`{}` would be written through a symlink",
+            path.display()
+        ))),
+        None => Ok(paths),
+    }
 }
 
 /// `paths` as paths inside the workspace, or an error naming the first that is not.

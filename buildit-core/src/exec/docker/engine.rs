@@ -8,10 +8,10 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::RemoveContainerOptionsBuilder;
-use tokio::sync::OnceCell;
 
 use super::labels::owner_labels;
 use crate::exec::executor::{ExecError, StageSpec};
+use crate::exec::per_run::PerRun;
 use crate::owner::LeftoverOwner;
 use crate::system::PullPolicy;
 
@@ -40,7 +40,7 @@ pub struct DockerExecutor {
     /// Images seen on the engine: with `if-not-present`, each is inspected once per executor, not per stage.
     pub(super) present: Arc<Mutex<HashSet<String>>>,
     /// Each run's workspace volume, created when its first container stage needs it.
-    pub(super) workspaces: Arc<Mutex<HashMap<String, Arc<OnceCell<RunWorkspace>>>>>,
+    pub(super) workspaces: Arc<PerRun<RunWorkspace>>,
 }
 
 /// What a container stage's workspace is, on the engine.

@@ -471,13 +471,8 @@ impl Executor for DockerExecutor {
     }
 
     async fn release_run(&self, run_id: &str) -> Result<(), ExecError> {
-        let cell = self
-            .workspaces
-            .lock()
-            .ok()
-            .and_then(|mut workspaces| workspaces.remove(run_id));
-        if let Some(workspace) = cell.as_ref().and_then(|cell| cell.get()) {
-            self.remove_workspace(workspace).await;
+        if let Some(workspace) = self.workspaces.take(run_id) {
+            self.remove_workspace(&workspace).await;
         }
         // What an attempt interrupted while starting had created (a stage timed out waiting for its services)
         // carries the run's label: it goes now too.

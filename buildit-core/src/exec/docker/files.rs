@@ -9,9 +9,8 @@ use bollard::query_parameters::{
 use futures_util::StreamExt as _;
 
 use super::engine::{DockerExecutor, backend, is_not_found};
-use crate::exec::cache::written_through_symlink;
-use crate::exec::executor::{ExecError, outermost};
-use crate::exec::tree::{pack_tree, unpack_tree};
+use crate::exec::executor::ExecError;
+use crate::exec::tree::{copy_out_paths, pack_tree, unpack_tree};
 
 impl DockerExecutor {
     /// Copies the host tree `from` to `to` (a path inside the container `holder`), over what is there.
@@ -37,8 +36,9 @@ impl DockerExecutor {
         uploaded.map_err(|error| error.to_string())
     }
 
-    /// Copies `paths` (inside the workspace, from [`workspace_paths`](crate::exec::tree::workspace_paths)) from `workspace` inside the container
-    /// `holder` into the host directory `into`, at the same relative places; missing ones are skipped.
+    /// Copies `paths` (inside the workspace, from [`workspace_paths`](crate::exec::tree::workspace_paths)) from
+    /// `workspace` inside the container `holder` into the host directory `into`, at the same relative places;
+    /// missing ones are skipped.
     pub(super) async fn copy_out(
         &self,
         holder: &str,
@@ -46,14 +46,7 @@ impl DockerExecutor {
         paths: Vec<PathBuf>,
         into: &Path,
     ) -> Result<(), ExecError> {
-        // Nested paths would unpack twice, the second time through what the first one wrote.
-        for path in &outermost(paths) {
-            if written_through_symlink(into, &into.join(path)) {
-                return Err(ExecError::Backend(format!(
-                    "`{}` would be written through a symlink",
-                    path.display()
-                )));
-            }
+        for path in &copy_out_paths(paths, into)? {
             let inside = workspace.join(path);
             let options = DownloadFromContainerOptionsBuilder::new()
                 .path(&inside.display().to_string())

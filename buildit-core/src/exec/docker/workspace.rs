@@ -1,7 +1,5 @@
 //! A run's workspace on the engine: the host directory bound in, or a volume filled once with a copy of it.
 
-use std::sync::Arc;
-
 use bollard::models::{ContainerCreateBody, HostConfig};
 
 use super::engine::{DockerExecutor, RunWorkspace, backend, unique_name};
@@ -24,14 +22,10 @@ impl DockerExecutor {
 
     /// The run's workspace volume, created (and filled with the host workspace) by the first stage that needs it.
     pub(super) async fn run_workspace(&self, spec: &StageSpec) -> Result<RunWorkspace, ExecError> {
-        let run = spec.labels.get(RUN_LABEL).cloned().unwrap_or_default();
-        let cell = match self.workspaces.lock() {
-            Ok(mut workspaces) => Arc::clone(workspaces.entry(run).or_default()),
-            Err(_) => return Err(ExecError::Backend("workspace registry poisoned".to_owned())),
-        };
-        cell.get_or_try_init(|| self.create_workspace(spec))
+        let run = spec.labels.get(RUN_LABEL).map_or("", String::as_str);
+        self.workspaces
+            .get_or_make(run, || self.create_workspace(spec))
             .await
-            .cloned()
     }
 
     async fn create_workspace(&self, spec: &StageSpec) -> Result<RunWorkspace, ExecError> {

@@ -18,12 +18,13 @@ use super::manifest::{WorkspacePlace, attempt_objects, owned_by_job};
 use super::names::{JOB_LABEL, RUN_LABEL};
 use super::options::{KubernetesOptions, connect};
 use super::watch::watch_attempt;
-use super::workspace::Workspaces;
+use super::workspace::RunWorkspace;
 use crate::events::LogStreamKind;
 use crate::exec::attempt::{ExitWatch, OutputOnce};
 use crate::exec::executor::{
     ExecError, Executor, ExitStatus, LogStream, OutputChunk, StageSpec, StageStatus,
 };
+use crate::exec::per_run::PerRun;
 use crate::exec::sweep::{SweepReport, SweepScope};
 use crate::exec::tree::workspace_paths;
 use crate::owner::LeftoverOwner;
@@ -46,7 +47,7 @@ pub struct KubernetesExecutor {
     /// release waits for them.
     cleanups: Arc<Mutex<HashMap<String, Vec<JoinHandle<()>>>>>,
     /// Each run's workspace claim and the pod that holds it.
-    pub(super) workspaces: Arc<Workspaces>,
+    pub(super) workspaces: Arc<PerRun<RunWorkspace>>,
 }
 
 impl std::fmt::Debug for KubernetesExecutor {
@@ -436,14 +437,10 @@ impl Executor for KubernetesExecutor {
         let attempts_gone = async {
             let _ = tokio::time::timeout(RELEASE_WAIT, all).await;
         };
-        let workspace = self
-            .workspaces
-            .lock()
-            .ok()
-            .and_then(|mut workspaces| workspaces.remove(run_id));
+        let workspace = self.workspaces.take(run_id);
         // No stage of the run starts any more: its workspace goes while its last Jobs do.
         let workspace_gone = async {
-            match workspace.as_ref().and_then(|cell| cell.get()) {
+            match &workspace {
                 Some(workspace) => self.remove_workspace(&workspace.name).await,
                 None => Ok(()),
             }

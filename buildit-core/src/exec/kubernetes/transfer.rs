@@ -13,9 +13,8 @@ use tokio_util::io::{ReaderStream, StreamReader};
 
 use super::executor::{KubernetesExecutor, backend};
 use super::workspace_manifest::HOLDER_CONTAINER;
-use crate::exec::cache::written_through_symlink;
-use crate::exec::executor::{ExecError, outermost};
-use crate::exec::tree::{pack_tree, unpack_tree};
+use crate::exec::executor::ExecError;
+use crate::exec::tree::{copy_out_paths, pack_tree, unpack_tree};
 
 /// The most of a command's standard error kept for its error message.
 const KEPT_STDERR: usize = 8 * 1024;
@@ -120,14 +119,7 @@ impl KubernetesExecutor {
         paths: Vec<PathBuf>,
         into: &Path,
     ) -> Result<(), ExecError> {
-        // Nested paths would unpack twice, the second time through what the first one wrote.
-        for path in &outermost(paths) {
-            if written_through_symlink(into, &into.join(path)) {
-                return Err(ExecError::Backend(format!(
-                    "`{}` would be written through a symlink",
-                    path.display()
-                )));
-            }
+        for path in &copy_out_paths(paths, into)? {
             // `/ws` + `dist/app` is packed from `/ws/dist` as `app`; the whole workspace from `/` as `ws`.
             let full = workspace.join(path);
             let (Some(parent), Some(name)) = (full.parent(), full.file_name()) else {

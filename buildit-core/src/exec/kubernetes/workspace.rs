@@ -2,13 +2,11 @@
 //! the run's files) by the first stage that needs it and deleted when the run ends.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use tokio::sync::OnceCell;
 
 use super::executor::{KubernetesExecutor, backend, is_not_found};
 use super::names::RUN_LABEL;
@@ -36,10 +34,6 @@ pub(super) struct RunWorkspace {
     pub node: Option<String>,
 }
 
-/// Each run's workspace, made once by the first stage that needs it.
-pub(super) type Workspaces =
-    std::sync::Mutex<std::collections::HashMap<String, Arc<OnceCell<RunWorkspace>>>>;
-
 impl KubernetesExecutor {
     pub(super) fn claims(&self) -> Api<PersistentVolumeClaim> {
         Api::namespaced(self.client.clone(), &self.namespace)
@@ -47,14 +41,10 @@ impl KubernetesExecutor {
 
     /// The run's workspace, created (and filled with the host workspace) by the first stage that needs it.
     pub(super) async fn run_workspace(&self, spec: &StageSpec) -> Result<RunWorkspace, ExecError> {
-        let run = spec.labels.get(RUN_LABEL).cloned().unwrap_or_default();
-        let cell = match self.workspaces.lock() {
-            Ok(mut workspaces) => Arc::clone(workspaces.entry(run).or_default()),
-            Err(_) => return Err(ExecError::Backend("workspace registry poisoned".to_owned())),
-        };
-        cell.get_or_try_init(|| self.create_workspace(spec))
+        let run = spec.labels.get(RUN_LABEL).map_or("", String::as_str);
+        self.workspaces
+            .get_or_make(run, || self.create_workspace(spec))
             .await
-            .cloned()
     }
 
     /// The node an attempt's pod must run on to reach the run's workspace, if any.
