@@ -60,11 +60,22 @@ fn json(text: &str) -> serde_json::Value {
 #[test]
 fn every_example_pipeline_validates() {
     let examples = repo_root().join("examples");
+    // Every executor an example may use (the Kubernetes one needs the system configuration to name it).
+    let dir = temp_dir();
+    write(
+        dir.path(),
+        "buildit-system.kdl",
+        "executor \"local\"\nexecutor \"docker\"\nexecutor \"kubernetes\"\n",
+    );
+    let system = dir.path().join("buildit-system.kdl").display().to_string();
     let mut count = 0;
     for entry in std::fs::read_dir(&examples).into_iter().flatten().flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|ext| ext == "kdl") {
-            let output = buildit(&examples, &["validate", &path.display().to_string()]);
+            let output = buildit(
+                &examples,
+                &["validate", &path.display().to_string(), "--system", &system],
+            );
             assert_eq!(
                 output.status.code(),
                 Some(0),

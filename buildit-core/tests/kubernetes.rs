@@ -496,7 +496,11 @@ async fn services_run_beside_the_stage_and_one_never_ready_fails_it_before_it_st
         name: "db".to_owned(),
         image: IMAGE.to_owned(),
         env: std::collections::BTreeMap::new(),
-        command: vec!["sleep".to_owned(), "60".to_owned()],
+        command: vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            "echo db is warming up; sleep 60".to_owned(),
+        ],
         ready: Some(ReadyCheck::Shell("false".to_owned())),
         ready_timeout: Duration::from_secs(2),
     };
@@ -505,8 +509,12 @@ async fn services_run_beside_the_stage_and_one_never_ready_fails_it_before_it_st
     let started = std::time::Instant::now();
     let (ended, output) = run(&executor, stage).await;
     match ended {
+        // With what the service wrote last, as Docker's failure says it.
         Err(error) => assert!(
-            error.to_string().contains("service `db` was not ready"),
+            error.to_string().contains("service `db` was not ready")
+                && error
+                    .to_string()
+                    .contains("its last lines:\ndb is warming up"),
             "{error}"
         ),
         Ok(status) => {

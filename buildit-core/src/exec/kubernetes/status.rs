@@ -28,7 +28,12 @@ pub enum PodVerdict {
     /// The pod failed without its container ending (a deadline, the node lost).
     Failed(String),
     /// A service stopped, or its `ready` command kept failing, before the stage started.
-    ServiceNotReady(String),
+    ServiceNotReady {
+        /// Its container (whose last log lines tell why).
+        container: String,
+        /// What the stage's failure says.
+        message: String,
+    },
 }
 
 /// Reads an attempt's `pod`.
@@ -135,10 +140,13 @@ fn services_verdict(status: &PodStatus) -> Option<PodVerdict> {
             });
         }
         if sidecar.restart_count > 0 {
-            return Some(PodVerdict::ServiceNotReady(format!(
-                "service `{service}` was not ready: it stopped, or its `ready` command kept failing past its \
-                 timeout"
-            )));
+            return Some(PodVerdict::ServiceNotReady {
+                container: sidecar.name.clone(),
+                message: format!(
+                    "service `{service}` was not ready: it stopped, or its `ready` command kept failing past \
+                     its timeout"
+                ),
+            });
         }
     }
     None
@@ -306,7 +314,11 @@ mod tests {
         });
         let not_ready = with_service(restarted.clone(), initializing);
         assert!(
-            matches!(pod_verdict(&not_ready), PodVerdict::ServiceNotReady(ref why) if why.contains("`db`")),
+            matches!(
+                pod_verdict(&not_ready),
+                PodVerdict::ServiceNotReady { ref container, ref message }
+                    if container == "service-db" && message.contains("`db`")
+            ),
             "{:?}",
             pod_verdict(&not_ready)
         );

@@ -59,7 +59,13 @@ pub async fn watch_attempt(
                         if let (Some(relisted), Some(name)) = (&mut relisted, &pod.metadata.name) {
                             relisted.insert(name.clone());
                         }
-                        let verdict = pod_verdict(&pod);
+                        let verdict = match pod_verdict(&pod) {
+                            PodVerdict::ServiceNotReady { container, message } => {
+                                let tail = service_log_tail(&executor, &pod, &container).await;
+                                PodVerdict::ServiceNotReady { container, message: format!("{message}{tail}") }
+                            }
+                            verdict => verdict,
+                        };
                         progress.send_modify(|state| {
                             state.pod.clone_from(&pod.metadata.name);
                             state.started |= matches!(verdict, PodVerdict::Running | PodVerdict::Exited(_));
@@ -198,6 +204,38 @@ async fn job_failure(executor: &KubernetesExecutor, job: &str) -> Option<WaitFai
     }
 }
 
+/// How many of a service's last log lines its failure shows (as Docker's does).
+const SERVICE_LOG_TAIL: i64 = 20;
+
+/// The last lines a service's container wrote (its instance before the restart, when the cluster keeps it),
+/// as the end of the stage's failure message; empty when there are none.
+async fn service_log_tail(
+    executor: &KubernetesExecutor,
+    pod: &k8s_openapi::api::core::v1::Pod,
+    container: &str,
+) -> String {
+    let Some(name) = pod.metadata.name.as_deref() else {
+        return String::new();
+    };
+    let params = |previous: bool| kube::api::LogParams {
+        container: Some(container.to_owned()),
+        tail_lines: Some(SERVICE_LOG_TAIL),
+        previous,
+        ..kube::api::LogParams::default()
+    };
+    let pods = executor.pods();
+    let text = match pods.logs(name, &params(true)).await {
+        Ok(text) if !text.trim().is_empty() => text,
+        _ => pods.logs(name, &params(false)).await.unwrap_or_default(),
+    };
+    let text = text.trim_end();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; its last lines:\n{text}")
+    }
+}
+
 /// Why the cluster refuses to create the pod of Job `job`, when its events say so (`FailedCreate`).
 async fn pod_refused(executor: &KubernetesExecutor, job: &str) -> Option<String> {
     let events: kube::Api<k8s_openapi::api::core::v1::Event> =
@@ -240,7 +278,7 @@ impl Clock {
             PodVerdict::Evicted(message) => return Some(Err(WaitFailure::Evicted(message))),
             PodVerdict::ImageInvalid(message) => return Some(Err(WaitFailure::ImagePull(message))),
             PodVerdict::ConfigError(message) => return Some(Err(WaitFailure::Config(message))),
-            PodVerdict::Failed(message) | PodVerdict::ServiceNotReady(message) => {
+            PodVerdict::Failed(message) | PodVerdict::ServiceNotReady { message, .. } => {
                 return Some(Err(WaitFailure::Failed(message)));
             }
             PodVerdict::ImagePullFailing(message) => {
