@@ -9,6 +9,8 @@ use crate::exec::executor::ServiceSpec;
 const SERVICE_PREFIX: &str = "service-";
 /// How often a `ready` command runs while it fails.
 const READY_PERIOD_SECONDS: i32 = 1;
+/// The longest one run of a `ready` command may take.
+const READY_TRY_SECONDS: i32 = 5;
 /// The longest container name the API takes.
 const MAX_CONTAINER_NAME: usize = 63;
 
@@ -47,9 +49,9 @@ fn sidecar(service: &ServiceSpec) -> Container {
             command: Some(ready.argv()),
         }),
         period_seconds: Some(READY_PERIOD_SECONDS),
-        // One run may take the whole timeout (a slow first check), as with Docker; the runs together are
-        // given up after about the timeout too (one failure a second).
-        timeout_seconds: Some(ready_seconds),
+        // A failing check is given up after about the timeout (one failure a second); one that hangs is cut
+        // after a few seconds, so that a hanging check cannot stretch the wait far past the timeout.
+        timeout_seconds: Some(ready_seconds.min(READY_TRY_SECONDS)),
         failure_threshold: Some(ready_seconds),
         ..Probe::default()
     });
@@ -152,6 +154,7 @@ mod tests {
         assert_eq!(probe["exec"]["command"][2], "pg_isready");
         assert_eq!(probe["periodSeconds"], 1);
         assert_eq!(probe["failureThreshold"], 30);
+        assert_eq!(probe["timeoutSeconds"], 5);
         let aliases = serde_json::to_value(host_aliases(&[service("db"), service("cache")]))
             .unwrap_or_default();
         assert_eq!(aliases[0]["ip"], "127.0.0.1");

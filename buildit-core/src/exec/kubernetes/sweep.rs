@@ -27,19 +27,25 @@ pub async fn sweep(
     let (secrets, _) = remove(executor, executor.secrets(), &selector, scope).await?;
     // Claims last: one in use stays (protected) until its pods are gone.
     let (claims, _) = remove(executor, executor.claims(), &selector, scope).await?;
-    // Every wait is done even when one fails: a pod stuck on a lost node does not keep the others.
-    let mut waited = Ok(());
-    for job in &jobs {
-        let gone = executor
+    // All the waits at once, each done even when another fails: a pod stuck on a lost node does not hold
+    // up the others. Pods found going already are waited for only in a run's sweep: a global one (`buildit
+    // gc`) does not wait on pods a lost node may keep for good.
+    let job_pods = jobs.iter().map(|job| async move {
+        executor
             .delete_pods_of(&format!("{}={job}", super::names::JOB_LABEL), None)
-            .await;
-        waited = waited.and(gone);
-    }
-    // The pods removed by name (a workspace's holder), and those of the sweep's scope being deleted already,
-    // are gone too before the sweep says it is done.
-    for pod in pods.iter().chain(&going) {
-        waited = waited.and(executor.pod_gone(pod).await);
-    }
+            .await
+    });
+    let named = if scope.run.is_some() {
+        pods.iter().chain(&going).collect::<Vec<_>>()
+    } else {
+        pods.iter().collect()
+    };
+    let named_pods = named.into_iter().map(|pod| executor.pod_gone(pod));
+    let (job_pods, named_pods) = tokio::join!(
+        futures_util::future::join_all(job_pods),
+        futures_util::future::join_all(named_pods)
+    );
+    let waited: Result<(), ExecError> = job_pods.into_iter().chain(named_pods).collect();
     waited?;
     // The report's "containers" are the objects removed, by kind.
     report

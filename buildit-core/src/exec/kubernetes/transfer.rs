@@ -10,6 +10,7 @@ use futures_util::StreamExt as _;
 use kube::api::{AttachParams, AttachedProcess};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::io::{ReaderStream, StreamReader};
+use tokio_util::sync::CancellationToken;
 
 use super::executor::{KubernetesExecutor, backend};
 use super::workspace_manifest::HOLDER_CONTAINER;
@@ -22,6 +23,8 @@ const KEPT_STDERR: usize = 8 * 1024;
 const STREAM_BUFFER: usize = 256 * 1024;
 /// How long a copy may move no byte before it is given up (a cluster that stopped answering).
 const IDLE_LIMIT: Duration = Duration::from_secs(300);
+/// How long the cluster may take to start a copy's command.
+const EXEC_START_LIMIT: Duration = Duration::from_secs(60);
 /// How long the end of a command's output may take to arrive once the command has ended.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -46,11 +49,7 @@ impl KubernetesExecutor {
         let what = "copying files into the workspace claim";
         let to = to.display().to_string();
         let command = ["tar", "xf", "-", "-C", to.as_str()];
-        let mut process = self
-            .pods()
-            .exec(pod, command, &params(true))
-            .await
-            .map_err(|error| backend(&format!("{what} failed"), &error))?;
+        let mut process = started(self.pods().exec(pod, command, &params(true)), what).await?;
         let (Some(mut stdin), Some(stdout), Some(stderr), Some(status)) = (
             process.stdin(),
             process.stdout(),
@@ -63,6 +62,8 @@ impl KubernetesExecutor {
         };
         let errors = tokio::spawn(kept_text(stderr));
         let drained = tokio::spawn(discard(stdout));
+        // However the copy ends, nothing is left reading a stream whose writer kube-rs dropped unclosed.
+        let _readers = Readers(vec![errors.abort_handle(), drained.abort_handle()]);
         let idle = Idle::new();
         let (stream, packing) = pack_tree(from.to_path_buf(), skip_top);
         let seen = idle.clone();
@@ -92,20 +93,21 @@ impl KubernetesExecutor {
                 .await
                 .unwrap_or(None),
         };
-        let errors = finished(&process, errors).await;
-        let _ = finished(&process, drained).await;
+        let (errors, ()) = tokio::join!(finished(&process, errors), finished(&process, drained));
         process.abort();
-        succeeded(status, &errors, what)?;
         let Some(sent) = sent else {
-            // `tar` read the whole archive and succeeded before the last bytes (padding) went: the packing
-            // may have failed on the closed pipe, which is no fault.
-            return Ok(());
+            // `tar` ended before it read the whole stream: its status says whether it had the whole archive
+            // (it stops at the end marker, before the padding); the packing may have failed on the closed pipe,
+            // which is then no fault.
+            return succeeded(status, &errors, what);
         };
-        // A packing error cuts the stream short: it is the real cause of a failed (or truncated) copy.
+        // A packing error cuts the stream short: it is the real cause of a failed (or truncated) copy, before
+        // what `tar` says of the cut archive.
         packing
             .await
             .map_err(|error| ExecError::Backend(format!("packing failed: {error}")))?
             .map_err(ExecError::Backend)?;
+        succeeded(status, &errors, what)?;
         sent.map(|_| ())
             .map_err(|error| ExecError::Backend(format!("{what}: {error}")))
     }
@@ -157,21 +159,29 @@ impl KubernetesExecutor {
                 path.display()
             ))
         };
-        let mut process = self
-            .pods()
-            .exec(pod, command.iter().copied(), &params(false))
-            .await
-            .map_err(|error| failed(error.to_string()))?;
+        let mut process = started(
+            self.pods()
+                .exec(pod, command.iter().copied(), &params(false)),
+            "copying files out",
+        )
+        .await
+        .map_err(|error| failed(error.to_string()))?;
         let (Some(stdout), Some(stderr), Some(status)) =
             (process.stdout(), process.stderr(), process.take_status())
         else {
             return Err(failed("the exec has no streams".to_owned()));
         };
         let errors = tokio::spawn(kept_text(stderr));
+        let _readers = Readers(vec![errors.abort_handle()]);
         let idle = Idle::new();
         let seen = idle.clone();
-        let archive =
-            ReaderStream::with_capacity(stdout, STREAM_BUFFER).inspect(move |_| seen.touch());
+        // Ended when this copy ends, whichever way: the unpacking thread then reads the end of the stream
+        // instead of waiting forever on a pipe kube-rs dropped unclosed.
+        let stop = CancellationToken::new();
+        let _stop = stop.clone().drop_guard();
+        let archive = ReaderStream::with_capacity(stdout, STREAM_BUFFER)
+            .inspect(move |_| seen.touch())
+            .take_until(Box::pin(stop.cancelled_owned()));
         let mut archive = archive.peekable();
         tokio::pin!(status);
         let unpack = async {
@@ -219,6 +229,32 @@ impl KubernetesExecutor {
     }
 }
 
+/// Tasks reading an exec's output, stopped when the copy ends whichever way.
+struct Readers(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for reader in &self.0 {
+            reader.abort();
+        }
+    }
+}
+
+/// The exec of a copy, once the cluster has upgraded its connection (within [`EXEC_START_LIMIT`]).
+async fn started(
+    exec: impl std::future::Future<Output = Result<AttachedProcess, kube::Error>>,
+    what: &str,
+) -> Result<AttachedProcess, ExecError> {
+    match tokio::time::timeout(EXEC_START_LIMIT, exec).await {
+        Ok(Ok(process)) => Ok(process),
+        Ok(Err(error)) => Err(backend(&format!("{what} failed"), &error)),
+        Err(_) => Err(ExecError::Backend(format!(
+            "{what}: the cluster did not start the command within {}s",
+            EXEC_START_LIMIT.as_secs()
+        ))),
+    }
+}
+
 fn params(stdin: bool) -> AttachParams {
     let mut params = AttachParams::default()
         .container(HOLDER_CONTAINER)
@@ -252,9 +288,15 @@ fn succeeded(
     what: &str,
 ) -> Result<(), ExecError> {
     let Some(status) = status else {
+        let errors = errors.trim();
+        let said = if errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({errors})")
+        };
         return Err(ExecError::Backend(format!(
-            "{what}: the connection ended before the command did (the cluster's API must offer \
-             `v5.channel.k8s.io`, Kubernetes 1.30 or later)"
+            "{what}: the connection ended before the command did{said}; the cluster's API must offer \
+             `v5.channel.k8s.io` (Kubernetes 1.30 or later)"
         )));
     };
     if status.status.as_deref() == Some("Success") {

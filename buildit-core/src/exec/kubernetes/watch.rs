@@ -206,6 +206,10 @@ async fn job_failure(executor: &KubernetesExecutor, job: &str) -> Option<WaitFai
 
 /// How many of a service's last log lines its failure shows (as Docker's does).
 const SERVICE_LOG_TAIL: i64 = 20;
+/// The most of those lines read, in bytes (one huge line is cut).
+const SERVICE_LOG_BYTES: i64 = 16 * 1024;
+/// How long reading them may take.
+const SERVICE_LOG_WAIT: Duration = Duration::from_secs(5);
 
 /// The last lines a service's container wrote (its instance before the restart, when the cluster keeps it),
 /// as the end of the stage's failure message; empty when there are none.
@@ -220,14 +224,21 @@ async fn service_log_tail(
     let params = |previous: bool| kube::api::LogParams {
         container: Some(container.to_owned()),
         tail_lines: Some(SERVICE_LOG_TAIL),
+        limit_bytes: Some(SERVICE_LOG_BYTES),
         previous,
         ..kube::api::LogParams::default()
     };
     let pods = executor.pods();
-    let text = match pods.logs(name, &params(true)).await {
-        Ok(text) if !text.trim().is_empty() => text,
-        _ => pods.logs(name, &params(false)).await.unwrap_or_default(),
+    let read = async {
+        match pods.logs(name, &params(true)).await {
+            Ok(text) if !text.trim().is_empty() => text,
+            _ => pods.logs(name, &params(false)).await.unwrap_or_default(),
+        }
     };
+    // The attempt's end waits for these lines: never long.
+    let text = tokio::time::timeout(SERVICE_LOG_WAIT, read)
+        .await
+        .unwrap_or_default();
     let text = text.trim_end();
     if text.is_empty() {
         String::new()

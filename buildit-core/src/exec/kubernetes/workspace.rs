@@ -20,6 +20,8 @@ use crate::system::WorkspaceAccess;
 const NOT_UPLOADED: &[&str] = &[".buildit"];
 /// How much longer than its limits a holder pod may take to start.
 const START_MARGIN: Duration = Duration::from_secs(120);
+/// The longest wait between two looks at a starting holder pod.
+const POLL_CEILING: Duration = Duration::from_secs(1);
 /// How long the holder pod may take to go.
 const HOLDER_GONE_WAIT: Duration = Duration::from_secs(60);
 /// How often the holder pod is looked at while it starts or goes.
@@ -125,6 +127,8 @@ impl KubernetesExecutor {
         // A pod that stays pending with no reason the clock knows (a claim never bound, say) is given up too.
         let limit = self.options.unschedulable_limit + self.options.image_pull_grace + START_MARGIN;
         let deadline = tokio::time::Instant::now() + limit;
+        // Quick at first (a pod usually starts within a second), then once a second.
+        let mut poll = START_POLL;
         loop {
             if tokio::time::Instant::now() >= deadline {
                 return Err(ExecError::Backend(format!(
@@ -164,7 +168,8 @@ impl KubernetesExecutor {
                     other => other,
                 });
             }
-            tokio::time::sleep(START_POLL).await;
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL_CEILING);
         }
     }
 
