@@ -126,6 +126,16 @@ async fn left(executor_kubeconfig: &std::path::Path, run: &str) -> Vec<String> {
     left
 }
 
+/// Ends run `run` and checks that nothing of it is left on the cluster.
+async fn released_leaving_nothing(
+    executor: &KubernetesExecutor,
+    kubeconfig: &std::path::Path,
+    run: &str,
+) {
+    executor.release_run(run).await.expect("released");
+    assert_eq!(left(kubeconfig, run).await, Vec::<String>::new());
+}
+
 /// A stage of run `run` whose workspace is the host directory `workspace`.
 fn in_workspace(
     run: &str,
@@ -152,11 +162,7 @@ async fn a_stage_runs_its_commands_with_its_secret_and_leaves_nothing() {
     assert_eq!(ended.expect("an exit").code, Some(0), "{output}");
     assert!(output.contains("$ echo hello\nhello\n"), "{output}");
     assert!(output.contains("token=hunter2-in-a-secret\n"), "{output}");
-    executor.release_run("run-ok").await.expect("released");
-    assert_eq!(
-        left(&dir.path().join("kubeconfig"), "run-ok").await,
-        Vec::<String>::new()
-    );
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-ok").await;
     // The value went to the cluster in the Secret only (base64), never in a Job's or a Pod's body.
     for request in fake.requests() {
         assert!(!request.body.contains("hunter2-in-a-secret"), "{request:?}");
@@ -187,11 +193,7 @@ async fn a_failing_command_gives_its_exit_code_and_a_missing_image_fails_as_imag
         }
         other => panic!("a missing image ended as {other:?}"),
     }
-    executor.release_run("run-fail").await.expect("released");
-    assert_eq!(
-        left(&dir.path().join("kubeconfig"), "run-fail").await,
-        Vec::<String>::new()
-    );
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-fail").await;
     fake.stop().await;
 }
 
@@ -226,11 +228,7 @@ async fn oom_eviction_deletion_and_unschedulable_are_each_told_apart() {
         }
         other => panic!("an unschedulable pod ended as {other:?}"),
     }
-    executor.release_run("run-faults").await.expect("released");
-    assert_eq!(
-        left(&dir.path().join("kubeconfig"), "run-faults").await,
-        Vec::<String>::new()
-    );
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-faults").await;
     fake.stop().await;
 }
 
@@ -260,7 +258,7 @@ async fn a_cut_log_stream_is_resumed_without_repeating_or_losing_a_line() {
         (1..=8).map(|i| format!("line {i}")).collect::<Vec<_>>(),
         "{output}"
     );
-    executor.release_run("run-cut").await.expect("released");
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-cut").await;
     fake.stop().await;
 }
 
@@ -290,11 +288,7 @@ async fn a_cancel_stops_the_pod_and_waits_until_none_is_left() {
         .await
         .expect("ends");
     assert!(ended.is_ok_and(|status| !status.success()));
-    executor.release_run("run-cancel").await.expect("released");
-    assert_eq!(
-        left(&dir.path().join("kubeconfig"), "run-cancel").await,
-        Vec::<String>::new()
-    );
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-cancel").await;
     fake.stop().await;
 }
 
@@ -344,7 +338,7 @@ async fn a_pod_deleted_gracefully_by_someone_else_is_lost_even_when_it_exits_zer
         .await
         .expect("ends in time");
     assert!(matches!(ended, Err(ExecError::Lost(_))), "{ended:?}");
-    executor.release_run("run-trap").await.expect("released");
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-trap").await;
     fake.stop().await;
 }
 
@@ -459,11 +453,7 @@ async fn a_runs_stages_share_its_workspace_and_files_move_in_and_out() {
     .expect("a failed copy ends in time");
     assert!(failed.is_err(), "{failed:?}");
 
-    executor.release_run(run_id).await.expect("released");
-    assert_eq!(
-        left(&dir.path().join("kubeconfig"), run_id).await,
-        Vec::<String>::new()
-    );
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), run_id).await;
     fake.stop().await;
 }
 
@@ -530,14 +520,7 @@ async fn services_run_beside_the_stage_and_one_never_ready_fails_it_before_it_st
         "{:?}",
         started.elapsed()
     );
-    executor
-        .release_run("run-services")
-        .await
-        .expect("released");
-    assert_eq!(
-        left(&dir.path().join("kubeconfig"), "run-services").await,
-        Vec::<String>::new()
-    );
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-services").await;
     fake.stop().await;
 }
 
@@ -585,8 +568,7 @@ async fn a_holder_image_without_tar_fails_the_stage_in_time_with_the_reason() {
         Err(error) => assert!(error.to_string().contains("helper-image"), "{error}"),
         Ok(_) => panic!("a workspace was filled without tar"),
     }
-    executor.release_run("run-no-tar").await.expect("released");
-    assert_eq!(left(&kubeconfig, "run-no-tar").await, Vec::<String>::new());
+    released_leaving_nothing(&executor, &kubeconfig, "run-no-tar").await;
     fake.stop().await;
     let _ = std::process::Command::new("docker")
         .args(["image", "rm", "--force", image])

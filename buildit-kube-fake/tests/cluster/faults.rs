@@ -3,23 +3,18 @@
 
 use axum::http::Request;
 use buildit_kube_fake::{Fault, FaultKind};
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
 use crate::support::{
-    Harness, create_job, eventually, job, job_condition, job_pod, job_pod_name, terminated, with,
+    Harness, create_job, eventually, job, job_condition, job_pod, job_pod_name, pod_events,
+    terminated, with,
 };
 
 /// The reasons of the events about a pod.
 async fn event_reasons(harness: &Harness, pod: &str) -> Vec<String> {
-    let events: Api<Event> = Api::namespaced(harness.client.clone(), "default");
-    let params = ListParams::default().fields(&format!(
-        "involvedObject.name={pod},involvedObject.kind=Pod"
-    ));
-    let listed = events.list(&params).await.expect("events");
-    listed
-        .items
+    pod_events(harness, pod)
+        .await
         .into_iter()
         .filter_map(|event| event.reason)
         .collect()

@@ -2,11 +2,12 @@
 //! `buildit-fake-node`.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
-use crate::support::{Harness, create_job, eventually, job, job_condition, job_pod, with};
+use crate::support::{
+    Harness, create_job, eventually, job, job_condition, job_pod, pod_events, with,
+};
 
 const NODE: &str = "buildit-fake-node";
 const NO_MATCH: &str = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. \
@@ -26,13 +27,8 @@ fn required(terms: Value) -> Value {
 
 /// The messages of the events with `reason` about a pod.
 async fn event_messages(harness: &Harness, pod: &str, reason: &str) -> Vec<String> {
-    let events: Api<Event> = Api::namespaced(harness.client.clone(), "default");
-    let params = ListParams::default().fields(&format!(
-        "involvedObject.name={pod},involvedObject.kind=Pod"
-    ));
-    let listed = events.list(&params).await.expect("events");
-    listed
-        .items
+    pod_events(harness, pod)
+        .await
         .into_iter()
         .filter(|event| event.reason.as_deref() == Some(reason))
         .filter_map(|event| event.message)

@@ -315,6 +315,16 @@ pub async fn pod_running(harness: &Harness, name: &str) {
 }
 
 /// The main container's terminated state of a pod.
+/// The events about pod `pod`.
+pub async fn pod_events(harness: &Harness, pod: &str) -> Vec<k8s_openapi::api::core::v1::Event> {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(harness.client.clone(), "default");
+    let params = kube::api::ListParams::default().fields(&format!(
+        "involvedObject.name={pod},involvedObject.kind=Pod"
+    ));
+    events.list(&params).await.expect("events").items
+}
+
 pub fn terminated(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStateTerminated> {
     pod.status
         .as_ref()?
