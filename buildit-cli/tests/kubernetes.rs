@@ -96,6 +96,13 @@ async fn output(mut command: std::process::Command) -> (Option<i32>, String, Str
     )
 }
 
+/// Checks, where kubectl is installed, that no Job, pod, Secret or claim of a run is left on the fake.
+fn nothing_left(kubeconfig: &std::path::Path) {
+    if let Some(left) = kubectl_listed(kubeconfig, "jobs,pods,secrets,pvc") {
+        assert_eq!(left.trim(), "", "{left}");
+    }
+}
+
 /// What `kubectl get KINDS -l buildit.run` lists on the fake, or `None` without kubectl.
 fn kubectl_listed(kubeconfig: &std::path::Path, kinds: &str) -> Option<String> {
     kubectl_names(kubeconfig, kinds, "buildit.run")
@@ -245,9 +252,7 @@ stage "gone" { run "sleep 30" }
         line("gone ").contains("deleted by someone else"),
         "{stdout}"
     );
-    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
-        assert_eq!(left.trim(), "", "{left}");
-    }
+    nothing_left(&kubeconfig);
     fake.stop().await;
 }
 
@@ -320,9 +325,7 @@ async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
     assert!(stdout.contains("| hello from the cluster"), "{stdout}");
     // The uploaded workspace reached the stage's pod.
     assert!(stdout.contains("| this file was uploaded"), "{stdout}");
-    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
-        assert_eq!(left.trim(), "", "{left}");
-    }
+    nothing_left(&kubeconfig);
     drop(daemon);
     fake.stop().await;
 }
@@ -380,16 +383,12 @@ async fn the_workspace_artifacts_caches_and_services_work_on_the_cluster() {
     assert!(first.contains("| deps-fetched"), "{first}");
     assert!(first.contains("| built-from-the-repository"), "{first}");
     assert!(first.contains("| page-from-the-service"), "{first}");
-    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
-        assert_eq!(left.trim(), "", "{left}");
-    }
+    nothing_left(&kubeconfig);
     // The second run gets the cache the first one saved, in a new claim.
     let second = run(work).await;
     assert!(second.contains("| deps-cached"), "{second}");
     assert!(second.contains("cache `deps` restored"), "{second}");
-    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
-        assert_eq!(left.trim(), "", "{left}");
-    }
+    nothing_left(&kubeconfig);
     fake.stop().await;
 }
 
@@ -411,8 +410,6 @@ async fn the_kubernetes_example_runs_on_the_fake_cluster() {
     assert!(stdout.contains("| built in pod buildit-build-"), "{stdout}");
     // Only the artifact reached the host workspace.
     assert!(work.join("out/build.txt").is_file());
-    if let Some(left) = kubectl_listed(&kubeconfig, "jobs,pods,secrets,pvc") {
-        assert_eq!(left.trim(), "", "{left}");
-    }
+    nothing_left(&kubeconfig);
     fake.stop().await;
 }

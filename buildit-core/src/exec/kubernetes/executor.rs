@@ -13,6 +13,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::abandon::OnAbandon;
 use super::logs::{PodProgress, follow};
 use super::manifest::{WorkspacePlace, attempt_objects, owned_by_job};
 use super::names::{JOB_LABEL, RUN_LABEL};
@@ -205,57 +206,31 @@ impl KubernetesExecutor {
         }
     }
 
+    /// Waits until pod `name` is gone (a minute at most).
+    pub(super) async fn pod_gone(&self, name: &str) -> Result<(), ExecError> {
+        let deadline = tokio::time::Instant::now() + GONE_WAIT;
+        loop {
+            match self.pods().get_opt(name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(GONE_POLL).await;
+                }
+                Ok(Some(_)) => {
+                    return Err(ExecError::Backend(format!(
+                        "the pod {name} is still there after {}s",
+                        GONE_WAIT.as_secs()
+                    )));
+                }
+                Err(error) => return Err(backend(&format!("cannot read pod {name}"), &error)),
+            }
+        }
+    }
+
     fn track_cleanup(&self, run: &str, cleanup: JoinHandle<()>) {
         if let Ok(mut cleanups) = self.cleanups.lock() {
             let list = cleanups.entry(run.to_owned()).or_default();
             list.retain(|task| !task.is_finished());
             list.push(cleanup);
-        }
-    }
-}
-
-/// What a starting attempt has created so far, deleted when the start is abandoned halfway.
-struct Created {
-    executor: KubernetesExecutor,
-    name: String,
-    secret: bool,
-    armed: bool,
-}
-
-impl Created {
-    fn new(executor: &KubernetesExecutor, name: &str, secret: bool) -> Self {
-        Self {
-            executor: executor.clone(),
-            name: name.to_owned(),
-            secret,
-            armed: true,
-        }
-    }
-
-    /// The attempt is handed over: its cleanup owns what was created.
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for Created {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (executor, name, secret) = (self.executor.clone(), self.name.clone(), self.secret);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                // A Job whose request was sent may exist even when its answer never came: deleting one
-                // that does not costs a request.
-                let _ = executor.delete_attempt(&name, None).await;
-                if secret {
-                    let _ = executor
-                        .secrets()
-                        .delete(&name, &DeleteParams::background())
-                        .await;
-                }
-            });
         }
     }
 }
@@ -307,7 +282,20 @@ impl Executor for KubernetesExecutor {
         let run = spec.labels.get(RUN_LABEL).cloned().unwrap_or_default();
         // Should this future be dropped before the attempt is handed over (the scheduler's deadline or stop
         // while starting), or fail halfway, what it created is deleted in the background.
-        let mut created = Created::new(self, &name, objects.secret.is_some());
+        let mut created = {
+            let (executor, name, secret) = (self.clone(), name.clone(), objects.secret.is_some());
+            OnAbandon::new(async move {
+                // A Job whose request was sent may exist even when its answer never came: deleting one
+                // that does not costs a request.
+                let _ = executor.delete_attempt(&name, None).await;
+                if secret {
+                    let _ = executor
+                        .secrets()
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
+            })
+        };
         // The Secret first: the pod reads it by reference as it starts.
         if let Some(secret) = &objects.secret {
             self.secrets()

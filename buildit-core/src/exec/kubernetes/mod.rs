@@ -1,5 +1,6 @@
 //! Running stages on Kubernetes: one `batch/v1` Job per attempt, through kube-rs.
 
+mod abandon;
 mod api_uses;
 mod executor;
 mod logs;

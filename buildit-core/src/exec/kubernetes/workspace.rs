@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
+use super::abandon::OnAbandon;
 use super::executor::{KubernetesExecutor, backend, is_not_found};
 use super::names::RUN_LABEL;
 use super::status::{PodVerdict, container_verdict};
@@ -22,9 +23,7 @@ const NOT_UPLOADED: &[&str] = &[".buildit"];
 const START_MARGIN: Duration = Duration::from_secs(120);
 /// The longest wait between two looks at a starting holder pod.
 const POLL_CEILING: Duration = Duration::from_secs(1);
-/// How long the holder pod may take to go.
-const HOLDER_GONE_WAIT: Duration = Duration::from_secs(60);
-/// How often the holder pod is looked at while it starts or goes.
+/// How often the holder pod is looked at while it starts, at first.
 const START_POLL: Duration = Duration::from_millis(50);
 
 /// A run's workspace on the cluster.
@@ -76,13 +75,14 @@ impl KubernetesExecutor {
         );
         let name = objects.name.clone();
         // Dropped halfway (the stage's start abandoned), the start deletes what it made in the background.
-        let mut made = Made {
-            executor: self.clone(),
-            name: name.clone(),
-            armed: true,
+        let mut made = {
+            let (executor, name) = (self.clone(), name.clone());
+            OnAbandon::new(async move {
+                let _ = executor.remove_workspace(&name).await;
+            })
         };
         let filled = self.fill_workspace(spec, &objects).await;
-        made.armed = false;
+        made.disarm();
         match filled {
             Ok(node) => Ok(RunWorkspace { name, node }),
             Err(error) => {
@@ -195,26 +195,6 @@ impl KubernetesExecutor {
         self.pod_gone(name).await
     }
 
-    /// Waits until pod `name` is gone (a minute at most).
-    pub(super) async fn pod_gone(&self, name: &str) -> Result<(), ExecError> {
-        let deadline = tokio::time::Instant::now() + HOLDER_GONE_WAIT;
-        loop {
-            match self.pods().get_opt(name).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(_)) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(START_POLL).await;
-                }
-                Ok(Some(_)) => {
-                    return Err(ExecError::Backend(format!(
-                        "the pod {name} is still there after {}s",
-                        HOLDER_GONE_WAIT.as_secs()
-                    )));
-                }
-                Err(error) => return Err(backend(&format!("cannot read pod {name}"), &error)),
-            }
-        }
-    }
-
     /// Copies the host tree `from` into the run's workspace, over what is there.
     pub(super) async fn put_workspace_files(
         &self,
@@ -253,26 +233,5 @@ fn refused(what: &str, name: &str, error: &kube::Error) -> ExecError {
             ExecError::Config(format!("the cluster refused {what}: {}", status.message))
         }
         _ => backend(&format!("cannot create {what} ({name})"), error),
-    }
-}
-
-/// A workspace being made, deleted unless it is finished.
-struct Made {
-    executor: KubernetesExecutor,
-    name: String,
-    armed: bool,
-}
-
-impl Drop for Made {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (executor, name) = (self.executor.clone(), self.name.clone());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = executor.remove_workspace(&name).await;
-            });
-        }
     }
 }
