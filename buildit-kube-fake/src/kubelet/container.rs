@@ -193,6 +193,26 @@ async fn ensure_image(runtime: &PodRuntime, list: ContainerList, container: &Con
     }
 }
 
+/// Reports that container `name` waits for `reason` (its status and a `Failed` event), then waits out the
+/// back-off of retry `attempt`.
+async fn wait_and_retry(
+    runtime: &PodRuntime,
+    list: ContainerList,
+    name: &str,
+    reason: &str,
+    message: &str,
+    attempt: u32,
+) {
+    runtime.publish(|status| set_waiting(status, list, name, reason, Some(message.to_owned())));
+    runtime.event(
+        EventType::Warning,
+        "Failed",
+        &format!("Error: {message}"),
+        Some((list, name)),
+    );
+    tokio::time::sleep(backoff(attempt)).await;
+}
+
 /// Starts the container: retries while its configuration or image is missing (as the kubelet does, with
 /// the waiting reason in the status); `Err` if Docker cannot start it (`StartError`, exit code 128).
 pub(crate) async fn start_container(
@@ -206,22 +226,15 @@ pub(crate) async fn start_container(
         match resolve_env(&runtime.shared, &runtime.pod, container) {
             Ok(env) => break env,
             Err(message) => {
-                runtime.publish(|status| {
-                    set_waiting(
-                        status,
-                        list,
-                        name,
-                        "CreateContainerConfigError",
-                        Some(message.clone()),
-                    )
-                });
-                runtime.event(
-                    EventType::Warning,
-                    "Failed",
-                    &format!("Error: {message}"),
-                    Some((list, name)),
-                );
-                tokio::time::sleep(backoff(attempt)).await;
+                wait_and_retry(
+                    runtime,
+                    list,
+                    name,
+                    "CreateContainerConfigError",
+                    &message,
+                    attempt,
+                )
+                .await;
                 attempt += 1;
             }
         }
@@ -236,22 +249,15 @@ pub(crate) async fn start_container(
         {
             Ok(id) => break id,
             Err(message) => {
-                runtime.publish(|status| {
-                    set_waiting(
-                        status,
-                        list,
-                        name,
-                        "CreateContainerError",
-                        Some(message.clone()),
-                    )
-                });
-                runtime.event(
-                    EventType::Warning,
-                    "Failed",
-                    &format!("Error: {message}"),
-                    Some((list, name)),
-                );
-                tokio::time::sleep(backoff(attempt)).await;
+                wait_and_retry(
+                    runtime,
+                    list,
+                    name,
+                    "CreateContainerError",
+                    &message,
+                    attempt,
+                )
+                .await;
                 attempt += 1;
             }
         }
