@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::sweep::{SweepReport, SweepScope};
 use crate::config::{ExecutorKind, Resources};
 use crate::events::LogStreamKind;
+use crate::source::FetchableSource;
 // The container executors reach the workspace path rules through here.
 #[cfg(any(feature = "docker", feature = "kubernetes"))]
 pub(crate) use crate::paths::{inside_workspace, outermost};
@@ -37,6 +38,9 @@ pub struct StageSpec {
     pub workdir: PathBuf,
     /// The run's workspace (what a container executor mounts or copies).
     pub workspace: PathBuf,
+    /// Where the workspace's files came from, when not from a directory of this machine: an executor that
+    /// can fetch them where the stage runs (Kubernetes) does that instead of copying `workspace` in.
+    pub source: Option<FetchableSource>,
     /// Environment on top of the executor's base environment (pipeline env, stage env, `BUILDIT_*`).
     pub env: BTreeMap<String, String>,
     /// Secrets, injected as environment variables (never written into commands).
@@ -142,6 +146,7 @@ impl StageSpec {
             echo_words: Vec::new(),
             shell: "sh".to_owned(),
             workspace: workdir.clone(),
+            source: None,
             workdir,
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),

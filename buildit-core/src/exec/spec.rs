@@ -9,6 +9,7 @@ use super::cache::{ResolvedCache, hash_files};
 use super::executor::{DEFAULT_READY_TIMEOUT, ReadyCheck, ServiceSpec, StageSpec};
 use crate::config::{Template, Variable};
 use crate::plan::{Plan, PlannedStage};
+use crate::source::FetchableSource;
 
 /// What a run knows beyond the plan: identity, workspace and secret values.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct RunIdentity {
     pub run_number: u64,
     /// The workspace directory.
     pub workspace: PathBuf,
+    /// Where the workspace's files came from, when it is a git commit or an uploaded archive.
+    pub source: Option<FetchableSource>,
     /// Secret values by name (from the secret store).
     pub secrets: BTreeMap<String, String>,
     /// Host environment variables stages must not inherit, nor read through `{env.NAME}` (the secret store's
@@ -34,6 +37,7 @@ impl RunIdentity {
             run_id: run_id.into(),
             run_number,
             workspace: workspace.into(),
+            source: None,
             secrets: BTreeMap::new(),
             scrub_env: Vec::new(),
         }
@@ -143,6 +147,7 @@ pub fn stage_spec(
             .collect();
     }
     spec.workspace = run.workspace.clone();
+    spec.source.clone_from(&run.source);
     spec.executor = stage.executor();
     spec.image = stage.image().map(str::to_owned);
     spec.shell = definition

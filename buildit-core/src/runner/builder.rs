@@ -12,7 +12,7 @@ use super::setup::RunSetup;
 use crate::events::{EventBatch, EventBus};
 use crate::exec::{Executor, RunIdentity, RunOptions, execute};
 use crate::plan::Plan;
-use crate::source::{SourceStore, WorkspaceSource, prepare};
+use crate::source::{FetchableSource, SourceStore, WorkspaceSource, prepare};
 use crate::store::{
     MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, Store, record_run_reporting,
 };
@@ -180,6 +180,7 @@ impl<E: Executor> Runner<E> {
     pub async fn start(mut self) -> Result<RunHandle, RunnerError> {
         if let Some((source, sources, into)) = self.source.take() {
             self.identity.workspace = prepare(&source, &sources, &into).await?;
+            self.identity.source = FetchableSource::new(&source, &sources);
         }
         self.store
             .mark_interrupted(&self.owner, RUN_STALE_AFTER)

@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest as _, Sha256};
@@ -10,17 +11,29 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::error::{SourceError, io};
 use super::ids::ArchiveDigest;
+use super::links::ArchiveLinks;
 use crate::system::SourceLimits;
 
 /// How much of an upload is read before it is written out.
 const CHUNK: usize = 1024 * 1024;
 
 /// A directory of uploaded archives, each stored once under its sha256.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SourceStore {
     root: PathBuf,
     limits: SourceLimits,
+    /// Who hands out download links to its archives, if anyone.
+    links: Option<Arc<dyn ArchiveLinks>>,
 }
+
+/// Two stores are the same when they hold the same archives under the same limits (who links to them aside).
+impl PartialEq for SourceStore {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root && self.limits == other.limits
+    }
+}
+
+impl Eq for SourceStore {}
 
 impl SourceStore {
     /// A store in `root` (created on the first upload) with the system configuration's `limits`.
@@ -28,7 +41,27 @@ impl SourceStore {
         Self {
             root: root.into(),
             limits,
+            links: None,
         }
+    }
+
+    /// The same store, whose archives `links` can hand out download links to (a pod then fetches a run's
+    /// archive itself).
+    #[must_use]
+    pub fn with_links(mut self, links: Arc<dyn ArchiveLinks>) -> Self {
+        self.links = Some(links);
+        self
+    }
+
+    /// A one-time download link to the archive `digest`, when the store has a link issuer and the archive is
+    /// stored.
+    pub fn link(&self, digest: &ArchiveDigest) -> Option<String> {
+        let links = self.links.as_ref()?;
+        let path = self.path(digest);
+        if !path.is_file() {
+            return None;
+        }
+        links.link(&path, digest)
     }
 
     /// The limits uploads and their unpacking are held to.
