@@ -530,7 +530,7 @@ fn kubernetes_workspace_settings_are_checked_with_spans() {
             ),
         ]
     );
-    let good = "executor \"kubernetes\" {\n    workspace-size \"2.5Gi\"\n    workspace-access \"ReadWriteMany\"\n    helper-image \"busybox:1.36\"\n}\n";
+    let good = "executor \"kubernetes\" {\n    workspace-size \"2.5Gi\"\n    workspace-access \"ReadWriteMany\"\n    helper-image \"busybox:1.36\"\n    git-image \"alpine/git:2.47\"\n}\n";
     let system =
         parse_system(good, "buildit-system.kdl").unwrap_or_else(|error| panic!("{error:?}"));
     match system.executor(buildit_core::config::ExecutorKind::Kubernetes) {
@@ -538,6 +538,7 @@ fn kubernetes_workspace_settings_are_checked_with_spans() {
             workspace_size,
             workspace_access,
             helper_image,
+            git_image,
             ..
         }) => {
             assert_eq!(workspace_size.as_deref(), Some("2.5Gi"));
@@ -546,6 +547,7 @@ fn kubernetes_workspace_settings_are_checked_with_spans() {
                 buildit_core::system::WorkspaceAccess::ReadWriteMany
             );
             assert_eq!(helper_image.as_deref(), Some("busybox:1.36"));
+            assert_eq!(git_image.as_deref(), Some("alpine/git:2.47"));
         }
         other => panic!("{other:?}"),
     }

@@ -14,6 +14,9 @@ use buildit_core::exec::{
     ExecError, Executor, ExitStatus, KubernetesExecutor, KubernetesOptions, ReadyCheck,
     ServiceSpec, StageSpec,
 };
+use buildit_core::source::{
+    ArchiveDigest, ArchiveLinks, CommitId, FetchableSource, SourceLimits, SourceStore,
+};
 use buildit_kube_fake::{FakeCluster, FakeOptions, Fault, FaultKind};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
@@ -573,4 +576,328 @@ async fn a_holder_image_without_tar_fails_the_stage_in_time_with_the_reason() {
     let _ = std::process::Command::new("docker")
         .args(["image", "rm", "--force", image])
         .output();
+}
+
+/// The address at which pods of the fake cluster (containers on Docker's default bridge) reach this machine.
+fn host_seen_from_pods() -> String {
+    let output = std::process::Command::new("docker")
+        .args(["run", "--rm", IMAGE, "sh", "-c"])
+        .arg("ip route | awk '/^default/ { print $3 }'")
+        .output()
+        .expect("docker runs");
+    let address = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        !address.is_empty(),
+        "no default route in a container: {output:?}"
+    );
+    address
+}
+
+/// Runs `git` with `args` in `dir`, with an identity, and returns its output.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=BuildIt",
+            "-c",
+            "user.email=ci@buildit.invalid",
+        ])
+        .args(["-c", "init.defaultBranch=main"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(output.status.success(), "git {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A `git daemon` serving the repositories under a directory, stopped when dropped.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn serve(base: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("0.0.0.0:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        // git-daemon itself, not `git daemon`: killing the `git` wrapper would leave the daemon running.
+        let exec_path = git(base, &["--exec-path"]);
+        let child = std::process::Command::new(std::path::Path::new(&exec_path).join("git-daemon"))
+            .args(["--reuseaddr", "--export-all", "--listen=0.0.0.0"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("git daemon does not listen on {port}");
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Builds the test image with git (`scripts/build-git-image.sh`), if it is not there yet.
+fn git_image() -> &'static str {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-git-image.sh");
+    let built = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("the image script runs");
+    assert!(built.status.success(), "{built:?}");
+    "buildit-test/git:latest"
+}
+
+/// A fake cluster whose executor checks git sources out with the git image.
+async fn cluster_with_git(dir: &std::path::Path) -> (FakeCluster, KubernetesExecutor) {
+    let fake = FakeCluster::start(FakeOptions::default())
+        .await
+        .expect("the fake cluster starts");
+    let kubeconfig = dir.join("kubeconfig");
+    fake.write_kubeconfig(&kubeconfig, NAMESPACE)
+        .expect("kubeconfig");
+    let mut options = KubernetesOptions::default();
+    options.kubeconfig = Some(kubeconfig);
+    options.git_image = Some(git_image().to_owned());
+    let executor = KubernetesExecutor::connect(options)
+        .await
+        .expect("the executor connects");
+    (fake, executor)
+}
+
+#[tokio::test]
+async fn a_git_commit_is_checked_out_on_the_cluster_and_nothing_comes_from_the_host() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster_with_git(dir.path()).await;
+    let repositories = dir.path().join("repositories");
+    let repository = repositories.join("app");
+    std::fs::create_dir_all(&repository).expect("repository");
+    git(&repository, &["init", "--quiet"]);
+    std::fs::write(repository.join("version.txt"), "first\n").expect("a file");
+    git(&repository, &["add", "."]);
+    git(&repository, &["commit", "--quiet", "-m", "first"]);
+    let first = git(&repository, &["rev-parse", "HEAD"]);
+    std::fs::write(repository.join("version.txt"), "second\n").expect("a file");
+    git(&repository, &["commit", "--quiet", "-am", "second"]);
+    let daemon = GitDaemon::serve(&repositories);
+    let host = host_seen_from_pods();
+    // What is on this machine's disk must not reach the pod: the cluster fetched the source itself.
+    let workspace = dir.path().join("checkout");
+    std::fs::create_dir_all(&workspace).expect("workspace");
+    std::fs::write(workspace.join("host-only.txt"), "not from git").expect("a host file");
+    let source = |commit: &str, repository: String| FetchableSource::Git {
+        repository,
+        commit: CommitId::parse(commit).expect("a commit id"),
+    };
+
+    let mut stage = in_workspace(
+        "run-git",
+        "build",
+        &["cat version.txt", "test -d .git", "test ! -e host-only.txt"],
+        &workspace,
+    );
+    stage.source = Some(source(&first, format!("git://{host}:{}/app", daemon.port)));
+    let (ended, output) = run(&executor, stage).await;
+    assert_eq!(ended.expect("an exit").code, Some(0), "{output}");
+    assert!(output.contains("first\n"), "{output}");
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-git").await;
+
+    // A commit the repository does not have fails the stage before it starts, with git's reason.
+    let mut unknown = in_workspace("run-git-unknown", "build", &["true"], &workspace);
+    unknown.source = Some(source(
+        &"0".repeat(40),
+        format!("git://{host}:{}/app", daemon.port),
+    ));
+    match tokio::time::timeout(Duration::from_secs(60), executor.spawn(unknown)).await {
+        Ok(Err(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("is not in the repository"), "{message}");
+            assert!(
+                message.contains(&format!("/app at {}", "0".repeat(40))),
+                "{message}"
+            );
+        }
+        other => panic!("an unknown commit gave {other:?}"),
+    }
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-git-unknown").await;
+
+    // A URL's password goes to the cluster in the source's Secret only, and never into a message.
+    let mut private = in_workspace("run-git-private", "build", &["true"], &workspace);
+    private.source = Some(source(
+        &first,
+        format!("http://ci:s3cret-pass@{host}:1/app.git"),
+    ));
+    match tokio::time::timeout(Duration::from_secs(60), executor.spawn(private)).await {
+        Ok(Err(error)) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("cannot bring git http://ci:***@"),
+                "{message}"
+            );
+            assert!(!message.contains("s3cret-pass"), "{message}");
+        }
+        other => panic!("an unreachable repository gave {other:?}"),
+    }
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-git-private").await;
+    for request in fake.requests() {
+        assert!(!request.body.contains("s3cret-pass"), "{request:?}");
+    }
+    fake.stop().await;
+}
+
+/// Serves each file it links to once, over HTTP on every address, as the daemon does; counts what it served.
+#[derive(Debug, Default)]
+struct OnceLinks {
+    host: String,
+    port: u16,
+    files: std::sync::Mutex<std::collections::HashMap<String, std::path::PathBuf>>,
+    served: std::sync::atomic::AtomicUsize,
+    /// Served instead of the linked file, when set: a download that is not the upload.
+    substitute: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl ArchiveLinks for OnceLinks {
+    fn link(&self, archive: &std::path::Path, _digest: &ArchiveDigest) -> Option<String> {
+        let mut files = self.files.lock().ok()?;
+        let token = format!("t{}", files.len() + 1000);
+        files.insert(token.clone(), archive.to_path_buf());
+        Some(format!(
+            "http://{}:{}/sources/{token}",
+            self.host, self.port
+        ))
+    }
+}
+
+impl OnceLinks {
+    async fn start(host: String) -> std::sync::Arc<Self> {
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+            .await
+            .expect("a listener");
+        let port = listener.local_addr().expect("its address").port();
+        let links = std::sync::Arc::new(Self {
+            host,
+            port,
+            ..Self::default()
+        });
+        let serving = std::sync::Arc::clone(&links);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0_u8; 4096];
+                let read = stream.read(&mut request).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&request[..read]).into_owned();
+                let token = request
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|path| path.strip_prefix("/sources/"))
+                    .unwrap_or_default()
+                    .to_owned();
+                let file = serving
+                    .files
+                    .lock()
+                    .ok()
+                    .and_then(|mut files| files.remove(&token));
+                let substitute = serving.substitute.lock().ok().and_then(|s| s.clone());
+                let body = match (file, substitute) {
+                    (Some(_), Some(bytes)) => Some(bytes),
+                    (Some(path), None) => std::fs::read(path).ok(),
+                    (None, _) => None,
+                };
+                let response = match body {
+                    Some(body) => {
+                        serving
+                            .served
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let mut response = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        response.extend(body);
+                        response
+                    }
+                    None => {
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec()
+                    }
+                };
+                let _ = stream.write_all(&response).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        links
+    }
+}
+
+#[tokio::test]
+async fn an_uploaded_archive_is_downloaded_once_by_the_cluster_and_checked() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (fake, executor) = cluster(dir.path()).await;
+    let links = OnceLinks::start(host_seen_from_pods()).await;
+    let upload = dir.path().join("upload");
+    std::fs::create_dir_all(upload.join("src")).expect("upload");
+    std::fs::write(upload.join("src/app.txt"), "uploaded\n").expect("a file");
+    let tar = std::process::Command::new("tar")
+        .args(["cf", "-", "-C"])
+        .arg(&upload)
+        .arg(".")
+        .output()
+        .expect("tar runs");
+    assert!(tar.status.success());
+    let store = SourceStore::new(dir.path().join("sources"), SourceLimits::default())
+        .with_links(links.clone());
+    let digest = store.put(&tar.stdout[..]).await.expect("stored");
+    let workspace = dir.path().join("unpacked");
+    std::fs::create_dir_all(&workspace).expect("workspace");
+    std::fs::write(workspace.join("host-only.txt"), "not uploaded").expect("a host file");
+    let source = FetchableSource::Archive {
+        digest,
+        store: store.clone(),
+    };
+
+    let mut stage = in_workspace(
+        "run-archive",
+        "build",
+        &["cat src/app.txt", "test ! -e host-only.txt"],
+        &workspace,
+    );
+    stage.source = Some(source.clone());
+    let (ended, output) = run(&executor, stage).await;
+    assert_eq!(ended.expect("an exit").code, Some(0), "{output}");
+    assert!(output.contains("uploaded\n"), "{output}");
+    assert_eq!(links.served.load(std::sync::atomic::Ordering::SeqCst), 1);
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-archive").await;
+
+    // A download that is not the archive uploaded (and checked) is refused: nothing of it is used.
+    *links.substitute.lock().expect("the lock") = Some(b"not the upload".to_vec());
+    let mut tampered = in_workspace("run-tampered", "build", &["true"], &workspace);
+    tampered.source = Some(source);
+    match tokio::time::timeout(Duration::from_secs(60), executor.spawn(tampered)).await {
+        Ok(Err(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("is not the one uploaded"), "{message}");
+            assert!(!message.contains("/sources/t"), "{message}");
+        }
+        other => panic!("a tampered download gave {other:?}"),
+    }
+    released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-tampered").await;
+    // The links went to the cluster in Secrets only.
+    for request in fake.requests() {
+        assert!(!request.body.contains("/sources/t"), "{request:?}");
+    }
+    fake.stop().await;
 }

@@ -120,6 +120,7 @@ pub fn kubernetes_options(system: &SystemConfig) -> crate::exec::KubernetesOptio
         workspace_size,
         workspace_access,
         helper_image,
+        git_image,
         image_pull_secrets,
         image_pull_grace,
         unschedulable_limit,
@@ -135,6 +136,7 @@ pub fn kubernetes_options(system: &SystemConfig) -> crate::exec::KubernetesOptio
         }
         options.workspace_access = *workspace_access;
         options.helper_image.clone_from(helper_image);
+        options.git_image.clone_from(git_image);
         options.image_pull_secrets.clone_from(image_pull_secrets);
         if let Some(grace) = image_pull_grace {
             options.image_pull_grace = *grace;

@@ -15,7 +15,7 @@ const KEPT_GIT_VARIABLES: [&str; 3] = ["GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VA
 
 /// Configuration given on every command line. It overrides the repository's own (which a fetch from a local
 /// path reads), and it reaches the `git upload-pack` that serves a local repository.
-const CONFIG: [&str; 9] = [
+pub(crate) const CONFIG: [&str; 9] = [
     // No hooks: not ours (there are none), not the repository's.
     "core.hooksPath=/dev/null",
     // No file system monitor: it is a program git would start.
@@ -28,6 +28,19 @@ const CONFIG: [&str; 9] = [
     "maintenance.auto=false",
     "advice.detachedHead=false",
     "init.defaultBranch=buildit",
+];
+
+/// The environment every git command gets, beside [`CONFIG`]. No configuration from the machine or the user: a
+/// global `core.hooksPath`, a filter driver (`filter.lfs.smudge`) a `.gitattributes` in the repository could name,
+/// a credential helper; no prompt; only transports that fetch.
+pub(crate) const ENVIRONMENT: [(&str, &str); 7] = [
+    ("GIT_CONFIG_NOSYSTEM", "1"),
+    ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ("GIT_TERMINAL_PROMPT", "0"),
+    ("GIT_ASKPASS", ""),
+    ("SSH_ASKPASS", ""),
+    ("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh"),
+    ("LC_ALL", "C"),
 ];
 
 /// Checks out `commit` of `repository` into the empty directory `into`, as a detached HEAD, and checks that
@@ -130,7 +143,7 @@ pub(crate) async fn checkout(
 }
 
 /// Why a repository is not given to git; `None` when it may be.
-fn check_repository(repository: &str) -> Result<(), &'static str> {
+pub(crate) fn check_repository(repository: &str) -> Result<(), &'static str> {
     if repository.trim().is_empty() {
         return Err("it is empty");
     }
@@ -185,15 +198,7 @@ impl Git<'_> {
             }
         }
         command
-            // No configuration from the machine or the user: a global `core.hooksPath`, a filter driver
-            // (`filter.lfs.smudge`) a `.gitattributes` in the repository could name, a credential helper.
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ASKPASS", "")
-            .env("SSH_ASKPASS", "")
-            .env("GIT_ALLOW_PROTOCOL", "file:git:http:https:ssh")
-            .env("LC_ALL", "C")
+            .envs(ENVIRONMENT)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -240,7 +245,7 @@ impl Git<'_> {
 
 /// The password of a URL like `https://user:password@host/repo`, or the token of `https://token@host/repo`
 /// (a user name alone, as in `ssh://git@host/repo`, is no secret).
-fn password(url: &str) -> Option<&str> {
+pub(crate) fn password(url: &str) -> Option<&str> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split('/').next()?;
     let (userinfo, _) = authority.rsplit_once('@')?;

@@ -5,6 +5,7 @@ mod archive;
 mod error;
 mod fetchable;
 mod git;
+mod git_script;
 mod ids;
 mod links;
 mod prepare;
@@ -13,6 +14,11 @@ mod store;
 pub use crate::system::SourceLimits;
 pub use error::SourceError;
 pub use fetchable::FetchableSource;
+pub(crate) use git::{check_repository as check_git_repository, password as url_password};
+pub use git_script::{
+    COMMIT_VARIABLE, REPOSITORY_VARIABLE, UNKNOWN_COMMIT_EXIT, WRONG_CHECKOUT_EXIT,
+    checkout_environment, checkout_script,
+};
 pub use ids::{ArchiveDigest, CommitId, IdError};
 pub use links::ArchiveLinks;
 pub use prepare::{WorkspaceSource, prepare};

@@ -109,6 +109,8 @@ pub enum ExecutorConfig {
         workspace_access: WorkspaceAccess,
         /// The image of the pod that holds a run's workspace.
         helper_image: Option<String>,
+        /// An image with `git`, that checks a run's commit out into its workspace on the cluster.
+        git_image: Option<String>,
         /// Secrets for pulling stage images.
         image_pull_secrets: Vec<String>,
         /// How long an image may fail to pull before the attempt fails.

@@ -429,7 +429,10 @@ impl Executor for KubernetesExecutor {
         // No stage of the run starts any more: its workspace goes while its last Jobs do.
         let workspace_gone = async {
             match &workspace {
-                Some(workspace) => self.remove_workspace(&workspace.name).await,
+                Some(workspace) => {
+                    self.remove_workspace(&workspace.name, workspace.fetched)
+                        .await
+                }
                 None => Ok(()),
             }
         };

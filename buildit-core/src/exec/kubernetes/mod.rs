@@ -8,6 +8,7 @@ mod manifest;
 mod names;
 mod options;
 mod services;
+mod source_fetch;
 mod status;
 mod sweep;
 mod transfer;

@@ -28,6 +28,9 @@ pub struct KubernetesOptions {
     /// The image of the pod that holds a run's workspace and moves files in and out of it (it needs `sh` and
     /// `tar`); `None`: the image of the run's first stage on the cluster.
     pub helper_image: Option<String>,
+    /// An image with `sh` and `git` that checks a run's git commit out into its workspace from within the
+    /// cluster; `None`: BuildIt checks it out where it runs and copies it in.
+    pub git_image: Option<String>,
     /// Secrets for pulling stage images.
     pub image_pull_secrets: Vec<String>,
     /// How long an image may fail to pull (`ErrImagePull`, `ImagePullBackOff`) before the attempt fails.
@@ -49,6 +52,7 @@ impl Default for KubernetesOptions {
             workspace_size: "10Gi".to_owned(),
             workspace_access: WorkspaceAccess::ReadWriteOnce,
             helper_image: None,
+            git_image: None,
             image_pull_secrets: Vec::new(),
             image_pull_grace: Duration::from_secs(30),
             unschedulable_limit: Duration::from_secs(300),

@@ -152,6 +152,30 @@ fn services_verdict(status: &PodStatus) -> Option<PodVerdict> {
     None
 }
 
+/// What the init container `container` (one that runs to its end before the pod's containers start) says:
+/// an image that cannot be pulled, a container that cannot be created, or an exit that is not 0; `None` while
+/// it is on its way or once it succeeded.
+pub fn init_verdict(pod: &Pod, container: &str) -> Option<PodVerdict> {
+    let status = pod
+        .status
+        .as_ref()?
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .find(|status| status.name == container)?;
+    let state = status.state.as_ref()?;
+    if let Some(terminated) = &state.terminated {
+        return (terminated.exit_code != 0).then(|| {
+            PodVerdict::Exited(ExitStatus {
+                code: Some(terminated.exit_code),
+                signal: terminated.signal,
+                oom_killed: terminated.reason.as_deref() == Some("OOMKilled"),
+            })
+        });
+    }
+    waiting_verdict(state.waiting.as_ref()?)
+}
+
 fn waiting_verdict(waiting: &ContainerStateWaiting) -> Option<PodVerdict> {
     let reason = waiting.reason.as_deref()?;
     let message = match &waiting.message {

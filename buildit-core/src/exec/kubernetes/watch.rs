@@ -61,7 +61,7 @@ pub async fn watch_attempt(
                         }
                         let verdict = match pod_verdict(&pod) {
                             PodVerdict::ServiceNotReady { container, message } => {
-                                let tail = service_log_tail(&executor, &pod, &container).await;
+                                let tail = container_log_tail(&executor, &pod, &container).await;
                                 PodVerdict::ServiceNotReady { container, message: format!("{message}{tail}") }
                             }
                             verdict => verdict,
@@ -204,16 +204,16 @@ async fn job_failure(executor: &KubernetesExecutor, job: &str) -> Option<WaitFai
     }
 }
 
-/// How many of a service's last log lines its failure shows (as Docker's does).
-const SERVICE_LOG_TAIL: i64 = 20;
+/// How many of a failed container's last log lines its failure shows (as Docker's does for a service).
+const LOG_TAIL_LINES: i64 = 20;
 /// The most of those lines read, in bytes (one huge line is cut).
-const SERVICE_LOG_BYTES: i64 = 16 * 1024;
+const LOG_TAIL_BYTES: i64 = 16 * 1024;
 /// How long reading them may take.
-const SERVICE_LOG_WAIT: Duration = Duration::from_secs(5);
+const LOG_TAIL_WAIT: Duration = Duration::from_secs(5);
 
-/// The last lines a service's container wrote (its instance before the restart, when the cluster keeps it),
-/// as the end of the stage's failure message; empty when there are none.
-async fn service_log_tail(
+/// The last lines a container wrote (a service's instance before its restart, when the cluster keeps it), as
+/// the end of a failure message; empty when there are none.
+pub(super) async fn container_log_tail(
     executor: &KubernetesExecutor,
     pod: &k8s_openapi::api::core::v1::Pod,
     container: &str,
@@ -223,8 +223,8 @@ async fn service_log_tail(
     };
     let params = |previous: bool| kube::api::LogParams {
         container: Some(container.to_owned()),
-        tail_lines: Some(SERVICE_LOG_TAIL),
-        limit_bytes: Some(SERVICE_LOG_BYTES),
+        tail_lines: Some(LOG_TAIL_LINES),
+        limit_bytes: Some(LOG_TAIL_BYTES),
         previous,
         ..kube::api::LogParams::default()
     };
@@ -236,7 +236,7 @@ async fn service_log_tail(
         }
     };
     // The attempt's end waits for these lines: never long.
-    let text = tokio::time::timeout(SERVICE_LOG_WAIT, read)
+    let text = tokio::time::timeout(LOG_TAIL_WAIT, read)
         .await
         .unwrap_or_default();
     let text = text.trim_end();

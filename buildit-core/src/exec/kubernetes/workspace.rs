@@ -11,9 +11,10 @@ use kube::api::{DeleteParams, PostParams};
 use super::abandon::OnAbandon;
 use super::executor::{KubernetesExecutor, backend, is_not_found};
 use super::names::RUN_LABEL;
-use super::status::{PodVerdict, container_verdict};
-use super::watch::Clock;
-use super::workspace_manifest::{HOLDER_CONTAINER, workspace_objects};
+use super::source_fetch::{SOURCE_CONTAINER, SourceFetch};
+use super::status::{PodVerdict, container_verdict, init_verdict};
+use super::watch::{Clock, container_log_tail};
+use super::workspace_manifest::{HOLDER_CONTAINER, WorkspaceObjects, workspace_objects};
 use crate::exec::executor::{ExecError, StageSpec};
 use crate::system::WorkspaceAccess;
 
@@ -21,6 +22,9 @@ use crate::system::WorkspaceAccess;
 const NOT_UPLOADED: &[&str] = &[".buildit"];
 /// How much longer than its limits a holder pod may take to start.
 const START_MARGIN: Duration = Duration::from_secs(120);
+/// How long the holder's init container may take to bring the run's source in (a large repository, a slow
+/// network), on top of the start's other limits.
+const FETCH_LIMIT: Duration = Duration::from_secs(600);
 /// The longest wait between two looks at a starting holder pod.
 const POLL_CEILING: Duration = Duration::from_secs(1);
 /// How often the holder pod is looked at while it starts, at first.
@@ -33,6 +37,8 @@ pub(super) struct RunWorkspace {
     pub name: String,
     /// The node the holder runs on, where every pod of the run must run when the claim is read-write-once.
     pub node: Option<String>,
+    /// Whether the holder fetched the run's source (with a Secret of the workspace's name).
+    pub fetched: bool,
 }
 
 impl KubernetesExecutor {
@@ -68,49 +74,61 @@ impl KubernetesExecutor {
         let objects = workspace_objects(
             &spec.labels,
             &spec.workspace,
+            spec.source.as_ref(),
             &image,
             &self.namespace,
             &self.options,
             &self.owner,
         );
         let name = objects.name.clone();
+        let fetched = objects.fetch.is_some();
         // Dropped halfway (the stage's start abandoned), the start deletes what it made in the background.
         let mut made = {
             let (executor, name) = (self.clone(), name.clone());
             OnAbandon::new(async move {
-                let _ = executor.remove_workspace(&name).await;
+                let _ = executor.remove_workspace(&name, fetched).await;
             })
         };
         let filled = self.fill_workspace(spec, &objects).await;
         made.disarm();
         match filled {
-            Ok(node) => Ok(RunWorkspace { name, node }),
+            Ok(node) => Ok(RunWorkspace {
+                name,
+                node,
+                fetched,
+            }),
             Err(error) => {
                 // Failed, it deletes it before it says so: the run's end finds nothing left.
-                let _ = self.remove_workspace(&name).await;
+                let _ = self.remove_workspace(&name, fetched).await;
                 Err(error)
             }
         }
     }
 
-    /// Creates the claim and its holder, waits until the holder runs, and copies the host workspace in; the
-    /// holder's node.
+    /// Creates the claim and its holder, waits until the holder runs (its init container has fetched the run's
+    /// source by then, when it can), and otherwise copies the host workspace in; the holder's node.
     async fn fill_workspace(
         &self,
         spec: &StageSpec,
-        objects: &super::workspace_manifest::WorkspaceObjects,
+        objects: &WorkspaceObjects,
     ) -> Result<Option<String>, ExecError> {
         let name = &objects.name;
         self.claims()
             .create(&PostParams::default(), &objects.claim)
             .await
             .map_err(|error| refused("the run's workspace claim", name, &error))?;
+        if let Some(fetch) = &objects.fetch {
+            self.secrets()
+                .create(&PostParams::default(), &fetch.secret)
+                .await
+                .map_err(|error| refused("the Secret of the run's source", name, &error))?;
+        }
         self.pods()
             .create(&PostParams::default(), &objects.holder)
             .await
             .map_err(|error| refused("the pod that holds the run's workspace", name, &error))?;
-        let node = self.holder_started(name).await?;
-        if has_files(&spec.workspace)? {
+        let node = self.holder_started(name, objects.fetch.as_ref()).await?;
+        if objects.fetch.is_none() && has_files(&spec.workspace)? {
             self.put_tree(name, &spec.workspace, &spec.workspace, NOT_UPLOADED)
                 .await
                 .map_err(|error| {
@@ -121,11 +139,20 @@ impl KubernetesExecutor {
     }
 
     /// Waits until the holder pod runs; the node it runs on. Fails as a stage would: an image that cannot be
-    /// pulled, a pod no node takes, within the same limits.
-    async fn holder_started(&self, name: &str) -> Result<Option<String>, ExecError> {
+    /// pulled, a pod no node takes, within the same limits; and with the fetch's last lines when it cannot bring
+    /// the source in.
+    async fn holder_started(
+        &self,
+        name: &str,
+        fetch: Option<&SourceFetch>,
+    ) -> Result<Option<String>, ExecError> {
         let mut clock = Clock::default();
         // A pod that stays pending with no reason the clock knows (a claim never bound, say) is given up too.
-        let limit = self.options.unschedulable_limit + self.options.image_pull_grace + START_MARGIN;
+        let mut limit =
+            self.options.unschedulable_limit + self.options.image_pull_grace + START_MARGIN;
+        if fetch.is_some() {
+            limit += FETCH_LIMIT;
+        }
         let deadline = tokio::time::Instant::now() + limit;
         // Quick at first (a pod usually starts within a second), then once a second.
         let mut poll = START_POLL;
@@ -145,7 +172,21 @@ impl KubernetesExecutor {
                 }
                 Err(error) => return Err(backend("cannot read the workspace's pod", &error)),
             };
-            let verdict = container_verdict(&pod, HOLDER_CONTAINER);
+            let fetching = fetch.and_then(|fetch| {
+                init_verdict(&pod, SOURCE_CONTAINER).map(|verdict| (fetch, verdict))
+            });
+            let verdict = match fetching {
+                Some((fetch, PodVerdict::Exited(status))) => {
+                    let tail = container_log_tail(self, &pod, SOURCE_CONTAINER).await;
+                    return Err(ExecError::Backend(fetch.hide(&format!(
+                        "cannot bring {} into the run's workspace: the fetch exited with {}{tail}",
+                        fetch.what,
+                        status.code.unwrap_or(-1)
+                    ))));
+                }
+                Some((fetch, verdict)) => source_image(fetch, verdict),
+                None => container_verdict(&pod, HOLDER_CONTAINER),
+            };
             if verdict == PodVerdict::Running {
                 return Ok(node_of(&pod));
             }
@@ -173,9 +214,13 @@ impl KubernetesExecutor {
         }
     }
 
-    /// Deletes the run's workspace: the holder pod and the claim (which the cluster keeps, protected, until the
-    /// pod is gone), and waits until the pod is gone.
-    pub(super) async fn remove_workspace(&self, name: &str) -> Result<(), ExecError> {
+    /// Deletes the run's workspace: the holder pod, the claim (which the cluster keeps, protected, until the
+    /// pod is gone) and, when the holder `fetched` the source, the source's Secret; waits until the pod is gone.
+    pub(super) async fn remove_workspace(
+        &self,
+        name: &str,
+        fetched: bool,
+    ) -> Result<(), ExecError> {
         let failed = |error: &kube::Error| backend(&format!("cannot delete {name}"), error);
         let pod = self
             .pods()
@@ -186,7 +231,15 @@ impl KubernetesExecutor {
             .claims()
             .delete(name, &DeleteParams::background())
             .await;
-        for deleted in [pod.map(|_| ()), claim.map(|_| ())] {
+        let secret = if fetched {
+            self.secrets()
+                .delete(name, &DeleteParams::background())
+                .await
+                .map(|_| ())
+        } else {
+            Ok(())
+        };
+        for deleted in [pod.map(|_| ()), claim.map(|_| ()), secret] {
             match deleted {
                 Err(error) if !is_not_found(&error) => return Err(failed(&error)),
                 _ => {}
@@ -220,6 +273,17 @@ fn has_files(workspace: &Path) -> Result<bool, ExecError> {
             "cannot read the workspace `{}`: {error}",
             workspace.display()
         ))),
+    }
+}
+
+/// A verdict on the source's init container, said of the source's image.
+fn source_image(fetch: &SourceFetch, verdict: PodVerdict) -> PodVerdict {
+    let about = |why: String| format!("the image that brings {} in: {why}", fetch.what);
+    match verdict {
+        PodVerdict::ImagePullFailing(why) => PodVerdict::ImagePullFailing(about(why)),
+        PodVerdict::ImageInvalid(why) => PodVerdict::ImageInvalid(about(why)),
+        PodVerdict::ConfigError(why) => PodVerdict::ConfigError(about(why)),
+        other => other,
     }
 }
 

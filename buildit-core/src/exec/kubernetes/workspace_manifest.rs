@@ -15,7 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::names::{self, ROLE_LABEL, RUN_LABEL};
 use super::options::KubernetesOptions;
+use super::source_fetch::{SourceFetch, source_fetch};
 use crate::owner::LeftoverOwner;
+use crate::source::FetchableSource;
 
 /// The container of the holder pod, that files are copied in and out through.
 pub const HOLDER_CONTAINER: &str = "files";
@@ -38,13 +40,16 @@ pub struct WorkspaceObjects {
     pub claim: PersistentVolumeClaim,
     /// The pod that mounts the claim and stays up while the run lasts.
     pub holder: Pod,
+    /// How the holder's init container brings the run's source in; `None`: BuildIt copies it in.
+    pub fetch: Option<SourceFetch>,
 }
 
 /// The workspace objects of run `run` (whose stages' labels are `spec_labels`), mounted at `workspace`,
-/// held by a pod of `image`.
+/// held by a pod of `image`, with `source` fetched into it by the holder when the cluster can fetch it.
 pub fn workspace_objects(
     spec_labels: &BTreeMap<String, String>,
     workspace: &Path,
+    source: Option<&FetchableSource>,
     image: &str,
     namespace: &str,
     options: &KubernetesOptions,
@@ -80,6 +85,10 @@ pub fn workspace_objects(
         status: None,
     };
     let workspace = workspace.display().to_string();
+    let fetch =
+        source.and_then(|source| source_fetch(source, &metadata, &workspace, image, options));
+    let mut volumes = vec![workspace_volume(&name)];
+    volumes.extend(fetch.iter().flat_map(|fetch| fetch.volumes.clone()));
     let holder = Pod {
         metadata,
         spec: Some(PodSpec {
@@ -91,7 +100,8 @@ pub fn workspace_objects(
                 volume_mounts: Some(vec![workspace_mount(&workspace)]),
                 ..Container::default()
             }],
-            volumes: Some(vec![workspace_volume(&name)]),
+            init_containers: fetch.as_ref().map(|fetch| vec![fetch.container.clone()]),
+            volumes: Some(volumes),
             restart_policy: Some("Never".to_owned()),
             // The stages' account (what the namespace's policies expect of BuildIt's pods), never its token.
             service_account_name: options.service_account.clone(),
@@ -107,6 +117,7 @@ pub fn workspace_objects(
         name,
         claim,
         holder,
+        fetch,
     }
 }
 
@@ -180,6 +191,7 @@ mod tests {
         let objects = workspace_objects(
             &labels,
             Path::new("/src/repo"),
+            None,
             "busybox",
             "ci",
             &options,
