@@ -163,8 +163,32 @@ pub(crate) struct DaemonArgs {
     /// How the daemon logs (to stderr): `plain` lines or `json` objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub(crate) log_format: LogFormat,
+    /// Also serve uploaded sources over plain HTTP on this address (`0.0.0.0:7778`), at one-time links that
+    /// expire after 10 minutes: the pods of a Kubernetes run download the run's source themselves. Meant for
+    /// the cluster's network only. Off when not given.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) source_listen: Option<String>,
+    /// The base URL pods reach `--source-listen` at (`http://buildit-daemon.buildit.svc:7778`); default:
+    /// `http://` and the address `--source-listen` bound.
+    #[arg(long, value_name = "URL", requires = "source_listen", value_parser = source_url)]
+    pub(crate) source_url: Option<String>,
     #[command(flatten)]
     pub(crate) store: StoreArgs,
+}
+
+/// An `http://` or `https://` URL with a host, as `--source-url` takes it; a trailing `/` is dropped.
+fn source_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+        .ok_or("write `http://HOST:PORT` (the URL pods reach the daemon's sources at)")?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err("the URL has no host".to_owned());
+    }
+    if text.contains(['?', '#']) || text.chars().any(char::is_whitespace) {
+        return Err("the URL is a base: no query, fragment or spaces".to_owned());
+    }
+    Ok(text.trim_end_matches('/').to_owned())
 }
 
 /// Options every `tokens` command takes.

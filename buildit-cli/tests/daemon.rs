@@ -62,24 +62,28 @@ struct DaemonProcess {
 impl DaemonProcess {
     /// Starts `buildit daemon --listen 127.0.0.1:0 --data-dir DATA` in `dir` and reads its address from stderr.
     fn start(dir: &Path, data_dir: &Path) -> Self {
+        Self::start_with(dir, data_dir, &[])
+    }
+
+    /// Starts the daemon as `start` does, with `more` arguments.
+    fn start_with(dir: &Path, data_dir: &Path, more: &[&str]) -> Self {
         let data_dir = data_dir.display().to_string();
-        let mut child = buildit_command(
-            dir,
-            &[
-                "daemon",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data_dir,
-                "--drain",
-                "5s",
-            ],
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start buildit daemon");
+        let mut args = vec![
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data_dir,
+            "--drain",
+            "5s",
+        ];
+        args.extend_from_slice(more);
+        let mut child = buildit_command(dir, &args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start buildit daemon");
         let pipe = child.stderr.take().expect("the daemon's stderr");
         let (lines, stderr) = mpsc::channel();
         std::thread::spawn(move || {
@@ -95,19 +99,24 @@ impl DaemonProcess {
             address: String::new(),
             stderr,
         };
+        daemon.address = daemon.line_after("buildit daemon listening on ");
+        daemon
+    }
+
+    /// The rest of the next line of its stderr that starts with `prefix` (the lines before it are skipped).
+    fn line_after(&self, prefix: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while daemon.address.is_empty() {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match daemon.stderr.recv_timeout(left) {
+            match self.stderr.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(address) = line.strip_prefix("buildit daemon listening on ") {
-                        daemon.address = address.trim().to_owned();
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_owned();
                     }
                 }
-                Err(error) => panic!("the daemon never said where it listens ({error})"),
+                Err(error) => panic!("the daemon never printed `{prefix}` ({error})"),
             }
         }
-        daemon
     }
 
     /// Sends SIGTERM and waits for the exit code, at most `within`.
@@ -402,4 +411,117 @@ fn grpcurl_lists_checks_triggers_and_watches_the_daemon_which_stops_on_sigterm()
             .any(|line| line.starts_with("stopping: no new runs")),
         "no stop message"
     );
+}
+
+/// Sends `GET path` to `address` and returns the status code and the body.
+fn http_get(address: &str, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn source_links_are_served_where_asked_and_their_flags_are_checked() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data_dir = dir.path().join("data");
+    let data = data_dir.display().to_string();
+    // A URL without a listener to reach, or a URL that is not one, is a usage error.
+    for args in [
+        vec!["--source-url", "http://buildit.example:7778"],
+        vec![
+            "--source-listen",
+            "127.0.0.1:0",
+            "--source-url",
+            "buildit.example:7778",
+        ],
+    ] {
+        let mut all = vec!["daemon", "--listen", "127.0.0.1:0", "--data-dir", &data];
+        all.extend(args.iter().copied());
+        let output = buildit_command(dir.path(), &all)
+            .output()
+            .expect("run buildit daemon");
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    // An address that is taken: the daemon does not start (exit 4).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_address = taken.local_addr().expect("address").to_string();
+    let output = buildit_command(
+        dir.path(),
+        &[
+            "daemon",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--source-listen",
+            &taken_address,
+        ],
+    )
+    .output()
+    .expect("run buildit daemon");
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains(&format!("cannot listen on {taken_address}")),
+        "{}",
+        text(&output.stderr)
+    );
+    // Served: it says where, and links name that address unless told otherwise.
+    let mut daemon =
+        DaemonProcess::start_with(dir.path(), &data_dir, &["--source-listen", "127.0.0.1:0"]);
+    let serving = daemon.line_after("buildit daemon serving sources on ");
+    let (address, links) = serving
+        .split_once(" (links: ")
+        .unwrap_or_else(|| panic!("no links named: {serving}"));
+    assert_eq!(links, format!("http://{address}/sources/...)"));
+    let (status, body) = http_get(address, &format!("/sources/{}", "0".repeat(64)));
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no such source link"), "{body}");
+    let (code, _) = daemon.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{:?}", daemon.stderr_lines());
+    assert!(
+        std::net::TcpStream::connect(address).is_err(),
+        "the source links' listener stopped with the daemon"
+    );
+    // A URL of its own names the links.
+    let mut daemon = DaemonProcess::start_with(
+        dir.path(),
+        &data_dir,
+        &[
+            "--source-listen",
+            "127.0.0.1:0",
+            "--source-url",
+            "http://buildit-daemon.buildit.svc:7778/",
+        ],
+    );
+    let serving = daemon.line_after("buildit daemon serving sources on ");
+    assert!(
+        serving.ends_with("(links: http://buildit-daemon.buildit.svc:7778/sources/...)"),
+        "{serving}"
+    );
+    let (code, _) = daemon.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{:?}", daemon.stderr_lines());
 }

@@ -1,7 +1,7 @@
 //! `deploy/kubernetes/`: every manifest parses into its k8s-openapi type with no field lost, and the objects fit
 //! together: one namespace, the executor's Role exactly as `KUBERNETES_API_USES`, the daemon's configuration as
-//! BuildIt reads it, and the database's password only through its Secret. Each check is also shown to fail on a
-//! manifest broken on purpose.
+//! BuildIt reads it, the database's password only through its Secret, and source links that stage pods reach.
+//! Each check is also shown to fail on a manifest broken on purpose.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -744,13 +744,7 @@ fn check_daemon(m: &Manifests) -> Vec<String> {
     };
     let mut problems = Vec::new();
     let command = daemon.command.clone().unwrap_or_default();
-    let flag = |name: &str| {
-        command
-            .iter()
-            .position(|arg| arg == name)
-            .and_then(|i| command.get(i + 1))
-            .cloned()
-    };
+    let flag = |name: &str| flag_value(&command, name);
     let port: Option<i32> = flag("--listen").and_then(|l| l.rsplit_once(':')?.1.parse().ok());
     let Some(port) = port else {
         return vec![format!(
@@ -839,6 +833,78 @@ fn check_daemon(m: &Manifests) -> Vec<String> {
     problems
 }
 
+/// The value after `name` in `command`.
+fn flag_value(command: &[String], name: &str) -> Option<String> {
+    command
+        .iter()
+        .position(|arg| arg == name)
+        .and_then(|i| command.get(i + 1))
+        .cloned()
+}
+
+/// Stage pods reach the daemon's one-time source links: `--source-url` names the Service `buildit-daemon` of
+/// the namespace, on a port of it that leads to the container port `--source-listen` listens on.
+fn check_source_links(m: &Manifests) -> Vec<String> {
+    let (_, daemon) = match m.daemon() {
+        Ok(found) => found,
+        Err(problem) => return vec![problem],
+    };
+    let command = daemon.command.clone().unwrap_or_default();
+    let listen_port: Option<i32> = flag_value(&command, "--source-listen")
+        .and_then(|listen| listen.rsplit_once(':')?.1.parse().ok());
+    let Some(listen_port) = listen_port else {
+        return vec![format!(
+            "the daemon serves no source links (`--source-listen HOST:PORT`): {command:?}"
+        )];
+    };
+    let Some(container_port) = daemon
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.container_port == listen_port)
+    else {
+        return vec![format!(
+            "the daemon's container does not declare its source links' port {listen_port}"
+        )];
+    };
+    let Some(url) = flag_value(&command, "--source-url") else {
+        return vec!["the daemon's source links have no `--source-url`: they would name the pod's own address".to_owned()];
+    };
+    let authority = url.strip_prefix("http://").unwrap_or_default();
+    let (host, port) = authority.split_once(':').unwrap_or((authority, ""));
+    let service_host = format!("buildit-daemon.{NAMESPACE}.svc");
+    if host != service_host && host != format!("{service_host}.cluster.local") {
+        return vec![format!(
+            "the source links' URL `{url}` names no Service: `http://{service_host}:PORT` expected"
+        )];
+    }
+    let Ok(port) = port.parse::<i32>() else {
+        return vec![format!("the source links' URL `{url}` has no port")];
+    };
+    let leads_there = m
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("buildit-daemon"))
+        .and_then(|s| s.spec.as_ref()?.ports.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.port == port)
+        .filter_map(|p| p.target_port)
+        .any(|target| match target {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => n == listen_port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => {
+                container_port.name.as_deref() == Some(name.as_str())
+            }
+        });
+    if leads_there {
+        Vec::new()
+    } else {
+        vec![format!(
+            "no port {port} of the Service `buildit-daemon` leads to the source links' port {listen_port}"
+        )]
+    }
+}
+
 fn all_checks(m: &Manifests) -> Vec<String> {
     [
         check_kustomization,
@@ -849,6 +915,7 @@ fn all_checks(m: &Manifests) -> Vec<String> {
         check_database,
         check_password,
         check_daemon,
+        check_source_links,
     ]
     .iter()
     .flat_map(|check| check(m))
@@ -1156,5 +1223,45 @@ fn a_daemon_that_cannot_start_or_stop_cleanly_is_caught() {
             array(v, "/resources").retain(|f| f != "rbac.yaml")
         }),
         "kustomization.yaml lists",
+    );
+}
+
+#[test]
+fn source_links_that_pods_cannot_reach_are_caught() {
+    assert_caught(
+        &broken("Deployment", "buildit-daemon", |v| {
+            let command = array(v, "/spec/template/spec/containers/0/command");
+            let at = command
+                .iter()
+                .position(|arg| arg == "--source-url")
+                .unwrap_or_else(|| panic!("no --source-url"));
+            command[at + 1] = "http://buildit.buildit.svc:7778".into();
+        }),
+        "names no Service",
+    );
+    assert_caught(
+        &broken("Deployment", "buildit-daemon", |v| {
+            array(v, "/spec/template/spec/containers/0/command").retain(|arg| {
+                !arg.as_str()
+                    .is_some_and(|arg| arg == "--source-url" || arg.starts_with("http://"))
+            });
+        }),
+        "have no `--source-url`",
+    );
+    assert_caught(
+        &broken("Service", "buildit-daemon", |v| {
+            for port in array(v, "/spec/ports") {
+                if port["name"] == "sources" {
+                    port["port"] = 7779.into();
+                }
+            }
+        }),
+        "no port 7778 of the Service `buildit-daemon` leads to the source links' port 7778",
+    );
+    assert_caught(
+        &broken("Deployment", "buildit-daemon", |v| {
+            array(v, "/spec/template/spec/containers/0/ports").retain(|p| p["name"] != "sources");
+        }),
+        "does not declare its source links' port 7778",
     );
 }

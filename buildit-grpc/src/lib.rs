@@ -1,5 +1,5 @@
 //! BuildIt's daemon: a gRPC server that queues runs, executes them through the core's `Runner`, and streams
-//! their events; and the generated client.
+//! their events; one-time download links to uploaded sources for a cluster's pods; and the generated client.
 
 mod convert;
 mod jobs;
@@ -7,6 +7,7 @@ mod registry;
 mod routed_store;
 mod server;
 mod service;
+mod source_links;
 mod stream;
 
 pub mod proto {
@@ -26,3 +27,6 @@ pub use convert::{diagnostics_of, event_from_wire};
 pub use routed_store::RoutedStore;
 pub use server::{Daemon, DaemonConfig, DaemonError, Serving, TlsFiles};
 pub use service::BuildItService;
+pub use source_links::{
+    LINK_LIFETIME, MAX_LIVE_LINKS, SourceLinks, SourceLinksConfig, SourceServer,
+};

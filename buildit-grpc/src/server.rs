@@ -1,5 +1,5 @@
-//! The daemon: the gRPC server (the BuildIt service, health, reflection) on one listener, and the in-process
-//! workers; stopped by a token, draining first.
+//! The daemon: the gRPC server (the BuildIt service, health, reflection) on one listener, the source links'
+//! HTTP server on another (when configured), and the in-process workers; stopped by a token, draining first.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +15,7 @@ use crate::proto::build_it_server::BuildItServer;
 use crate::registry::Registry;
 use crate::routed_store::RoutedStore;
 use crate::service::BuildItService;
+use crate::source_links::{SourceLinks, SourceLinksConfig, SourceServer};
 
 /// How long cancelled runs' stages get to stop gracefully once a stopping daemon's drain ran out.
 const STOP_GRACE: Duration = Duration::from_millis(500);
@@ -23,7 +24,7 @@ const STOP_GRACE: Duration = Duration::from_millis(500);
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[non_exhaustive]
 pub enum DaemonError {
-    /// The listen address could not be bound.
+    /// A listen address (the gRPC one, or the source links') could not be bound.
     #[error("cannot listen on {address}: {source}")]
     #[diagnostic(code(buildit::daemon::listen))]
     Listen {
@@ -69,6 +70,9 @@ pub struct DaemonConfig {
     /// Where the API and its streams are served when not on the runtime `serve` runs on (where the runs run):
     /// a runtime whose threads have a lower priority, so that on a busy machine watchers give way to runs.
     pub serving: Option<Serving>,
+    /// Where to serve one-time download links to uploaded sources, for the pods of a cluster (plain HTTP);
+    /// `None`: no links are issued, and executors copy a run's source in themselves.
+    pub source_links: Option<SourceLinksConfig>,
 }
 
 /// A runtime of lower priority for the API and its streams, and a store of their own for what they read (its
@@ -95,10 +99,11 @@ pub struct TlsFiles {
 pub struct Daemon {
     config: DaemonConfig,
     listener: tokio::net::TcpListener,
+    sources: Option<SourceServer>,
 }
 
 impl Daemon {
-    /// Binds the listen address.
+    /// Binds the listen address, and the source links' when there is one.
     pub async fn bind(config: DaemonConfig) -> Result<Self, DaemonError> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
@@ -106,7 +111,15 @@ impl Daemon {
                 address: config.listen.clone(),
                 source,
             })?;
-        Ok(Self { config, listener })
+        let sources = match &config.source_links {
+            Some(links) => Some(SourceServer::bind(links).await?),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            listener,
+            sources,
+        })
     }
 
     /// The address it listens on.
@@ -114,11 +127,25 @@ impl Daemon {
         self.listener.local_addr().ok()
     }
 
+    /// The address the source links' server listens on, when there is one.
+    pub fn source_addr(&self) -> Option<SocketAddr> {
+        self.sources.as_ref().map(SourceServer::local_addr)
+    }
+
+    /// The registry that issues the runs' source links, when the daemon serves them.
+    pub fn source_links(&self) -> Option<Arc<SourceLinks>> {
+        self.sources.as_ref().map(SourceServer::links)
+    }
+
     /// Serves until `stop` is cancelled. Then health turns `NOT_SERVING`, workers claim nothing new, open
     /// streams end with UNAVAILABLE (and the sequence number to resume from), running runs get the drain window
     /// and are then cancelled, and this returns.
     pub async fn serve(self, stop: CancellationToken) -> Result<(), DaemonError> {
-        let Self { config, listener } = self;
+        let Self {
+            config,
+            listener,
+            sources,
+        } = self;
         // Runs a daemon that died left `running` are marked interrupted before anything else starts, and the
         // jobs of its workers are claimed again at once (elsewhere, when their leases run out).
         let here = buildit_core::owner::RunOwner::this_process();
@@ -176,6 +203,7 @@ impl Daemon {
             stop_claiming: stop_claiming.clone(),
             restart_interrupted: config.restart_interrupted,
             kill: kill.clone(),
+            source_links: sources.as_ref().map(SourceServer::links),
         };
         let mut running = tokio::task::JoinSet::new();
         for index in 0..config.workers {
@@ -183,6 +211,12 @@ impl Daemon {
             running.spawn(workers.clone().work(worker));
         }
         let server_stop = CancellationToken::new();
+        // Pods of running runs may still fetch their sources during the drain: the links are served until the
+        // gRPC server stops, on this runtime (the runs'), not the serving one. Stopped too if this future is
+        // dropped half-way.
+        let sources_stop = server_stop.child_token();
+        let _sources_stop_on_drop = sources_stop.clone().drop_guard();
+        let sources = sources.map(|sources| tokio::spawn(sources.serve(sources_stop)));
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = &config.tls {
             builder = builder
@@ -281,7 +315,7 @@ impl Daemon {
         };
         tokio::pin!(server, stopping, grace);
         let mut drained = false;
-        loop {
+        let ended = loop {
             tokio::select! {
                 served = &mut server => {
                     // A server that failed stops the workers too (their runs are cancelled at once).
@@ -292,11 +326,17 @@ impl Daemon {
                     if !drained {
                         (&mut stopping).await;
                     }
-                    return served.map_err(DaemonError::Serve);
+                    break served.map_err(DaemonError::Serve);
                 }
                 () = &mut stopping, if !drained => drained = true,
-                () = &mut grace => return Ok(()),
+                () = &mut grace => break Ok(()),
             }
+        };
+        // The source links' server ends its connections at once when told to: waiting for it is short.
+        server_stop.cancel();
+        if let Some(sources) = sources {
+            let _ = sources.await;
         }
+        ended
     }
 }

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 
 mod support;
 
-use support::{authorized, daemon_on, token_in, trigger, watch};
+use support::{archive, authorized, daemon_on, token_in, trigger, upload, watch};
 
 /// A daemon serving on a free loopback port, its tokens, and what stops it.
 struct Running {
@@ -397,44 +397,6 @@ async fn health_serves_and_a_stop_ends_open_streams_with_where_to_resume() {
     );
 }
 
-/// Uploads `archive` in 64 KiB chunks.
-async fn upload(
-    client: &mut BuildItClient<Channel>,
-    token: &str,
-    archive: Vec<u8>,
-) -> Result<proto::UploadSourceResponse, tonic::Status> {
-    let chunks: Vec<proto::UploadSourceRequest> = archive
-        .chunks(64 * 1024)
-        .map(|chunk| proto::UploadSourceRequest {
-            chunk: chunk.to_vec(),
-        })
-        .collect();
-    let mut request = tonic::Request::new(tokio_stream::iter(chunks));
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header value"),
-    );
-    client
-        .upload_source(request)
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// A tar of one file, `greeting.txt`, plus `filler` bytes of padding in a second file.
-fn archive(greeting: &str, filler: usize) -> Vec<u8> {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    std::fs::write(dir.path().join("greeting.txt"), greeting).expect("file");
-    std::fs::write(dir.path().join("filler.bin"), vec![b'x'; filler]).expect("file");
-    let output = std::process::Command::new("tar")
-        .args(["-cf", "-", "-C"])
-        .arg(dir.path())
-        .args(["greeting.txt", "filler.bin"])
-        .output()
-        .expect("tar runs");
-    assert!(output.status.success());
-    output.stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_workspace_is_where_the_run_works() {
     let running = daemon().await;
@@ -591,6 +553,7 @@ async fn with_a_certificate_the_daemon_speaks_tls_only() {
         }),
         restart_interrupted: true,
         serving: None,
+        source_links: None,
     })
     .await
     .expect("bind");

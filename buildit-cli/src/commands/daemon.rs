@@ -1,9 +1,10 @@
-//! `buildit daemon`: serve the gRPC API until SIGTERM or Ctrl-C (a second one exits at once).
+//! `buildit daemon`: serve the gRPC API (and, when asked, one-time source links) until SIGTERM or Ctrl-C (a second
+//! one exits at once).
 
 use std::path::PathBuf;
 
 use buildit_core::store::{StoreLocation, open_store};
-use buildit_grpc::{Daemon, DaemonConfig, Serving};
+use buildit_grpc::{Daemon, DaemonConfig, Serving, SourceLinksConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::daemon_runtimes::Runtimes;
@@ -113,6 +114,10 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             tls,
             restart_interrupted: !args.no_restart,
             serving,
+            source_links: args.source_listen.as_ref().map(|listen| SourceLinksConfig {
+                url: args.source_url.clone(),
+                ..SourceLinksConfig::new(listen.clone())
+            }),
         })
         .await
         {
@@ -124,6 +129,12 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
         };
         if let Some(address) = daemon.local_addr() {
             eprintln!("buildit daemon listening on {address}");
+        }
+        if let (Some(address), Some(links)) = (daemon.source_addr(), daemon.source_links()) {
+            eprintln!(
+                "buildit daemon serving sources on {address} (links: {}/sources/...)",
+                links.base_url()
+            );
         }
         let stop = CancellationToken::new();
         let signals = {

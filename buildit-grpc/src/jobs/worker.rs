@@ -17,6 +17,7 @@ use super::reclaim::{Resumption, resumption};
 use super::watchdog::{self, LEASE};
 use super::{RUNS_QUEUE, RunJob, sources};
 use crate::registry::{Phase, Registry};
+use crate::source_links::SourceLinks;
 
 pub(crate) use super::reclaim::worker_name;
 
@@ -38,6 +39,9 @@ pub(crate) struct Workers {
     /// Cuts the grace periods of cancelled runs' stages short: a stopping daemon whose drain ran out exits
     /// within a second.
     pub(crate) kill: CancellationToken,
+    /// Issues one-time download links to the runs' uploaded sources, when the daemon serves them: an executor
+    /// that runs stages elsewhere (Kubernetes) then lets them fetch the source themselves.
+    pub(crate) source_links: Option<Arc<SourceLinks>>,
 }
 
 impl Workers {
@@ -236,11 +240,12 @@ impl Workers {
         let mut runner = Runner::new(job.run_id.clone(), plan, executor, Arc::clone(store))
             .workspace(&workspace);
         if let Some(digest) = source {
-            runner = runner.source(
-                WorkspaceSource::Archive(digest),
-                sources(&self.data_dir, tenant, &self.system),
-                &workspace,
-            );
+            let mut store = sources(&self.data_dir, tenant, &self.system);
+            if let Some(links) = &self.source_links {
+                let links: Arc<SourceLinks> = Arc::clone(links);
+                store = store.with_links(links);
+            }
+            runner = runner.source(WorkspaceSource::Archive(digest), store, &workspace);
         }
         let runner = runner
             .options(RunOptions::default())

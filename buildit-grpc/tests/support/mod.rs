@@ -1,8 +1,9 @@
-//! What the daemon's tests share: a daemon on a data directory's SQLite store, authorized calls, and a watch
-//! read to its end.
+//! What the daemon's tests share: a daemon on a data directory's SQLite store, authorized calls, a watch read
+//! to its end, and uploads of workspace archives.
 
 #![allow(dead_code, reason = "each test file uses a part of it")]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use buildit_core::store::{SqliteStore, Store};
 use buildit_core::system::SystemConfig;
 use buildit_grpc::proto::build_it_client::BuildItClient;
 use buildit_grpc::proto::{self, watch_run_response::Item};
-use buildit_grpc::{Daemon, DaemonConfig, event_from_wire};
+use buildit_grpc::{Daemon, DaemonConfig, SourceLinks, SourceLinksConfig, event_from_wire};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -21,6 +22,26 @@ pub async fn daemon_on(
     dir: &std::path::Path,
     workers: usize,
 ) -> (String, CancellationToken, tokio::task::JoinHandle<()>) {
+    let started = start_daemon(dir, workers, None).await;
+    (started.address, started.stop, started.served)
+}
+
+/// A daemon that serves, as `daemon_on` starts it.
+pub struct StartedDaemon {
+    /// Its gRPC address (`http://127.0.0.1:PORT`).
+    pub address: String,
+    /// Where its source links are served, and the registry that issues them, when it serves them.
+    pub sources: Option<(SocketAddr, Arc<SourceLinks>)>,
+    pub stop: CancellationToken,
+    pub served: tokio::task::JoinHandle<()>,
+}
+
+/// A daemon as `daemon_on` starts it, serving source links as `source_links` says.
+pub async fn start_daemon(
+    dir: &std::path::Path,
+    workers: usize,
+    source_links: Option<SourceLinksConfig>,
+) -> StartedDaemon {
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&dir.join("buildit.db"))
             .await
@@ -36,16 +57,23 @@ pub async fn daemon_on(
         tls: None,
         restart_interrupted: true,
         serving: None,
+        source_links,
     })
     .await
     .expect("bind");
     let address = format!("http://{}", daemon.local_addr().expect("address"));
+    let sources = daemon.source_addr().zip(daemon.source_links());
     let stop = CancellationToken::new();
     let served = {
         let stop = stop.clone();
         tokio::spawn(async move { daemon.serve(stop).await.expect("serve") })
     };
-    (address, stop, served)
+    StartedDaemon {
+        address,
+        sources,
+        stop,
+        served,
+    }
 }
 
 /// A new token of `tenant` in `dir`'s store (`dir/buildit.db`, created if missing).
@@ -144,4 +172,42 @@ pub async fn watch(
         }
     }
     events
+}
+
+/// Uploads `archive` in 64 KiB chunks.
+pub async fn upload(
+    client: &mut BuildItClient<Channel>,
+    token: &str,
+    archive: Vec<u8>,
+) -> Result<proto::UploadSourceResponse, tonic::Status> {
+    let chunks: Vec<proto::UploadSourceRequest> = archive
+        .chunks(64 * 1024)
+        .map(|chunk| proto::UploadSourceRequest {
+            chunk: chunk.to_vec(),
+        })
+        .collect();
+    let mut request = tonic::Request::new(tokio_stream::iter(chunks));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header value"),
+    );
+    client
+        .upload_source(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// A tar of one file, `greeting.txt`, plus `filler` bytes of padding in a second file.
+pub fn archive(greeting: &str, filler: usize) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    std::fs::write(dir.path().join("greeting.txt"), greeting).expect("file");
+    std::fs::write(dir.path().join("filler.bin"), vec![b'x'; filler]).expect("file");
+    let output = std::process::Command::new("tar")
+        .args(["-cf", "-", "-C"])
+        .arg(dir.path())
+        .args(["greeting.txt", "filler.bin"])
+        .output()
+        .expect("tar runs");
+    assert!(output.status.success());
+    output.stdout
 }
