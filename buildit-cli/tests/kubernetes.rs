@@ -84,6 +84,21 @@ async fn a_pipeline_runs_on_the_cluster_with_its_output_masked_and_leaves_nothin
 }
 
 /// Runs `command` off the test's runtime: its exit code, stdout and stderr.
+/// The address at which pods of the fake cluster (containers on Docker's default bridge) reach this machine.
+fn host_seen_from_pods() -> String {
+    let output = std::process::Command::new("docker")
+        .args(["run", "--rm", "buildit-test/busybox:latest", "sh", "-c"])
+        .arg("ip route | awk '/^default/ { print $3 }'")
+        .output()
+        .expect("docker runs");
+    let address = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        !address.is_empty(),
+        "no default route in a container: {output:?}"
+    );
+    address
+}
+
 async fn output(mut command: std::process::Command) -> (Option<i32>, String, String) {
     let ran = tokio::task::spawn_blocking(move || command.output())
         .await
@@ -305,7 +320,16 @@ async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
     )
     .expect("system configuration");
     let data = dir.path().join("daemon");
-    let daemon = support::Daemon::on_free_port(&data, &[]);
+    // Pods fetch the uploaded source from the daemon by a one-time link, through the address at which
+    // containers reach this machine.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("0.0.0.0:{port}");
+    let url = format!("http://{}:{port}", host_seen_from_pods());
+    let daemon =
+        support::Daemon::on_free_port(&data, &["--source-listen", &listen, "--source-url", &url]);
     let token = support::create_token(dir.path(), &data, "acme", "kubernetes");
     let work = dir.path().join("work");
     std::fs::create_dir(&work).expect("work directory");
@@ -323,8 +347,28 @@ async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
     let (code, stdout, stderr) = output(command).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("| hello from the cluster"), "{stdout}");
-    // The uploaded workspace reached the stage's pod.
+    // The uploaded workspace reached the stage's pod: fetched by the workspace's holder, not copied in.
     assert!(stdout.contains("| this file was uploaded"), "{stdout}");
+    let requests = fake.requests();
+    assert!(
+        requests.iter().any(|request| request.method == "POST"
+            && request.path.ends_with("/pods")
+            && request.body.contains("initContainers")
+            && request.body.contains("\"name\":\"source\"")),
+        "no holder fetched the source: {requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|request| request.path.contains("/exec")),
+        "files were copied in: {requests:?}"
+    );
+    for request in &requests {
+        assert!(
+            !request.body.contains("/sources/"),
+            "a link in a body: {request:?}"
+        );
+    }
     nothing_left(&kubeconfig);
     drop(daemon);
     fake.stop().await;

@@ -501,7 +501,7 @@ fn system_configuration_errors_have_spans() {
 
 #[test]
 fn kubernetes_workspace_settings_are_checked_with_spans() {
-    let text = "executor \"kubernetes\" {\n    workspace-size \"ten gigs\"\n    workspace-access \"ReadWriteMony\"\n}\n";
+    let text = "executor \"kubernetes\" {\n    workspace-size \"ten gigs\"\n    workspace-access \"ReadWriteMony\"\n    git-imag \"alpine/git\"\n}\n";
     let error = match parse_system(text, "buildit-system.kdl") {
         Ok(_) => panic!("invalid workspace settings accepted"),
         Err(error) => error,
@@ -527,6 +527,13 @@ fn kubernetes_workspace_settings_are_checked_with_spans() {
                 22,
                 "unknown workspace access mode `ReadWriteMony`".to_owned(),
                 Some("did you mean `ReadWriteMany`?".to_owned())
+            ),
+            (
+                "buildit::config::unknown_node",
+                4,
+                5,
+                "unknown node `git-imag` in executor `kubernetes`".to_owned(),
+                Some("did you mean `git-image`?".to_owned())
             ),
         ]
     );
