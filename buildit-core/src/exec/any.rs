@@ -177,6 +177,10 @@ impl Executor for AnyExecutor {
 
     async fn release_run(&self, run_id: &str) -> Result<(), ExecError> {
         // Each backend releases the run even when another could not: the first failure is reported.
+        #[cfg_attr(
+            not(any(feature = "docker", feature = "kubernetes")),
+            expect(unused_mut, reason = "only container executors add to it")
+        )]
         let mut released = self.local.release_run(run_id).await;
         #[cfg(feature = "docker")]
         if let Some(docker) = &self.docker {

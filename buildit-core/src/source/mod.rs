@@ -14,6 +14,7 @@ mod store;
 pub use crate::system::SourceLimits;
 pub use error::SourceError;
 pub use fetchable::FetchableSource;
+#[cfg(feature = "kubernetes")]
 pub(crate) use git::{check_repository as check_git_repository, password as url_password};
 pub use git_script::{
     COMMIT_VARIABLE, REPOSITORY_VARIABLE, UNKNOWN_COMMIT_EXIT, WRONG_CHECKOUT_EXIT,
