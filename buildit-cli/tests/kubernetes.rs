@@ -314,7 +314,7 @@ async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
     std::fs::write(
         dir.path().join("buildit-system.kdl"),
         format!(
-            "store \"sqlite\" path=\"daemon/buildit.db\"\nexecutor \"local\"\nexecutor \"kubernetes\" {{ kubeconfig \"{}\"; namespace \"ci\"; }}\n",
+            "store \"sqlite\" path=\"daemon/buildit.db\"\nexecutor \"local\"\nexecutor \"kubernetes\" {{ kubeconfig \"{}\"; namespace \"ci\"; helper-image \"buildit-test/busybox:latest\"; }}\n",
             kubeconfig.display()
         ),
     )

@@ -25,14 +25,20 @@ use kube::api::ListParams;
 const IMAGE: &str = "buildit-test/busybox:latest";
 const NAMESPACE: &str = "buildit-test";
 
-/// A fake cluster and an executor on it (its kubeconfig in `dir`).
-async fn cluster(dir: &std::path::Path) -> (FakeCluster, KubernetesExecutor) {
+/// A fake cluster and the kubeconfig (in `dir`) that points at it.
+async fn fake_cluster(dir: &std::path::Path) -> (FakeCluster, std::path::PathBuf) {
     let fake = FakeCluster::start(FakeOptions::default())
         .await
         .expect("the fake cluster starts");
     let kubeconfig = dir.join("kubeconfig");
     fake.write_kubeconfig(&kubeconfig, NAMESPACE)
         .expect("kubeconfig");
+    (fake, kubeconfig)
+}
+
+/// A fake cluster and an executor on it (its kubeconfig in `dir`).
+async fn cluster(dir: &std::path::Path) -> (FakeCluster, KubernetesExecutor) {
+    let (fake, kubeconfig) = fake_cluster(dir).await;
     let mut options = KubernetesOptions::default();
     options.kubeconfig = Some(kubeconfig);
     options.image_pull_grace = Duration::from_secs(1);
@@ -530,21 +536,7 @@ async fn services_run_beside_the_stage_and_one_never_ready_fails_it_before_it_st
 #[tokio::test]
 async fn a_holder_image_without_tar_fails_the_stage_in_time_with_the_reason() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let image = "buildit-test/busybox-without-tar:latest";
-    let built = std::process::Command::new("docker")
-        .args(["build", "--quiet", "--tag", image, "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            if let Some(mut stdin) = child.stdin.take() {
-                stdin.write_all(format!("FROM {IMAGE}\nRUN rm /bin/tar\n").as_bytes())?;
-            }
-            child.wait()
-        })
-        .expect("docker build runs");
-    assert!(built.success(), "the image without tar was not built");
+    let image = image_without_tar();
     let fake = FakeCluster::start(FakeOptions::default())
         .await
         .expect("the fake cluster starts");
@@ -573,9 +565,26 @@ async fn a_holder_image_without_tar_fails_the_stage_in_time_with_the_reason() {
     }
     released_leaving_nothing(&executor, &kubeconfig, "run-no-tar").await;
     fake.stop().await;
-    let _ = std::process::Command::new("docker")
-        .args(["image", "rm", "--force", image])
-        .output();
+}
+
+/// The test image without `tar` (built once, kept: tests running at the same time share it).
+fn image_without_tar() -> &'static str {
+    let image = "buildit-test/busybox-without-tar:latest";
+    let built = std::process::Command::new("docker")
+        .args(["build", "--quiet", "--tag", image, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(format!("FROM {IMAGE}\nRUN rm /bin/tar\n").as_bytes())?;
+            }
+            child.wait()
+        })
+        .expect("docker build runs");
+    assert!(built.success(), "the image without tar was not built");
+    image
 }
 
 /// The address at which pods of the fake cluster (containers on Docker's default bridge) reach this machine.
@@ -666,12 +675,7 @@ fn git_image() -> &'static str {
 
 /// A fake cluster whose executor checks git sources out with the git image.
 async fn cluster_with_git(dir: &std::path::Path) -> (FakeCluster, KubernetesExecutor) {
-    let fake = FakeCluster::start(FakeOptions::default())
-        .await
-        .expect("the fake cluster starts");
-    let kubeconfig = dir.join("kubeconfig");
-    fake.write_kubeconfig(&kubeconfig, NAMESPACE)
-        .expect("kubeconfig");
+    let (fake, kubeconfig) = fake_cluster(dir).await;
     let mut options = KubernetesOptions::default();
     options.kubeconfig = Some(kubeconfig);
     options.git_image = Some(git_image().to_owned());
@@ -848,13 +852,28 @@ impl OnceLinks {
 #[tokio::test]
 async fn an_uploaded_archive_is_downloaded_once_by_the_cluster_and_checked() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (fake, executor) = cluster(dir.path()).await;
+    let (fake, kubeconfig) = fake_cluster(dir.path()).await;
+    // Fetching an archive in the cluster takes an image the operator names, with the programs it needs.
+    let mut options = KubernetesOptions::default();
+    options.kubeconfig = Some(kubeconfig);
+    options.helper_image = Some(IMAGE.to_owned());
+    let executor = KubernetesExecutor::connect(options)
+        .await
+        .expect("the executor connects");
     let links = OnceLinks::start(host_seen_from_pods()).await;
     let upload = dir.path().join("upload");
     std::fs::create_dir_all(upload.join("src")).expect("upload");
     std::fs::write(upload.join("src/app.txt"), "uploaded\n").expect("a file");
+    // A setuid program of someone else's: unpacked, it is neither setuid nor theirs.
+    std::fs::write(upload.join("src/tool"), "#!/bin/sh\n").expect("a program");
+    let chmod = std::process::Command::new("chmod")
+        .arg("4755")
+        .arg(upload.join("src/tool"))
+        .status()
+        .expect("chmod runs");
+    assert!(chmod.success());
     let tar = std::process::Command::new("tar")
-        .args(["cf", "-", "-C"])
+        .args(["--owner=4242", "--group=4242", "-cf", "-", "-C"])
         .arg(&upload)
         .arg(".")
         .output()
@@ -874,7 +893,12 @@ async fn an_uploaded_archive_is_downloaded_once_by_the_cluster_and_checked() {
     let mut stage = in_workspace(
         "run-archive",
         "build",
-        &["cat src/app.txt", "test ! -e host-only.txt"],
+        &[
+            "cat src/app.txt",
+            "test ! -e host-only.txt",
+            "test -x src/tool && test ! -u src/tool",
+            "test \"$(stat -c %u src/tool)\" != 4242",
+        ],
         &workspace,
     );
     stage.source = Some(source.clone());
@@ -897,6 +921,7 @@ async fn an_uploaded_archive_is_downloaded_once_by_the_cluster_and_checked() {
         other => panic!("a tampered download gave {other:?}"),
     }
     released_leaving_nothing(&executor, &dir.path().join("kubeconfig"), "run-tampered").await;
+
     // The links went to the cluster in Secrets only.
     for request in fake.requests() {
         assert!(!request.body.contains("/sources/t"), "{request:?}");

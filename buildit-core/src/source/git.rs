@@ -11,7 +11,7 @@ use super::ids::CommitId;
 /// Environment variables of git's that are kept: how to reach a server over ssh is the operator's choice.
 /// Every other `GIT_*` variable is removed, as one could point git at another repository (`GIT_DIR`) or add
 /// configuration (`GIT_CONFIG_PARAMETERS`).
-const KEPT_GIT_VARIABLES: [&str; 3] = ["GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT"];
+pub(crate) const KEPT_GIT_VARIABLES: [&str; 3] = ["GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT"];
 
 /// Configuration given on every command line. It overrides the repository's own (which a fetch from a local
 /// path reads), and it reaches the `git upload-pack` that serves a local repository.

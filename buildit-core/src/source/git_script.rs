@@ -1,7 +1,7 @@
 //! The shell script that checks a commit out as [`super::git`] does (the same configuration, environment and
 //! steps), for a container that has `git` and `sh` but not BuildIt: a pod that brings a run's source in.
 
-use super::git::{CONFIG, ENVIRONMENT};
+use super::git::{CONFIG, ENVIRONMENT, KEPT_GIT_VARIABLES};
 use crate::config::quote_for_shell;
 
 /// The variable the script reads the repository from (its URL may carry credentials: it is given as a secret).
@@ -14,21 +14,27 @@ pub const UNKNOWN_COMMIT_EXIT: i32 = 3;
 /// The exit code of the script when the checkout is not the commit.
 pub const WRONG_CHECKOUT_EXIT: i32 = 4;
 
-/// The environment the script runs with (the same as every git command of [`super::git`]).
-pub fn checkout_environment() -> impl Iterator<Item = (&'static str, &'static str)> {
-    ENVIRONMENT.into_iter()
-}
-
 /// A POSIX shell script that checks out the commit in `$BUILDIT_SOURCE_COMMIT` of the repository in
 /// `$BUILDIT_SOURCE_URL` into the current directory, as a detached HEAD, and checks that HEAD is that commit.
+/// Like a checkout on the host, it first removes every `GIT_*` variable of its environment but the ssh ones (an
+/// image's `GIT_DIR` or `GIT_CONFIG_PARAMETERS` would change what git does), then sets BuildIt's. Needs git 2.32
+/// or later (`GIT_CONFIG_GLOBAL`).
 pub fn checkout_script() -> String {
     let settings: String = CONFIG
         .iter()
         .map(|setting| format!(" -c {}", quote_for_shell(setting)))
         .collect();
+    let kept = KEPT_GIT_VARIABLES.join("|");
+    let exports: String = ENVIRONMENT
+        .iter()
+        .map(|(name, value)| format!("{name}={}\nexport {name}\n", quote_for_shell(value)))
+        .collect();
     format!(
         r#"set -eu
-g() {{ git{settings} "$@"; }}
+for variable in $(env | sed -n 's/^\(GIT_[A-Za-z0-9_]*\)=.*/\1/p'); do
+    case "$variable" in {kept}) ;; *) unset "$variable" ;; esac
+done
+{exports}g() {{ git{settings} "$@"; }}
 g init --quiet --template=
 GIT_DIR="$PWD/.git" GIT_WORK_TREE="$PWD"
 export GIT_DIR GIT_WORK_TREE
@@ -94,7 +100,7 @@ mod tests {
             std::process::Command::new("sh")
                 .arg("-c")
                 .arg(checkout_script())
-                .envs(checkout_environment())
+                .env("GIT_DIR", "/nowhere")
                 .env(REPOSITORY_VARIABLE, format!("file://{}", repo.display()))
                 .env(COMMIT_VARIABLE, commit)
                 .current_dir(into)

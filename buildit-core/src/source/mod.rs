@@ -17,8 +17,7 @@ pub use fetchable::FetchableSource;
 #[cfg(feature = "kubernetes")]
 pub(crate) use git::{check_repository as check_git_repository, password as url_password};
 pub use git_script::{
-    COMMIT_VARIABLE, REPOSITORY_VARIABLE, UNKNOWN_COMMIT_EXIT, WRONG_CHECKOUT_EXIT,
-    checkout_environment, checkout_script,
+    COMMIT_VARIABLE, REPOSITORY_VARIABLE, UNKNOWN_COMMIT_EXIT, WRONG_CHECKOUT_EXIT, checkout_script,
 };
 pub use ids::{ArchiveDigest, CommitId, IdError};
 pub use links::ArchiveLinks;

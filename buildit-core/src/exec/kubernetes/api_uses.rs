@@ -16,8 +16,8 @@ pub struct ApiUse {
 /// sweeps), their Pods (watched, read, deleted when a cancel finds one left, and their logs), the Secret
 /// of an attempt (created, made owned by its Job, listed and deleted by sweeps), the Events of a Job that
 /// has no pod (the cluster refusing to create it), and a run's workspace: its claim (created, listed and
-/// deleted) and the pod that holds it (created, and files copied through `pods/exec`: a WebSocket `GET` that
-/// clusters since 1.30 also authorise as `create`).
+/// deleted), the pod that holds it (created, and files copied through `pods/exec`: a WebSocket `GET` that
+/// clusters since 1.30 also authorise as `create`) and the Secret its source's URL is in (created, deleted).
 pub const KUBERNETES_API_USES: &[ApiUse] = &[
     ApiUse {
         group: "batch",

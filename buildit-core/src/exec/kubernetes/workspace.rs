@@ -175,14 +175,22 @@ impl KubernetesExecutor {
             let fetching = fetch.and_then(|fetch| {
                 init_verdict(&pod, SOURCE_CONTAINER).map(|verdict| (fetch, verdict))
             });
+            let from_source = fetching.is_some();
             let verdict = match fetching {
                 Some((fetch, PodVerdict::Exited(status))) => {
                     let tail = container_log_tail(self, &pod, SOURCE_CONTAINER).await;
-                    return Err(ExecError::Backend(fetch.hide(&format!(
+                    let message = fetch.hide(&format!(
                         "cannot bring {} into the run's workspace: the fetch exited with {}{tail}",
                         fetch.what,
                         status.code.unwrap_or(-1)
-                    ))));
+                    ));
+                    return Err(if fetch.lacks_tools(status.code) {
+                        ExecError::Config(format!(
+                            "{message}\n(set `helper-image` in `executor \"kubernetes\"` to an image that has them)"
+                        ))
+                    } else {
+                        ExecError::Backend(message)
+                    });
                 }
                 Some((fetch, verdict)) => source_image(fetch, verdict),
                 None => container_verdict(&pod, HOLDER_CONTAINER),
@@ -201,6 +209,10 @@ impl KubernetesExecutor {
                 return Err(match error {
                     ExecError::Wait(message) => ExecError::Backend(format!(
                         "the run's workspace cannot be made ready: {message}"
+                    )),
+                    // The source's container says which image it is about; the holder's needs a hint.
+                    ExecError::Config(message) if from_source => ExecError::Config(format!(
+                        "the pod that holds the run's workspace cannot start: {message}"
                     )),
                     ExecError::Config(message) => ExecError::Config(format!(
                         "the pod that holds the run's workspace cannot start: {message}; its image needs \

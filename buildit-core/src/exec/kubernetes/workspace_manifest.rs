@@ -85,8 +85,7 @@ pub fn workspace_objects(
         status: None,
     };
     let workspace = workspace.display().to_string();
-    let fetch =
-        source.and_then(|source| source_fetch(source, &metadata, &workspace, image, options));
+    let fetch = source.and_then(|source| source_fetch(source, &metadata, &workspace, options));
     let mut volumes = vec![workspace_volume(&name)];
     volumes.extend(fetch.iter().flat_map(|fetch| fetch.volumes.clone()));
     let holder = Pod {
