@@ -164,7 +164,7 @@ pub(crate) struct DaemonArgs {
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub(crate) log_format: LogFormat,
     /// Also serve uploaded sources over plain HTTP on this address (`0.0.0.0:7778`), at one-time links that
-    /// expire after 10 minutes: the pods of a Kubernetes run download the run's source themselves. Meant for
+    /// expire after 30 minutes: the pods of a Kubernetes run download the run's source themselves. Meant for
     /// the cluster's network only. Off when not given.
     #[arg(long, value_name = "ADDR")]
     pub(crate) source_listen: Option<String>,
