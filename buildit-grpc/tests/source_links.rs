@@ -367,6 +367,26 @@ async fn stopping_the_server_cuts_a_download_short_and_does_not_wait_for_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_to_an_address_that_listens_everywhere_need_a_url() {
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        match SourceServer::bind(&SourceLinksConfig::new(listen)).await {
+            Err(DaemonError::SourceUrlNeeded { listen: refused }) => assert_eq!(refused, listen),
+            other => panic!("{listen}: expected a refusal, got {other:?}"),
+        }
+    }
+    let server = SourceServer::bind(&SourceLinksConfig {
+        url: Some("http://buildit-daemon.buildit.svc:7778".to_owned()),
+        ..SourceLinksConfig::new("0.0.0.0:0")
+    })
+    .await
+    .expect("bound with a URL");
+    assert_eq!(
+        server.links().base_url(),
+        "http://buildit-daemon.buildit.svc:7778"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_links_to_its_tenants_uploads_and_runs_as_before() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let token = token_in(dir.path(), "acme").await;

@@ -34,8 +34,10 @@ pub struct SourceServer {
 
 impl SourceServer {
     /// Binds `config.listen`; links are `config.url` (else `http://` and the bound address) followed by
-    /// `/sources/TOKEN`.
+    /// `/sources/TOKEN`. Without `config.url`, an address that listens on every interface is refused
+    /// ([`DaemonError::SourceUrlNeeded`]): links naming it would reach no pod.
     pub async fn bind(config: &SourceLinksConfig) -> Result<Self, DaemonError> {
+        config.check()?;
         let listen_error = |source| DaemonError::Listen {
             address: config.listen.clone(),
             source,
@@ -44,6 +46,7 @@ impl SourceServer {
             .await
             .map_err(listen_error)?;
         let address = listener.local_addr().map_err(listen_error)?;
+        config.check_bound(address)?;
         let base_url = match &config.url {
             Some(url) => url.clone(),
             None => format!("http://{address}"),
