@@ -1,9 +1,11 @@
-//! How the daemon serves one-time source links: where it listens, the URL pods reach it at, how long a link lives.
+//! How the daemon serves one-time source links: where it listens, the URL pods reach it at, how long a link and a
+//! connection live.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::registry::LINK_LIFETIME;
+use super::server::{CONNECTION_LIMIT, MAX_CONNECTIONS, STALL_LIMIT};
 use crate::server::DaemonError;
 
 /// The source links' listener (plain HTTP, meant for the cluster's network: each link is single-use and
@@ -17,16 +19,26 @@ pub struct SourceLinksConfig {
     pub url: Option<String>,
     /// How long a link stays usable once issued.
     pub lifetime: Duration,
+    /// The longest a connection is served, download included.
+    pub connection_limit: Duration,
+    /// How long a download may wait for its client to take a single byte before its connection is closed.
+    pub stall_limit: Duration,
+    /// The most connections served at once; more wait in the listen backlog until one ends.
+    pub max_connections: usize,
 }
 
 impl SourceLinksConfig {
     /// A listener on `listen`, linked to as `http://` and its bound address, with links that live
-    /// [`LINK_LIFETIME`].
+    /// [`LINK_LIFETIME`], connections bounded by [`CONNECTION_LIMIT`] and [`STALL_LIMIT`], at most
+    /// [`MAX_CONNECTIONS`] at once.
     pub fn new(listen: impl Into<String>) -> Self {
         Self {
             listen: listen.into(),
             url: None,
             lifetime: LINK_LIFETIME,
+            connection_limit: CONNECTION_LIMIT,
+            stall_limit: STALL_LIMIT,
+            max_connections: MAX_CONNECTIONS,
         }
     }
 
