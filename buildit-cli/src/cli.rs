@@ -163,13 +163,14 @@ pub(crate) struct DaemonArgs {
     /// How the daemon logs (to stderr): `plain` lines or `json` objects.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub(crate) log_format: LogFormat,
-    /// Also serve uploaded sources over plain HTTP on this address (`0.0.0.0:7778`), at one-time links that
-    /// expire after 10 minutes: the pods of a Kubernetes run download the run's source themselves. Meant for
-    /// the cluster's network only. Off when not given.
+    /// Also serve uploaded sources over plain HTTP on this address (`0.0.0.0:7778`, with `--source-url`), at
+    /// one-time links that expire after 30 minutes: the pods of a Kubernetes run download the run's source
+    /// themselves. Meant for the cluster's network only. Off when not given.
     #[arg(long, value_name = "ADDR")]
     pub(crate) source_listen: Option<String>,
     /// The base URL pods reach `--source-listen` at (`http://buildit-daemon.buildit.svc:7778`); default:
-    /// `http://` and the address `--source-listen` bound.
+    /// `http://` and the address `--source-listen` bound. Needed when that address listens on every interface
+    /// (`0.0.0.0`, `[::]`), which no pod can reach by that name.
     #[arg(long, value_name = "URL", requires = "source_listen", value_parser = source_url)]
     pub(crate) source_url: Option<String>,
     #[command(flatten)]

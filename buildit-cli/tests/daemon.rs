@@ -466,6 +466,31 @@ fn source_links_are_served_where_asked_and_their_flags_are_checked() {
             text(&output.stderr)
         );
     }
+    // An address that listens everywhere, without the URL pods reach it at: links would name `0.0.0.0`.
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let output = buildit_command(
+            dir.path(),
+            &[
+                "daemon",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                &data,
+                "--source-listen",
+                listen,
+            ],
+        )
+        .output()
+        .expect("run buildit daemon");
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{listen}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "`--source-listen {listen}` listens on every address: give `--source-url`"
+            )),
+            "{stderr}"
+        );
+    }
     // An address that is taken: the daemon does not start (exit 4).
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_address = taken.local_addr().expect("address").to_string();

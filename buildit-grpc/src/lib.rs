@@ -28,5 +28,6 @@ pub use routed_store::RoutedStore;
 pub use server::{Daemon, DaemonConfig, DaemonError, Serving, TlsFiles};
 pub use service::BuildItService;
 pub use source_links::{
-    LINK_LIFETIME, MAX_LIVE_LINKS, SourceLinks, SourceLinksConfig, SourceServer,
+    CONNECTION_LIMIT, LINK_LIFETIME, MAX_CONNECTIONS, MAX_LIVE_LINKS, STALL_LIMIT, SourceLinks,
+    SourceLinksConfig, SourceServer,
 };

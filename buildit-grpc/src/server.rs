@@ -33,6 +33,19 @@ pub enum DaemonError {
         /// Why.
         source: std::io::Error,
     },
+    /// The source links would name an address that listens on every interface (`0.0.0.0`, `[::]`), which no
+    /// pod can reach: the URL pods reach the listener at must be given.
+    #[error(
+        "source links on {listen} would name an address that listens everywhere and that no pod can reach"
+    )]
+    #[diagnostic(
+        code(buildit::daemon::source_url_needed),
+        help("give the URL pods reach the listener at (`http://buildit-daemon.buildit.svc:7778`)")
+    )]
+    SourceUrlNeeded {
+        /// The listen address, as given.
+        listen: String,
+    },
     /// Reflection could not be set up from the descriptors.
     #[error("cannot serve reflection: {0}")]
     #[diagnostic(code(buildit::daemon::reflection))]

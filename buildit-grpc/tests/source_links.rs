@@ -366,6 +366,112 @@ async fn stopping_the_server_cuts_a_download_short_and_does_not_wait_for_it() {
     );
 }
 
+/// Opens a download of `url` and reads nothing of it past the head for `quiet`; then reads what is left. The
+/// bytes it got in all, and whether the connection ended within [`PATIENCE`] of reading again.
+async fn stop_reading(address: SocketAddr, url: &str, quiet: Duration) -> Vec<u8> {
+    let download = open(address, "GET", path_of(url)).await;
+    assert_eq!(download.status, 200);
+    tokio::time::sleep(quiet).await;
+    let mut got = download.started;
+    let mut stream = download.stream;
+    // The server closed the connection (or reset it): what it had sent comes, then the end; a server still
+    // serving it would send every byte now that they are read.
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got))
+        .await
+        .expect("the connection ends");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_its_connection_and_its_slot() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // One connection at a time: a stalled one that kept its slot would keep the next request waiting for ever.
+    let serving = serve(SourceLinksConfig {
+        stall_limit: Duration::from_millis(500),
+        max_connections: 1,
+        ..SourceLinksConfig::new("127.0.0.1:0")
+    })
+    .await;
+    // More than loopback's socket buffers hold while nothing is read.
+    let bytes = noise(16 * 1024 * 1024);
+    let (store, digest) = stored(dir.path(), &serving.links, &bytes).await;
+    let stalled = store.link(&digest).expect("a link");
+    let next = store.link(&digest).expect("another link");
+    let address = serving.address;
+    let started = std::time::Instant::now();
+    let stalled =
+        tokio::spawn(async move { stop_reading(address, &stalled, Duration::from_secs(3)).await });
+    // Asked while the stalled download holds the only slot: it waits in the backlog until the slot is free.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = tokio::time::timeout(PATIENCE, get(address, path_of(&next)))
+        .await
+        .expect("the next request is served once the stalled connection is closed");
+    let waited = started.elapsed();
+    assert_eq!(answer.status, 200);
+    assert!(answer.body == bytes, "the next download is whole");
+    assert!(
+        waited < Duration::from_secs(3),
+        "served {waited:?} after the stall began: before the stalled client read again"
+    );
+    let got = stalled.await.expect("the stalled client");
+    assert!(
+        got.len() < bytes.len(),
+        "the stalled download was cut short: {} bytes",
+        got.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_is_closed_after_its_time_limit() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let serving = serve(SourceLinksConfig {
+        connection_limit: Duration::from_millis(500),
+        max_connections: 1,
+        ..SourceLinksConfig::new("127.0.0.1:0")
+    })
+    .await;
+    let bytes = noise(16 * 1024 * 1024);
+    let (store, digest) = stored(dir.path(), &serving.links, &bytes).await;
+    let slow = store.link(&digest).expect("a link");
+    // The stall limit (a minute) is far off: only the connection's time ends it.
+    let got = stop_reading(serving.address, &slow, Duration::from_secs(2)).await;
+    assert!(
+        got.len() < bytes.len(),
+        "the download was cut short: {} bytes",
+        got.len()
+    );
+    // Its slot is free again, and a download that fits in the time is whole.
+    let (store, digest) = stored(dir.path(), &serving.links, b"a small archive").await;
+    let next = store.link(&digest).expect("a link");
+    let answer = tokio::time::timeout(PATIENCE, get(serving.address, path_of(&next)))
+        .await
+        .expect("served");
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, "a small archive")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_to_an_address_that_listens_everywhere_need_a_url() {
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        match SourceServer::bind(&SourceLinksConfig::new(listen)).await {
+            Err(DaemonError::SourceUrlNeeded { listen: refused }) => assert_eq!(refused, listen),
+            other => panic!("{listen}: expected a refusal, got {other:?}"),
+        }
+    }
+    let server = SourceServer::bind(&SourceLinksConfig {
+        url: Some("http://buildit-daemon.buildit.svc:7778".to_owned()),
+        ..SourceLinksConfig::new("0.0.0.0:0")
+    })
+    .await
+    .expect("bound with a URL");
+    assert_eq!(
+        server.links().base_url(),
+        "http://buildit-daemon.buildit.svc:7778"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_serves_links_to_its_tenants_uploads_and_runs_as_before() {
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use buildit_core::store::{StoreLocation, open_store};
-use buildit_grpc::{Daemon, DaemonConfig, Serving, SourceLinksConfig};
+use buildit_grpc::{Daemon, DaemonConfig, DaemonError, Serving, SourceLinksConfig};
 use tokio_util::sync::CancellationToken;
 
 use super::daemon_runtimes::Runtimes;
@@ -21,6 +21,14 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    let source_links = args.source_listen.as_ref().map(|listen| SourceLinksConfig {
+        url: args.source_url.clone(),
+        ..SourceLinksConfig::new(listen.clone())
+    });
+    // Refused before anything is created or bound; a host name bound to every address is refused once bound.
+    if let Some(Err(error)) = source_links.as_ref().map(SourceLinksConfig::check) {
+        return daemon_error(&error);
+    }
     if let Err(error) = std::fs::create_dir_all(&args.data_dir) {
         error_line(
             &format!("cannot create `{}`: {error}", args.data_dir.display()),
@@ -114,18 +122,12 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             tls,
             restart_interrupted: !args.no_restart,
             serving,
-            source_links: args.source_listen.as_ref().map(|listen| SourceLinksConfig {
-                url: args.source_url.clone(),
-                ..SourceLinksConfig::new(listen.clone())
-            }),
+            source_links,
         })
         .await
         {
             Ok(daemon) => daemon,
-            Err(error) => {
-                error_line(&error.to_string(), None);
-                return Exit::Infrastructure;
-            }
+            Err(error) => return daemon_error(&error),
         };
         if let Some(address) = daemon.local_addr() {
             eprintln!("buildit daemon listening on {address}");
@@ -165,4 +167,26 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
     });
     runtimes.shut_down();
     exit
+}
+
+/// Prints why the daemon cannot start; the exit code it means: a usage error for what the flags asked, else an
+/// infrastructure error.
+fn daemon_error(error: &DaemonError) -> Exit {
+    match error {
+        DaemonError::SourceUrlNeeded { listen } => {
+            error_line(
+                &format!(
+                    "`--source-listen {listen}` listens on every address: give `--source-url` with the address pods reach it at"
+                ),
+                Some(
+                    "`--source-url http://buildit-daemon.buildit.svc:7778` (the daemon's Service), or listen on one address",
+                ),
+            );
+            Exit::Usage
+        }
+        error => {
+            error_line(&error.to_string(), None);
+            Exit::Infrastructure
+        }
+    }
 }

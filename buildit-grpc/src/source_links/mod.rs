@@ -5,7 +5,8 @@ mod config;
 mod registry;
 mod route;
 mod server;
+mod stall;
 
 pub use config::SourceLinksConfig;
 pub use registry::{LINK_LIFETIME, MAX_LIVE_LINKS, SourceLinks};
-pub use server::SourceServer;
+pub use server::{CONNECTION_LIMIT, MAX_CONNECTIONS, STALL_LIMIT, SourceServer};

@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 use buildit_core::source::{ArchiveDigest, ArchiveLinks};
 
 /// How long a link may wait for its download once issued: a pod's init container asks for it within seconds of
-/// the pod's creation, unless the pod waits for a node or an image.
-pub const LINK_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// the pod's creation, unless the pod waits for a node or an image. The Kubernetes executor waits up to about
+/// 17.5 minutes for the holder pod that downloads it (by default: 5 minutes unschedulable, 30 s to pull the
+/// image, a 2-minute margin, 10 minutes for the fetch): a link must outlive that wait, or a pod that started late
+/// would find it expired.
+pub const LINK_LIFETIME: Duration = Duration::from_secs(30 * 60);
 
 /// The most links alive at once: past it no link is given (the executor then copies the source in itself), so
 /// that links issued and never used cannot grow without bound.
