@@ -444,46 +444,32 @@ fn source_links_are_served_where_asked_and_their_flags_are_checked() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let data_dir = dir.path().join("data");
     let data = data_dir.display().to_string();
+    // `buildit daemon` with `args` after its listen address and data directory, which must not start.
+    let refused = |args: &[&str]| {
+        let mut all = vec!["daemon", "--listen", "127.0.0.1:0", "--data-dir", &data];
+        all.extend(args);
+        let output = buildit_command(dir.path(), &all)
+            .output()
+            .expect("run buildit daemon");
+        (output.status.code(), text(&output.stderr))
+    };
     // A URL without a listener to reach, or a URL that is not one, is a usage error.
     for args in [
-        vec!["--source-url", "http://buildit.example:7778"],
-        vec![
+        &["--source-url", "http://buildit.example:7778"][..],
+        &[
             "--source-listen",
             "127.0.0.1:0",
             "--source-url",
             "buildit.example:7778",
         ],
     ] {
-        let mut all = vec!["daemon", "--listen", "127.0.0.1:0", "--data-dir", &data];
-        all.extend(args.iter().copied());
-        let output = buildit_command(dir.path(), &all)
-            .output()
-            .expect("run buildit daemon");
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&output.stderr)
-        );
+        let (code, stderr) = refused(args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
     }
     // An address that listens everywhere, without the URL pods reach it at: links would name `0.0.0.0`.
     for listen in ["0.0.0.0:0", "[::]:0"] {
-        let output = buildit_command(
-            dir.path(),
-            &[
-                "daemon",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data,
-                "--source-listen",
-                listen,
-            ],
-        )
-        .output()
-        .expect("run buildit daemon");
-        let stderr = text(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{listen}: {stderr}");
+        let (code, stderr) = refused(&["--source-listen", listen]);
+        assert_eq!(code, Some(2), "{listen}: {stderr}");
         assert!(
             stderr.contains(&format!(
                 "`--source-listen {listen}` listens on every address: give `--source-url`"
@@ -494,25 +480,11 @@ fn source_links_are_served_where_asked_and_their_flags_are_checked() {
     // An address that is taken: the daemon does not start (exit 4).
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let taken_address = taken.local_addr().expect("address").to_string();
-    let output = buildit_command(
-        dir.path(),
-        &[
-            "daemon",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            &data,
-            "--source-listen",
-            &taken_address,
-        ],
-    )
-    .output()
-    .expect("run buildit daemon");
-    assert_eq!(output.status.code(), Some(4), "{}", text(&output.stderr));
+    let (code, stderr) = refused(&["--source-listen", &taken_address]);
+    assert_eq!(code, Some(4), "{stderr}");
     assert!(
-        text(&output.stderr).contains(&format!("cannot listen on {taken_address}")),
-        "{}",
-        text(&output.stderr)
+        stderr.contains(&format!("cannot listen on {taken_address}")),
+        "{stderr}"
     );
     // Served: it says where, and links name that address unless told otherwise.
     let mut daemon =

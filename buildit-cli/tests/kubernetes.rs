@@ -84,21 +84,6 @@ async fn a_pipeline_runs_on_the_cluster_with_its_output_masked_and_leaves_nothin
 }
 
 /// Runs `command` off the test's runtime: its exit code, stdout and stderr.
-/// The address at which pods of the fake cluster (containers on Docker's default bridge) reach this machine.
-fn host_seen_from_pods() -> String {
-    let output = std::process::Command::new("docker")
-        .args(["run", "--rm", "buildit-test/busybox:latest", "sh", "-c"])
-        .arg("ip route | awk '/^default/ { print $3 }'")
-        .output()
-        .expect("docker runs");
-    let address = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    assert!(
-        !address.is_empty(),
-        "no default route in a container: {output:?}"
-    );
-    address
-}
-
 async fn output(mut command: std::process::Command) -> (Option<i32>, String, String) {
     let ran = tokio::task::spawn_blocking(move || command.output())
         .await
@@ -327,7 +312,10 @@ async fn a_run_triggered_through_the_daemon_runs_its_stages_on_the_cluster() {
         .expect("a free port")
         .port();
     let listen = format!("0.0.0.0:{port}");
-    let url = format!("http://{}:{port}", host_seen_from_pods());
+    let url = format!(
+        "http://{}:{port}",
+        buildit_kube_fake::host_seen_from_pods().expect("the address pods reach this machine at")
+    );
     let daemon =
         support::Daemon::on_free_port(&data, &["--source-listen", &listen, "--source-url", &url]);
     let token = support::create_token(dir.path(), &data, "acme", "kubernetes");

@@ -587,21 +587,6 @@ fn image_without_tar() -> &'static str {
     image
 }
 
-/// The address at which pods of the fake cluster (containers on Docker's default bridge) reach this machine.
-fn host_seen_from_pods() -> String {
-    let output = std::process::Command::new("docker")
-        .args(["run", "--rm", IMAGE, "sh", "-c"])
-        .arg("ip route | awk '/^default/ { print $3 }'")
-        .output()
-        .expect("docker runs");
-    let address = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    assert!(
-        !address.is_empty(),
-        "no default route in a container: {output:?}"
-    );
-    address
-}
-
 /// Runs `git` with `args` in `dir`, with an identity, and returns its output.
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
     let output = std::process::Command::new("git")
@@ -700,7 +685,8 @@ async fn a_git_commit_is_checked_out_on_the_cluster_and_nothing_comes_from_the_h
     std::fs::write(repository.join("version.txt"), "second\n").expect("a file");
     git(&repository, &["commit", "--quiet", "-am", "second"]);
     let daemon = GitDaemon::serve(&repositories);
-    let host = host_seen_from_pods();
+    let host =
+        buildit_kube_fake::host_seen_from_pods().expect("the address pods reach this machine at");
     // What is on this machine's disk must not reach the pod: the cluster fetched the source itself.
     let workspace = dir.path().join("checkout");
     std::fs::create_dir_all(&workspace).expect("workspace");
@@ -860,7 +846,10 @@ async fn an_uploaded_archive_is_downloaded_once_by_the_cluster_and_checked() {
     let executor = KubernetesExecutor::connect(options)
         .await
         .expect("the executor connects");
-    let links = OnceLinks::start(host_seen_from_pods()).await;
+    let links = OnceLinks::start(
+        buildit_kube_fake::host_seen_from_pods().expect("the address pods reach this machine at"),
+    )
+    .await;
     let upload = dir.path().join("upload");
     std::fs::create_dir_all(upload.join("src")).expect("upload");
     std::fs::write(upload.join("src/app.txt"), "uploaded\n").expect("a file");

@@ -7,6 +7,7 @@ mod cluster;
 mod controller;
 mod events;
 mod faults;
+mod host;
 mod kubeconfig;
 mod kubelet;
 mod logbook;
@@ -19,6 +20,7 @@ mod store;
 
 pub use cluster::{FakeCluster, FakeError};
 pub use faults::{Fault, FaultKind, Faults};
+pub use host::host_seen_from_pods;
 pub use kubeconfig::{CONTEXT_NAME, kubeconfig_text};
 pub use options::FakeOptions;
 pub use requests::RecordedRequest;
