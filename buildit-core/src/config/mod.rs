@@ -9,7 +9,9 @@ mod guard;
 mod lengths;
 mod limits;
 mod matrix;
+mod matrix_entries;
 mod model;
+mod paired_needs;
 mod pipeline;
 mod plain;
 mod reader;
@@ -23,8 +25,8 @@ pub use glob::Glob;
 pub use lengths::{MAX_COMMAND_BYTES, MAX_MATRIX_VALUE_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES};
 pub use limits::{MAX_MATRIX_INSTANCES, MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
 pub use model::{
-    CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, Pipeline, Resources,
-    Service, Spanned, Stage, Trigger, When, WhenStatus,
+    CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, MatrixEntry, Pipeline,
+    Resources, Service, Spanned, Stage, Trigger, When, WhenStatus,
 };
 pub use pipeline::parse_pipeline;
 pub use reader::MAX_FILE_BYTES;

@@ -297,25 +297,45 @@ pub struct When {
 pub struct Matrix {
     /// Axes in the order written; instances vary the last axis fastest.
     pub axes: Vec<MatrixAxis>,
+    /// `exclude { AXIS "value" ... }`: the combinations that match every pair given are left out.
+    pub exclude: Vec<MatrixEntry>,
+    /// `include { AXIS "value" ... }`: combinations added after the exclusions, each with a value for every axis.
+    pub include: Vec<MatrixEntry>,
     /// The `matrix` keyword.
     #[serde(skip)]
     pub span: SourceSpan,
 }
 
 impl Matrix {
-    /// How many instances the matrix expands to (saturating).
+    /// How many instances the matrix expands to (saturating). Beyond [`COUNTED_BY_EXPANSION`] combinations of
+    /// the axes, `exclude` is not looked at (such a matrix is over every limit anyway).
     pub fn instance_count(&self) -> usize {
-        self.axes.iter().fold(1usize, |count, axis| {
+        let cross = self.axes.iter().fold(1usize, |count, axis| {
             count.saturating_mul(axis.values.len())
-        })
+        });
+        if self.exclude.is_empty() && self.include.is_empty() {
+            cross
+        } else if cross <= COUNTED_BY_EXPANSION {
+            self.combinations().len()
+        } else {
+            cross.saturating_add(self.include.len())
+        }
     }
 
-    /// How many instances the matrix expands to, exactly; `None` when that is more than `u128::MAX` (about
-    /// 3.4 x 10^38), which the file size allows (a few hundred axes of two values).
+    /// How many instances the matrix expands to, exactly (but for `exclude` beyond [`COUNTED_BY_EXPANSION`]
+    /// combinations); `None` when that is more than `u128::MAX` (about 3.4 x 10^38), which the file size allows
+    /// (a few hundred axes of two values).
     pub fn exact_instance_count(&self) -> Option<u128> {
-        self.axes.iter().try_fold(1u128, |count, axis| {
+        let cross = self.axes.iter().try_fold(1u128, |count, axis| {
             count.checked_mul(u128::try_from(axis.values.len()).ok()?)
-        })
+        })?;
+        if self.exclude.is_empty() && self.include.is_empty() {
+            Some(cross)
+        } else if cross <= COUNTED_BY_EXPANSION as u128 {
+            u128::try_from(self.combinations().len()).ok()
+        } else {
+            cross.checked_add(u128::try_from(self.include.len()).ok()?)
+        }
     }
 
     /// The axis names.
@@ -334,6 +354,30 @@ pub struct MatrixAxis {
     pub name: Spanned<String>,
     /// Its values.
     pub values: Vec<Spanned<String>>,
+}
+
+/// Up to this many combinations of its axes, a matrix is expanded to be counted (its `exclude` applied).
+pub const COUNTED_BY_EXPANSION: usize = 1 << 16;
+
+/// One `exclude` or `include` of a matrix: axis names and values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MatrixEntry {
+    /// The pairs, in the order written.
+    pub pairs: Vec<(Spanned<String>, Spanned<String>)>,
+    /// The `exclude` or `include` keyword.
+    #[serde(skip)]
+    pub span: SourceSpan,
+}
+
+impl MatrixEntry {
+    /// Whether `combination` has every value of this entry.
+    pub fn matches(&self, combination: &[(String, String)]) -> bool {
+        self.pairs.iter().all(|(axis, value)| {
+            combination
+                .iter()
+                .any(|(a, v)| *a == axis.value && *v == value.value)
+        })
+    }
 }
 
 /// `resources cpu="500m" memory="512Mi"`.
@@ -356,6 +400,9 @@ pub struct Stage {
     pub name: Spanned<String>,
     /// Names of the stages it needs (before expansion).
     pub needs: Vec<Spanned<String>>,
+    /// Those of `needs` given with `matrix="same"`: each instance needs only the instance of that stage with the
+    /// same matrix values, not all of them.
+    pub paired_needs: Vec<Spanned<String>>,
     /// Container image; `None` with no default runs on the host.
     pub image: Option<Spanned<Template>>,
     /// Commands, run in order in one shell session.

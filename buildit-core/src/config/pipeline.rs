@@ -9,9 +9,10 @@ use super::cron::validate_cron;
 use super::duration::parse_duration;
 use super::glob::Glob;
 use super::limits::{MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
+use super::matrix_entries::{check_entries, matrix_value, read_entry};
 use super::model::{
-    CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, Pipeline, Resources,
-    Service, Spanned, Stage, Trigger, When, WhenStatus, is_valid_matrix_value, is_valid_name,
+    CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, MatrixEntry, Pipeline,
+    Resources, Service, Spanned, Stage, Trigger, When, WhenStatus, is_valid_name,
 };
 use super::reader::Reader;
 use super::template::{Template, TemplateScope, is_env_name};
@@ -717,8 +718,21 @@ fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
     reader.props(node, &[], &[]);
     reader.no_args(node);
     let mut axes: Vec<MatrixAxis> = Vec::new();
+    let mut exclude: Vec<MatrixEntry> = Vec::new();
+    let mut include: Vec<MatrixEntry> = Vec::new();
     for child in node.children().map(KdlDocument::nodes).unwrap_or_default() {
         reader.reject_type_annotations(child);
+        match child.name().value() {
+            "exclude" => {
+                exclude.push(read_entry(reader, child));
+                continue;
+            }
+            "include" => {
+                include.push(read_entry(reader, child));
+                continue;
+            }
+            _ => {}
+        }
         reader.props(child, &[], &[]);
         reader.no_children(child);
         let axis_name = Spanned::new(child.name().value().to_owned(), child.name().span());
@@ -752,32 +766,9 @@ fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
         }
         let mut values: Vec<Spanned<String>> = Vec::new();
         for entry in reader.args(child) {
-            let value = match entry.value() {
-                KdlValue::String(text) => text.clone(),
-                KdlValue::Integer(number) => number.to_string(),
-                other => {
-                    reader.error(
-                        DiagnosticCode::InvalidValue,
-                        format!("matrix values are strings, found `{other}`"),
-                        entry.span(),
-                        "expected a string",
-                    );
-                    reader.help_last("write matrix values in quotes, e.g. `rust \"1.80\"`");
-                    continue;
-                }
-            };
-            if !is_valid_matrix_value(&value) {
-                reader.push(
-                    ConfigDiagnostic::error(
-                        DiagnosticCode::InvalidValue,
-                        format!("invalid matrix value `{value}`"),
-                        entry.span(),
-                        "invalid value",
-                    )
-                    .with_help("matrix values use letters, digits, `.`, `_`, `-`, `/`, `:` and `+`, starting with a letter or digit"),
-                );
+            let Some(Spanned { value, .. }) = matrix_value(reader, entry) else {
                 continue;
-            }
+            };
             if let Some(first) = values.iter().find(|v| v.value == value) {
                 let first_span = first.span;
                 reader.push(
@@ -823,10 +814,14 @@ fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
         );
         return None;
     }
-    Some(Matrix {
+    let mut matrix = Matrix {
         axes,
+        exclude,
+        include,
         span: node.name().span(),
-    })
+    };
+    check_entries(reader, &mut matrix);
+    Some(matrix)
 }
 
 fn read_when(reader: &mut Reader<'_>, node: &KdlNode) -> Option<When> {
@@ -992,6 +987,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
             .clone()
             .unwrap_or_else(|| Spanned::new(String::new(), node.span())),
         needs,
+        paired_needs: Vec::new(),
         image: None,
         run: Vec::new(),
         shell: None,
@@ -1066,12 +1062,13 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
             }
             _ => {}
         }
+        if known == "needs" {
+            read_needs(reader, child, &mut stage);
+            continue;
+        }
         reader.props(child, &[], &[]);
         reader.no_children(child);
         match known {
-            "needs" => stage
-                .needs
-                .extend(reader.strings(child, "names of stages this one needs")),
             "image" => {
                 stage.image = reader
                     .one_string(child, "the container image")
@@ -1155,6 +1152,39 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
     check_commands_finish(reader, &stage);
     stage_name?;
     Some(stage)
+}
+
+/// `needs "a" "b"`, or `needs "build" matrix="same"`: each instance then needs only the instance of `build` with the
+/// same matrix values.
+fn read_needs(reader: &mut Reader<'_>, node: &KdlNode, stage: &mut Stage) {
+    reader.no_children(node);
+    let mut paired = false;
+    for (_, entry) in reader.props(node, &["matrix"], &[]) {
+        let Some(value) = reader.string(entry, "`same`") else {
+            continue;
+        };
+        if value.value == "same" {
+            paired = true;
+        } else {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    format!("unknown `matrix` pairing `{}`", value.value),
+                    value.span,
+                    "expected `same`",
+                )
+                .with_help(
+                    "`matrix=\"same\"` pairs each instance with the needed stage's instance of the same values; \
+                     leave it out to need every instance",
+                ),
+            );
+        }
+    }
+    let names = reader.strings(node, "names of stages this one needs");
+    if paired {
+        stage.paired_needs.extend(names.iter().cloned());
+    }
+    stage.needs.extend(names);
 }
 
 /// In a stage whose commands use variables, each `run` must end where it began: the next command, and the line

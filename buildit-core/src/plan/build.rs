@@ -47,6 +47,17 @@ pub enum PlanError {
         /// The stages on the loop.
         stages: Vec<String>,
     },
+    /// An instance of a stage that needs another with `matrix="same"` has no instance of it with its values.
+    #[error(
+        "`{instance}` needs the instance of `{need}` with the same matrix values, and `{need}` has none"
+    )]
+    #[diagnostic(code(buildit::plan::unpaired))]
+    Unpaired {
+        /// The instance.
+        instance: String,
+        /// The stage it needs.
+        need: String,
+    },
     /// More stages than a plan may hold.
     #[error("the pipeline expands to {count} stages; at most {max} are allowed")]
     #[diagnostic(code(buildit::plan::limit))]
@@ -197,11 +208,14 @@ impl Plan {
             .enumerate()
             .map(|(i, stage)| (stage.name.value.as_str(), i))
             .collect();
+        // Each instance's matrix values, to pair instances by (`needs ... matrix="same"`).
+        let planned: Vec<Vec<(String, String)>> =
+            stages.iter().map(|stage| stage.matrix.clone()).collect();
         for stage in &mut stages {
             let definition = &pipeline.stages[stage.definition];
             // Distinct definitions first: their instances are distinct by construction, so no per-instance
             // search is needed (a matrix needing a matrix has 256 x 256 edges).
-            let mut targets: Vec<usize> = Vec::with_capacity(definition.needs.len());
+            let mut targets: Vec<(usize, bool)> = Vec::with_capacity(definition.needs.len());
             for need in &definition.needs {
                 let Some(&target) = by_name.get(need.value.as_str()) else {
                     return Err(PlanError::UnknownNeeds {
@@ -209,12 +223,35 @@ impl Plan {
                         need: need.value.clone(),
                     });
                 };
-                if !targets.contains(&target) {
-                    targets.push(target);
+                let paired = definition
+                    .paired_needs
+                    .iter()
+                    .any(|paired| paired.value == need.value);
+                if let Some(seen) = targets.iter_mut().find(|(seen, _)| *seen == target) {
+                    // Needed both ways, every instance wins.
+                    seen.1 &= paired;
+                } else {
+                    targets.push((target, paired));
                 }
             }
-            for target in targets {
-                stage.needs.extend_from_slice(&instances_of[target]);
+            for (target, paired) in targets {
+                if !paired {
+                    stage.needs.extend_from_slice(&instances_of[target]);
+                    continue;
+                }
+                let partner = instances_of[target]
+                    .iter()
+                    .copied()
+                    .find(|&instance| same_values(&planned[instance], &stage.matrix));
+                match partner {
+                    Some(partner) => stage.needs.push(partner),
+                    None => {
+                        return Err(PlanError::Unpaired {
+                            instance: stage.name.clone(),
+                            need: pipeline.stages[target].name.value.clone(),
+                        });
+                    }
+                }
             }
         }
         for (position, stage) in stages.iter().enumerate() {
@@ -398,6 +435,11 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
         instances_of.push(instances);
     }
     Ok((stages, instances_of))
+}
+
+/// Whether two instances have the same matrix values, whatever the order of their axes.
+fn same_values(a: &[(String, String)], b: &[(String, String)]) -> bool {
+    a.len() == b.len() && a.iter().all(|pair| b.contains(pair))
 }
 
 /// Renders what is known before the run starts; run ids and unknown values stay as written.
