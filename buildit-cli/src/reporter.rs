@@ -161,12 +161,40 @@ impl LineReporter {
                     .min(MAX_PREFIX_WIDTH);
                 write!(out, "running pipeline `{pipeline}`: {stages} stages")?;
             }
+            RunEventKind::StageOutputs { stage, outputs, .. } => {
+                if outputs.is_empty() {
+                    return Ok(false);
+                }
+                write!(
+                    out,
+                    "{} outputs: {}",
+                    self.prefix(stage),
+                    outputs_line(outputs)
+                )?;
+            }
             RunEventKind::StageQueued { .. } | RunEventKind::RunFinished { .. } => {
                 return Ok(false);
             }
         }
         Ok(true)
     }
+}
+
+/// Outputs on one line: `name=value`, each value on one line and at most 60 characters.
+pub(crate) fn outputs_line(outputs: &std::collections::BTreeMap<String, String>) -> String {
+    outputs
+        .iter()
+        .map(|(name, value)| {
+            let flat = value.replace('\n', "⏎");
+            let shown = if flat.chars().count() > 60 {
+                format!("{}…", flat.chars().take(60).collect::<String>())
+            } else {
+                flat
+            };
+            format!("{name}={shown}")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Writes one event as a JSON line.

@@ -440,6 +440,11 @@ async fn the_kubernetes_example_runs_on_the_fake_cluster() {
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("| the service says ok"), "{stdout}");
     assert!(stdout.contains("| built in pod buildit-build-"), "{stdout}");
+    // The pod's output reached the host stage.
+    assert!(
+        stdout.contains("| the build ran in buildit-build-"),
+        "{stdout}"
+    );
     // Only the artifact reached the host workspace.
     assert!(work.join("out/build.txt").is_file());
     nothing_left(&kubeconfig);

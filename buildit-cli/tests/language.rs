@@ -1,5 +1,6 @@
 //! The pipeline language as a user meets it through `buildit`: what `validate` says of each mistake, what `plan`
-//! shows, and what `run` does, for matrices with `exclude` and `include` and instances paired by `matrix="same"`.
+//! shows, and what `run` does, for matrices with `exclude` and `include`, instances paired by `matrix="same"`,
+//! and outputs passed between stages.
 
 #![expect(
     clippy::expect_used,
@@ -182,6 +183,192 @@ stage "package" {
     matrix { os "linux"; }
     needs "build" matrix="same"
     run "true"
+}
+"#,
+    );
+    insta::assert_debug_snapshot!(found);
+}
+
+/// `buildit run --format json` of `pipeline` in `dir` (with `env`): its exit code and events.
+fn run_events(
+    dir: &Path,
+    pipeline: &str,
+    env: &[(&str, &str)],
+) -> (Option<i32>, Vec<serde_json::Value>) {
+    std::fs::write(dir.join("buildit.kdl"), pipeline).unwrap_or_else(|error| panic!("{error}"));
+    let output = buildit(dir, &["run", "--format", "json"], env);
+    (output.status.code(), json_lines(&text(&output.stdout)))
+}
+
+fn logged(events: &[serde_json::Value], stage: &str, line: &str) -> bool {
+    events.iter().any(|event| {
+        event["type"] == "log-line" && event["stage"] == stage && event["text"] == line
+    })
+}
+
+const OUTPUTS_PIPELINE: &str = r#"pipeline "outputs"
+stage "build" {
+    outputs "version" "notes"
+    secrets "TOKEN"
+    run "echo version=1.2.3 >> \"$BUILDIT_OUTPUT\""
+    run "printf 'notes<<END\nfirst line\nsecond=line\nEND\n' >> \"$BUILDIT_OUTPUT\""
+    run "echo token_copy=$TOKEN >> \"$BUILDIT_OUTPUT\""
+}
+stage "deploy" {
+    needs "build"
+    env { RELEASE "v{needs.build.outputs.version}"; }
+    run "echo deploying {needs.build.outputs.version} as $RELEASE"
+    run "printf '%s\n' \"$BUILDIT_NEEDS_BUILD_OUTPUTS_NOTES\""
+}
+"#;
+
+/// Checks a run of [`OUTPUTS_PIPELINE`] (on the host, or with `defaults { image ... }` in a container).
+fn check_outputs_run(dir: &Path, pipeline: &str) {
+    let (code, events) = run_events(dir, pipeline, &[("BUILDIT_SECRET_TOKEN", "hunter2-out")]);
+    assert_eq!(code, Some(0), "{events:?}");
+    assert!(
+        logged(&events, "deploy", "deploying 1.2.3 as v1.2.3"),
+        "{events:?}"
+    );
+    assert!(logged(&events, "deploy", "first line"), "{events:?}");
+    assert!(logged(&events, "deploy", "second=line"), "{events:?}");
+    // What is not declared is said and dropped.
+    assert!(
+        events.iter().any(|event| event["type"] == "log-line"
+            && event["stage"] == "build"
+            && event["text"]
+                .as_str()
+                .is_some_and(|text| text.contains("output `token_copy` is not declared"))),
+        "{events:?}"
+    );
+    let written = events
+        .iter()
+        .find(|event| event["type"] == "stage-outputs" && event["stage"] == "build")
+        .unwrap_or_else(|| panic!("no outputs event: {events:?}"));
+    assert_eq!(written["outputs"]["version"], "1.2.3");
+    assert_eq!(written["outputs"]["notes"], "first line\nsecond=line");
+    assert!(written["outputs"].get("token_copy").is_none(), "{written}");
+    // `runs show` has them.
+    let shown = buildit(dir, &["runs", "show", "1", "--format", "json"], &[]);
+    let shown: serde_json::Value =
+        serde_json::from_slice(&shown.stdout).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(shown["outputs"]["build"]["version"], "1.2.3", "{shown}");
+}
+
+#[test]
+fn outputs_pass_from_a_stage_to_the_stages_that_need_it() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    check_outputs_run(dir.path(), OUTPUTS_PIPELINE);
+    // Read, the file is gone from the workspace.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join(".buildit/outputs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn outputs_pass_between_container_stages_too() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let pipeline = OUTPUTS_PIPELINE.replace(
+        "pipeline \"outputs\"\n",
+        "pipeline \"outputs\"\ndefaults { image \"buildit-test/busybox:latest\"; }\n",
+    );
+    check_outputs_run(dir.path(), &pipeline);
+}
+
+#[test]
+fn a_secret_in_an_output_is_masked_where_shown_and_whole_where_used() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let (code, events) = run_events(
+        dir.path(),
+        r#"pipeline "secret-output"
+stage "login" {
+    outputs "session"
+    secrets "TOKEN"
+    run "echo session=s-$TOKEN >> \"$BUILDIT_OUTPUT\""
+}
+stage "use" {
+    needs "login"
+    run "test \"$BUILDIT_NEEDS_LOGIN_OUTPUTS_SESSION\" = s-hunter2-out && echo whole"
+}
+"#,
+        &[("BUILDIT_SECRET_TOKEN", "hunter2-out")],
+    );
+    assert_eq!(code, Some(0), "{events:?}");
+    assert!(logged(&events, "use", "whole"), "{events:?}");
+    let all = serde_json::to_string(&events).unwrap_or_default();
+    assert!(!all.contains("hunter2-out"), "{all}");
+    let shown = buildit(dir.path(), &["runs", "show", "1"], &[]);
+    assert!(!text(&shown.stdout).contains("hunter2-out"));
+    assert!(
+        text(&shown.stdout).contains("login: session=s-***"),
+        "{}",
+        text(&shown.stdout)
+    );
+}
+
+#[test]
+fn an_output_never_written_fails_the_stage_that_needs_it_and_a_bad_file_fails_its_writer() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let (code, events) = run_events(
+        dir.path(),
+        r#"pipeline "missing"
+stage "build" { outputs "version"; run "true"; }
+stage "deploy" { needs "build"; run "echo {needs.build.outputs.version}"; }
+"#,
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        reason_of(&events, "deploy").contains("stage `build` did not write its output `version`"),
+        "{events:?}"
+    );
+    let (code, events) = run_events(
+        dir.path(),
+        r#"pipeline "malformed"
+stage "build" { outputs "version"; run "echo 'version 1.0' >> \"$BUILDIT_OUTPUT\""; }
+"#,
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        reason_of(&events, "build").contains("line 1: expected `NAME=value` or `NAME<<DELIMITER`"),
+        "{events:?}"
+    );
+}
+
+fn reason_of(events: &[serde_json::Value], stage: &str) -> String {
+    events
+        .iter()
+        .find(|event| event["type"] == "stage-finished" && event["stage"] == stage)
+        .and_then(|event| event["reason"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn output_mistakes_are_reported_where_they_are() {
+    let found = diagnostics(
+        r#"pipeline "p"
+stage "build" {
+    matrix { os "a" "b"; }
+    outputs "version" "version"
+    run "true"
+}
+stage "lint" {
+    outputs "x-y" "ok"
+    run "true"
+}
+stage "deploy" {
+    needs "build" "lint"
+    run "echo {needs.lint.outputs.okk}"
+    run "echo {needs.biuld.outputs.version}"
+    run "echo {needs.build.outputs.version}"
+    image "alpine:{needs.lint.outputs.ok}"
+}
+stage "notes" {
+    run "echo {needs.lint.output.ok}"
 }
 "#,
     );

@@ -199,6 +199,16 @@ pub enum RunEventKind {
         /// The text, without its line ending, secrets masked.
         text: String,
     },
+    /// The outputs a successful attempt wrote to `$BUILDIT_OUTPUT`, secrets masked; just before its
+    /// `stage-finished`.
+    StageOutputs {
+        /// Instance name.
+        stage: String,
+        /// The attempt.
+        attempt: u32,
+        /// The values by name.
+        outputs: std::collections::BTreeMap<String, String>,
+    },
     /// An attempt (or a stage that never ran) finished.
     StageFinished {
         /// Instance name.

@@ -1,5 +1,6 @@
 //! `buildit runs list|show|logs|events`: reading run history from the store.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -218,6 +219,35 @@ struct RunDetail<'a> {
     #[serde(flatten)]
     run: &'a RunRecord,
     attempts: &'a [AttemptRecord],
+    /// What each instance wrote to `$BUILDIT_OUTPUT` (masked), by instance name.
+    outputs: &'a BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The outputs the run's instances wrote, from its stored events (log lines are not among them: a few pages).
+async fn run_outputs(
+    store: &dyn Store,
+    run: &str,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
+    let mut outputs = BTreeMap::new();
+    let mut after = 0;
+    loop {
+        let page = store.events_after(run, after, EVENT_PAGE).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        after = last.seq;
+        for event in &page {
+            if let RunEventKind::StageOutputs {
+                stage,
+                outputs: written,
+                ..
+            } = &event.kind
+            {
+                outputs.insert(stage.clone(), written.clone());
+            }
+        }
+    }
+    Ok(outputs)
 }
 
 async fn show(
@@ -228,10 +258,12 @@ async fn show(
 ) -> Result<Exit, StoreError> {
     let run = store.find_run(&RunRef::parse(run, pipeline)).await?;
     let attempts = store.attempts(&run.id).await?;
+    let outputs = run_outputs(store, &run.id).await?;
     let text = match format {
         HistoryOutput::Json => json(&RunDetail {
             run: &run,
             attempts: &attempts,
+            outputs: &outputs,
         }),
         HistoryOutput::Text => {
             let mut text = format!(
@@ -286,6 +318,15 @@ async fn show(
                 ]);
             }
             text.push_str(&table(&rows));
+            if !outputs.is_empty() {
+                text.push_str("\noutputs\n");
+                for (stage, written) in &outputs {
+                    text.push_str(&format!(
+                        "  {stage}: {}\n",
+                        crate::reporter::outputs_line(written)
+                    ));
+                }
+            }
             text
         }
     };

@@ -11,6 +11,7 @@ mod limits;
 mod matrix;
 mod matrix_entries;
 mod model;
+mod output_refs;
 mod paired_needs;
 mod pipeline;
 mod plain;

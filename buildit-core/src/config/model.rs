@@ -419,6 +419,8 @@ pub struct Stage {
     pub caches: Vec<Spanned<String>>,
     /// Paths collected after success and handed to dependents.
     pub artifacts: Vec<Spanned<Template>>,
+    /// Names of the values it writes to `$BUILDIT_OUTPUT`, for the stages that need it.
+    pub outputs: Vec<Spanned<String>>,
     /// Time limit per attempt.
     pub timeout: Option<Spanned<Duration>>,
     /// Extra attempts after a failure.

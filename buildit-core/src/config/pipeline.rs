@@ -29,7 +29,7 @@ const TOP_LEVEL: [&str; 8] = [
     "concurrency",
     "stage",
 ];
-const STAGE_NODES: [&str; 18] = [
+const STAGE_NODES: [&str; 19] = [
     "needs",
     "image",
     "run",
@@ -39,6 +39,7 @@ const STAGE_NODES: [&str; 18] = [
     "secrets",
     "cache",
     "artifacts",
+    "outputs",
     "timeout",
     "retry",
     "allow-failure",
@@ -996,6 +997,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
         secrets: Vec::new(),
         caches: Vec::new(),
         artifacts: Vec::new(),
+        outputs: Vec::new(),
         timeout: None,
         retry: None,
         allow_failure: false,
@@ -1024,7 +1026,15 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
         };
         let single = !matches!(
             known,
-            "needs" | "run" | "env" | "secrets" | "cache" | "artifacts" | "when" | "service"
+            "needs"
+                | "run"
+                | "env"
+                | "secrets"
+                | "cache"
+                | "artifacts"
+                | "outputs"
+                | "when"
+                | "service"
         );
         if single {
             if let Some((_, first)) = singles.iter().find(|(k, _)| *k == known) {
@@ -1140,6 +1150,40 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
                         continue;
                     }
                     stage.artifacts.push(reader.template(&value, scope));
+                }
+            }
+            "outputs" => {
+                for value in reader.strings(
+                    child,
+                    "names of the values the stage writes to `$BUILDIT_OUTPUT`",
+                ) {
+                    if !is_env_name(&value.value) {
+                        reader.push(
+                            ConfigDiagnostic::error(
+                                DiagnosticCode::InvalidValue,
+                                format!("invalid output name `{}`", value.value),
+                                value.span,
+                                "not an output name",
+                            )
+                            .with_help("output names use letters, digits and `_`, not starting with a digit: `version`, `image_digest`"),
+                        );
+                    } else if let Some(first) =
+                        stage.outputs.iter().find(|o| o.value == value.value)
+                    {
+                        let first = first.span;
+                        reader.push(
+                            ConfigDiagnostic::warning(
+                                DiagnosticCode::DuplicateNode,
+                                format!("output `{}` is declared twice", value.value),
+                                value.span,
+                                "declared again here",
+                            )
+                            .with_label(first, "first declared here")
+                            .with_help("declare it once"),
+                        );
+                    } else {
+                        stage.outputs.push(value);
+                    }
                 }
             }
             "timeout" => stage.timeout = read_duration(reader, child),

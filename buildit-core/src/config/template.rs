@@ -35,6 +35,13 @@ pub enum Variable {
     Env(String),
     /// `{hash:GLOB}`: sha256 over the matching files (cache keys only).
     Hash(String),
+    /// `{needs.STAGE.outputs.NAME}`: an output a needed stage wrote (in `run` and a stage's `env`).
+    Output {
+        /// The stage that writes it.
+        stage: String,
+        /// The output's name.
+        name: String,
+    },
 }
 
 /// One piece of a template.
@@ -93,8 +100,9 @@ pub(crate) struct TemplateProblem {
     pub(crate) help: Option<String>,
 }
 
-const ROOTS: [&str; 10] = [
+const ROOTS: [&str; 11] = [
     "git", "branch", "event", "pipeline", "run", "stage", "matrix", "env", "secrets", "hash",
+    "needs",
 ];
 const GIT_MEMBERS: [&str; 5] = ["sha", "short-sha", "branch", "tag", "ref"];
 
@@ -339,10 +347,28 @@ impl Variable {
             Self::StageName => "BUILDIT_STAGE_NAME",
             Self::Matrix(axis) => return Some(matrix_env_name(axis)),
             Self::Env(name) => return Some(format!("BUILDIT_ENV_{name}")),
+            Self::Output { stage, name } => return Some(output_env_name(stage, name)),
             Self::Hash(_) => return None,
         };
         Some(fixed.to_owned())
     }
+}
+
+/// `BUILDIT_NEEDS_<STAGE>_OUTPUTS_<NAME>`: upper-cased, every character but a letter or digit written `_`, as
+/// the variable `{needs.STAGE.outputs.NAME}` reaches a command.
+pub fn output_env_name(stage: &str, name: &str) -> String {
+    let upper = |text: &str| -> String {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    format!("BUILDIT_NEEDS_{}_OUTPUTS_{}", upper(stage), upper(name))
 }
 
 /// `BUILDIT_MATRIX_<AXIS>`: the axis upper-cased, every character but a letter or digit written `_`.
@@ -543,6 +569,19 @@ fn resolve(content: &str, scope: TemplateScope<'_>) -> Resolution {
             format!("unknown variable `{{{content}}}`"),
             Some("write `{env.NAME}` with NAME made of letters, digits and `_`".into()),
         ),
+        ("needs", member) => match member.and_then(|member| member.rsplit_once(".outputs.")) {
+            Some((stage, name)) if !stage.is_empty() && is_env_name(name) => Ok(Variable::Output {
+                stage: stage.to_owned(),
+                name: name.to_owned(),
+            }),
+            _ => unknown(
+                format!("unknown variable `{{{content}}}`"),
+                Some(
+                    "write `{needs.STAGE.outputs.NAME}` for an output of a stage this one needs"
+                        .into(),
+                ),
+            ),
+        },
         ("matrix", Some(axis)) if !axis.contains('.') => match scope.matrix_axes {
             _ if scope.any_matrix_axis => Ok(Variable::Matrix(axis.to_owned())),
             Some(axes) if axes.iter().any(|a| a == axis) => Ok(Variable::Matrix(axis.to_owned())),

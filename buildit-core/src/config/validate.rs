@@ -19,6 +19,7 @@ pub(crate) fn validate_pipeline(reader: &mut Reader<'_>, pipeline: &Pipeline) {
     let index = stage_index(reader, pipeline);
     check_needs(reader, pipeline, &index);
     super::paired_needs::check_paired_needs(reader, pipeline, &index);
+    super::output_refs::check_output_refs(reader, pipeline);
     check_cycles(reader, pipeline, &index);
     for stage in &pipeline.stages {
         check_stage(reader, pipeline, stage);

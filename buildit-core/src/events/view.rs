@@ -31,6 +31,8 @@ pub struct InstanceView {
     pub started_at_ms: Option<u64>,
     /// When it ended (ms since the epoch).
     pub finished_at_ms: Option<u64>,
+    /// The outputs its last successful attempt wrote (masked).
+    pub outputs: std::collections::BTreeMap<String, String>,
 }
 
 impl InstanceView {
@@ -47,6 +49,7 @@ impl InstanceView {
             failure: None,
             started_at_ms: None,
             finished_at_ms: None,
+            outputs: std::collections::BTreeMap::new(),
         }
     }
 
@@ -145,6 +148,11 @@ impl RunView {
                     instance.running = true;
                     instance.outcome = None;
                     instance.started_at_ms.get_or_insert(event.at_ms);
+                }
+            }
+            RunEventKind::StageOutputs { stage, outputs, .. } => {
+                if let Some(instance) = self.instance_mut(stage) {
+                    instance.outputs.clone_from(outputs);
                 }
             }
             RunEventKind::StageFinished {

@@ -165,6 +165,12 @@ impl StageSpec {
     /// one-command stages as cheap as a bare `sh -c` (a stage of `true` is the hot path of large DAGs).
     pub fn script(&self) -> String {
         let mut script = String::new();
+        // A stage that declares outputs writes them to a file whose directory it may not have yet.
+        if self.env.contains_key("BUILDIT_OUTPUT") {
+            script.push_str(
+                "mkdir -p \"${BUILDIT_OUTPUT%/*}\" && : > \"$BUILDIT_OUTPUT\" || exit 1\n",
+            );
+        }
         for (index, command) in self.commands.iter().enumerate() {
             if index > 0 {
                 // Stop at the first failure, with its exit code; the last command's status is the shell's.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::cache::{ResolvedCache, hash_files};
 use super::executor::{DEFAULT_READY_TIMEOUT, ReadyCheck, ServiceSpec, StageSpec};
+use super::outputs::{RunOutputs, output_file};
 use crate::config::{Template, Variable};
 use crate::plan::{Plan, PlannedStage};
 use crate::source::FetchableSource;
@@ -28,6 +29,8 @@ pub struct RunIdentity {
     /// Host environment variables stages must not inherit, nor read through `{env.NAME}` (the secret store's
     /// `BUILDIT_SECRET_*` variables).
     pub scrub_env: Vec<String>,
+    /// What the run's instances wrote to `$BUILDIT_OUTPUT`, for the stages that need them.
+    pub outputs: RunOutputs,
 }
 
 impl RunIdentity {
@@ -40,6 +43,7 @@ impl RunIdentity {
             source: None,
             secrets: BTreeMap::new(),
             scrub_env: Vec::new(),
+            outputs: RunOutputs::default(),
         }
     }
 }
@@ -85,7 +89,22 @@ impl Values<'_> {
                     .flatten()
             }),
             Variable::Hash(_) => None,
+            Variable::Output { stage, name } => {
+                let producer = self.producer(stage)?;
+                self.run.outputs.get(producer, name)
+            }
         }
+    }
+
+    /// The instance of stage `definition` this instance needs (validation makes it one: a stage without a matrix,
+    /// or the instance paired by `matrix="same"`).
+    fn producer(&self, definition: &str) -> Option<&str> {
+        self.stage
+            .needs()
+            .iter()
+            .map(|&need| &self.plan.stages()[need])
+            .find(|need| self.plan.definition(need).name.value == definition)
+            .map(PlannedStage::name)
     }
 
     /// Missing values render as empty strings at run time: the plan showed them as written, the stage gets
@@ -205,6 +224,60 @@ pub fn stage_spec(
         standard.push((crate::config::matrix_env_name(axis), value.clone()));
     }
     spec.env.extend(standard);
+    // An output a stage needs and that its stage did not write stops this one before it starts.
+    let uses = definition
+        .run
+        .iter()
+        .map(|command| &command.value)
+        .chain(definition.env.iter().map(|var| &var.value.value));
+    for template in uses {
+        for (variable, _) in template.variables() {
+            if let Variable::Output {
+                stage: producer,
+                name,
+            } = variable
+                && values.get(variable).is_none()
+            {
+                return Err(SpecError(format!(
+                    "stage `{producer}` did not write its output `{name}` (a line `{name}=value` in the file \
+                     `$BUILDIT_OUTPUT` names)"
+                )));
+            }
+        }
+    }
+    // Every output of a stage it needs is in the environment too (the one instance of it this one needs).
+    let needed_definitions: Vec<&str> = stage
+        .needs()
+        .iter()
+        .map(|&need| plan.definition(&plan.stages()[need]).name.value.as_str())
+        .collect();
+    for producer in plan.pipeline().stages.iter().filter(|producer| {
+        !producer.outputs.is_empty()
+            && needed_definitions
+                .iter()
+                .filter(|name| **name == producer.name.value)
+                .count()
+                == 1
+    }) {
+        for output in &producer.outputs {
+            let variable = Variable::Output {
+                stage: producer.name.value.clone(),
+                name: output.value.clone(),
+            };
+            if let (Some(value), Some(name)) = (values.get(&variable), variable.env_name()) {
+                spec.env.insert(name, value);
+            }
+        }
+    }
+    if !definition.outputs.is_empty() {
+        spec.env.insert(
+            "BUILDIT_OUTPUT".to_owned(),
+            run.workspace
+                .join(output_file(stage.name(), attempt))
+                .display()
+                .to_string(),
+        );
+    }
     // The values the commands refer to, set even when empty (a command under `set -u` must not fail on a
     // missing tag), and after the user's `env`, which cannot change what a reference means.
     let mut scrubbed_references = Vec::new();

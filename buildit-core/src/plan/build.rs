@@ -467,7 +467,7 @@ fn render_known(
         Variable::GitRef => context.git_ref().map(Cow::Owned),
         Variable::Event => context.event.map(|event| Cow::Borrowed(event.as_str())),
         Variable::Env(name) => context.env.get(name).cloned().map(Cow::Owned),
-        Variable::RunId | Variable::RunNumber | Variable::Hash(_) => None,
+        Variable::RunId | Variable::RunNumber | Variable::Hash(_) | Variable::Output { .. } => None,
     })
 }
 

@@ -365,7 +365,9 @@ impl BatchBuilder {
                         at_ms,
                     });
                 }
-                RunEventKind::StageQueued { .. } | RunEventKind::LogLine { .. } => {}
+                RunEventKind::StageQueued { .. }
+                | RunEventKind::LogLine { .. }
+                | RunEventKind::StageOutputs { .. } => {}
             }
         }
         if let Some(chunk) = open.take() {

@@ -194,7 +194,11 @@ impl<E: Executor> StageTask<E> {
         }
         match ended {
             Ended::Exited(Ok(status)) if status.success() => {
-                match self.collect_artifacts(remote).await {
+                let collected = match self.collect_outputs(attempt, remote).await {
+                    Ok(()) => self.collect_artifacts(remote).await,
+                    Err(failed) => Err(failed),
+                };
+                match collected {
                     Ok(()) => {
                         if !caches.is_empty() {
                             // Before the stage is reported finished, so that its cache notes belong to its log.

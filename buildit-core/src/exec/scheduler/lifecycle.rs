@@ -33,6 +33,21 @@ pub(super) async fn attempt_started(bus: &EventBus, stage: &str, attempt: u32) {
     .await;
 }
 
+/// A successful attempt of `stage` wrote `outputs` (masked).
+pub(super) async fn outputs_written(
+    bus: &EventBus,
+    stage: &str,
+    attempt: u32,
+    outputs: std::collections::BTreeMap<String, String>,
+) {
+    bus.emit(RunEventKind::StageOutputs {
+        stage: stage.to_owned(),
+        attempt,
+        outputs,
+    })
+    .await;
+}
+
 /// An attempt of `stage` ended, and whether another follows.
 pub(super) async fn attempt_finished(
     bus: &EventBus,

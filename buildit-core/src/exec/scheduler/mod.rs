@@ -4,6 +4,7 @@
 mod attempt;
 mod lifecycle;
 mod outcome;
+mod outputs;
 mod report;
 mod run_loop;
 mod stage;

@@ -291,7 +291,7 @@ impl<E: Executor> StageTask<E> {
 impl<E: Executor> StageTask<E> {
     /// Where a transfer's files are on the host: the workspace itself, or, for a `remote` workspace, a staging
     /// directory (returned too: it is removed when dropped).
-    fn host_side(
+    pub(super) fn host_side(
         &self,
         remote: Option<&StageSpec>,
     ) -> Result<(Option<tempfile::TempDir>, PathBuf), String> {
