@@ -374,3 +374,63 @@ stage "notes" {
     );
     insta::assert_debug_snapshot!(found);
 }
+
+/// A pipeline with the new language at once: a matrix with `exclude` and `include`, instances paired by
+/// `matrix="same"`, and outputs, paired ones among them.
+const COMBINED_PIPELINE: &str = r#"pipeline "combined"
+stage "build" {
+    matrix {
+        os "linux" "macos"
+        exclude { os "macos"; }
+        include { os "bsd"; }
+    }
+    outputs "artifact"
+    run "echo artifact=app-{matrix.os}.tar >> \"$BUILDIT_OUTPUT\""
+}
+stage "test" {
+    matrix {
+        os "linux" "macos"
+        exclude { os "macos"; }
+        include { os "bsd"; }
+    }
+    needs "build" matrix="same"
+    run "echo testing {needs.build.outputs.artifact}"
+}
+"#;
+
+#[test]
+fn the_same_pipeline_runs_alike_locally_and_through_the_daemon() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let data = dir.path().join("daemon");
+    let daemon = support::Daemon::on_free_port(&data, &[]);
+    let token = support::create_token(dir.path(), &data, "acme", "language");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap_or_else(|error| panic!("{error}"));
+    std::fs::write(work.join("buildit.kdl"), COMBINED_PIPELINE)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let remote = buildit(
+        &work,
+        &["pipelines", "trigger", "--follow"],
+        &[
+            ("BUILDIT_SERVER", daemon.address.as_str()),
+            ("BUILDIT_TOKEN", token.as_str()),
+        ],
+    );
+    let local = buildit(&work, &["run", "--plain"], &[]);
+    for (how, output) in [("through the daemon", &remote), ("locally", &local)] {
+        let stdout = text(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{how}: {stdout}\n{}",
+            text(&output.stderr)
+        );
+        for os in ["linux", "bsd"] {
+            assert!(
+                stdout.contains(&format!("| testing app-{os}.tar")),
+                "{how}: {stdout}"
+            );
+        }
+        assert!(!stdout.contains("macos"), "{how}: {stdout}");
+    }
+}
