@@ -236,9 +236,9 @@ fn check_outputs_run(dir: &Path, pipeline: &str) {
     assert!(
         events.iter().any(|event| event["type"] == "log-line"
             && event["stage"] == "build"
-            && event["text"]
-                .as_str()
-                .is_some_and(|text| text.contains("output `token_copy` is not declared"))),
+            && event["text"].as_str().is_some_and(
+                |text| text.contains("1 output not declared in the stage's `outputs` ignored")
+            )),
         "{events:?}"
     );
     let written = events
@@ -322,7 +322,9 @@ stage "deploy" { needs "build"; run "echo {needs.build.outputs.version}"; }
     );
     assert_eq!(code, Some(1));
     assert!(
-        reason_of(&events, "deploy").contains("stage `build` did not write its output `version`"),
+        reason_of(&events, "deploy").contains(
+            "stage `build` has no output `version`: it did not succeed, or did not write it"
+        ),
         "{events:?}"
     );
     let (code, events) = run_events(
@@ -334,9 +336,45 @@ stage "build" { outputs "version"; run "echo 'version 1.0' >> \"$BUILDIT_OUTPUT\
     );
     assert_eq!(code, Some(1));
     assert!(
-        reason_of(&events, "build").contains("line 1: expected `NAME=value` or `NAME<<DELIMITER`"),
+        reason_of(&events, "build").contains("line 1: expected `NAME=value` or `NAME<<DELIMITER`")
+            && !reason_of(&events, "build").contains("version 1.0"),
         "{events:?}"
     );
+}
+
+#[test]
+fn a_stage_that_fails_after_writing_its_outputs_hands_none_on() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let (code, events) = run_events(
+        dir.path(),
+        r#"pipeline "failed-producer"
+stage "package" {
+    allow-failure #true
+    outputs "version"
+    run "echo version=9.9 >> \"$BUILDIT_OUTPUT\""
+    artifacts "dist/missing.tar"
+}
+stage "publish" {
+    needs "package"
+    run "echo publishing {needs.package.outputs.version}"
+}
+"#,
+        &[],
+    );
+    assert_eq!(code, Some(1), "{events:?}");
+    assert!(
+        !events.iter().any(|event| event["type"] == "stage-outputs"),
+        "{events:?}"
+    );
+    assert!(
+        reason_of(&events, "publish")
+            .contains("stage `package` has no output `version`: it did not succeed"),
+        "{events:?}"
+    );
+    let shown = buildit(dir.path(), &["runs", "show", "1", "--format", "json"], &[]);
+    let shown: serde_json::Value =
+        serde_json::from_slice(&shown.stdout).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(shown["outputs"], serde_json::json!({}), "{shown}");
 }
 
 fn reason_of(events: &[serde_json::Value], stage: &str) -> String {
@@ -369,6 +407,18 @@ stage "deploy" {
 }
 stage "notes" {
     run "echo {needs.lint.output.ok}"
+}
+stage "a-b" {
+    outputs "c" "C"
+    run "true"
+}
+stage "a_b" {
+    outputs "c"
+    run "true"
+}
+stage "both" {
+    needs "a-b" "a_b"
+    run "true"
 }
 "#,
     );

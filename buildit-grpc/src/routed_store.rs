@@ -123,6 +123,16 @@ impl Store for RoutedStore {
         self.reads.events_after(run_id, after_seq, limit).await
     }
 
+    async fn stage_outputs(
+        &self,
+        run_id: &str,
+    ) -> Result<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+        StoreError,
+    > {
+        self.reads.stage_outputs(run_id).await
+    }
+
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
         let job = job.clone();
         on_runs!(self, |store| store.enqueue(&job).await)

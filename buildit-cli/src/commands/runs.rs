@@ -223,33 +223,6 @@ struct RunDetail<'a> {
     outputs: &'a BTreeMap<String, BTreeMap<String, String>>,
 }
 
-/// The outputs the run's instances wrote, from its stored events (log lines are not among them: a few pages).
-async fn run_outputs(
-    store: &dyn Store,
-    run: &str,
-) -> Result<BTreeMap<String, BTreeMap<String, String>>, StoreError> {
-    let mut outputs = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let page = store.events_after(run, after, EVENT_PAGE).await?;
-        let Some(last) = page.last() else {
-            break;
-        };
-        after = last.seq;
-        for event in &page {
-            if let RunEventKind::StageOutputs {
-                stage,
-                outputs: written,
-                ..
-            } = &event.kind
-            {
-                outputs.insert(stage.clone(), written.clone());
-            }
-        }
-    }
-    Ok(outputs)
-}
-
 async fn show(
     store: &dyn Store,
     run: &str,
@@ -258,7 +231,7 @@ async fn show(
 ) -> Result<Exit, StoreError> {
     let run = store.find_run(&RunRef::parse(run, pipeline)).await?;
     let attempts = store.attempts(&run.id).await?;
-    let outputs = run_outputs(store, &run.id).await?;
+    let outputs = store.stage_outputs(&run.id).await?;
     let text = match format {
         HistoryOutput::Json => json(&RunDetail {
             run: &run,

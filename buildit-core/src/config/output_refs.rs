@@ -4,12 +4,13 @@
 
 use super::model::{Pipeline, Spanned, Stage};
 use super::reader::Reader;
-use super::template::{Template, Variable};
+use super::template::{Template, Variable, output_env_name};
 use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode};
 use crate::suggest::did_you_mean;
 
 /// Reports every output reference that cannot be given a value.
 pub(crate) fn check_output_refs(reader: &mut Reader<'_>, pipeline: &Pipeline) {
+    check_env_names(reader, pipeline);
     for stage in &pipeline.stages {
         let usable = stage
             .run
@@ -32,17 +33,102 @@ pub(crate) fn check_output_refs(reader: &mut Reader<'_>, pipeline: &Pipeline) {
                     .iter()
                     .flat_map(|service| service.env.iter().map(|var| &var.value)),
             );
-        for template in elsewhere {
-            if let Some((stage_name, name)) = outputs_in(&template.value).next() {
+        report_elsewhere(reader, elsewhere);
+    }
+    // Pipeline-wide places have no stage whose needs could give the value.
+    let pipeline_wide = pipeline
+        .env
+        .iter()
+        .map(|var| &var.value)
+        .chain(&pipeline.defaults.image)
+        .chain(pipeline.caches.iter().flat_map(|cache| {
+            std::iter::once(&cache.key)
+                .chain(&cache.paths)
+                .chain(&cache.restore_keys)
+        }));
+    report_elsewhere(reader, pipeline_wide);
+}
+
+/// Reports an output reference in any of `templates`: places where it has no value.
+fn report_elsewhere<'t>(
+    reader: &mut Reader<'_>,
+    templates: impl Iterator<Item = &'t Spanned<Template>>,
+) {
+    for template in templates {
+        if let Some((stage_name, name)) = outputs_in(&template.value).next() {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::UnknownVariable,
+                    format!("`{{needs.{stage_name}.outputs.{name}}}` is only available in `run` and the stage's `env`"),
+                    template.span,
+                    "not available here",
+                )
+                .with_help("pass it through the stage's `env` and use the variable in `run`"),
+            );
+        }
+    }
+}
+
+/// Outputs reach the stages that need them as `BUILDIT_NEEDS_<STAGE>_OUTPUTS_<NAME>`: two outputs one stage may
+/// see must not map to the same name (`c` and `C` of one stage; stages `a-b` and `a_b`), or one would hide the
+/// other while the log showed both.
+fn check_env_names(reader: &mut Reader<'_>, pipeline: &Pipeline) {
+    for stage in &pipeline.stages {
+        let mut seen: Vec<(String, &Spanned<String>)> = Vec::new();
+        for output in &stage.outputs {
+            let variable = output_env_name(&stage.name.value, &output.value);
+            if let Some((_, first)) = seen.iter().find(|(name, _)| *name == variable) {
                 reader.push(
                     ConfigDiagnostic::error(
-                        DiagnosticCode::UnknownVariable,
-                        format!("`{{needs.{stage_name}.outputs.{name}}}` is only available in `run` and the stage's `env`"),
-                        template.span,
-                        "not available here",
+                        DiagnosticCode::InvalidValue,
+                        format!(
+                            "outputs `{}` and `{}` would share the environment variable `{variable}`",
+                            first.value, output.value
+                        ),
+                        output.span,
+                        "same variable",
                     )
-                    .with_help("pass it through the stage's `env` and use the variable in `run`"),
+                    .with_label(first.span, "first output")
+                    .with_help("name the outputs so that they differ in more than case"),
                 );
+            } else {
+                seen.push((variable, output));
+            }
+        }
+    }
+    for stage in &pipeline.stages {
+        let mut seen: Vec<(String, &str)> = Vec::new();
+        let mut producers: Vec<&str> = Vec::new();
+        for need in &stage.needs {
+            if producers.contains(&need.value.as_str()) {
+                continue;
+            }
+            producers.push(&need.value);
+            let Some(producer) = pipeline.stages.iter().find(|s| s.name.value == need.value) else {
+                continue;
+            };
+            for output in &producer.outputs {
+                let variable = output_env_name(&producer.name.value, &output.value);
+                match seen.iter().find(|(name, _)| *name == variable) {
+                    Some((_, other)) if *other != producer.name.value => {
+                        reader.push(
+                            ConfigDiagnostic::error(
+                                DiagnosticCode::InvalidValue,
+                                format!(
+                                    "stage `{}` needs `{other}` and `{}`, whose outputs would share the environment \
+                                     variable `{variable}`",
+                                    stage.name.value, producer.name.value
+                                ),
+                                need.span,
+                                "same variable",
+                            )
+                            .with_help("rename one of the stages or outputs so that they differ in more than case and punctuation"),
+                        );
+                        break;
+                    }
+                    Some(_) => {}
+                    None => seen.push((variable, &producer.name.value)),
+                }
             }
         }
     }

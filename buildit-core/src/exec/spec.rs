@@ -239,8 +239,8 @@ pub fn stage_spec(
                 && values.get(variable).is_none()
             {
                 return Err(SpecError(format!(
-                    "stage `{producer}` did not write its output `{name}` (a line `{name}=value` in the file \
-                     `$BUILDIT_OUTPUT` names)"
+                    "stage `{producer}` has no output `{name}`: it did not succeed, or did not write it (a line \
+                     `{name}=value` in the file `$BUILDIT_OUTPUT` names)"
                 )));
             }
         }
@@ -273,7 +273,7 @@ pub fn stage_spec(
         spec.env.insert(
             "BUILDIT_OUTPUT".to_owned(),
             run.workspace
-                .join(output_file(stage.name(), attempt))
+                .join(output_file(&run.run_id, stage.name(), attempt))
                 .display()
                 .to_string(),
         );
@@ -304,6 +304,23 @@ pub fn stage_spec(
             ))
         })?;
         spec.secrets.insert(secret.value.clone(), value.clone());
+    }
+    // A value that holds a secret (an output a stage wrote from one, an `env` entry built from it) travels as the
+    // stage's secrets do: never in a container's configuration or a pod's body.
+    let holding_secrets: Vec<String> = spec
+        .env
+        .iter()
+        .filter(|(_, value)| {
+            run.secrets
+                .values()
+                .any(|secret| !secret.is_empty() && value.contains(secret.as_str()))
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in holding_secrets {
+        if let Some(value) = spec.env.remove(&name) {
+            spec.secrets.insert(name, value);
+        }
     }
     spec.env_remove = run.scrub_env.clone();
     spec.env_remove.extend(scrubbed_references);
@@ -436,3 +453,78 @@ pub fn retries(plan: &Plan, stage: &PlannedStage) -> u32 {
 
 /// Default grace period between the graceful stop and the kill.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+#[expect(clippy::expect_used, reason = "a test fails loudly on any error")]
+mod tests {
+    use super::*;
+    use crate::{RunContext, parse_pipeline};
+
+    /// An output that holds a secret reaches the stage that needs it the way secrets do (never in its plain
+    /// environment: a container's configuration, a pod's body), and a paired instance gets its partner's value.
+    #[test]
+    fn outputs_reach_their_consumers_and_one_holding_a_secret_travels_as_a_secret() {
+        let source = r#"pipeline "p"
+stage "login" { outputs "url" "plain"; secrets "TOKEN"; run "true"; }
+stage "build" {
+    matrix { os "a" "b"; }
+    outputs "bin"
+    run "true"
+}
+stage "use" {
+    matrix { os "a" "b"; }
+    needs "login"
+    needs "build" matrix="same"
+    env { BIN "{needs.build.outputs.bin}" }
+    run "echo {needs.login.outputs.plain}"
+}
+"#;
+        let pipeline = parse_pipeline(source, "buildit.kdl").expect("a valid pipeline");
+        let plan = Plan::build(&pipeline, &RunContext::default()).expect("a plan");
+        let mut run = RunIdentity::new("outputs-test", 1, "/ws");
+        run.secrets.insert("TOKEN".into(), "hunter2-secret".into());
+        run.outputs.set(
+            "login",
+            BTreeMap::from([
+                (
+                    "url".to_owned(),
+                    "https://ci:hunter2-secret@host/r.git".to_owned(),
+                ),
+                ("plain".to_owned(), "hello".to_owned()),
+            ]),
+        );
+        run.outputs.set(
+            "build (os=a)",
+            BTreeMap::from([("bin".to_owned(), "bin-a".to_owned())]),
+        );
+        run.outputs.set(
+            "build (os=b)",
+            BTreeMap::from([("bin".to_owned(), "bin-b".to_owned())]),
+        );
+        for stage in plan
+            .stages()
+            .iter()
+            .filter(|stage| stage.name().starts_with("use"))
+        {
+            let spec = stage_spec(&plan, stage, &run, 1).expect("a spec");
+            let url = "BUILDIT_NEEDS_LOGIN_OUTPUTS_URL";
+            assert!(!spec.env.contains_key(url), "{:?}", spec.env);
+            assert_eq!(
+                spec.secrets.get(url).map(String::as_str),
+                Some("https://ci:hunter2-secret@host/r.git")
+            );
+            assert_eq!(spec.env["BUILDIT_NEEDS_LOGIN_OUTPUTS_PLAIN"], "hello");
+            let partner = if stage.name().contains("os=a") {
+                "bin-a"
+            } else {
+                "bin-b"
+            };
+            assert_eq!(spec.env["BIN"], partner, "{}", stage.name());
+            assert!(
+                spec.env
+                    .values()
+                    .all(|value| !value.contains("hunter2-secret"))
+            );
+        }
+    }
+}

@@ -71,6 +71,37 @@ pub trait Store: Send + Sync + Debug {
         limit: usize,
     ) -> Result<Vec<RunEvent>, StoreError>;
 
+    /// What the run's instances wrote as outputs (masked, as their `stage-outputs` events hold them), by
+    /// instance. By default read from the run's events; SQL stores select those events alone.
+    async fn stage_outputs(
+        &self,
+        run_id: &str,
+    ) -> Result<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+        StoreError,
+    > {
+        let mut outputs = std::collections::BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.events_after(run_id, after, 1000).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.seq;
+            for event in page {
+                if let crate::events::RunEventKind::StageOutputs {
+                    stage,
+                    outputs: written,
+                    ..
+                } = event.kind
+                {
+                    outputs.insert(stage, written);
+                }
+            }
+        }
+        Ok(outputs)
+    }
+
     /// Adds a job to a queue; returns its id.
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError>;
 

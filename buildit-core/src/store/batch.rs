@@ -67,6 +67,7 @@ impl StoredEvent {
         let body = serde_json::to_string(&event.kind).unwrap_or_default();
         let attempt_of = match &event.kind {
             RunEventKind::StageStarted { stage, attempt, .. }
+            | RunEventKind::StageOutputs { stage, attempt, .. }
             | RunEventKind::StageFinished { stage, attempt, .. } => Some((stage.clone(), *attempt)),
             _ => None,
         };

@@ -255,6 +255,23 @@ impl Store for PostgresStore {
         events
     }
 
+    async fn stage_outputs(
+        &self,
+        run_id: &str,
+    ) -> Result<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+        StoreError,
+    > {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(query_error)?;
+        let outputs = Shared::<Postgres>::stage_outputs(&mut tx, &self.tenant, run_id).await;
+        tx.rollback().await.map_err(query_error)?;
+        outputs
+    }
+
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
         sqlx::query_scalar(
             "INSERT INTO job_queue (tenant_id, queue, payload, status, attempts, max_attempts, created_at_ms,

@@ -304,6 +304,38 @@ where
             .collect()
     }
 
+    /// The outputs of the run's instances, from its `stage-outputs` rows alone (by the events' type, never
+    /// through its log).
+    pub(crate) async fn stage_outputs(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+        StoreError,
+    > {
+        if Self::run_state(connection, tenant, run_id).await?.is_none() {
+            return Err(StoreError::NoSuchRun(run_id.to_owned()));
+        }
+        let run: Arc<str> = Arc::from(run_id);
+        let mut query =
+            QueryBuilder::<DB>::new("SELECT seq, at_ms, body FROM run_events WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(run_id.to_owned());
+        query.push(" AND type = 'stage-outputs' ORDER BY seq");
+        let events = Self::event_rows(connection, query, &run).await?;
+        Ok(events
+            .into_iter()
+            .filter_map(|event| match event.kind {
+                crate::events::RunEventKind::StageOutputs { stage, outputs, .. } => {
+                    Some((stage, outputs))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Up to `limit` events of the run after `after`, in order: event rows and log chunks merged.
     pub(crate) async fn events_after(
         connection: &mut DB::Connection,

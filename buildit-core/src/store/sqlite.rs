@@ -348,6 +348,23 @@ impl Store for SqliteStore {
         events
     }
 
+    async fn stage_outputs(
+        &self,
+        run_id: &str,
+    ) -> Result<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+        StoreError,
+    > {
+        let mut tx = self
+            .readers
+            .begin_with("BEGIN DEFERRED")
+            .await
+            .map_err(query_error)?;
+        let outputs = Shared::<Sqlite>::stage_outputs(&mut tx, &self.tenant, run_id).await;
+        tx.rollback().await.map_err(query_error)?;
+        outputs
+    }
+
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
         sqlx::query_scalar(
             "INSERT INTO job_queue (tenant_id, queue, payload, status, attempts, max_attempts, created_at_ms,

@@ -194,12 +194,15 @@ impl<E: Executor> StageTask<E> {
         }
         match ended {
             Ended::Exited(Ok(status)) if status.success() => {
-                let collected = match self.collect_outputs(attempt, remote).await {
-                    Ok(()) => self.collect_artifacts(remote).await,
+                // Outputs are read first (a bad file fails the stage) and passed on only once the attempt has
+                // succeeded as a whole: a stage whose artifacts fail hands nothing on.
+                let collected = match self.read_outputs(attempt, remote).await {
+                    Ok(outputs) => self.collect_artifacts(remote).await.map(|()| outputs),
                     Err(failed) => Err(failed),
                 };
                 match collected {
-                    Ok(()) => {
+                    Ok(outputs) => {
+                        self.publish_outputs(attempt, outputs).await;
                         if !caches.is_empty() {
                             // Before the stage is reported finished, so that its cache notes belong to its log.
                             self.save_caches(caches.clone(), attempt, remote).await;

@@ -2,6 +2,7 @@
 //! not on the host), keeping what it declared for the stages that need it, and telling the run.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use super::super::executor::{Executor, StageSpec};
 use super::super::outputs::{MAX_OUTPUT_FILE_BYTES, output_file, parse_outputs};
@@ -9,18 +10,18 @@ use super::stage::StageTask;
 use crate::events::FailureKind;
 
 impl<E: Executor> StageTask<E> {
-    /// Reads attempt `attempt`'s outputs, records the declared ones for the stages that need them and emits
-    /// them (masked). A file that cannot be read as outputs fails the stage; one never written gives none (a
-    /// stage that needs a missing output fails, saying which).
-    pub(super) async fn collect_outputs(
+    /// Reads attempt `attempt`'s outputs, keeping the declared ones. A file that cannot be read as outputs fails
+    /// the stage; one never written gives none (a stage that needs a missing output fails, saying which).
+    /// Nothing is recorded yet: see [`StageTask::publish_outputs`].
+    pub(super) async fn read_outputs(
         &self,
         attempt: u32,
         remote: Option<&StageSpec>,
-    ) -> Result<(), (FailureKind, String)> {
+    ) -> Result<BTreeMap<String, String>, (FailureKind, String)> {
         let stage = &self.plan.stages()[self.position];
         let declared = &self.plan.definition(stage).outputs;
         if declared.is_empty() {
-            return Ok(());
+            return Ok(BTreeMap::new());
         }
         let failed = |why: String| {
             (
@@ -28,7 +29,8 @@ impl<E: Executor> StageTask<E> {
                 format!("the stage's outputs cannot be read: {why}"),
             )
         };
-        let relative = std::path::PathBuf::from(output_file(stage.name(), attempt));
+        let relative =
+            std::path::PathBuf::from(output_file(&self.run.run_id, stage.name(), attempt));
         let (_staging, root) = self.host_side(remote).map_err(failed)?;
         if let Some(spec) = remote {
             self.executor
@@ -41,60 +43,109 @@ impl<E: Executor> StageTask<E> {
                     )
                 })?;
         }
-        let path = root.join(&relative);
-        let text = match read_bounded(&path) {
-            Ok(Some(text)) => text,
-            Ok(None) => String::new(),
-            Err(why) => return Err(failed(why)),
-        };
-        if remote.is_none() {
-            // Read: the file is the run's, not the workspace's.
-            let _ = std::fs::remove_file(&path);
-        }
+        let read = tokio::task::spawn_blocking(move || read_bounded(&root, &relative))
+            .await
+            .map_err(|join| failed(join.to_string()))?;
+        let text = read.map_err(failed)?.unwrap_or_default();
         let mut written = parse_outputs(&text).map_err(failed)?;
-        let undeclared: Vec<String> = written
-            .keys()
-            .filter(|name| !declared.iter().any(|output| output.value == **name))
-            .cloned()
-            .collect();
-        for name in undeclared {
-            written.remove(&name);
+        let before = written.len();
+        written.retain(|name, _| declared.iter().any(|output| output.value == *name));
+        let ignored = before - written.len();
+        if ignored > 0 {
+            // Not by name: a line of the file may be a secret that only looks like a name.
             self.note(
                 attempt,
                 format!(
-                    "buildit: output `{name}` is not declared in the stage's `outputs`: ignored"
+                    "buildit: {ignored} output{} not declared in the stage's `outputs` ignored",
+                    if ignored == 1 { "" } else { "s" }
                 ),
             )
             .await;
         }
-        self.run.outputs.set(stage.name(), written.clone());
-        let masked: BTreeMap<String, String> = written
+        Ok(written)
+    }
+
+    /// Records a successful attempt's outputs for the stages that need it, and tells the run (masked).
+    pub(super) async fn publish_outputs(&self, attempt: u32, outputs: BTreeMap<String, String>) {
+        let stage = &self.plan.stages()[self.position];
+        if self.plan.definition(stage).outputs.is_empty() {
+            return;
+        }
+        self.run.outputs.set(stage.name(), outputs.clone());
+        let masked: BTreeMap<String, String> = outputs
             .into_iter()
             .map(|(name, value)| (name, self.masker.mask(&value)))
             .collect();
         super::lifecycle::outputs_written(&self.bus, stage.name(), attempt, masked).await;
-        Ok(())
     }
 }
 
-/// The file's text; `None` when it does not exist; an error when it is too large or not text.
-fn read_bounded(path: &std::path::Path) -> Result<Option<String>, String> {
-    let metadata = match std::fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error.to_string()),
-    };
+/// The text of the file `relative` under `root`, which is removed once read; `None` when it does not exist. Never
+/// through a symlink (the stage controls the workspace: a link must not make BuildIt read or remove another file
+/// of this machine), never more than the limit, never a FIFO that would block.
+fn read_bounded(root: &Path, relative: &Path) -> Result<Option<String>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = relative.components().collect();
+    for (index, part) in parts.iter().enumerate() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error.to_string()),
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                return Err(
+                    "`$BUILDIT_OUTPUT` or a directory above it is a symbolic link".to_owned(),
+                );
+            }
+            Ok(metadata) if index + 1 < parts.len() && !metadata.is_dir() => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags())
+        .open(&at)
+        .map_err(|error| error.to_string())?;
+    let metadata = file.metadata().map_err(|error| error.to_string())?;
     if !metadata.is_file() {
         return Err("`$BUILDIT_OUTPUT` is not a regular file".to_owned());
     }
-    if metadata.len() > MAX_OUTPUT_FILE_BYTES as u64 {
+    let mut bytes = Vec::new();
+    file.take(MAX_OUTPUT_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| error.to_string())?;
+    if bytes.len() > MAX_OUTPUT_FILE_BYTES {
         return Err(format!(
-            "the file holds {} bytes; at most {MAX_OUTPUT_FILE_BYTES} are read",
-            metadata.len()
+            "the file holds more than {MAX_OUTPUT_FILE_BYTES} bytes"
         ));
     }
-    let bytes = std::fs::read(path).map_err(|error| error.to_string())?;
+    // Read: the file is the run's, not the workspace's.
+    let _ = std::fs::remove_file(&at);
     String::from_utf8(bytes)
         .map(Some)
         .map_err(|_| "the file is not UTF-8 text".to_owned())
+}
+
+/// Removes run `run`'s output files from the host workspace `workspace`, unless a directory on the way is a
+/// symbolic link (a stage made it one: what it points at is not the run's to remove).
+pub(super) fn remove_run_outputs(workspace: &Path, run: &str) {
+    let file = output_file(run, "x", 0);
+    let Some(run_dir) = Path::new(&file).parent() else {
+        return;
+    };
+    let mut at = workspace.to_path_buf();
+    for part in run_dir.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(metadata) if metadata.is_dir() => {}
+            _ => return,
+        }
+    }
+    let _ = std::fs::remove_dir_all(&at);
+}
+
+/// `O_NOFOLLOW | O_NONBLOCK`: the last component is not followed, and opening a FIFO does not wait for a writer.
+fn libc_flags() -> i32 {
+    (nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits()
 }

@@ -245,6 +245,15 @@ pub async fn execute<E: Executor>(
     } else {
         RunOutcome::Succeeded
     };
+    // The files stages wrote their outputs to (those of failed attempts are still there) go with the run.
+    if plan
+        .pipeline()
+        .stages
+        .iter()
+        .any(|stage| !stage.outputs.is_empty())
+    {
+        super::outputs::remove_run_outputs(&run.workspace, &run.run_id);
+    }
     // What the executor kept for the run (a workspace volume) goes before the run is reported finished.
     let cleanup = executor
         .release_run(&run.run_id)
