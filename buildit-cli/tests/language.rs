@@ -76,6 +76,39 @@ fn the_matrix_example_plans_its_instances_and_pairs_them() {
 }
 
 #[test]
+fn a_stage_needed_both_paired_and_not_is_needed_whole() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    std::fs::write(
+        dir.path().join("buildit.kdl"),
+        r#"pipeline "both"
+stage "build" {
+    matrix { os "linux" "macos"; }
+    run "true"
+}
+stage "test" {
+    matrix { os "linux" "macos"; }
+    needs "build"
+    needs "build" matrix="same"
+    run "true"
+}
+"#,
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let output = buildit(dir.path(), &["plan", "--format", "json"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let plan: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}"));
+    for stage in plan["stages"].as_array().into_iter().flatten() {
+        if stage["name"]
+            .as_str()
+            .is_some_and(|name| name.starts_with("test"))
+        {
+            assert_eq!(stage["needs"].as_array().map(Vec::len), Some(2), "{stage}");
+        }
+    }
+}
+
+#[test]
 fn a_paired_instance_waits_for_its_partner_only_and_a_failed_partner_skips_it_alone() {
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
     // The linux build fails at once; the macos one takes a while: linux's test is skipped without waiting for
@@ -108,7 +141,19 @@ stage "test" {
     assert_eq!(finished("build (os=linux)").as_deref(), Some("failed"));
     assert_eq!(finished("build (os=macos)").as_deref(), Some("succeeded"));
     assert_eq!(finished("test (os=macos)").as_deref(), Some("succeeded"));
-    assert_ne!(finished("test (os=linux)").as_deref(), Some("succeeded"));
+    assert_eq!(finished("test (os=linux)").as_deref(), Some("skipped"));
+    // Skipped as soon as its own build failed, before the other build ended.
+    let seq = |stage: &str| {
+        events
+            .iter()
+            .find(|event| event["type"] == "stage-finished" && event["stage"] == stage)
+            .and_then(|event| event["seq"].as_u64())
+            .unwrap_or_else(|| panic!("{stage} never finished"))
+    };
+    assert!(
+        seq("test (os=linux)") < seq("build (os=macos)"),
+        "{events:?}"
+    );
     assert!(
         events
             .iter()
@@ -182,6 +227,14 @@ stage "deploy" {
 stage "package" {
     matrix { os "linux"; }
     needs "build" matrix="same"
+    run "true"
+}
+stage "empty" {
+    matrix {
+        os "linux" "macos"
+        exclude { os "linux"; }
+        exclude { os "macos"; }
+    }
     run "true"
 }
 "#,

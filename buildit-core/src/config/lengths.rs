@@ -124,6 +124,16 @@ fn stage_lengths(check: &mut impl FnMut(&str, usize, SourceSpan, usize), stage: 
                 );
             }
         }
+        for entry in matrix.exclude.iter().chain(&matrix.include) {
+            for (_, value) in &entry.pairs {
+                check(
+                    "matrix value",
+                    value.value.len(),
+                    value.span,
+                    MAX_MATRIX_VALUE_BYTES,
+                );
+            }
+        }
     }
     for service in &stage.services {
         check(

@@ -36,6 +36,8 @@ impl Matrix {
                     .any(|exclude| exclude.matches(combination))
             });
         }
+        let mut present: std::collections::HashSet<Vec<(String, String)>> =
+            combinations.iter().cloned().collect();
         for include in &self.include {
             let combination: Option<Vec<(String, String)>> = self
                 .axes
@@ -50,7 +52,7 @@ impl Matrix {
                 .collect();
             // An include without a value for every axis was reported when the file was read.
             if let Some(combination) = combination
-                && !combinations.contains(&combination)
+                && present.insert(combination.clone())
             {
                 combinations.push(combination);
             }
@@ -110,6 +112,38 @@ mod tests {
             ]
         );
         assert_eq!(matrix.instance_count(), 5);
+        assert_eq!(matrix.combinations().len(), 5);
         assert_eq!(matrix.exact_instance_count(), Some(5));
+    }
+
+    /// A matrix with entries is expanded to apply them: one too large to expand is refused at once, however
+    /// many entries it has.
+    #[test]
+    fn a_matrix_too_large_to_expand_is_refused_quickly() {
+        let axes: String = (0..13).map(|i| format!("a{i} \"x\" \"y\"\n")).collect();
+        let excludes: String = (0..2000).map(|_| "exclude { a0 \"x\"; }\n").collect();
+        let text = format!(
+            "pipeline \"p\"\nstage \"s\" {{\n    matrix {{\n{axes}{excludes}    }}\n    run \"true\"\n}}\n"
+        );
+        let started = std::time::Instant::now();
+        let Err(error) = parse_pipeline(&text, "buildit.kdl") else {
+            panic!("accepted");
+        };
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let messages: Vec<String> = error
+            .diagnostics
+            .iter()
+            .map(|d| d.message.clone())
+            .collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("at most 4096 combinations")),
+            "{messages:?}"
+        );
     }
 }

@@ -4,7 +4,10 @@
 
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 
-use super::model::{Matrix, MatrixAxis, MatrixEntry, Spanned, is_valid_matrix_value};
+use super::model::{
+    MAX_ENTRY_MATRIX_AXES, MAX_ENTRY_MATRIX_COMBINATIONS, MAX_MATRIX_ENTRIES, Matrix, MatrixAxis,
+    MatrixEntry, Spanned, is_valid_matrix_value,
+};
 use super::reader::Reader;
 use crate::diagnostic::{ConfigDiagnostic, DiagnosticCode};
 use crate::suggest::did_you_mean;
@@ -46,16 +49,18 @@ pub(crate) fn read_entry(reader: &mut Reader<'_>, node: &KdlNode) -> MatrixEntry
     reader.no_args(node);
     let kind = node.name().value();
     let mut pairs: Vec<(Spanned<String>, Spanned<String>)> = Vec::new();
+    let mut seen: std::collections::HashMap<&str, miette::SourceSpan> =
+        std::collections::HashMap::new();
     for child in node.children().map(KdlDocument::nodes).unwrap_or_default() {
         reader.reject_type_annotations(child);
         reader.props(child, &[], &[]);
         reader.no_children(child);
         let axis = Spanned::new(child.name().value().to_owned(), child.name().span());
-        if let Some((first, _)) = pairs.iter().find(|(name, _)| name.value == axis.value) {
-            let first = first.span;
+        if let Some(&first) = seen.get(axis.value.as_str()) {
             reader.duplicate_node(child, first, &format!("a matrix's `{kind}`"));
             continue;
         }
+        seen.insert(child.name().value(), axis.span);
         let args = reader.args(child);
         let [entry] = args.as_slice() else {
             reader.error(
@@ -96,37 +101,50 @@ pub(crate) fn read_entry(reader: &mut Reader<'_>, node: &KdlNode) -> MatrixEntry
     }
 }
 
-/// Checks the entries against the axes (see the module); drops the pairs and entries that are wrong, so that what
-/// is left expands as written.
+/// Checks the entries against the axes (see the module) and counts the matrix's instances once. An entry with
+/// anything wrong is dropped whole (a part of an exclude would exclude more), so that what is left expands as
+/// written.
 pub(crate) fn check_entries(reader: &mut Reader<'_>, matrix: &mut Matrix) {
+    if matrix.exclude.is_empty() && matrix.include.is_empty() {
+        return;
+    }
+    if !within_entry_limits(reader, matrix) {
+        matrix.exclude.clear();
+        matrix.include.clear();
+        return;
+    }
     let axes = &matrix.axes;
-    for entry in &mut matrix.exclude {
-        entry
-            .pairs
-            .retain(|(axis, value)| known_pair(reader, axes, axis, value, true));
-    }
-    // An exclude whose every pair was wrong would exclude everything.
-    matrix.exclude.retain(|entry| !entry.pairs.is_empty());
-    for entry in &mut matrix.include {
-        entry
-            .pairs
-            .retain(|(axis, value)| known_pair(reader, axes, axis, value, false));
-    }
+    matrix.exclude.retain(|entry| {
+        !entry.pairs.is_empty()
+            && entry
+                .pairs
+                .iter()
+                .all(|(axis, value)| known_pair(reader, axes, axis, value, true))
+    });
     let mut complete = Vec::with_capacity(matrix.include.len());
     for entry in std::mem::take(&mut matrix.include) {
-        let missing: Vec<&str> = axes
+        if entry.pairs.is_empty()
+            || !entry
+                .pairs
+                .iter()
+                .all(|(axis, value)| known_pair(reader, &matrix.axes, axis, value, false))
+        {
+            continue;
+        }
+        let missing: Vec<String> = matrix
+            .axes
             .iter()
             .map(|axis| axis.name.value.as_str())
             .filter(|name| !entry.pairs.iter().any(|(axis, _)| axis.value == *name))
+            .map(|name| format!("`{name}`"))
             .collect();
         if missing.is_empty() {
             complete.push(entry);
-        } else if !entry.pairs.is_empty() {
-            let listed: Vec<String> = missing.iter().map(|name| format!("`{name}`")).collect();
+        } else {
             reader.push(
                 ConfigDiagnostic::error(
                     DiagnosticCode::InvalidValue,
-                    format!("this `include` has no value for {}", listed.join(", ")),
+                    format!("this `include` has no value for {}", missing.join(", ")),
                     entry.span,
                     "incomplete combination",
                 )
@@ -134,22 +152,21 @@ pub(crate) fn check_entries(reader: &mut Reader<'_>, matrix: &mut Matrix) {
             );
         }
     }
-    matrix.include = complete;
-    if matrix.instance_count() > super::limits::MAX_MATRIX_INSTANCES {
-        return;
-    }
     // An include the matrix has already (not excluded, or included before) adds nothing: a mistake.
     let kept = Matrix {
         include: Vec::new(),
+        counted: None,
         ..matrix.clone()
     };
-    let mut combinations = kept.combinations();
-    let mut added = Vec::with_capacity(matrix.include.len());
-    for entry in std::mem::take(&mut matrix.include) {
-        let Some(combination) = single_combination(&kept.axes, &entry) else {
+    let mut present: std::collections::HashSet<Vec<(String, String)>> =
+        kept.combinations().into_iter().collect();
+    let mut count = present.len();
+    let mut added = Vec::with_capacity(complete.len());
+    for entry in complete {
+        let Some(combination) = single_combination(&matrix.axes, &entry) else {
             continue;
         };
-        if combinations.contains(&combination) {
+        if present.contains(&combination) {
             let values: Vec<String> = combination
                 .iter()
                 .map(|(axis, value)| format!("{axis}={value}"))
@@ -168,10 +185,62 @@ pub(crate) fn check_entries(reader: &mut Reader<'_>, matrix: &mut Matrix) {
             );
             continue;
         }
-        combinations.push(combination);
+        present.insert(combination);
+        count += 1;
         added.push(entry);
     }
     matrix.include = added;
+    if count == 0 {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                "the matrix's `exclude`s leave no combination",
+                matrix.span,
+                "no instance",
+            )
+            .with_help("exclude fewer combinations, or remove the matrix"),
+        );
+    }
+    matrix.counted = Some(count);
+}
+
+/// Whether a matrix with entries is small enough to expand: at most [`MAX_ENTRY_MATRIX_AXES`] axes,
+/// [`MAX_ENTRY_MATRIX_COMBINATIONS`] combinations and [`MAX_MATRIX_ENTRIES`] of each kind; says why not.
+fn within_entry_limits(reader: &mut Reader<'_>, matrix: &Matrix) -> bool {
+    let cross = matrix
+        .axes
+        .iter()
+        .try_fold(1usize, |count, axis| count.checked_mul(axis.values.len()));
+    let problem = if matrix.axes.len() > MAX_ENTRY_MATRIX_AXES {
+        Some(format!(
+            "a matrix with `exclude` or `include` may have at most {MAX_ENTRY_MATRIX_AXES} axes; this one has {}",
+            matrix.axes.len()
+        ))
+    } else if cross.is_none_or(|cross| cross > MAX_ENTRY_MATRIX_COMBINATIONS) {
+        Some(format!(
+            "a matrix with `exclude` or `include` may have at most {MAX_ENTRY_MATRIX_COMBINATIONS} combinations of \
+             its axes before exclusions"
+        ))
+    } else if matrix.exclude.len() > MAX_MATRIX_ENTRIES || matrix.include.len() > MAX_MATRIX_ENTRIES
+    {
+        Some(format!(
+            "a matrix may have at most {MAX_MATRIX_ENTRIES} `exclude`s and {MAX_MATRIX_ENTRIES} `include`s"
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => {
+            reader.push(
+                ConfigDiagnostic::error(DiagnosticCode::Limit, message, matrix.span, "too large")
+                    .with_help(
+                        "split the stage, or list the combinations it runs as axes of their own",
+                    ),
+            );
+            false
+        }
+        None => true,
+    }
 }
 
 /// The combination an include names, in the order of the axes.

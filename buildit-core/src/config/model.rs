@@ -301,40 +301,34 @@ pub struct Matrix {
     pub exclude: Vec<MatrixEntry>,
     /// `include { AXIS "value" ... }`: combinations added after the exclusions, each with a value for every axis.
     pub include: Vec<MatrixEntry>,
+    /// How many instances it has, counted once when it was read (with `exclude` or `include`; the product of
+    /// the axes otherwise).
+    #[serde(skip)]
+    pub(crate) counted: Option<usize>,
     /// The `matrix` keyword.
     #[serde(skip)]
     pub span: SourceSpan,
 }
 
 impl Matrix {
-    /// How many instances the matrix expands to (saturating). Beyond [`COUNTED_BY_EXPANSION`] combinations of
-    /// the axes, `exclude` is not looked at (such a matrix is over every limit anyway).
+    /// How many instances the matrix expands to (saturating).
     pub fn instance_count(&self) -> usize {
-        let cross = self.axes.iter().fold(1usize, |count, axis| {
-            count.saturating_mul(axis.values.len())
-        });
-        if self.exclude.is_empty() && self.include.is_empty() {
-            cross
-        } else if cross <= COUNTED_BY_EXPANSION {
-            self.combinations().len()
-        } else {
-            cross.saturating_add(self.include.len())
+        match self.counted {
+            Some(count) => count,
+            None => self.axes.iter().fold(1usize, |count, axis| {
+                count.saturating_mul(axis.values.len())
+            }),
         }
     }
 
-    /// How many instances the matrix expands to, exactly (but for `exclude` beyond [`COUNTED_BY_EXPANSION`]
-    /// combinations); `None` when that is more than `u128::MAX` (about 3.4 x 10^38), which the file size allows
-    /// (a few hundred axes of two values).
+    /// How many instances the matrix expands to, exactly; `None` when that is more than `u128::MAX` (about
+    /// 3.4 x 10^38), which the file size allows (a few hundred axes of two values).
     pub fn exact_instance_count(&self) -> Option<u128> {
-        let cross = self.axes.iter().try_fold(1u128, |count, axis| {
-            count.checked_mul(u128::try_from(axis.values.len()).ok()?)
-        })?;
-        if self.exclude.is_empty() && self.include.is_empty() {
-            Some(cross)
-        } else if cross <= COUNTED_BY_EXPANSION as u128 {
-            u128::try_from(self.combinations().len()).ok()
-        } else {
-            cross.checked_add(u128::try_from(self.include.len()).ok()?)
+        match self.counted {
+            Some(count) => u128::try_from(count).ok(),
+            None => self.axes.iter().try_fold(1u128, |count, axis| {
+                count.checked_mul(u128::try_from(axis.values.len()).ok()?)
+            }),
         }
     }
 
@@ -356,8 +350,13 @@ pub struct MatrixAxis {
     pub values: Vec<Spanned<String>>,
 }
 
-/// Up to this many combinations of its axes, a matrix is expanded to be counted (its `exclude` applied).
-pub const COUNTED_BY_EXPANSION: usize = 1 << 16;
+/// The most combinations of its axes a matrix with `exclude` or `include` may have (before exclusions): it is
+/// expanded to apply them.
+pub const MAX_ENTRY_MATRIX_COMBINATIONS: usize = 4096;
+/// The most axes a matrix with `exclude` or `include` may have.
+pub const MAX_ENTRY_MATRIX_AXES: usize = 32;
+/// The most `exclude`s, and the most `include`s, of one matrix.
+pub const MAX_MATRIX_ENTRIES: usize = 64;
 
 /// One `exclude` or `include` of a matrix: axis names and values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

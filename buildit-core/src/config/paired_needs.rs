@@ -77,16 +77,19 @@ fn check_pair(reader: &mut Reader<'_>, stage: &Stage, needed: &Stage, need: &Spa
     {
         return;
     }
-    let partners = needed_matrix.combinations();
+    let sorted = |mut combination: Vec<(String, String)>| {
+        combination.sort();
+        combination
+    };
+    let partners: std::collections::HashSet<Vec<(String, String)>> = needed_matrix
+        .combinations()
+        .into_iter()
+        .map(sorted)
+        .collect();
     let unpaired: Vec<String> = matrix
         .combinations()
         .into_iter()
-        .filter(|combination| {
-            !partners.iter().any(|partner| {
-                partner.len() == combination.len()
-                    && combination.iter().all(|pair| partner.contains(pair))
-            })
-        })
+        .filter(|combination| !partners.contains(&sorted(combination.clone())))
         .map(|combination| {
             let values: Vec<String> = combination
                 .iter()

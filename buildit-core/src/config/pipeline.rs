@@ -819,6 +819,7 @@ fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
         axes,
         exclude,
         include,
+        counted: None,
         span: node.name().span(),
     };
     check_entries(reader, &mut matrix);
@@ -1193,6 +1194,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
             _ => stage.executor = read_executor(reader, child),
         }
     }
+    keep_paired_needs(&mut stage);
     check_commands_finish(reader, &stage);
     stage_name?;
     Some(stage)
@@ -1229,6 +1231,31 @@ fn read_needs(reader: &mut Reader<'_>, node: &KdlNode, stage: &mut Stage) {
         stage.paired_needs.extend(names.iter().cloned());
     }
     stage.needs.extend(names);
+}
+
+/// A stage named in `needs` both with and without `matrix="same"` needs every instance: only stages every
+/// mention of which pairs stay paired, once each.
+fn keep_paired_needs(stage: &mut Stage) {
+    if stage.paired_needs.is_empty() {
+        return;
+    }
+    let mut mentions: std::collections::HashMap<&str, (usize, usize)> =
+        std::collections::HashMap::new();
+    for need in &stage.needs {
+        mentions.entry(need.value.as_str()).or_default().0 += 1;
+    }
+    for need in &stage.paired_needs {
+        mentions.entry(need.value.as_str()).or_default().1 += 1;
+    }
+    let always_paired: std::collections::HashSet<String> = mentions
+        .into_iter()
+        .filter(|(_, (all, paired))| all == paired)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    let mut kept = std::collections::HashSet::new();
+    stage
+        .paired_needs
+        .retain(|need| always_paired.contains(&need.value) && kept.insert(need.value.clone()));
 }
 
 /// In a stage whose commands use variables, each `run` must end where it began: the next command, and the line

@@ -208,10 +208,18 @@ impl Plan {
             .enumerate()
             .map(|(i, stage)| (stage.name.value.as_str(), i))
             .collect();
-        // Each instance's matrix values, to pair instances by (`needs ... matrix="same"`).
-        let planned: Vec<Vec<(String, String)>> =
-            stages.iter().map(|stage| stage.matrix.clone()).collect();
-        for stage in &mut stages {
+        // Each instance's matrix values in one order, to pair instances by (`needs ... matrix="same"`), and, per
+        // stage paired with, its instances by those values (made when first needed).
+        let keys: Vec<Vec<(String, String)>> = stages
+            .iter()
+            .map(|stage| {
+                let mut key = stage.matrix.clone();
+                key.sort();
+                key
+            })
+            .collect();
+        let mut partners: HashMap<usize, InstancesByValues<'_>> = HashMap::new();
+        for (position, stage) in stages.iter_mut().enumerate() {
             let definition = &pipeline.stages[stage.definition];
             // Distinct definitions first: their instances are distinct by construction, so no per-instance
             // search is needed (a matrix needing a matrix has 256 x 256 edges).
@@ -239,12 +247,14 @@ impl Plan {
                     stage.needs.extend_from_slice(&instances_of[target]);
                     continue;
                 }
-                let partner = instances_of[target]
-                    .iter()
-                    .copied()
-                    .find(|&instance| same_values(&planned[instance], &stage.matrix));
-                match partner {
-                    Some(partner) => stage.needs.push(partner),
+                let by_values = partners.entry(target).or_insert_with(|| {
+                    instances_of[target]
+                        .iter()
+                        .map(|&instance| (keys[instance].as_slice(), instance))
+                        .collect()
+                });
+                match by_values.get(keys[position].as_slice()) {
+                    Some(&partner) => stage.needs.push(partner),
                     None => {
                         return Err(PlanError::Unpaired {
                             instance: stage.name.clone(),
@@ -369,6 +379,9 @@ impl Plan {
 
 type Expansion = (Vec<PlannedStage>, Vec<Vec<usize>>);
 
+/// A stage's instances by their matrix values (sorted by axis).
+type InstancesByValues<'k> = HashMap<&'k [(String, String)], usize>;
+
 /// One planned instance per matrix combination; also returns, per definition, the positions of its instances.
 fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanError> {
     let count: usize = pipeline
@@ -435,11 +448,6 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
         instances_of.push(instances);
     }
     Ok((stages, instances_of))
-}
-
-/// Whether two instances have the same matrix values, whatever the order of their axes.
-fn same_values(a: &[(String, String)], b: &[(String, String)]) -> bool {
-    a.len() == b.len() && a.iter().all(|pair| b.contains(pair))
 }
 
 /// Renders what is known before the run starts; run ids and unknown values stay as written.
