@@ -126,10 +126,7 @@ impl Store for RoutedStore {
     async fn stage_outputs(
         &self,
         run_id: &str,
-    ) -> Result<
-        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-        StoreError,
-    > {
+    ) -> Result<buildit_core::store::StageOutputs, StoreError> {
         self.reads.stage_outputs(run_id).await
     }
 

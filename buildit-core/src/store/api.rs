@@ -13,6 +13,10 @@ use super::model::{
 };
 use crate::events::RunEvent;
 
+/// Outputs by instance, then by name, as [`Store::stage_outputs`] gives them.
+pub type StageOutputs =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
+
 /// Where runs, their stages, their logs and the job queue live. Every call works within the store's tenant.
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
@@ -73,13 +77,7 @@ pub trait Store: Send + Sync + Debug {
 
     /// What the run's instances wrote as outputs (masked, as their `stage-outputs` events hold them), by
     /// instance. By default read from the run's events; SQL stores select those events alone.
-    async fn stage_outputs(
-        &self,
-        run_id: &str,
-    ) -> Result<
-        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-        StoreError,
-    > {
+    async fn stage_outputs(&self, run_id: &str) -> Result<StageOutputs, StoreError> {
         let mut outputs = std::collections::BTreeMap::new();
         let mut after = 0;
         loop {

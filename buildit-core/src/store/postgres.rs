@@ -255,13 +255,7 @@ impl Store for PostgresStore {
         events
     }
 
-    async fn stage_outputs(
-        &self,
-        run_id: &str,
-    ) -> Result<
-        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-        StoreError,
-    > {
+    async fn stage_outputs(&self, run_id: &str) -> Result<crate::store::StageOutputs, StoreError> {
         let mut tx = self
             .pool
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -310,10 +310,7 @@ where
         connection: &mut DB::Connection,
         tenant: &str,
         run_id: &str,
-    ) -> Result<
-        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-        StoreError,
-    > {
+    ) -> Result<crate::store::StageOutputs, StoreError> {
         if Self::run_state(connection, tenant, run_id).await?.is_none() {
             return Err(StoreError::NoSuchRun(run_id.to_owned()));
         }

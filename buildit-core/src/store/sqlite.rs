@@ -348,13 +348,7 @@ impl Store for SqliteStore {
         events
     }
 
-    async fn stage_outputs(
-        &self,
-        run_id: &str,
-    ) -> Result<
-        std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-        StoreError,
-    > {
+    async fn stage_outputs(&self, run_id: &str) -> Result<crate::store::StageOutputs, StoreError> {
         let mut tx = self
             .readers
             .begin_with("BEGIN DEFERRED")
