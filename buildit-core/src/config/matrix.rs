@@ -39,17 +39,7 @@ impl Matrix {
         let mut present: std::collections::HashSet<Vec<(String, String)>> =
             combinations.iter().cloned().collect();
         for include in &self.include {
-            let combination: Option<Vec<(String, String)>> = self
-                .axes
-                .iter()
-                .map(|axis| {
-                    include
-                        .pairs
-                        .iter()
-                        .find(|(name, _)| name.value == axis.name.value)
-                        .map(|(_, value)| (axis.name.value.clone(), value.value.clone()))
-                })
-                .collect();
+            let combination = include.combination(&self.axes);
             // An include without a value for every axis was reported when the file was read.
             if let Some(combination) = combination
                 && present.insert(combination.clone())

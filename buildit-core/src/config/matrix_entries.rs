@@ -163,7 +163,7 @@ pub(crate) fn check_entries(reader: &mut Reader<'_>, matrix: &mut Matrix) {
     let mut count = present.len();
     let mut added = Vec::with_capacity(complete.len());
     for entry in complete {
-        let Some(combination) = single_combination(&matrix.axes, &entry) else {
+        let Some(combination) = entry.combination(&matrix.axes) else {
             continue;
         };
         if present.contains(&combination) {
@@ -241,19 +241,6 @@ fn within_entry_limits(reader: &mut Reader<'_>, matrix: &Matrix) -> bool {
         }
         None => true,
     }
-}
-
-/// The combination an include names, in the order of the axes.
-fn single_combination(axes: &[MatrixAxis], entry: &MatrixEntry) -> Option<Vec<(String, String)>> {
-    axes.iter()
-        .map(|axis| {
-            entry
-                .pairs
-                .iter()
-                .find(|(name, _)| name.value == axis.name.value)
-                .map(|(_, value)| (axis.name.value.clone(), value.value.clone()))
-        })
-        .collect()
 }
 
 /// Whether `axis` is one of `axes` and, for an exclude (`listed`), `value` one of its values; reports what is not.

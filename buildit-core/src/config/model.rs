@@ -369,6 +369,18 @@ pub struct MatrixEntry {
 }
 
 impl MatrixEntry {
+    /// The combination an include names, with its values in the order of `axes`; `None` when it lacks an axis.
+    pub fn combination(&self, axes: &[MatrixAxis]) -> Option<Vec<(String, String)>> {
+        axes.iter()
+            .map(|axis| {
+                self.pairs
+                    .iter()
+                    .find(|(name, _)| name.value == axis.name.value)
+                    .map(|(_, value)| (axis.name.value.clone(), value.value.clone()))
+            })
+            .collect()
+    }
+
     /// Whether `combination` has every value of this entry.
     pub fn matches(&self, combination: &[(String, String)]) -> bool {
         self.pairs.iter().all(|(axis, value)| {

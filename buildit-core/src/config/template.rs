@@ -357,32 +357,29 @@ impl Variable {
 /// `BUILDIT_NEEDS_<STAGE>_OUTPUTS_<NAME>`: upper-cased, every character but a letter or digit written `_`, as
 /// the variable `{needs.STAGE.outputs.NAME}` reaches a command.
 pub fn output_env_name(stage: &str, name: &str) -> String {
-    let upper = |text: &str| -> String {
-        text.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    format!("BUILDIT_NEEDS_{}_OUTPUTS_{}", upper(stage), upper(name))
+    format!(
+        "BUILDIT_NEEDS_{}_OUTPUTS_{}",
+        env_word(stage),
+        env_word(name)
+    )
 }
 
 /// `BUILDIT_MATRIX_<AXIS>`: the axis upper-cased, every character but a letter or digit written `_`.
 pub fn matrix_env_name(axis: &str) -> String {
-    let mut name = String::with_capacity(axis.len() + 15);
-    name.push_str("BUILDIT_MATRIX_");
-    name.extend(axis.chars().map(|c| {
-        if c.is_ascii_alphanumeric() {
-            c.to_ascii_uppercase()
-        } else {
-            '_'
-        }
-    }));
-    name
+    format!("BUILDIT_MATRIX_{}", env_word(axis))
+}
+
+/// `text` as part of an environment variable's name: upper-cased, every character but a letter or digit `_`.
+fn env_word(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Serialize for Template {

@@ -36,6 +36,19 @@ pub enum PodVerdict {
     },
 }
 
+impl PodVerdict {
+    /// The verdict of a container other than the pod's own (a service, the source's fetch), its image or
+    /// configuration problem said of `subject`: "service `db`: ErrImagePull: ...".
+    pub fn said_of(self, subject: &str) -> Self {
+        match self {
+            Self::ImagePullFailing(why) => Self::ImagePullFailing(format!("{subject}: {why}")),
+            Self::ImageInvalid(why) => Self::ImageInvalid(format!("{subject}: {why}")),
+            Self::ConfigError(why) => Self::ConfigError(format!("{subject}: {why}")),
+            other => other,
+        }
+    }
+}
+
 /// Reads an attempt's `pod`.
 pub fn pod_verdict(pod: &Pod) -> PodVerdict {
     container_verdict(pod, STAGE_CONTAINER)
@@ -126,18 +139,7 @@ fn services_verdict(status: &PodStatus) -> Option<PodVerdict> {
             .and_then(|state| state.waiting.as_ref())
             && let Some(verdict) = waiting_verdict(waiting)
         {
-            return Some(match verdict {
-                PodVerdict::ImagePullFailing(why) => {
-                    PodVerdict::ImagePullFailing(format!("service `{service}`: {why}"))
-                }
-                PodVerdict::ImageInvalid(why) => {
-                    PodVerdict::ImageInvalid(format!("service `{service}`: {why}"))
-                }
-                PodVerdict::ConfigError(why) => {
-                    PodVerdict::ConfigError(format!("service `{service}`: {why}"))
-                }
-                other => other,
-            });
+            return Some(verdict.said_of(&format!("service `{service}`")));
         }
         if sidecar.restart_count > 0 {
             return Some(PodVerdict::ServiceNotReady {

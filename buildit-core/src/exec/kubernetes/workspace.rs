@@ -192,7 +192,9 @@ impl KubernetesExecutor {
                         ExecError::Backend(message)
                     });
                 }
-                Some((fetch, verdict)) => source_image(fetch, verdict),
+                Some((fetch, verdict)) => {
+                    verdict.said_of(&format!("the image that brings {} in", fetch.what))
+                }
                 None => container_verdict(&pod, HOLDER_CONTAINER),
             };
             if verdict == PodVerdict::Running {
@@ -285,17 +287,6 @@ fn has_files(workspace: &Path) -> Result<bool, ExecError> {
             "cannot read the workspace `{}`: {error}",
             workspace.display()
         ))),
-    }
-}
-
-/// A verdict on the source's init container, said of the source's image.
-fn source_image(fetch: &SourceFetch, verdict: PodVerdict) -> PodVerdict {
-    let about = |why: String| format!("the image that brings {} in: {why}", fetch.what);
-    match verdict {
-        PodVerdict::ImagePullFailing(why) => PodVerdict::ImagePullFailing(about(why)),
-        PodVerdict::ImageInvalid(why) => PodVerdict::ImageInvalid(about(why)),
-        PodVerdict::ConfigError(why) => PodVerdict::ConfigError(about(why)),
-        other => other,
     }
 }
 

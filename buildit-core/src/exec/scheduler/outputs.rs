@@ -8,6 +8,7 @@ use super::super::executor::{Executor, StageSpec};
 use super::super::outputs::{MAX_OUTPUT_FILE_BYTES, output_file, parse_outputs};
 use super::stage::StageTask;
 use crate::events::FailureKind;
+use crate::paths::written_through_symlink;
 
 impl<E: Executor> StageTask<E> {
     /// Reads attempt `attempt`'s outputs, keeping the declared ones. A file that cannot be read as outputs fails
@@ -86,21 +87,23 @@ impl<E: Executor> StageTask<E> {
 fn read_bounded(root: &Path, relative: &Path) -> Result<Option<String>, String> {
     use std::io::Read as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let mut at = root.to_path_buf();
-    let parts: Vec<_> = relative.components().collect();
-    for (index, part) in parts.iter().enumerate() {
-        at.push(part);
-        match std::fs::symlink_metadata(&at) {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error.to_string()),
-            Ok(metadata) if metadata.file_type().is_symlink() => {
-                return Err(
-                    "`$BUILDIT_OUTPUT` or a directory above it is a symbolic link".to_owned(),
-                );
-            }
-            Ok(metadata) if index + 1 < parts.len() && !metadata.is_dir() => return Ok(None),
-            Ok(_) => {}
+    let at = root.join(relative);
+    let through_link = || "`$BUILDIT_OUTPUT` or a directory above it is a symbolic link".to_owned();
+    if written_through_symlink(root, &at) {
+        return Err(through_link());
+    }
+    match std::fs::symlink_metadata(&at) {
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(None);
         }
+        Err(error) => return Err(error.to_string()),
+        Ok(metadata) if metadata.file_type().is_symlink() => return Err(through_link()),
+        Ok(_) => {}
     }
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -134,15 +137,13 @@ pub(super) fn remove_run_outputs(workspace: &Path, run: &str) {
     let Some(run_dir) = Path::new(&file).parent() else {
         return;
     };
-    let mut at = workspace.to_path_buf();
-    for part in run_dir.components() {
-        at.push(part);
-        match std::fs::symlink_metadata(&at) {
-            Ok(metadata) if metadata.is_dir() => {}
-            _ => return,
-        }
+    let at = workspace.join(run_dir);
+    let real_dir = at
+        .symlink_metadata()
+        .is_ok_and(|metadata| metadata.is_dir());
+    if real_dir && !written_through_symlink(workspace, &at) {
+        let _ = std::fs::remove_dir_all(&at);
     }
-    let _ = std::fs::remove_dir_all(&at);
 }
 
 /// `O_NOFOLLOW | O_NONBLOCK`: the last component is not followed, and opening a FIFO does not wait for a writer.
