@@ -129,6 +129,8 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
             Ok(daemon) => daemon,
             Err(error) => return daemon_error(&error),
         };
+        // Before the daemon says it listens: a stop sent as soon as it does is handled, never the default kill.
+        let stops = crate::signals::StopSignals::new().ok();
         if let Some(address) = daemon.local_addr() {
             eprintln!("buildit daemon listening on {address}");
         }
@@ -142,7 +144,7 @@ pub(crate) fn run(args: &DaemonArgs) -> Exit {
         let signals = {
             let stop = stop.clone();
             tokio::spawn(async move {
-                let Ok(mut stops) = crate::signals::StopSignals::new() else {
+                let Some(mut stops) = stops else {
                     return;
                 };
                 stops.next().await;
