@@ -434,9 +434,14 @@ pub(crate) struct ContextArgs {
     /// Commit sha (default: the git repository's HEAD).
     #[arg(long)]
     pub(crate) sha: Option<String>,
-    /// What started the run (default: `tag` with --tag, else `push`).
+    /// What started the run (default: `tag` with --tag, else `push`). Given, it is matched against the
+    /// pipeline's `on` triggers: when none matches, nothing runs.
     #[arg(long, value_enum)]
     pub(crate) event: Option<EventArg>,
+    /// What `when changes=` and `on ... paths=` compare with: the files changed since this commit, branch or
+    /// tag (default: the merge base with the default branch; on the default branch, the last commit's parent).
+    #[arg(long, value_name = "REF")]
+    pub(crate) base: Option<String>,
     /// Extra environment, available as `{env.K}`; repeatable.
     #[arg(long = "env", value_name = "K=V")]
     pub(crate) env: Vec<String>,

@@ -41,7 +41,7 @@ pub(crate) fn head(dir: &Path) -> Head {
 }
 
 /// Whether `dir` or a directory above it holds `.git`, or `GIT_DIR` names a repository elsewhere.
-fn in_repository(dir: &Path) -> bool {
+pub(crate) fn in_repository(dir: &Path) -> bool {
     if std::env::var_os("GIT_DIR").is_some() {
         return true;
     }

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod exit;
 mod git;
+mod git_changes;
 mod printer;
 mod progress;
 mod report;

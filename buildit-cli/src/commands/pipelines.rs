@@ -36,7 +36,7 @@ fn trigger(args: &TriggerArgs) -> Exit {
         },
     };
     let workspace = std::env::current_dir().unwrap_or_default();
-    let context = match run_context(&args.context, &workspace) {
+    let context = match run_context(&args.context, &workspace, true) {
         Ok(context) => context,
         Err(exit) => return exit,
     };
@@ -55,6 +55,11 @@ fn trigger(args: &TriggerArgs) -> Exit {
         idempotency_key: args.idempotency_key.clone().unwrap_or_default(),
         source_sha256: String::new(),
         registered: args.registered.clone().unwrap_or_default(),
+        match_triggers: context.match_triggers,
+        changes: context.changes.map(|changes| proto::ChangedFiles {
+            base: changes.base,
+            paths: changes.paths,
+        }),
     };
     let (server, token) = match super::login::resolve(&args.remote) {
         Ok(remote) => remote,
@@ -80,6 +85,10 @@ fn trigger(args: &TriggerArgs) -> Exit {
             Ok(response) => response.into_inner(),
             Err(status) => return refused(&status),
         };
+        if !triggered.not_triggered.is_empty() {
+            print_text(&format!("{}: nothing runs\n", triggered.not_triggered));
+            return Exit::Success;
+        }
         let Some(run) = triggered.run else {
             error_line("the daemon answered without a run", None);
             return Exit::Infrastructure;

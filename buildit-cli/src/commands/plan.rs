@@ -44,17 +44,19 @@ pub(crate) fn load_plan(
     if !check_against_system(&pipeline, &system, None) {
         return Err(Exit::InvalidConfig);
     }
-    let context = run_context(context, workspace)?;
+    let context = run_context(context, workspace, pipeline.uses_changes())?;
     match buildit_core::runner::plan_for(pipeline, &system, context) {
         Ok(plan) => Ok((plan, system)),
         Err(error) => Err(report_load_error(error, None)),
     }
 }
 
-/// The run context from flags, with branch and sha read from git when not given.
+/// The run context from flags, with branch and sha read from git when not given, and the changed files when
+/// `changes` are wanted (or a base was named).
 pub(crate) fn run_context(
     args: &ContextArgs,
     workspace: &std::path::Path,
+    wants_changes: bool,
 ) -> Result<RunContext, Exit> {
     let mut context = RunContext::new();
     context.tag = args.tag.clone();
@@ -92,5 +94,20 @@ pub(crate) fn run_context(
         context.env.insert(name.to_owned(), value.to_owned());
     }
     context.selected = args.stages.clone();
+    context.match_triggers = args.event.is_some();
+    if wants_changes || args.base.is_some() {
+        // The commit the run is of, when one was named; else the working tree as it is.
+        match crate::git_changes::changed_files(
+            workspace,
+            args.base.as_deref(),
+            args.sha.as_deref(),
+        ) {
+            Ok(changes) => context.changes = changes,
+            Err(problem) => {
+                error_line(&problem, None);
+                return Err(Exit::Usage);
+            }
+        }
+    }
     Ok(context)
 }

@@ -81,6 +81,18 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
             return Exit::Infrastructure;
         }
     };
+    // An event none of the pipeline's `on` triggers matches starts nothing: no run is recorded, as a CI
+    // service would not start one.
+    if let Some(reason) = plan.not_triggered() {
+        match args.format {
+            RunOutput::Text => print_text(&format!("{reason}: nothing runs\n")),
+            RunOutput::Json => print_text(&format!(
+                "{}\n",
+                serde_json::json!({ "type": "not-triggered", "detail": reason })
+            )),
+        }
+        return Exit::Success;
+    }
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => return super::runtime_error(&error),

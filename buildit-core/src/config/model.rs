@@ -78,6 +78,18 @@ impl Pipeline {
         self.stages.iter().find(|stage| stage.name.value == name)
     }
 
+    /// Whether anything depends on which files changed (`when changes=`, `on ... paths=`): only then are they
+    /// worth finding out.
+    pub fn uses_changes(&self) -> bool {
+        self.triggers
+            .iter()
+            .any(|trigger| !trigger.paths.is_empty())
+            || self
+                .stages
+                .iter()
+                .any(|stage| stage.when.iter().any(|when| !when.changes.is_empty()))
+    }
+
     /// The cache with this name.
     pub fn cache(&self, name: &str) -> Option<&CacheDef> {
         self.caches.iter().find(|cache| cache.name.value == name)
@@ -285,6 +297,9 @@ pub struct When {
     pub tag: Option<Spanned<Glob>>,
     /// Event kind.
     pub event: Option<Spanned<EventKind>>,
+    /// Changed-path globs (relative to the repository's root), any of which a changed file must match; empty
+    /// means no condition on changes.
+    pub changes: Vec<Spanned<Glob>>,
     /// Outcome of the needs.
     pub status: WhenStatus,
     /// The whole node.

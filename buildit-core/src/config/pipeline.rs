@@ -410,7 +410,7 @@ fn read_trigger(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Trigger> {
         }
         match key.as_str() {
             "branches" => trigger.branches.extend(read_glob(reader, value)),
-            "paths" => trigger.paths.extend(read_glob(reader, value)),
+            "paths" => trigger.paths.extend(read_path_glob(reader, value)),
             "pattern" => trigger.patterns.extend(read_glob(reader, value)),
             _ => {
                 if trigger.cron.is_some() {
@@ -828,12 +828,29 @@ fn read_matrix(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Matrix> {
 
 fn read_when(reader: &mut Reader<'_>, node: &KdlNode) -> Option<When> {
     reader.no_args(node);
-    reader.no_children(node);
-    let props = reader.props(node, &["branch", "tag", "event", "status"], &[]);
-    if props.is_empty() && reader.args(node).is_empty() {
+    let props = reader.props(node, &["branch", "tag", "event", "status", "changes"], &[]);
+    // `changes` may also be a child node listing several globs: `when { changes "src/**" "Cargo.*"; }`.
+    let mut change_values: Vec<Spanned<String>> = Vec::new();
+    if let Some(children) = node.children() {
+        for child in children.nodes() {
+            reader.reject_type_annotations(child);
+            if child.name().value() != "changes" {
+                reader.unknown_node(child, &["changes"], "`when`");
+                continue;
+            }
+            reader.props(child, &[], &[]);
+            reader.no_children(child);
+            change_values.extend(reader.strings(child, "`changes` patterns"));
+        }
+    }
+    // Children that were all mistakes have been reported; an empty `when` (or `when {}`) is said here.
+    let has_children = node
+        .children()
+        .is_some_and(|children| !children.nodes().is_empty());
+    if props.is_empty() && !has_children && reader.args(node).is_empty() {
         reader.push(
             ConfigDiagnostic::error(DiagnosticCode::InvalidValue, "`when` has no condition", node.name().span(), "empty condition")
-                .with_help("write `when branch=\"main\"`, `when tag=\"v*\"`, `when event=\"push\"` or `when status=\"always\"`"),
+                .with_help("write `when branch=\"main\"`, `when tag=\"v*\"`, `when event=\"push\"`, `when changes=\"src/**\"` or `when status=\"always\"`"),
         );
         return None;
     }
@@ -841,10 +858,12 @@ fn read_when(reader: &mut Reader<'_>, node: &KdlNode) -> Option<When> {
         branch: None,
         tag: None,
         event: None,
+        changes: Vec::new(),
         status: WhenStatus::Success,
         span: node.span(),
     };
     let mut ok = true;
+    let props_given = props.len();
     for (key, entry) in props {
         let Some(value) = reader.string(entry, &format!("`{key}`")) else {
             ok = false;
@@ -854,6 +873,7 @@ fn read_when(reader: &mut Reader<'_>, node: &KdlNode) -> Option<When> {
             "branch" => when.branch = read_glob(reader, value),
             "tag" => when.tag = read_glob(reader, value),
             "event" => when.event = read_event(reader, value),
+            "changes" => change_values.push(value),
             _ => {
                 match reader.keyword(&value, &["success", "failure", "always"], "unknown status") {
                     Some(status) => when.status = status,
@@ -862,7 +882,49 @@ fn read_when(reader: &mut Reader<'_>, node: &KdlNode) -> Option<When> {
             }
         }
     }
+    // A block whose every child was a mistake gives no condition: the `when` is dropped with its errors.
+    ok &= !(props_given == 0 && change_values.is_empty());
+    for value in change_values {
+        match read_path_glob(reader, value) {
+            Some(glob) => when.changes.push(glob),
+            None => ok = false,
+        }
+    }
     ok.then_some(when)
+}
+
+/// A glob of paths in the repository (`changes`, `paths`): relative to its root, without `..`.
+fn read_path_glob(reader: &mut Reader<'_>, value: Spanned<String>) -> Option<Spanned<Glob>> {
+    let text = value.value.as_str();
+    let problem = if text.starts_with('/') {
+        Some("it starts with `/`")
+    } else if text.starts_with("./") {
+        Some("it starts with `./`")
+    } else if text.split('/').any(|part| part == "..") {
+        Some("it has a `..` component")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        let help = if text.split('/').any(|part| part == "..") {
+            "changed paths are relative to the repository's root, as git names them, with no `..`"
+                .to_owned()
+        } else {
+            format!(
+                "changed paths are relative to the repository's root, as git names them: write `{}`",
+                text.trim_start_matches("./").trim_start_matches('/')
+            )
+        };
+        reader.error(
+            DiagnosticCode::InvalidValue,
+            format!("path pattern `{text}` can never match: {problem}"),
+            value.span,
+            "not a repository path",
+        );
+        reader.help_last(&help);
+        return None;
+    }
+    read_glob(reader, value)
 }
 
 fn read_executor(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Spanned<ExecutorKind>> {

@@ -9,6 +9,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 
 use super::context::RunContext;
+use super::triggers::TriggerVerdict;
 use crate::config::{ExecutorKind, Pipeline, Stage, Variable, When, WhenStatus};
 use crate::suggest::did_you_mean;
 
@@ -87,6 +88,11 @@ pub enum SkipReason {
         /// The first such need.
         need: String,
     },
+    /// The run's event matches none of the pipeline's `on` triggers.
+    NotTriggered {
+        /// Human explanation.
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for SkipReason {
@@ -96,6 +102,8 @@ impl std::fmt::Display for SkipReason {
             Self::Manual => f.write_str("manual stage: run it with `--stage`"),
             Self::NotSelected => f.write_str("not selected"),
             Self::DependencySkipped { need } => write!(f, "needs `{need}`, which is skipped"),
+            // The detail is the plan's, said once for the run (`Plan::not_triggered`).
+            Self::NotTriggered { .. } => f.write_str("not triggered"),
         }
     }
 }
@@ -182,6 +190,7 @@ struct Sealed {
     stages: Vec<PlannedStage>,
     graph: DiGraph<usize, ()>,
     order: Vec<usize>,
+    triggers: Vec<TriggerVerdict>,
 }
 
 impl Plan {
@@ -289,6 +298,14 @@ impl Plan {
         // Level first, then the order written: a valid topological order that reads like the file.
         order.sort_by_key(|&position| (stages[position].level, position));
         apply_selection(pipeline, context, &mut stages, &order)?;
+        let triggers = super::triggers::verdicts(pipeline, context);
+        if let Some(detail) = super::triggers::not_triggered(&triggers, context) {
+            for stage in &mut stages {
+                stage.skip = Some(SkipReason::NotTriggered {
+                    detail: detail.clone(),
+                });
+            }
+        }
         for &position in &order {
             if stages[position].skip.is_some()
                 || stages[position].run_on.contains(&WhenStatus::Always)
@@ -311,6 +328,7 @@ impl Plan {
                 stages,
                 graph,
                 order,
+                triggers,
             }),
         })
     }
@@ -323,6 +341,22 @@ impl Plan {
     /// The context it was evaluated against.
     pub fn context(&self) -> &RunContext {
         &self.sealed.context
+    }
+
+    /// How each of the pipeline's `on` triggers compares with the run, in the order written.
+    pub fn triggers(&self) -> &[TriggerVerdict] {
+        &self.sealed.triggers
+    }
+
+    /// Whether the run happens: its triggers decide (see [`RunContext::match_triggers`]) and none matches,
+    /// or not. A run that is not triggered skips every stage.
+    pub fn is_triggered(&self) -> bool {
+        self.not_triggered().is_none()
+    }
+
+    /// Why the run is not triggered (every `on` and why it does not match), if it is not.
+    pub fn not_triggered(&self) -> Option<String> {
+        super::triggers::not_triggered(&self.sealed.triggers, &self.sealed.context)
     }
 
     /// Every stage instance, in expansion order (the order written, matrix instances in axis order).
@@ -544,6 +578,16 @@ fn condition_miss(condition: &When, context: &RunContext) -> Option<String> {
                 ));
             }
         }
+    }
+    if !condition.changes.is_empty()
+        && let Some(changes) = &context.changes
+        && !changes.any_match(&condition.changes)
+    {
+        return Some(format!(
+            "no file changed since {} matches {}",
+            changes.base,
+            super::triggers::listed(&condition.changes)
+        ));
     }
     if let Some(event) = &condition.event {
         match context.event {

@@ -22,6 +22,38 @@ pub struct RunContext {
     pub selected: Vec<String>,
     /// Executor for stages that have an image and name none (the system's `default-executor`); docker if unset.
     pub default_image_executor: Option<ExecutorKind>,
+    /// The files changed since the run's base, for `when changes=` and `on ... paths=`; `None` when they are not
+    /// known (then those conditions hold: a stage is never skipped for changes nobody could see).
+    pub changes: Option<ChangedFiles>,
+    /// Whether the pipeline's `on` triggers decide if the run happens (the event was given, not assumed): when
+    /// none matches, every stage is skipped as not triggered.
+    pub match_triggers: bool,
+}
+
+/// The paths (relative to the repository's root, `/`-separated) changed between a base and the run's commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangedFiles {
+    /// What they changed since, for messages (`origin/main`, a short sha).
+    pub base: String,
+    /// The changed paths.
+    pub paths: Vec<String>,
+}
+
+impl ChangedFiles {
+    /// The changes since `base`.
+    pub fn new(base: impl Into<String>, paths: Vec<String>) -> Self {
+        Self {
+            base: base.into(),
+            paths,
+        }
+    }
+
+    /// Whether any changed path matches any of `globs`.
+    pub fn any_match(&self, globs: &[crate::config::Spanned<crate::config::Glob>]) -> bool {
+        self.paths
+            .iter()
+            .any(|path| globs.iter().any(|glob| glob.value.is_match(path)))
+    }
 }
 
 impl RunContext {
@@ -69,6 +101,18 @@ impl RunContext {
     /// Sets the executor for image stages that name none.
     pub fn with_default_image_executor(mut self, executor: ExecutorKind) -> Self {
         self.default_image_executor = Some(executor);
+        self
+    }
+
+    /// Sets the files changed since the run's base.
+    pub fn with_changes(mut self, changes: ChangedFiles) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// Lets the pipeline's `on` triggers decide whether the run happens.
+    pub fn matching_triggers(mut self) -> Self {
+        self.match_triggers = true;
         self
     }
 

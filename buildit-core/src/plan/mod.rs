@@ -3,7 +3,9 @@
 mod build;
 mod context;
 mod render;
+mod triggers;
 
 pub use build::{Plan, PlanError, PlannedStage, SkipReason};
-pub use context::RunContext;
-pub use render::{PlanFormat, PlanJson, PlanStageJson};
+pub use context::{ChangedFiles, RunContext};
+pub use render::{PlanChangesJson, PlanFormat, PlanJson, PlanStageJson};
+pub use triggers::TriggerVerdict;

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::build::Plan;
+use super::triggers::TriggerVerdict;
 use crate::config::ExecutorKind;
 
 /// Output formats of `buildit plan`.
@@ -30,6 +31,23 @@ pub struct PlanJson<'p> {
     pub order: Vec<&'p str>,
     /// Every stage, in execution order.
     pub stages: Vec<PlanStageJson<'p>>,
+    /// Whether the run happens (false only when its `on` triggers decide and none matches).
+    pub triggered: bool,
+    /// Each `on` trigger and whether it matches, when the triggers decide (an event was given).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<&'p TriggerVerdict>,
+    /// The changed files `changes` conditions were evaluated against, when they are known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes: Option<PlanChangesJson<'p>>,
+}
+
+/// The changed files of [`PlanJson`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanChangesJson<'p> {
+    /// What they changed since.
+    pub base: &'p str,
+    /// The changed paths.
+    pub paths: &'p [String],
 }
 
 /// One stage of [`PlanJson`].
@@ -83,6 +101,20 @@ impl Plan {
                     executor: stage.executor(),
                 })
                 .collect(),
+            triggered: self.is_triggered(),
+            triggers: if self.context().match_triggers {
+                self.triggers().iter().collect()
+            } else {
+                Vec::new()
+            },
+            changes: self
+                .context()
+                .changes
+                .as_ref()
+                .map(|changes| PlanChangesJson {
+                    base: &changes.base,
+                    paths: &changes.paths,
+                }),
         }
     }
 
@@ -117,6 +149,32 @@ impl Plan {
             let _ = write!(out, ", {skipped} skipped");
         }
         out.push('\n');
+        if self.context().match_triggers {
+            for verdict in self.triggers() {
+                let answer = if verdict.matched {
+                    "matches"
+                } else {
+                    "does not match"
+                };
+                let _ = write!(out, "on {}: {answer}", verdict.trigger);
+                if let Some(detail) = &verdict.detail {
+                    let _ = write!(out, " ({detail})");
+                }
+                out.push('\n');
+            }
+            if !self.is_triggered() {
+                out.push_str("not triggered: no stage runs\n");
+            }
+        }
+        if let Some(changes) = &self.context().changes {
+            let count = changes.paths.len();
+            let _ = writeln!(
+                out,
+                "changes: {count} file{} since {}",
+                plural(count),
+                changes.base
+            );
+        }
         let mut current_level = usize::MAX;
         for stage in self.order() {
             if stage.level() != current_level {

@@ -11,6 +11,7 @@ pub(crate) use worker::{Workers, worker_name};
 use std::collections::BTreeMap;
 
 use buildit_core::config::EventKind;
+use buildit_core::plan::ChangedFiles;
 use buildit_core::runner::{LoadError, check_against_system, plan_for};
 use buildit_core::source::SourceStore;
 use buildit_core::system::SystemConfig;
@@ -49,6 +50,19 @@ pub(crate) struct RunJob {
     /// The sha256 of an uploaded archive to unpack as the workspace.
     #[serde(default)]
     pub(crate) source: Option<String>,
+    /// Whether the pipeline's `on` triggers decide if the run happens.
+    #[serde(default)]
+    pub(crate) match_triggers: bool,
+    /// The files changed since the run's base, when known.
+    #[serde(default)]
+    pub(crate) changes: Option<JobChanges>,
+}
+
+/// [`buildit_core::plan::ChangedFiles`], as a job carries it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct JobChanges {
+    pub(crate) base: String,
+    pub(crate) paths: Vec<String>,
 }
 
 impl RunJob {
@@ -66,6 +80,11 @@ impl RunJob {
         });
         context.env = self.env.clone();
         context.selected = self.stages.clone();
+        context.match_triggers = self.match_triggers;
+        context.changes = self
+            .changes
+            .as_ref()
+            .map(|changes| ChangedFiles::new(changes.base.clone(), changes.paths.clone()));
         Ok(context)
     }
 

@@ -35,6 +35,8 @@ impl BuildItService {
             env: std::collections::BTreeMap::new(),
             stages: Vec::new(),
             source: None,
+            match_triggers: false,
+            changes: None,
         };
         let plan = planned(&job, &self.system)?;
         let name = plan.pipeline().name.value.clone();

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::BuildItService;
 use super::status::{planned, store_status};
-use crate::jobs::{RUNS_QUEUE, RunJob};
+use crate::jobs::{JobChanges, RUNS_QUEUE, RunJob};
 use crate::proto;
 use crate::registry::Phase;
 
@@ -48,6 +48,8 @@ impl BuildItService {
             env: request.env.into_iter().collect(),
             stages: request.stages,
             source: non_empty(request.source_sha256),
+            match_triggers: request.match_triggers,
+            changes: request.changes.map(job_changes).transpose()?,
         };
         if let Some(digest) = &job.source {
             let digest = buildit_core::source::ArchiveDigest::parse(digest)
@@ -58,6 +60,14 @@ impl BuildItService {
         }
         // Everything `buildit validate` and `buildit plan` would refuse is refused here, before anything queues.
         let plan = planned(&job, &self.system)?;
+        // As `buildit run --event` does: a run none of whose triggers matches is not started.
+        if let Some(reason) = plan.not_triggered() {
+            return Ok(Response::new(proto::TriggerRunResponse {
+                run: None,
+                existing: false,
+                not_triggered: reason,
+            }));
+        }
         let mut job = job;
         job.name = plan.pipeline().name.value.clone();
         let payload = serde_json::to_string(&job)
@@ -78,6 +88,7 @@ impl BuildItService {
             return Ok(Response::new(proto::TriggerRunResponse {
                 run: Some(self.find(&tenant, &existing.run_id).await?),
                 existing: true,
+                not_triggered: String::new(),
             }));
         }
         self.registry.ensure(&tenant, &job.run_id);
@@ -102,6 +113,7 @@ impl BuildItService {
         Ok(Response::new(proto::TriggerRunResponse {
             run: Some(self.find(&tenant, &job.run_id).await?),
             existing: false,
+            not_triggered: String::new(),
         }))
     }
 
@@ -142,4 +154,32 @@ impl BuildItService {
             )),
         }
     }
+}
+
+/// The most changed paths a trigger may send, and the longest path.
+const MAX_CHANGED_PATHS: usize = 10_000;
+const MAX_CHANGED_PATH_BYTES: usize = 4096;
+
+/// A request's changed files, checked: bounded, relative, no NUL.
+fn job_changes(changes: proto::ChangedFiles) -> Result<JobChanges, Status> {
+    if changes.paths.len() > MAX_CHANGED_PATHS {
+        return Err(Status::invalid_argument(format!(
+            "changes: {} paths, at most {MAX_CHANGED_PATHS} (leave `changes` out when more changed)",
+            changes.paths.len()
+        )));
+    }
+    if changes.base.len() > MAX_CHANGED_PATH_BYTES {
+        return Err(Status::invalid_argument("changes.base is too long"));
+    }
+    if let Some(bad) = changes.paths.iter().position(|path| {
+        path.is_empty() || path.len() > MAX_CHANGED_PATH_BYTES || path.contains('\0')
+    }) {
+        return Err(Status::invalid_argument(format!(
+            "changes.paths[{bad}] is empty, longer than {MAX_CHANGED_PATH_BYTES} bytes or holds NUL"
+        )));
+    }
+    Ok(JobChanges {
+        base: changes.base,
+        paths: changes.paths,
+    })
 }
