@@ -53,11 +53,15 @@ pub enum DiagnosticCode {
     EmptyPath,
     /// Two stages that may run at the same time restore or collect overlapping paths (warning).
     OverlappingPaths,
+    /// `template=` names a template the pipeline does not define.
+    UnknownTemplate,
+    /// A template no stage uses (warning).
+    UnusedTemplate,
 }
 
 impl DiagnosticCode {
     /// Every code, in documentation order.
-    pub const ALL: [DiagnosticCode; 20] = [
+    pub const ALL: [DiagnosticCode; 22] = [
         Self::Syntax,
         Self::MissingPipeline,
         Self::UnknownNode,
@@ -78,6 +82,8 @@ impl DiagnosticCode {
         Self::RepeatedProperty,
         Self::EmptyPath,
         Self::OverlappingPaths,
+        Self::UnknownTemplate,
+        Self::UnusedTemplate,
     ];
 
     /// The full code, e.g. `buildit::config::unknown_needs`.
@@ -103,6 +109,8 @@ impl DiagnosticCode {
             Self::RepeatedProperty => "buildit::config::repeated_property",
             Self::EmptyPath => "buildit::config::empty_path",
             Self::OverlappingPaths => "buildit::config::overlapping_paths",
+            Self::UnknownTemplate => "buildit::config::unknown_template",
+            Self::UnusedTemplate => "buildit::config::unused_template",
         }
     }
 }
@@ -571,6 +579,20 @@ impl Diagnostics {
     pub(crate) fn into_sorted(mut self) -> Vec<ConfigDiagnostic> {
         self.items
             .sort_by_key(|d| d.primary_span().map_or(0, |s| s.offset()));
+        // A template's mistake is found once per stage that uses it: said once.
+        let mut seen: Vec<ConfigDiagnostic> = Vec::with_capacity(self.items.len());
+        for item in std::mem::take(&mut self.items) {
+            let offset = item.primary_span().map(|s| s.offset());
+            let repeated = seen
+                .iter()
+                .rev()
+                .take_while(|earlier| earlier.primary_span().map(|s| s.offset()) == offset)
+                .any(|earlier| *earlier == item);
+            if !repeated {
+                seen.push(item);
+            }
+        }
+        self.items = seen;
         if self.dropped > 0 {
             let code = self.items.last().map_or(DiagnosticCode::Syntax, |d| d.code);
             let span = self

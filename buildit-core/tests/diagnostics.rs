@@ -273,6 +273,20 @@ const CASES: &[Case] = &[
         line: 5,
         column: 11,
     },
+    Case {
+        name: "unknown_template",
+        text: "pipeline \"p\"\ntemplate \"rust\" { run \"x\"; }\nstage \"a\" template=\"rusty\"\n",
+        code: DiagnosticCode::UnknownTemplate,
+        line: 3,
+        column: 20,
+    },
+    Case {
+        name: "unused_template",
+        text: "pipeline \"p\"\ntemplate \"rust\" { run \"x\"; }\nstage \"a\" { run \"x\"; }\n",
+        code: DiagnosticCode::UnusedTemplate,
+        line: 2,
+        column: 1,
+    },
 ];
 
 fn diagnostics_of(text: &str) -> (ConfigSource, Vec<ConfigDiagnostic>) {

@@ -17,6 +17,7 @@ mod pipeline;
 mod plain;
 mod reader;
 mod shell;
+mod stage_templates;
 mod template;
 mod validate;
 

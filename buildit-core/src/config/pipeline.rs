@@ -15,12 +15,14 @@ use super::model::{
     Resources, Service, Spanned, Stage, Trigger, When, WhenStatus, is_valid_name,
 };
 use super::reader::Reader;
+use super::stage_templates::{Inherited, Templates};
 use super::template::{Template, TemplateScope, is_env_name};
 use super::validate::validate_pipeline;
 use crate::diagnostic::{ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticCode};
 
-const TOP_LEVEL: [&str; 8] = [
+const TOP_LEVEL: [&str; 9] = [
     "pipeline",
+    "template",
     "on",
     "trigger",
     "env",
@@ -94,10 +96,14 @@ fn read_pipeline(
     let mut concurrency_span: Option<SourceSpan> = None;
     let mut stages = Vec::new();
     let mut stage_nodes = 0usize;
+    // Stages may use templates defined after them, or in an included file (read after this one).
+    let mut templates = Templates::collect(reader, document);
 
     for node in document.nodes() {
         reader.reject_type_annotations(node);
         match node.name().value() {
+            // Read by `Templates::collect`.
+            "template" => {}
             "pipeline" => {
                 if let Some(first) = header_span {
                     reader.duplicate_node(node, first, "the file");
@@ -163,13 +169,14 @@ fn read_pipeline(
                     );
                 }
                 if stage_nodes <= MAX_STAGES {
-                    stages.extend(read_stage(reader, node));
+                    stages.extend(read_stage(reader, node, &mut templates));
                 }
             }
             _ => reader.unknown_node(node, &TOP_LEVEL, "a pipeline file"),
         }
     }
 
+    templates.warn_unused(reader);
     if header_span.is_none() {
         let span = document
             .nodes()
@@ -1014,21 +1021,48 @@ fn read_resources(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Resources> 
     Some(resources)
 }
 
-fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
+fn read_stage<'d>(
+    reader: &mut Reader<'_>,
+    node: &'d KdlNode,
+    templates: &mut Templates<'d>,
+) -> Option<Stage> {
     // An invalid name is reported, but the stage keeps it: stages that need it are not told it does not exist.
     let stage_name = reader
         .one_string(node, "the stage name")
         .map(|value| name(reader, value.clone(), "stage").unwrap_or(value));
     let mut needs: Vec<Spanned<String>> = Vec::new();
-    for (_, entry) in reader.props(node, &["needs"], &["needs"]) {
-        needs.extend(reader.string(entry, "`needs`"));
+    let mut template: Option<Spanned<String>> = None;
+    for (key, entry) in reader.props(node, &["needs", "template"], &["needs"]) {
+        match key {
+            "template" => template = reader.string(entry, "`template`"),
+            _ => needs.extend(reader.string(entry, "`needs`")),
+        }
     }
-    let children: &[KdlNode] = node.children().map(KdlDocument::nodes).unwrap_or_default();
+    let own: &[KdlNode] = node.children().map(KdlDocument::nodes).unwrap_or_default();
+    let own_children = || {
+        own.iter()
+            .map(|node| Inherited {
+                node,
+                from_template: false,
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut unknown_template = false;
+    let children: Vec<Inherited<'d>> = match &template {
+        Some(template) => templates
+            .children_for(reader, template, own)
+            .unwrap_or_else(|| {
+                unknown_template = true;
+                own_children()
+            }),
+        None => own_children(),
+    };
     // The matrix decides which `{matrix.AXIS}` references are valid, so it is read first.
     let mut matrix: Option<Matrix> = None;
     let mut first_matrix: Option<SourceSpan> = None;
     for child in children
         .iter()
+        .map(|child| child.node)
         .filter(|child| child.name().value() == "matrix")
     {
         reader.reject_type_annotations(child);
@@ -1077,14 +1111,26 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
         None => "a stage".to_owned(),
     };
     let mut singles: Vec<(&str, SourceSpan)> = Vec::new();
-    for child in children {
+    // A template's environment and services, which the stage's own of the same names replace.
+    let mut template_env: Vec<EnvVar> = Vec::new();
+    let mut template_services: Vec<Service> = Vec::new();
+    for Inherited {
+        node: child,
+        from_template,
+    } in children
+    {
         let key = child.name().value();
         if key == "matrix" {
             continue;
         }
         reader.reject_type_annotations(child);
         let Some(known) = STAGE_NODES.iter().copied().find(|k| *k == key) else {
-            reader.unknown_node(child, &STAGE_NODES, &context);
+            // Said of the template, once for all the stages that use it.
+            let place = match (&template, from_template) {
+                (Some(template), true) => format!("template `{}`", template.value),
+                _ => context.clone(),
+            };
+            reader.unknown_node(child, &STAGE_NODES, &place);
             continue;
         };
         let single = !matches!(
@@ -1108,7 +1154,12 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
         }
         match known {
             "env" => {
-                read_env(reader, child, scope, &mut stage.env);
+                let into = if from_template {
+                    &mut template_env
+                } else {
+                    &mut stage.env
+                };
+                read_env(reader, child, scope, into);
                 continue;
             }
             "when" => {
@@ -1121,14 +1172,18 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
             }
             "service" => {
                 if let Some(service) = read_service(reader, child, scope, &context) {
-                    if let Some(first) = stage
-                        .services
+                    let into = if from_template {
+                        &mut template_services
+                    } else {
+                        &mut stage.services
+                    };
+                    if let Some(first) = into
                         .iter()
                         .find(|other| other.name.value == service.name.value)
                     {
                         reader.duplicate_node(child, first.name.span, &context);
                     } else {
-                        stage.services.push(service);
+                        into.push(service);
                     }
                 }
                 continue;
@@ -1256,6 +1311,24 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
             _ => stage.executor = read_executor(reader, child),
         }
     }
+    if unknown_template && stage.run.is_empty() {
+        // Reported already; a placeholder keeps "has no `run` command" from being reported too.
+        stage
+            .run
+            .push(Spanned::new(Template::literal(""), node.span()));
+    }
+    // The stage's own variables and services win over its template's of the same name.
+    template_env.retain(|var| !stage.env.iter().any(|own| own.name.value == var.name.value));
+    template_env.append(&mut stage.env);
+    stage.env = template_env;
+    template_services.retain(|service| {
+        !stage
+            .services
+            .iter()
+            .any(|own| own.name.value == service.name.value)
+    });
+    template_services.append(&mut stage.services);
+    stage.services = template_services;
     keep_paired_needs(&mut stage);
     check_commands_finish(reader, &stage);
     stage_name?;
