@@ -12,7 +12,7 @@ use super::limits::{MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
 use super::matrix_entries::{check_entries, matrix_value, read_entry};
 use super::model::{
     CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, MatrixEntry, Pipeline,
-    Resources, Service, Spanned, Stage, Trigger, When, WhenStatus, is_valid_name,
+    Resources, Service, Spanned, Stage, TestReport, Trigger, When, WhenStatus, is_valid_name,
 };
 use super::reader::Reader;
 use super::template::{Template, TemplateScope, is_env_name};
@@ -29,7 +29,7 @@ const TOP_LEVEL: [&str; 8] = [
     "concurrency",
     "stage",
 ];
-const STAGE_NODES: [&str; 19] = [
+const STAGE_NODES: [&str; 20] = [
     "needs",
     "image",
     "run",
@@ -40,6 +40,7 @@ const STAGE_NODES: [&str; 19] = [
     "cache",
     "artifacts",
     "outputs",
+    "reports",
     "timeout",
     "retry",
     "allow-failure",
@@ -999,6 +1000,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
         caches: Vec::new(),
         artifacts: Vec::new(),
         outputs: Vec::new(),
+        reports: Vec::new(),
         timeout: None,
         retry: None,
         allow_failure: false,
@@ -1034,6 +1036,7 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
                 | "cache"
                 | "artifacts"
                 | "outputs"
+                | "reports"
                 | "when"
                 | "service"
         );
@@ -1075,6 +1078,10 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
         }
         if known == "needs" {
             read_needs(reader, child, &mut stage);
+            continue;
+        }
+        if known == "reports" {
+            stage.reports.extend(read_reports(reader, child, scope));
             continue;
         }
         reader.props(child, &[], &[]);
@@ -1198,6 +1205,67 @@ fn read_stage(reader: &mut Reader<'_>, node: &KdlNode) -> Option<Stage> {
     check_commands_finish(reader, &stage);
     stage_name?;
     Some(stage)
+}
+
+/// `reports junit="GLOB"`: JUnit XML files the stage's attempts write, relative to the workspace.
+fn read_reports(
+    reader: &mut Reader<'_>,
+    node: &KdlNode,
+    scope: TemplateScope<'_>,
+) -> Option<TestReport> {
+    reader.no_children(node);
+    reader.no_args(node);
+    let mut junit = None;
+    for (_, entry) in reader.props(node, &["junit"], &[]) {
+        junit = reader.string(entry, "a glob of JUnit XML files");
+    }
+    let Some(junit) = junit else {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                "`reports` needs the files to read: `junit=\"GLOB\"`",
+                node.name().span(),
+                "no report format given",
+            )
+            .with_help(
+                "name the JUnit XML files the stage writes, relative to the workspace: \
+                 `reports junit=\"target/nextest/ci/junit.xml\"`",
+            ),
+        );
+        return None;
+    };
+    if crate::paths::relative_path_escapes(&junit.value) {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                format!("report pattern `{}` leaves the workspace", junit.value),
+                junit.span,
+                "outside the workspace",
+            )
+            .with_help(
+                "reports are read from inside the workspace: use a relative path without `..`",
+            ),
+        );
+        return None;
+    }
+    if !junit.value.is_empty()
+        && let Err(problem) = Glob::new(&junit.value)
+    {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                format!("report pattern `{}` is not a glob: {problem}", junit.value),
+                junit.span,
+                "invalid pattern",
+            )
+            .with_help("`*` matches within a directory, `**` across directories: `target/**/junit.xml`"),
+        );
+        return None;
+    }
+    Some(TestReport {
+        junit: reader.template(&junit, scope),
+        span: node.span(),
+    })
 }
 
 /// `needs "a" "b"`, or `needs "build" matrix="same"`: each instance then needs only the instance of `build` with the
