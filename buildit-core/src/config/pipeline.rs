@@ -1214,26 +1214,60 @@ fn read_reports(
     scope: TemplateScope<'_>,
 ) -> Option<TestReport> {
     reader.no_children(node);
-    reader.no_args(node);
+    if let Some(first) = node.entries().iter().find(|entry| entry.name().is_none()) {
+        // `reports "junit.xml"`: the format is missing, not the files.
+        let help = match first.value() {
+            KdlValue::String(glob) => format!("name the format: `reports junit=\"{glob}\"`"),
+            _ => "name the format and the files: `reports junit=\"GLOB\"`".to_owned(),
+        };
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                "`reports` takes no arguments",
+                first.span(),
+                "unexpected argument",
+            )
+            .with_help(help),
+        );
+        return None;
+    }
     let mut junit = None;
     for (_, entry) in reader.props(node, &["junit"], &[]) {
         junit = reader.string(entry, "a glob of JUnit XML files");
     }
     let Some(junit) = junit else {
+        // A property that was given but refused has been reported already, with the name it should have.
+        if node.entries().is_empty() {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    "`reports` needs the files to read: `junit=\"GLOB\"`",
+                    node.name().span(),
+                    "no report format given",
+                )
+                .with_help(
+                    "name the JUnit XML files the stage writes, relative to the workspace: \
+                     `reports junit=\"target/nextest/ci/junit.xml\"`",
+                ),
+            );
+        }
+        return None;
+    };
+    if junit.value.trim().is_empty() {
         reader.push(
             ConfigDiagnostic::error(
                 DiagnosticCode::InvalidValue,
-                "`reports` needs the files to read: `junit=\"GLOB\"`",
-                node.name().span(),
-                "no report format given",
+                "report pattern is empty",
+                junit.span,
+                "empty",
             )
             .with_help(
                 "name the JUnit XML files the stage writes, relative to the workspace: \
-                 `reports junit=\"target/nextest/ci/junit.xml\"`",
+                 `target/nextest/ci/junit.xml` or `reports/*.xml`",
             ),
         );
         return None;
-    };
+    }
     if crate::paths::relative_path_escapes(&junit.value) {
         reader.push(
             ConfigDiagnostic::error(
@@ -1243,14 +1277,13 @@ fn read_reports(
                 "outside the workspace",
             )
             .with_help(
-                "reports are read from inside the workspace: use a relative path without `..`",
+                "reports are read from inside the workspace: write a path relative to it, without a leading \
+                 `/` or `~` and without `..`",
             ),
         );
         return None;
     }
-    if !junit.value.is_empty()
-        && let Err(problem) = Glob::new(&junit.value)
-    {
+    if let Err(problem) = Glob::new(&junit.value) {
         reader.push(
             ConfigDiagnostic::error(
                 DiagnosticCode::InvalidValue,
@@ -1258,7 +1291,9 @@ fn read_reports(
                 junit.span,
                 "invalid pattern",
             )
-            .with_help("`*` matches within a directory, `**` across directories: `target/**/junit.xml`"),
+            .with_help(
+                "`*` matches within a directory, `**` across directories: `target/**/junit.xml`",
+            ),
         );
         return None;
     }

@@ -81,7 +81,11 @@ pub fn collect_reports(
 /// The files (relative to `root`, sorted, each once) that `patterns` match: regular files only, found without
 /// going through a symbolic link, at most [`MAX_REPORT_FILES`]. A pattern that matches nothing, or that is not
 /// a plain relative glob, is noted.
-pub fn find_report_files(root: &Path, patterns: &[String], notes: &mut Vec<String>) -> Vec<PathBuf> {
+pub fn find_report_files(
+    root: &Path,
+    patterns: &[String],
+    notes: &mut Vec<String>,
+) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = Vec::new();
     let mut budget = MAX_ENTRIES_WALKED;
     for pattern in patterns {
@@ -400,8 +404,11 @@ mod tests {
         let outside = dir.path().join("outside");
         std::fs::create_dir_all(&outside).expect("a directory");
         std::fs::write(outside.join("junit.xml"), PYTEST).expect("a report");
-        std::os::unix::fs::symlink(outside.join("junit.xml"), root.join("target/nextest/linked.xml"))
-            .expect("a link");
+        std::os::unix::fs::symlink(
+            outside.join("junit.xml"),
+            root.join("target/nextest/linked.xml"),
+        )
+        .expect("a link");
         std::os::unix::fs::symlink(&outside, root.join("linked-dir")).expect("a link");
         let patterns = [
             "target/nextest/**/*.xml".to_owned(),
@@ -414,9 +421,18 @@ mod tests {
         assert_eq!(collected.summary.unreadable, 1);
         assert_eq!(collected.summary.tests, 4);
         let notes = collected.notes.join("\n");
-        assert!(notes.contains("`target/nextest/broken.xml` is not JUnit XML"), "{notes}");
-        assert!(notes.contains("no report file matches `linked-dir/*.xml`"), "{notes}");
-        assert!(notes.contains("no report file matches `none/*.xml`"), "{notes}");
+        assert!(
+            notes.contains("`target/nextest/broken.xml` is not JUnit XML"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("no report file matches `linked-dir/*.xml`"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("no report file matches `none/*.xml`"),
+            "{notes}"
+        );
         assert!(!notes.contains("linked.xml"), "{notes}");
     }
 
@@ -429,7 +445,10 @@ mod tests {
         let mut notes = Vec::new();
         let found = find_report_files(dir.path(), &["*.xml".to_owned()], &mut notes);
         assert_eq!(found.len(), MAX_REPORT_FILES);
-        assert!(notes.iter().any(|note| note.contains("only the first")), "{notes:?}");
+        assert!(
+            notes.iter().any(|note| note.contains("only the first")),
+            "{notes:?}"
+        );
         let big = dir.path().join("big.xml");
         std::fs::write(&big, "x".repeat(100)).expect("a file");
         assert!(read_report(&big, 99).is_err_and(|why| why.contains("more than 99 bytes")));

@@ -334,7 +334,9 @@ where
         Ok(events
             .into_iter()
             .filter_map(|event| match event.kind {
-                crate::events::RunEventKind::StageTests { stage, tests, .. } => Some((stage, tests)),
+                crate::events::RunEventKind::StageTests { stage, tests, .. } => {
+                    Some((stage, tests))
+                }
                 _ => None,
             })
             .collect())

@@ -47,11 +47,8 @@ impl<E: Executor> StageTask<E> {
                 .get_files(spec, &pattern_roots(&patterns), &root)
                 .await
         {
-            self.note(
-                attempt,
-                format!("buildit: reports not copied out: {error}"),
-            )
-            .await;
+            self.note(attempt, format!("buildit: reports not copied out: {error}"))
+                .await;
             return;
         }
         let masker = Arc::clone(&self.masker);
