@@ -194,6 +194,13 @@ pub(crate) const SHOWN_FAILED_NAMES: usize = 10;
 /// What a stage's test reports counted, on one line: `3 failed of 120 tests (1 error, 2 skipped): a::x, b::y`,
 /// naming at most `names` failed tests.
 pub(crate) fn tests_line(tests: &TestSummary, names: usize) -> String {
+    if tests.files == 0 {
+        return match tests.unreadable {
+            0 => "no report file found".to_owned(),
+            1 => "the report file could not be read".to_owned(),
+            many => format!("none of the {many} report files could be read"),
+        };
+    }
     let not_passed = tests.not_passed();
     let mut line = if not_passed == 0 {
         format!(
@@ -458,6 +465,40 @@ mod tests {
             reporter.line(&events[1]),
             Some(format!("{name} | ▶ started"))
         );
+    }
+
+    #[test]
+    fn test_counts_read_as_a_sentence_naming_the_first_failed_tests() {
+        use buildit_core::events::TestSummary;
+        let tests = |files, tests, failures, errors, skipped, failed: &[&str]| TestSummary {
+            files,
+            tests,
+            failures,
+            errors,
+            skipped,
+            failed: failed.iter().map(|name| (*name).to_owned()).collect(),
+            unreadable: 0,
+        };
+        let line = super::tests_line;
+        assert_eq!(line(&tests(1, 1, 0, 0, 0, &[]), 10), "1 passed of 1 test");
+        assert_eq!(
+            line(&tests(2, 120, 0, 0, 2, &[]), 10),
+            "118 passed of 120 tests (2 skipped)"
+        );
+        assert_eq!(
+            line(&tests(1, 120, 2, 1, 0, &["a", "b", "c"]), 2),
+            "3 failed of 120 tests (1 error): a, b and 1 more"
+        );
+        // The names kept can be fewer than the tests that failed.
+        assert_eq!(
+            line(&tests(1, 900, 80, 0, 0, &["a"]), 10),
+            "80 failed of 900 tests: a and 79 more"
+        );
+        assert_eq!(
+            line(&tests(1, 9, 1, 0, 0, &["a"]), 0),
+            "1 failed of 9 tests"
+        );
+        assert_eq!(line(&tests(0, 0, 0, 0, 0, &[]), 10), "no report file found");
     }
 
     #[test]

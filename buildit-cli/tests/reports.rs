@@ -100,19 +100,19 @@ fn check_reports_run(dir: &Path, pipeline: &str) {
         logged_containing(&events, "lint", "no report file matches `nothing/*.xml`"),
         "{events:?}"
     );
-    assert!(
-        !events
-            .iter()
-            .any(|event| event["type"] == "stage-tests" && event["stage"] == "lint"),
-        "{events:?}"
-    );
+    let nothing = events
+        .iter()
+        .find(|event| event["type"] == "stage-tests" && event["stage"] == "lint")
+        .unwrap_or_else(|| panic!("no stage-tests event for lint: {events:?}"));
+    assert_eq!(nothing["tests"]["files"], 0, "{nothing}");
+    assert_eq!(nothing["tests"]["tests"], 0, "{nothing}");
     let all = serde_json::to_string(&events).unwrap_or_default();
     assert!(!all.contains(SECRET.1), "{all}");
     // `runs show` has them, in text and JSON.
     let shown = text(&buildit(dir, &["runs", "show", "1"], &[]).stdout);
     assert!(
         shown.contains(
-            "tests\n  test: 2 failed of 4 tests (1 error, 1 skipped, 1 report unreadable)\n    app::fails_with_***\n    app::breaks\n"
+            "tests\n  lint: no report file found\n  test: 2 failed of 4 tests (1 error, 1 skipped, 1 report unreadable)\n    app::fails_with_***\n    app::breaks\n"
         ),
         "{shown}"
     );
@@ -125,7 +125,7 @@ fn check_reports_run(dir: &Path, pipeline: &str) {
         shown["tests"]["test"]["failed"][1], "app::breaks",
         "{shown}"
     );
-    assert!(shown["tests"].get("lint").is_none(), "{shown}");
+    assert_eq!(shown["tests"]["lint"]["files"], 0, "{shown}");
 }
 
 #[test]
@@ -145,6 +145,10 @@ fn reports_of_a_failing_stage_are_counted_and_shown() {
         stdout.contains(
             "\ntest: 2 failed of 4 tests (1 error, 1 skipped, 1 report unreadable): app::fails_with_***, app::breaks\n"
         ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\nlint: no report file found\n"),
         "{stdout}"
     );
 }

@@ -242,7 +242,7 @@ pub enum RunEventKind {
         outputs: std::collections::BTreeMap<String, String>,
     },
     /// What the JUnit reports of an attempt counted (read after it ended, whether it failed or not); just before
-    /// its `stage-finished`. Only for stages with `reports`, and only when a report file was found.
+    /// its `stage-finished`. Only for stages with `reports` (`files` is 0 when none was found).
     StageTests {
         /// Instance name.
         stage: String,

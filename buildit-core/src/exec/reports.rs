@@ -1,6 +1,7 @@
 //! Test reports: finding a stage's JUnit XML files in a directory (bounded, never through a symbolic link) and
 //! counting what they say.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::config::Glob;
@@ -86,7 +87,8 @@ pub fn find_report_files(
     patterns: &[String],
     notes: &mut Vec<String>,
 ) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = Vec::new();
+    // Sorted and each once, whichever patterns match it.
+    let mut found: BTreeSet<PathBuf> = BTreeSet::new();
     let mut budget = MAX_ENTRIES_WALKED;
     for pattern in patterns {
         // `./target/*.xml` matches as `target/*.xml`: paths are compared in their plain form.
@@ -110,19 +112,14 @@ pub fn find_report_files(
             .components()
             .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
             .collect();
-        let before = found.len();
         let mut matches = Vec::new();
         if real_directories_to(root, &start) {
             walk(root, &start, &glob, &mut matches, &mut budget);
         }
-        for path in matches {
-            if !found.contains(&path) {
-                found.push(path);
-            }
-        }
-        if found.len() == before {
+        if matches.is_empty() {
             notes.push(format!("buildit: no report file matches `{pattern}`"));
         }
+        found.extend(matches);
         if budget == 0 {
             notes.push(format!(
                 "buildit: the search for reports stopped after {MAX_ENTRIES_WALKED} entries; name the reports' \
@@ -131,15 +128,13 @@ pub fn find_report_files(
             break;
         }
     }
-    found.sort();
     if found.len() > MAX_REPORT_FILES {
         notes.push(format!(
             "buildit: {} report files found; only the first {MAX_REPORT_FILES} are read",
             found.len()
         ));
-        found.truncate(MAX_REPORT_FILES);
     }
-    found
+    found.into_iter().take(MAX_REPORT_FILES).collect()
 }
 
 /// Whether every directory from `root` down to `root/relative` (and `relative` itself, when it exists) is no
@@ -434,6 +429,7 @@ mod tests {
             "{notes}"
         );
         assert!(!notes.contains("linked.xml"), "{notes}");
+        assert!(!notes.contains("matches `./target"), "{notes}");
     }
 
     #[test]

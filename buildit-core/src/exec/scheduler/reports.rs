@@ -10,7 +10,7 @@ use super::stage::StageTask;
 use super::transfer::pattern_roots;
 
 impl<E: Executor> StageTask<E> {
-    /// Reads the reports of attempt `attempt` and emits a `stage-tests` event when a report file was found.
+    /// Reads the reports of attempt `attempt` and emits a `stage-tests` event with what they counted.
     /// Whatever goes wrong (a pattern that renders outside the workspace, a copy that fails, a file that is not
     /// JUnit XML) is a line in the stage's log, never a failure of the stage: its commands decided that.
     pub(super) async fn read_reports(&self, attempt: u32, remote: Option<&StageSpec>) {
@@ -68,9 +68,8 @@ impl<E: Executor> StageTask<E> {
         for note in collected.notes {
             self.note(attempt, note).await;
         }
-        let summary = collected.summary;
-        if summary.files > 0 || summary.unreadable > 0 {
-            super::lifecycle::tests_counted(&self.bus, stage.name(), attempt, summary).await;
-        }
+        // Told even when no file was found: the stage's last word on its tests is then "none", not an earlier
+        // attempt's counts.
+        super::lifecycle::tests_counted(&self.bus, stage.name(), attempt, collected.summary).await;
     }
 }
