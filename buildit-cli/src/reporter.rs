@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use buildit_core::events::{
-    LogStreamKind, RunEvent, RunEventKind, RunOutcome, RunView, StageOutcome,
+    LogStreamKind, RunEvent, RunEventKind, RunOutcome, RunView, StageOutcome, TestSummary,
 };
 
 /// Widest stage-name column of log prefixes; longer names stick out rather than push every line right.
@@ -172,12 +172,86 @@ impl LineReporter {
                     outputs_line(outputs)
                 )?;
             }
+            RunEventKind::StageTests { stage, tests, .. } => {
+                write!(
+                    out,
+                    "{} tests: {}",
+                    self.prefix(stage),
+                    tests_line(tests, SHOWN_FAILED_NAMES)
+                )?;
+            }
             RunEventKind::StageQueued { .. } | RunEventKind::RunFinished { .. } => {
                 return Ok(false);
             }
         }
         Ok(true)
     }
+}
+
+/// How many failed tests a line names; `runs show` lists every one the event kept.
+pub(crate) const SHOWN_FAILED_NAMES: usize = 10;
+
+/// What a stage's test reports counted, on one line: `3 failed of 120 tests (1 error, 2 skipped): a::x, b::y`,
+/// naming at most `names` failed tests.
+pub(crate) fn tests_line(tests: &TestSummary, names: usize) -> String {
+    if tests.files == 0 {
+        return match tests.unreadable {
+            0 => "no report file found".to_owned(),
+            1 => "the report file could not be read".to_owned(),
+            many => format!("none of the {many} report files could be read"),
+        };
+    }
+    let not_passed = tests.not_passed();
+    let mut line = if not_passed == 0 {
+        format!(
+            "{} passed of {} test{}",
+            tests.tests.saturating_sub(tests.skipped),
+            tests.tests,
+            plural(tests.tests)
+        )
+    } else {
+        format!(
+            "{not_passed} failed of {} test{}",
+            tests.tests,
+            plural(tests.tests)
+        )
+    };
+    let mut notes = Vec::new();
+    if tests.errors > 0 {
+        notes.push(format!("{} error{}", tests.errors, plural(tests.errors)));
+    }
+    if tests.skipped > 0 {
+        notes.push(format!("{} skipped", tests.skipped));
+    }
+    if tests.unreadable > 0 {
+        notes.push(format!(
+            "{} report{} unreadable",
+            tests.unreadable,
+            plural(u64::from(tests.unreadable))
+        ));
+    }
+    if !notes.is_empty() {
+        line.push_str(&format!(" ({})", notes.join(", ")));
+    }
+    if !tests.failed.is_empty() && names > 0 {
+        let shown: Vec<&str> = tests
+            .failed
+            .iter()
+            .take(names)
+            .map(String::as_str)
+            .collect();
+        line.push_str(": ");
+        line.push_str(&shown.join(", "));
+        let more = not_passed.saturating_sub(shown.len() as u64);
+        if more > 0 {
+            line.push_str(&format!(" and {more} more"));
+        }
+    }
+    line
+}
+
+fn plural(count: u64) -> &'static str {
+    if count == 1 { "" } else { "s" }
 }
 
 /// Outputs on one line: `name=value`, each value on one line and at most 60 characters.
@@ -248,6 +322,18 @@ pub(crate) fn summary(view: &RunView) -> String {
             stage.attempts,
             duration
         );
+    }
+    // What the stages' test reports counted: a failed test's name is what one looks for first.
+    let mut tested = view
+        .instances
+        .iter()
+        .filter_map(|stage| Some((&stage.name, stage.tests.as_ref()?)))
+        .peekable();
+    if tested.peek().is_some() {
+        out.push('\n');
+    }
+    for (name, tests) in tested {
+        let _ = writeln!(out, "{name}: {}", tests_line(tests, SHOWN_FAILED_NAMES));
     }
     let Some(ending) = &view.ending else {
         let _ = writeln!(out, "\nrun did not finish");
@@ -379,6 +465,40 @@ mod tests {
             reporter.line(&events[1]),
             Some(format!("{name} | ▶ started"))
         );
+    }
+
+    #[test]
+    fn test_counts_read_as_a_sentence_naming_the_first_failed_tests() {
+        use buildit_core::events::TestSummary;
+        let tests = |files, tests, failures, errors, skipped, failed: &[&str]| TestSummary {
+            files,
+            tests,
+            failures,
+            errors,
+            skipped,
+            failed: failed.iter().map(|name| (*name).to_owned()).collect(),
+            unreadable: 0,
+        };
+        let line = super::tests_line;
+        assert_eq!(line(&tests(1, 1, 0, 0, 0, &[]), 10), "1 passed of 1 test");
+        assert_eq!(
+            line(&tests(2, 120, 0, 0, 2, &[]), 10),
+            "118 passed of 120 tests (2 skipped)"
+        );
+        assert_eq!(
+            line(&tests(1, 120, 2, 1, 0, &["a", "b", "c"]), 2),
+            "3 failed of 120 tests (1 error): a, b and 1 more"
+        );
+        // The names kept can be fewer than the tests that failed.
+        assert_eq!(
+            line(&tests(1, 900, 80, 0, 0, &["a"]), 10),
+            "80 failed of 900 tests: a and 79 more"
+        );
+        assert_eq!(
+            line(&tests(1, 9, 1, 0, 0, &["a"]), 0),
+            "1 failed of 9 tests"
+        );
+        assert_eq!(line(&tests(0, 0, 0, 0, 0, &[]), 10), "no report file found");
     }
 
     #[test]

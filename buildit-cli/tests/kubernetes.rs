@@ -445,6 +445,8 @@ async fn the_kubernetes_example_runs_on_the_fake_cluster() {
         stdout.contains("| the build ran in buildit-build-"),
         "{stdout}"
     );
+    // The test stage's report was read out of its pod.
+    assert!(stdout.contains("| tests: 1 passed of 1 test"), "{stdout}");
     // Only the artifact reached the host workspace.
     assert!(work.join("out/build.txt").is_file());
     nothing_left(&kubeconfig);

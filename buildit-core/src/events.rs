@@ -149,6 +149,38 @@ impl StageCounts {
     }
 }
 
+/// What the JUnit reports of one attempt of a stage counted, as a `stage-tests` event carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestSummary {
+    /// Report files read.
+    pub files: u32,
+    /// Test cases.
+    pub tests: u64,
+    /// Those that failed (an assertion).
+    pub failures: u64,
+    /// Those that ended in an error (the test could not run as written).
+    pub errors: u64,
+    /// Those that were skipped.
+    pub skipped: u64,
+    /// The first failed or errored tests, `classname::name` (secrets masked, each name cut at a length);
+    /// `failures + errors` counts them all.
+    pub failed: Vec<String>,
+    /// Report files that could not be read or parsed (each said in the stage's log).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreadable: u32,
+}
+
+impl TestSummary {
+    /// Failed and errored tests together.
+    pub fn not_passed(&self) -> u64 {
+        self.failures.saturating_add(self.errors)
+    }
+}
+
+fn is_zero(count: &u32) -> bool {
+    *count == 0
+}
+
 /// How a whole run ended (as [`StageOutcome`] says how a stage ended). The store's
 /// [`crate::store::RunState`] is how a recorded run stands: running, one of these, or interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -208,6 +240,16 @@ pub enum RunEventKind {
         attempt: u32,
         /// The values by name.
         outputs: std::collections::BTreeMap<String, String>,
+    },
+    /// What the JUnit reports of an attempt counted (read after it ended, whether it failed or not); just before
+    /// its `stage-finished`. Only for stages with `reports` (`files` is 0 when none was found).
+    StageTests {
+        /// Instance name.
+        stage: String,
+        /// The attempt.
+        attempt: u32,
+        /// The counts and the first failed tests.
+        tests: TestSummary,
     },
     /// An attempt (or a stage that never ran) finished.
     StageFinished {

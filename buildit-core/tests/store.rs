@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use buildit_core::events::{
     EventBus, FailureKind, LogStreamKind, RunEvent, RunEventKind, RunOutcome, StageCounts,
-    StageOutcome,
+    StageOutcome, TestSummary,
 };
 use buildit_core::store::{
     AttemptEnd, AttemptStart, AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore,
@@ -187,6 +187,7 @@ contract!(
     runs_keep_their_place_from_request_to_record_and_list_by_filter_and_cursor,
     pages_of_runs_never_skip_nor_repeat_a_run,
     pipelines_are_registered_replaced_and_listed_per_tenant,
+    test_counts_are_read_from_their_events_alone,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -2259,4 +2260,74 @@ async fn postgres_lists_in_byte_order_whatever_the_database_collation() {
         }
         assert_eq!(names, bytewise, "pipelines, pages of {limit}");
     }
+}
+
+/// `stage_tests` gives each instance's last `stage-tests` event (a retry's replaces the first attempt's), and
+/// nothing of another run or of the log.
+async fn test_counts_are_read_from_their_events_alone(backend: Backend) {
+    let store = backend.store;
+    ok(store.create_run(&new_run("tested", "sample")).await);
+    ok(store.create_run(&new_run("untested", "sample")).await);
+    let counted = |failures: u64, failed: &[&str]| TestSummary {
+        files: 1,
+        tests: 10,
+        failures,
+        errors: 0,
+        skipped: 1,
+        failed: failed.iter().map(|name| (*name).to_owned()).collect(),
+        unreadable: 0,
+    };
+    let mut bus = EventBus::new("tested");
+    let events = bus.subscribe_lossless(64);
+    let recorder = tokio::spawn(record_run(store.clone(), "tested".to_owned(), events));
+    for (stage, attempt, tests) in [
+        ("unit", 1, counted(2, &["a::one", "a::two"])),
+        ("unit", 2, counted(1, &["a::two"])),
+        ("lint", 1, counted(0, &[])),
+    ] {
+        bus.emit(RunEventKind::StageStarted {
+            stage: stage.to_owned(),
+            attempt,
+        })
+        .await;
+        bus.emit_lines(
+            stage,
+            attempt,
+            LogStreamKind::Stdout,
+            vec!["{\"type\":\"stage-tests\"}".to_owned()],
+        )
+        .await;
+        bus.emit(RunEventKind::StageTests {
+            stage: stage.to_owned(),
+            attempt,
+            tests,
+        })
+        .await;
+        bus.emit(RunEventKind::StageFinished {
+            stage: stage.to_owned(),
+            attempt,
+            outcome: StageOutcome::Failed,
+            exit_code: Some(1),
+            duration_ms: 1,
+            reason: None,
+            failure: Some(FailureKind::ExitCode),
+            retrying: false,
+        })
+        .await;
+    }
+    drop(bus);
+    match recorder.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => panic!("recorder: {error}"),
+        Err(error) => panic!("recorder task: {error}"),
+    }
+    let tests = ok(store.stage_tests("tested").await);
+    assert_eq!(tests.len(), 2, "{tests:?}");
+    assert_eq!(tests["unit"], counted(1, &["a::two"]));
+    assert_eq!(tests["lint"], counted(0, &[]));
+    assert!(ok(store.stage_tests("untested").await).is_empty());
+    assert!(matches!(
+        store.stage_tests("never").await,
+        Err(StoreError::NoSuchRun(_))
+    ));
 }

@@ -130,6 +130,13 @@ impl Store for RoutedStore {
         self.reads.stage_outputs(run_id).await
     }
 
+    async fn stage_tests(
+        &self,
+        run_id: &str,
+    ) -> Result<buildit_core::store::StageTests, StoreError> {
+        self.reads.stage_tests(run_id).await
+    }
+
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
         let job = job.clone();
         on_runs!(self, |store| store.enqueue(&job).await)

@@ -221,6 +221,8 @@ struct RunDetail<'a> {
     attempts: &'a [AttemptRecord],
     /// What each instance wrote to `$BUILDIT_OUTPUT` (masked), by instance name.
     outputs: &'a BTreeMap<String, BTreeMap<String, String>>,
+    /// What each instance's test reports counted (its last attempt that had any), by instance name.
+    tests: &'a buildit_core::store::StageTests,
 }
 
 async fn show(
@@ -232,11 +234,13 @@ async fn show(
     let run = store.find_run(&RunRef::parse(run, pipeline)).await?;
     let attempts = store.attempts(&run.id).await?;
     let outputs = store.stage_outputs(&run.id).await?;
+    let tests = store.stage_tests(&run.id).await?;
     let text = match format {
         HistoryOutput::Json => json(&RunDetail {
             run: &run,
             attempts: &attempts,
             outputs: &outputs,
+            tests: &tests,
         }),
         HistoryOutput::Text => {
             let mut text = format!(
@@ -298,6 +302,25 @@ async fn show(
                         "  {stage}: {}\n",
                         crate::reporter::outputs_line(written)
                     ));
+                }
+            }
+            if !tests.is_empty() {
+                text.push_str("\ntests\n");
+                for (stage, counted) in &tests {
+                    // The counts on the stage's line, then every failed test the run kept, one a line.
+                    text.push_str(&format!(
+                        "  {stage}: {}\n",
+                        crate::reporter::tests_line(counted, 0)
+                    ));
+                    for name in &counted.failed {
+                        text.push_str(&format!("    {name}\n"));
+                    }
+                    let more = counted
+                        .not_passed()
+                        .saturating_sub(counted.failed.len() as u64);
+                    if more > 0 {
+                        text.push_str(&format!("    and {more} more\n"));
+                    }
                 }
             }
             text

@@ -94,7 +94,8 @@ fn stage_lengths(check: &mut impl FnMut(&str, usize, SourceSpan, usize), stage: 
         .image
         .iter()
         .chain(&stage.workdir)
-        .chain(&stage.artifacts);
+        .chain(&stage.artifacts)
+        .chain(stage.reports.iter().map(|report| &report.junit));
     for value in values {
         check(
             "value",

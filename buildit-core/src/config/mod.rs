@@ -28,7 +28,7 @@ pub use lengths::{MAX_COMMAND_BYTES, MAX_MATRIX_VALUE_BYTES, MAX_NAME_BYTES, MAX
 pub use limits::{MAX_MATRIX_INSTANCES, MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
 pub use model::{
     CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, MatrixEntry, Pipeline,
-    Resources, Service, Spanned, Stage, Trigger, When, WhenStatus,
+    Resources, Service, Spanned, Stage, TestReport, Trigger, When, WhenStatus,
 };
 pub use pipeline::parse_pipeline;
 pub use reader::MAX_FILE_BYTES;

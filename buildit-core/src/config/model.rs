@@ -447,6 +447,8 @@ pub struct Stage {
     pub artifacts: Vec<Spanned<Template>>,
     /// Names of the values it writes to `$BUILDIT_OUTPUT`, for the stages that need it.
     pub outputs: Vec<Spanned<String>>,
+    /// Test reports read after each attempt, failed or not.
+    pub reports: Vec<TestReport>,
     /// Time limit per attempt.
     pub timeout: Option<Spanned<Duration>>,
     /// Extra attempts after a failure.
@@ -465,6 +467,17 @@ pub struct Stage {
     pub resources: Option<Resources>,
     /// Sidecar containers started before the stage and stopped after it.
     pub services: Vec<Service>,
+    /// The whole node.
+    #[serde(skip)]
+    pub span: SourceSpan,
+}
+
+/// A `reports` node of a stage: the test reports its attempts write, read after each attempt (a failed one
+/// too: that is when they matter).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TestReport {
+    /// `junit=`: a glob, relative to the workspace, of JUnit XML files.
+    pub junit: Spanned<Template>,
     /// The whole node.
     #[serde(skip)]
     pub span: SourceSpan,

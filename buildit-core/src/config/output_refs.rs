@@ -26,6 +26,7 @@ pub(crate) fn check_output_refs(reader: &mut Reader<'_>, pipeline: &Pipeline) {
             .iter()
             .chain(&stage.workdir)
             .chain(&stage.artifacts)
+            .chain(stage.reports.iter().map(|report| &report.junit))
             .chain(stage.services.iter().map(|service| &service.image))
             .chain(
                 stage

@@ -12,7 +12,7 @@ use super::limits::{MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
 use super::matrix_entries::{check_entries, matrix_value, read_entry};
 use super::model::{
     CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, MatrixEntry, Pipeline,
-    Resources, Service, Spanned, Stage, Trigger, When, WhenStatus, is_valid_name,
+    Resources, Service, Spanned, Stage, TestReport, Trigger, When, WhenStatus, is_valid_name,
 };
 use super::reader::Reader;
 use super::stage_templates::{Inherited, Templates};
@@ -31,7 +31,7 @@ const TOP_LEVEL: [&str; 9] = [
     "concurrency",
     "stage",
 ];
-const STAGE_NODES: [&str; 19] = [
+const STAGE_NODES: [&str; 20] = [
     "needs",
     "image",
     "run",
@@ -42,6 +42,7 @@ const STAGE_NODES: [&str; 19] = [
     "cache",
     "artifacts",
     "outputs",
+    "reports",
     "timeout",
     "retry",
     "allow-failure",
@@ -1095,6 +1096,7 @@ fn read_stage<'d>(
         caches: Vec::new(),
         artifacts: Vec::new(),
         outputs: Vec::new(),
+        reports: Vec::new(),
         timeout: None,
         retry: None,
         allow_failure: false,
@@ -1142,6 +1144,7 @@ fn read_stage<'d>(
                 | "cache"
                 | "artifacts"
                 | "outputs"
+                | "reports"
                 | "when"
                 | "service"
         );
@@ -1192,6 +1195,10 @@ fn read_stage<'d>(
         }
         if known == "needs" {
             read_needs(reader, child, &mut stage);
+            continue;
+        }
+        if known == "reports" {
+            stage.reports.extend(read_reports(reader, child, scope));
             continue;
         }
         reader.props(child, &[], &[]);
@@ -1333,6 +1340,102 @@ fn read_stage<'d>(
     check_commands_finish(reader, &stage);
     stage_name?;
     Some(stage)
+}
+
+/// `reports junit="GLOB"`: JUnit XML files the stage's attempts write, relative to the workspace.
+fn read_reports(
+    reader: &mut Reader<'_>,
+    node: &KdlNode,
+    scope: TemplateScope<'_>,
+) -> Option<TestReport> {
+    reader.no_children(node);
+    if let Some(first) = node.entries().iter().find(|entry| entry.name().is_none()) {
+        // `reports "junit.xml"`: the format is missing, not the files.
+        let help = match first.value() {
+            KdlValue::String(glob) => format!("name the format: `reports junit=\"{glob}\"`"),
+            _ => "name the format and the files: `reports junit=\"GLOB\"`".to_owned(),
+        };
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                "`reports` takes no arguments",
+                first.span(),
+                "unexpected argument",
+            )
+            .with_help(help),
+        );
+        return None;
+    }
+    let mut junit = None;
+    for (_, entry) in reader.props(node, &["junit"], &[]) {
+        junit = reader.string(entry, "a glob of JUnit XML files");
+    }
+    let Some(junit) = junit else {
+        // A property that was given but refused has been reported already, with the name it should have.
+        if node.entries().is_empty() {
+            reader.push(
+                ConfigDiagnostic::error(
+                    DiagnosticCode::InvalidValue,
+                    "`reports` needs the files to read: `junit=\"GLOB\"`",
+                    node.name().span(),
+                    "no report format given",
+                )
+                .with_help(
+                    "name the JUnit XML files the stage writes, relative to the workspace: \
+                     `reports junit=\"target/nextest/ci/junit.xml\"`",
+                ),
+            );
+        }
+        return None;
+    };
+    if junit.value.trim().is_empty() {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                "report pattern is empty",
+                junit.span,
+                "empty",
+            )
+            .with_help(
+                "name the JUnit XML files the stage writes, relative to the workspace: \
+                 `target/nextest/ci/junit.xml` or `reports/*.xml`",
+            ),
+        );
+        return None;
+    }
+    if crate::paths::relative_path_escapes(&junit.value) {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                format!("report pattern `{}` leaves the workspace", junit.value),
+                junit.span,
+                "outside the workspace",
+            )
+            .with_help(
+                "reports are read from inside the workspace: write a path relative to it, without a leading \
+                 `/` or `~` and without `..`",
+            ),
+        );
+        return None;
+    }
+    if let Err(problem) = Glob::new(&junit.value) {
+        reader.push(
+            ConfigDiagnostic::error(
+                DiagnosticCode::InvalidValue,
+                format!("report pattern `{}` is not a glob: {problem}", junit.value),
+                junit.span,
+                "invalid pattern",
+            )
+            .with_help(
+                "`*` matches within a directory, `**` across directories: `target/**/junit.xml`",
+            ),
+        );
+        return None;
+    }
+    Some(TestReport {
+        junit: reader.template(&junit, scope),
+        span: node.span(),
+    })
 }
 
 /// `needs "a" "b"`, or `needs "build" matrix="same"`: each instance then needs only the instance of `build` with the

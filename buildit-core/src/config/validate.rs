@@ -26,6 +26,9 @@ pub(crate) fn validate_pipeline(reader: &mut Reader<'_>, pipeline: &Pipeline) {
         for artifact in &stage.artifacts {
             check_rendered_path(reader, artifact, PathUse::Artifact);
         }
+        for report in &stage.reports {
+            check_rendered_path(reader, &report.junit, PathUse::Report);
+        }
     }
     for cache in &pipeline.caches {
         for path in &cache.paths {
@@ -274,6 +277,7 @@ fn check_overlaps(reader: &mut Reader<'_>, pipeline: &Pipeline, index: &HashMap<
 #[derive(Clone, Copy)]
 enum PathUse<'a> {
     Artifact,
+    Report,
     Cache(&'a str),
 }
 
@@ -300,10 +304,12 @@ fn check_rendered_path(
 ) {
     let problem = |rendered: &str| match kind {
         PathUse::Artifact => crate::paths::artifact_path_problem(path.value.as_str(), rendered),
+        PathUse::Report => crate::paths::report_path_problem(path.value.as_str(), rendered),
         PathUse::Cache(_) => crate::paths::cache_path_problem(path.value.as_str(), rendered),
     };
     let what = match kind {
         PathUse::Artifact => "artifact path".to_owned(),
+        PathUse::Report => "report pattern".to_owned(),
         PathUse::Cache(name) => format!("path of cache `{name}`"),
     };
     // Variables every run has stand for a plain name here; their real values are checked at run time.
@@ -316,9 +322,14 @@ fn check_rendered_path(
                 path.span,
                 "the whole workspace, or outside it",
             )
-            .with_help(format!(
-                "{problem}; name the files or directories to keep, e.g. `dist` or `target/release`"
-            )),
+            .with_help(match kind {
+                PathUse::Report => format!(
+                    "{problem}; name the report files, e.g. `target/nextest/ci/junit.xml` or `reports/*.xml`"
+                ),
+                _ => format!(
+                    "{problem}; name the files or directories to keep, e.g. `dist` or `target/release`"
+                ),
+            }),
         );
         return;
     }
@@ -356,7 +367,12 @@ fn check_rendered_path(
                 "may be empty",
             )
             .with_help(format!(
-                "such a run fails the stage rather than use {}; put the variable under a fixed directory, e.g. `dist/{}`",
+                "such a run {} rather than use {}; put the variable under a fixed directory, e.g. `dist/{}`",
+                if matches!(kind, PathUse::Report) {
+                    "reads no report"
+                } else {
+                    "fails the stage"
+                },
                 if problem.contains("leaves") || problem.contains("goes up") {
                     "a place outside the workspace"
                 } else {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{
     FailureKind, PlannedInstance, RunEvent, RunEventKind, RunOutcome, StageCounts, StageOutcome,
+    TestSummary,
 };
 
 /// One stage instance as far as the events have told.
@@ -33,6 +34,8 @@ pub struct InstanceView {
     pub finished_at_ms: Option<u64>,
     /// The outputs its last successful attempt wrote (masked).
     pub outputs: std::collections::BTreeMap<String, String>,
+    /// What the test reports of its last attempt that had any counted.
+    pub tests: Option<TestSummary>,
 }
 
 impl InstanceView {
@@ -50,6 +53,7 @@ impl InstanceView {
             started_at_ms: None,
             finished_at_ms: None,
             outputs: std::collections::BTreeMap::new(),
+            tests: None,
         }
     }
 
@@ -153,6 +157,11 @@ impl RunView {
             RunEventKind::StageOutputs { stage, outputs, .. } => {
                 if let Some(instance) = self.instance_mut(stage) {
                     instance.outputs.clone_from(outputs);
+                }
+            }
+            RunEventKind::StageTests { stage, tests, .. } => {
+                if let Some(instance) = self.instance_mut(stage) {
+                    instance.tests = Some(tests.clone());
                 }
             }
             RunEventKind::StageFinished {

@@ -20,6 +20,7 @@ mod options;
 mod outputs;
 #[cfg(any(feature = "docker", feature = "kubernetes"))]
 mod per_run;
+mod reports;
 mod scheduler;
 mod spec;
 mod sweep;
@@ -48,6 +49,10 @@ pub use local::{LocalExecutor, LocalHandle, adopt_orphans};
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker, unmaskable};
 pub use options::RunOptions;
 pub use outputs::{MAX_OUTPUT_FILE_BYTES, OUTPUTS_DIR, RunOutputs, output_file, parse_outputs};
+pub use reports::{
+    CollectedReports, MAX_FAILED_NAMES, MAX_REPORT_FILE_BYTES, MAX_REPORT_FILES, MAX_REPORTS_BYTES,
+    MAX_TEST_NAME_CHARS, collect_reports, count_report,
+};
 pub use scheduler::{RunReport, StageReport, execute};
 pub use spec::{DEFAULT_GRACE, RunIdentity, SpecError, retries, stage_spec};
 pub use sweep::{SweepReport, SweepScope};

@@ -373,6 +373,16 @@ pub fn artifact_patterns(plan: &Plan, stage: &PlannedStage, run: &RunIdentity) -
         .collect()
 }
 
+/// The stage's `reports` globs with variables filled in, in the order written.
+pub fn report_patterns(plan: &Plan, stage: &PlannedStage, run: &RunIdentity) -> Vec<String> {
+    let values = Values { plan, stage, run };
+    plan.definition(stage)
+        .reports
+        .iter()
+        .map(|report| values.render(&report.junit.value))
+        .collect()
+}
+
 /// The paths of the caches the stage uses, with variables filled in (no key is computed).
 pub(crate) fn cache_paths(plan: &Plan, stage: &PlannedStage, run: &RunIdentity) -> Vec<String> {
     let values = Values { plan, stage, run };

@@ -26,6 +26,29 @@ pub(crate) fn artifact_path_problem(written: &str, rendered: &str) -> Option<Str
     None
 }
 
+/// Why a rendered `reports` pattern cannot be read; `None` when it can. The same rules as an artifact's: a
+/// report is read from inside the workspace, and a pattern that names the whole of it is a mistake.
+pub(crate) fn report_path_problem(written: &str, rendered: &str) -> Option<String> {
+    if rendered.trim().is_empty() {
+        return Some(format!(
+            "report pattern `{written}` is empty in this run (a variable in it has no value)"
+        ));
+    }
+    if relative_path_escapes(rendered) {
+        return Some(format!(
+            "{}, which leaves the workspace",
+            became("report pattern", written, rendered)
+        ));
+    }
+    if names_nothing(rendered) {
+        return Some(format!(
+            "{}: the workspace itself, not report files",
+            became("report pattern", written, rendered)
+        ));
+    }
+    None
+}
+
 /// Why a rendered cache `path` cannot be restored or saved; `None` when it can. A path written relative must
 /// stay in the workspace (`{env.DIR}/x` with `DIR` unset is not `/x`); one written `~/` or absolute may leave
 /// it, but must not be the whole home directory or file system.
@@ -106,6 +129,26 @@ mod tests {
         }
         for rendered in ["dist", "./dist", "dist/*.js", "a/../b", "out/v1.2"] {
             assert_eq!(artifact_path_problem("{x}", rendered), None, "{rendered}");
+        }
+    }
+
+    #[test]
+    fn report_patterns_that_render_to_nothing_the_workspace_or_outside_are_refused() {
+        for (written, rendered) in [
+            ("{env.OUT}", ""),
+            (".", "."),
+            ("{env.X}/", "/"),
+            ("{env.X}/x.xml", "/x.xml"),
+            ("{env.X}", "../up.xml"),
+            ("{env.X}", "~/x.xml"),
+        ] {
+            assert!(
+                report_path_problem(written, rendered).is_some(),
+                "`{written}` -> `{rendered}` was accepted"
+            );
+        }
+        for rendered in ["junit.xml", "target/nextest/*/junit.xml", "a/../b/*.xml"] {
+            assert_eq!(report_path_problem("{x}", rendered), None, "{rendered}");
         }
     }
 

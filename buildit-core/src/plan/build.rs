@@ -120,6 +120,7 @@ pub struct PlannedStage {
     run_on: Vec<WhenStatus>,
     image: Option<String>,
     executor: ExecutorKind,
+    reports: Vec<String>,
 }
 
 impl PlannedStage {
@@ -161,6 +162,11 @@ impl PlannedStage {
     /// The image with the variables known at planning time filled in.
     pub fn image(&self) -> Option<&str> {
         self.image.as_deref()
+    }
+
+    /// The globs of the JUnit reports it writes, with the variables known at planning time filled in.
+    pub fn reports(&self) -> &[String] {
+        &self.reports
     }
 
     /// Where it runs.
@@ -465,6 +471,11 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
             let image = image_template
                 .filter(|_| executor != ExecutorKind::Local)
                 .map(|image| render_known(&image.value, pipeline, stage, &matrix, context));
+            let reports = stage
+                .reports
+                .iter()
+                .map(|report| render_known(&report.junit.value, pipeline, stage, &matrix, context))
+                .collect();
             let (skip, run_on) = evaluate_when(&stage.when, context);
             instances.push(stages.len());
             stages.push(PlannedStage {
@@ -477,6 +488,7 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
                 run_on,
                 image,
                 executor,
+                reports,
             });
         }
         instances_of.push(instances);

@@ -69,6 +69,9 @@ pub struct PlanStageJson<'p> {
     pub image: Option<&'p str>,
     /// Where it runs.
     pub executor: ExecutorKind,
+    /// Globs of the JUnit reports it writes, read after each attempt (left out when it has none).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub reports: &'p [String],
 }
 
 impl Plan {
@@ -99,6 +102,7 @@ impl Plan {
                     }),
                     image: stage.image(),
                     executor: stage.executor(),
+                    reports: stage.reports(),
                 })
                 .collect(),
             triggered: self.is_triggered(),
@@ -194,6 +198,9 @@ impl Plan {
                     .map(|&need| stages[need].name())
                     .collect();
                 let _ = write!(out, "  needs {}", needs.join(", "));
+            }
+            if !stage.reports().is_empty() {
+                let _ = write!(out, "  reports junit {}", stage.reports().join(", "));
             }
             if let Some(reason) = stage.skip_reason() {
                 let _ = write!(out, "  skipped: {reason}");

@@ -17,6 +17,10 @@ use crate::events::RunEvent;
 pub type StageOutputs =
     std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
 
+/// What the test reports of each instance counted (its last attempt that had any), as [`Store::stage_tests`]
+/// gives them.
+pub type StageTests = std::collections::BTreeMap<String, crate::events::TestSummary>;
+
 /// Where runs, their stages, their logs and the job queue live. Every call works within the store's tenant.
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
@@ -98,6 +102,32 @@ pub trait Store: Send + Sync + Debug {
             }
         }
         Ok(outputs)
+    }
+
+    /// What the test reports of the run's instances counted (masked, as their `stage-tests` events hold it), by
+    /// instance: its last attempt that had any. By default read from the run's events; SQL stores select those
+    /// events alone.
+    async fn stage_tests(&self, run_id: &str) -> Result<StageTests, StoreError> {
+        let mut tests = std::collections::BTreeMap::new();
+        let mut after = 0;
+        loop {
+            let page = self.events_after(run_id, after, 1000).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.seq;
+            for event in page {
+                if let crate::events::RunEventKind::StageTests {
+                    stage,
+                    tests: counted,
+                    ..
+                } = event.kind
+                {
+                    tests.insert(stage, counted);
+                }
+            }
+        }
+        Ok(tests)
     }
 
     /// Adds a job to a queue; returns its id.

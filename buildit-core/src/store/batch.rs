@@ -68,6 +68,7 @@ impl StoredEvent {
         let attempt_of = match &event.kind {
             RunEventKind::StageStarted { stage, attempt, .. }
             | RunEventKind::StageOutputs { stage, attempt, .. }
+            | RunEventKind::StageTests { stage, attempt, .. }
             | RunEventKind::StageFinished { stage, attempt, .. } => Some((stage.clone(), *attempt)),
             _ => None,
         };
@@ -368,7 +369,8 @@ impl BatchBuilder {
                 }
                 RunEventKind::StageQueued { .. }
                 | RunEventKind::LogLine { .. }
-                | RunEventKind::StageOutputs { .. } => {}
+                | RunEventKind::StageOutputs { .. }
+                | RunEventKind::StageTests { .. } => {}
             }
         }
         if let Some(chunk) = open.take() {

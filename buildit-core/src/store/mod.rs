@@ -22,7 +22,7 @@ mod tokens;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use api::{StageOutputs, Store};
+pub use api::{StageOutputs, StageTests, Store};
 pub use batch::{AttemptEnd, AttemptStart, LogChunk, RecordBatch, RunEnd, StoredEvent};
 pub use follow::{FOLLOW_PAGE, FollowError, MAX_HELD, RunFollower};
 pub use memory::MemoryStore;

@@ -266,6 +266,17 @@ impl Store for PostgresStore {
         outputs
     }
 
+    async fn stage_tests(&self, run_id: &str) -> Result<crate::store::StageTests, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(query_error)?;
+        let tests = Shared::<Postgres>::stage_tests(&mut tx, &self.tenant, run_id).await;
+        tx.rollback().await.map_err(query_error)?;
+        tests
+    }
+
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
         sqlx::query_scalar(
             "INSERT INTO job_queue (tenant_id, queue, payload, status, attempts, max_attempts, created_at_ms,

@@ -311,17 +311,7 @@ where
         tenant: &str,
         run_id: &str,
     ) -> Result<crate::store::StageOutputs, StoreError> {
-        if Self::run_state(connection, tenant, run_id).await?.is_none() {
-            return Err(StoreError::NoSuchRun(run_id.to_owned()));
-        }
-        let run: Arc<str> = Arc::from(run_id);
-        let mut query =
-            QueryBuilder::<DB>::new("SELECT seq, at_ms, body FROM run_events WHERE tenant_id = ");
-        query.push_bind(tenant.to_owned());
-        query.push(" AND run_id = ");
-        query.push_bind(run_id.to_owned());
-        query.push(" AND type = 'stage-outputs' ORDER BY seq");
-        let events = Self::event_rows(connection, query, &run).await?;
+        let events = Self::events_of_type(connection, tenant, run_id, "stage-outputs").await?;
         Ok(events
             .into_iter()
             .filter_map(|event| match event.kind {
@@ -331,6 +321,47 @@ where
                 _ => None,
             })
             .collect())
+    }
+
+    /// What the test reports of the run's instances counted, from its `stage-tests` rows alone: each
+    /// instance's last attempt that had any.
+    pub(crate) async fn stage_tests(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<crate::store::StageTests, StoreError> {
+        let events = Self::events_of_type(connection, tenant, run_id, "stage-tests").await?;
+        Ok(events
+            .into_iter()
+            .filter_map(|event| match event.kind {
+                crate::events::RunEventKind::StageTests { stage, tests, .. } => {
+                    Some((stage, tests))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The run's event rows of one type (`kind`, a constant of the caller's), in order.
+    async fn events_of_type(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+        kind: &'static str,
+    ) -> Result<Vec<RunEvent>, StoreError> {
+        if Self::run_state(connection, tenant, run_id).await?.is_none() {
+            return Err(StoreError::NoSuchRun(run_id.to_owned()));
+        }
+        let run: Arc<str> = Arc::from(run_id);
+        let mut query =
+            QueryBuilder::<DB>::new("SELECT seq, at_ms, body FROM run_events WHERE tenant_id = ");
+        query.push_bind(tenant.to_owned());
+        query.push(" AND run_id = ");
+        query.push_bind(run_id.to_owned());
+        query.push(" AND type = ");
+        query.push_bind(kind.to_owned());
+        query.push(" ORDER BY seq");
+        Self::event_rows(connection, query, &run).await
     }
 
     /// Up to `limit` events of the run after `after`, in order: event rows and log chunks merged.

@@ -359,6 +359,17 @@ impl Store for SqliteStore {
         outputs
     }
 
+    async fn stage_tests(&self, run_id: &str) -> Result<crate::store::StageTests, StoreError> {
+        let mut tx = self
+            .readers
+            .begin_with("BEGIN DEFERRED")
+            .await
+            .map_err(query_error)?;
+        let tests = Shared::<Sqlite>::stage_tests(&mut tx, &self.tenant, run_id).await;
+        tx.rollback().await.map_err(query_error)?;
+        tests
+    }
+
     async fn enqueue(&self, job: &NewJob) -> Result<i64, StoreError> {
         sqlx::query_scalar(
             "INSERT INTO job_queue (tenant_id, queue, payload, status, attempts, max_attempts, created_at_ms,

@@ -192,6 +192,11 @@ impl<E: Executor> StageTask<E> {
                 }
             }
         }
+        // Reports are read after every attempt that ran to an end or out of time, failed or not: a failing
+        // test stage is when they matter. They never change the attempt's outcome.
+        if matches!(ended, Ended::Exited(Ok(_)) | Ended::TimedOut) {
+            self.read_reports(attempt, remote).await;
+        }
         match ended {
             Ended::Exited(Ok(status)) if status.success() => {
                 // Outputs are read first (a bad file fails the stage) and passed on only once the attempt has

@@ -1,5 +1,5 @@
 //! Every stage and run lifecycle event of a run comes from here: what `run-started`, `stage-started`,
-//! `stage-finished` and `run-finished` say, in one place.
+//! `stage-outputs`, `stage-tests`, `stage-finished` and `run-finished` say, in one place.
 
 use std::time::Duration;
 
@@ -44,6 +44,21 @@ pub(super) async fn outputs_written(
         stage: stage.to_owned(),
         attempt,
         outputs,
+    })
+    .await;
+}
+
+/// The test reports of an attempt of `stage` counted `tests` (names masked).
+pub(super) async fn tests_counted(
+    bus: &EventBus,
+    stage: &str,
+    attempt: u32,
+    tests: crate::events::TestSummary,
+) {
+    bus.emit(RunEventKind::StageTests {
+        stage: stage.to_owned(),
+        attempt,
+        tests,
     })
     .await;
 }

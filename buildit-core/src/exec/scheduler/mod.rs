@@ -6,6 +6,7 @@ mod lifecycle;
 mod outcome;
 mod outputs;
 mod report;
+mod reports;
 mod run_loop;
 mod stage;
 mod transfer;

@@ -315,9 +315,10 @@ fn staging_dir() -> Result<tempfile::TempDir, String> {
         .map_err(|error| format!("cannot create a staging directory: {error}"))
 }
 
-/// The directories (or files) that artifact patterns can match in: each pattern up to its first wildcard.
+/// The directories (or files) that artifact (or report) patterns can match in: each pattern up to its first
+/// wildcard.
 /// Patterns that leave the workspace get nothing copied (collection then refuses them as it always does).
-fn pattern_roots(patterns: &[String]) -> Vec<PathBuf> {
+pub(super) fn pattern_roots(patterns: &[String]) -> Vec<PathBuf> {
     let roots = patterns
         .iter()
         .filter_map(|pattern| inside_workspace(std::path::Path::new(pattern)))
