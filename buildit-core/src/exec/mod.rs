@@ -47,7 +47,9 @@ pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
 pub use local::{LocalExecutor, LocalHandle, adopt_orphans};
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker, unmaskable};
 pub use options::RunOptions;
-pub use outputs::{MAX_OUTPUT_FILE_BYTES, OUTPUTS_DIR, RunOutputs, output_file, parse_outputs};
+pub use outputs::{
+    MAX_OUTPUT_FILE_BYTES, OUTPUTS_DIR, RunOutputs, output_file, parse_outputs, run_outputs_dir,
+};
 pub use scheduler::{RunReport, StageReport, execute};
 pub use spec::{DEFAULT_GRACE, RunIdentity, SpecError, retries, stage_spec};
 pub use sweep::{SweepReport, SweepScope};
