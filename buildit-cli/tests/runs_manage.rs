@@ -295,6 +295,17 @@ fn a_deleted_run_leaves_no_record_nor_files_and_a_running_run_is_refused() {
     assert_eq!(deleted.status.code(), Some(0), "{}", stderr(&deleted));
     assert!(!artifacts_of(dir, &slow).exists());
 
+    // A run whose `buildit run` was killed has no live owner: it is interrupted, and can go.
+    std::fs::remove_file(dir.join("sleep.pid")).expect("pid file");
+    let mut run = start_run(dir, "slow.kdl");
+    wait_for_file(&dir.join("sleep.pid"), Duration::from_secs(60));
+    run.kill().expect("SIGKILL");
+    run.wait().expect("killed");
+    let deleted = buildit(dir, &["runs", "delete", "slow#2"]);
+    assert_eq!(deleted.status.code(), Some(0), "{}", stderr(&deleted));
+    let gone = buildit(dir, &["runs", "show", "slow#2"]);
+    assert_eq!(gone.status.code(), Some(2), "{}", stdout(&gone));
+
     // Not against a daemon.
     let remote = buildit(
         dir,
@@ -418,7 +429,7 @@ fn prune_deletes_the_runs_that_ended_long_enough_ago_and_old_caches() {
 }
 
 #[test]
-fn cancel_of_a_daemon_s_run_still_needs_its_id_through_the_daemon() {
+fn cancel_with_server_asks_the_daemon_not_the_local_store() {
     // `--server` keeps the daemon's path: an unreachable daemon is an error of its own, not a local lookup.
     let dir = workspace();
     let output = buildit(
@@ -439,4 +450,122 @@ fn cancel_of_a_daemon_s_run_still_needs_its_id_through_the_daemon() {
         "{}",
         stderr(&output)
     );
+}
+
+/// A fresh database on the test PostgreSQL server (`BUILDIT_TEST_DATABASE_URL`), or `None` outside CI.
+fn postgres_database(name: &str) -> Option<String> {
+    let Ok(server) = std::env::var("BUILDIT_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "BUILDIT_TEST_DATABASE_URL is not set: CI must start PostgreSQL for these tests"
+        );
+        eprintln!("skipped: set BUILDIT_TEST_DATABASE_URL to run the PostgreSQL end-to-end test");
+        return None;
+    };
+    let database = format!("{name}_{}", std::process::id());
+    let created = std::process::Command::new("psql")
+        .args([server.as_str(), "-v", "ON_ERROR_STOP=1", "-qc"])
+        .arg(format!("CREATE DATABASE {database}"))
+        .status();
+    assert!(
+        matches!(created, Ok(status) if status.success()),
+        "psql: {created:?}"
+    );
+    server
+        .rsplit_once('/')
+        .map(|(base, _)| format!("{base}/{database}"))
+}
+
+/// Rows of every table of the run's that name `id`.
+fn rows_of_run(url: &str, id: &str) -> u64 {
+    let query = format!(
+        "SELECT (SELECT count(*) FROM pipeline_runs WHERE id = '{id}') \
+         + (SELECT count(*) FROM attempt_rows WHERE run_id = '{id}') \
+         + (SELECT count(*) FROM logs WHERE run_id = '{id}') \
+         + (SELECT count(*) FROM run_events WHERE run_id = '{id}') \
+         + (SELECT count(*) FROM run_requests WHERE run_id = '{id}')"
+    );
+    let output = std::process::Command::new("psql")
+        .args([url, "-AtXc", &query])
+        .output()
+        .expect("psql runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output).trim().parse().expect("a count")
+}
+
+#[test]
+fn cancel_delete_and_prune_work_on_a_postgresql_store() {
+    let Some(url) = postgres_database("buildit_runs_manage") else {
+        return;
+    };
+    let dir = workspace();
+    let dir = dir.path();
+    let with_store = |args: &[&str]| -> Output {
+        buildit_command(dir)
+            .args(args)
+            .env("BUILDIT_DATABASE_URL", &url)
+            .output()
+            .expect("buildit runs")
+    };
+    let log = |name: &str| std::fs::File::create(dir.join(name)).expect("log file");
+    let mut run = buildit_command(dir)
+        .args(["run", "--plain", "slow.kdl"])
+        .env("BUILDIT_DATABASE_URL", &url)
+        .stdout(Stdio::from(log("run.out")))
+        .stderr(Stdio::from(log("run.err")))
+        .spawn()
+        .expect("buildit run starts");
+    let pid: u32 = wait_for_file(&dir.join("sleep.pid"), Duration::from_secs(60))
+        .trim()
+        .parse()
+        .expect("a process id");
+    let cancel = with_store(&["runs", "cancel", "slow#1"]);
+    assert_eq!(cancel.status.code(), Some(0), "{}", stderr(&cancel));
+    assert_eq!(
+        wait_child(&mut run, Duration::from_secs(30)).code(),
+        Some(130)
+    );
+    assert!(!alive(pid), "the stage's process {pid} is still running");
+    let shown = with_store(&["runs", "show", "slow#1", "--format", "json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    assert_eq!(shown["state"], "cancelled", "{shown}");
+    let slow = shown["id"].as_str().expect("an id").to_owned();
+
+    let quick = with_store(&["run", "--plain", "quick.kdl"]);
+    assert!(quick.status.success(), "{}", stderr(&quick));
+    let shown = with_store(&["runs", "show", "quick#1", "--format", "json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("JSON");
+    let quick = shown["id"].as_str().expect("an id").to_owned();
+    assert!(rows_of_run(&url, &slow) > 0);
+
+    let deleted = with_store(&["runs", "delete", &slow]);
+    assert_eq!(deleted.status.code(), Some(0), "{}", stderr(&deleted));
+    assert_eq!(
+        rows_of_run(&url, &slow),
+        0,
+        "rows of the deleted run are left"
+    );
+    assert!(!artifacts_of(dir, &slow).exists());
+    let kept = rows_of_run(&url, &quick);
+    assert!(kept > 0);
+
+    // The quick run ended a moment ago: a day's age leaves it, a second's takes it.
+    let pruned = with_store(&["runs", "prune", "--older-than", "1d"]);
+    assert_eq!(pruned.status.code(), Some(0), "{}", stderr(&pruned));
+    assert!(
+        stdout(&pruned).contains("deleted 0 runs"),
+        "{}",
+        stdout(&pruned)
+    );
+    assert_eq!(rows_of_run(&url, &quick), kept);
+    std::thread::sleep(Duration::from_millis(1100));
+    let pruned = with_store(&["runs", "prune", "--older-than", "1s"]);
+    assert_eq!(pruned.status.code(), Some(0), "{}", stderr(&pruned));
+    assert!(
+        stdout(&pruned).contains("deleted 1 run "),
+        "{}",
+        stdout(&pruned)
+    );
+    assert_eq!(rows_of_run(&url, &quick), 0);
+    assert!(!artifacts_of(dir, &quick).exists());
 }
