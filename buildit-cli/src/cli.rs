@@ -346,11 +346,38 @@ pub(crate) enum RunsCommand {
         #[command(flatten)]
         common: RunsCommon,
     },
-    /// Stop a daemon's run (`--server`): running stages get their grace period; a run that has ended stays as it
-    /// is.
+    /// Stop a run: one a `buildit run` of this store is running (another process, on any machine sharing the
+    /// store), or a daemon's (`--server`). Running stages get their grace period, as on Ctrl-C; a run that has
+    /// ended stays as it is (and the command succeeds, saying so).
     Cancel {
-        /// The run's id.
+        /// The run: its id (a daemon's run: its id only), its number (`3`), or `PIPELINE#3`.
         run: String,
+        /// The pipeline a bare number belongs to (a local store).
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[command(flatten)]
+        common: RunsCommon,
+    },
+    /// Delete an ended run from a local store: its record, stages, logs and events, its artifacts and its
+    /// outputs files. A running run is refused (cancel it first).
+    Delete {
+        /// The run: its id, its number (`3`), or `PIPELINE#3`.
+        run: String,
+        /// The pipeline a bare number belongs to.
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[command(flatten)]
+        common: RunsCommon,
+    },
+    /// Delete every run of a local store that ended more than a while ago, as `runs delete` does, and the
+    /// workspace's caches not written for as long.
+    Prune {
+        /// How long ago a run must have ended to go (`30d`, `12h`, `90m`).
+        #[arg(long, value_name = "DURATION")]
+        older_than: String,
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         common: RunsCommon,
     },

@@ -1,5 +1,6 @@
 //! The `Runner` with each workspace source: a run of an uploaded archive and a run of a git commit, their stages
-//! working in the directory the source was prepared into; a source that cannot be prepared records no run.
+//! working in the directory the source was prepared into; a source that cannot be prepared records no run. And a
+//! cancel asked through the store, which stops a running run.
 
 #![expect(
     clippy::expect_used,
@@ -148,4 +149,70 @@ async fn a_source_that_cannot_be_prepared_records_no_run() {
     let runs = store.list_runs(&RunFilter::default()).await.expect("runs");
     assert!(runs.is_empty(), "{runs:?}");
     assert!(!dir.path().join("checkout").exists());
+}
+
+/// A cancel asked through the store by someone else (another handle on it: another process) stops the run as its
+/// own cancel token would: the stage is cancelled, the run ends `cancelled`, and the handle says why.
+#[tokio::test]
+async fn a_cancel_asked_through_the_store_stops_the_run() {
+    let store = MemoryStore::new();
+    let plan = support::plan(
+        r#"pipeline "slow"
+stage "sleep" { run "touch started && sleep 60" }
+stage "after" { needs "sleep"; run "true" }
+"#,
+        &RunContext::new(),
+    );
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let runner = Runner::new(
+        "cancelled-run",
+        plan,
+        LocalExecutor::new(),
+        Arc::new(store.clone()),
+    )
+    .workspace(dir.path());
+    let handle = runner.start().await.expect("the run starts");
+    let told = handle.store_cancel();
+    assert!(!told.is_cancelled());
+    // Another handle on the store asks, as `buildit runs cancel` does from its own process.
+    let other: Arc<dyn Store> = Arc::new(store.clone());
+    // Asked once the stage runs, so that it is the stage that is stopped.
+    let started = std::time::Instant::now();
+    while !dir.path().join("started").exists() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the stage never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let asked = std::time::Instant::now();
+    assert_eq!(
+        other
+            .cancel_running_run("cancelled-run")
+            .await
+            .expect("asked"),
+        buildit_core::store::RunState::Running
+    );
+    let executed = tokio::time::timeout(std::time::Duration::from_secs(20), handle.wait())
+        .await
+        .expect("the run stops")
+        .expect("the run executed");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(10),
+        "stopped after {:?}",
+        asked.elapsed()
+    );
+    assert!(told.is_cancelled());
+    assert_eq!(
+        executed.report.status,
+        buildit_core::events::RunOutcome::Cancelled
+    );
+    let outcomes: Vec<StageOutcome> = executed
+        .report
+        .stages
+        .iter()
+        .map(|stage| stage.outcome)
+        .collect();
+    assert_eq!(outcomes[0], StageOutcome::Cancelled, "{outcomes:?}");
+    assert_ne!(outcomes[1], StageOutcome::Succeeded, "{outcomes:?}");
 }

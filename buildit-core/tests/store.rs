@@ -188,6 +188,9 @@ contract!(
     pages_of_runs_never_skip_nor_repeat_a_run,
     pipelines_are_registered_replaced_and_listed_per_tenant,
     test_counts_are_read_from_their_events_alone,
+    cancels_asked_through_the_store_reach_only_running_runs,
+    a_deleted_run_leaves_nothing_and_other_runs_stay,
+    runs_ended_before_a_time_are_found_for_pruning,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -1178,6 +1181,11 @@ async fn a_sqlite_store_with_a_failed_migration_is_not_taken_for_up_to_date() {
 
 /// Everything the backend's database holds, as text: every row of every table (the memory store: its state).
 async fn everything_stored(backend: &Backend) -> String {
+    stored(backend, true).await
+}
+
+/// Every table row of the store and, with `files`, the SQLite database's files as they are on disk.
+async fn stored(backend: &Backend, files: bool) -> String {
     use sqlx::Row as _;
     let mut dump = String::new();
     match &backend.reopen {
@@ -1222,7 +1230,7 @@ async fn everything_stored(backend: &Backend) -> String {
             }
             let _ = connection.close().await;
             // And the files themselves, the write-ahead log included.
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-wal", "-shm"].into_iter().filter(|_| files) {
                 let mut file = path.as_os_str().to_owned();
                 file.push(suffix);
                 if let Ok(bytes) = std::fs::read(&file) {
@@ -2330,4 +2338,167 @@ async fn test_counts_are_read_from_their_events_alone(backend: Backend) {
         store.stage_tests("never").await,
         Err(StoreError::NoSuchRun(_))
     ));
+}
+
+/// Every table row of the store, without the SQLite file's bytes (a deleted row may linger in its free pages).
+async fn stored_rows(backend: &Backend) -> String {
+    stored(backend, false).await
+}
+
+async fn cancels_asked_through_the_store_reach_only_running_runs(backend: Backend) {
+    let store = backend.store;
+    ok(store.create_run(&new_run("live", "p")).await);
+    ok(store.create_run(&new_run("ended", "p")).await);
+    emit_sample_run(store.clone(), "ended", 10).await;
+    assert!(!ok(store.run_cancel_requested("live").await));
+    assert_eq!(
+        ok(store.cancel_running_run("live").await),
+        RunState::Running
+    );
+    assert!(ok(store.run_cancel_requested("live").await));
+    // Asked again: the first request stands.
+    assert_eq!(
+        ok(store.cancel_running_run("live").await),
+        RunState::Running
+    );
+    assert!(ok(store.run_cancel_requested("live").await));
+    // A run that has ended is left as it is, and says how it ended.
+    assert_eq!(
+        ok(store.cancel_running_run("ended").await),
+        RunState::Failed
+    );
+    assert!(!ok(store.run_cancel_requested("ended").await));
+    assert_eq!(
+        ok(store.find_run(&RunRef::Id("ended".to_owned())).await).state,
+        RunState::Failed
+    );
+    assert!(matches!(
+        store.cancel_running_run("nothing").await,
+        Err(StoreError::NoSuchRun(id)) if id == "nothing"
+    ));
+    assert!(!ok(store.run_cancel_requested("nothing").await));
+    // Another tenant neither sees the run nor cancels it.
+    ok(store.create_tenant("acme").await);
+    let acme = store.for_tenant("acme");
+    ok(acme.create_run(&new_run("theirs", "p")).await);
+    assert!(matches!(
+        acme.cancel_running_run("live").await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    assert!(!ok(acme.run_cancel_requested("live").await));
+    assert!(matches!(
+        store.cancel_running_run("theirs").await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    assert!(!ok(acme.run_cancel_requested("theirs").await));
+    // A request does not end the run by itself: its runner does.
+    assert_eq!(
+        ok(store.find_run(&RunRef::Id("live".to_owned())).await).state,
+        RunState::Running
+    );
+}
+
+async fn a_deleted_run_leaves_nothing_and_other_runs_stay(backend: Backend) {
+    let store = Arc::clone(&backend.store);
+    let (gone, kept) = ("0d1e7ed0-9a11", "0cee9e11-b0b0");
+    // The deleted run has a request, attempts both as events and as rows, log lines and events.
+    ok(store.create_run_request(&run_request(gone, None)).await);
+    ok(store.create_run(&new_run(gone, "sample")).await);
+    ok(store.create_run(&new_run(kept, "sample")).await);
+    ok(store
+        .write_batch(
+            gone,
+            &RecordBatch {
+                finished: vec![end("legacy", 1, 150, Some(100))],
+                ..RecordBatch::default()
+            },
+        )
+        .await);
+    emit_sample_run(store.clone(), gone, 50).await;
+    let kept_lines = emit_sample_run(store.clone(), kept, 50).await;
+    let kept_events = ok(store.events_after(kept, 0, 10_000).await);
+    assert!(stored_rows(&backend).await.contains(gone));
+    // A running run is refused and keeps everything.
+    ok(store.create_run(&new_run("running", "sample")).await);
+    assert!(matches!(
+        store.delete_run("running").await,
+        Err(StoreError::RunStillRunning(id)) if id == "running"
+    ));
+    ok(store.find_run(&RunRef::Id("running".to_owned())).await);
+    // Another tenant cannot delete it.
+    ok(store.create_tenant("acme").await);
+    assert!(matches!(
+        store.for_tenant("acme").delete_run(gone).await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    ok(store.find_run(&RunRef::Id(gone.to_owned())).await);
+
+    ok(store.delete_run(gone).await);
+    assert!(matches!(
+        store.find_run(&RunRef::Id(gone.to_owned())).await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    assert!(ok(store.attempts(gone).await).is_empty());
+    assert!(all_lines(store.as_ref(), query(gone)).await.is_empty());
+    assert!(ok(store.run_request(gone).await).is_none());
+    assert!(
+        !stored_rows(&backend).await.contains(gone),
+        "a row of the deleted run is left"
+    );
+    assert!(matches!(
+        store.delete_run(gone).await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    // The other run is whole.
+    assert_eq!(
+        without_times(all_lines(store.as_ref(), query(kept)).await),
+        kept_lines
+    );
+    assert_eq!(ok(store.events_after(kept, 0, 10_000).await), kept_events);
+    assert_eq!(ok(store.attempts(kept).await).len(), 4);
+    // Numbers are never given twice: the next run follows the deleted one's.
+    let next = ok(store.create_run(&new_run("next", "sample")).await);
+    assert_eq!(next.number, 4);
+}
+
+async fn runs_ended_before_a_time_are_found_for_pruning(backend: Backend) {
+    let store = backend.store;
+    ok(store.create_run(&new_run("old", "p")).await);
+    emit_sample_run(store.clone(), "old", 5).await;
+    ok(store.create_run(&new_run("running", "p")).await);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let between = ok(store.find_run(&RunRef::Id("old".to_owned())).await)
+        .finished_at_ms
+        .unwrap_or(0)
+        + 10;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ok(store.create_run(&new_run("new", "p")).await);
+    emit_sample_run(store.clone(), "new", 5).await;
+    let ids = |runs: Vec<buildit_core::store::RunRecord>| -> Vec<String> {
+        runs.into_iter().map(|run| run.id).collect()
+    };
+    assert_eq!(ids(ok(store.runs_ended_before(between).await)), ["old"]);
+    let later = ok(store.find_run(&RunRef::Id("new".to_owned())).await)
+        .finished_at_ms
+        .unwrap_or(0)
+        + 1;
+    assert_eq!(
+        ids(ok(store.runs_ended_before(later).await)),
+        ["old", "new"]
+    );
+    assert!(ok(store.runs_ended_before(0).await).is_empty());
+    // Interrupted runs have ended too.
+    let mut dead = new_run("dead", "p");
+    dead.owner.pid = dead_pid();
+    ok(store.create_run(&dead).await);
+    ok(store
+        .mark_interrupted(&RunOwner::this_process(), Duration::from_secs(60))
+        .await);
+    assert_eq!(
+        ids(ok(store.runs_ended_before(i64::MAX).await)),
+        ["old", "new", "dead"]
+    );
+    // Another tenant's runs are its own.
+    ok(store.create_tenant("acme").await);
+    assert!(ok(store.for_tenant("acme").runs_ended_before(i64::MAX).await).is_empty());
 }

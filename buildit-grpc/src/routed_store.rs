@@ -10,8 +10,8 @@ use buildit_core::events::RunEvent;
 use buildit_core::store::{
     AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewPipeline, NewRun,
     NewRunRequest, PipelineFilter, PipelineRecord, RecordBatch, RunFilter, RunOwner, RunRecord,
-    RunRef, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, Store, StoreError,
-    TokenRecord,
+    RunRef, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, RunState, Store,
+    StoreError, TokenRecord,
 };
 use tokio::runtime::Handle;
 
@@ -234,6 +234,24 @@ impl Store for RoutedStore {
     async fn request_run_cancel(&self, run_id: &str) -> Result<(), StoreError> {
         let run_id = run_id.to_owned();
         on_runs!(self, |store| store.request_run_cancel(&run_id).await)
+    }
+
+    async fn cancel_running_run(&self, run_id: &str) -> Result<RunState, StoreError> {
+        let run_id = run_id.to_owned();
+        on_runs!(self, |store| store.cancel_running_run(&run_id).await)
+    }
+
+    async fn run_cancel_requested(&self, run_id: &str) -> Result<bool, StoreError> {
+        self.reads.run_cancel_requested(run_id).await
+    }
+
+    async fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {
+        let run_id = run_id.to_owned();
+        on_runs!(self, |store| store.delete_run(&run_id).await)
+    }
+
+    async fn runs_ended_before(&self, before_ms: i64) -> Result<Vec<RunRecord>, StoreError> {
+        self.reads.runs_ended_before(before_ms).await
     }
 
     async fn restart_run_request(

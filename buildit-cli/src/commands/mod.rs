@@ -13,6 +13,7 @@ mod registered;
 mod remote;
 mod run;
 mod runs;
+mod runs_manage;
 mod runs_remote;
 mod show_command;
 mod store;

@@ -1,4 +1,5 @@
-//! Pruning the cache and artifact directories on disk by age and total size, for `buildit gc`.
+//! Pruning the cache and artifact directories on disk by age and total size, for `buildit gc` and
+//! `buildit runs prune`.
 #![cfg_attr(
     not(test),
     deny(
@@ -28,6 +29,17 @@ pub(crate) fn prune(
     owned: fn(&str, &std::fs::Metadata) -> bool,
     max_age: Option<Duration>,
     max_bytes: Option<u64>,
+) -> std::io::Result<Pruned> {
+    prune_or_count(dir, owned, max_age, max_bytes, false)
+}
+
+/// [`prune`], or with `dry_run` only what it would remove.
+pub(crate) fn prune_or_count(
+    dir: &Path,
+    owned: fn(&str, &std::fs::Metadata) -> bool,
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+    dry_run: bool,
 ) -> std::io::Result<Pruned> {
     let mut entries: Vec<(SystemTime, u64, PathBuf)> = Vec::new();
     let listing = match std::fs::read_dir(dir) {
@@ -61,17 +73,28 @@ pub(crate) fn prune(
         if !too_old && !too_big {
             continue;
         }
-        let removed = if std::fs::symlink_metadata(&path)?.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed?;
+        if !dry_run {
+            remove(&path)?;
+        }
         total = total.saturating_sub(bytes);
         pruned.entries += 1;
         pruned.bytes += bytes;
     }
     Ok(pruned)
+}
+
+/// Removes a file, or a directory with everything in it (a symlink itself, never what it points to).
+pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// Bytes of a file or directory with everything under it; 0 for one that does not exist.
+pub(crate) fn bytes_of(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).map_or(0, |metadata| size(path, &metadata))
 }
 
 /// A cache archive: a regular file named `KEY.tar`.

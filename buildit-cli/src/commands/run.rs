@@ -209,6 +209,14 @@ impl LocalRun {
         let record = handle.record().clone();
         // Only the binary installs signal handlers: the first Ctrl-C stops gracefully, the second kills.
         let signals = crate::signals::watch(cancel, kill);
+        // A cancel asked through the store (`buildit runs cancel`) stops the run as Ctrl-C does; say why.
+        let store_cancel = handle.store_cancel();
+        let told = tokio::spawn(async move {
+            store_cancel.cancelled().await;
+            eprintln!(
+                "\ncancel requested through the store (`buildit runs cancel`): stopping running stages"
+            );
+        });
         let mut executed = match handle.wait().await {
             Ok(executed) => executed,
             Err(error) => return runner_error(&error),
@@ -225,6 +233,7 @@ impl LocalRun {
             let _ = display.await;
         }
         signals.abort();
+        told.abort();
         // The summary is written while the recorder writes the last events; where the run is recorded follows
         // once they are in.
         let show = |text: &str| match format {

@@ -1,4 +1,4 @@
-//! `buildit runs list|show|logs|events`: reading run history from the store.
+//! `buildit runs list|show|logs|events`: reading run history from the store; and where every `runs` command goes.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -29,7 +29,33 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
         | RunsCommand::Show { common, .. }
         | RunsCommand::Logs { common, .. }
         | RunsCommand::Events { common, .. }
-        | RunsCommand::Cancel { common, .. } => common,
+        | RunsCommand::Cancel { common, .. }
+        | RunsCommand::Delete { common, .. }
+        | RunsCommand::Prune { common, .. } => common,
+    };
+    let store_only = match command {
+        RunsCommand::Delete { .. } => Some("deleting a run"),
+        RunsCommand::Prune { .. } => Some("pruning runs"),
+        _ => None,
+    };
+    if let Some(what) = store_only
+        && common.server.is_some()
+    {
+        error_line(
+            &format!("{what} works only for a local store, not with `--server`"),
+            Some(
+                "run it where the store is: `--database-url URL`, `--system FILE` or `--workspace DIR` name it",
+            ),
+        );
+        return Exit::Usage;
+    }
+    // Checked before the store is opened: a mistake in the age is a usage error, whatever the store.
+    let prune_age = match command {
+        RunsCommand::Prune { older_than, .. } => match super::runs_manage::parse_age(older_than) {
+            Some(age) => Some(age),
+            None => return Exit::Usage,
+        },
+        _ => None,
     };
     if common.server.is_some() {
         let remote = crate::cli::RemoteArgs {
@@ -42,7 +68,6 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
         };
     }
     let local_only = match command {
-        RunsCommand::Cancel { .. } => Some("cancelling a run"),
         // A store read here holds recorded runs; the runs a daemon has not started are the daemon's to list.
         RunsCommand::List {
             state: Some(state), ..
@@ -141,19 +166,67 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
                 after,
                 ..
             } => events(store.as_ref(), run, pipeline.as_deref(), *after).await,
-            // Refused above: a local store has no run to cancel.
-            RunsCommand::Cancel { .. } => Ok(Exit::Usage),
+            RunsCommand::Cancel {
+                run,
+                pipeline,
+                common,
+            } => {
+                super::runs_manage::cancel(store.as_ref(), run, pipeline.as_deref(), common.format)
+                    .await
+            }
+            RunsCommand::Delete {
+                run,
+                pipeline,
+                common,
+            } => {
+                let files = super::runs_manage::RunFiles {
+                    system: &system,
+                    workspace: &workspace,
+                };
+                super::runs_manage::delete(
+                    store.as_ref(),
+                    &files,
+                    run,
+                    pipeline.as_deref(),
+                    common.format,
+                )
+                .await
+            }
+            RunsCommand::Prune {
+                dry_run, common, ..
+            } => {
+                let files = super::runs_manage::RunFiles {
+                    system: &system,
+                    workspace: &workspace,
+                };
+                let request = super::runs_manage::PruneRequest {
+                    dry_run: *dry_run,
+                    format: common.format,
+                };
+                match prune_age {
+                    Some(age) => {
+                        super::runs_manage::prune(store.as_ref(), &files, age, &request).await
+                    }
+                    // Parsed before the store was opened.
+                    None => Ok(Exit::Usage),
+                }
+            }
         };
         store.close().await;
         match result {
             Ok(exit) => exit,
             Err(error) => {
                 let exit = match error {
-                    StoreError::NoSuchRun(_) | StoreError::AmbiguousRun { .. } => Exit::Usage,
+                    StoreError::NoSuchRun(_)
+                    | StoreError::AmbiguousRun { .. }
+                    | StoreError::RunStillRunning(_) => Exit::Usage,
                     _ => Exit::Infrastructure,
                 };
                 let help = match &error {
                     StoreError::NoSuchRun(_) => Some("`buildit runs list` shows the recorded runs"),
+                    StoreError::RunStillRunning(_) => Some(
+                        "cancel it first (`buildit runs cancel RUN`), then delete it once it has ended",
+                    ),
                     StoreError::AmbiguousRun { .. } => Some(
                         "name the pipeline: `--pipeline NAME`, or write the run as `PIPELINE#N`",
                     ),

@@ -57,7 +57,7 @@ pub(crate) fn run(command: &RunsCommand, server: &str, token: &str) -> Exit {
                 .await
                 .map(|_| Exit::Success)
             }
-            RunsCommand::Cancel { run, common } => {
+            RunsCommand::Cancel { run, common, .. } => {
                 let cancelled = client
                     .cancel_run(authorized(
                         proto::CancelRunRequest { run: run.clone() },
@@ -70,6 +70,8 @@ pub(crate) fn run(command: &RunsCommand, server: &str, token: &str) -> Exit {
                     Exit::Success
                 })
             }
+            // Refused before a daemon is asked: they work on a local store only.
+            RunsCommand::Delete { .. } | RunsCommand::Prune { .. } => Ok(Exit::Usage),
         };
         done.unwrap_or_else(|status| refused(&status))
     })

@@ -99,6 +99,13 @@ impl ArtifactStore {
         format!("{}/{}/", safe(run_id), safe(stage))
     }
 
+    /// Where all of one run's artifacts are kept, for a store on this machine (`None` for any other): what
+    /// deleting the run removes.
+    pub fn run_dir(&self, run_id: &str) -> Option<PathBuf> {
+        let name = utf8_percent_encode(run_id, NAME_KEEPS).to_string();
+        self.blobs.local_path(&name)
+    }
+
     /// Where one stage's artifacts of one run are kept: a directory for a store on this machine, else the
     /// blobs' name prefix.
     pub fn stage_dir(&self, run_id: &str, stage: &str) -> PathBuf {
@@ -321,6 +328,14 @@ mod tests {
                 .stage_dir("r1", "build (os=linux)")
                 .join("out/nested/b.txt")
                 .is_file()
+        );
+        // Every stage's artifacts of a run are under the run's directory.
+        let run_dir = store.run_dir("r1");
+        assert!(
+            run_dir
+                .as_ref()
+                .is_some_and(|run| store.stage_dir("r1", "build (os=linux)").starts_with(run)),
+            "{run_dir:?}"
         );
         let other = dir.path().join("other");
         assert_eq!(

@@ -48,7 +48,9 @@ pub use lines::{CUT_MARKER, LineSplitter, MAX_LINE_BYTES};
 pub use local::{LocalExecutor, LocalHandle, adopt_orphans};
 pub use mask::{MASK, MIN_MASKED_LEN, SecretMasker, unmaskable};
 pub use options::RunOptions;
-pub use outputs::{MAX_OUTPUT_FILE_BYTES, OUTPUTS_DIR, RunOutputs, output_file, parse_outputs};
+pub use outputs::{
+    MAX_OUTPUT_FILE_BYTES, OUTPUTS_DIR, RunOutputs, output_file, parse_outputs, run_outputs_dir,
+};
 pub use reports::{
     CollectedReports, MAX_FAILED_NAMES, MAX_REPORT_FILE_BYTES, MAX_REPORT_FILES, MAX_REPORTS_BYTES,
     MAX_TEST_NAME_CHARS, collect_reports, count_report,

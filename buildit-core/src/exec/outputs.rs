@@ -33,31 +33,38 @@ impl RunOutputs {
     }
 }
 
+/// `text` as one safe file name: at most 64 characters of `A-Za-z0-9._-`, anything else as `_`.
+fn safe_name(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The directory of run `run`'s output files, relative to the workspace ([`output_file`] puts them there).
+pub fn run_outputs_dir(run: &str) -> String {
+    format!("{OUTPUTS_DIR}/{}", safe_name(run))
+}
+
 /// The output file of attempt `attempt` of `instance` in run `run`, relative to the workspace: a name of its own
 /// (an instance's name has spaces and `=`), so that runs sharing a workspace, attempts and instances never share
 /// one.
 pub fn output_file(run: &str, instance: &str, attempt: u32) -> String {
-    let safe = |text: &str| -> String {
-        text.chars()
-            .take(64)
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
     let hash: String = <sha2::Sha256 as sha2::Digest>::digest(instance.as_bytes())
         .iter()
         .take(4)
         .map(|byte| format!("{byte:02x}"))
         .collect();
     format!(
-        "{OUTPUTS_DIR}/{}/{}-{hash}-{attempt}",
-        safe(run),
-        safe(instance)
+        "{}/{}-{hash}-{attempt}",
+        run_outputs_dir(run),
+        safe_name(instance)
     )
 }
 
@@ -210,5 +217,14 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, c);
         assert_ne!(a, d);
+        // Deleting a run removes its directory: every file of the run is in it, and none of another run.
+        assert!(
+            a.starts_with(&format!("{}/", run_outputs_dir("run-1"))),
+            "{a}"
+        );
+        assert!(
+            !d.starts_with(&format!("{}/", run_outputs_dir("run-1"))),
+            "{d}"
+        );
     }
 }

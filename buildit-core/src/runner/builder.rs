@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::cancel_requests::{CANCEL_POLL, cancel_on_request};
 use super::error::RunnerError;
 use super::handle::{RunHandle, RunJoiner};
 use super::setup::RunSetup;
@@ -214,12 +215,25 @@ impl<E: Executor> Runner<E> {
             options,
             cancel,
             bus,
+            store,
             ..
         } = self;
         let kill = options.kill.clone();
         let run_cancel = cancel.clone();
+        // Another process may ask the store to cancel this run (`buildit runs cancel`): polled until it ends.
+        let executed = CancellationToken::new();
+        let requested = CancellationToken::new();
+        tokio::spawn(cancel_on_request(
+            Arc::clone(&store),
+            identity.run_id.clone(),
+            CANCEL_POLL,
+            cancel.clone(),
+            requested.clone(),
+            executed.clone(),
+        ));
         let execution = tokio::spawn(async move {
             let report = execute(&plan, executor, &identity, &options, &bus, &run_cancel).await;
+            executed.cancel();
             // The bus goes with the run: subscribers see the end of the stream once the last event is out.
             drop(bus);
             (report, plan)
@@ -232,6 +246,7 @@ impl<E: Executor> Runner<E> {
             kill,
             execution,
             recorder,
-        ))
+        )
+        .cancelled_through_store(requested))
     }
 }

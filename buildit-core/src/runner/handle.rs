@@ -58,6 +58,8 @@ pub struct RunHandle {
     kill: CancellationToken,
     execution: JoinHandle<(RunReport, Plan)>,
     recorder: JoinHandle<Result<RecordSummary, StoreError>>,
+    /// Cancelled when a cancel asked through the store is what stops the run.
+    store_cancel: CancellationToken,
 }
 
 impl RunHandle {
@@ -78,7 +80,21 @@ impl RunHandle {
             kill,
             execution,
             recorder,
+            store_cancel: CancellationToken::new(),
         }
+    }
+
+    /// The token cancelled when a cancel asked through the store stops the run.
+    pub(super) fn cancelled_through_store(mut self, requested: CancellationToken) -> Self {
+        self.store_cancel = requested;
+        self
+    }
+
+    /// Cancelled when the run is being stopped because another process asked the store to cancel it
+    /// ([`crate::store::Store::cancel_running_run`]), just before the run's own cancel token: what a frontend
+    /// waits on to say why the run stops.
+    pub fn store_cancel(&self) -> CancellationToken {
+        self.store_cancel.clone()
     }
 
     /// The run as the store recorded it when it started (its id, pipeline and number).

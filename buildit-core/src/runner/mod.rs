@@ -2,12 +2,14 @@
 //! configuration, the executor connected, the run recorded, executed and streamed.
 
 mod builder;
+mod cancel_requests;
 mod error;
 mod handle;
 mod load;
 mod setup;
 
 pub use builder::{Runner, new_run_id};
+pub use cancel_requests::CANCEL_POLL;
 pub use error::RunnerError;
 pub use handle::{Executed, RunHandle, RunJoiner};
 pub use load::{

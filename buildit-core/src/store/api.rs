@@ -9,7 +9,8 @@ use super::batch::RecordBatch;
 use super::model::{
     AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewPipeline, NewRun,
     NewRunRequest, PipelineFilter, PipelineRecord, RunFilter, RunOwner, RunRecord, RunRef,
-    RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, StoreError, TokenRecord,
+    RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, RunState, StoreError,
+    TokenRecord,
 };
 use crate::events::RunEvent;
 
@@ -216,6 +217,26 @@ pub trait Store: Send + Sync + Debug {
     /// its request) stops it; the first time counts. [`StoreError::NoSuchRun`] for a run id this tenant has not
     /// requested.
     async fn request_run_cancel(&self, run_id: &str) -> Result<(), StoreError>;
+
+    /// Asks whoever runs the recorded run `run_id` to cancel it: a run that is running notes the request (the
+    /// first one counts) and its runner, which polls [`Store::run_cancel_requested`], stops it as a first Ctrl-C
+    /// would. Returns the run's state: [`RunState::Running`] when the request was noted, else the state of the
+    /// run that has already ended (nothing noted). [`StoreError::NoSuchRun`] for a run this tenant does not have.
+    async fn cancel_running_run(&self, run_id: &str) -> Result<RunState, StoreError>;
+
+    /// Whether a cancel of the run `run_id` was asked for through [`Store::cancel_running_run`]; `false` for a run
+    /// this tenant does not have.
+    async fn run_cancel_requested(&self, run_id: &str) -> Result<bool, StoreError>;
+
+    /// Deletes the ended run `run_id` with everything recorded of it (attempts, log lines, events, its request),
+    /// in one transaction. Its pipeline keeps counting: a later run never takes a deleted run's number.
+    /// [`StoreError::RunStillRunning`] for a run that is running (mark dead runners' runs first:
+    /// [`Store::mark_interrupted`]); [`StoreError::NoSuchRun`] for a run this tenant does not have.
+    async fn delete_run(&self, run_id: &str) -> Result<(), StoreError>;
+
+    /// This tenant's runs that ended before `before_ms` (ms since the epoch), the earliest end first: what
+    /// pruning by age deletes.
+    async fn runs_ended_before(&self, before_ms: i64) -> Result<Vec<RunRecord>, StoreError>;
 
     /// Records that the interrupted run `run_id` starts again as `restart`: a new request, `started`, whose
     /// `restart_of` is `run_id`, and `run_id`'s `restarted_as`. Atomic, and the first restart wins: for a run

@@ -47,6 +47,8 @@ struct StoredRun {
     record: RunRecord,
     owner: RunOwner,
     heartbeat_at_ms: i64,
+    /// When a cancel was asked for through the store.
+    cancel_requested_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +172,7 @@ impl Store for MemoryStore {
             record: record.clone(),
             owner: run.owner.clone(),
             heartbeat_at_ms: now,
+            cancel_requested_at_ms: None,
         });
         Ok(record)
     }
@@ -612,6 +615,70 @@ impl Store for MemoryStore {
             current = stored.restarted_as.clone();
         }
         Ok(())
+    }
+
+    async fn cancel_running_run(&self, run_id: &str) -> Result<RunState, StoreError> {
+        let now = now_ms();
+        let mut state = self.state()?;
+        let stored = state
+            .runs
+            .iter_mut()
+            .find(|stored| self.ours(&stored.tenant) && stored.record.id == run_id)
+            .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+        if stored.record.state == RunState::Running {
+            stored.cancel_requested_at_ms.get_or_insert(now);
+        }
+        Ok(stored.record.state)
+    }
+
+    async fn run_cancel_requested(&self, run_id: &str) -> Result<bool, StoreError> {
+        let state = self.state()?;
+        Ok(state.runs.iter().any(|stored| {
+            self.ours(&stored.tenant)
+                && stored.record.id == run_id
+                && stored.cancel_requested_at_ms.is_some()
+        }))
+    }
+
+    async fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        let tenant = self.tenant.to_string();
+        let found = state
+            .runs
+            .iter()
+            .position(|stored| stored.tenant == tenant && stored.record.id == run_id)
+            .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+        if state.runs.get(found).map(|stored| stored.record.state) == Some(RunState::Running) {
+            return Err(StoreError::RunStillRunning(run_id.to_owned()));
+        }
+        state.runs.remove(found);
+        let of_run = |t: &str, run: &str| t == tenant && run == run_id;
+        state.attempts.retain(|(t, run, _, _), _| !of_run(t, run));
+        state.logs.retain(|(t, run, _)| !of_run(t, run));
+        state.events.retain(|(t, run, _), _| !of_run(t, run));
+        state
+            .requests
+            .retain(|(t, request)| !of_run(t, &request.run_id));
+        Ok(())
+    }
+
+    async fn runs_ended_before(&self, before_ms: i64) -> Result<Vec<RunRecord>, StoreError> {
+        let state = self.state()?;
+        let mut ended: Vec<RunRecord> = state
+            .runs
+            .iter()
+            .filter(|stored| {
+                self.ours(&stored.tenant)
+                    && stored.record.state != RunState::Running
+                    && stored
+                        .record
+                        .finished_at_ms
+                        .is_some_and(|end| end < before_ms)
+            })
+            .map(|stored| stored.record.clone())
+            .collect();
+        ended.sort_by(|a, b| (a.finished_at_ms, &a.id).cmp(&(b.finished_at_ms, &b.id)));
+        Ok(ended)
     }
 
     async fn restart_run_request(

@@ -4,6 +4,7 @@
 mod api;
 mod batch;
 mod follow;
+mod manage_sql;
 mod memory;
 mod model;
 mod open;

@@ -95,6 +95,13 @@ pub enum StoreError {
     #[error("invalid tenant name `{0}`: a tenant is 1 to 64 characters of a-z, 0-9, `-` and `_`")]
     #[diagnostic(code(buildit::store::invalid_tenant))]
     InvalidTenant(String),
+    /// A run that cannot be deleted because it is running (its runner is alive).
+    #[error("run `{0}` is still running")]
+    #[diagnostic(
+        code(buildit::store::run_still_running),
+        help("cancel it first (`buildit runs cancel RUN`) and delete it once it has ended")
+    )]
+    RunStillRunning(String),
     /// The store URL is not one BuildIt knows.
     #[error("unsupported store `{0}`")]
     #[diagnostic(

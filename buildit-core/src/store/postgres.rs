@@ -9,10 +9,11 @@ use sqlx::{Postgres, Transaction};
 
 use super::api::Store;
 use super::batch::RecordBatch;
+use super::manage_sql::ManageSql;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
     NewPipeline, NewRun, NewRunRequest, PipelineFilter, PipelineRecord, RunFilter, RunOwner,
-    RunRecord, RunRef, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState,
+    RunRecord, RunRef, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, RunState,
     StoreError, TokenRecord, millis,
 };
 use super::open::redact;
@@ -407,6 +408,37 @@ impl Store for PostgresStore {
             now_ms(),
         )
         .await
+    }
+
+    async fn cancel_running_run(&self, run_id: &str) -> Result<RunState, StoreError> {
+        ManageSql::<Postgres>::request_cancel(
+            &mut *self.connection().await?,
+            &self.tenant,
+            run_id,
+            now_ms(),
+        )
+        .await
+    }
+
+    async fn run_cancel_requested(&self, run_id: &str) -> Result<bool, StoreError> {
+        ManageSql::<Postgres>::cancel_requested(
+            &mut *self.connection().await?,
+            &self.tenant,
+            run_id,
+        )
+        .await
+    }
+
+    async fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        // Dropped without a commit on an error: nothing is deleted.
+        ManageSql::<Postgres>::delete(&mut tx, &self.tenant, run_id).await?;
+        tx.commit().await.map_err(query_error)
+    }
+
+    async fn runs_ended_before(&self, before_ms: i64) -> Result<Vec<RunRecord>, StoreError> {
+        ManageSql::<Postgres>::ended_before(&mut *self.connection().await?, &self.tenant, before_ms)
+            .await
     }
 
     async fn restart_run_request(

@@ -13,10 +13,11 @@ use sqlx::{Sqlite, Transaction};
 
 use super::api::Store;
 use super::batch::RecordBatch;
+use super::manage_sql::ManageSql;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
     NewPipeline, NewRun, NewRunRequest, PipelineFilter, PipelineRecord, RunFilter, RunOwner,
-    RunRecord, RunRef, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState,
+    RunRecord, RunRef, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, RunState,
     StoreError, TokenRecord, millis,
 };
 use super::pipeline_sql::PipelineSql;
@@ -498,6 +499,32 @@ impl Store for SqliteStore {
             now_ms(),
         )
         .await
+    }
+
+    async fn cancel_running_run(&self, run_id: &str) -> Result<RunState, StoreError> {
+        ManageSql::<Sqlite>::request_cancel(
+            &mut *self.writer().await?,
+            &self.tenant,
+            run_id,
+            now_ms(),
+        )
+        .await
+    }
+
+    async fn run_cancel_requested(&self, run_id: &str) -> Result<bool, StoreError> {
+        ManageSql::<Sqlite>::cancel_requested(&mut *self.reader().await?, &self.tenant, run_id)
+            .await
+    }
+
+    async fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {
+        let mut tx = self.immediate().await?;
+        // Dropped without a commit on an error: nothing is deleted.
+        ManageSql::<Sqlite>::delete(&mut tx, &self.tenant, run_id).await?;
+        tx.commit().await.map_err(query_error)
+    }
+
+    async fn runs_ended_before(&self, before_ms: i64) -> Result<Vec<RunRecord>, StoreError> {
+        ManageSql::<Sqlite>::ended_before(&mut *self.reader().await?, &self.tenant, before_ms).await
     }
 
     async fn restart_run_request(
