@@ -141,6 +141,7 @@ fn git_paths(dir: &Path, args: &[&str]) -> Option<Vec<String>> {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "a test fails loudly on any error")]
 mod tests {
     use super::*;
 
