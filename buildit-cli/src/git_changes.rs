@@ -9,6 +9,10 @@ use buildit_core::plan::ChangedFiles;
 /// list that long says little, and it travels in every request to a daemon.
 pub(crate) const MAX_CHANGED_FILES: usize = 10_000;
 
+/// More bytes of changed paths than this and they are treated as unknown too: they must fit in a request to a
+/// daemon with room to spare.
+pub(crate) const MAX_CHANGED_BYTES: usize = 1024 * 1024;
+
 /// The branches tried, in order, as the default branch when `--base` is not given.
 const DEFAULT_BRANCHES: [&str; 4] = ["origin/main", "origin/master", "main", "master"];
 
@@ -29,7 +33,18 @@ pub(crate) fn changed_files(
             None => Ok(None),
         };
     }
-    let target = sha.unwrap_or("HEAD");
+    // A commit named by the user is resolved first: its text never reaches git as an argument of its own.
+    let target = match sha {
+        Some(sha) => match commit_of(dir, sha) {
+            Some(commit) => commit,
+            None => return Ok(None),
+        },
+        None => match commit_of(dir, "HEAD") {
+            Some(commit) => commit,
+            None => return Ok(None),
+        },
+    };
+    let target = target.as_str();
     let (label, base_commit) = match base {
         Some(base) => {
             let Some(commit) = commit_of(dir, base) else {
@@ -44,7 +59,17 @@ pub(crate) fn changed_files(
             None => return Ok(None),
         },
     };
-    let mut diff = vec!["diff", "--name-only", "-z", "--no-renames", "--no-ext-diff"];
+    // Paths from the repository's root whatever the directory (a workspace may be a folder of a repository),
+    // and whatever the user's `diff.relative`.
+    let mut diff = vec![
+        "-c",
+        "diff.relative=false",
+        "diff",
+        "--name-only",
+        "-z",
+        "--no-renames",
+        "--no-ext-diff",
+    ];
     diff.push(&base_commit);
     if sha.is_some() {
         diff.push(target);
@@ -53,22 +78,32 @@ pub(crate) fn changed_files(
         return Ok(None);
     };
     if sha.is_none() {
-        let Some(untracked) = git_paths(dir, &["ls-files", "--others", "--exclude-standard", "-z"])
-        else {
+        let untracked = [
+            "ls-files",
+            "--others",
+            "--exclude-standard",
+            "--full-name",
+            "-z",
+            "--",
+            ":/",
+        ];
+        let Some(untracked) = git_paths(dir, &untracked) else {
             return Ok(None);
         };
         paths.extend(untracked);
         paths.sort();
         paths.dedup();
     }
-    if paths.len() > MAX_CHANGED_FILES {
+    let bytes: usize = paths.iter().map(String::len).sum();
+    if paths.len() > MAX_CHANGED_FILES || bytes > MAX_CHANGED_BYTES {
         return Ok(None);
     }
     Ok(Some(ChangedFiles::new(label, paths)))
 }
 
-/// The merge base of `target` with the first default branch that exists, labelled for messages; the parent
-/// of `target` when that is `target` itself (a run on the default branch: its last commit's changes).
+/// The merge base of `target` with the first default branch that exists, labelled for messages; `None` on the
+/// default branch itself (its merge base is the commit): how many commits a push brought is not known there,
+/// and a stage is never skipped for changes nobody could see (CI passes the push's before as `--base`).
 fn default_base(dir: &Path, target: &str) -> Option<(String, String)> {
     let remote_head = git_line(
         dir,
@@ -84,10 +119,8 @@ fn default_base(dir: &Path, target: &str) -> Option<(String, String)> {
         .chain(DEFAULT_BRANCHES.iter().map(|name| (*name).to_owned()))
         .find(|name| commit_of(dir, name).is_some())?;
     let merge_base = git_line(dir, &["merge-base", &branch, target])?;
-    let target_commit = commit_of(dir, target)?;
-    if merge_base == target_commit {
-        let parent = commit_of(dir, &format!("{target_commit}^"))?;
-        return Some((format!("{}^", short(&target_commit)), parent));
+    if merge_base == target {
+        return None;
     }
     Some((format!("{branch} ({})", short(&merge_base)), merge_base))
 }
@@ -176,9 +209,10 @@ mod tests {
         write(root, "docs/guide.md");
         run(root, &["add", "."]);
         run(root, &["commit", "-q", "-m", "two"]);
-        // On main: the last commit's changes.
-        let on_main = changed_files(root, None, None).unwrap().unwrap();
-        assert_eq!(on_main.paths, vec!["docs/guide.md".to_owned()]);
+        // On main, without a base: not known.
+        assert_eq!(changed_files(root, None, None).unwrap(), None);
+        let last = changed_files(root, Some("HEAD~1"), None).unwrap().unwrap();
+        assert_eq!(last.paths, vec!["docs/guide.md".to_owned()]);
         run(root, &["checkout", "-q", "-b", "feature"]);
         write(root, "src/lib.rs");
         run(root, &["add", "."]);
@@ -204,7 +238,22 @@ mod tests {
             unknown.contains("`--base no-such-branch` is not a commit"),
             "{unknown}"
         );
-        let option = changed_files(root, Some("--output=/tmp/x"), None).unwrap_err();
-        assert!(option.contains("is not a commit"), "{option}");
+        let written = root.join("written-by-git");
+        let option = format!("--output={}", written.display());
+        let refused = changed_files(root, Some(&option), None).unwrap_err();
+        assert!(refused.contains("is not a commit"), "{refused}");
+        assert_eq!(
+            changed_files(root, Some("main"), Some(&option)).unwrap(),
+            None
+        );
+        assert!(!written.exists());
+        // From a folder of the repository: paths from its root, untracked ones included.
+        let nested = changed_files(&root.join("src"), None, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            nested.paths,
+            vec!["src/lib.rs".to_owned(), "src/new.rs".to_owned()]
+        );
     }
 }

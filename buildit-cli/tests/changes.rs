@@ -129,11 +129,16 @@ fn changed_paths_decide_which_stages_run() {
     // A file changed in the working tree and not committed counts for a run of the working tree.
     git(repo, &["checkout", "-q", "main"]);
     write(repo, "Cargo.toml", "[package]\n");
+    // On main without a base, the changes are not known: every stage runs.
     let output = buildit(repo, &["plan", "--format", "json"], &[]);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}"));
+    assert!(plan.get("changes").is_none(), "{plan}");
+    let output = buildit(repo, &["plan", "--format", "json", "--base", "main~1"], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     let plan: serde_json::Value =
         serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}"));
-    // On main: its last commit (the docs) and the untracked Cargo.toml.
+    // Since main's parent: its last commit (the docs) and the untracked Cargo.toml.
     assert_eq!(
         plan["changes"]["paths"],
         serde_json::json!(["Cargo.toml", "docs/guide.md"]),

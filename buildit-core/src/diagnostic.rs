@@ -57,11 +57,14 @@ pub enum DiagnosticCode {
     UnknownTemplate,
     /// A template no stage uses (warning).
     UnusedTemplate,
+    /// An `include` that cannot be followed: a file that cannot be read, outside the pipeline's directory, a
+    /// cycle, too many or too deep.
+    Include,
 }
 
 impl DiagnosticCode {
     /// Every code, in documentation order.
-    pub const ALL: [DiagnosticCode; 22] = [
+    pub const ALL: [DiagnosticCode; 23] = [
         Self::Syntax,
         Self::MissingPipeline,
         Self::UnknownNode,
@@ -84,6 +87,7 @@ impl DiagnosticCode {
         Self::OverlappingPaths,
         Self::UnknownTemplate,
         Self::UnusedTemplate,
+        Self::Include,
     ];
 
     /// The full code, e.g. `buildit::config::unknown_needs`.
@@ -111,6 +115,7 @@ impl DiagnosticCode {
             Self::OverlappingPaths => "buildit::config::overlapping_paths",
             Self::UnknownTemplate => "buildit::config::unknown_template",
             Self::UnusedTemplate => "buildit::config::unused_template",
+            Self::Include => "buildit::config::include",
         }
     }
 }
@@ -270,10 +275,25 @@ impl miette::Diagnostic for ConfigDiagnostic {
     }
 }
 
-/// The named text a configuration was parsed from, shared cheaply between diagnostics.
+/// The named text a configuration was parsed from, shared cheaply between diagnostics. A pipeline that
+/// includes files is parsed as one text, its files one after the other: each keeps its own name, and offsets
+/// resolve to lines and columns in the file they fall in.
 #[derive(Debug, Clone)]
 pub struct ConfigSource {
     inner: Arc<NamedSource<String>>,
+    /// The files the text joins, in order; empty for a single file.
+    files: Arc<[SourceFile]>,
+}
+
+/// One file of a joined text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Its display name (a path).
+    pub name: String,
+    /// Where it starts in the joined text.
+    pub start: usize,
+    /// Where it ends.
+    pub end: usize,
 }
 
 impl ConfigSource {
@@ -281,6 +301,43 @@ impl ConfigSource {
     pub fn new(name: impl AsRef<str>, text: impl Into<String>) -> Self {
         Self {
             inner: Arc::new(NamedSource::new(name, text.into())),
+            files: Arc::new([]),
+        }
+    }
+
+    /// A text joining several files (the first one named `name`), each at its place.
+    pub fn joined(name: impl AsRef<str>, text: impl Into<String>, files: Vec<SourceFile>) -> Self {
+        Self {
+            inner: Arc::new(NamedSource::new(name, text.into())),
+            files: files.into(),
+        }
+    }
+
+    /// The files the text joins (empty for a single file).
+    pub fn files(&self) -> &[SourceFile] {
+        &self.files
+    }
+
+    /// The file an offset falls in (the last one starting at or before it), when the text joins files.
+    fn file_at(&self, offset: usize) -> Option<&SourceFile> {
+        let after = self.files.partition_point(|file| file.start <= offset);
+        after.checked_sub(1).and_then(|index| self.files.get(index))
+    }
+
+    /// The name of the file an offset falls in.
+    pub fn name_at(&self, offset: usize) -> &str {
+        self.file_at(offset)
+            .map_or_else(|| self.name(), |file| file.name.as_str())
+    }
+
+    /// 1-based line and column (in characters) of a byte offset, in the file it falls in.
+    pub fn file_line_column(&self, offset: usize) -> (usize, usize) {
+        match self.file_at(offset) {
+            Some(file) => {
+                let text = self.text().get(file.start..file.end).unwrap_or_default();
+                line_column(text, offset.saturating_sub(file.start))
+            }
+            None => self.line_column(offset),
         }
     }
 
@@ -406,7 +463,7 @@ impl miette::Diagnostic for SourcedDiagnostic<'_> {
             .diagnostic
             .primary_span()
             .map_or(0, |span| span.offset());
-        let (line, column) = self.source.line_column(offset);
+        let (line, column) = self.source.file_line_column(offset);
         let mut help = format!("at line {line}, column {column} (the line is too long to show)");
         if let Some(more) = &self.diagnostic.help {
             help.push_str("; ");
@@ -418,8 +475,49 @@ impl miette::Diagnostic for SourcedDiagnostic<'_> {
         self.excerpt.then(|| self.diagnostic.labels()).flatten()
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.excerpt
-            .then_some(self.source.inner.as_ref() as &dyn SourceCode)
+        if !self.excerpt {
+            return None;
+        }
+        if self.source.files.is_empty() {
+            Some(self.source.inner.as_ref() as &dyn SourceCode)
+        } else {
+            Some(self.source as &dyn SourceCode)
+        }
+    }
+}
+
+/// Excerpts of a joined text come from the file they fall in, under its name, with its lines.
+impl SourceCode for ConfigSource {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let Some(file) = self.file_at(span.offset()) else {
+            return self
+                .inner
+                .read_span(span, context_lines_before, context_lines_after);
+        };
+        let text = self
+            .text()
+            .get(file.start..file.end)
+            .ok_or(miette::MietteError::OutOfBounds)?;
+        let local_offset = span.offset() - file.start;
+        let local = SourceSpan::from(local_offset..(local_offset + span.len()).min(text.len()));
+        let contents = text.read_span(&local, context_lines_before, context_lines_after)?;
+        let global = SourceSpan::from(
+            contents.span().offset() + file.start
+                ..contents.span().offset() + file.start + contents.span().len(),
+        );
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            file.name.clone(),
+            contents.data(),
+            global,
+            contents.line(),
+            contents.column(),
+            contents.line_count(),
+        )))
     }
 }
 
@@ -454,9 +552,14 @@ impl DiagnosticRecord {
         source: &ConfigSource,
         index: &LineIndex<'_>,
     ) -> Self {
-        let (line, column) = index.line_column(diagnostic.primary_span().map_or(0, |s| s.offset()));
+        let offset = diagnostic.primary_span().map_or(0, |s| s.offset());
+        let (line, column) = if source.files().is_empty() {
+            index.line_column(offset)
+        } else {
+            source.file_line_column(offset)
+        };
         Self {
-            file: source.name().to_owned(),
+            file: source.name_at(offset).to_owned(),
             code: diagnostic.code.as_str(),
             severity: diagnostic.severity,
             message: diagnostic.message.clone(),
@@ -522,7 +625,11 @@ impl miette::Diagnostic for ConfigError {
                 .iter()
                 .flat_map(|d| d.labels.iter().map(|label| label.span)),
         )
-        .then_some(self.input.inner.as_ref() as &dyn SourceCode)
+        .then_some(if self.input.files.is_empty() {
+            self.input.inner.as_ref() as &dyn SourceCode
+        } else {
+            &self.input as &dyn SourceCode
+        })
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
@@ -544,10 +651,24 @@ pub(crate) struct Diagnostics {
     items: Vec<ConfigDiagnostic>,
     dropped: usize,
     dropped_errors: bool,
+    /// What was said where, so that a template's mistake, found once per stage that uses it, is kept once
+    /// (and does not fill the limit).
+    said: std::collections::HashSet<(usize, DiagnosticCode, String)>,
+    /// Whether the last push was such a repeat: its help line goes nowhere.
+    last_repeated: bool,
 }
 
 impl Diagnostics {
     pub(crate) fn push(&mut self, diagnostic: ConfigDiagnostic) {
+        let key = (
+            diagnostic.primary_span().map_or(0, |span| span.offset()),
+            diagnostic.code,
+            diagnostic.message.clone(),
+        );
+        self.last_repeated = !self.said.insert(key);
+        if self.last_repeated {
+            return;
+        }
         if self.items.len() >= MAX_DIAGNOSTICS {
             self.dropped += 1;
             self.dropped_errors |= diagnostic.is_error();
@@ -559,6 +680,7 @@ impl Diagnostics {
     /// Gives the last diagnostic a help line, unless it has one (or was not kept).
     pub(crate) fn help_last(&mut self, help: String) {
         if self.dropped == 0
+            && !self.last_repeated
             && let Some(last) = self.items.last_mut()
             && last.help.is_none()
         {
@@ -579,20 +701,6 @@ impl Diagnostics {
     pub(crate) fn into_sorted(mut self) -> Vec<ConfigDiagnostic> {
         self.items
             .sort_by_key(|d| d.primary_span().map_or(0, |s| s.offset()));
-        // A template's mistake is found once per stage that uses it: said once.
-        let mut seen: Vec<ConfigDiagnostic> = Vec::with_capacity(self.items.len());
-        for item in std::mem::take(&mut self.items) {
-            let offset = item.primary_span().map(|s| s.offset());
-            let repeated = seen
-                .iter()
-                .rev()
-                .take_while(|earlier| earlier.primary_span().map(|s| s.offset()) == offset)
-                .any(|earlier| *earlier == item);
-            if !repeated {
-                seen.push(item);
-            }
-        }
-        self.items = seen;
         if self.dropped > 0 {
             let code = self.items.last().map_or(DiagnosticCode::Syntax, |d| d.code);
             let span = self

@@ -30,7 +30,7 @@ pub mod system;
 pub use config::{Pipeline, parse_pipeline};
 pub use diagnostic::{
     ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticCode, DiagnosticRecord,
-    DiagnosticSeverity,
+    DiagnosticSeverity, SourceFile,
 };
 pub use plan::{Plan, PlanError, PlannedStage, RunContext};
 pub use system::{SystemConfig, parse_system};

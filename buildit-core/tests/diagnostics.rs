@@ -281,6 +281,13 @@ const CASES: &[Case] = &[
         column: 20,
     },
     Case {
+        name: "include_without_files",
+        text: "pipeline \"p\"\ninclude \"ci/common.kdl\"\nstage \"a\" { run \"x\"; }\n",
+        code: DiagnosticCode::Include,
+        line: 2,
+        column: 9,
+    },
+    Case {
         name: "unused_template",
         text: "pipeline \"p\"\ntemplate \"rust\" { run \"x\"; }\nstage \"a\" { run \"x\"; }\n",
         code: DiagnosticCode::UnusedTemplate,

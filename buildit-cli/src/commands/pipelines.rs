@@ -36,11 +36,14 @@ fn trigger(args: &TriggerArgs) -> Exit {
         },
     };
     let workspace = std::env::current_dir().unwrap_or_default();
-    let context = match run_context(&args.context, &workspace, true) {
+    let (includes, uses_changes) = included_files(&args.file, &pipeline);
+    // A registered pipeline's text is the daemon's: changes are only sent when a base is named.
+    let context = match run_context(&args.context, &workspace, uses_changes) {
         Ok(context) => context,
         Err(exit) => return exit,
     };
     let request = proto::TriggerRunRequest {
+        includes,
         pipeline,
         file_name,
         branch: context.branch.unwrap_or_default(),
@@ -152,4 +155,34 @@ fn upload_messages(
         .map(|chunk| proto::UploadSourceRequest {
             chunk: chunk.to_vec(),
         })
+}
+
+/// The files the pipeline at `path` (with text `text`) includes, by their paths relative to its directory, as
+/// the daemon reads them: every file it could read, whether or not the pipeline is valid (the daemon says
+/// what is wrong with it); and whether the pipeline uses changed files.
+fn included_files(
+    path: &std::path::Path,
+    text: &str,
+) -> (std::collections::HashMap<String, String>, bool) {
+    let mut files = std::collections::HashMap::new();
+    if text.is_empty() {
+        return (files, false);
+    }
+    let base = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let parsed = buildit_core::config::parse_pipeline_with_includes(
+        text,
+        &path.display().to_string(),
+        &mut |relative| {
+            let text = buildit_core::config::read_config_file(&base.join(relative))
+                .map_err(|error| error.to_string())?;
+            files.insert(relative.to_owned(), text.clone());
+            Ok(text)
+        },
+    );
+    let uses_changes = parsed.is_ok_and(|pipeline| pipeline.uses_changes());
+    (files, uses_changes)
 }

@@ -6,6 +6,7 @@ mod duration;
 mod file;
 mod glob;
 mod guard;
+mod includes;
 mod lengths;
 mod limits;
 mod matrix;
@@ -24,13 +25,14 @@ mod validate;
 pub use duration::{format_duration, parse_duration};
 pub use file::{ReadFileError, read_config_file};
 pub use glob::Glob;
+pub use includes::{LoadError, MAX_INCLUDE_DEPTH, MAX_INCLUDED_FILES};
 pub use lengths::{MAX_COMMAND_BYTES, MAX_MATRIX_VALUE_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES};
 pub use limits::{MAX_MATRIX_INSTANCES, MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
 pub use model::{
     CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, MatrixEntry, Pipeline,
     Resources, Service, Spanned, Stage, TestReport, Trigger, When, WhenStatus,
 };
-pub use pipeline::parse_pipeline;
+pub use pipeline::{parse_pipeline, parse_pipeline_with_includes};
 pub use reader::MAX_FILE_BYTES;
 pub use shell::{Analysis, Landing, Refusal};
 pub use template::{

@@ -66,8 +66,11 @@ pub struct Pipeline {
     pub concurrency: Option<Spanned<u32>>,
     /// The stages, in the order written.
     pub stages: Vec<Stage>,
-    /// The text it was parsed from.
+    /// The text it was parsed from (with the files it includes joined after it).
     pub source: ConfigSource,
+    /// The files it includes, by their paths relative to its directory, with their text: what a daemon needs
+    /// besides the pipeline's text to read it again.
+    pub included: Vec<(String, String)>,
     /// Warnings found while parsing (errors make parsing fail instead).
     pub warnings: Vec<ConfigDiagnostic>,
 }

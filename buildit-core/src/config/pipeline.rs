@@ -8,6 +8,7 @@ use miette::SourceSpan;
 use super::cron::validate_cron;
 use super::duration::parse_duration;
 use super::glob::Glob;
+use super::includes::{LoadError, join};
 use super::limits::{MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
 use super::matrix_entries::{check_entries, matrix_value, read_entry};
 use super::model::{
@@ -20,8 +21,9 @@ use super::template::{Template, TemplateScope, is_env_name};
 use super::validate::validate_pipeline;
 use crate::diagnostic::{ConfigDiagnostic, ConfigError, ConfigSource, DiagnosticCode};
 
-const TOP_LEVEL: [&str; 9] = [
+const TOP_LEVEL: [&str; 10] = [
     "pipeline",
+    "include",
     "template",
     "on",
     "trigger",
@@ -61,14 +63,54 @@ const SERVICE_NODES: [&str; 4] = ["image", "env", "command", "ready"];
 /// Every problem is reported at once in the returned [`ConfigError`]; warnings of a valid pipeline are kept in
 /// [`Pipeline::warnings`].
 pub fn parse_pipeline(source: &str, name: &str) -> Result<Pipeline, ConfigError> {
-    let config_source = ConfigSource::new(name, source);
+    parse_pipeline_with_includes(source, name, &mut |_| {
+        Err("files cannot be included here: the pipeline was given as text alone".to_owned())
+    })
+}
+
+/// [`parse_pipeline`] for a pipeline that may `include` files: `load` gives an included file's text by its
+/// `/`-separated path relative to the pipeline's directory (never absolute, never with `..`). Diagnostics in an
+/// included file name it (`ci/common.kdl:3:5`). The files read are in [`Pipeline::included`].
+pub fn parse_pipeline_with_includes(
+    source: &str,
+    name: &str,
+    load: &mut dyn FnMut(&str) -> Result<String, LoadError>,
+) -> Result<Pipeline, ConfigError> {
+    let joined = join(source, name, load);
+    if joined.files.is_empty() && joined.diagnostics.is_empty() {
+        return parse_joined(
+            source,
+            ConfigSource::new(name, source),
+            Vec::new(),
+            Vec::new(),
+        );
+    }
+    let config_source = ConfigSource::joined(name, joined.text.clone(), joined.files);
+    parse_joined(
+        &joined.text,
+        config_source,
+        joined.diagnostics,
+        joined.included,
+    )
+}
+
+fn parse_joined(
+    source: &str,
+    config_source: ConfigSource,
+    include_problems: Vec<ConfigDiagnostic>,
+    included: Vec<(String, String)>,
+) -> Result<Pipeline, ConfigError> {
     let mut reader = Reader::new(source);
+    for problem in include_problems {
+        reader.push(problem);
+    }
     let pipeline = reader
         .parse_document()
         .map(|document| read_pipeline(&mut reader, &document, config_source.clone()));
     if let Some(mut pipeline) = pipeline {
         // Cross-stage checks run even after node-level errors, so that every problem is reported at once.
         validate_pipeline(&mut reader, &pipeline);
+        pipeline.included = included;
         if !reader.diagnostics.has_errors() {
             pipeline.warnings = std::mem::take(&mut reader.diagnostics).into_sorted();
             return Ok(pipeline);
@@ -105,6 +147,15 @@ fn read_pipeline(
         match node.name().value() {
             // Read by `Templates::collect`.
             "template" => {}
+            // Followed before the document was parsed; here only its shape is checked.
+            "include" => {
+                reader.props(node, &[], &[]);
+                reader.no_children(node);
+                reader.one_string(
+                    node,
+                    "the path of the file to include, relative to this one",
+                );
+            }
             "pipeline" => {
                 if let Some(first) = header_span {
                     reader.duplicate_node(node, first, "the file");
@@ -226,6 +277,7 @@ fn read_pipeline(
         concurrency,
         stages,
         source,
+        included: Vec::new(),
         warnings: Vec::new(),
     }
 }
@@ -1336,6 +1388,13 @@ fn read_stage<'d>(
     });
     template_services.append(&mut stage.services);
     stage.services = template_services;
+    if template.is_some() {
+        // Named by both the template and the stage: once (a cache restored and saved twice, a secret set twice
+        // or a need counted twice help nobody).
+        dedup_by_value(&mut stage.caches);
+        dedup_by_value(&mut stage.secrets);
+        dedup_by_value(&mut stage.needs);
+    }
     keep_paired_needs(&mut stage);
     check_commands_finish(reader, &stage);
     stage_name?;
@@ -1645,6 +1704,12 @@ fn read_service(
         ready_timeout,
         span: node.span(),
     })
+}
+
+/// Keeps the first of each value, in order.
+fn dedup_by_value(values: &mut Vec<Spanned<String>>) {
+    let mut seen = std::collections::HashSet::new();
+    values.retain(|value| seen.insert(value.value.clone()));
 }
 
 #[cfg(test)]

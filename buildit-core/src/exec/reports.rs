@@ -24,6 +24,10 @@ const MAX_ENTRIES_WALKED: usize = 200_000;
 /// Never searched: BuildIt's own state and version control.
 const SKIPPED_DIRS: [&str; 2] = [".buildit", ".git"];
 
+/// How much older than an attempt's start a report may look and still count: file systems with coarse times,
+/// and the clock of a container or a cluster's node a little behind this one.
+pub const REPORT_CLOCK_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What reading an attempt's reports gave: the counts, and the lines to write in the stage's log about files
 /// that were not read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -37,16 +41,31 @@ pub struct CollectedReports {
 /// Finds the files `patterns` (globs relative to `root`) match and counts the tests they report. `mask` is
 /// applied to every test name before it is cut to [`MAX_TEST_NAME_CHARS`] (a secret cut in two would no longer
 /// be recognised). Nothing here fails: a file that cannot be read is a note.
+///
+/// Files last written before `since` (less [`REPORT_CLOCK_SLACK`]) are left out with a note: a workspace keeps
+/// the reports of earlier runs and attempts, and a stage that wrote none this time must not be shown theirs.
 pub fn collect_reports(
     root: &Path,
     patterns: &[String],
+    since: Option<std::time::SystemTime>,
     mask: impl Fn(&str) -> String,
 ) -> CollectedReports {
     let mut collected = CollectedReports::default();
     let files = find_report_files(root, patterns, &mut collected.notes);
     let mut total_bytes = 0usize;
+    let oldest = since.and_then(|since| since.checked_sub(REPORT_CLOCK_SLACK));
     for relative in files {
         let shown = relative.display().to_string();
+        if let Some(oldest) = oldest {
+            let written =
+                std::fs::symlink_metadata(root.join(&relative)).and_then(|meta| meta.modified());
+            if written.is_ok_and(|written| written < oldest) {
+                collected.notes.push(format!(
+                    "buildit: report `{shown}` was written before this attempt began; it is not counted"
+                ));
+                continue;
+            }
+        }
         let text = match read_report(&root.join(&relative), MAX_REPORT_FILE_BYTES) {
             Ok(text) => text,
             Err(why) => {
@@ -411,7 +430,7 @@ mod tests {
             "linked-dir/*.xml".to_owned(),
             "none/*.xml".to_owned(),
         ];
-        let collected = collect_reports(&root, &patterns, str::to_owned);
+        let collected = collect_reports(&root, &patterns, None, str::to_owned);
         assert_eq!(collected.summary.files, 1, "{:?}", collected.notes);
         assert_eq!(collected.summary.unreadable, 1);
         assert_eq!(collected.summary.tests, 4);

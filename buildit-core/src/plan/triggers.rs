@@ -73,7 +73,8 @@ fn miss(trigger: &Trigger, context: &RunContext) -> Option<String> {
                             listed(&trigger.branches)
                         ));
                     }
-                    None => return Some("the run has no branch".to_owned()),
+                    // Like unknown changes: a run is never dropped for what nobody said (a detached HEAD).
+                    None => {}
                 }
             }
             if !trigger.paths.is_empty()
@@ -105,8 +106,14 @@ fn miss(trigger: &Trigger, context: &RunContext) -> Option<String> {
 
 /// What a matching trigger took on trust.
 fn note(trigger: &Trigger, context: &RunContext) -> Option<String> {
-    (!trigger.paths.is_empty() && context.changes.is_none())
-        .then(|| "changed files unknown: `paths` is taken to match".to_owned())
+    let mut notes = Vec::new();
+    if !trigger.branches.is_empty() && context.branch.is_none() {
+        notes.push("no branch given: `branches` is taken to match");
+    }
+    if !trigger.paths.is_empty() && context.changes.is_none() {
+        notes.push("changed files unknown: `paths` is taken to match");
+    }
+    (!notes.is_empty()).then(|| notes.join("; "))
 }
 
 fn any_match(globs: &[Spanned<Glob>], text: &str) -> bool {

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::Pipeline;
 use crate::config::{ReadFileError, read_config_file};
 use crate::diagnostic::{ConfigDiagnostic, ConfigError, ConfigSource};
 use crate::plan::{Plan, PlanError, RunContext};
 use crate::system::{SystemConfig, SystemLocation, discover_system};
-use crate::{Pipeline, parse_pipeline};
 
 /// Why a pipeline could not be loaded and planned.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -59,7 +59,18 @@ pub fn read_pipeline(path: &Path) -> Result<Pipeline, LoadError> {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_pipeline(&text, &path.display().to_string()).map_err(LoadError::Config)
+    // Included files are read from the pipeline's directory, by their paths relative to it.
+    let base = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    crate::config::parse_pipeline_with_includes(
+        &text,
+        &path.display().to_string(),
+        &mut |relative| read_config_file(&base.join(relative)).map_err(|error| error.to_string()),
+    )
+    .map_err(LoadError::Config)
 }
 
 /// Finds (as [`discover_system`] does), reads and parses the system configuration, its paths resolved against

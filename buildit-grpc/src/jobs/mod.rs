@@ -11,11 +11,12 @@ pub(crate) use worker::{Workers, worker_name};
 use std::collections::BTreeMap;
 
 use buildit_core::config::EventKind;
+use buildit_core::config::parse_pipeline_with_includes;
 use buildit_core::plan::ChangedFiles;
 use buildit_core::runner::{LoadError, check_against_system, plan_for};
 use buildit_core::source::SourceStore;
 use buildit_core::system::SystemConfig;
-use buildit_core::{Plan, RunContext, parse_pipeline};
+use buildit_core::{Plan, RunContext};
 use serde::{Deserialize, Serialize};
 
 /// A tenant's uploaded archives: stored apart from every other tenant's, so a digest never reaches another
@@ -56,6 +57,9 @@ pub(crate) struct RunJob {
     /// The files changed since the run's base, when known.
     #[serde(default)]
     pub(crate) changes: Option<JobChanges>,
+    /// The files the pipeline includes, by their paths relative to its directory.
+    #[serde(default)]
+    pub(crate) includes: BTreeMap<String, String>,
 }
 
 /// [`buildit_core::plan::ChangedFiles`], as a job carries it.
@@ -91,8 +95,13 @@ impl RunJob {
     /// The plan the job runs: parsed, checked against the daemon's system configuration and planned. The
     /// trigger refuses a job this refuses; a worker that gets a refusal saw the configuration change in between.
     pub(crate) fn plan(&self, system: &SystemConfig) -> Result<Plan, Refusal> {
-        let pipeline = parse_pipeline(&self.pipeline, &self.file_name)
-            .map_err(|error| Refusal::Load(LoadError::Config(error)))?;
+        let pipeline = parse_pipeline_with_includes(&self.pipeline, &self.file_name, &mut |path| {
+            self.includes.get(path).cloned().ok_or_else(|| {
+                "it was not sent with the pipeline (`buildit pipelines trigger` sends the files it includes)"
+                    .to_owned()
+            })
+        })
+        .map_err(|error| Refusal::Load(LoadError::Config(error)))?;
         check_against_system(&pipeline, system).map_err(Refusal::Load)?;
         let context = self.context().map_err(Refusal::Context)?;
         plan_for(pipeline, system, context).map_err(Refusal::Load)

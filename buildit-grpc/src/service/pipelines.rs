@@ -37,6 +37,7 @@ impl BuildItService {
             source: None,
             match_triggers: false,
             changes: None,
+            includes: std::collections::BTreeMap::new(),
         };
         let plan = planned(&job, &self.system)?;
         let name = plan.pipeline().name.value.clone();

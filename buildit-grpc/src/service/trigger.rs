@@ -50,6 +50,7 @@ impl BuildItService {
             source: non_empty(request.source_sha256),
             match_triggers: request.match_triggers,
             changes: request.changes.map(job_changes).transpose()?,
+            includes: job_includes(request.includes)?,
         };
         if let Some(digest) = &job.source {
             let digest = buildit_core::source::ArchiveDigest::parse(digest)
@@ -182,4 +183,28 @@ fn job_changes(changes: proto::ChangedFiles) -> Result<JobChanges, Status> {
         base: changes.base,
         paths: changes.paths,
     })
+}
+
+/// A request's included files, bounded as the files themselves are: at most as many as a pipeline may include,
+/// and no more text together than a pipeline file may hold.
+fn job_includes(
+    includes: std::collections::HashMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, Status> {
+    use buildit_core::config::{MAX_FILE_BYTES, MAX_INCLUDED_FILES};
+    if includes.len() > MAX_INCLUDED_FILES {
+        return Err(Status::invalid_argument(format!(
+            "includes: {} files, at most {MAX_INCLUDED_FILES}",
+            includes.len()
+        )));
+    }
+    let total: usize = includes
+        .iter()
+        .map(|(path, text)| path.len() + text.len())
+        .sum();
+    if total > MAX_FILE_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "includes: {total} bytes together, at most {MAX_FILE_BYTES}"
+        )));
+    }
+    Ok(includes.into_iter().collect())
 }

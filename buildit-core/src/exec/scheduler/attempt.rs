@@ -74,6 +74,8 @@ impl<E: Executor> StageTask<E> {
         // cancellation. What a container executor created before it was interrupted carries the run's label
         // for the run's sweep.
         let starting = Instant::now();
+        // Reports older than this were left by an earlier attempt or run (the workspace persists).
+        let attempt_began = std::time::SystemTime::now();
         let deadline = sleep_or_forever(timeout);
         tokio::pin!(deadline);
         let prepare = async {
@@ -195,7 +197,7 @@ impl<E: Executor> StageTask<E> {
         // Reports are read after every attempt that ran to an end or out of time, failed or not: a failing
         // test stage is when they matter. They never change the attempt's outcome.
         if matches!(ended, Ended::Exited(Ok(_)) | Ended::TimedOut) {
-            self.read_reports(attempt, remote).await;
+            self.read_reports(attempt, remote, attempt_began).await;
         }
         match ended {
             Ended::Exited(Ok(status)) if status.success() => {

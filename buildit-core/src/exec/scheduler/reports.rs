@@ -8,17 +8,43 @@ use super::super::reports::collect_reports;
 use super::super::spec::report_patterns;
 use super::stage::StageTask;
 use super::transfer::pattern_roots;
+use crate::events::TestSummary;
 
 impl<E: Executor> StageTask<E> {
     /// Reads the reports of attempt `attempt` and emits a `stage-tests` event with what they counted.
     /// Whatever goes wrong (a pattern that renders outside the workspace, a copy that fails, a file that is not
     /// JUnit XML) is a line in the stage's log, never a failure of the stage: its commands decided that.
-    pub(super) async fn read_reports(&self, attempt: u32, remote: Option<&StageSpec>) {
+    pub(super) async fn read_reports(
+        &self,
+        attempt: u32,
+        remote: Option<&StageSpec>,
+        began: std::time::SystemTime,
+    ) {
         let stage = &self.plan.stages()[self.position];
-        let written = &self.plan.definition(stage).reports;
-        if written.is_empty() {
+        if self.plan.definition(stage).reports.is_empty() {
             return;
         }
+        // Told on every path, even when nothing could be read: the stage's last word on its tests is then
+        // this attempt's, never an earlier attempt's counts.
+        let summary = self
+            .counted_reports(attempt, remote, began)
+            .await
+            .unwrap_or_else(|| TestSummary {
+                unreadable: 1,
+                ..TestSummary::default()
+            });
+        super::lifecycle::tests_counted(&self.bus, stage.name(), attempt, summary).await;
+    }
+
+    /// The counts of the attempt's reports; `None` (with a note in the log) when they could not be read at all.
+    async fn counted_reports(
+        &self,
+        attempt: u32,
+        remote: Option<&StageSpec>,
+        began: std::time::SystemTime,
+    ) -> Option<TestSummary> {
+        let stage = &self.plan.stages()[self.position];
+        let written = &self.plan.definition(stage).reports;
         let rendered = report_patterns(&self.plan, stage, &self.run);
         let mut patterns = Vec::with_capacity(rendered.len());
         for (written, rendered) in written.iter().zip(rendered) {
@@ -31,14 +57,14 @@ impl<E: Executor> StageTask<E> {
             }
         }
         if patterns.is_empty() {
-            return;
+            return None;
         }
         let (staging, root) = match self.host_side(remote) {
             Ok(found) => found,
             Err(error) => {
                 self.note(attempt, format!("buildit: reports not read: {error}"))
                     .await;
-                return;
+                return None;
             }
         };
         if let Some(spec) = remote
@@ -49,11 +75,11 @@ impl<E: Executor> StageTask<E> {
         {
             self.note(attempt, format!("buildit: reports not copied out: {error}"))
                 .await;
-            return;
+            return None;
         }
         let masker = Arc::clone(&self.masker);
         let collected = tokio::task::spawn_blocking(move || {
-            collect_reports(&root, &patterns, |name| masker.mask(name))
+            collect_reports(&root, &patterns, Some(began), |name| masker.mask(name))
         })
         .await;
         drop(staging);
@@ -62,14 +88,12 @@ impl<E: Executor> StageTask<E> {
             Err(error) => {
                 self.note(attempt, format!("buildit: reports not read: {error}"))
                     .await;
-                return;
+                return None;
             }
         };
         for note in collected.notes {
             self.note(attempt, note).await;
         }
-        // Told even when no file was found: the stage's last word on its tests is then "none", not an earlier
-        // attempt's counts.
-        super::lifecycle::tests_counted(&self.bus, stage.name(), attempt, collected.summary).await;
+        Some(collected.summary)
     }
 }

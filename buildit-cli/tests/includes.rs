@@ -1,0 +1,189 @@
+//! Included files as a user meets them through `buildit`: a template from an included file used by a pipeline
+//! with a matrix, outputs and changed paths, alike locally and through the daemon; and mistakes reported in the
+//! file they are in, under its name.
+
+#![expect(
+    clippy::expect_used,
+    reason = "the shared helpers fail loudly when buildit cannot be run"
+)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use support::buildit;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, path: &str, content: &str) {
+    let file = dir.join(path);
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).unwrap_or_else(|error| panic!("{error}"));
+    }
+    std::fs::write(file, content).unwrap_or_else(|error| panic!("{error}"));
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=BuildIt",
+            "-c",
+            "user.email=buildit@example.com",
+        ])
+        .args(args)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .status()
+        .unwrap_or_else(|error| panic!("git: {error}"));
+    assert!(status.success(), "git {args:?}");
+}
+
+const PIPELINE: &str = r#"pipeline "combined"
+include "ci/common.kdl"
+
+stage "build" template="package" {
+    matrix {
+        os "linux" "macos"
+        exclude { os "macos"; }
+        include { os "bsd"; }
+    }
+}
+stage "test" {
+    matrix { os "linux" "bsd"; }
+    needs "build" matrix="same"
+    run "echo testing {needs.build.outputs.artifact}"
+}
+stage "docs" {
+    when changes="docs/**"
+    run "echo building the docs"
+}
+"#;
+
+const COMMON: &str = r#"// Shared by the pipelines of this repository.
+include "steps.kdl"
+template "package" {
+    outputs "artifact"
+    run "echo packaging for {matrix.os}"
+    run "echo artifact=app-{matrix.os}.tar >> \"$BUILDIT_OUTPUT\""
+}
+"#;
+
+const STEPS: &str = r#"stage "lint" template="package" {
+    run "echo linting"
+    outputs
+}
+"#;
+
+#[test]
+fn a_template_from_an_included_file_runs_alike_locally_and_through_the_daemon() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let data = dir.path().join("daemon");
+    let daemon = support::Daemon::on_free_port(&data, &[]);
+    let token = support::create_token(dir.path(), &data, "acme", "includes");
+    let repo = dir.path().join("repo");
+    git(dir.path(), &["init", "-q", "-b", "main", "repo"]);
+    write(&repo, "buildit.kdl", PIPELINE);
+    write(&repo, "ci/common.kdl", COMMON);
+    write(
+        &repo,
+        "ci/steps.kdl",
+        STEPS.replace("    outputs\n", "").as_str(),
+    );
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "start"]);
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    write(&repo, "src/lib.rs", "\n");
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "code"]);
+
+    let validated = buildit(&repo, &["validate"], &[]);
+    assert_eq!(
+        validated.status.code(),
+        Some(0),
+        "{}",
+        text(&validated.stderr)
+    );
+    let plan = buildit(&repo, &["plan"], &[]);
+    let shown = text(&plan.stdout);
+    assert!(
+        shown.contains("build (os=bsd)") && shown.contains("lint"),
+        "{shown}"
+    );
+    assert!(!shown.contains("build (os=macos)"), "{shown}");
+
+    let env = [
+        ("BUILDIT_SERVER", daemon.address.as_str()),
+        ("BUILDIT_TOKEN", token.as_str()),
+    ];
+    let remote = buildit(&repo, &["pipelines", "trigger", "--follow"], &env);
+    let local = buildit(&repo, &["run", "--plain"], &[]);
+    for (how, output) in [("through the daemon", &remote), ("locally", &local)] {
+        let stdout = text(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{how}: {stdout}{}",
+            text(&output.stderr)
+        );
+        for os in ["linux", "bsd"] {
+            assert!(
+                stdout.contains(&format!("| testing app-{os}.tar")),
+                "{how}: {stdout}"
+            );
+        }
+        assert!(stdout.contains("| linting"), "{how}: {stdout}");
+        assert!(!stdout.contains("packaging for macos"), "{how}: {stdout}");
+        // Only `src/` changed on the branch: the docs stage is skipped.
+        assert!(!stdout.contains("building the docs"), "{how}: {stdout}");
+    }
+}
+
+#[test]
+fn include_mistakes_are_reported_in_the_file_they_are_in() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    write(
+        dir.path(),
+        "buildit.kdl",
+        "pipeline \"p\"\ninclude \"ci/common.kdl\"\ninclude \"missing.kdl\"\ninclude \"../outside.kdl\"\nstage \"a\" template=\"shared\"\n",
+    );
+    write(
+        dir.path(),
+        "ci/common.kdl",
+        "include \"../buildit.kdl\"\ntemplate \"shared\" {\n    run \"true\"\n    timout \"5m\"\n}\n",
+    );
+    let output = buildit(dir.path(), &["validate"], &[]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stdout));
+    insta::assert_snapshot!(text(&output.stderr));
+    let json = buildit(dir.path(), &["validate", "--format", "json"], &[]);
+    let records: serde_json::Value =
+        serde_json::from_slice(&json.stdout).unwrap_or_else(|error| panic!("{error}"));
+    let places: Vec<String> = records
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|record| {
+            format!(
+                "{}:{}:{}",
+                record["file"].as_str().unwrap_or_default(),
+                record["line"],
+                record["column"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        places,
+        [
+            "buildit.kdl:3:9",
+            "buildit.kdl:4:9",
+            "ci/common.kdl:1:9",
+            "ci/common.kdl:4:5"
+        ],
+        "{records}"
+    );
+}
