@@ -537,3 +537,29 @@ fn the_same_pipeline_runs_alike_locally_and_through_the_daemon() {
         assert!(!stdout.contains("macos"), "{how}: {stdout}");
     }
 }
+
+#[test]
+fn the_plan_lists_the_outputs_a_stage_declares() {
+    let output = buildit(
+        &repo_root(),
+        &["plan", "examples/outputs.kdl", "--format", "json"],
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let plan: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}"));
+    let version = plan["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|stage| stage["name"] == "version")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(version["outputs"], serde_json::json!(["version", "notes"]), "{plan}");
+    let text_plan = buildit(&repo_root(), &["plan", "examples/outputs.kdl"], &[]);
+    assert!(
+        text(&text_plan.stdout).contains("version  [local]  outputs version, notes"),
+        "{}",
+        text(&text_plan.stdout)
+    );
+}

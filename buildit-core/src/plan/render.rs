@@ -72,6 +72,9 @@ pub struct PlanStageJson<'p> {
     /// Globs of the JUnit reports it writes, read after each attempt (left out when it has none).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub reports: &'p [String],
+    /// Names of the outputs it declares (left out when it has none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<&'p str>,
 }
 
 impl Plan {
@@ -103,6 +106,12 @@ impl Plan {
                     image: stage.image(),
                     executor: stage.executor(),
                     reports: stage.reports(),
+                    outputs: self
+                        .definition(stage)
+                        .outputs
+                        .iter()
+                        .map(|output| output.value.as_str())
+                        .collect(),
                 })
                 .collect(),
             triggered: self.is_triggered(),
@@ -198,6 +207,11 @@ impl Plan {
                     .map(|&need| stages[need].name())
                     .collect();
                 let _ = write!(out, "  needs {}", needs.join(", "));
+            }
+            let outputs = &self.definition(stage).outputs;
+            if !outputs.is_empty() {
+                let names: Vec<&str> = outputs.iter().map(|output| output.value.as_str()).collect();
+                let _ = write!(out, "  outputs {}", names.join(", "));
             }
             if !stage.reports().is_empty() {
                 let _ = write!(out, "  reports junit {}", stage.reports().join(", "));
