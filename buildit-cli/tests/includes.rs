@@ -142,6 +142,24 @@ fn a_template_from_an_included_file_runs_alike_locally_and_through_the_daemon() 
         // Only `src/` changed on the branch: the docs stage is skipped.
         assert!(!stdout.contains("building the docs"), "{how}: {stdout}");
     }
+    // `runs show` of the daemon's run lists the outputs, as a local one does.
+    let listed = buildit(&repo, &["runs", "list", "--format", "json"], &env);
+    let runs: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).unwrap_or_else(|error| panic!("{error}"));
+    let id = runs[0]["id"].as_str().unwrap_or_default().to_owned();
+    for (how, shown) in [
+        (
+            "through the daemon",
+            buildit(&repo, &["runs", "show", &id], &env),
+        ),
+        ("locally", buildit(&repo, &["runs", "show", "1"], &[])),
+    ] {
+        let shown = text(&shown.stdout);
+        assert!(
+            shown.contains("outputs\n") && shown.contains("build (os=bsd): artifact=app-bsd.tar"),
+            "{how}: {shown}"
+        );
+    }
 }
 
 #[test]

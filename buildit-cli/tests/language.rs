@@ -555,7 +555,11 @@ fn the_plan_lists_the_outputs_a_stage_declares() {
         .find(|stage| stage["name"] == "version")
         .cloned()
         .unwrap_or_default();
-    assert_eq!(version["outputs"], serde_json::json!(["version", "notes"]), "{plan}");
+    assert_eq!(
+        version["outputs"],
+        serde_json::json!(["version", "notes"]),
+        "{plan}"
+    );
     let text_plan = buildit(&repo_root(), &["plan", "examples/outputs.kdl"], &[]);
     assert!(
         text(&text_plan.stdout).contains("version  [local]  outputs version, notes"),

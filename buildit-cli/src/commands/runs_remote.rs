@@ -206,6 +206,22 @@ async fn show(
         let mut view = RunView::new();
         events(client, token, run_id, 0, |event| view.apply(event)).await?;
         text.push_str(&summary(&view));
+        // As a local `runs show` lists them: what each instance handed on.
+        let mut written = view
+            .instances
+            .iter()
+            .filter(|instance| !instance.outputs.is_empty())
+            .peekable();
+        if written.peek().is_some() {
+            text.push_str("\noutputs\n");
+        }
+        for instance in written {
+            text.push_str(&format!(
+                "  {}: {}\n",
+                instance.name,
+                crate::reporter::outputs_line(&instance.outputs)
+            ));
+        }
     }
     print(&text);
     Ok(Exit::Success)
