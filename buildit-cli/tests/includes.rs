@@ -9,39 +9,10 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
-
-use support::buildit;
+use support::{buildit, git, write_file as write};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn write(dir: &Path, path: &str, content: &str) {
-    let file = dir.join(path);
-    if let Some(parent) = file.parent() {
-        std::fs::create_dir_all(parent).unwrap_or_else(|error| panic!("{error}"));
-    }
-    std::fs::write(file, content).unwrap_or_else(|error| panic!("{error}"));
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=BuildIt",
-            "-c",
-            "user.email=buildit@example.com",
-        ])
-        .args(args)
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .status()
-        .unwrap_or_else(|error| panic!("git: {error}"));
-    assert!(status.success(), "git {args:?}");
 }
 
 const PIPELINE: &str = r#"pipeline "combined"

@@ -11,7 +11,7 @@ mod support;
 
 use std::path::Path;
 
-use support::buildit;
+use support::{buildit, diagnostics};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -227,34 +227,6 @@ fn a_daemons_follower_shows_the_reports_too() {
         "{stdout}\n{}",
         text(&remote.stderr)
     );
-}
-
-/// The diagnostics of `pipeline` as `validate --format json` gives them: severity, code, line, column, message,
-/// help.
-fn diagnostics(pipeline: &str) -> Vec<(String, String, u64, u64, String, String)> {
-    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
-    std::fs::write(dir.path().join("buildit.kdl"), pipeline)
-        .unwrap_or_else(|error| panic!("{error}"));
-    let output = buildit(dir.path(), &["validate", "--format", "json"], &[]);
-    let records: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|error| panic!("{error}: {}", text(&output.stdout)));
-    records
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|record| {
-            let field = |key: &str| record[key].as_str().unwrap_or_default().to_owned();
-            (
-                field("severity"),
-                field("code"),
-                record["line"].as_u64().unwrap_or_default(),
-                record["column"].as_u64().unwrap_or_default(),
-                field("message"),
-                field("help"),
-            )
-        })
-        .collect()
 }
 
 #[test]

@@ -119,3 +119,59 @@ pub fn create_token(dir: &Path, data: &Path, tenant: &str, label: &str) -> Strin
     assert!(created.status.success(), "{created:?}");
     String::from_utf8_lossy(&created.stdout).trim().to_owned()
 }
+
+/// The diagnostics of `pipeline` as `validate --format json` gives them: severity, code, line, column, message,
+/// help.
+pub fn diagnostics(pipeline: &str) -> Vec<(String, String, u64, u64, String, String)> {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    std::fs::write(dir.path().join("buildit.kdl"), pipeline)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let output = buildit(dir.path(), &["validate", "--format", "json"], &[]);
+    let records: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", String::from_utf8_lossy(&output.stdout)));
+    records
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|record| {
+            let field = |key: &str| record[key].as_str().unwrap_or_default().to_owned();
+            (
+                field("severity"),
+                field("code"),
+                record["line"].as_u64().unwrap_or_default(),
+                record["column"].as_u64().unwrap_or_default(),
+                field("message"),
+                field("help"),
+            )
+        })
+        .collect()
+}
+
+/// `git ARGS` in `dir`, as a user with an identity, outside any repository around the test.
+pub fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=BuildIt",
+            "-c",
+            "user.email=buildit@example.com",
+        ])
+        .args(args)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .status()
+        .unwrap_or_else(|error| panic!("git: {error}"));
+    assert!(status.success(), "git {args:?}");
+}
+
+/// Writes `content` to `path` under `dir`, making its directories.
+pub fn write_file(dir: &Path, path: &str, content: &str) {
+    let file = dir.join(path);
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent).unwrap_or_else(|error| panic!("{error}"));
+    }
+    std::fs::write(file, content).unwrap_or_else(|error| panic!("{error}"));
+}

@@ -84,24 +84,17 @@ pub trait Store: Send + Sync + Debug {
     /// instance. By default read from the run's events; SQL stores select those events alone.
     async fn stage_outputs(&self, run_id: &str) -> Result<StageOutputs, StoreError> {
         let mut outputs = std::collections::BTreeMap::new();
-        let mut after = 0;
-        loop {
-            let page = self.events_after(run_id, after, 1000).await?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            after = last.seq;
-            for event in page {
-                if let crate::events::RunEventKind::StageOutputs {
-                    stage,
-                    outputs: written,
-                    ..
-                } = event.kind
-                {
-                    outputs.insert(stage, written);
-                }
+        for_each_event(self, run_id, |kind| {
+            if let crate::events::RunEventKind::StageOutputs {
+                stage,
+                outputs: written,
+                ..
+            } = kind
+            {
+                outputs.insert(stage, written);
             }
-        }
+        })
+        .await?;
         Ok(outputs)
     }
 
@@ -110,24 +103,17 @@ pub trait Store: Send + Sync + Debug {
     /// events alone.
     async fn stage_tests(&self, run_id: &str) -> Result<StageTests, StoreError> {
         let mut tests = std::collections::BTreeMap::new();
-        let mut after = 0;
-        loop {
-            let page = self.events_after(run_id, after, 1000).await?;
-            let Some(last) = page.last() else {
-                break;
-            };
-            after = last.seq;
-            for event in page {
-                if let crate::events::RunEventKind::StageTests {
-                    stage,
-                    tests: counted,
-                    ..
-                } = event.kind
-                {
-                    tests.insert(stage, counted);
-                }
+        for_each_event(self, run_id, |kind| {
+            if let crate::events::RunEventKind::StageTests {
+                stage,
+                tests: counted,
+                ..
+            } = kind
+            {
+                tests.insert(stage, counted);
             }
-        }
+        })
+        .await?;
         Ok(tests)
     }
 
@@ -282,4 +268,23 @@ pub trait Store: Send + Sync + Debug {
     /// into the database file; a process that exits with connections open leaves the log to the next opener,
     /// who reads all of it again (up to 1,000 pages) before its first query.
     async fn close(&self) {}
+}
+
+/// Every event of a run, oldest first and a page at a time, handed to `each`.
+async fn for_each_event<S: Store + ?Sized>(
+    store: &S,
+    run_id: &str,
+    mut each: impl FnMut(crate::events::RunEventKind) + Send,
+) -> Result<(), StoreError> {
+    let mut after = 0;
+    loop {
+        let page = store.events_after(run_id, after, 1000).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.seq;
+        for event in page {
+            each(event.kind);
+        }
+    }
 }
