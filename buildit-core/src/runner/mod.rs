@@ -6,6 +6,7 @@ mod cancel_requests;
 mod error;
 mod handle;
 mod load;
+mod rerun;
 mod setup;
 
 pub use builder::{Runner, new_run_id};
@@ -19,4 +20,5 @@ pub use load::{
 pub use setup::docker_options;
 #[cfg(feature = "kubernetes")]
 pub use setup::kubernetes_options;
+pub use rerun::{Rerun, RerunError, rerun_failed, rerun_from};
 pub use setup::{RunSetup, check_executors, connect_executor, create_data_dir};
