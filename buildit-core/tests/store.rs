@@ -854,7 +854,12 @@ async fn a_runs_inputs_and_the_run_it_reruns_read_back(backend: Backend) {
     let found = ok(store.find_run(&RunRef::Id("second".to_owned())).await);
     assert_eq!(found.inputs, Some(inputs));
     assert_eq!(found.retry_of.as_deref(), Some("first"));
-    let listed = ok(store.list_runs(&RunFilter { limit: 10, ..RunFilter::default() }).await);
+    let listed = ok(store
+        .list_runs(&RunFilter {
+            limit: 10,
+            ..RunFilter::default()
+        })
+        .await);
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].retry_of.as_deref(), Some("first"));
     assert_eq!(listed[1].inputs, None);

@@ -16,9 +16,9 @@ pub use handle::{Executed, RunHandle, RunJoiner};
 pub use load::{
     LoadError, Loaded, check_against_system, load_plan, plan_for, read_pipeline, read_system,
 };
+pub use rerun::{Rerun, RerunError, rerun_failed, rerun_from};
 #[cfg(feature = "docker")]
 pub use setup::docker_options;
 #[cfg(feature = "kubernetes")]
 pub use setup::kubernetes_options;
-pub use rerun::{Rerun, RerunError, rerun_failed, rerun_from};
 pub use setup::{RunSetup, check_executors, connect_executor, create_data_dir};

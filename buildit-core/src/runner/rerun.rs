@@ -29,7 +29,9 @@ pub enum RerunError {
     #[error("`--from {stage}` names no stage of pipeline `{pipeline}`{}", suggestion.as_ref().map(|name| format!("; did you mean `{name}`?")).unwrap_or_default())]
     #[diagnostic(
         code(buildit::rerun::no_such_stage),
-        help("name a stage, or one matrix instance of it (`test (os=linux)`); `buildit plan` lists them")
+        help(
+            "name a stage, or one matrix instance of it (`test (os=linux)`); `buildit plan` lists them"
+        )
     )]
     NoSuchStage {
         /// What was named.

@@ -88,7 +88,11 @@ pub(super) async fn reuse_stage(
             return report;
         }
     }
-    if let Some(outputs) = reuse.stages.get(stage).filter(|outputs| !outputs.is_empty()) {
+    if let Some(outputs) = reuse
+        .stages
+        .get(stage)
+        .filter(|outputs| !outputs.is_empty())
+    {
         run.outputs.set(stage, outputs.clone());
         lifecycle::outputs_written(bus, stage, 0, outputs.clone()).await;
     }

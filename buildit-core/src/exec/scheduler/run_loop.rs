@@ -99,11 +99,19 @@ pub async fn execute<E: Executor>(
                 Err(reason.to_string())
             } else if let Some(reason) = reuse.and_then(|reuse| reuse.left_out.get(stage.name())) {
                 Err(reason.clone())
-            } else if let Some(reuse) = reuse.filter(|reuse| reuse.stages.contains_key(stage.name())) {
+            } else if let Some(reuse) =
+                reuse.filter(|reuse| reuse.stages.contains_key(stage.name()))
+            {
                 // Its needs are reused too (a rerun reruns whatever depends on what it reruns): nothing to decide.
-                let report =
-                    super::reuse::reuse_stage(reuse, stage.name(), &run, options, bus, started.elapsed())
-                        .await;
+                let report = super::reuse::reuse_stage(
+                    reuse,
+                    stage.name(),
+                    &run,
+                    options,
+                    bus,
+                    started.elapsed(),
+                )
+                .await;
                 complete(
                     plan,
                     position,
