@@ -381,6 +381,25 @@ pub(crate) enum RunsCommand {
         #[command(flatten)]
         common: RunsCommon,
     },
+    /// Start a run again: the same pipeline file (refused if it changed), workspace, commit and flags, as a new
+    /// run that records which run it retries. With `--failed`, only the stages that failed or were cancelled, and
+    /// what depends on them, run; the others count as succeeded, their artifacts and outputs taken from the
+    /// earlier run. A local store only.
+    Retry {
+        /// The run: its id, its number (`3`), or `PIPELINE#3`.
+        run: String,
+        /// The pipeline a bare number belongs to.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only the failed and cancelled stages and what depends on them.
+        #[arg(long)]
+        failed: bool,
+        /// Plain prefixed lines without colors or progress, even on a terminal.
+        #[arg(long)]
+        plain: bool,
+        #[command(flatten)]
+        common: RunsCommon,
+    },
     /// A run's stored events as JSON lines, oldest first, each with its sequence number (`seq`).
     Events {
         /// The run: its id, its number (`3`), or `PIPELINE#3`.
@@ -532,6 +551,11 @@ pub(crate) struct RunArgs {
     /// and stages write straight into it (as the container's user, often root).
     #[arg(long)]
     pub(crate) bind: bool,
+    /// Run this stage (every instance of it, or the one instance named) and what depends on it; what it needs is
+    /// taken from the latest earlier run of the pipeline that has it succeeded (artifacts and outputs), the
+    /// other stages are left out.
+    #[arg(long, value_name = "STAGE", conflicts_with = "stages")]
+    pub(crate) from: Option<String>,
     #[command(flatten)]
     pub(crate) store: StoreArgs,
     #[command(flatten)]

@@ -191,6 +191,7 @@ contract!(
     cancels_asked_through_the_store_reach_only_running_runs,
     a_deleted_run_leaves_nothing_and_other_runs_stay,
     runs_ended_before_a_time_are_found_for_pruning,
+    a_runs_inputs_and_the_run_it_reruns_read_back,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -208,6 +209,8 @@ fn new_run(id: &str, pipeline: &str) -> NewRun {
         sha: Some("abc123".to_owned()),
         branch: Some("main".to_owned()),
         event: Some("push".to_owned()),
+        inputs: None,
+        retry_of: None,
     }
 }
 
@@ -821,6 +824,45 @@ async fn runs_are_found_by_id_or_number(backend: Backend) {
         .await);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, "x2");
+}
+
+async fn a_runs_inputs_and_the_run_it_reruns_read_back(backend: Backend) {
+    let store = backend.store;
+    let plain = ok(store.create_run(&new_run("first", "build")).await);
+    assert_eq!(plain.inputs, None);
+    assert_eq!(plain.retry_of, None);
+    let inputs = buildit_core::store::RunInputs {
+        file: Some("/ws/buildit.kdl".to_owned()),
+        digest: Some("ab12".to_owned()),
+        workspace: Some("/ws".to_owned()),
+        branch: Some("main".to_owned()),
+        event: Some("manual".to_owned()),
+        env: [("MODE".to_owned(), "fast = yes".to_owned())].into(),
+        stages: vec!["test".to_owned(), "lint (os=linux)".to_owned()],
+        rerun: Some("failed".to_owned()),
+        ..buildit_core::store::RunInputs::default()
+    };
+    let retry = ok(store
+        .create_run(&NewRun {
+            inputs: Some(inputs.clone()),
+            retry_of: Some("first".to_owned()),
+            ..new_run("second", "build")
+        })
+        .await);
+    assert_eq!(retry.inputs.as_ref(), Some(&inputs));
+    assert_eq!(retry.retry_of.as_deref(), Some("first"));
+    let found = ok(store.find_run(&RunRef::Id("second".to_owned())).await);
+    assert_eq!(found.inputs, Some(inputs));
+    assert_eq!(found.retry_of.as_deref(), Some("first"));
+    let listed = ok(store
+        .list_runs(&RunFilter {
+            limit: 10,
+            ..RunFilter::default()
+        })
+        .await);
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].retry_of.as_deref(), Some("first"));
+    assert_eq!(listed[1].inputs, None);
 }
 
 fn job(payload: &str, max_attempts: u32) -> NewJob {

@@ -15,6 +15,7 @@ mod run;
 mod runs;
 mod runs_manage;
 mod runs_remote;
+mod runs_retry;
 mod show_command;
 mod store;
 mod tokens;

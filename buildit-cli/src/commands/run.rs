@@ -8,12 +8,13 @@ use buildit_core::Plan;
 use buildit_core::events::RunView;
 use buildit_core::exec::RunOptions;
 use buildit_core::runner::{RunSetup, Runner, check_executors, connect_executor, new_run_id};
-use buildit_core::store::{Store, StoreError, StoreLocation, open_store};
+use buildit_core::store::{RunInputs, Store, StoreError, StoreLocation, open_store};
 use buildit_core::system::SystemConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::load::load_system_config;
 use super::plan::load_plan;
+use super::runs_retry::{Retry, inputs_of, prepare};
 use crate::cli::{RunArgs, RunOutput};
 use crate::exit::Exit;
 use crate::printer::{follow, print_events};
@@ -21,6 +22,11 @@ use crate::report::{error_line, runner_error};
 use crate::reporter::{LineReporter, print_text, summary};
 
 pub(crate) fn run(args: &RunArgs) -> Exit {
+    run_again(args, None)
+}
+
+/// `buildit run`, or the run `buildit runs retry` starts again (`retry`).
+pub(crate) fn run_again(args: &RunArgs, retry: Option<Retry>) -> Exit {
     // Orphans of the stages become this process's children, so a stopped stage is reaped at once rather than
     // whenever `init` gets round to it. Without it (a kernel that refuses) stages still stop, a little later.
     let _ = buildit_core::exec::adopt_orphans();
@@ -118,6 +124,7 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
     // Opened early for this same place (the configuration could have changed in between), or opened now.
     let opened = opening.and_then(|(early, opened)| (early == location).then_some(opened));
     buildit_core::runner::create_data_dir(&workspace);
+    let inputs = inputs_of(args, &workspace, retry.as_ref());
     let colors = !args.plain
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
@@ -129,6 +136,8 @@ pub(crate) fn run(args: &RunArgs) -> Exit {
         location,
         opened,
         colors,
+        inputs,
+        retry,
     };
     runtime.block_on(run.execute(args))
 }
@@ -144,6 +153,10 @@ struct LocalRun {
     /// The store, when it was opened while the pipeline was read.
     opened: Option<Result<Arc<dyn Store>, StoreError>>,
     colors: bool,
+    /// What the run records so that it can be retried.
+    inputs: RunInputs,
+    /// The run this one retries.
+    retry: Option<Retry>,
 }
 
 impl LocalRun {
@@ -171,6 +184,31 @@ impl LocalRun {
             Ok(store) => store,
             Err(exit) => return exit,
         };
+        let rerun = match prepare(
+            store.as_ref(),
+            &self.plan,
+            self.retry.as_ref(),
+            args.from.as_deref(),
+        )
+        .await
+        {
+            Ok(rerun) => rerun,
+            Err(exit) => {
+                store.close().await;
+                return exit;
+            }
+        };
+        // A retry records the run it retries; `--from`, the run its stages come from.
+        let retry_of = self
+            .retry
+            .as_ref()
+            .map(|retry| retry.earlier.id.clone())
+            .or_else(|| {
+                rerun
+                    .as_ref()
+                    .and_then(|rerun| rerun.earlier.as_ref())
+                    .map(|earlier| earlier.id.clone())
+            });
         let run_id = new_run_id();
         let show_command = super::show_command::show_command(&run_id, &self.workspace, args);
         let cancel = CancellationToken::new();
@@ -178,14 +216,19 @@ impl LocalRun {
         let options = RunOptions {
             concurrency: args.jobs.map(|jobs| jobs as usize),
             fail_fast: args.fail_fast,
+            reuse: rerun.and_then(|rerun| rerun.reuse).map(Arc::new),
             ..RunOptions::default()
         };
         let mut runner = Runner::new(run_id, self.plan, executor, Arc::clone(&store))
+            .inputs(self.inputs)
             .workspace(self.workspace)
             .options(options)
             .setup(self.setup)
             .cancel_token(cancel.clone())
             .kill_token(kill.clone());
+        if let Some(retry_of) = retry_of {
+            runner = runner.retry_of(retry_of);
+        }
         let format = args.format;
         let mut display = None;
         let printer = if self.colors && format == RunOutput::Text {

@@ -24,6 +24,17 @@ const LOG_PAGE_CHUNKS: u32 = 64;
 const EVENT_PAGE: usize = 1000;
 
 pub(crate) fn run(command: &RunsCommand) -> Exit {
+    // A retry is a run: it opens the store and starts its runtime as `buildit run` does.
+    if let RunsCommand::Retry {
+        run,
+        pipeline,
+        failed,
+        plain,
+        common,
+    } = command
+    {
+        return super::runs_retry::retry(run, pipeline.as_deref(), *failed, *plain, common);
+    }
     let common = match command {
         RunsCommand::List { common, .. }
         | RunsCommand::Show { common, .. }
@@ -31,7 +42,8 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
         | RunsCommand::Events { common, .. }
         | RunsCommand::Cancel { common, .. }
         | RunsCommand::Delete { common, .. }
-        | RunsCommand::Prune { common, .. } => common,
+        | RunsCommand::Prune { common, .. }
+        | RunsCommand::Retry { common, .. } => common,
     };
     let store_only = match command {
         RunsCommand::Delete { .. } => Some("deleting a run"),
@@ -211,6 +223,8 @@ pub(crate) fn run(command: &RunsCommand) -> Exit {
                     None => Ok(Exit::Usage),
                 }
             }
+            // Started before the store was opened here.
+            RunsCommand::Retry { .. } => Ok(Exit::Usage),
         };
         store.close().await;
         match result {
@@ -298,6 +312,27 @@ struct RunDetail<'a> {
     tests: &'a buildit_core::store::StageTests,
 }
 
+/// What a rerun reran: `retry of build#3 (its failed stages)`; the earlier run by id once it is deleted.
+async fn rerun_line(store: &dyn Store, run: &RunRecord) -> Option<String> {
+    let earlier_id = run.retry_of.as_deref()?;
+    let earlier = match store.find_run(&RunRef::Id(earlier_id.to_owned())).await {
+        Ok(earlier) => format!("{}#{}", earlier.pipeline, earlier.number),
+        Err(_) => format!("{earlier_id} (deleted)"),
+    };
+    let how = run
+        .inputs
+        .as_ref()
+        .and_then(|inputs| inputs.rerun.as_deref())
+        .unwrap_or("all");
+    Some(match how.strip_prefix("from ") {
+        Some(stage) => format!("from `{stage}`, what it needs reused from {earlier}\n"),
+        None if how == "failed" => {
+            format!("retry of {earlier} (its failed and cancelled stages and their dependents)\n")
+        }
+        None => format!("retry of {earlier}\n"),
+    })
+}
+
 async fn show(
     store: &dyn Store,
     run: &str,
@@ -341,6 +376,9 @@ async fn show(
             text.push('\n');
             if let Some(reason) = &run.reason {
                 text.push_str(&format!("interrupted: {reason}\n"));
+            }
+            if let Some(line) = rerun_line(store, &run).await {
+                text.push_str(&line);
             }
             text.push('\n');
             let mut rows = vec![[

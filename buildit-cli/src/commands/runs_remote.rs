@@ -71,7 +71,10 @@ pub(crate) fn run(command: &RunsCommand, server: &str, token: &str) -> Exit {
                 })
             }
             // Refused before a daemon is asked: they work on a local store only.
-            RunsCommand::Delete { .. } | RunsCommand::Prune { .. } => Ok(Exit::Usage),
+            // Refused before a daemon is asked.
+            RunsCommand::Delete { .. } | RunsCommand::Prune { .. } | RunsCommand::Retry { .. } => {
+                Ok(Exit::Usage)
+            }
         };
         done.unwrap_or_else(|status| refused(&status))
     })

@@ -206,6 +206,34 @@ impl ArtifactStore {
     }
 }
 
+impl ArtifactStore {
+    /// Copies the artifacts stage instance `stage` collected in run `from` to run `to`, as if `to` had collected
+    /// them: a rerun's reused stage hands its dependents what it handed them before, and the new run keeps them
+    /// when the earlier one is deleted. Returns the number of files (0 if it had none).
+    pub fn copy_stage(&self, from: &str, to: &str, stage: &str) -> Result<usize, ArtifactError> {
+        let source = Self::stage_prefix(from, stage);
+        let target = Self::stage_prefix(to, stage);
+        let shown = self.stage_dir(from, stage);
+        // Through a file of this machine: the blob's permissions (an executable stays one) travel with it.
+        let staging = tempfile::tempdir().map_err(io(&shown))?;
+        let file = staging.path().join("blob");
+        let mut copied = 0;
+        for blob in self.blobs.list(&source).map_err(io(&shown))? {
+            let Some(relative) = blob.name.strip_prefix(&source) else {
+                continue;
+            };
+            if !self.blobs.get_file(&blob.name, &file).map_err(io(&shown))? {
+                continue;
+            }
+            self.blobs
+                .put_file(&format!("{target}{relative}"), &file)
+                .map_err(io(&shown))?;
+            copied += 1;
+        }
+        Ok(copied)
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
     move |source| ArtifactError::Io {
         path: path.to_path_buf(),

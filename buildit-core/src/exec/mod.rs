@@ -55,6 +55,6 @@ pub use reports::{
     CollectedReports, MAX_FAILED_NAMES, MAX_REPORT_FILE_BYTES, MAX_REPORT_FILES, MAX_REPORTS_BYTES,
     MAX_TEST_NAME_CHARS, collect_reports, count_report,
 };
-pub use scheduler::{RunReport, StageReport, execute};
+pub use scheduler::{Reuse, RunReport, StageReport, execute};
 pub use spec::{DEFAULT_GRACE, RunIdentity, SpecError, retries, stage_spec};
 pub use sweep::{SweepReport, SweepScope};

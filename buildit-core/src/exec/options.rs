@@ -2,12 +2,14 @@
 //! stores.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::artifacts::ArtifactStore;
 use super::cache::CacheStore;
+use super::scheduler::Reuse;
 use super::spec::DEFAULT_GRACE;
 
 /// How a run is executed.
@@ -30,6 +32,8 @@ pub struct RunOptions {
     pub caches: Option<CacheStore>,
     /// The home directory, for cache paths written `~/...`.
     pub home: Option<PathBuf>,
+    /// What a rerun takes from an earlier run instead of running it again, and what it leaves out.
+    pub reuse: Option<Arc<Reuse>>,
 }
 
 impl Default for RunOptions {
@@ -43,6 +47,7 @@ impl Default for RunOptions {
             artifacts: None,
             caches: None,
             home: std::env::var_os("HOME").map(PathBuf::from),
+            reuse: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::exec::{Executor, RunIdentity, RunOptions, execute};
 use crate::plan::Plan;
 use crate::source::{FetchableSource, SourceStore, WorkspaceSource, prepare};
 use crate::store::{
-    MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunOwner, Store, record_run_reporting,
+    MAX_BATCH_EVENTS, NewRun, RUN_STALE_AFTER, RunInputs, RunOwner, Store, record_run_reporting,
 };
 
 /// A run id unique on this machine: time and process, in hex.
@@ -56,6 +56,10 @@ pub struct Runner<E> {
     source: Option<(WorkspaceSource, SourceStore, PathBuf)>,
     owner: RunOwner,
     bus: EventBus,
+    /// What a rerun of this run needs, recorded with it.
+    inputs: Option<RunInputs>,
+    /// The run this one reruns, recorded with it.
+    retry_of: Option<String>,
 }
 
 impl<E: Executor> Runner<E> {
@@ -74,6 +78,8 @@ impl<E: Executor> Runner<E> {
             kill: None,
             source: None,
             owner: RunOwner::this_process(),
+            inputs: None,
+            retry_of: None,
         }
     }
 
@@ -151,6 +157,21 @@ impl<E: Executor> Runner<E> {
         self
     }
 
+    /// What the run was started from (its file and flags), recorded with it so that `buildit runs retry` can
+    /// start it again.
+    #[must_use]
+    pub fn inputs(mut self, inputs: RunInputs) -> Self {
+        self.inputs = Some(inputs);
+        self
+    }
+
+    /// Records that this run reruns the run `run_id` (or reuses its stages).
+    #[must_use]
+    pub fn retry_of(mut self, run_id: impl Into<String>) -> Self {
+        self.retry_of = Some(run_id.into());
+        self
+    }
+
     /// How many batches a display subscriber may fall behind before it skips (default 4,096). Set it before
     /// subscribing: it starts the run's event bus anew.
     #[must_use]
@@ -196,6 +217,8 @@ impl<E: Executor> Runner<E> {
                 sha: context.sha.clone(),
                 branch: context.branch.clone(),
                 event: context.event.map(|event| event.as_str().to_owned()),
+                inputs: self.inputs.take(),
+                retry_of: self.retry_of.take(),
             })
             .await?;
         self.identity.run_number = record.number;

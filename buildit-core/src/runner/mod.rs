@@ -6,6 +6,7 @@ mod cancel_requests;
 mod error;
 mod handle;
 mod load;
+mod rerun;
 mod setup;
 
 pub use builder::{Runner, new_run_id};
@@ -15,6 +16,7 @@ pub use handle::{Executed, RunHandle, RunJoiner};
 pub use load::{
     LoadError, Loaded, check_against_system, load_plan, plan_for, read_pipeline, read_system,
 };
+pub use rerun::{Rerun, RerunError, rerun_failed, rerun_from};
 #[cfg(feature = "docker")]
 pub use setup::docker_options;
 #[cfg(feature = "kubernetes")]

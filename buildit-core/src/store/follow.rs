@@ -433,6 +433,8 @@ mod tests {
                     sha: None,
                     branch: None,
                     event: None,
+                    inputs: None,
+                    retry_of: None,
                 })
                 .await
                 .expect("a run");

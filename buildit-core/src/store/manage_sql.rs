@@ -9,7 +9,7 @@ use super::model::{RunRecord, RunState, StoreError};
 use super::rows::{self, StoreRow as _};
 
 const RUN_COLUMNS: &str = "id, pipeline, number, status, reason, stage_count, created_at_ms, \
-    finished_at_ms, duration_ms, sha, branch, event, requested_at_ms";
+    finished_at_ms, duration_ms, sha, branch, event, requested_at_ms, inputs, retry_of";
 
 /// The tables that hold a run's rows besides `pipeline_runs`, by their column naming the run: everything a
 /// deleted run leaves behind. `attempt_rows` is the table under the `stage_results` view.

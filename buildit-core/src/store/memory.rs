@@ -166,6 +166,8 @@ impl Store for MemoryStore {
             branch: run.branch.clone(),
             event: run.event.clone(),
             requested_at_ms,
+            inputs: run.inputs.clone(),
+            retry_of: run.retry_of.clone(),
         };
         state.runs.push(StoredRun {
             tenant: self.tenant.to_string(),

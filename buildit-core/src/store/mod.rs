@@ -30,8 +30,9 @@ pub use memory::MemoryStore;
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
     LogCursor, LogLineRecord, LogPage, LogQuery, NewJob, NewPipeline, NewRun, NewRunRequest,
-    PipelineFilter, PipelineRecord, RunCursor, RunFilter, RunOwner, RunRecord, RunRef, RunRequest,
-    RunRequestFilter, RunRequestOutcome, RunRequestState, RunState, StoreError, TokenRecord,
+    PipelineFilter, PipelineRecord, RunCursor, RunFilter, RunInputs, RunOwner, RunRecord, RunRef,
+    RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, RunState, StoreError,
+    TokenRecord,
 };
 pub use open::{StoreLocation, open_store};
 #[cfg(feature = "postgres")]

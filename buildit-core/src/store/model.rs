@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::events::{LogStreamKind, RunOutcome, StageOutcome};
 // Who owns a run, and the lease of a job, are shared with the executors (what they leave behind is owned too).
@@ -222,6 +222,52 @@ pub struct NewRun {
     pub branch: Option<String>,
     /// What started it.
     pub event: Option<String>,
+    /// What a rerun needs to start it again: its file and flags (`None`: not known, as for a daemon's run).
+    pub inputs: Option<RunInputs>,
+    /// The run this one reruns (`buildit runs retry`), or whose stages it reused (`buildit run --from`).
+    pub retry_of: Option<String>,
+}
+
+/// What a run was started from, as given: a rerun starts the same pipeline file, in the same workspace, with the
+/// same flags (git facts not given are read again, and must come out the same). Never holds a secret value: the
+/// `--env` values are recorded as they are, secrets come from the secret store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunInputs {
+    /// The pipeline file (absolute).
+    pub file: Option<String>,
+    /// The sha256 of the file's text: a rerun of a file that changed is refused.
+    pub digest: Option<String>,
+    /// The workspace directory.
+    pub workspace: Option<String>,
+    /// `--branch`, as given.
+    pub branch: Option<String>,
+    /// `--tag`, as given.
+    pub tag: Option<String>,
+    /// `--sha`, as given.
+    pub sha: Option<String>,
+    /// `--event`, as given.
+    pub event: Option<String>,
+    /// `--base`, as given.
+    pub base: Option<String>,
+    /// `--env`, as given.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// `--stage`, as given.
+    pub stages: Vec<String>,
+    /// How it reruns an earlier run: `all`, `failed`, or `from STAGE` (`None`: not a rerun).
+    pub rerun: Option<String>,
+}
+
+impl RunInputs {
+    /// The text stored for these inputs.
+    pub(crate) fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The inputs stored as `text`; `None` for a run recorded without them (or text this BuildIt cannot read).
+    pub(crate) fn from_text(text: Option<&str>) -> Option<Self> {
+        text.and_then(|text| serde_json::from_str(text).ok())
+    }
 }
 
 /// One recorded run.
@@ -251,6 +297,10 @@ pub struct RunRecord {
     pub branch: Option<String>,
     /// What started it.
     pub event: Option<String>,
+    /// What a rerun needs to start it again (`None`: recorded without them, as a daemon's run is).
+    pub inputs: Option<RunInputs>,
+    /// The run this one reruns, or whose stages it reused.
+    pub retry_of: Option<String>,
     /// When it was asked for: its request's time when a daemon queued it, else when it was created. Runs are
     /// listed newest first by this and their id ([`RunRecord::cursor`]).
     #[serde(skip)]

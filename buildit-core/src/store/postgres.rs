@@ -145,9 +145,9 @@ impl Store for PostgresStore {
             .unwrap_or(now);
         sqlx::query(
             "INSERT INTO pipeline_runs (tenant_id, id, pipeline, number, status, created_at_ms, owner_host,
-                 owner_pid, heartbeat_at_ms, sha, branch, event, requested_at_ms)
+                 owner_pid, heartbeat_at_ms, sha, branch, event, requested_at_ms, inputs, retry_of)
              VALUES ($1, $2, $3, $4, 'running', $5, $6, $7,
-                 (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT, $8, $9, $10, $11)",
+                 (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&*self.tenant)
         .bind(&run.id)
@@ -160,6 +160,8 @@ impl Store for PostgresStore {
         .bind(&run.branch)
         .bind(&run.event)
         .bind(requested)
+        .bind(run.inputs.as_ref().map(super::model::RunInputs::to_text))
+        .bind(&run.retry_of)
         .execute(&mut *tx)
         .await
         .map_err(query_error)?;

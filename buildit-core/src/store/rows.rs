@@ -43,7 +43,7 @@ fn unsigned(value: i64) -> u64 {
 }
 
 /// Columns: id, pipeline, number, status, reason, stage_count, created_at_ms, finished_at_ms, duration_ms, sha,
-/// branch, event, requested_at_ms.
+/// branch, event, requested_at_ms, inputs, retry_of.
 pub(crate) fn run_record<R: StoreRow>(row: &R) -> Result<RunRecord, sqlx::Error>
 where
     for<'a> &'a str: ColumnIndex<R>,
@@ -62,6 +62,8 @@ where
         branch: row.opt_text("branch")?,
         event: row.opt_text("event")?,
         requested_at_ms: row.int("requested_at_ms")?,
+        inputs: super::model::RunInputs::from_text(row.opt_text("inputs")?.as_deref()),
+        retry_of: row.opt_text("retry_of")?,
     })
 }
 

@@ -16,7 +16,7 @@ use super::{replay, rows};
 use crate::events::RunEvent;
 
 const RUN_COLUMNS: &str = "id, pipeline, number, status, reason, stage_count, created_at_ms, \
-    finished_at_ms, duration_ms, sha, branch, event, requested_at_ms";
+    finished_at_ms, duration_ms, sha, branch, event, requested_at_ms, inputs, retry_of";
 
 fn query_error(error: sqlx::Error) -> StoreError {
     StoreError::query(error)

@@ -243,8 +243,8 @@ impl Store for SqliteStore {
             .unwrap_or(now);
         sqlx::query(
             "INSERT INTO pipeline_runs (tenant_id, id, pipeline, number, status, created_at_ms, owner_host,
-                 owner_pid, heartbeat_at_ms, sha, branch, event, requested_at_ms)
-             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?5, ?8, ?9, ?10, ?11)",
+                 owner_pid, heartbeat_at_ms, sha, branch, event, requested_at_ms, inputs, retry_of)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?5, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .bind(&*self.tenant)
         .bind(&run.id)
@@ -257,6 +257,8 @@ impl Store for SqliteStore {
         .bind(&run.branch)
         .bind(&run.event)
         .bind(requested)
+        .bind(run.inputs.as_ref().map(super::model::RunInputs::to_text))
+        .bind(&run.retry_of)
         .execute(&mut *tx)
         .await
         .map_err(query_error)?;

@@ -7,9 +7,11 @@ mod outcome;
 mod outputs;
 mod report;
 mod reports;
+mod reuse;
 mod run_loop;
 mod stage;
 mod transfer;
 
 pub use report::{RunReport, StageReport};
+pub use reuse::Reuse;
 pub use run_loop::execute;

@@ -65,6 +65,7 @@ pub async fn execute<E: Executor>(
         .collect();
 
     lifecycle::run_started(bus, plan).await;
+    let reuse = options.reuse.as_deref();
 
     let mut reports: Vec<Option<StageReport>> = vec![None; count];
     let mut waiting_needs: Vec<usize> = stages.iter().map(|stage| stage.needs().len()).collect();
@@ -96,6 +97,31 @@ pub async fn execute<E: Executor>(
                 .to_owned())
             } else if let Some(reason) = stage.skip_reason() {
                 Err(reason.to_string())
+            } else if let Some(reason) = reuse.and_then(|reuse| reuse.left_out.get(stage.name())) {
+                Err(reason.clone())
+            } else if let Some(reuse) =
+                reuse.filter(|reuse| reuse.stages.contains_key(stage.name()))
+            {
+                // Its needs are reused too (a rerun reruns whatever depends on what it reruns): nothing to decide.
+                let report = super::reuse::reuse_stage(
+                    reuse,
+                    stage.name(),
+                    &run,
+                    options,
+                    bus,
+                    started.elapsed(),
+                )
+                .await;
+                complete(
+                    plan,
+                    position,
+                    report,
+                    &mut reports,
+                    &mut waiting_needs,
+                    &mut ready,
+                    &order_index,
+                );
+                continue;
             } else {
                 decide(plan, position, &reports)
             };
