@@ -5,6 +5,7 @@ use std::time::Duration;
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
+use super::concurrency::{Place, read_concurrency};
 use super::cron::validate_cron;
 use super::duration::parse_duration;
 use super::glob::Glob;
@@ -31,7 +32,7 @@ const TOP_LEVEL: [&str; 9] = [
     "concurrency",
     "stage",
 ];
-const STAGE_NODES: [&str; 20] = [
+const STAGE_NODES: [&str; 21] = [
     "needs",
     "image",
     "run",
@@ -52,6 +53,7 @@ const STAGE_NODES: [&str; 20] = [
     "executor",
     "resources",
     "service",
+    "concurrency",
 ];
 
 /// Children of a `service` node.
@@ -94,6 +96,7 @@ fn read_pipeline(
     let mut caches = Vec::new();
     let mut defaults: Option<(Defaults, SourceSpan)> = None;
     let mut concurrency: Option<Spanned<u32>> = None;
+    let mut group = None;
     let mut concurrency_span: Option<SourceSpan> = None;
     let mut stages = Vec::new();
     let mut stage_nodes = 0usize;
@@ -143,16 +146,14 @@ fn read_pipeline(
                 defaults = Some((read_defaults(reader, node), node.name().span()));
             }
             "concurrency" => {
-                reader.props(node, &[], &[]);
-                reader.no_children(node);
                 if let Some(first) = concurrency_span {
                     reader.duplicate_node(node, first, "the file");
                     continue;
                 }
                 concurrency_span = Some(node.name().span());
-                concurrency = reader
-                    .integer(node, "concurrency", 1..=4096)
-                    .map(|value| value.map(|v| v as u32));
+                let read = read_concurrency(reader, node, Place::Pipeline);
+                concurrency = read.limit;
+                group = read.group;
             }
             "stage" => {
                 // Every stage node gives at least one stage, and a stage's model takes a few kilobytes: past
@@ -224,6 +225,7 @@ fn read_pipeline(
         caches,
         defaults: defaults.map(|(defaults, _)| defaults).unwrap_or_default(),
         concurrency,
+        group,
         stages,
         source,
         warnings: Vec::new(),
@@ -1106,6 +1108,7 @@ fn read_stage<'d>(
         executor: None,
         resources: None,
         services: Vec::new(),
+        group: None,
         span: node.span(),
     };
     let context = match &stage_name {
@@ -1171,6 +1174,10 @@ fn read_stage<'d>(
             }
             "resources" => {
                 stage.resources = read_resources(reader, child);
+                continue;
+            }
+            "concurrency" => {
+                stage.group = read_concurrency(reader, child, Place::Stage(&axes)).group;
                 continue;
             }
             "service" => {

@@ -2,12 +2,14 @@
 //! stores.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::artifacts::ArtifactStore;
 use super::cache::CacheStore;
+use super::groups::ConcurrencyGroups;
 use super::spec::DEFAULT_GRACE;
 
 /// How a run is executed.
@@ -30,6 +32,8 @@ pub struct RunOptions {
     pub caches: Option<CacheStore>,
     /// The home directory, for cache paths written `~/...`.
     pub home: Option<PathBuf>,
+    /// Where concurrency groups are held; `None` ignores them (the runner gives its store's).
+    pub groups: Option<Arc<dyn ConcurrencyGroups>>,
 }
 
 impl Default for RunOptions {
@@ -43,6 +47,7 @@ impl Default for RunOptions {
             artifacts: None,
             caches: None,
             home: std::env::var_os("HOME").map(PathBuf::from),
+            groups: None,
         }
     }
 }

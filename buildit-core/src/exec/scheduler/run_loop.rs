@@ -65,6 +65,15 @@ pub async fn execute<E: Executor>(
         .collect();
 
     lifecycle::run_started(bus, plan).await;
+    // The run's concurrency group, waited for before any stage starts; a run stopped while it waits holds
+    // nothing, and its stages end as for any cancel.
+    let run_group = match (plan.group(), &options.groups) {
+        (Some(group), Some(groups)) => groups
+            .acquire(group, None, bus, &stop)
+            .await
+            .then(|| (group, Arc::clone(groups))),
+        _ => None,
+    };
 
     let mut reports: Vec<Option<StageReport>> = vec![None; count];
     let mut waiting_needs: Vec<usize> = stages.iter().map(|stage| stage.needs().len()).collect();
@@ -260,6 +269,10 @@ pub async fn execute<E: Executor>(
         .await
         .err()
         .map(|error| format!("cannot remove what the run left: {error}"));
+    // The group goes before the run is reported finished: the next run of the group starts at once.
+    if let Some((group, groups)) = run_group {
+        groups.release(group, None).await;
+    }
     let duration = started.elapsed();
     let report = RunReport {
         status,
