@@ -8,12 +8,12 @@
 )]
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{buildit, buildit_command};
+use support::{Daemon, buildit, buildit_command, create_token};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -385,4 +385,78 @@ stage "e" {
     let output = buildit(dir.path(), &["validate"], &[]);
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stdout));
     insta::assert_snapshot!(text(&output.stderr));
+}
+
+/// The `at_ms` of the first event of `run_id` of `kind`, read through the daemon once the run has ended.
+fn event_time(dir: &Path, env: &[(&str, &str)], run_id: &str, kind: &str) -> Option<u64> {
+    let events = buildit(dir, &["runs", "events", run_id], env);
+    text(&events.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|event| event["type"] == kind)
+        .and_then(|event| event["at_ms"].as_u64())
+}
+
+#[test]
+fn runs_of_a_daemon_wait_for_their_group() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("daemon");
+    let daemon = Daemon::on_free_port(&data, &["--workers", "2"]);
+    let token = create_token(dir.path(), &data, "acme", "ci");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).expect("work directory");
+    std::fs::write(work.join("buildit.kdl"), RUN_GROUP).expect("pipeline");
+    let env = [
+        ("BUILDIT_SERVER", daemon.address.as_str()),
+        ("BUILDIT_TOKEN", token.as_str()),
+    ];
+    let trigger = |tag: &str, nap: &str, follow: bool| {
+        let mut args = vec!["pipelines", "trigger", "--branch", "main"];
+        let (tag, nap) = (format!("TAG={tag}"), format!("NAP={nap}"));
+        args.extend(["--env", &tag, "--env", &nap]);
+        if follow {
+            args.push("--follow");
+        }
+        buildit(&work, &args, &env)
+    };
+    let first = trigger("one", "8", false);
+    assert!(first.status.success(), "{first:?}");
+    // `queued run ID of `deploy` (queued)`
+    let first_id = text(&first.stdout)
+        .split_whitespace()
+        .nth(2)
+        .expect("a run id")
+        .to_owned();
+    // Recorded (`runs events` would follow it to its end): it takes its group right after.
+    let started = Instant::now();
+    loop {
+        let listed = buildit(&work, &["runs", "list", "--format", "json"], &env);
+        let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("runs");
+        if runs[0]["id"] == first_id.as_str() && runs[0]["state"] == "running" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the first run never started: {runs}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let second = trigger("two", "0", true);
+    let said = text(&second.stdout);
+    assert!(second.status.success(), "{said}{}", text(&second.stderr));
+    assert!(
+        said.contains("waiting for group deploy-main (held by run #1)"),
+        "{said}{}",
+        text(&buildit(&work, &["runs", "list", "--format", "json"], &env).stdout)
+    );
+    let listed = buildit(&work, &["runs", "list", "--format", "json"], &env);
+    let runs: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("runs");
+    let second_id = runs[0]["id"].as_str().expect("a run id").to_owned();
+    assert_ne!(second_id, first_id);
+    // The second run's stage started only once the first run's had finished.
+    let first_end = event_time(&work, &env, &first_id, "stage-finished").expect("first ended");
+    let second_start =
+        event_time(&work, &env, &second_id, "stage-started").expect("second started");
+    assert!(second_start >= first_end, "{second_start} < {first_end}");
 }

@@ -67,8 +67,10 @@ pub async fn execute<E: Executor>(
     lifecycle::run_started(bus, plan).await;
     // The run's concurrency group, waited for before any stage starts; a run stopped while it waits holds
     // nothing, and its stages end as for any cancel.
+    // A run none of whose stages will run (not triggered, nothing selected) has nothing to keep apart.
+    let runs_a_stage = stages.iter().any(|stage| !stage.is_skipped());
     let run_group = match (plan.group(), &options.groups) {
-        (Some(group), Some(groups)) => groups
+        (Some(group), Some(groups)) if runs_a_stage => groups
             .acquire(group, None, bus, &stop)
             .await
             .then(|| (group, Arc::clone(groups))),
