@@ -36,7 +36,7 @@ stage "build" {
 stage "deploy" {
     needs "build"
     concurrency group="deploy-{pipeline.name}"
-    timeout "3s"
+    timeout "4s"
     run "echo start-{env.TAG} >> order.log; echo $$ > {env.TAG}.pid; sleep {env.NAP}; echo end-{env.TAG} >> order.log"
 }
 "#;
@@ -125,7 +125,7 @@ fn workspace(pipeline: &str) -> tempfile::TempDir {
 #[test]
 fn a_second_run_of_a_group_waits_until_the_first_ends() {
     let dir = workspace(RUN_GROUP);
-    let first = start_run(dir.path(), "buildit.kdl", "one", 2);
+    let first = start_run(dir.path(), "buildit.kdl", "one", 3);
     wait_for(
         &dir.path().join("order.log"),
         "start-one",
@@ -238,7 +238,7 @@ fn a_holder_killed_with_sigkill_does_not_block_the_group() {
 #[test]
 fn a_run_stopped_while_it_waits_ends_cancelled_and_holds_nothing() {
     let dir = workspace(RUN_GROUP);
-    let first = start_run(dir.path(), "buildit.kdl", "one", 3);
+    let first = start_run(dir.path(), "buildit.kdl", "one", 5);
     wait_for(
         &dir.path().join("order.log"),
         "start-one",
@@ -278,13 +278,13 @@ fn a_run_stopped_while_it_waits_ends_cancelled_and_holds_nothing() {
 #[test]
 fn a_stage_group_is_held_across_runs_and_the_wait_is_not_in_its_timeout() {
     let dir = workspace(STAGE_GROUP);
-    let first = start_run(dir.path(), "buildit.kdl", "one", 2);
+    let first = start_run(dir.path(), "buildit.kdl", "one", 3);
     wait_for(
         &dir.path().join("order.log"),
         "start-one",
         Duration::from_secs(30),
     );
-    let second = start_run(dir.path(), "buildit.kdl", "two", 2);
+    let second = start_run(dir.path(), "buildit.kdl", "two", 3);
     assert!(
         finish(first, Duration::from_secs(60)).success(),
         "{}",
@@ -459,4 +459,84 @@ fn runs_of_a_daemon_wait_for_their_group() {
     let second_start =
         event_time(&work, &env, &second_id, "stage-started").expect("second started");
     assert!(second_start >= first_end, "{second_start} < {first_end}");
+}
+
+#[test]
+fn a_newer_waiting_run_cancels_an_older_one_that_waits() {
+    let dir = workspace(RUN_GROUP);
+    let first = start_run(dir.path(), "buildit.kdl", "one", 6);
+    wait_for(
+        &dir.path().join("order.log"),
+        "start-one",
+        Duration::from_secs(30),
+    );
+    let second = start_run(dir.path(), "buildit.kdl", "two", 0);
+    wait_for(
+        &dir.path().join("two.out"),
+        "waiting for group",
+        Duration::from_secs(30),
+    );
+    let third = start_run(dir.path(), "buildit.kdl", "three", 0);
+    // One running, one pending: the second, older, waiting run is cancelled without running its stage.
+    let second_status = finish(second, Duration::from_secs(30));
+    assert_eq!(
+        second_status.code(),
+        Some(130),
+        "{}",
+        read(dir.path(), "two.out")
+    );
+    assert!(read(dir.path(), "two.out").contains("deploy | ○ skipped (run cancelled)"));
+    assert!(finish(first, Duration::from_secs(60)).success());
+    assert!(
+        finish(third, Duration::from_secs(60)).success(),
+        "{}",
+        read(dir.path(), "three.err")
+    );
+    assert_eq!(
+        lines(dir.path(), "order.log"),
+        ["start-one", "end-one", "start-three", "end-three"]
+    );
+}
+
+#[test]
+fn a_stage_group_that_cancels_in_progress_cancels_the_holders_run() {
+    let dir = workspace(
+        &STAGE_GROUP
+            .replace(
+                "concurrency group=\"deploy-{pipeline.name}\"",
+                "concurrency group=\"deploy-{pipeline.name}\" cancel-in-progress=#true",
+            )
+            .replace("timeout \"4s\"", "timeout \"5m\""),
+    );
+    let first = start_run(dir.path(), "buildit.kdl", "one", 120);
+    wait_for(
+        &dir.path().join("order.log"),
+        "start-one",
+        Duration::from_secs(30),
+    );
+    let second = start_run(dir.path(), "buildit.kdl", "two", 0);
+    let first_status = finish(first, Duration::from_secs(60));
+    assert!(
+        finish(second, Duration::from_secs(60)).success(),
+        "{}",
+        read(dir.path(), "two.out")
+    );
+    kill_stage(dir.path(), "one");
+    assert_eq!(
+        first_status.code(),
+        Some(130),
+        "{}",
+        read(dir.path(), "one.out")
+    );
+    assert!(
+        read(dir.path(), "two.out").contains(
+            "deploy | waiting for group deploy-deploy (held by run #1, stage deploy): cancelling it"
+        ),
+        "{}",
+        read(dir.path(), "two.out")
+    );
+    assert_eq!(
+        lines(dir.path(), "order.log"),
+        ["start-one", "start-two", "end-two"]
+    );
 }
