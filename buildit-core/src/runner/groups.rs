@@ -92,7 +92,9 @@ impl ConcurrencyGroups for StoreGroups {
             if let Some(older) = displaced {
                 let _ = self.store.cancel_running_run(&older).await;
             }
+            // A run never cancels itself: its own stage that holds the group is waited for.
             let cancelling = group.cancel_in_progress
+                && holder_run != self.run_id
                 && self.store.cancel_running_run(&holder_run).await.is_ok();
             let now = (holder_run.clone(), holder_stage.clone(), cancelling);
             if announced.as_ref() != Some(&now) {
