@@ -180,6 +180,30 @@ impl LineReporter {
                     tests_line(tests, SHOWN_FAILED_NAMES)
                 )?;
             }
+            RunEventKind::WaitingForGroup {
+                stage,
+                group,
+                holder_run,
+                holder_number,
+                holder_stage,
+                cancelling,
+            } => {
+                if let Some(stage) = stage {
+                    write!(out, "{} ", self.prefix(stage))?;
+                }
+                let holder = match holder_number {
+                    Some(number) => format!("run #{number}"),
+                    None => format!("run {holder_run}"),
+                };
+                write!(out, "waiting for group {group} (held by {holder}")?;
+                if let Some(holder_stage) = holder_stage {
+                    write!(out, ", stage {holder_stage}")?;
+                }
+                write!(out, ")")?;
+                if *cancelling {
+                    write!(out, ": cancelling it")?;
+                }
+            }
             RunEventKind::StageQueued { .. } | RunEventKind::RunFinished { .. } => {
                 return Ok(false);
             }

@@ -208,6 +208,26 @@ pub enum RunEventKind {
         /// run without the plan.
         plan: Vec<PlannedInstance>,
     },
+    /// The run (or one of its stages, when `stage` is set) waits for its concurrency group, which another run
+    /// holds; emitted again when the holder changes. It goes on once it holds the group.
+    WaitingForGroup {
+        /// The instance that waits; none when the run itself does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<String>,
+        /// The group's name.
+        group: String,
+        /// The run that holds it.
+        holder_run: String,
+        /// That run's number, when the store still has it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holder_number: Option<i64>,
+        /// The holder's instance, when a stage of it holds the group.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        holder_stage: Option<String>,
+        /// Whether the holder was asked to cancel (`cancel-in-progress=#true`).
+        #[serde(default)]
+        cancelling: bool,
+    },
     /// A stage is waiting for its needs or a slot.
     StageQueued {
         /// Instance name.

@@ -15,6 +15,25 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        name: "concurrency_without_number_or_group",
+        text: "pipeline \"p\"\nconcurrency\nstage \"a\" { run \"x\"; }\n",
+        code: DiagnosticCode::InvalidValue,
+        line: 2,
+        column: 1,
+    },
+    Case {
+        name: "concurrency_group_too_long",
+        text: concat!(
+            "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    concurrency group=\"",
+            "deploy-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-",
+            "0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-",
+            "0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-0123456789-{branch}\"\n}\n"
+        ),
+        code: DiagnosticCode::Limit,
+        line: 4,
+        column: 23,
+    },
+    Case {
         name: "service_on_host",
         text: "pipeline \"p\"\nstage \"a\" {\n    run \"x\"\n    service \"db\" { image \"postgres:16\" }\n}\n",
         code: DiagnosticCode::InvalidValue,

@@ -11,10 +11,11 @@ use buildit_core::events::{
     StageOutcome, TestSummary,
 };
 use buildit_core::store::{
-    AttemptEnd, AttemptStart, AttemptState, JobState, LOST, LogLineRecord, LogQuery, MemoryStore,
-    NewJob, NewPipeline, NewRun, NewRunRequest, PipelineFilter, PostgresStore, RecordBatch,
-    RunCursor, RunFilter, RunOwner, RunRef, RunRequestFilter, RunRequestOutcome, RunRequestState,
-    RunState, SqliteStore, Store, StoreError, hash_token, new_token, record_run, sha256_hex,
+    AttemptEnd, AttemptStart, AttemptState, GroupAcquire, GroupClaim, JobState, LOST,
+    LogLineRecord, LogQuery, MemoryStore, NewJob, NewPipeline, NewRun, NewRunRequest,
+    PipelineFilter, PostgresStore, RecordBatch, RunCursor, RunFilter, RunOwner, RunRef,
+    RunRequestFilter, RunRequestOutcome, RunRequestState, RunState, SqliteStore, Store, StoreError,
+    hash_token, new_token, record_run, sha256_hex,
 };
 use sqlx::Connection as _;
 
@@ -192,6 +193,8 @@ contract!(
     a_deleted_run_leaves_nothing_and_other_runs_stay,
     runs_ended_before_a_time_are_found_for_pruning,
     a_runs_inputs_and_the_run_it_reruns_read_back,
+    a_concurrency_group_has_one_holder_and_passes_on_when_it_ends_or_dies,
+    the_newest_waiting_run_of_a_group_displaces_an_older_one_and_is_handed_the_group,
 );
 
 fn ok<T>(result: Result<T, StoreError>) -> T {
@@ -2543,4 +2546,233 @@ async fn runs_ended_before_a_time_are_found_for_pruning(backend: Backend) {
     // Another tenant's runs are its own.
     ok(store.create_tenant("acme").await);
     assert!(ok(store.for_tenant("acme").runs_ended_before(i64::MAX).await).is_empty());
+}
+
+fn claim(group: &str, run_id: &str, stage: Option<&str>, pending: bool) -> GroupClaim {
+    GroupClaim {
+        group: group.to_owned(),
+        run_id: run_id.to_owned(),
+        stage: stage.map(str::to_owned),
+        pending,
+    }
+}
+
+/// The holder a claim was told of, or `None` when it got the group.
+fn holder_of(answer: GroupAcquire) -> Option<(String, Option<i64>, Option<String>)> {
+    match answer {
+        GroupAcquire::Acquired => None,
+        GroupAcquire::Held {
+            holder_run,
+            holder_number,
+            holder_stage,
+            ..
+        } => Some((holder_run, holder_number, holder_stage)),
+        GroupAcquire::Superseded { by } => panic!("superseded by {by}"),
+    }
+}
+
+async fn a_concurrency_group_has_one_holder_and_passes_on_when_it_ends_or_dies(backend: Backend) {
+    let other = backend.reopen().await;
+    let store = backend.store;
+    for id in ["a", "b"] {
+        ok(store.create_run(&new_run(id, "p")).await);
+    }
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "a", None, false)).await),
+        GroupAcquire::Acquired
+    );
+    // Seen from another handle: held, by run #1; asked again by its holder, still its.
+    assert_eq!(
+        holder_of(ok(other.acquire_group(&claim("g", "b", None, false)).await)),
+        Some(("a".to_owned(), Some(1), None))
+    );
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "a", None, false)).await),
+        GroupAcquire::Acquired
+    );
+    // A run lets go of nothing it does not hold.
+    ok(other.release_group("g", "b", None).await);
+    ok(other.release_group("g", "a", Some("deploy")).await);
+    assert!(holder_of(ok(other.acquire_group(&claim("g", "b", None, false)).await)).is_some());
+    ok(store.release_group("g", "a", None).await);
+    assert_eq!(
+        ok(other.acquire_group(&claim("g", "b", None, false)).await),
+        GroupAcquire::Acquired
+    );
+
+    // Stages hold groups by instance; a run that holds a group holds it for its own stages too.
+    assert_eq!(
+        ok(store
+            .acquire_group(&claim("db", "a", Some("migrate"), false))
+            .await),
+        GroupAcquire::Acquired
+    );
+    assert_eq!(
+        holder_of(ok(store
+            .acquire_group(&claim("db", "a", Some("seed"), false))
+            .await)),
+        Some(("a".to_owned(), Some(1), Some("migrate".to_owned())))
+    );
+    assert_eq!(
+        holder_of(ok(store
+            .acquire_group(&claim("db", "b", Some("migrate"), false))
+            .await)),
+        Some(("a".to_owned(), Some(1), Some("migrate".to_owned())))
+    );
+    assert_eq!(
+        ok(store
+            .acquire_group(&claim("g", "b", Some("deploy"), false))
+            .await),
+        GroupAcquire::Acquired
+    );
+    ok(store.release_group("g", "b", Some("deploy")).await);
+    // Letting go of the stage's hold leaves the run's own.
+    assert!(holder_of(ok(store.acquire_group(&claim("g", "a", None, false)).await)).is_some());
+
+    // Another tenant's group of the same name is another group.
+    ok(store.create_tenant("acme").await);
+    let acme = store.for_tenant("acme");
+    ok(acme.create_run(&new_run("x", "p")).await);
+    assert_eq!(
+        ok(acme.acquire_group(&claim("g", "x", None, false)).await),
+        GroupAcquire::Acquired
+    );
+
+    // A holder whose run ended is gone.
+    ok(store.create_run(&new_run("c", "p")).await);
+    ok(store.create_run(&new_run("d", "p")).await);
+    assert_eq!(
+        ok(store.acquire_group(&claim("h", "c", None, false)).await),
+        GroupAcquire::Acquired
+    );
+    assert!(holder_of(ok(store.acquire_group(&claim("h", "d", None, false)).await)).is_some());
+    emit_sample_run(store.clone(), "c", 1).await;
+    assert_eq!(
+        ok(store.acquire_group(&claim("h", "d", None, false)).await),
+        GroupAcquire::Acquired
+    );
+
+    // So is one whose runner died, once it is marked interrupted.
+    let mut dead = new_run("dead", "p");
+    dead.owner.pid = dead_pid();
+    ok(store.create_run(&dead).await);
+    ok(store.create_run(&new_run("e", "p")).await);
+    assert_eq!(
+        ok(store.acquire_group(&claim("k", "dead", None, false)).await),
+        GroupAcquire::Acquired
+    );
+    assert!(holder_of(ok(store.acquire_group(&claim("k", "e", None, false)).await)).is_some());
+    ok(store
+        .mark_interrupted(&RunOwner::this_process(), Duration::from_secs(60))
+        .await);
+    assert_eq!(
+        ok(store.acquire_group(&claim("k", "e", None, false)).await),
+        GroupAcquire::Acquired
+    );
+
+    // Of many claims of a free group at once, from several handles, exactly one gets it.
+    let mut claims = Vec::new();
+    for index in 0..8 {
+        let id = format!("racer-{index}");
+        ok(store.create_run(&new_run(&id, "race")).await);
+        let handle = if index % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        claims.push(tokio::spawn(async move {
+            handle.acquire_group(&claim("race", &id, None, false)).await
+        }));
+    }
+    let mut acquired = 0;
+    for joined in claims {
+        match joined.await {
+            Ok(answer) => {
+                if ok(answer) == GroupAcquire::Acquired {
+                    acquired += 1;
+                }
+            }
+            Err(error) => panic!("claim task: {error}"),
+        }
+    }
+    assert_eq!(acquired, 1);
+}
+
+async fn the_newest_waiting_run_of_a_group_displaces_an_older_one_and_is_handed_the_group(
+    backend: Backend,
+) {
+    let store = backend.store;
+    for id in ["holder", "w1", "w2", "w3"] {
+        ok(store.create_run(&new_run(id, "p")).await);
+        // Runs are ordered by when they were created, then by id.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "holder", None, true)).await),
+        GroupAcquire::Acquired
+    );
+    let held = |displaced: Option<&str>| GroupAcquire::Held {
+        holder_run: "holder".to_owned(),
+        holder_number: Some(1),
+        holder_stage: None,
+        displaced: displaced.map(str::to_owned),
+    };
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "w1", None, true)).await),
+        held(None)
+    );
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "w1", None, true)).await),
+        held(None)
+    );
+    // A newer run takes the pending place and names the older one, which is told it was superseded.
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "w2", None, true)).await),
+        held(Some("w1"))
+    );
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "w1", None, true)).await),
+        GroupAcquire::Superseded {
+            by: "w2".to_owned()
+        }
+    );
+    // The holder lets go: the group goes to the pending run, not to whoever asks first.
+    ok(store.release_group("g", "holder", None).await);
+    assert_eq!(
+        holder_of(ok(store
+            .acquire_group(&claim("g", "w3", None, false))
+            .await)),
+        Some(("w2".to_owned(), Some(3), None))
+    );
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "w2", None, true)).await),
+        GroupAcquire::Acquired
+    );
+
+    // A pending run that stops waiting lets its place go, and takes nothing with it.
+    assert!(matches!(
+        ok(store.acquire_group(&claim("g", "w3", None, true)).await),
+        GroupAcquire::Held {
+            displaced: None,
+            ..
+        }
+    ));
+    ok(store.release_group("g", "w3", None).await);
+    ok(store.release_group("g", "w2", None).await);
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "w1", None, true)).await),
+        GroupAcquire::Acquired
+    );
+    // A pending run that ended no longer keeps its place from an older one.
+    assert!(holder_of(ok(store.acquire_group(&claim("g", "w3", None, true)).await)).is_some());
+    emit_sample_run(store.clone(), "w3", 1).await;
+    assert_eq!(
+        ok(store.acquire_group(&claim("g", "w2", None, true)).await),
+        GroupAcquire::Held {
+            holder_run: "w1".to_owned(),
+            holder_number: Some(2),
+            holder_stage: None,
+            displaced: None,
+        }
+    );
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use buildit_core::events::RunEvent;
 use buildit_core::store::{
-    AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewPipeline, NewRun,
-    NewRunRequest, PipelineFilter, PipelineRecord, RecordBatch, RunFilter, RunOwner, RunRecord,
-    RunRef, RunRequest, RunRequestFilter, RunRequestOutcome, RunRequestState, RunState, Store,
-    StoreError, TokenRecord,
+    AttemptRecord, ClaimedJob, GroupAcquire, GroupClaim, JobRecord, Lease, LogPage, LogQuery,
+    NewJob, NewPipeline, NewRun, NewRunRequest, PipelineFilter, PipelineRecord, RecordBatch,
+    RunFilter, RunOwner, RunRecord, RunRef, RunRequest, RunRequestFilter, RunRequestOutcome,
+    RunRequestState, RunState, Store, StoreError, TokenRecord,
 };
 use tokio::runtime::Handle;
 
@@ -243,6 +243,27 @@ impl Store for RoutedStore {
 
     async fn run_cancel_requested(&self, run_id: &str) -> Result<bool, StoreError> {
         self.reads.run_cancel_requested(run_id).await
+    }
+
+    async fn acquire_group(&self, claim: &GroupClaim) -> Result<GroupAcquire, StoreError> {
+        let claim = claim.clone();
+        on_runs!(self, |store| store.acquire_group(&claim).await)
+    }
+
+    async fn release_group(
+        &self,
+        group: &str,
+        run_id: &str,
+        stage: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (group, run_id, stage) = (
+            group.to_owned(),
+            run_id.to_owned(),
+            stage.map(str::to_owned),
+        );
+        on_runs!(self, |store| store
+            .release_group(&group, &run_id, stage.as_deref())
+            .await)
     }
 
     async fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {

@@ -257,7 +257,7 @@ impl LocalRun {
         let told = tokio::spawn(async move {
             store_cancel.cancelled().await;
             eprintln!(
-                "\ncancel requested through the store (`buildit runs cancel`): stopping running stages"
+                "\ncancel requested through the store (`buildit runs cancel`, or a newer run of its concurrency group): stopping running stages"
             );
         });
         let mut executed = match handle.wait().await {

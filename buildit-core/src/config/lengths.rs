@@ -23,6 +23,9 @@ pub const MAX_MATRIX_VALUE_BYTES: usize = 1024;
 /// `command` and `ready`): Linux refuses any single argument or environment string over 128 KiB, and
 /// substituted values still have to fit.
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+/// Longest concurrency group, as written and as rendered for a run: it is a key of the store, and a longer
+/// rendered one (a long branch name) is shortened to this with a hash of the whole, so that it stays distinct.
+pub const MAX_GROUP_BYTES: usize = 256;
 /// Longest other value (images, paths, cache keys, `workdir`, `shell`).
 pub const MAX_VALUE_BYTES: usize = 4096;
 
@@ -65,6 +68,20 @@ pub(crate) fn check_lengths(reader: &mut Reader<'_>, pipeline: &Pipeline) {
                 MAX_VALUE_BYTES,
             );
         }
+    }
+    let groups = pipeline.group.iter().chain(
+        pipeline
+            .stages
+            .iter()
+            .filter_map(|stage| stage.group.as_ref()),
+    );
+    for group in groups {
+        check(
+            "concurrency group",
+            group.name.value.as_str().len(),
+            group.name.span,
+            MAX_GROUP_BYTES,
+        );
     }
     for stage in &pipeline.stages {
         stage_lengths(&mut check, stage);

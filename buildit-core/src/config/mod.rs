@@ -1,6 +1,7 @@
 //! The pipeline language: parsing KDL into an owned model with spans, and validating it.
 
 mod ancestors;
+mod concurrency;
 mod cron;
 mod duration;
 mod file;
@@ -26,11 +27,14 @@ pub use duration::{format_duration, parse_duration};
 pub use file::{ReadFileError, read_config_file};
 pub use glob::Glob;
 pub use includes::{LoadError, MAX_INCLUDE_DEPTH, MAX_INCLUDED_FILES};
-pub use lengths::{MAX_COMMAND_BYTES, MAX_MATRIX_VALUE_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES};
+pub use lengths::{
+    MAX_COMMAND_BYTES, MAX_GROUP_BYTES, MAX_MATRIX_VALUE_BYTES, MAX_NAME_BYTES, MAX_VALUE_BYTES,
+};
 pub use limits::{MAX_MATRIX_INSTANCES, MAX_RETRY, MAX_STAGES, MAX_TIMEOUT};
 pub use model::{
-    CacheDef, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis, MatrixEntry, Pipeline,
-    Resources, Service, Spanned, Stage, TestReport, Trigger, When, WhenStatus,
+    CacheDef, ConcurrencyGroup, Defaults, EnvVar, EventKind, ExecutorKind, Matrix, MatrixAxis,
+    MatrixEntry, Pipeline, Resources, Service, Spanned, Stage, TestReport, Trigger, When,
+    WhenStatus,
 };
 pub use pipeline::{parse_pipeline, parse_pipeline_with_includes};
 pub use reader::MAX_FILE_BYTES;

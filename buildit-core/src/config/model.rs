@@ -64,6 +64,8 @@ pub struct Pipeline {
     pub defaults: Defaults,
     /// Most stages running at once.
     pub concurrency: Option<Spanned<u32>>,
+    /// `concurrency group="..."`: at most one run of the group at a time on one store.
+    pub group: Option<ConcurrencyGroup>,
     /// The stages, in the order written.
     pub stages: Vec<Stage>,
     /// The text it was parsed from (with the files it includes joined after it).
@@ -97,6 +99,19 @@ impl Pipeline {
     pub fn cache(&self, name: &str) -> Option<&CacheDef> {
         self.caches.iter().find(|cache| cache.name.value == name)
     }
+}
+
+/// `concurrency group="deploy-{branch}" cancel-in-progress=#true`: a name shared by runs (or stages) of which at
+/// most one runs at a time on one store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConcurrencyGroup {
+    /// The group's name; it may use the variables known before the run starts.
+    pub name: Spanned<Template>,
+    /// Whether a newer run of the group cancels the one in progress instead of waiting for it.
+    pub cancel_in_progress: bool,
+    /// The whole node.
+    #[serde(skip)]
+    pub span: SourceSpan,
 }
 
 /// What starts a pipeline.
@@ -470,6 +485,8 @@ pub struct Stage {
     pub resources: Option<Resources>,
     /// Sidecar containers started before the stage and stopped after it.
     pub services: Vec<Service>,
+    /// `concurrency group="..."`: at most one stage of the group at a time on one store, across runs.
+    pub group: Option<ConcurrencyGroup>,
     /// The whole node.
     #[serde(skip)]
     pub span: SourceSpan,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
+use super::concurrency::{Place, read_concurrency};
 use super::cron::validate_cron;
 use super::duration::parse_duration;
 use super::glob::Glob;
@@ -33,7 +34,7 @@ const TOP_LEVEL: [&str; 10] = [
     "concurrency",
     "stage",
 ];
-const STAGE_NODES: [&str; 20] = [
+const STAGE_NODES: [&str; 21] = [
     "needs",
     "image",
     "run",
@@ -54,6 +55,7 @@ const STAGE_NODES: [&str; 20] = [
     "executor",
     "resources",
     "service",
+    "concurrency",
 ];
 
 /// Children of a `service` node.
@@ -136,6 +138,7 @@ fn read_pipeline(
     let mut caches = Vec::new();
     let mut defaults: Option<(Defaults, SourceSpan)> = None;
     let mut concurrency: Option<Spanned<u32>> = None;
+    let mut group = None;
     let mut concurrency_span: Option<SourceSpan> = None;
     let mut stages = Vec::new();
     let mut stage_nodes = 0usize;
@@ -194,16 +197,14 @@ fn read_pipeline(
                 defaults = Some((read_defaults(reader, node), node.name().span()));
             }
             "concurrency" => {
-                reader.props(node, &[], &[]);
-                reader.no_children(node);
                 if let Some(first) = concurrency_span {
                     reader.duplicate_node(node, first, "the file");
                     continue;
                 }
                 concurrency_span = Some(node.name().span());
-                concurrency = reader
-                    .integer(node, "concurrency", 1..=4096)
-                    .map(|value| value.map(|v| v as u32));
+                let read = read_concurrency(reader, node, Place::Pipeline);
+                concurrency = read.limit;
+                group = read.group;
             }
             "stage" => {
                 // Every stage node gives at least one stage, and a stage's model takes a few kilobytes: past
@@ -275,6 +276,7 @@ fn read_pipeline(
         caches,
         defaults: defaults.map(|(defaults, _)| defaults).unwrap_or_default(),
         concurrency,
+        group,
         stages,
         source,
         included: Vec::new(),
@@ -1158,6 +1160,7 @@ fn read_stage<'d>(
         executor: None,
         resources: None,
         services: Vec::new(),
+        group: None,
         span: node.span(),
     };
     let context = match &stage_name {
@@ -1223,6 +1226,10 @@ fn read_stage<'d>(
             }
             "resources" => {
                 stage.resources = read_resources(reader, child);
+                continue;
+            }
+            "concurrency" => {
+                stage.group = read_concurrency(reader, child, Place::Stage(&axes)).group;
                 continue;
             }
             "service" => {

@@ -12,7 +12,8 @@ use crate::suggest::did_you_mean;
 
 /// Children a stage's own node replaces rather than adds to: those given once, and `run` (a stage's commands
 /// are its own, as GitLab's `extends` replaces `script`).
-const REPLACED: [&str; 12] = [
+const REPLACED: [&str; 13] = [
+    "concurrency",
     "image",
     "run",
     "shell",

@@ -77,6 +77,11 @@ pub(crate) struct TemplateScope<'a> {
     pub(crate) allow_hash: bool,
     /// Only `{env.NAME}` is accepted (the system configuration).
     pub(crate) env_only: bool,
+    /// Only what is known before the run starts is accepted (a concurrency group): not `{run.*}`, not
+    /// `{needs.*}`.
+    pub(crate) before_run: bool,
+    /// Outside any stage (the pipeline's concurrency group): `{stage.name}` has no value.
+    pub(crate) no_stage: bool,
 }
 
 /// Why a `{...}` reference is not accepted.
@@ -546,7 +551,18 @@ fn resolve(content: &str, scope: TemplateScope<'_>) -> Resolution {
         };
         unknown(format!("unknown variable `{{{content}}}`"), Some(help))
     };
+    let not_before_run = || {
+        unknown(
+            format!("`{{{content}}}` is not known before the run starts"),
+            Some("a concurrency group is decided before the run starts: use `{git.branch}`, `{git.ref}`, `{event}`, `{pipeline.name}`, `{env.NAME}` or, on a stage, `{stage.name}` and `{matrix.AXIS}`".into()),
+        )
+    };
     match (root, member) {
+        ("run" | "needs", _) if scope.before_run => not_before_run(),
+        ("stage", Some("name")) if scope.no_stage => unknown(
+            format!("`{{{content}}}` is used outside a stage"),
+            Some("`{stage.name}` is available in a stage's own values; the pipeline's group belongs to no stage".into()),
+        ),
         ("git", Some("sha")) => Ok(Variable::GitSha),
         ("git", Some("short-sha")) => Ok(Variable::GitShortSha),
         ("git", Some("branch")) | ("branch", None) => Ok(Variable::GitBranch),

@@ -199,7 +199,9 @@ impl RunView {
                     critical_path: critical_path.clone(),
                 });
             }
-            RunEventKind::StageQueued { .. } | RunEventKind::LogLine { .. } => {}
+            RunEventKind::StageQueued { .. }
+            | RunEventKind::WaitingForGroup { .. }
+            | RunEventKind::LogLine { .. } => {}
         }
     }
 

@@ -9,6 +9,7 @@ mod docker;
 mod exclusion;
 mod executor;
 mod fake;
+mod groups;
 mod guard;
 mod host;
 #[cfg(feature = "kubernetes")]
@@ -39,6 +40,7 @@ pub use executor::{
     ReadyCheck, ServiceSpec, StageSpec, StageStatus,
 };
 pub use fake::{NoopExecutor, NoopHandle};
+pub use groups::ConcurrencyGroups;
 pub use guard::GUARD_VARIABLE;
 #[cfg(feature = "kubernetes")]
 pub use kubernetes::{

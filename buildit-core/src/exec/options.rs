@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::artifacts::ArtifactStore;
 use super::cache::CacheStore;
 use super::scheduler::Reuse;
+use super::groups::ConcurrencyGroups;
 use super::spec::DEFAULT_GRACE;
 
 /// How a run is executed.
@@ -34,6 +35,8 @@ pub struct RunOptions {
     pub home: Option<PathBuf>,
     /// What a rerun takes from an earlier run instead of running it again, and what it leaves out.
     pub reuse: Option<Arc<Reuse>>,
+    /// Where concurrency groups are held; `None` ignores them (the runner gives its store's).
+    pub groups: Option<Arc<dyn ConcurrencyGroups>>,
 }
 
 impl Default for RunOptions {
@@ -48,6 +51,7 @@ impl Default for RunOptions {
             caches: None,
             home: std::env::var_os("HOME").map(PathBuf::from),
             reuse: None,
+            groups: None,
         }
     }
 }

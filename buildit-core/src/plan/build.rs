@@ -9,6 +9,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 
 use super::context::RunContext;
+use super::groups::PlannedGroup;
 use super::triggers::TriggerVerdict;
 use crate::config::{ExecutorKind, Pipeline, Stage, Variable, When, WhenStatus};
 use crate::suggest::did_you_mean;
@@ -121,6 +122,7 @@ pub struct PlannedStage {
     image: Option<String>,
     executor: ExecutorKind,
     reports: Vec<String>,
+    group: Option<PlannedGroup>,
 }
 
 impl PlannedStage {
@@ -174,6 +176,11 @@ impl PlannedStage {
         self.executor
     }
 
+    /// Its concurrency group (`concurrency group="..."` on the stage), rendered for the run.
+    pub fn group(&self) -> Option<&PlannedGroup> {
+        self.group.as_ref()
+    }
+
     /// Position of its definition in [`Pipeline::stages`].
     pub fn definition_index(&self) -> usize {
         self.definition
@@ -197,6 +204,7 @@ struct Sealed {
     graph: DiGraph<usize, ()>,
     order: Vec<usize>,
     triggers: Vec<TriggerVerdict>,
+    group: Option<PlannedGroup>,
 }
 
 impl Plan {
@@ -327,6 +335,12 @@ impl Plan {
                 stages[position].skip = Some(SkipReason::DependencySkipped { need });
             }
         }
+        let group = pipeline.group.as_ref().map(|group| {
+            PlannedGroup::new(
+                render_known(&group.name.value, pipeline, None, &[], context),
+                group.cancel_in_progress,
+            )
+        });
         Ok(Self {
             sealed: Arc::new(Sealed {
                 pipeline: Arc::clone(pipeline),
@@ -335,6 +349,7 @@ impl Plan {
                 graph,
                 order,
                 triggers,
+                group,
             }),
         })
     }
@@ -411,6 +426,11 @@ impl Plan {
             .unwrap_or(0)
     }
 
+    /// The run's concurrency group (`concurrency group="..."` of the pipeline), rendered for the run.
+    pub fn group(&self) -> Option<&PlannedGroup> {
+        self.sealed.group.as_ref()
+    }
+
     /// The most stages that should run at once, from the pipeline.
     pub fn concurrency(&self) -> Option<u32> {
         self.sealed.pipeline.concurrency.as_ref().map(|c| c.value)
@@ -470,12 +490,20 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
             // A stage sent to the host by `executor "local"` does not use the default image.
             let image = image_template
                 .filter(|_| executor != ExecutorKind::Local)
-                .map(|image| render_known(&image.value, pipeline, stage, &matrix, context));
+                .map(|image| render_known(&image.value, pipeline, Some(stage), &matrix, context));
             let reports = stage
                 .reports
                 .iter()
-                .map(|report| render_known(&report.junit.value, pipeline, stage, &matrix, context))
+                .map(|report| {
+                    render_known(&report.junit.value, pipeline, Some(stage), &matrix, context)
+                })
                 .collect();
+            let group = stage.group.as_ref().map(|group| {
+                PlannedGroup::new(
+                    render_known(&group.name.value, pipeline, Some(stage), &matrix, context),
+                    group.cancel_in_progress,
+                )
+            });
             let (skip, run_on) = evaluate_when(&stage.when, context);
             instances.push(stages.len());
             stages.push(PlannedStage {
@@ -489,6 +517,7 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
                 image,
                 executor,
                 reports,
+                group,
             });
         }
         instances_of.push(instances);
@@ -500,7 +529,7 @@ fn expand(pipeline: &Pipeline, context: &RunContext) -> Result<Expansion, PlanEr
 fn render_known(
     template: &crate::config::Template,
     pipeline: &Pipeline,
-    stage: &Stage,
+    stage: Option<&Stage>,
     matrix: &[(String, String)],
     context: &RunContext,
 ) -> String {
@@ -510,7 +539,7 @@ fn render_known(
             .find(|(a, _)| a == axis)
             .map(|(_, v)| Cow::Owned(v.clone())),
         Variable::PipelineName => Some(Cow::Owned(pipeline.name.value.clone())),
-        Variable::StageName => Some(Cow::Owned(stage.name.value.clone())),
+        Variable::StageName => stage.map(|stage| Cow::Owned(stage.name.value.clone())),
         Variable::GitBranch => context.branch.clone().map(Cow::Owned),
         Variable::GitTag => context.tag.clone().map(Cow::Owned),
         Variable::GitSha => context.sha.clone().map(Cow::Owned),

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::build::Plan;
+use super::groups::PlannedGroup;
 use super::triggers::TriggerVerdict;
 use crate::config::ExecutorKind;
 
@@ -36,6 +37,9 @@ pub struct PlanJson<'p> {
     /// Each `on` trigger and whether it matches, when the triggers decide (an event was given).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<&'p TriggerVerdict>,
+    /// The run's concurrency group, when the pipeline has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<&'p PlannedGroup>,
     /// The changed files `changes` conditions were evaluated against, when they are known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<PlanChangesJson<'p>>,
@@ -75,6 +79,9 @@ pub struct PlanStageJson<'p> {
     /// Names of the outputs it declares (left out when it has none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<&'p str>,
+    /// Its concurrency group, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<&'p PlannedGroup>,
 }
 
 impl Plan {
@@ -112,8 +119,10 @@ impl Plan {
                         .iter()
                         .map(|output| output.value.as_str())
                         .collect(),
+                    group: stage.group(),
                 })
                 .collect(),
+            group: self.group(),
             triggered: self.is_triggered(),
             triggers: if self.context().match_triggers {
                 self.triggers().iter().collect()
@@ -179,6 +188,14 @@ impl Plan {
                 out.push_str("not triggered: no stage runs\n");
             }
         }
+        if let Some(group) = self.group() {
+            let _ = writeln!(
+                out,
+                "concurrency group `{}`: {}",
+                group.name,
+                group_rule(group)
+            );
+        }
         if let Some(changes) = &self.context().changes {
             let count = changes.paths.len();
             let _ = writeln!(
@@ -215,6 +232,9 @@ impl Plan {
             }
             if !stage.reports().is_empty() {
                 let _ = write!(out, "  reports junit {}", stage.reports().join(", "));
+            }
+            if let Some(group) = stage.group() {
+                let _ = write!(out, "  group {} ({})", group.name, group_rule(group));
             }
             if let Some(reason) = stage.skip_reason() {
                 let _ = write!(out, "  skipped: {reason}");
@@ -266,6 +286,15 @@ impl Plan {
             out.push_str("  classDef skipped stroke-dasharray: 5 5,color:#888\n");
         }
         out
+    }
+}
+
+/// What a holder of `group` does when it finds the group held.
+fn group_rule(group: &PlannedGroup) -> &'static str {
+    if group.cancel_in_progress {
+        "cancels the one in progress"
+    } else {
+        "waits for the one in progress"
     }
 }
 

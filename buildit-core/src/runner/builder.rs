@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cancel_requests::{CANCEL_POLL, cancel_on_request};
 use super::error::RunnerError;
+use super::groups::StoreGroups;
 use super::handle::{RunHandle, RunJoiner};
 use super::setup::RunSetup;
 use crate::events::{EventBatch, EventBus};
@@ -229,6 +230,16 @@ impl<E: Executor> Runner<E> {
             self.bus.subscribe_lossless(MAX_BATCH_EVENTS),
             progress,
         ));
+        // Concurrency groups are held in the run's store, unless the caller gave its own way to hold them.
+        let has_groups =
+            self.plan.group().is_some() || self.plan.stages().iter().any(|s| s.group().is_some());
+        if has_groups && self.options.groups.is_none() {
+            self.options.groups = Some(Arc::new(StoreGroups::new(
+                Arc::clone(&self.store),
+                self.identity.run_id.clone(),
+                self.owner.clone(),
+            )));
+        }
         let subscribers = self.bus.subscriptions();
         let joiner = RunJoiner::new(Arc::clone(&self.store), subscribers.clone(), recorded);
         let Self {

@@ -4,6 +4,7 @@
 mod builder;
 mod cancel_requests;
 mod error;
+mod groups;
 mod handle;
 mod load;
 mod rerun;
@@ -12,6 +13,7 @@ mod setup;
 pub use builder::{Runner, new_run_id};
 pub use cancel_requests::CANCEL_POLL;
 pub use error::RunnerError;
+pub use groups::GROUP_POLL;
 pub use handle::{Executed, RunHandle, RunJoiner};
 pub use load::{
     LoadError, Loaded, check_against_system, load_plan, plan_for, read_pipeline, read_system,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::batch::RecordBatch;
+use super::groups::{GroupAcquire, GroupClaim};
 use super::model::{
     AttemptRecord, ClaimedJob, JobRecord, Lease, LogPage, LogQuery, NewJob, NewPipeline, NewRun,
     NewRunRequest, PipelineFilter, PipelineRecord, RunFilter, RunOwner, RunRecord, RunRef,
@@ -213,6 +214,22 @@ pub trait Store: Send + Sync + Debug {
     /// Whether a cancel of the run `run_id` was asked for through [`Store::cancel_running_run`]; `false` for a run
     /// this tenant does not have.
     async fn run_cancel_requested(&self, run_id: &str) -> Result<bool, StoreError>;
+
+    /// Takes the concurrency group `claim.group` for its run (or its instance) if the group is free, held by a
+    /// run that is no longer running (ended, or marked interrupted: [`Store::mark_interrupted`]), handed to the
+    /// claimant, or held by the claimant already; else says who holds it and, for a pending claim, queues it as
+    /// the group's one pending run ([`GroupClaim::pending`]). Atomic: of two claims of a free group, one gets it.
+    async fn acquire_group(&self, claim: &GroupClaim) -> Result<GroupAcquire, StoreError>;
+
+    /// Lets the group `group` go if the run `run_id` (its instance `stage`, `None` for the run) holds it: to the
+    /// group's pending run when it has one. A run that only waited as the pending run stops being it. Nothing
+    /// else changes: a run never lets go of what it does not hold.
+    async fn release_group(
+        &self,
+        group: &str,
+        run_id: &str,
+        stage: Option<&str>,
+    ) -> Result<(), StoreError>;
 
     /// Deletes the ended run `run_id` with everything recorded of it (attempts, log lines, events, its request),
     /// in one transaction. Its pipeline keeps counting: a later run never takes a deleted run's number.

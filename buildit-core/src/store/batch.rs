@@ -368,6 +368,7 @@ impl BatchBuilder {
                     });
                 }
                 RunEventKind::StageQueued { .. }
+                | RunEventKind::WaitingForGroup { .. }
                 | RunEventKind::LogLine { .. }
                 | RunEventKind::StageOutputs { .. }
                 | RunEventKind::StageTests { .. } => {}

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 
 use super::api::Store;
 use super::batch::{ChunkColumns, LogChunk, RecordBatch, StoredEvent, decode_chunk};
+use super::groups::{GroupAcquire, GroupClaim};
 use super::model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,
     LogCursor, LogPage, LogQuery, NewJob, NewPipeline, NewRun, NewRunRequest, PipelineFilter,
@@ -39,6 +40,32 @@ struct State {
     requests: Vec<(String, RunRequest)>,
     /// Registered pipelines by (tenant, name).
     pipelines: BTreeMap<(String, String), PipelineRecord>,
+    /// Concurrency groups by (tenant, name).
+    groups: BTreeMap<(String, String), StoredGroup>,
+}
+
+/// Who holds a concurrency group (`stage` '' for a run itself), and its pending run.
+#[derive(Debug, Clone)]
+struct StoredGroup {
+    run_id: String,
+    stage: String,
+    pending: Option<String>,
+}
+
+impl State {
+    /// Whether `tenant`'s run `run_id` is running, its number and its place among runs.
+    fn group_run(&self, tenant: &str, run_id: &str) -> Option<(bool, i64, (i64, String))> {
+        self.runs
+            .iter()
+            .find(|stored| stored.tenant == tenant && stored.record.id == run_id)
+            .map(|stored| {
+                (
+                    stored.record.state == RunState::Running,
+                    i64::try_from(stored.record.number).unwrap_or(i64::MAX),
+                    (stored.record.created_at_ms, run_id.to_owned()),
+                )
+            })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -640,6 +667,94 @@ impl Store for MemoryStore {
                 && stored.record.id == run_id
                 && stored.cancel_requested_at_ms.is_some()
         }))
+    }
+
+    async fn acquire_group(&self, claim: &GroupClaim) -> Result<GroupAcquire, StoreError> {
+        let mut state = self.state()?;
+        let tenant = self.tenant.to_string();
+        let key = (tenant.clone(), claim.group.clone());
+        let stage = claim.stage.clone().unwrap_or_default();
+        let Some(held) = state.groups.get(&key).cloned() else {
+            state.groups.insert(
+                key,
+                StoredGroup {
+                    run_id: claim.run_id.clone(),
+                    stage,
+                    pending: None,
+                },
+            );
+            return Ok(GroupAcquire::Acquired);
+        };
+        if held.run_id == claim.run_id && (held.stage == stage || held.stage.is_empty()) {
+            return Ok(GroupAcquire::Acquired);
+        }
+        let holder = state.group_run(&tenant, &held.run_id);
+        if !holder.as_ref().is_some_and(|(running, _, _)| *running) {
+            let pending = held.pending.filter(|pending| *pending != claim.run_id);
+            state.groups.insert(
+                key,
+                StoredGroup {
+                    run_id: claim.run_id.clone(),
+                    stage,
+                    pending,
+                },
+            );
+            return Ok(GroupAcquire::Acquired);
+        }
+        let mut displaced = None;
+        if claim.pending && held.pending.as_deref() != Some(claim.run_id.as_str()) {
+            if let Some(pending) = &held.pending {
+                let other = state.group_run(&tenant, pending);
+                let mine = state.group_run(&tenant, &claim.run_id);
+                if let (Some((running, _, other)), Some((_, _, mine))) = (other, mine) {
+                    if running && other > mine {
+                        return Ok(GroupAcquire::Superseded {
+                            by: pending.clone(),
+                        });
+                    }
+                    if running {
+                        displaced = Some(pending.clone());
+                    }
+                }
+            }
+            if let Some(group) = state.groups.get_mut(&key) {
+                group.pending = Some(claim.run_id.clone());
+            }
+        }
+        Ok(GroupAcquire::Held {
+            holder_run: held.run_id,
+            holder_number: holder.map(|(_, number, _)| number),
+            holder_stage: (!held.stage.is_empty()).then_some(held.stage),
+            displaced,
+        })
+    }
+
+    async fn release_group(
+        &self,
+        group: &str,
+        run_id: &str,
+        stage: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state()?;
+        let key = (self.tenant.to_string(), group.to_owned());
+        let stage = stage.unwrap_or_default();
+        let Some(held) = state.groups.get_mut(&key) else {
+            return Ok(());
+        };
+        if held.run_id == run_id && held.stage == stage {
+            match held.pending.take().filter(|pending| pending != run_id) {
+                Some(pending) => {
+                    held.run_id = pending;
+                    held.stage = String::new();
+                }
+                None => {
+                    state.groups.remove(&key);
+                }
+            }
+        } else if held.pending.as_deref() == Some(run_id) && stage.is_empty() {
+            held.pending = None;
+        }
+        Ok(())
     }
 
     async fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {

@@ -4,6 +4,8 @@
 mod api;
 mod batch;
 mod follow;
+mod groups;
+mod groups_sql;
 mod manage_sql;
 mod memory;
 mod model;
@@ -26,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use api::{StageOutputs, StageTests, Store};
 pub use batch::{AttemptEnd, AttemptStart, LogChunk, RecordBatch, RunEnd, StoredEvent};
 pub use follow::{FOLLOW_PAGE, FollowError, MAX_HELD, RunFollower};
+pub use groups::{GroupAcquire, GroupClaim};
 pub use memory::MemoryStore;
 pub use model::{
     AttemptRecord, AttemptState, ClaimedJob, DEFAULT_TENANT, JobRecord, JobState, LOST, Lease,

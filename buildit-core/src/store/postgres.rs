@@ -9,6 +9,8 @@ use sqlx::{Postgres, Transaction};
 
 use super::api::Store;
 use super::batch::RecordBatch;
+use super::groups::{GroupAcquire, GroupClaim};
+use super::groups_sql::GroupSql;
 use super::manage_sql::ManageSql;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
@@ -429,6 +431,35 @@ impl Store for PostgresStore {
             run_id,
         )
         .await
+    }
+
+    async fn acquire_group(&self, claim: &GroupClaim) -> Result<GroupAcquire, StoreError> {
+        let mut tx = self.begin().await?;
+        let answer =
+            GroupSql::<Postgres>::acquire(&mut tx, &self.tenant, claim, now_ms(), " FOR UPDATE")
+                .await?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(answer)
+    }
+
+    async fn release_group(
+        &self,
+        group: &str,
+        run_id: &str,
+        stage: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        GroupSql::<Postgres>::release(
+            &mut tx,
+            &self.tenant,
+            group,
+            run_id,
+            stage,
+            now_ms(),
+            " FOR UPDATE",
+        )
+        .await?;
+        tx.commit().await.map_err(query_error)
     }
 
     async fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {

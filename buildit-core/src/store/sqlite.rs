@@ -13,6 +13,8 @@ use sqlx::{Sqlite, Transaction};
 
 use super::api::Store;
 use super::batch::RecordBatch;
+use super::groups::{GroupAcquire, GroupClaim};
+use super::groups_sql::GroupSql;
 use super::manage_sql::ManageSql;
 use super::model::{
     AttemptRecord, ClaimedJob, DEFAULT_TENANT, JobRecord, LOST, Lease, LogPage, LogQuery, NewJob,
@@ -516,6 +518,26 @@ impl Store for SqliteStore {
     async fn run_cancel_requested(&self, run_id: &str) -> Result<bool, StoreError> {
         ManageSql::<Sqlite>::cancel_requested(&mut *self.reader().await?, &self.tenant, run_id)
             .await
+    }
+
+    async fn acquire_group(&self, claim: &GroupClaim) -> Result<GroupAcquire, StoreError> {
+        let mut tx = self.immediate().await?;
+        let answer =
+            GroupSql::<Sqlite>::acquire(&mut tx, &self.tenant, claim, now_ms(), "").await?;
+        tx.commit().await.map_err(query_error)?;
+        Ok(answer)
+    }
+
+    async fn release_group(
+        &self,
+        group: &str,
+        run_id: &str,
+        stage: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.immediate().await?;
+        GroupSql::<Sqlite>::release(&mut tx, &self.tenant, group, run_id, stage, now_ms(), "")
+            .await?;
+        tx.commit().await.map_err(query_error)
     }
 
     async fn delete_run(&self, run_id: &str) -> Result<(), StoreError> {

@@ -66,6 +66,17 @@ pub async fn execute<E: Executor>(
 
     lifecycle::run_started(bus, plan).await;
     let reuse = options.reuse.as_deref();
+    // The run's concurrency group, waited for before any stage starts; a run stopped while it waits holds
+    // nothing, and its stages end as for any cancel.
+    // A run none of whose stages will run (not triggered, nothing selected) has nothing to keep apart.
+    let runs_a_stage = stages.iter().any(|stage| !stage.is_skipped());
+    let run_group = match (plan.group(), &options.groups) {
+        (Some(group), Some(groups)) if runs_a_stage => groups
+            .acquire(group, None, bus, &stop)
+            .await
+            .then(|| (group, Arc::clone(groups))),
+        _ => None,
+    };
 
     let mut reports: Vec<Option<StageReport>> = vec![None; count];
     let mut waiting_needs: Vec<usize> = stages.iter().map(|stage| stage.needs().len()).collect();
@@ -286,6 +297,10 @@ pub async fn execute<E: Executor>(
         .await
         .err()
         .map(|error| format!("cannot remove what the run left: {error}"));
+    // The group goes before the run is reported finished: the next run of the group starts at once.
+    if let Some((group, groups)) = run_group {
+        groups.release(group, None).await;
+    }
     let duration = started.elapsed();
     let report = RunReport {
         status,

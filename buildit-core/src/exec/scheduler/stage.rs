@@ -45,6 +45,15 @@ impl<E: Executor> StageTask<E> {
         };
         let mut attempts = 0;
         let mut caches: Vec<ResolvedCache> = Vec::new();
+        // The stage's concurrency group is held across its attempts; the wait for it is before the first one,
+        // outside every attempt's timeout. Stopped while it waits, the stage never starts.
+        let held = match (stage.group(), &self.options.groups) {
+            (Some(group), Some(groups)) if !self.stop.is_cancelled() => groups
+                .acquire(group, Some(&name), &self.bus, &self.stop)
+                .await
+                .then(|| (group, Arc::clone(groups))),
+            _ => None,
+        };
         for attempt in 1..=attempts_allowed {
             // A retry that was announced (`retrying` on the last attempt's end) always starts: stopped now, it
             // ends `cancelled` while starting, so that the stage's last event is a final one.
@@ -79,6 +88,9 @@ impl<E: Executor> StageTask<E> {
             if !retrying {
                 break;
             }
+        }
+        if let Some((group, groups)) = held {
+            groups.release(group, Some(&name)).await;
         }
         if attempts == 0 {
             // Stopped before its first attempt: still reported, so that every queued stage finishes.
