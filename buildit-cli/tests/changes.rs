@@ -345,3 +345,30 @@ stage "e" {
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stdout));
     insta::assert_snapshot!(text(&output.stderr));
 }
+
+#[test]
+fn a_run_without_a_branch_is_asked_for_one_when_triggers_filter_branches() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let repo = dir.path();
+    repository(repo);
+    write(repo, "buildit.kdl", TRIGGERED_PIPELINE);
+    git(repo, &["checkout", "-q", "--detach"]);
+    let run = buildit(repo, &["run", "--event", "push"], &[]);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run.stdout));
+    assert!(
+        text(&run.stderr).contains("--branch main"),
+        "{}",
+        text(&run.stderr)
+    );
+    // A tag event does not filter branches: it is matched as usual.
+    let tag = buildit(
+        repo,
+        &["run", "--event", "tag", "--tag", "v2", "--plain"],
+        &[],
+    );
+    assert!(
+        text(&tag.stdout).contains("| built"),
+        "{}",
+        text(&tag.stdout)
+    );
+}

@@ -176,3 +176,60 @@ fn include_mistakes_are_reported_in_the_file_they_are_in() {
         "{records}"
     );
 }
+
+#[test]
+fn an_include_through_a_link_or_broken_on_its_own_is_said_in_its_file() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let root = dir.path().join("repo");
+    write(
+        dir.path(),
+        "secret.kdl",
+        "stage \"x\" { run \"token-4242\"; timout \"1s\"; }\n",
+    );
+    write(
+        &root,
+        "buildit.kdl",
+        "pipeline \"p\"\ninclude \"ci/linked.kdl\"\nstage \"a\" { run \"true\"; }\n",
+    );
+    std::fs::create_dir_all(root.join("ci")).unwrap_or_else(|error| panic!("{error}"));
+    std::os::unix::fs::symlink(dir.path().join("secret.kdl"), root.join("ci/linked.kdl"))
+        .unwrap_or_else(|error| panic!("{error}"));
+    let output = buildit(&root, &["validate"], &[]);
+    let said = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{said}");
+    assert!(said.contains("is a symbolic link"), "{said}");
+    assert!(!said.contains("token-4242"), "{said}");
+
+    // A file that leaves a block open is refused in that file, not closed by the next one.
+    write(
+        &root,
+        "buildit.kdl",
+        "pipeline \"p\"\ninclude \"ci/open.kdl\"\ninclude \"ci/close.kdl\"\n",
+    );
+    write(&root, "ci/open.kdl", "stage \"a\" {\n    run \"true\"\n");
+    write(&root, "ci/close.kdl", "}\n");
+    let output = buildit(&root, &["validate", "--format", "json"], &[]);
+    assert_eq!(output.status.code(), Some(3), "{}", text(&output.stdout));
+    let records: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}"));
+    let files: Vec<&str> = records
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|record| record["file"].as_str())
+        .collect();
+    assert!(files.contains(&"ci/open.kdl"), "{records}");
+
+    // A stage defined in the pipeline and again in an included file: the other place is named.
+    write(
+        &root,
+        "buildit.kdl",
+        "pipeline \"p\"\ninclude \"ci/more.kdl\"\nstage \"a\" { run \"true\"; }\n",
+    );
+    write(&root, "ci/more.kdl", "stage \"a\" { run \"false\"; }\n");
+    let output = buildit(&root, &["validate"], &[]);
+    let said = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{said}");
+    assert!(said.contains("buildit.kdl:3:"), "{said}");
+    assert!(said.contains("ci/more.kdl:1:"), "{said}");
+}

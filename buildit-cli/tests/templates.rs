@@ -87,3 +87,42 @@ template "empty"
     assert_eq!(output.status.code(), Some(3), "{}", text(&output.stdout));
     insta::assert_snapshot!(text(&output.stderr));
 }
+
+#[test]
+fn a_need_written_by_both_template_and_stage_keeps_its_pairing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    std::fs::write(
+        dir.path().join("buildit.kdl"),
+        r#"pipeline "p"
+stage "build" {
+    matrix { os "linux" "macos"; }
+    run "true"
+}
+template "paired" {
+    needs "build" matrix="same"
+    run "true"
+}
+stage "test" template="paired" {
+    matrix { os "linux" "macos"; }
+    needs "build" matrix="same"
+}
+"#,
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let output = buildit(dir.path(), &["plan", "--format", "json"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let plan: serde_json::Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|error| panic!("{error}"));
+    for stage in plan["stages"].as_array().into_iter().flatten() {
+        if let Some(values) = stage["name"]
+            .as_str()
+            .and_then(|name| name.strip_prefix("test "))
+        {
+            assert_eq!(
+                stage["needs"],
+                serde_json::json!([format!("build {values}")]),
+                "{plan}"
+            );
+        }
+    }
+}

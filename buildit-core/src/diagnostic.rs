@@ -457,7 +457,18 @@ impl miette::Diagnostic for SourcedDiagnostic<'_> {
     }
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
         if self.excerpt {
-            return self.diagnostic.help();
+            let elsewhere = self.labels_elsewhere();
+            if elsewhere.is_empty() {
+                return self.diagnostic.help();
+            }
+            let mut help = self.diagnostic.help.clone().unwrap_or_default();
+            for (text, file, line, column) in elsewhere {
+                if !help.is_empty() {
+                    help.push_str("; ");
+                }
+                help.push_str(&format!("{text}: {file}:{line}:{column}"));
+            }
+            return Some(Box::new(help));
         }
         let offset = self
             .diagnostic
@@ -472,7 +483,30 @@ impl miette::Diagnostic for SourcedDiagnostic<'_> {
         Some(Box::new(help))
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        self.excerpt.then(|| self.diagnostic.labels()).flatten()
+        if !self.excerpt {
+            return None;
+        }
+        if self.source.files.is_empty() {
+            return self.diagnostic.labels();
+        }
+        // One excerpt shows one file: labels in another file are said in the help line instead.
+        let file = self.primary_file();
+        let labels: Vec<LabeledSpan> = self
+            .diagnostic
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|(_, label)| self.source.name_at(label.span.offset()) == file)
+            .map(|(i, label)| {
+                let text = Some(label.text.clone());
+                if i == 0 {
+                    LabeledSpan::new_primary_with_span(text, label.span)
+                } else {
+                    LabeledSpan::new_with_span(text, label.span)
+                }
+            })
+            .collect();
+        Some(Box::new(labels.into_iter()))
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
         if !self.excerpt {
@@ -483,6 +517,39 @@ impl miette::Diagnostic for SourcedDiagnostic<'_> {
         } else {
             Some(self.source as &dyn SourceCode)
         }
+    }
+}
+
+impl SourcedDiagnostic<'_> {
+    /// The file of the primary label.
+    fn primary_file(&self) -> &str {
+        self.source.name_at(
+            self.diagnostic
+                .primary_span()
+                .map_or(0, |span| span.offset()),
+        )
+    }
+
+    /// Labels in another file than the primary one: their text, file, line and column.
+    fn labels_elsewhere(&self) -> Vec<(&str, &str, usize, usize)> {
+        if self.source.files.is_empty() {
+            return Vec::new();
+        }
+        let file = self.primary_file();
+        self.diagnostic
+            .labels
+            .iter()
+            .filter(|label| self.source.name_at(label.span.offset()) != file)
+            .map(|label| {
+                let (line, column) = self.source.file_line_column(label.span.offset());
+                (
+                    label.text.as_str(),
+                    self.source.name_at(label.span.offset()),
+                    line,
+                    column,
+                )
+            })
+            .collect()
     }
 }
 

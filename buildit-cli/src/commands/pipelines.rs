@@ -177,8 +177,7 @@ fn included_files(
         text,
         &path.display().to_string(),
         &mut |relative| {
-            let text = buildit_core::config::read_config_file(&base.join(relative))
-                .map_err(|error| error.to_string())?;
+            let text = buildit_core::config::read_included_file(&base, relative)?;
             files.insert(relative.to_owned(), text.clone());
             Ok(text)
         },

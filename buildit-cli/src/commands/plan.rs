@@ -46,6 +46,13 @@ pub(crate) fn load_plan(
     }
     let context = run_context(context, workspace, pipeline.uses_changes())?;
     match buildit_core::runner::plan_for(pipeline, &system, context) {
+        Ok(plan) if plan.trigger_wants_branch() => {
+            error_line(
+                "`--event` is matched against `on` triggers that filter branches, and the run has no branch (a detached HEAD)",
+                Some("give the branch being built: `--branch main`"),
+            );
+            Err(Exit::Usage)
+        }
         Ok(plan) => Ok((plan, system)),
         Err(error) => Err(report_load_error(error, None)),
     }

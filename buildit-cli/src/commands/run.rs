@@ -189,6 +189,7 @@ impl LocalRun {
             &self.plan,
             self.retry.as_ref(),
             args.from.as_deref(),
+            &self.inputs,
         )
         .await
         {

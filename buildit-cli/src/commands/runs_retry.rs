@@ -70,14 +70,14 @@ pub(crate) fn retry(
         );
         return Exit::Usage;
     };
-    let Ok(text) = std::fs::read(file) else {
+    if std::fs::metadata(file).is_err() {
         error_line(
             &format!("the pipeline file `{file}` of run {name} is gone"),
             Some("run the pipeline anew with `buildit run FILE`"),
         );
         return Exit::Usage;
-    };
-    if inputs.digest.as_deref() != Some(sha256_hex(&text).as_str()) {
+    }
+    if inputs.digest.is_none() || inputs.digest != pipeline_digest(Path::new(file)) {
         error_line(
             &format!("the pipeline file `{file}` changed since run {name}"),
             Some(
@@ -186,7 +186,7 @@ pub(crate) fn inputs_of(args: &RunArgs, workspace: &Path, retry: Option<&Retry>)
     let file = file.canonicalize().unwrap_or(file);
     let context = &args.context;
     RunInputs {
-        digest: std::fs::read(&file).ok().map(|text| sha256_hex(&text)),
+        digest: pipeline_digest(&file),
         file: Some(file.display().to_string()),
         workspace: Some(workspace.display().to_string()),
         branch: context.branch.clone(),
@@ -220,6 +220,7 @@ pub(crate) async fn prepare(
     plan: &Plan,
     retry: Option<&Retry>,
     from: Option<&str>,
+    inputs: &RunInputs,
 ) -> Result<Option<Rerun>, Exit> {
     let rerun = match (retry, from) {
         (Some(retry), _) => {
@@ -251,7 +252,18 @@ pub(crate) async fn prepare(
             }
             rerun_failed(store, plan, earlier).await
         }
-        (None, Some(stage)) => rerun_from(store, plan, stage).await,
+        // Only a run of this same file in this same workspace lends its stages: another file of the same
+        // pipeline name, or another checkout on a shared store, built other things.
+        (None, Some(stage)) => {
+            let same_origin = |earlier: &buildit_core::store::RunRecord| {
+                earlier.inputs.as_ref().is_some_and(|then| {
+                    then.file.is_some()
+                        && then.file == inputs.file
+                        && then.workspace == inputs.workspace
+                })
+            };
+            rerun_from(store, plan, stage, &same_origin).await
+        }
         (None, None) => return Ok(None),
     };
     match rerun {
@@ -283,4 +295,20 @@ pub(crate) async fn prepare(
             })
         }
     }
+}
+
+/// The SHA-256 of a pipeline file's text and of every file it includes (path and text, in the order read): a
+/// retry of a pipeline whose included template changed is refused as one whose own file changed.
+fn pipeline_digest(file: &Path) -> Option<String> {
+    let text = std::fs::read(file).ok()?;
+    let mut all = text;
+    if let Ok(pipeline) = buildit_core::runner::read_pipeline(file) {
+        for (path, included) in &pipeline.included {
+            all.push(0);
+            all.extend_from_slice(path.as_bytes());
+            all.push(0);
+            all.extend_from_slice(included.as_bytes());
+        }
+    }
+    Some(sha256_hex(&all))
 }

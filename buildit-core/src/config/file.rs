@@ -138,6 +138,27 @@ fn describe(file_type: std::fs::FileType) -> &'static str {
     }
 }
 
+/// Reads a file a pipeline includes: `relative` (a `/`-separated path without `..`, as the include loader gives
+/// it) under `base`, the pipeline's directory. No part of the path below `base` may be a symbolic link: a
+/// link could lead an include, and its text shown in diagnostics, out of the directory (`~/.netrc`).
+pub fn read_included_file(base: &Path, relative: &str) -> Result<String, String> {
+    let mut path = base.to_path_buf();
+    for part in relative.split('/') {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "`{}` is a symbolic link; included files are read without following links",
+                    path.display()
+                ));
+            }
+            // A missing part is said by the read below.
+            _ => {}
+        }
+    }
+    read_config_file(&path).map_err(|error| error.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,9 @@ pub(crate) struct Joined {
     pub(crate) included: Vec<(String, String)>,
     /// Includes that cannot be followed.
     pub(crate) diagnostics: Vec<ConfigDiagnostic>,
+    /// Why files that are not KDL on their own are not (in the joined text's offsets): when there are any, the
+    /// joined text is not parsed.
+    pub(crate) syntax: Vec<ConfigDiagnostic>,
 }
 
 /// One file of the join, as it is being read.
@@ -59,19 +62,33 @@ pub(crate) fn join(
     let mut ends = vec![text.len()];
     let mut diagnostics = Vec::new();
     let mut included = Vec::new();
+    let mut syntax = Vec::new();
     let mut next = 0;
     while next < parts.len() {
         let current = next;
         next += 1;
         let (start, end) = (parts[current].start, ends[current]);
         let own = joined[start..end].to_owned();
-        // Most files include nothing: they are parsed once, with the rest, not also alone here.
-        if !own.contains("include") {
+        // A pipeline that includes nothing is parsed once, alone, by the caller.
+        if current == 0 && !own.contains("include") {
             continue;
         }
-        // Each file is read alone to find its includes; its own mistakes are reported by the joined parse.
+        // Each file is read alone: to find its includes, and so that a file that is not KDL on its own (an
+        // unclosed `{`, string or comment) is said to be so in that file, not mended or blamed by the next one.
         let mut reader = Reader::new(&own);
         let Some(document) = reader.parse_document() else {
+            syntax.extend(
+                reader
+                    .diagnostics
+                    .into_sorted()
+                    .into_iter()
+                    .map(|mut diagnostic| {
+                        for label in &mut diagnostic.labels {
+                            label.span = shifted(label.span, start);
+                        }
+                        diagnostic
+                    }),
+            );
             continue;
         };
         for node in document.nodes() {
@@ -177,6 +194,7 @@ pub(crate) fn join(
         files,
         included,
         diagnostics,
+        syntax,
     }
 }
 

@@ -24,7 +24,7 @@ mod template;
 mod validate;
 
 pub use duration::{format_duration, parse_duration};
-pub use file::{ReadFileError, read_config_file};
+pub use file::{ReadFileError, read_config_file, read_included_file};
 pub use glob::Glob;
 pub use includes::{LoadError, MAX_INCLUDE_DEPTH, MAX_INCLUDED_FILES};
 pub use lengths::{

@@ -88,6 +88,15 @@ pub fn parse_pipeline_with_includes(
         );
     }
     let config_source = ConfigSource::joined(name, joined.text.clone(), joined.files);
+    if !joined.syntax.is_empty() {
+        let mut diagnostics = joined.diagnostics;
+        diagnostics.extend(joined.syntax);
+        diagnostics.sort_by_key(|d| d.primary_span().map_or(0, |span| span.offset()));
+        return Err(ConfigError {
+            input: config_source,
+            diagnostics,
+        });
+    }
     parse_joined(
         &joined.text,
         config_source,
@@ -1395,14 +1404,15 @@ fn read_stage<'d>(
     });
     template_services.append(&mut stage.services);
     stage.services = template_services;
+    keep_paired_needs(&mut stage);
     if template.is_some() {
         // Named by both the template and the stage: once (a cache restored and saved twice, a secret set twice
-        // or a need counted twice help nobody).
+        // or a need counted twice help nobody). After the pairing, which counts how each need was written.
         dedup_by_value(&mut stage.caches);
         dedup_by_value(&mut stage.secrets);
         dedup_by_value(&mut stage.needs);
+        dedup_by_value(&mut stage.paired_needs);
     }
-    keep_paired_needs(&mut stage);
     check_commands_finish(reader, &stage);
     stage_name?;
     Some(stage)

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::artifacts::ArtifactStore;
 use super::cache::CacheStore;
-use super::scheduler::Reuse;
 use super::groups::ConcurrencyGroups;
+use super::scheduler::Reuse;
 use super::spec::DEFAULT_GRACE;
 
 /// How a run is executed.

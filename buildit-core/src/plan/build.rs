@@ -375,6 +375,12 @@ impl Plan {
         self.not_triggered().is_none()
     }
 
+    /// Whether the run is not triggered only because it has no branch while a trigger of its event filters
+    /// branches: a front end should ask for `--branch` rather than start nothing.
+    pub fn trigger_wants_branch(&self) -> bool {
+        super::triggers::wants_branch(self.pipeline(), &self.sealed.triggers, &self.sealed.context)
+    }
+
     /// Why the run is not triggered (every `on` and why it does not match), if it is not.
     pub fn not_triggered(&self) -> Option<String> {
         super::triggers::not_triggered(&self.sealed.triggers, &self.sealed.context)

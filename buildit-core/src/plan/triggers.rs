@@ -54,6 +54,22 @@ pub(crate) fn not_triggered(verdicts: &[TriggerVerdict], context: &RunContext) -
     ))
 }
 
+/// Whether the run is not triggered only for want of a branch: a trigger of its event filters branches and the
+/// run has none (a detached HEAD). A deploy on `main` must neither run nor be skipped on a guess.
+pub(crate) fn wants_branch(
+    pipeline: &Pipeline,
+    verdicts: &[TriggerVerdict],
+    context: &RunContext,
+) -> bool {
+    not_triggered(verdicts, context).is_some()
+        && context.branch.is_none()
+        && pipeline.triggers.iter().any(|trigger| {
+            Some(trigger.kind) == context.event
+                && matches!(trigger.kind, EventKind::Push | EventKind::PullRequest)
+                && !trigger.branches.is_empty()
+        })
+}
+
 /// Why `trigger` does not match the run, if it does not.
 fn miss(trigger: &Trigger, context: &RunContext) -> Option<String> {
     let Some(event) = context.event else {
@@ -73,8 +89,8 @@ fn miss(trigger: &Trigger, context: &RunContext) -> Option<String> {
                             listed(&trigger.branches)
                         ));
                     }
-                    // Like unknown changes: a run is never dropped for what nobody said (a detached HEAD).
-                    None => {}
+                    // Neither matched nor dropped silently: the front end asks for the branch (`wants_branch`).
+                    None => return Some("the run has no branch: give `--branch`".to_owned()),
                 }
             }
             if !trigger.paths.is_empty()
@@ -107,9 +123,6 @@ fn miss(trigger: &Trigger, context: &RunContext) -> Option<String> {
 /// What a matching trigger took on trust.
 fn note(trigger: &Trigger, context: &RunContext) -> Option<String> {
     let mut notes = Vec::new();
-    if !trigger.branches.is_empty() && context.branch.is_none() {
-        notes.push("no branch given: `branches` is taken to match");
-    }
     if !trigger.paths.is_empty() && context.changes.is_none() {
         notes.push("changed files unknown: `paths` is taken to match");
     }

@@ -68,7 +68,7 @@ pub fn read_pipeline(path: &Path) -> Result<Pipeline, LoadError> {
     crate::config::parse_pipeline_with_includes(
         &text,
         &path.display().to_string(),
-        &mut |relative| read_config_file(&base.join(relative)).map_err(|error| error.to_string()),
+        &mut |relative| crate::config::read_included_file(&base, relative),
     )
     .map_err(LoadError::Config)
 }

@@ -116,9 +116,14 @@ pub async fn rerun_failed(
 }
 
 /// `--from STAGE`: every instance of `stage` (or the one instance it names) and what depends on them run; what
-/// they need is taken from the latest earlier run of the pipeline that has all of it succeeded; the other stages
-/// are left out.
-pub async fn rerun_from(store: &dyn Store, plan: &Plan, stage: &str) -> Result<Rerun, RerunError> {
+/// they need is taken from the latest earlier run of the pipeline that has all of it succeeded and that
+/// `same_origin` accepts (the front end's: the same file and workspace); the other stages are left out.
+pub async fn rerun_from(
+    store: &dyn Store,
+    plan: &Plan,
+    stage: &str,
+    same_origin: &(dyn Fn(&RunRecord) -> bool + Sync),
+) -> Result<Rerun, RerunError> {
     let pipeline = plan.pipeline().name.value.clone();
     let seeds: Vec<usize> = plan
         .stages()
@@ -180,7 +185,7 @@ pub async fn rerun_from(store: &dyn Store, plan: &Plan, stage: &str) -> Result<R
             })
             .await?;
         for earlier in &page {
-            if earlier.state == RunState::Running {
+            if earlier.state == RunState::Running || !same_origin(earlier) {
                 continue;
             }
             let outcomes = last_outcomes(store, &earlier.id).await?;
