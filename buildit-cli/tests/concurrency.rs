@@ -540,3 +540,65 @@ fn a_stage_group_that_cancels_in_progress_cancels_the_holders_run() {
         ["start-one", "start-two", "end-two"]
     );
 }
+
+#[test]
+fn an_older_run_that_finds_a_newer_one_in_its_group_gives_way() {
+    let dir = workspace(
+        r#"pipeline "deploy"
+stage "build" {
+    run "echo build-{env.TAG} >> build.log; sleep {env.BUILD}"
+}
+stage "deploy" {
+    needs "build"
+    concurrency group="deploy-{pipeline.name}" cancel-in-progress=#true
+    run "echo start-{env.TAG} >> order.log; echo $$ > {env.TAG}.pid; sleep {env.NAP}; echo end-{env.TAG} >> order.log"
+}
+"#,
+    );
+    let start = |tag: &str, build: u32, nap: u32| {
+        let log = |suffix: &str| {
+            std::fs::File::create(dir.path().join(format!("{tag}.{suffix}"))).expect("log file")
+        };
+        buildit_command(dir.path())
+            .args(["run", "--plain", "--branch", "main"])
+            .args([
+                "--env",
+                &format!("TAG={tag}"),
+                "--env",
+                &format!("NAP={nap}"),
+            ])
+            .args(["--env", &format!("BUILD={build}")])
+            .stdout(Stdio::from(log("out")))
+            .stderr(Stdio::from(log("err")))
+            .spawn()
+            .expect("buildit run starts")
+    };
+    // The older run's build is slow: the newer run's deploy takes the group first.
+    let older = start("old", 6, 0);
+    wait_for(
+        &dir.path().join("build.log"),
+        "build-old",
+        Duration::from_secs(30),
+    );
+    let newer = start("new", 0, 12);
+    wait_for(
+        &dir.path().join("order.log"),
+        "start-new",
+        Duration::from_secs(30),
+    );
+    let older_status = finish(older, Duration::from_secs(60));
+    assert_eq!(
+        older_status.code(),
+        Some(130),
+        "{}",
+        read(dir.path(), "old.out")
+    );
+    assert!(
+        finish(newer, Duration::from_secs(60)).success(),
+        "{}",
+        read(dir.path(), "new.out")
+    );
+    kill_stage(dir.path(), "new");
+    // The newer deploy was not cancelled, and the older one never started.
+    assert_eq!(lines(dir.path(), "order.log"), ["start-new", "end-new"]);
+}

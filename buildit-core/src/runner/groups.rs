@@ -41,6 +41,24 @@ impl StoreGroups {
 /// Who held the group when the waiter last said so, and whether it was being cancelled.
 type Announced = (String, Option<String>, bool);
 
+impl StoreGroups {
+    /// Whether run `holder` was created before this run (by creation time, then id, as the store orders a
+    /// group's claimants); a holder that cannot be read counts as older, as before this check.
+    async fn is_older(&self, holder: &str) -> bool {
+        let holder_ref = crate::store::RunRef::Id(holder.to_owned());
+        let own_ref = crate::store::RunRef::Id(self.run_id.clone());
+        match (
+            self.store.find_run(&holder_ref).await,
+            self.store.find_run(&own_ref).await,
+        ) {
+            (Ok(holder), Ok(own)) => {
+                (holder.created_at_ms, holder.id.as_str()) < (own.created_at_ms, own.id.as_str())
+            }
+            _ => true,
+        }
+    }
+}
+
 #[async_trait]
 impl ConcurrencyGroups for StoreGroups {
     async fn acquire(
@@ -57,6 +75,9 @@ impl ConcurrencyGroups for StoreGroups {
             pending: stage.is_none(),
         };
         let mut announced: Option<Announced> = None;
+        let mut asked_own_cancel = false;
+        // Per holder: whether it is older than this run (only an older holder is cancelled in progress).
+        let mut holder_is_older: Option<(String, bool)> = None;
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -75,9 +96,16 @@ impl ConcurrencyGroups for StoreGroups {
             };
             let (holder_run, holder_number, holder_stage, displaced) = match answer {
                 GroupAcquire::Acquired => return true,
-                // A newer run waits for the group and has asked for this one's cancel, which the run's cancel
-                // poll carries out: it waits for it here.
-                GroupAcquire::Superseded { .. } => continue,
+                // A newer run waits for the group: this older one gives way. Its own cancel is asked for (the
+                // newer one only cancels a run it displaced as pending, which this one may never have been),
+                // and the run's cancel poll carries it out; meanwhile it waits here.
+                GroupAcquire::Superseded { .. } => {
+                    if !asked_own_cancel {
+                        asked_own_cancel =
+                            self.store.cancel_running_run(&self.run_id).await.is_ok();
+                    }
+                    continue;
+                }
                 GroupAcquire::Held {
                     holder_run,
                     holder_number,
@@ -92,10 +120,28 @@ impl ConcurrencyGroups for StoreGroups {
             if let Some(older) = displaced {
                 let _ = self.store.cancel_running_run(&older).await;
             }
-            // A run never cancels itself: its own stage that holds the group is waited for.
-            let cancelling = group.cancel_in_progress
-                && holder_run != self.run_id
-                && self.store.cancel_running_run(&holder_run).await.is_ok();
+            // A run never cancels itself: its own stage that holds the group is waited for. Only an older holder
+            // is cancelled: a newer one that got there first (this run's build was slower) is the one to keep,
+            // and this run gives way instead.
+            let mut cancelling = false;
+            if group.cancel_in_progress && holder_run != self.run_id {
+                let older = match &holder_is_older {
+                    Some((known, older)) if *known == holder_run => *older,
+                    _ => {
+                        let older = self.is_older(&holder_run).await;
+                        holder_is_older = Some((holder_run.clone(), older));
+                        older
+                    }
+                };
+                if older {
+                    cancelling = matches!(
+                        self.store.cancel_running_run(&holder_run).await,
+                        Ok(crate::store::RunState::Running)
+                    );
+                } else if !asked_own_cancel {
+                    asked_own_cancel = self.store.cancel_running_run(&self.run_id).await.is_ok();
+                }
+            }
             let now = (holder_run.clone(), holder_stage.clone(), cancelling);
             if announced.as_ref() != Some(&now) {
                 bus.emit(RunEventKind::WaitingForGroup {
