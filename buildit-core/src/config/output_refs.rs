@@ -97,17 +97,27 @@ fn check_env_names(reader: &mut Reader<'_>, pipeline: &Pipeline) {
             }
         }
     }
+    // Only stages with outputs can clash, looked up by name: a pipeline of thousands of stages, each needing
+    // dozens, is checked in time linear in its needs.
+    let with_outputs: std::collections::HashMap<&str, &super::model::Stage> = pipeline
+        .stages
+        .iter()
+        .filter(|stage| !stage.outputs.is_empty())
+        .map(|stage| (stage.name.value.as_str(), stage))
+        .collect();
+    if with_outputs.is_empty() {
+        return;
+    }
     for stage in &pipeline.stages {
         let mut seen: Vec<(String, &str)> = Vec::new();
-        let mut producers: Vec<&str> = Vec::new();
+        let mut producers: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for need in &stage.needs {
-            if producers.contains(&need.value.as_str()) {
-                continue;
-            }
-            producers.push(&need.value);
-            let Some(producer) = pipeline.stages.iter().find(|s| s.name.value == need.value) else {
+            let Some(producer) = with_outputs.get(need.value.as_str()).copied() else {
                 continue;
             };
+            if !producers.insert(&need.value) {
+                continue;
+            }
             for output in &producer.outputs {
                 let variable = output_env_name(&producer.name.value, &output.value);
                 match seen.iter().find(|(name, _)| *name == variable) {
