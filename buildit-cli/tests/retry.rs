@@ -13,17 +13,7 @@ use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{buildit, buildit_command};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
-        .collect()
-}
+use support::{buildit, buildit_command, json_lines, text};
 
 /// `setup` hands every stage an artifact and an output unique to the execution that made them; `test` has a
 /// linux instance that fails until `ok-linux` exists; `summary` needs every `test` instance and reads their
@@ -189,6 +179,48 @@ fn retry_failed_reruns_the_failed_matrix_instance_and_its_dependents_only() {
         Some(2),
         "no run was recorded: {listed}"
     );
+}
+
+#[test]
+fn a_reused_stage_whose_artifacts_were_removed_fails_and_says_so() {
+    let dir = workspace(false);
+    let first = buildit(dir.path(), &["run", "--plain"], &[]);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first.stderr));
+    take_ran(dir.path());
+    // `gc` down to no bytes at all removes the first run's artifacts.
+    let gc = buildit(dir.path(), &["gc", "--max-size", "0"], &[]);
+    assert_eq!(gc.status.code(), Some(0), "{}", text(&gc.stderr));
+    assert!(
+        text(&gc.stdout).contains("removed 1 artifact entry"),
+        "{}",
+        text(&gc.stdout)
+    );
+
+    std::fs::write(dir.path().join("ok-linux"), "").expect("marker written");
+    let retry = buildit(
+        dir.path(),
+        &["runs", "retry", "1", "--failed", "--format", "json"],
+        &[],
+    );
+    // A stage failed for BuildIt's reasons, not its own: the infrastructure exit code.
+    assert_eq!(retry.status.code(), Some(4), "{}", text(&retry.stderr));
+    let events = json_lines(&text(&retry.stdout));
+    // `setup` had an artifact: reusing it as if it had none would hand `test` nothing.
+    let setup = finished(&events, "setup");
+    assert_eq!(setup["outcome"], "failed", "{setup}");
+    let reason = setup["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("cannot reuse the artifacts of run #1: they are gone"),
+        "{reason}"
+    );
+    // `lint` declared none: reused as before.
+    assert_eq!(finished(&events, "lint")["reason"], "reused from run #1");
+    assert_eq!(
+        finished(&events, "test (os=linux)")["outcome"],
+        "skipped",
+        "what needs the failed reuse does not run"
+    );
+    assert!(take_ran(dir.path()).is_empty());
 }
 
 #[test]

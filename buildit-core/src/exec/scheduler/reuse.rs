@@ -55,10 +55,12 @@ impl Reuse {
 
 /// Takes instance `stage` from the earlier run: its artifacts copied into this run's, its outputs handed to the
 /// stages that need them (and told, as a `stage-outputs` event of attempt 0), and it finishes `succeeded` with
-/// attempt 0 and the reason `reused from run #N`. Artifacts that cannot be copied fail it, for BuildIt's reasons.
+/// attempt 0 and the reason `reused from run #N`. Artifacts that cannot be copied fail it, for BuildIt's reasons,
+/// and so do artifacts that are gone: a stage that `declares_artifacts` succeeded only if it collected some.
 pub(super) async fn reuse_stage(
     reuse: &Reuse,
     stage: &str,
+    declares_artifacts: bool,
     run: &Arc<RunIdentity>,
     options: &RunOptions,
     bus: &EventBus,
@@ -69,6 +71,12 @@ pub(super) async fn reuse_stage(
         let copied =
             tokio::task::spawn_blocking(move || artifacts.copy_stage(&from, &to, &name)).await;
         let problem = match copied {
+            // Removed since (`buildit gc`, `buildit runs prune`): reusing the stage would hand its dependents
+            // nothing in place of its files.
+            Ok(Ok(0)) if declares_artifacts => Some(
+                "they are gone (removed by `buildit gc` or `buildit runs prune`); rerun without reusing stages (`buildit runs retry RUN` without `--failed`, or `buildit run`)"
+                    .to_owned(),
+            ),
             Ok(Ok(_)) => None,
             Ok(Err(error)) => Some(error.to_string()),
             Err(join) => Some(join.to_string()),

@@ -117,6 +117,7 @@ pub async fn execute<E: Executor>(
                 let report = super::reuse::reuse_stage(
                     reuse,
                     stage.name(),
+                    !plan.definition(stage).artifacts.is_empty(),
                     &run,
                     options,
                     bus,
