@@ -11,11 +11,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{buildit, git, write_file as write};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{buildit, git, text, write_file as write};
 
 const CHANGES_PIPELINE: &str = r#"pipeline "changes"
 stage "docs" {

@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{Daemon, buildit, buildit_command, create_token};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{Daemon, buildit, buildit_command, create_token, text};
 
 /// A run of the group `deploy-BRANCH`: its stage notes its start and end in `order.log`, sleeping `{env.NAP}`
 /// seconds between (`{env.TAG}` names the run), and its shell's process id in `TAG.pid`.

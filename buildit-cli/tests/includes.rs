@@ -9,11 +9,7 @@
 
 mod support;
 
-use support::{buildit, git, write_file as write};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{buildit, git, text, write_file as write};
 
 const PIPELINE: &str = r#"pipeline "combined"
 include "ci/common.kdl"

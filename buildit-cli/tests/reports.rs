@@ -11,18 +11,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{buildit, diagnostics};
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The JSON lines of `text`, every one of which must be JSON.
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
-        .collect()
-}
+use support::{buildit, diagnostics, json_lines, text};
 
 /// A stage that writes a JUnit report (a passed, a failed, an errored and a skipped test, one named after a
 /// secret) and a file that is not one, then fails; and a stage whose pattern matches nothing.

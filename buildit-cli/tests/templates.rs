@@ -8,11 +8,7 @@
 
 mod support;
 
-use support::buildit;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{buildit, text};
 
 const PIPELINE: &str = r#"pipeline "templates"
 stage "unit" template="rust" {

@@ -2670,6 +2670,46 @@ async fn a_concurrency_group_has_one_holder_and_passes_on_when_it_ends_or_dies(b
         GroupAcquire::Acquired
     );
 
+    // A dead holder's group goes to the run that waited as pending, not to whoever asks first.
+    let mut dead = new_run("dead-2", "p");
+    dead.owner.pid = dead_pid();
+    ok(store.create_run(&dead).await);
+    ok(store.create_run(&new_run("waiting", "p")).await);
+    // Runs are ordered by when they were created, then by id ("late" sorts first).
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    ok(store.create_run(&new_run("late", "p")).await);
+    assert_eq!(
+        ok(store.acquire_group(&claim("m", "dead-2", None, true)).await),
+        GroupAcquire::Acquired
+    );
+    assert!(
+        holder_of(ok(store
+            .acquire_group(&claim("m", "waiting", None, true))
+            .await))
+        .is_some()
+    );
+    ok(store
+        .mark_interrupted(&RunOwner::this_process(), Duration::from_secs(60))
+        .await);
+    assert_eq!(
+        ok(store
+            .acquire_group(&claim("m", "late", Some("deploy"), false))
+            .await),
+        GroupAcquire::Held {
+            holder_run: "waiting".to_owned(),
+            holder_number: Some(8),
+            holder_stage: None,
+            displaced: None,
+            holder_is_older: true,
+        }
+    );
+    assert_eq!(
+        ok(store
+            .acquire_group(&claim("m", "waiting", None, true))
+            .await),
+        GroupAcquire::Acquired
+    );
+
     // Of many claims of a free group at once, from several handles, exactly one gets it.
     let mut claims = Vec::new();
     for index in 0..8 {
@@ -2716,6 +2756,7 @@ async fn the_newest_waiting_run_of_a_group_displaces_an_older_one_and_is_handed_
         holder_number: Some(1),
         holder_stage: None,
         displaced: displaced.map(str::to_owned),
+        holder_is_older: true,
     };
     assert_eq!(
         ok(store.acquire_group(&claim("g", "w1", None, true)).await),
@@ -2748,6 +2789,14 @@ async fn the_newest_waiting_run_of_a_group_displaces_an_older_one_and_is_handed_
         ok(store.acquire_group(&claim("g", "w2", None, true)).await),
         GroupAcquire::Acquired
     );
+    // An older run that finds a newer one holding is told so: it gives way rather than cancel the newer one.
+    assert!(matches!(
+        ok(store.acquire_group(&claim("g", "w1", None, false)).await),
+        GroupAcquire::Held {
+            holder_is_older: false,
+            ..
+        }
+    ));
 
     // A pending run that stops waiting lets its place go, and takes nothing with it.
     assert!(matches!(
@@ -2773,6 +2822,7 @@ async fn the_newest_waiting_run_of_a_group_displaces_an_older_one_and_is_handed_
             holder_number: Some(2),
             holder_stage: None,
             displaced: None,
+            holder_is_older: true,
         }
     );
 }

@@ -124,7 +124,7 @@ pub(crate) fn run_again(args: &RunArgs, retry: Option<Retry>) -> Exit {
     // Opened early for this same place (the configuration could have changed in between), or opened now.
     let opened = opening.and_then(|(early, opened)| (early == location).then_some(opened));
     buildit_core::runner::create_data_dir(&workspace);
-    let inputs = inputs_of(args, &workspace, retry.as_ref());
+    let inputs = inputs_of(args, &plan.pipeline().included, &workspace, retry.as_ref());
     let colors = !args.plain
         && std::io::stdout().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());

@@ -77,7 +77,7 @@ pub(crate) fn retry(
         );
         return Exit::Usage;
     }
-    if inputs.digest.is_none() || inputs.digest != pipeline_digest(Path::new(file)) {
+    if inputs.digest.is_none() || inputs.digest != digest_on_disk(Path::new(file)) {
         error_line(
             &format!("the pipeline file `{file}` changed since run {name}"),
             Some(
@@ -174,7 +174,12 @@ fn context_of(inputs: &RunInputs) -> ContextArgs {
 
 /// What a run of `args` records so that it can be retried: its file (absolute) and the digest of its text, its
 /// workspace, its flags as given, and how it reruns an earlier run.
-pub(crate) fn inputs_of(args: &RunArgs, workspace: &Path, retry: Option<&Retry>) -> RunInputs {
+pub(crate) fn inputs_of(
+    args: &RunArgs,
+    included: &[(String, String)],
+    workspace: &Path,
+    retry: Option<&Retry>,
+) -> RunInputs {
     let file = if args.file.is_absolute() {
         args.file.clone()
     } else {
@@ -186,7 +191,11 @@ pub(crate) fn inputs_of(args: &RunArgs, workspace: &Path, retry: Option<&Retry>)
     let file = file.canonicalize().unwrap_or(file);
     let context = &args.context;
     RunInputs {
-        digest: pipeline_digest(&file),
+        // The included files as the run read them: parsing the pipeline again only to hash them would double
+        // the cost of reading it.
+        digest: std::fs::read(&file)
+            .ok()
+            .map(|text| pipeline_digest(text, included)),
         file: Some(file.display().to_string()),
         workspace: Some(workspace.display().to_string()),
         branch: context.branch.clone(),
@@ -297,18 +306,24 @@ pub(crate) async fn prepare(
     }
 }
 
+/// The digest of a pipeline file as it is on disk now, with the files it includes (read and parsed anew).
+fn digest_on_disk(file: &Path) -> Option<String> {
+    let text = std::fs::read(file).ok()?;
+    let included = buildit_core::runner::read_pipeline(file)
+        .map(|pipeline| pipeline.included)
+        .unwrap_or_default();
+    Some(pipeline_digest(text, &included))
+}
+
 /// The SHA-256 of a pipeline file's text and of every file it includes (path and text, in the order read): a
 /// retry of a pipeline whose included template changed is refused as one whose own file changed.
-fn pipeline_digest(file: &Path) -> Option<String> {
-    let text = std::fs::read(file).ok()?;
+fn pipeline_digest(text: Vec<u8>, included: &[(String, String)]) -> String {
     let mut all = text;
-    if let Ok(pipeline) = buildit_core::runner::read_pipeline(file) {
-        for (path, included) in &pipeline.included {
-            all.push(0);
-            all.extend_from_slice(path.as_bytes());
-            all.push(0);
-            all.extend_from_slice(included.as_bytes());
-        }
+    for (path, included) in included {
+        all.push(0);
+        all.extend_from_slice(path.as_bytes());
+        all.push(0);
+        all.extend_from_slice(included.as_bytes());
     }
-    Some(sha256_hex(&all))
+    sha256_hex(&all)
 }

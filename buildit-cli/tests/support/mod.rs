@@ -175,3 +175,15 @@ pub fn write_file(dir: &Path, path: &str, content: &str) {
     }
     std::fs::write(file, content).unwrap_or_else(|error| panic!("{error}"));
 }
+
+/// Output bytes as text (lossily: a test that fails should still show what it got).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The JSON lines of `text`, every one of which must be JSON.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect()
+}

@@ -41,24 +41,6 @@ impl StoreGroups {
 /// Who held the group when the waiter last said so, and whether it was being cancelled.
 type Announced = (String, Option<String>, bool);
 
-impl StoreGroups {
-    /// Whether run `holder` was created before this run (by creation time, then id, as the store orders a
-    /// group's claimants); a holder that cannot be read counts as older, as before this check.
-    async fn is_older(&self, holder: &str) -> bool {
-        let holder_ref = crate::store::RunRef::Id(holder.to_owned());
-        let own_ref = crate::store::RunRef::Id(self.run_id.clone());
-        match (
-            self.store.find_run(&holder_ref).await,
-            self.store.find_run(&own_ref).await,
-        ) {
-            (Ok(holder), Ok(own)) => {
-                (holder.created_at_ms, holder.id.as_str()) < (own.created_at_ms, own.id.as_str())
-            }
-            _ => true,
-        }
-    }
-}
-
 #[async_trait]
 impl ConcurrencyGroups for StoreGroups {
     async fn acquire(
@@ -76,8 +58,6 @@ impl ConcurrencyGroups for StoreGroups {
         };
         let mut announced: Option<Announced> = None;
         let mut asked_own_cancel = false;
-        // Per holder: whether it is older than this run (only an older holder is cancelled in progress).
-        let mut holder_is_older: Option<(String, bool)> = None;
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -94,7 +74,8 @@ impl ConcurrencyGroups for StoreGroups {
             let Ok(answer) = self.store.acquire_group(&claim).await else {
                 continue;
             };
-            let (holder_run, holder_number, holder_stage, displaced) = match answer {
+            let (holder_run, holder_number, holder_stage, displaced, holder_is_older) = match answer
+            {
                 GroupAcquire::Acquired => return true,
                 // A newer run waits for the group: this older one gives way. Its own cancel is asked for (the
                 // newer one only cancels a run it displaced as pending, which this one may never have been),
@@ -111,7 +92,14 @@ impl ConcurrencyGroups for StoreGroups {
                     holder_number,
                     holder_stage,
                     displaced,
-                } => (holder_run, holder_number, holder_stage, displaced),
+                    holder_is_older,
+                } => (
+                    holder_run,
+                    holder_number,
+                    holder_stage,
+                    displaced,
+                    holder_is_older,
+                ),
             };
             if holder_run.is_empty() {
                 continue;
@@ -125,15 +113,7 @@ impl ConcurrencyGroups for StoreGroups {
             // and this run gives way instead.
             let mut cancelling = false;
             if group.cancel_in_progress && holder_run != self.run_id {
-                let older = match &holder_is_older {
-                    Some((known, older)) if *known == holder_run => *older,
-                    _ => {
-                        let older = self.is_older(&holder_run).await;
-                        holder_is_older = Some((holder_run.clone(), older));
-                        older
-                    }
-                };
-                if older {
+                if holder_is_older {
                     cancelling = matches!(
                         self.store.cancel_running_run(&holder_run).await,
                         Ok(crate::store::RunState::Running)

@@ -31,6 +31,10 @@ pub enum GroupAcquire {
         holder_stage: Option<String>,
         /// An older run that was the group's pending run, replaced by this claim: it should be cancelled.
         displaced: Option<String>,
+        /// Whether the holder's run was created before the claimant's (by creation time, then id, as the
+        /// store orders a group's claimants); true when either run cannot be read. Only an older holder is
+        /// cancelled in progress.
+        holder_is_older: bool,
     },
     /// A newer run waits as the group's pending run: this one is to be cancelled (the newer one asks for it).
     Superseded {

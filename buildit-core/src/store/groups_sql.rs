@@ -6,7 +6,8 @@ use std::marker::PhantomData;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
 use super::groups::{GroupAcquire, GroupClaim};
-use super::model::StoreError;
+use super::manage_sql::{ManageSql, RunFacts};
+use super::model::{RunState, StoreError};
 use super::rows::StoreRow as _;
 
 /// A group's row.
@@ -14,14 +15,6 @@ struct Holding {
     run_id: String,
     stage: String,
     pending: Option<String>,
-}
-
-/// What the store has of a run the groups refer to.
-struct RunFacts {
-    running: bool,
-    number: i64,
-    /// Its place among runs: newer runs sort after older ones.
-    order: (i64, String),
 }
 
 /// The concurrency group queries of database `DB`.
@@ -34,6 +27,7 @@ where
     for<'a> <DB as Database>::Arguments: IntoArguments<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
 {
     /// Answers `claim` inside the caller's transaction (`lock` is what the backend appends to a select to lock
@@ -74,6 +68,7 @@ where
                 holder_number: None,
                 holder_stage: None,
                 displaced: None,
+                holder_is_older: false,
             });
         };
         // Held already; or held by the claimant's run itself, which then holds it for its stages too.
@@ -81,15 +76,32 @@ where
             return Ok(GroupAcquire::Acquired);
         }
         let holder = Self::run(connection, tenant, &held.run_id).await?;
-        if !holder.as_ref().is_some_and(|holder| holder.running) {
-            // Its holder ended, or died and was marked interrupted: the group is the claimant's.
+        let mine = Self::run(connection, tenant, &claim.run_id).await?;
+        if !holder.as_ref().is_some_and(running) {
+            // Its holder ended, or died and was marked interrupted. The group's pending run is next, as when a
+            // holder lets go: a claimant that asks first does not pass it. Else the group is the claimant's.
             let pending = held.pending.filter(|pending| *pending != claim.run_id);
+            if let Some(pending) = pending
+                && let Some(next) = Self::run(connection, tenant, &pending)
+                    .await?
+                    .filter(running)
+            {
+                Self::set_holder(connection, tenant, &claim.group, (&pending, ""), None, now)
+                    .await?;
+                return Ok(GroupAcquire::Held {
+                    holder_is_older: mine.as_ref().is_none_or(|mine| next.order < mine.order),
+                    holder_run: pending,
+                    holder_number: Some(next.number),
+                    holder_stage: None,
+                    displaced: None,
+                });
+            }
             Self::set_holder(
                 connection,
                 tenant,
                 &claim.group,
                 (&claim.run_id, &stage),
-                pending,
+                None,
                 now,
             )
             .await?;
@@ -99,25 +111,31 @@ where
         if claim.pending && held.pending.as_deref() != Some(claim.run_id.as_str()) {
             if let Some(pending) = &held.pending {
                 let other = Self::run(connection, tenant, pending).await?;
-                let mine = Self::run(connection, tenant, &claim.run_id).await?;
-                if let (Some(other), Some(mine)) = (other, mine) {
-                    if other.running && other.order > mine.order {
+                if let (Some(other), Some(mine)) = (other, &mine) {
+                    let other_running = running(&other);
+                    if other_running && other.order > mine.order {
                         return Ok(GroupAcquire::Superseded {
                             by: pending.clone(),
                         });
                     }
-                    if other.running {
+                    if other_running {
                         displaced = Some(pending.clone());
                     }
                 }
             }
             Self::set_pending(connection, tenant, &claim.group, Some(&claim.run_id)).await?;
         }
+        // A run the store cannot read counts as older: it is never cancelled in its place.
+        let holder_is_older = match (&holder, &mine) {
+            (Some(holder), Some(mine)) => holder.order < mine.order,
+            _ => true,
+        };
         Ok(GroupAcquire::Held {
             holder_run: held.run_id,
             holder_number: holder.map(|holder| holder.number),
             holder_stage: (!held.stage.is_empty()).then_some(held.stage),
             displaced,
+            holder_is_older,
         })
     }
 
@@ -197,26 +215,7 @@ where
         tenant: &str,
         run_id: &str,
     ) -> Result<Option<RunFacts>, StoreError> {
-        let mut query = QueryBuilder::<DB>::new(
-            "SELECT status, number, created_at_ms FROM pipeline_runs WHERE tenant_id = ",
-        );
-        query.push_bind(tenant.to_owned());
-        query.push(" AND id = ");
-        query.push_bind(run_id.to_owned());
-        let row = query
-            .build()
-            .fetch_optional(&mut *connection)
-            .await
-            .map_err(StoreError::query)?;
-        row.map(|row| {
-            Ok::<_, sqlx::Error>(RunFacts {
-                running: row.text("status")? == "running",
-                number: row.int("number")?,
-                order: (row.int("created_at_ms")?, run_id.to_owned()),
-            })
-        })
-        .transpose()
-        .map_err(StoreError::query)
+        ManageSql::<DB>::facts(connection, tenant, run_id).await
     }
 
     async fn set_holder(
@@ -238,16 +237,7 @@ where
             Some(pending) => query.push_bind(pending),
             None => query.push("NULL"),
         };
-        query.push(" WHERE tenant_id = ");
-        query.push_bind(tenant.to_owned());
-        query.push(" AND name = ");
-        query.push_bind(group.to_owned());
-        query
-            .build()
-            .execute(&mut *connection)
-            .await
-            .map_err(StoreError::query)?;
-        Ok(())
+        Self::update_row(connection, query, tenant, group).await
     }
 
     async fn set_pending(
@@ -261,15 +251,30 @@ where
             Some(pending) => query.push_bind(pending.to_owned()),
             None => query.push("NULL"),
         };
-        query.push(" WHERE tenant_id = ");
-        query.push_bind(tenant.to_owned());
-        query.push(" AND name = ");
-        query.push_bind(group.to_owned());
-        query
+        Self::update_row(connection, query, tenant, group).await
+    }
+
+    /// Runs `update` (an `UPDATE concurrency_groups SET ...`) on `tenant`'s group `group`.
+    async fn update_row(
+        connection: &mut DB::Connection,
+        mut update: QueryBuilder<DB>,
+        tenant: &str,
+        group: &str,
+    ) -> Result<(), StoreError> {
+        update.push(" WHERE tenant_id = ");
+        update.push_bind(tenant.to_owned());
+        update.push(" AND name = ");
+        update.push_bind(group.to_owned());
+        update
             .build()
             .execute(&mut *connection)
             .await
             .map_err(StoreError::query)?;
         Ok(())
     }
+}
+
+/// Whether the run is still running (its holding or pending claim stands).
+fn running(facts: &RunFacts) -> bool {
+    facts.state == RunState::Running
 }

@@ -15,6 +15,14 @@ const RUN_COLUMNS: &str = "id, pipeline, number, status, reason, stage_count, cr
 /// deleted run leaves behind. `attempt_rows` is the table under the `stage_results` view.
 const RUN_TABLES: [&str; 4] = ["logs", "run_events", "attempt_rows", "run_requests"];
 
+/// What the store has of a run that another run refers to (a cancel, a concurrency group).
+pub(crate) struct RunFacts {
+    pub(crate) state: RunState,
+    pub(crate) number: i64,
+    /// Its place among runs: newer runs sort after older ones (by creation time, then id).
+    pub(crate) order: (i64, String),
+}
+
 /// The run management queries of database `DB`.
 pub(crate) struct ManageSql<DB>(PhantomData<DB>);
 
@@ -34,8 +42,21 @@ where
         tenant: &str,
         run_id: &str,
     ) -> Result<RunState, StoreError> {
-        let mut query =
-            QueryBuilder::<DB>::new("SELECT status FROM pipeline_runs WHERE tenant_id = ");
+        match Self::facts(connection, tenant, run_id).await? {
+            Some(facts) => Ok(facts.state),
+            None => Err(StoreError::NoSuchRun(run_id.to_owned())),
+        }
+    }
+
+    /// What `tenant`'s run `run_id` is now and where it stands among runs; `None` when it has no such run.
+    pub(crate) async fn facts(
+        connection: &mut DB::Connection,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Option<RunFacts>, StoreError> {
+        let mut query = QueryBuilder::<DB>::new(
+            "SELECT status, number, created_at_ms FROM pipeline_runs WHERE tenant_id = ",
+        );
         query.push_bind(tenant.to_owned());
         query.push(" AND id = ");
         query.push_bind(run_id.to_owned());
@@ -44,12 +65,15 @@ where
             .fetch_optional(&mut *connection)
             .await
             .map_err(StoreError::query)?;
-        match row {
-            Some(row) => Ok(RunState::parse(
-                &row.text("status").map_err(StoreError::query)?,
-            )),
-            None => Err(StoreError::NoSuchRun(run_id.to_owned())),
-        }
+        row.map(|row| {
+            Ok::<_, sqlx::Error>(RunFacts {
+                state: RunState::parse(&row.text("status")?),
+                number: row.int("number")?,
+                order: (row.int("created_at_ms")?, run_id.to_owned()),
+            })
+        })
+        .transpose()
+        .map_err(StoreError::query)
     }
 
     /// Notes a cancel of `tenant`'s run `run_id` if it is running (the first request's time stays); the run's

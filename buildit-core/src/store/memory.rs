@@ -689,14 +689,35 @@ impl Store for MemoryStore {
             return Ok(GroupAcquire::Acquired);
         }
         let holder = state.group_run(&tenant, &held.run_id);
+        let mine = state.group_run(&tenant, &claim.run_id);
         if !holder.as_ref().is_some_and(|(running, _, _)| *running) {
+            // The pending run is next, as the SQL stores hand it on.
             let pending = held.pending.filter(|pending| *pending != claim.run_id);
+            if let Some(pending) = pending
+                && let Some((true, number, order)) = state.group_run(&tenant, &pending)
+            {
+                state.groups.insert(
+                    key,
+                    StoredGroup {
+                        run_id: pending.clone(),
+                        stage: String::new(),
+                        pending: None,
+                    },
+                );
+                return Ok(GroupAcquire::Held {
+                    holder_is_older: mine.as_ref().is_none_or(|(_, _, mine)| order < *mine),
+                    holder_run: pending,
+                    holder_number: Some(number),
+                    holder_stage: None,
+                    displaced: None,
+                });
+            }
             state.groups.insert(
                 key,
                 StoredGroup {
                     run_id: claim.run_id.clone(),
                     stage,
-                    pending,
+                    pending: None,
                 },
             );
             return Ok(GroupAcquire::Acquired);
@@ -705,9 +726,8 @@ impl Store for MemoryStore {
         if claim.pending && held.pending.as_deref() != Some(claim.run_id.as_str()) {
             if let Some(pending) = &held.pending {
                 let other = state.group_run(&tenant, pending);
-                let mine = state.group_run(&tenant, &claim.run_id);
-                if let (Some((running, _, other)), Some((_, _, mine))) = (other, mine) {
-                    if running && other > mine {
+                if let (Some((running, _, other)), Some((_, _, mine))) = (other, &mine) {
+                    if running && other > *mine {
                         return Ok(GroupAcquire::Superseded {
                             by: pending.clone(),
                         });
@@ -721,11 +741,16 @@ impl Store for MemoryStore {
                 group.pending = Some(claim.run_id.clone());
             }
         }
+        let holder_is_older = match (&holder, &mine) {
+            (Some((_, _, holder)), Some((_, _, mine))) => holder < mine,
+            _ => true,
+        };
         Ok(GroupAcquire::Held {
             holder_run: held.run_id,
             holder_number: holder.map(|(_, number, _)| number),
             holder_stage: (!held.stage.is_empty()).then_some(held.stage),
             displaced,
+            holder_is_older,
         })
     }
 
