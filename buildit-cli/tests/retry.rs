@@ -210,17 +210,54 @@ fn a_reused_stage_whose_artifacts_were_removed_fails_and_says_so() {
     assert_eq!(setup["outcome"], "failed", "{setup}");
     let reason = setup["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.starts_with("cannot reuse the artifacts of run #1: they are gone"),
+        reason.starts_with("cannot reuse the artifacts of run #1: it has none left"),
         "{reason}"
     );
     // `lint` declared none: reused as before.
     assert_eq!(finished(&events, "lint")["reason"], "reused from run #1");
-    assert_eq!(
-        finished(&events, "test (os=linux)")["outcome"],
-        "skipped",
-        "what needs the failed reuse does not run"
-    );
+    // What needs the failed reuse neither runs nor is reused.
+    for dependent in ["test (os=linux)", "test (os=macos)", "summary"] {
+        let event = finished(&events, dependent);
+        assert_eq!(event["outcome"], "skipped", "{event}");
+    }
     assert!(take_ran(dir.path()).is_empty());
+}
+
+#[test]
+fn a_pipeline_reached_through_a_link_is_retried_with_the_files_it_included() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path();
+    std::fs::create_dir_all(path.join("real")).expect("directory made");
+    std::fs::create_dir_all(path.join("ci")).expect("directory made");
+    std::fs::write(
+        path.join("real/pipeline.kdl"),
+        "pipeline \"linked\"\ninclude \"common.kdl\"\nstage \"use\" template=\"echo\"\n",
+    )
+    .expect("pipeline written");
+    // Includes are read from the directory of the file as it was named: the link's.
+    std::fs::write(
+        path.join("ci/common.kdl"),
+        "template \"echo\" {\n    run \"echo from-ci >> ran.log\"\n}\n",
+    )
+    .expect("include written");
+    std::os::unix::fs::symlink(path.join("real/pipeline.kdl"), path.join("ci/link.kdl"))
+        .expect("link made");
+    let first = buildit(path, &["run", "--plain", "ci/link.kdl"], &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
+    let retry = buildit(path, &["runs", "retry", "1", "--plain"], &[]);
+    assert_eq!(retry.status.code(), Some(0), "{}", text(&retry.stderr));
+    assert_eq!(take_ran(path), ["from-ci", "from-ci"]);
+    // An edit to the file it included is seen as a change.
+    std::fs::write(
+        path.join("ci/common.kdl"),
+        "template \"echo\" {\n    run \"echo edited >> ran.log\"\n}\n",
+    )
+    .expect("include written");
+    assert_refused(
+        &buildit(path, &["runs", "retry", "1"], &[]),
+        2,
+        "changed since run linked#1",
+    );
 }
 
 #[test]

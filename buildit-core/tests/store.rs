@@ -2709,6 +2709,36 @@ async fn a_concurrency_group_has_one_holder_and_passes_on_when_it_ends_or_dies(b
             .await),
         GroupAcquire::Acquired
     );
+    // A run's own claim that found the group handed on waits next, as it would have had the holder let go.
+    let mut dead = new_run("dead-3", "p");
+    dead.owner.pid = dead_pid();
+    ok(store.create_run(&dead).await);
+    for id in ["next", "then", "other"] {
+        ok(store.create_run(&new_run(id, "p")).await);
+    }
+    ok(store.acquire_group(&claim("n", "dead-3", None, true)).await);
+    assert!(
+        holder_of(ok(store
+            .acquire_group(&claim("n", "next", None, true))
+            .await))
+        .is_some()
+    );
+    ok(store
+        .mark_interrupted(&RunOwner::this_process(), Duration::from_secs(60))
+        .await);
+    assert_eq!(
+        holder_of(ok(store
+            .acquire_group(&claim("n", "then", None, true))
+            .await)),
+        Some(("next".to_owned(), Some(11), None))
+    );
+    ok(store.release_group("n", "next", None).await);
+    assert_eq!(
+        holder_of(ok(store
+            .acquire_group(&claim("n", "other", Some("deploy"), false))
+            .await)),
+        Some(("then".to_owned(), Some(12), None))
+    );
 
     // Of many claims of a free group at once, from several handles, exactly one gets it.
     let mut claims = Vec::new();

@@ -172,23 +172,17 @@ fn context_of(inputs: &RunInputs) -> ContextArgs {
     }
 }
 
-/// What a run of `args` records so that it can be retried: its file (absolute) and the digest of its text, its
-/// workspace, its flags as given, and how it reruns an earlier run.
+/// What a run of `args` records so that it can be retried: its file (absolute, links kept), the digest of its
+/// text and of the `included` files it read, its workspace, its flags as given, and how it reruns an earlier run.
 pub(crate) fn inputs_of(
     args: &RunArgs,
     included: &[(String, String)],
     workspace: &Path,
     retry: Option<&Retry>,
 ) -> RunInputs {
-    let file = if args.file.is_absolute() {
-        args.file.clone()
-    } else {
-        // `buildit run` reads a relative file from the current directory, not the workspace.
-        std::env::current_dir()
-            .map(|dir| dir.join(&args.file))
-            .unwrap_or_else(|_| args.file.clone())
-    };
-    let file = file.canonicalize().unwrap_or(file);
+    // `buildit run` reads a relative file from the current directory, not the workspace. Symbolic links are
+    // kept: a link's included files are read from the link's directory, and a retry must read the same ones.
+    let file = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
     let context = &args.context;
     RunInputs {
         // The included files as the run read them: parsing the pipeline again only to hash them would double

@@ -207,6 +207,15 @@ impl ArtifactStore {
 }
 
 impl ArtifactStore {
+    /// Whether run `run_id` has any artifacts left (`buildit gc` removes a run's artifacts all at once).
+    pub fn holds_run(&self, run_id: &str) -> Result<bool, ArtifactError> {
+        let prefix = format!("{}/", utf8_percent_encode(run_id, NAME_KEEPS));
+        let shown = self
+            .run_dir(run_id)
+            .unwrap_or_else(|| PathBuf::from(&prefix));
+        Ok(!self.blobs.list(&prefix).map_err(io(&shown))?.is_empty())
+    }
+
     /// Copies the artifacts stage instance `stage` collected in run `from` to run `to`, as if `to` had collected
     /// them: a rerun's reused stage hands its dependents what it handed them before, and the new run keeps them
     /// when the earlier one is deleted. Returns the number of files (0 if it had none).

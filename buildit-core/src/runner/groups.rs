@@ -17,6 +17,10 @@ use crate::store::{GroupAcquire, GroupClaim, RUN_STALE_AFTER, Store};
 /// end, as a cancel asked through the store does ([`super::CANCEL_POLL`]).
 pub const GROUP_POLL: Duration = Duration::from_secs(1);
 
+/// How often a waiting run looks for holders whose runner died: each look writes to every running run's row
+/// that is stale, so a daemon with many waiting runs would otherwise do it many times a second.
+const DEAD_HOLDER_SWEEP: Duration = Duration::from_secs(5);
+
 /// The groups of one run, held in its store.
 #[derive(Debug)]
 pub(crate) struct StoreGroups {
@@ -58,6 +62,7 @@ impl ConcurrencyGroups for StoreGroups {
         };
         let mut announced: Option<Announced> = None;
         let mut asked_own_cancel = false;
+        let mut swept_at: Option<tokio::time::Instant> = None;
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -137,10 +142,13 @@ impl ConcurrencyGroups for StoreGroups {
             }
             // A holder whose runner died (killed, its machine gone) is marked interrupted, so that the next poll
             // takes the group instead of waiting for a run that never ends.
-            let _ = self
-                .store
-                .mark_interrupted(&self.owner, RUN_STALE_AFTER)
-                .await;
+            if swept_at.is_none_or(|at| at.elapsed() >= DEAD_HOLDER_SWEEP) {
+                swept_at = Some(tokio::time::Instant::now());
+                let _ = self
+                    .store
+                    .mark_interrupted(&self.owner, RUN_STALE_AFTER)
+                    .await;
+            }
         }
     }
 

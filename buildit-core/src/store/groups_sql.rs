@@ -86,8 +86,17 @@ where
                     .await?
                     .filter(running)
             {
-                Self::set_holder(connection, tenant, &claim.group, (&pending, ""), None, now)
-                    .await?;
+                // A run's own claim waits next, as it would have had the holder let go.
+                let next_pending = claim.pending.then(|| claim.run_id.clone());
+                Self::set_holder(
+                    connection,
+                    tenant,
+                    &claim.group,
+                    (&pending, ""),
+                    next_pending,
+                    now,
+                )
+                .await?;
                 return Ok(GroupAcquire::Held {
                     holder_is_older: mine.as_ref().is_none_or(|mine| next.order < mine.order),
                     holder_run: pending,

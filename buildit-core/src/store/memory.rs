@@ -701,7 +701,7 @@ impl Store for MemoryStore {
                     StoredGroup {
                         run_id: pending.clone(),
                         stage: String::new(),
-                        pending: None,
+                        pending: claim.pending.then(|| claim.run_id.clone()),
                     },
                 );
                 return Ok(GroupAcquire::Held {

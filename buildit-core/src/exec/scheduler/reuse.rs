@@ -56,7 +56,7 @@ impl Reuse {
 /// Takes instance `stage` from the earlier run: its artifacts copied into this run's, its outputs handed to the
 /// stages that need them (and told, as a `stage-outputs` event of attempt 0), and it finishes `succeeded` with
 /// attempt 0 and the reason `reused from run #N`. Artifacts that cannot be copied fail it, for BuildIt's reasons,
-/// and so do artifacts that are gone: a stage that `declares_artifacts` succeeded only if it collected some.
+/// and so do artifacts that are gone: the earlier run has none left though this stage `declares_artifacts`.
 pub(super) async fn reuse_stage(
     reuse: &Reuse,
     stage: &str,
@@ -68,16 +68,21 @@ pub(super) async fn reuse_stage(
 ) -> StageReport {
     if let Some(artifacts) = options.artifacts.clone() {
         let (from, to, name) = (reuse.run_id.clone(), run.run_id.clone(), stage.to_owned());
-        let copied =
-            tokio::task::spawn_blocking(move || artifacts.copy_stage(&from, &to, &name)).await;
+        // A stage may succeed having collected no file (an empty directory), so nothing copied says little
+        // alone; an earlier run with no artifacts left at all had them removed since (`buildit gc`), and reusing
+        // the stage would hand its dependents nothing in place of its files.
+        let copied = tokio::task::spawn_blocking(move || {
+            let copied = artifacts.copy_stage(&from, &to, &name)?;
+            let gone = copied == 0 && declares_artifacts && !artifacts.holds_run(&from)?;
+            Ok::<_, crate::exec::ArtifactError>(gone)
+        })
+        .await;
         let problem = match copied {
-            // Removed since (`buildit gc`, `buildit runs prune`): reusing the stage would hand its dependents
-            // nothing in place of its files.
-            Ok(Ok(0)) if declares_artifacts => Some(
-                "they are gone (removed by `buildit gc` or `buildit runs prune`); rerun without reusing stages (`buildit runs retry RUN` without `--failed`, or `buildit run`)"
+            Ok(Ok(true)) => Some(
+                "it has none left (`buildit gc` removes them); rerun without reusing stages (`buildit runs retry RUN` without `--failed`, or `buildit run`)"
                     .to_owned(),
             ),
-            Ok(Ok(_)) => None,
+            Ok(Ok(false)) => None,
             Ok(Err(error)) => Some(error.to_string()),
             Err(join) => Some(join.to_string()),
         };

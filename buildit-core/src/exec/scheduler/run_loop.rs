@@ -112,8 +112,11 @@ pub async fn execute<E: Executor>(
                 Err(reason.clone())
             } else if let Some(reuse) =
                 reuse.filter(|reuse| reuse.stages.contains_key(stage.name()))
+                && decide(plan, position, &reports).is_ok()
             {
-                // Its needs are reused too (a rerun reruns whatever depends on what it reruns): nothing to decide.
+                // Its needs are reused too (a rerun reruns whatever depends on what it reruns), and reused they
+                // succeeded; one that could not be reused (its artifacts gone) failed, and this stage is skipped
+                // below as after any failed need.
                 let report = super::reuse::reuse_stage(
                     reuse,
                     stage.name(),
