@@ -180,9 +180,19 @@ pub(crate) fn inputs_of(
     workspace: &Path,
     retry: Option<&Retry>,
 ) -> RunInputs {
-    // `buildit run` reads a relative file from the current directory, not the workspace. Symbolic links are
-    // kept: a link's included files are read from the link's directory, and a retry must read the same ones.
-    let file = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
+    // `buildit run` reads a relative file from the current directory, not the workspace. Its directory is
+    // resolved (`..`, linked directories: one file has one name for `--from` to match), the file's own name is
+    // not: a link's included files are read from the link's directory, and a retry must read the same ones.
+    let absolute = std::path::absolute(&args.file).unwrap_or_else(|_| args.file.clone());
+    let file = match (
+        absolute
+            .parent()
+            .and_then(|parent| parent.canonicalize().ok()),
+        absolute.file_name(),
+    ) {
+        (Some(parent), Some(name)) => parent.join(name),
+        _ => absolute,
+    };
     let context = &args.context;
     RunInputs {
         // The included files as the run read them: parsing the pipeline again only to hash them would double

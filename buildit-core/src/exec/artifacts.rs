@@ -74,6 +74,10 @@ pub enum ArtifactError {
 /// Directories never searched for artifacts: BuildIt's own state and version control.
 const SKIPPED_DIRS: [&str; 2] = [".buildit", ".git"];
 
+/// The blob a run keeps beside its stages' directories when a collection stored no file. `%` is encoded in stage
+/// names, so no stage's directory can be named so.
+const KEPT_MARK: &str = "%kept";
+
 /// Where artifacts are kept: a directory ([`ArtifactStore::new`], `<root>/<run>/<stage>/<path in the
 /// workspace>`) or any other [`BlobStore`].
 #[derive(Debug, Clone)]
@@ -175,6 +179,9 @@ impl ArtifactStore {
                 copied += copy_inside(&inside, &workspace.join(&path), &prefix, &path)?;
             }
         }
+        if copied == 0 {
+            self.mark_kept(run_id)?;
+        }
         Ok(copied)
     }
 
@@ -207,13 +214,28 @@ impl ArtifactStore {
 }
 
 impl ArtifactStore {
-    /// Whether run `run_id` has any artifacts left (`buildit gc` removes a run's artifacts all at once).
+    /// Whether run `run_id` still has what its stages collected (`buildit gc` removes a run's artifacts all at
+    /// once): some artifact, or the mark of a collection that found only empty directories.
     pub fn holds_run(&self, run_id: &str) -> Result<bool, ArtifactError> {
         let prefix = format!("{}/", utf8_percent_encode(run_id, NAME_KEEPS));
+        if self.blobs.contains(&format!("{prefix}{KEPT_MARK}")) {
+            return Ok(true);
+        }
         let shown = self
             .run_dir(run_id)
             .unwrap_or_else(|| PathBuf::from(&prefix));
         Ok(!self.blobs.list(&prefix).map_err(io(&shown))?.is_empty())
+    }
+
+    /// Notes that run `run_id` kept artifacts, when a collection stored no file: a later rerun can tell an
+    /// empty collection from artifacts removed since.
+    fn mark_kept(&self, run_id: &str) -> Result<(), ArtifactError> {
+        let name = format!("{}/{KEPT_MARK}", utf8_percent_encode(run_id, NAME_KEEPS));
+        if self.blobs.contains(&name) {
+            return Ok(());
+        }
+        let shown = self.run_dir(run_id).unwrap_or_else(|| PathBuf::from(&name));
+        self.blobs.put(&name, &mut |_| Ok(())).map_err(io(&shown))
     }
 
     /// Copies the artifacts stage instance `stage` collected in run `from` to run `to`, as if `to` had collected
@@ -238,6 +260,9 @@ impl ArtifactStore {
                 .put_file(&format!("{target}{relative}"), &file)
                 .map_err(io(&shown))?;
             copied += 1;
+        }
+        if copied == 0 {
+            self.mark_kept(to)?;
         }
         Ok(copied)
     }
@@ -389,6 +414,34 @@ mod tests {
             store.collect("r1", "dir", &workspace, &["out".into()]).ok(),
             Some(2)
         );
+    }
+
+    #[test]
+    fn a_run_that_collected_only_empty_directories_still_holds_its_artifacts() {
+        let (dir, workspace, store) = setup();
+        let _ = std::fs::create_dir_all(workspace.join("empty"));
+        assert!(
+            !store.holds_run("r1").unwrap_or(true),
+            "nothing collected yet"
+        );
+        assert_eq!(
+            store
+                .collect("r1", "build", &workspace, &["empty".into()])
+                .ok(),
+            Some(0)
+        );
+        assert!(store.holds_run("r1").unwrap_or(false));
+        // Copied on to a rerun, the empty collection is kept there too; nothing is restored from the mark.
+        assert_eq!(store.copy_stage("r1", "r2", "build").ok(), Some(0));
+        assert!(store.holds_run("r2").unwrap_or(false));
+        let other = dir.path().join("other");
+        assert_eq!(store.restore("r2", "build", &other).ok(), Some(0));
+        assert!(!other.exists());
+        // Removed as `buildit gc` removes a run: nothing is held.
+        if let Some(run_dir) = store.run_dir("r1") {
+            let _ = std::fs::remove_dir_all(run_dir);
+        }
+        assert!(!store.holds_run("r1").unwrap_or(true));
     }
 
     #[test]

@@ -114,9 +114,8 @@ pub async fn execute<E: Executor>(
                 reuse.filter(|reuse| reuse.stages.contains_key(stage.name()))
                 && decide(plan, position, &reports).is_ok()
             {
-                // Its needs are reused too (a rerun reruns whatever depends on what it reruns), and reused they
-                // succeeded; one that could not be reused (its artifacts gone) failed, and this stage is skipped
-                // below as after any failed need.
+                // Its needs are reused too (a rerun reruns whatever depends on what it reruns). One that could
+                // not be reused (its artifacts gone) failed: this stage is then decided as after any failed need.
                 let report = super::reuse::reuse_stage(
                     reuse,
                     stage.name(),
@@ -127,6 +126,10 @@ pub async fn execute<E: Executor>(
                     started.elapsed(),
                 )
                 .await;
+                if report.outcome.is_failure() && options.fail_fast && !fail_fast_triggered {
+                    fail_fast_triggered = true;
+                    stop.cancel();
+                }
                 complete(
                     plan,
                     position,
