@@ -121,13 +121,46 @@ fn workspace(pipeline: &str) -> tempfile::TempDir {
 #[test]
 fn a_second_run_of_a_group_waits_until_the_first_ends() {
     let dir = workspace(RUN_GROUP);
-    let first = start_run(dir.path(), "buildit.kdl", "one", 3);
+    let first = start_run(dir.path(), "buildit.kdl", "one", 6);
     wait_for(
         &dir.path().join("order.log"),
         "start-one",
         Duration::from_secs(30),
     );
     let second = start_run(dir.path(), "buildit.kdl", "two", 0);
+    // While it waits, `runs list` says so (once its events are stored).
+    let started = Instant::now();
+    loop {
+        let listed = buildit(dir.path(), &["runs", "list", "--format", "json"], &[]);
+        let listed: serde_json::Value =
+            serde_json::from_slice(&listed.stdout).unwrap_or(serde_json::Value::Null);
+        let waiting = listed
+            .as_array()
+            .and_then(|runs| runs.iter().find(|run| run["number"] == 2))
+            .map(|run| run["waiting_for_group"].clone())
+            .unwrap_or(serde_json::Value::Null);
+        if !waiting.is_null() {
+            assert_eq!(waiting["group"], "deploy-main", "{waiting}");
+            assert_eq!(waiting["holder_number"], 1, "{waiting}");
+            let first_listed = listed
+                .as_array()
+                .and_then(|runs| runs.iter().find(|run| run["number"] == 1))
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                first_listed.get("waiting_for_group").is_none(),
+                "{first_listed}"
+            );
+            let table = text(&buildit(dir.path(), &["runs", "list"], &[]).stdout);
+            assert!(table.contains("waiting (deploy-main)"), "{table}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "run #2 never listed as waiting: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         finish(first, Duration::from_secs(60)).success(),
         "{}",

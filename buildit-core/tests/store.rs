@@ -2671,26 +2671,10 @@ async fn a_concurrency_group_has_one_holder_and_passes_on_when_it_ends_or_dies(b
     );
 
     // A dead holder's group goes to the run that waited as pending, not to whoever asks first.
-    let mut dead = new_run("dead-2", "p");
-    dead.owner.pid = dead_pid();
-    ok(store.create_run(&dead).await);
-    ok(store.create_run(&new_run("waiting", "p")).await);
+    dead_holder_with_pending(&store, "m", "dead-2", "waiting").await;
     // Runs are ordered by when they were created, then by id ("late" sorts first).
     tokio::time::sleep(Duration::from_millis(3)).await;
     ok(store.create_run(&new_run("late", "p")).await);
-    assert_eq!(
-        ok(store.acquire_group(&claim("m", "dead-2", None, true)).await),
-        GroupAcquire::Acquired
-    );
-    assert!(
-        holder_of(ok(store
-            .acquire_group(&claim("m", "waiting", None, true))
-            .await))
-        .is_some()
-    );
-    ok(store
-        .mark_interrupted(&RunOwner::this_process(), Duration::from_secs(60))
-        .await);
     assert_eq!(
         ok(store
             .acquire_group(&claim("m", "late", Some("deploy"), false))
@@ -2710,22 +2694,10 @@ async fn a_concurrency_group_has_one_holder_and_passes_on_when_it_ends_or_dies(b
         GroupAcquire::Acquired
     );
     // A run's own claim that found the group handed on waits next, as it would have had the holder let go.
-    let mut dead = new_run("dead-3", "p");
-    dead.owner.pid = dead_pid();
-    ok(store.create_run(&dead).await);
-    for id in ["next", "then", "other"] {
+    dead_holder_with_pending(&store, "n", "dead-3", "next").await;
+    for id in ["then", "other"] {
         ok(store.create_run(&new_run(id, "p")).await);
     }
-    ok(store.acquire_group(&claim("n", "dead-3", None, true)).await);
-    assert!(
-        holder_of(ok(store
-            .acquire_group(&claim("n", "next", None, true))
-            .await))
-        .is_some()
-    );
-    ok(store
-        .mark_interrupted(&RunOwner::this_process(), Duration::from_secs(60))
-        .await);
     assert_eq!(
         holder_of(ok(store
             .acquire_group(&claim("n", "then", None, true))
@@ -2766,6 +2738,28 @@ async fn a_concurrency_group_has_one_holder_and_passes_on_when_it_ends_or_dies(b
         }
     }
     assert_eq!(acquired, 1);
+}
+
+/// `group` held by a new run `dead` whose runner is gone (and marked so), with a new run `pending` waiting as the
+/// group's pending run.
+async fn dead_holder_with_pending(store: &Arc<dyn Store>, group: &str, dead: &str, pending: &str) {
+    let mut run = new_run(dead, "p");
+    run.owner.pid = dead_pid();
+    ok(store.create_run(&run).await);
+    ok(store.create_run(&new_run(pending, "p")).await);
+    assert_eq!(
+        ok(store.acquire_group(&claim(group, dead, None, true)).await),
+        GroupAcquire::Acquired
+    );
+    assert!(
+        holder_of(ok(store
+            .acquire_group(&claim(group, pending, None, true))
+            .await))
+        .is_some()
+    );
+    ok(store
+        .mark_interrupted(&RunOwner::this_process(), Duration::from_secs(60))
+        .await);
 }
 
 async fn the_newest_waiting_run_of_a_group_displaces_an_older_one_and_is_handed_the_group(

@@ -272,8 +272,15 @@ async fn list(
     format: HistoryOutput,
 ) -> Result<Exit, StoreError> {
     let runs = store.list_runs(filter).await?;
+    let mut listed = Vec::with_capacity(runs.len());
+    for run in &runs {
+        listed.push(ListedRun {
+            run,
+            waiting_for_group: waiting_for_group(store, run).await,
+        });
+    }
     let text = match format {
-        HistoryOutput::Json => json(&runs),
+        HistoryOutput::Json => json(&listed),
         HistoryOutput::Text if runs.is_empty() => "no runs recorded\n".to_owned(),
         HistoryOutput::Text => {
             let mut rows = vec![[
@@ -284,11 +291,18 @@ async fn list(
                 "DURATION".to_owned(),
                 "ID".to_owned(),
             ]];
-            for run in &runs {
+            for ListedRun {
+                run,
+                waiting_for_group,
+            } in &listed
+            {
                 rows.push([
                     format!("#{}", run.number),
                     run.pipeline.clone(),
-                    run.state.as_str().to_owned(),
+                    match waiting_for_group {
+                        Some(waiting) => format!("waiting ({})", waiting.group),
+                        None => run.state.as_str().to_owned(),
+                    },
                     timestamp(run.created_at_ms),
                     duration(run.duration_ms),
                     run.id.clone(),
@@ -299,6 +313,61 @@ async fn list(
     };
     print(&text);
     Ok(Exit::Success)
+}
+
+/// A run as `runs list` shows it.
+#[derive(Serialize)]
+struct ListedRun<'a> {
+    #[serde(flatten)]
+    run: &'a RunRecord,
+    /// The concurrency group a running run waits for before its first stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_for_group: Option<WaitingFor>,
+}
+
+/// The group a run waits for, and who holds it.
+#[derive(Serialize)]
+struct WaitingFor {
+    group: String,
+    holder_run: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    holder_number: Option<i64>,
+}
+
+/// Events read to tell whether a running run waits for its group: such a run has told little else yet.
+const WAITING_EVENTS: usize = 256;
+
+/// The group `run` waits for, as its recorded events tell: a `waiting-for-group` of the run itself that no stage
+/// followed. `None` for a run that is not running, or that the store cannot read.
+async fn waiting_for_group(store: &dyn Store, run: &RunRecord) -> Option<WaitingFor> {
+    if run.state != RunState::Running {
+        return None;
+    }
+    let events = store.events_after(&run.id, 0, WAITING_EVENTS).await.ok()?;
+    let mut waiting = None;
+    for event in events {
+        match event.kind {
+            RunEventKind::WaitingForGroup {
+                stage: None,
+                group,
+                holder_run,
+                holder_number,
+                ..
+            } => {
+                waiting = Some(WaitingFor {
+                    group,
+                    holder_run,
+                    holder_number,
+                });
+            }
+            // It holds its group once a stage starts or ends (a skip); stages are queued before it waits.
+            RunEventKind::StageStarted { .. }
+            | RunEventKind::StageFinished { .. }
+            | RunEventKind::RunFinished { .. } => return None,
+            _ => {}
+        }
+    }
+    waiting
 }
 
 #[derive(Serialize)]
