@@ -120,8 +120,14 @@ fn workspace(pipeline: &str) -> tempfile::TempDir {
 
 #[test]
 fn a_second_run_of_a_group_waits_until_the_first_ends() {
-    let dir = workspace(RUN_GROUP);
-    let first = start_run(dir.path(), "buildit.kdl", "one", 6);
+    // Each stage goes on once the test says so (`go-TAG`), so that the second run is seen waiting; after 60 s
+    // it goes on anyway, so that a failed test leaves nothing behind.
+    let dir = workspace(&RUN_GROUP.replace(
+        "sleep {env.NAP}",
+        "for i in $(seq 1200); do [ -f go-{env.TAG} ] && break; sleep 0.05; done",
+    ));
+    std::fs::write(dir.path().join("go-two"), "").expect("gate opened");
+    let first = start_run(dir.path(), "buildit.kdl", "one", 0);
     wait_for(
         &dir.path().join("order.log"),
         "start-one",
@@ -156,11 +162,12 @@ fn a_second_run_of_a_group_waits_until_the_first_ends() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(30),
             "run #2 never listed as waiting: {listed}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    std::fs::write(dir.path().join("go-one"), "").expect("gate opened");
     assert!(
         finish(first, Duration::from_secs(60)).success(),
         "{}",

@@ -334,16 +334,22 @@ struct WaitingFor {
     holder_number: Option<i64>,
 }
 
-/// Events read to tell whether a running run waits for its group: such a run has told little else yet.
-const WAITING_EVENTS: usize = 256;
+/// Events read, after the stages' `stage-queued`, to tell whether a running run waits for its group: such a run
+/// has told nothing else yet but who holds the group.
+const WAITING_EVENTS: usize = 64;
 
 /// The group `run` waits for, as its recorded events tell: a `waiting-for-group` of the run itself that no stage
-/// followed. `None` for a run that is not running, or that the store cannot read.
+/// followed. `None` for a run that is not running, not started yet, or that the store cannot read.
 async fn waiting_for_group(store: &dyn Store, run: &RunRecord) -> Option<WaitingFor> {
     if run.state != RunState::Running {
         return None;
     }
-    let events = store.events_after(&run.id, 0, WAITING_EVENTS).await.ok()?;
+    // `run-started`, then one `stage-queued` a stage, then the wait: the plan is not read again for each run.
+    let queued = run.stage_count?;
+    let events = store
+        .events_after(&run.id, queued, WAITING_EVENTS)
+        .await
+        .ok()?;
     let mut waiting = None;
     for event in events {
         match event.kind {
@@ -360,8 +366,10 @@ async fn waiting_for_group(store: &dyn Store, run: &RunRecord) -> Option<Waiting
                     holder_number,
                 });
             }
-            // It holds its group once a stage starts or ends (a skip); stages are queued before it waits.
-            RunEventKind::StageStarted { .. }
+            // It holds its group once a stage starts, waits for a stage's group, or ends (a skip); stages are
+            // queued before it waits.
+            RunEventKind::WaitingForGroup { stage: Some(_), .. }
+            | RunEventKind::StageStarted { .. }
             | RunEventKind::StageFinished { .. }
             | RunEventKind::RunFinished { .. } => return None,
             _ => {}
